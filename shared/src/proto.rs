@@ -1,0 +1,236 @@
+//! Versioned session messages between agent and server, plus enrollment.
+//!
+//! One bidirectional QUIC stream, opened by the agent, carries a session:
+//!
+//! ```text
+//! agent                                   server
+//!   | Hello{protocol, host, version}  ->      |
+//!   |      <- Welcome{protocol, last_seq}     |   (or connection closed with a code)
+//!   | Telemetry{seq=n}                ->      |
+//!   |      <- Ack{seq=n}  (after a durable commit)
+//!   |      <- Request{id, ServerRequest}      |   control, server -> agent
+//!   | Response{id, AgentResponse}     ->      |
+//!   | Request{id, AgentRequest}       ->      |   e.g. certificate renewal
+//!   |      <- Response{id, ServerResponse}    |
+//! ```
+//!
+//! Versioning: the major must match; the session runs at the lower minor of the two
+//! peers, and neither side sends a variant the negotiated minor does not know.
+//! Variants are append-only (postcard encodes the variant index).
+
+use crate::telemetry::TelemetryBatch;
+use serde::{Deserialize, Serialize};
+
+/// A protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProtocolVersion {
+    /// Incompatible changes bump this.
+    pub major: u16,
+    /// Compatible additions bump this.
+    pub minor: u16,
+}
+
+impl ProtocolVersion {
+    /// The version this build speaks.
+    ///
+    /// - 1.0: hello, telemetry, acks, ping.
+    /// - 1.1: certificate renewal over the session.
+    pub const CURRENT: Self = Self { major: 1, minor: 1 };
+
+    /// The version a session between `self` (local) and `peer` runs at, if any.
+    pub fn negotiate(self, peer: Self) -> Option<Self> {
+        (self.major == peer.major).then(|| Self {
+            major: self.major,
+            minor: self.minor.min(peer.minor),
+        })
+    }
+
+    /// Whether certificate renewal over the session is available.
+    pub fn supports_renewal(self) -> bool {
+        self.minor >= 1
+    }
+}
+
+impl std::fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// First message of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Highest version the agent speaks.
+    pub protocol: ProtocolVersion,
+    /// `warden-agent` version.
+    pub agent_version: String,
+    /// Host name.
+    pub hostname: String,
+    /// Operating system description.
+    pub os: String,
+}
+
+/// The server's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Negotiated version.
+    pub protocol: ProtocolVersion,
+    /// `warden` version.
+    pub server_version: String,
+    /// Highest batch sequence already stored for this agent (0 = none).
+    pub last_stored_seq: u64,
+}
+
+/// Agent to server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// Opens the session.
+    Hello(Hello),
+    /// A telemetry batch.
+    Telemetry(TelemetryBatch),
+    /// A request from the agent.
+    Request {
+        /// Correlation id, unique per session.
+        id: u64,
+        /// The request.
+        body: AgentRequest,
+    },
+    /// The answer to a [`ServerMessage::Request`].
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: AgentResponse,
+    },
+}
+
+/// Server to agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// Accepts the session.
+    Welcome(Welcome),
+    /// Every batch up to and including `seq` is durably stored.
+    Ack {
+        /// Highest stored sequence.
+        seq: u64,
+    },
+    /// A control request to the agent.
+    Request {
+        /// Correlation id, unique per session.
+        id: u64,
+        /// The request.
+        body: ServerRequest,
+    },
+    /// The answer to an [`AgentMessage::Request`].
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: ServerResponse,
+    },
+}
+
+/// Requests the server sends to the agent (control plane).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerRequest {
+    /// Liveness check; the agent answers [`AgentResponse::Pong`].
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+}
+
+/// Answers to [`ServerRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentResponse {
+    /// Answer to ping.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Requests the agent sends to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentRequest {
+    /// Sign a new client certificate for this agent's key (protocol 1.1).
+    RenewCertificate {
+        /// PEM CSR for the agent's new key.
+        csr_pem: String,
+    },
+}
+
+/// Answers to [`AgentRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerResponse {
+    /// A renewed certificate.
+    Certificate {
+        /// PEM certificate.
+        cert_pem: String,
+        /// Expiry, seconds since the epoch.
+        not_after_unix: i64,
+    },
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Sent by the agent on an enrollment connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The join token as printed by `warden token create`.
+    pub token: String,
+    /// PEM CSR for the agent's key.
+    pub csr_pem: String,
+    /// Host name of the enrolling machine.
+    pub hostname: String,
+    /// `warden-agent` version.
+    pub agent_version: String,
+}
+
+/// The server's answer to an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollResponse {
+    /// Enrolled.
+    Accepted {
+        /// The id assigned to this agent.
+        agent_id: String,
+        /// Its organisation.
+        org_id: String,
+        /// PEM client certificate.
+        cert_pem: String,
+        /// PEM CA certificate to trust from now on.
+        ca_pem: String,
+        /// Expiry of the certificate, seconds since the epoch.
+        not_after_unix: i64,
+    },
+    /// Refused; the reason is safe to show to the operator.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_takes_the_lower_minor_and_requires_the_same_major() {
+        let v10 = ProtocolVersion { major: 1, minor: 0 };
+        assert_eq!(ProtocolVersion::CURRENT.negotiate(v10), Some(v10));
+        assert!(!v10.supports_renewal());
+        assert!(ProtocolVersion::CURRENT.supports_renewal());
+        assert_eq!(
+            ProtocolVersion::CURRENT.negotiate(ProtocolVersion { major: 2, minor: 0 }),
+            None
+        );
+    }
+}
