@@ -1,1 +1,141 @@
-//! placeholder
+//! `warden-agent` library: collectors, the on-disk spool, enrollment and the QUIC session.
+//! `main.rs` is a thin CLI over [`run`] and [`enroll::enroll`]; tests drive the same code.
+
+pub mod collectors;
+pub mod config;
+pub mod enroll;
+mod fsutil;
+pub mod identity;
+pub mod spool;
+pub mod transport;
+
+use anyhow::Context;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{error, info, warn};
+use warden_shared::proto::ProtocolVersion;
+use warden_shared::telemetry::TelemetryBatch;
+
+/// How the process runs (not what it monitors).
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Protocol version offered to the server (tests use an older minor).
+    pub protocol: ProtocolVersion,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            protocol: ProtocolVersion::CURRENT,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` becomes true.
+///
+/// # Errors
+/// Startup failures: not enrolled, unusable identity, spool directory unusable.
+pub async fn run(
+    cfg: config::Config,
+    opts: RunOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let identity = identity::Identity::load(&cfg.data_dir)?;
+    let servers = if cfg.servers.is_empty() {
+        identity.meta.servers.clone()
+    } else {
+        cfg.servers.clone()
+    };
+    let spool_dir = cfg.data_dir.join("spool");
+    let spool = spool::Spool::open(&spool_dir, cfg.spool_max_bytes)
+        .with_context(|| format!("opening spool {}", spool_dir.display()))?;
+    info!(
+        agent_id = %identity.meta.agent_id,
+        pending = spool.pending(),
+        spool_bytes = spool.bytes(),
+        "warden-agent starting"
+    );
+    let spool = Arc::new(Mutex::new(spool));
+    let spooled = Arc::new(Notify::new());
+    let identity = Arc::new(Mutex::new(identity));
+
+    let (tx, mut rx) = mpsc::channel::<TelemetryBatch>(64);
+    let collectors = collectors::spawn_all(&cfg.collectors, &cfg.hostname, tx, shutdown.clone());
+    let writer = {
+        let (spool, spooled) = (spool.clone(), spooled.clone());
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                let pushed = spool.lock().map_err(|_| ()).and_then(|mut s| {
+                    s.push(batch).map_err(|e| {
+                        error!(error = %e, "cannot write to spool; batch lost");
+                    })
+                });
+                if pushed.is_ok() {
+                    spooled.notify_one();
+                }
+            }
+        })
+    };
+
+    let mut attempt = 0u32;
+    while !*shutdown.borrow() {
+        let ctx = transport::session::Context {
+            spool: &spool,
+            spooled: &spooled,
+            identity: &identity,
+            data_dir: &cfg.data_dir,
+            hostname: &cfg.hostname,
+            protocol: opts.protocol,
+        };
+        let started = tokio::time::Instant::now();
+        match connect_once(&servers, &ctx, &mut shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                if started.elapsed() > std::time::Duration::from_secs(30) {
+                    attempt = 0;
+                }
+                let delay = transport::backoff(attempt, rand::random_range(0.5..=1.0));
+                attempt = attempt.saturating_add(1);
+                warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "server connection failed");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+    for c in collectors {
+        let _ = c.await;
+    }
+    writer.abort();
+    info!("warden-agent stopped");
+    Ok(())
+}
+
+async fn connect_once(
+    servers: &[String],
+    ctx: &transport::session::Context<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let addrs = transport::resolve(servers).await?;
+    let config = {
+        let id = ctx
+            .identity
+            .lock()
+            .map_err(|_| anyhow::anyhow!("identity lock poisoned"))?;
+        transport::tls::session_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?
+    };
+    let endpoint = transport::endpoint_for(addrs[0])?;
+    let conn = transport::connect(&endpoint, &addrs, &config).await?;
+    let result = transport::session::run(&conn, ctx, shutdown).await;
+    let result = match (&result, conn.close_reason()) {
+        (Err(_), Some(reason)) if transport::is_auth_failure(&reason) => {
+            Err(anyhow::anyhow!(transport::explain(&reason)))
+        }
+        _ => result,
+    };
+    conn.close(0u32.into(), b"");
+    // Give the close frame a moment to leave, so the server sees the agent go at once.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
+    result
+}

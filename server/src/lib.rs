@@ -1,1 +1,215 @@
-//! placeholder
+//! `warden` library: PKI, enrollment, QUIC ingest, storage and the HTTP API.
+//! `main.rs` is a thin CLI over [`start`]; tests and `warden demo` drive the same code.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod enroll;
+mod fsutil;
+pub mod ingest;
+pub mod pki;
+pub mod store;
+
+use anyhow::Context;
+use config::Config;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info};
+
+/// File in the data directory that holds the admin API token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// QUIC stateless-reset secret in the data directory.
+pub const RESET_KEY_FILE: &str = "quic-reset.key";
+/// Database file in the data directory.
+pub const DB_FILE: &str = "warden.redb";
+
+/// Milliseconds since the Unix epoch (the one place the server reads the wall clock).
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Spawns a task inside a span named after it, so its logs say where they come from.
+pub fn spawn_named<F>(name: &'static str, fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(fut.instrument(tracing::debug_span!("task", name)))
+}
+
+/// A running server.
+pub struct Server {
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// Bound QUIC address.
+    pub quic_addr: SocketAddr,
+    /// Path of the admin token file.
+    pub admin_token_path: PathBuf,
+    /// Shared state (store, CA, live agents).
+    pub shared: Arc<ingest::Shared>,
+    /// Token lifetime default and advertised addresses.
+    pub api: api::ApiState,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the data directory, CA, store and listeners, and starts serving.
+///
+/// # Errors
+/// Anything that prevents serving: unreadable data dir, insecure key files, ports in use.
+pub async fn start(cfg: Config) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    set_mode(&cfg.data_dir, 0o700)?;
+    let pki = Arc::new(pki::Pki::load_or_create(
+        &cfg.data_dir,
+        time::OffsetDateTime::now_utc(),
+    )?);
+    let (admin_token_path, admin_token_hash) = admin_token(&cfg.data_dir)?;
+    let db_path = cfg.data_dir.join(DB_FILE);
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || store::Store::open(&db_path))
+            .await?
+            .with_context(|| format!("opening database in {}", cfg.data_dir.display()))?,
+    );
+    let writer = ingest::writer::spawn(store.clone());
+    let live = Arc::new(ingest::live::LiveAgents::default());
+    let shared = Arc::new(ingest::Shared {
+        store: store.clone(),
+        pki: pki.clone(),
+        writer: writer.clone(),
+        live: live.clone(),
+        cert_ttl: cfg.cert_ttl,
+    });
+    let reset_secret = secret_file(&cfg.data_dir.join(RESET_KEY_FILE))?;
+    let endpoint = ingest::bind(cfg.quic_listen, &pki, &cfg.server_names, &reset_secret)?;
+    let quic_addr = endpoint.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on tcp {}", cfg.http_listen))?;
+    let http_addr = listener.local_addr()?;
+    // With an ephemeral QUIC port the advertised address must name the bound port.
+    let advertise = if cfg.quic_listen.port() == 0 {
+        vec![quic_addr.to_string()]
+    } else {
+        cfg.advertise.clone()
+    };
+    let api = api::ApiState {
+        store,
+        live,
+        admin_token_hash,
+        ca_fingerprint: pki.fingerprint(),
+        advertise,
+        token_ttl: cfg.token_ttl,
+        stats: writer.stats.clone(),
+    };
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(spawn_named(
+        "quic",
+        ingest::serve(endpoint, shared.clone(), rx.clone()),
+    ));
+    let app = api::router(api.clone());
+    let mut http_rx = rx.clone();
+    tasks.push(spawn_named("http", async move {
+        let stop = async move {
+            let _ = http_rx.wait_for(|v| *v).await;
+        };
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %err, "http server failed");
+        }
+    }));
+    info!(
+        http = %http_addr,
+        quic = %quic_addr,
+        ca_fingerprint = %warden_shared::token::fingerprint_hex(&pki.fingerprint()),
+        admin_token = %admin_token_path.display(),
+        "warden started"
+    );
+    Ok(Server {
+        http_addr,
+        quic_addr,
+        admin_token_path,
+        shared,
+        api,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Server {
+    /// Stops listeners, closes agent connections and waits for the tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        info!("warden stopped");
+    }
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode on {}", path.display()))
+}
+
+/// Reads a private random secret, creating it on first use.
+fn secret_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if !path.exists() {
+        fsutil::write_private(path, &rand::random::<[u8; 32]>())?;
+    }
+    fsutil::check_private(path)?;
+    let secret = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        secret.len() >= 16,
+        "{} is too short; delete it to generate a new one",
+        path.display()
+    );
+    Ok(secret)
+}
+
+/// Reads or creates the admin token; returns its path and SHA-256.
+fn admin_token(dir: &std::path::Path) -> anyhow::Result<(PathBuf, [u8; 32])> {
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    if !path.exists() {
+        let token = format!("wdn_admin_{}", hex::encode(rand::random::<[u8; 24]>()));
+        fsutil::write_private(&path, format!("{token}\n").as_bytes())?;
+        info!(path = %path.display(), "created admin API token");
+    }
+    fsutil::check_private(&path)?;
+    let token =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let token = token.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "{} is empty; delete it to generate a new token",
+        path.display()
+    );
+    Ok((path, Sha256::digest(token.as_bytes()).into()))
+}
+
+/// Reads the admin token for CLI commands.
+///
+/// # Errors
+/// If the file is missing or unreadable.
+pub fn read_admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let t = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (has the server run with this data directory?)",
+            path.display()
+        )
+    })?;
+    Ok(t.trim().to_owned())
+}

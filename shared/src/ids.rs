@@ -178,7 +178,7 @@ impl TryFrom<String> for ResourceId {
 }
 
 impl From<ResourceId> for String {
-    fn from(id: ResourceId) -> String {
+    fn from(id: ResourceId) -> Self {
         id.0
     }
 }

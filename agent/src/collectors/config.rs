@@ -1,0 +1,260 @@
+//! Collector configuration: the `[collectors]` section of `agent.toml`, its defaults and validation.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default time between two runs of a collector.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default limit on one run of a collector.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default Docker socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// Shortest allowed interval: anything faster costs more than it tells.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest allowed per-run timeout.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// Most simulated nodes and guests, so a typo cannot exhaust the spool.
+const MAX_SIM_NODES: u32 = 16;
+const MAX_SIM_GUESTS: u32 = 500;
+
+/// The `[collectors]` section: which sources this agent reads and how often.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorsConfig {
+    /// This machine: CPU, memory, filesystems, IO, temperatures (sysinfo).
+    pub host: HostConfig,
+    /// The local Docker daemon.
+    pub docker: DockerConfig,
+    /// A simulated Proxmox-like node for demos; absent unless configured.
+    pub simulated: Option<SimulatedConfig>,
+}
+
+/// `[collectors.host]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Whether the collector runs.
+    pub enabled: bool,
+    /// Time between runs, e.g. `"10s"`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Limit on one run, e.g. `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Root for the files the collector reads itself (`proc/diskstats`, `sys/block`); hidden,
+    /// tests point it at fixture trees. sysinfo always reads the real `/proc` and `/sys`.
+    #[doc(hidden)]
+    pub root: PathBuf,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+            root: PathBuf::from("/"),
+        }
+    }
+}
+
+/// `[collectors.docker]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Whether the collector runs.
+    pub enabled: bool,
+    /// Time between full runs; Docker events trigger extra runs in between.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Limit on one run.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Path of the Docker (or Podman) API socket.
+    pub socket: String,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+            socket: DEFAULT_DOCKER_SOCKET.to_owned(),
+        }
+    }
+}
+
+/// `[collectors.simulated]`: pretends this host is a Proxmox VE node with guests and storage.
+///
+/// Everything it reports is a pure function of `seed`, the guest index and the time since the
+/// collector started, so two agents with the same seed tell the same story.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatedConfig {
+    /// Number of simulated nodes; the first is named after this host.
+    pub nodes: u32,
+    /// Number of simulated guests (a mix of VMs and LXC containers, some stopped).
+    pub guests: u32,
+    /// Seed for the deterministic noise.
+    pub seed: u64,
+    /// VMID of the first guest; give each demo agent its own range so ids do not collide.
+    pub first_vmid: u32,
+    /// Time between runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How fast the `local-lvm` pool fills, in percentage points per hour.
+    pub storage_growth_pct_per_hour: f64,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 1,
+            guests: 6,
+            seed: 1,
+            first_vmid: 100,
+            interval: Duration::from_secs(5),
+            storage_growth_pct_per_hour: 30.0,
+        }
+    }
+}
+
+impl CollectorsConfig {
+    /// All problems found (empty = valid), e.g. `collectors.host.interval must be at least 1s`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let h = &self.host;
+        check_timing("host", h.interval, h.timeout, &mut problems);
+        if !h.root.is_absolute() {
+            problems.push(format!(
+                "collectors.host.root must be an absolute path, got {:?}",
+                h.root
+            ));
+        }
+        let d = &self.docker;
+        check_timing("docker", d.interval, d.timeout, &mut problems);
+        let socket = d.socket.strip_prefix("unix://").unwrap_or(&d.socket);
+        if !socket.starts_with('/') {
+            problems.push(format!(
+                "collectors.docker.socket must be an absolute unix socket path, got {:?}",
+                d.socket
+            ));
+        }
+        if let Some(s) = &self.simulated {
+            if s.interval < MIN_INTERVAL {
+                problems.push("collectors.simulated.interval must be at least 1s".to_owned());
+            }
+            if !(1..=MAX_SIM_NODES).contains(&s.nodes) {
+                problems.push(format!(
+                    "collectors.simulated.nodes must be 1 to {MAX_SIM_NODES}, got {}",
+                    s.nodes
+                ));
+            }
+            if s.guests > MAX_SIM_GUESTS {
+                problems.push(format!(
+                    "collectors.simulated.guests must be at most {MAX_SIM_GUESTS}, got {}",
+                    s.guests
+                ));
+            }
+            if !(100..=999_000_000).contains(&s.first_vmid) {
+                problems.push(format!(
+                    "collectors.simulated.first_vmid must be 100 to 999000000, got {}",
+                    s.first_vmid
+                ));
+            }
+            let g = s.storage_growth_pct_per_hour;
+            if !g.is_finite() || !(0.0..=1000.0).contains(&g) {
+                problems.push(format!(
+                    "collectors.simulated.storage_growth_pct_per_hour must be 0 to 1000, got {g}"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+fn check_timing(name: &str, interval: Duration, timeout: Duration, problems: &mut Vec<String>) {
+    if interval < MIN_INTERVAL {
+        problems.push(format!("collectors.{name}.interval must be at least 1s"));
+    }
+    if timeout < MIN_TIMEOUT {
+        problems.push(format!("collectors.{name}.timeout must be at least 100ms"));
+    }
+    if timeout > interval {
+        problems.push(format!(
+            "collectors.{name}.timeout ({}) must not exceed collectors.{name}.interval ({})",
+            humantime::format_duration(timeout),
+            humantime::format_duration(interval)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = CollectorsConfig::default();
+        assert!(cfg.host.enabled && cfg.docker.enabled && cfg.simulated.is_none());
+        assert_eq!(cfg.host.interval, Duration::from_secs(10));
+        assert_eq!(cfg.docker.timeout, Duration::from_secs(5));
+        assert_eq!(cfg.docker.socket, "/var/run/docker.sock");
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn parses_humantime_and_partial_sections() {
+        let cfg: CollectorsConfig = toml::from_str(
+            r#"
+            host = { interval = "30s" }
+            docker = { enabled = false, socket = "/run/podman/podman.sock" }
+            [simulated]
+            guests = 3
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.host.interval, Duration::from_secs(30));
+        assert_eq!(cfg.host.timeout, DEFAULT_TIMEOUT);
+        assert!(!cfg.docker.enabled);
+        assert_eq!(cfg.docker.socket, "/run/podman/podman.sock");
+        let sim = cfg.simulated.unwrap();
+        assert_eq!(sim.guests, 3);
+        assert_eq!(sim.interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let err = toml::from_str::<CollectorsConfig>("host = { intervall = \"5s\" }").unwrap_err();
+        assert!(err.to_string().contains("intervall"), "{err}");
+        assert!(toml::from_str::<CollectorsConfig>("podman = {}").is_err());
+    }
+
+    #[test]
+    fn validation_collects_every_problem() {
+        let mut cfg = CollectorsConfig::default();
+        cfg.host.interval = Duration::from_millis(500);
+        cfg.docker.timeout = Duration::from_secs(20);
+        cfg.docker.socket = "docker.sock".into();
+        cfg.simulated = Some(SimulatedConfig {
+            nodes: 0,
+            storage_growth_pct_per_hour: f64::NAN,
+            ..SimulatedConfig::default()
+        });
+        let problems = cfg.validate();
+        assert_eq!(
+            problems,
+            vec![
+                "collectors.host.interval must be at least 1s",
+                "collectors.host.timeout (5s) must not exceed collectors.host.interval (500ms)",
+                "collectors.docker.timeout (20s) must not exceed collectors.docker.interval (10s)",
+                "collectors.docker.socket must be an absolute unix socket path, got \"docker.sock\"",
+                "collectors.simulated.nodes must be 1 to 16, got 0",
+                "collectors.simulated.storage_growth_pct_per_hour must be 0 to 1000, got NaN",
+            ]
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! The on-disk spool: every telemetry batch is written here before it is sent, and
+//! removed only after the server acknowledged it as durably stored.
+//!
+//! Format: one file per batch, `<seq as 20 digits>.batch`, holding the postcard-encoded
+//! [`TelemetryBatch`] (with its `seq`), written to a temp file, fsynced and renamed, so a
+//! crash leaves either the whole batch or nothing. `state.json` records the highest
+//! acknowledged sequence and the cumulative count of dropped samples.
+//!
+//! Invariants:
+//! - sequence numbers are assigned here, strictly increasing across restarts;
+//! - batches are sent in sequence order and replayed from the first unacknowledged one;
+//! - when the files exceed the budget, metric samples are stripped from the *oldest*
+//!   batches first (resource state and health stay) and every stripped sample is counted
+//!   in `dropped_samples`; whole batches go only when nothing is left to strip.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tracing::warn;
+use warden_shared::telemetry::TelemetryBatch;
+
+const STATE: &str = "state.json";
+const EXT: &str = "batch";
+
+/// Spool failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file could not be read or written.
+    #[error("spool file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A batch could not be encoded.
+    #[error("encoding batch: {0}")]
+    Encode(#[from] postcard::Error),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    acked: u64,
+    dropped_samples: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    bytes: u64,
+    samples: usize,
+}
+
+/// The spool of one agent.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    files: BTreeMap<u64, Entry>,
+    total: u64,
+    next_seq: u64,
+    state: State,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir` with a budget of `max_bytes`.
+    ///
+    /// # Errors
+    /// IO failures on the directory or state file.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let state_path = dir.join(STATE);
+        let state: State = match std::fs::read(&state_path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                warn!(error = %e, "spool state unreadable; starting from the files present");
+                State::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(io(&state_path)(e)),
+        };
+        let mut spool = Self {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            files: BTreeMap::new(),
+            total: 0,
+            next_seq: 1,
+            state,
+        };
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let path = entry.path();
+            let seq = path
+                .extension()
+                .filter(|e| *e == EXT)
+                .and_then(|_| path.file_stem())
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok());
+            let Some(seq) = seq else {
+                if path.extension().is_some_and(|e| e == "tmp") {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            };
+            if seq <= spool.state.acked {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            match spool.read_file(&path) {
+                Some(batch) => {
+                    let bytes = entry.metadata().map_err(io(&path))?.len();
+                    spool.files.insert(
+                        seq,
+                        Entry {
+                            bytes,
+                            samples: batch.samples.len(),
+                        },
+                    );
+                    spool.total += bytes;
+                }
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        spool.next_seq = spool
+            .files
+            .keys()
+            .next_back()
+            .map_or(spool.state.acked, |s| *s.max(&spool.state.acked))
+            + 1;
+        Ok(spool)
+    }
+
+    fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.{EXT}"))
+    }
+
+    fn read_file(&self, path: &Path) -> Option<TelemetryBatch> {
+        let bytes = std::fs::read(path).ok()?;
+        match postcard::from_bytes(&bytes) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "discarding damaged spool file");
+                None
+            }
+        }
+    }
+
+    fn write_file(&self, seq: u64, batch: &TelemetryBatch) -> Result<u64, SpoolError> {
+        let bytes = postcard::to_stdvec(batch)?;
+        let path = self.path(seq);
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_data())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(bytes.len() as u64)
+    }
+
+    fn save_state(&self) -> Result<(), SpoolError> {
+        let path = self.dir.join(STATE);
+        let tmp = path.with_extension("tmp");
+        let body = serde_json::to_vec(&self.state).unwrap_or_default();
+        std::fs::write(&tmp, body).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Numbers `batch`, writes it durably, enforces the budget; returns its sequence.
+    ///
+    /// # Errors
+    /// IO failures; the batch is then not spooled.
+    pub fn push(&mut self, mut batch: TelemetryBatch) -> Result<u64, SpoolError> {
+        let seq = self.next_seq;
+        batch.seq = seq;
+        batch.dropped_samples = self.state.dropped_samples;
+        let bytes = self.write_file(seq, &batch)?;
+        self.next_seq += 1;
+        self.files.insert(
+            seq,
+            Entry {
+                bytes,
+                samples: batch.samples.len(),
+            },
+        );
+        self.total += bytes;
+        self.enforce_budget()?;
+        Ok(seq)
+    }
+
+    fn enforce_budget(&mut self) -> Result<(), SpoolError> {
+        let before = self.state.dropped_samples;
+        while self.total > self.max_bytes {
+            let oldest_with_samples = self
+                .files
+                .iter()
+                .find(|(_, e)| e.samples > 0)
+                .map(|(s, _)| *s);
+            if let Some(seq) = oldest_with_samples {
+                let Some(mut batch) = self.read_file(&self.path(seq)) else {
+                    self.remove(seq);
+                    continue;
+                };
+                self.state.dropped_samples += batch.samples.len() as u64;
+                batch.samples.clear();
+                let bytes = self.write_file(seq, &batch)?;
+                if let Some(e) = self.files.get_mut(&seq) {
+                    self.total = self.total - e.bytes + bytes;
+                    *e = Entry { bytes, samples: 0 };
+                }
+            } else if let Some(seq) = self.files.keys().next().copied() {
+                self.remove(seq);
+            } else {
+                break;
+            }
+        }
+        if self.state.dropped_samples != before {
+            warn!(
+                dropped_total = self.state.dropped_samples,
+                budget_bytes = self.max_bytes,
+                "spool full: dropped oldest metric samples"
+            );
+            self.save_state()?;
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, seq: u64) {
+        if let Some(e) = self.files.remove(&seq) {
+            self.total -= e.bytes;
+            let _ = std::fs::remove_file(self.path(seq));
+        }
+    }
+
+    /// Records that the server stored everything up to `seq` and deletes those batches.
+    /// Sequences beyond what was ever assigned are clamped: a server cannot make the
+    /// agent skip batches it has not written.
+    ///
+    /// # Errors
+    /// IO failure writing the state file.
+    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let seq = seq.min(self.next_seq - 1);
+        if seq <= self.state.acked {
+            return Ok(());
+        }
+        self.state.acked = seq;
+        let done: Vec<u64> = self.files.range(..=seq).map(|(s, _)| *s).collect();
+        for s in done {
+            self.remove(s);
+        }
+        self.save_state()
+    }
+
+    /// After a server says what it already stored: acknowledge that much and make sure
+    /// new sequences continue above it (the agent's data may have been reset).
+    ///
+    /// # Errors
+    /// IO failure writing the state file.
+    pub fn resync(&mut self, server_last: u64) -> Result<(), SpoolError> {
+        if server_last >= self.next_seq {
+            self.next_seq = server_last + 1;
+        }
+        self.ack(server_last)
+    }
+
+    /// The first spooled sequence at or after `from`.
+    pub fn next_from(&self, from: u64) -> Option<u64> {
+        self.files.range(from..).next().map(|(s, _)| *s)
+    }
+
+    /// Reads a spooled batch (None if it was dropped or damaged).
+    pub fn get(&self, seq: u64) -> Option<TelemetryBatch> {
+        self.files
+            .contains_key(&seq)
+            .then(|| self.read_file(&self.path(seq)))
+            .flatten()
+    }
+
+    /// Highest acknowledged sequence.
+    pub fn acked(&self) -> u64 {
+        self.state.acked
+    }
+
+    /// Batches waiting for acknowledgement.
+    pub fn pending(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.total
+    }
+
+    /// Samples dropped so far to stay in budget.
+    pub fn dropped_samples(&self) -> u64 {
+        self.state.dropped_samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_shared::ResourceId;
+    use warden_shared::telemetry::Sample;
+
+    fn batch(n: usize) -> TelemetryBatch {
+        let rid = ResourceId::new("node:h").unwrap();
+        TelemetryBatch {
+            collector: "host".into(),
+            samples: (0..n)
+                .map(|i| Sample {
+                    resource_id: rid.clone(),
+                    metric: "m".into(),
+                    ts_ms: i as i64,
+                    value: 1.0,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn numbers_persists_acks_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            (
+                s.push(batch(3)).unwrap(),
+                s.push(batch(3)).unwrap(),
+                s.push(batch(3)).unwrap()
+            ),
+            (1, 2, 3)
+        );
+        s.ack(1).unwrap();
+        assert_eq!(s.next_from(0), Some(2));
+        drop(s);
+        // A crash between write and rename leaves a temp file, which is ignored.
+        std::fs::write(dir.path().join("00000000000000000009.tmp"), b"junk").unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!((s.acked(), s.pending()), (1, 2));
+        assert_eq!(s.get(2).unwrap().seq, 2);
+        assert_eq!(s.push(batch(1)).unwrap(), 4);
+        // A server cannot acknowledge what was never sent.
+        s.ack(100).unwrap();
+        assert_eq!((s.acked(), s.pending()), (4, 0));
+        assert_eq!(s.push(batch(1)).unwrap(), 5);
+    }
+
+    #[test]
+    fn damaged_files_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.push(batch(2)).unwrap();
+        s.push(batch(2)).unwrap();
+        drop(s);
+        std::fs::write(dir.path().join(format!("{:020}.batch", 1)), [0xff; 3]).unwrap();
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.next_from(0), Some(2));
+    }
+
+    #[test]
+    fn budget_strips_oldest_samples_first_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = postcard::to_stdvec(&batch(100)).unwrap().len() as u64;
+        let mut s = Spool::open(dir.path(), one * 3).unwrap();
+        for _ in 0..5 {
+            s.push(batch(100)).unwrap();
+        }
+        assert!(s.bytes() <= one * 3);
+        assert_eq!(s.pending(), 5, "state-only batches are kept");
+        assert_eq!(s.get(1).unwrap().samples.len(), 0);
+        assert_eq!(s.get(5).unwrap().samples.len(), 100, "newest kept whole");
+        let dropped = s.dropped_samples();
+        assert_eq!(dropped % 100, 0);
+        assert!(dropped >= 200);
+        let next = s.push(batch(0)).unwrap();
+        assert_eq!(s.get(next).unwrap().dropped_samples, s.dropped_samples());
+        drop(s);
+        assert_eq!(
+            Spool::open(dir.path(), one * 3).unwrap().dropped_samples(),
+            dropped
+        );
+    }
+
+    #[test]
+    fn resync_moves_past_the_servers_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.resync(41).unwrap();
+        assert_eq!(s.push(batch(1)).unwrap(), 42);
+    }
+}

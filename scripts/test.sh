@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every check and test Warden has, on a fresh Debian machine or a developer's.
+# Installs what the tests need (Debian's docker.io and busybox-static), starts dockerd
+# when none is running (and leaves an already running one alone), then: fmt, clippy,
+# build, and the whole test suite. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (log: /tmp/warden-dockerd.log)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO sh -c 'nohup dockerd >/tmp/warden-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { tail -n 30 /tmp/warden-dockerd.log >&2; log "dockerd did not start"; exit 1; }
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "building binaries"
+cargo build --workspace --bins --locked
+log "running tests"
+cargo test --workspace --locked

@@ -1,0 +1,78 @@
+//! `/api/agents`: the fleet, with live connection state; revocation.
+
+use super::{ApiState, blocking, error::ApiError, rfc3339_ms};
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+use tracing::info;
+
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let agents = blocking(move || store.list_agents()).await?;
+    let out: Vec<Value> = agents
+        .into_iter()
+        .map(|a| {
+            let since = state.live.connected_since(&a.id);
+            let collectors: serde_json::Map<String, Value> = a
+                .collectors
+                .iter()
+                .map(|(name, h)| {
+                    (
+                        name.clone(),
+                        json!({
+                            "status": h.status,
+                            "message": h.message,
+                            "last_success": h.last_success_ms.and_then(rfc3339_ms),
+                            "last_run": rfc3339_ms(h.last_run_ms),
+                            "duration_ms": h.duration_ms,
+                        }),
+                    )
+                })
+                .collect();
+            json!({
+                "id": a.id,
+                "org_id": a.org_id,
+                "hostname": a.hostname,
+                "version": a.version,
+                "protocol": a.protocol,
+                "connected": since.is_some(),
+                "connected_since": since.and_then(rfc3339_ms),
+                "last_seen": a.last_seen_ms.and_then(rfc3339_ms),
+                "enrolled_at": rfc3339_ms(a.enrolled_at_ms),
+                "certificate_expires_at": rfc3339_ms(a.cert_not_after_unix * 1000),
+                "revoked": a.revoked_at_ms.is_some(),
+                "revoked_at": a.revoked_at_ms.and_then(rfc3339_ms),
+                "dropped_samples": a.dropped_samples,
+                "collectors": collectors,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+pub(super) async fn revoke(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let now = crate::now_ms();
+    let agent = id.clone();
+    let updated = blocking(move || {
+        store.update_agent(&agent, |a| {
+            if a.revoked_at_ms.is_none() {
+                a.revoked_at_ms = Some(now);
+            }
+        })
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
+    state.live.disconnect(
+        &id,
+        warden_shared::close::AGENT_REVOKED,
+        "agent was revoked",
+    );
+    info!(agent_id = %id, "agent revoked");
+    Ok(Json(
+        json!({ "id": updated.id, "revoked": true, "revoked_at": updated.revoked_at_ms.and_then(rfc3339_ms) }),
+    ))
+}

@@ -1,0 +1,261 @@
+//! One agent session: hello and version negotiation, telemetry to the writer with acks
+//! in order after durable commit, control requests both ways.
+
+use super::framed::{self, ReadError};
+use super::{Shared, live::ControlCall};
+use crate::pki::PeerIdentity;
+use crate::store::IngestItem;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+use warden_shared::close;
+use warden_shared::proto::{
+    AgentMessage, AgentRequest, AgentResponse, ProtocolVersion, ServerMessage, ServerResponse,
+    Welcome,
+};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the session until the connection ends.
+pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Shared>) {
+    let span = info_span!("session", agent_id = %id.agent_id);
+    async move {
+        match drive(&conn, &id, &shared).await {
+            Ok(()) => debug!("session ended"),
+            Err(End { code, reason }) => {
+                warn!(code, reason = %reason, "closing agent connection");
+                conn.close(code.into(), reason.as_bytes());
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Why the server closes a session.
+struct End {
+    code: u32,
+    reason: String,
+}
+
+impl End {
+    fn new(code: u32, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ReadError> for End {
+    fn from(e: ReadError) -> Self {
+        Self::new(e.close_code(), e.to_string())
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, End> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| End::new(close::PROTOCOL_ERROR, "server error"))
+}
+
+async fn drive(
+    conn: &quinn::Connection,
+    id: &PeerIdentity,
+    shared: &Arc<Shared>,
+) -> Result<(), End> {
+    let store = shared.store.clone();
+    let agent_id = id.agent_id.clone();
+    let record = blocking(move || store.get_agent(&agent_id))
+        .await?
+        .map_err(|_| End::new(close::PROTOCOL_ERROR, "server storage error"))?;
+    let record = match record {
+        Some(r) if r.revoked_at_ms.is_none() && r.org_id == id.org_id => r,
+        Some(r) if r.revoked_at_ms.is_some() => {
+            return Err(End::new(
+                close::AGENT_REVOKED,
+                format!("agent {} is revoked", r.id),
+            ));
+        }
+        _ => {
+            return Err(End::new(
+                close::AGENT_REVOKED,
+                format!("agent {} is unknown to this server", id.agent_id),
+            ));
+        }
+    };
+
+    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return Ok(()),
+        Err(_) => return Err(End::new(close::PROTOCOL_ERROR, "no session stream opened")),
+    };
+    let hello =
+        match tokio::time::timeout(HELLO_TIMEOUT, framed::read::<AgentMessage>(&mut recv)).await {
+            Ok(Ok(Some(AgentMessage::Hello(h)))) => h,
+            Ok(Ok(Some(_))) => return Err(End::new(close::PROTOCOL_ERROR, "expected hello")),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(End::new(close::PROTOCOL_ERROR, "no hello within 10s")),
+        };
+    let Some(protocol) = ProtocolVersion::CURRENT.negotiate(hello.protocol) else {
+        return Err(End::new(
+            close::VERSION_MISMATCH,
+            format!(
+                "protocol {} is not supported; this server speaks {}",
+                hello.protocol,
+                ProtocolVersion::CURRENT
+            ),
+        ));
+    };
+    let store = shared.store.clone();
+    let agent_id = record.id.clone();
+    let now = crate::now_ms();
+    let last_stored_seq = blocking(move || {
+        store.update_agent(&agent_id, |a| {
+            a.hostname = hello.hostname;
+            a.version = hello.agent_version;
+            a.protocol = Some(protocol.to_string());
+            a.last_seen_ms = Some(now);
+        })?;
+        store.last_seq(&agent_id)
+    })
+    .await?
+    .map_err(|_| End::new(close::PROTOCOL_ERROR, "server storage error"))?;
+    let welcome = ServerMessage::Welcome(Welcome {
+        protocol,
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        last_stored_seq,
+    });
+    framed::write(&mut send, &welcome)
+        .await
+        .map_err(|_| End::new(close::NORMAL, "gone"))?;
+
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlCall>(16);
+    let session = shared.live.insert(&record.id, conn.clone(), ctl_tx, now);
+    info!(%protocol, last_stored_seq, "agent connected");
+
+    // Reading frames is not cancel-safe, so a dedicated task reads and forwards.
+    let (frames_tx, mut frames) = mpsc::channel::<Result<AgentMessage, ReadError>>(64);
+    crate::spawn_named("session-reader", async move {
+        loop {
+            let r = framed::read(&mut recv).await;
+            let stop = !matches!(r, Ok(Some(_)));
+            let sent = match r {
+                Ok(Some(m)) => frames_tx.send(Ok(m)).await,
+                Ok(None) => break,
+                Err(e) => frames_tx.send(Err(e)).await,
+            };
+            if stop || sent.is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut acks = FuturesOrdered::new();
+    let mut waiting: HashMap<u64, oneshot::Sender<AgentResponse>> = HashMap::new();
+    let mut next_id = 1u64;
+    let result = loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(e.into()),
+                Some(Ok(AgentMessage::Telemetry(batch))) => {
+                    let item = IngestItem { agent_id: record.id.clone(), org_id: record.org_id.clone(), batch };
+                    acks.push_back(shared.writer.enqueue(item).await);
+                }
+                Some(Ok(AgentMessage::Request { id: rid, body })) => {
+                    let body = answer(body, protocol, &record.id, &record.org_id, shared).await;
+                    if framed::write(&mut send, &ServerMessage::Response { id: rid, body }).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                Some(Ok(AgentMessage::Response { id: rid, body })) => {
+                    if let Some(tx) = waiting.remove(&rid) {
+                        let _ = tx.send(body);
+                    }
+                }
+                Some(Ok(AgentMessage::Hello(_))) => break Err(End::new(close::PROTOCOL_ERROR, "unexpected second hello")),
+            },
+            Some(done) = acks.next(), if !acks.is_empty() => match done {
+                Ok(Ok(outcome)) => {
+                    let outcome: crate::store::IngestOutcome = outcome;
+                    if framed::write(&mut send, &ServerMessage::Ack { seq: outcome.ack_seq }).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                // Nothing was acknowledged; the agent replays after reconnecting.
+                _ => break Err(End::new(close::SHUTDOWN, "server could not store telemetry; retry later")),
+            },
+            Some((req, reply)) = ctl_rx.recv() => {
+                let rid = next_id;
+                next_id += 1;
+                waiting.insert(rid, reply);
+                if framed::write(&mut send, &ServerMessage::Request { id: rid, body: req }).await.is_err() {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    shared.live.remove(&record.id, session);
+    let store = shared.store.clone();
+    let agent_id = record.id.clone();
+    let now = crate::now_ms();
+    let _ = blocking(move || store.update_agent(&agent_id, |a| a.last_seen_ms = Some(now))).await;
+    info!("agent disconnected");
+    result
+}
+
+async fn answer(
+    req: AgentRequest,
+    protocol: ProtocolVersion,
+    agent_id: &str,
+    org_id: &str,
+    shared: &Shared,
+) -> ServerResponse {
+    match req {
+        AgentRequest::RenewCertificate { csr_pem } => {
+            if !protocol.supports_renewal() {
+                return ServerResponse::Error {
+                    message: format!("renewal needs protocol 1.1, session is {protocol}"),
+                };
+            }
+            let now = time::OffsetDateTime::now_utc();
+            match shared
+                .pki
+                .sign_agent(&csr_pem, agent_id, org_id, shared.cert_ttl, now)
+            {
+                Ok(cert) => {
+                    let store = shared.store.clone();
+                    let (id, serial, not_after) = (
+                        agent_id.to_owned(),
+                        cert.serial.clone(),
+                        cert.not_after_unix,
+                    );
+                    let _ = blocking(move || {
+                        store.update_agent(&id, |a| {
+                            a.cert_serial = serial;
+                            a.cert_not_after_unix = not_after;
+                        })
+                    })
+                    .await;
+                    info!(
+                        not_after_unix = cert.not_after_unix,
+                        "agent certificate renewed"
+                    );
+                    ServerResponse::Certificate {
+                        cert_pem: cert.pem,
+                        not_after_unix: cert.not_after_unix,
+                    }
+                }
+                Err(e) => ServerResponse::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Group-commit ingest of telemetry batches with the per-agent exactly-once seq check.
+//!
+//! One call is one write transaction. Samples go straight into the `samples` table: the series
+//! name is built in a reused buffer and mapped to its id through the in-memory cache, so a
+//! sample of a known series costs no allocation. Agent seqs, agent records and resource records
+//! touched by the call are read once, updated in memory and written back once, before the commit.
+
+use super::keys::{
+    AGENT_SEQ, AGENTS, META, NEXT_SERIES_KEY, RESOURCES, SAMPLES, SERIES, decode, encode,
+    resource_key, sample_key, series_name,
+};
+use super::records::attr_to_json;
+use super::{
+    AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ResourceRecord,
+    Store, StoreError,
+};
+use redb::{ReadableDatabase, ReadableTable, Table};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use warden_shared::telemetry::{Resource, TelemetryBatch};
+
+const AGENT: &str = "agent";
+const RESOURCE: &str = "resource";
+/// Series ids kept in memory at most.
+const SERIES_CACHE_MAX: usize = 1 << 20;
+/// Status of a resource known only from samples.
+const STATUS_UNKNOWN: &str = "unknown";
+
+/// Resource records touched by one call: org -> resource id -> record.
+type ResourceCache = HashMap<String, HashMap<String, ResourceRecord>>;
+
+impl Store {
+    /// Stores `items` in one write transaction (group commit) and returns one outcome per
+    /// item, in order.
+    ///
+    /// Per agent, a batch whose `seq` is at or below the stored last seq is skipped
+    /// (`stored = false`, `ack_seq` = the stored seq). Otherwise its samples go into history,
+    /// its resources are upserted (with `latest` updated from its samples), and the agent's
+    /// last seq, `last_seen_ms = now_ms`, `dropped_samples` and collector health are updated.
+    /// Items for the same agent may appear several times, in seq order. An agent without a
+    /// record still gets its batches and seq stored (logged at warn).
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`]; then nothing of the call is stored and no
+    /// item may be acknowledged.
+    pub fn ingest(
+        &self,
+        items: &[IngestItem],
+        now_ms: i64,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        let txn = self.db.begin_write()?;
+        // Held until the commit: ingest calls are serialised by redb's writer lock anyway.
+        let mut cache = self.series_cache();
+        let mut series = SeriesAlloc::default();
+        {
+            let mut seq_table = txn.open_table(AGENT_SEQ)?;
+            let mut meta_table = txn.open_table(META)?;
+            let mut series_table = txn.open_table(SERIES)?;
+            let mut sample_table = txn.open_table(SAMPLES)?;
+            let mut resource_table = txn.open_table(RESOURCES)?;
+            let mut agent_table = txn.open_table(AGENTS)?;
+
+            let mut seqs: HashMap<&str, u64> = HashMap::new();
+            let mut agents: HashMap<&str, Option<AgentRecord>> = HashMap::new();
+            let mut resources = ResourceCache::new();
+            let mut name = String::with_capacity(128);
+
+            for item in items {
+                let batch = &item.batch;
+                let last = match seqs.entry(item.agent_id.as_str()) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let stored = seq_table.get(item.agent_id.as_str())?.map(|v| v.value());
+                        e.insert(stored.unwrap_or(0))
+                    }
+                };
+                if batch.seq <= *last {
+                    outcomes.push(IngestOutcome {
+                        stored: false,
+                        ack_seq: *last,
+                    });
+                    continue;
+                }
+                *last = batch.seq;
+
+                for s in &batch.samples {
+                    if !s.value.is_finite() {
+                        continue;
+                    }
+                    series_name(&mut name, &item.org_id, s.resource_id.as_str(), &s.metric);
+                    let id = match cache.get(name.as_str()) {
+                        Some(id) => *id,
+                        None => series.resolve(&name, &mut series_table, &meta_table)?,
+                    };
+                    sample_table.insert(&sample_key(id, s.ts_ms), s.value)?;
+                }
+
+                let org_cache = resources.entry(item.org_id.clone()).or_default();
+                apply_resources(&resource_table, org_cache, item)?;
+
+                let agent = match agents.entry(item.agent_id.as_str()) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let rec: Option<AgentRecord> = agent_table
+                            .get(item.agent_id.as_str())?
+                            .map(|v| decode(AGENT, &item.agent_id, v.value()))
+                            .transpose()?;
+                        if rec.is_none() {
+                            tracing::warn!(
+                                agent_id = %item.agent_id,
+                                "storing telemetry of an agent without a record"
+                            );
+                        }
+                        e.insert(rec)
+                    }
+                };
+                if let Some(agent) = agent {
+                    apply_agent(agent, batch, now_ms);
+                }
+
+                outcomes.push(IngestOutcome {
+                    stored: true,
+                    ack_seq: batch.seq,
+                });
+            }
+
+            if let Some(next) = series.next {
+                meta_table.insert(NEXT_SERIES_KEY, next)?;
+            }
+            for (agent_id, seq) in &seqs {
+                seq_table.insert(*agent_id, *seq)?;
+            }
+            for (agent_id, rec) in &agents {
+                if let Some(rec) = rec {
+                    agent_table.insert(*agent_id, encode(AGENT, rec)?.as_slice())?;
+                }
+            }
+            for (org, recs) in &resources {
+                for (id, rec) in recs {
+                    let k = resource_key(org, id);
+                    resource_table.insert(k.as_str(), encode(RESOURCE, rec)?.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        if cache.len() + series.resolved.len() > SERIES_CACHE_MAX {
+            // Bounded memory under series churn; misses refill from the `series` table.
+            cache.clear();
+        }
+        cache.extend(series.resolved);
+        Ok(outcomes)
+    }
+
+    /// The highest stored batch seq of an agent, 0 if none.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn last_seq(&self, agent_id: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let seqs = txn.open_table(AGENT_SEQ)?;
+        Ok(seqs.get(agent_id)?.map_or(0, |v| v.value()))
+    }
+}
+
+/// Series ids looked up or allocated in one ingest transaction, not yet in the cache.
+#[derive(Default)]
+struct SeriesAlloc {
+    /// Ids found in or added to the `series` table by this transaction.
+    resolved: HashMap<String, u64>,
+    /// Next id to allocate, once read from `meta`.
+    next: Option<u64>,
+}
+
+impl SeriesAlloc {
+    /// The id of series `name`, from this transaction, the table, or newly allocated.
+    fn resolve(
+        &mut self,
+        name: &str,
+        table: &mut Table<'_, &str, u64>,
+        meta: &Table<'_, &str, u64>,
+    ) -> Result<u64, StoreError> {
+        if let Some(id) = self.resolved.get(name) {
+            return Ok(*id);
+        }
+        let stored = table.get(name)?.map(|v| v.value());
+        let id = match stored {
+            Some(id) => id,
+            None => {
+                let next = match self.next {
+                    Some(next) => next,
+                    None => meta.get(NEXT_SERIES_KEY)?.map_or(1, |v| v.value()),
+                };
+                table.insert(name, next)?;
+                self.next = Some(next + 1);
+                next
+            }
+        };
+        self.resolved.insert(name.to_owned(), id);
+        Ok(id)
+    }
+}
+
+/// Upserts the batch's resources into `cache` and updates `latest` from its samples.
+fn apply_resources(
+    table: &Table<'_, &str, &[u8]>,
+    cache: &mut HashMap<String, ResourceRecord>,
+    item: &IngestItem,
+) -> Result<(), StoreError> {
+    let batch = &item.batch;
+    for r in &batch.resources {
+        let rec = cached_resource(table, cache, item, r.id.as_str())?;
+        match rec {
+            Some(rec) => {
+                // Seq order is authoritative within one agent; between agents, the newer
+                // collection wins so a replayed spool cannot roll back another agent's report.
+                if rec.agent_id == item.agent_id || batch.collected_at_ms >= rec.updated_at_ms {
+                    describe(rec, r, item);
+                }
+            }
+            None => {
+                let mut rec = stub(item, r.id.as_str(), r.id.kind(), r.id.name());
+                describe(&mut rec, r, item);
+                cache.insert(r.id.as_str().to_owned(), rec);
+            }
+        }
+    }
+    for s in &batch.samples {
+        if !s.value.is_finite() {
+            continue;
+        }
+        let id = s.resource_id.as_str();
+        let rec = match cached_resource(table, cache, item, id)? {
+            Some(rec) => rec,
+            None => cache
+                .entry(id.to_owned())
+                .or_insert_with(|| stub(item, id, s.resource_id.kind(), s.resource_id.name())),
+        };
+        match rec.latest.get_mut(s.metric.as_str()) {
+            Some(latest) => {
+                if s.ts_ms >= latest.ts_ms {
+                    *latest = LatestSample {
+                        ts_ms: s.ts_ms,
+                        value: s.value,
+                    };
+                }
+            }
+            None => {
+                rec.latest.insert(
+                    s.metric.clone(),
+                    LatestSample {
+                        ts_ms: s.ts_ms,
+                        value: s.value,
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cached record of resource `id`, loading it from `table` on first use.
+fn cached_resource<'c>(
+    table: &Table<'_, &str, &[u8]>,
+    cache: &'c mut HashMap<String, ResourceRecord>,
+    item: &IngestItem,
+    id: &str,
+) -> Result<Option<&'c mut ResourceRecord>, StoreError> {
+    if !cache.contains_key(id) {
+        let k = resource_key(&item.org_id, id);
+        let stored: Option<ResourceRecord> = table
+            .get(k.as_str())?
+            .map(|v| decode(RESOURCE, &k, v.value()))
+            .transpose()?;
+        match stored {
+            Some(rec) => {
+                cache.insert(id.to_owned(), rec);
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(cache.get_mut(id))
+}
+
+/// A record for a resource seen for the first time, with status `unknown`.
+fn stub(item: &IngestItem, id: &str, kind: &str, name: &str) -> ResourceRecord {
+    ResourceRecord {
+        id: id.to_owned(),
+        org_id: item.org_id.clone(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        parent: None,
+        status: STATUS_UNKNOWN.to_owned(),
+        attrs: serde_json::Map::new(),
+        agent_id: item.agent_id.clone(),
+        collector: item.batch.collector.clone(),
+        updated_at_ms: item.batch.collected_at_ms,
+        latest: Default::default(),
+    }
+}
+
+/// Replaces the descriptive fields of `rec` with the reported state `r`; keeps `latest`.
+fn describe(rec: &mut ResourceRecord, r: &Resource, item: &IngestItem) {
+    rec.name.clone_from(&r.name);
+    rec.parent = r.parent.as_ref().map(|p| p.as_str().to_owned());
+    rec.status.clone_from(&r.status);
+    rec.attrs = r
+        .attrs
+        .iter()
+        .map(|(k, v)| (k.clone(), attr_to_json(v)))
+        .collect();
+    rec.agent_id.clone_from(&item.agent_id);
+    rec.collector.clone_from(&item.batch.collector);
+    rec.updated_at_ms = item.batch.collected_at_ms;
+}
+
+/// Updates an agent record from a stored batch.
+fn apply_agent(agent: &mut AgentRecord, batch: &TelemetryBatch, now_ms: i64) {
+    agent.last_seen_ms = Some(now_ms);
+    agent.dropped_samples = batch.dropped_samples;
+    if let Some(h) = &batch.health {
+        agent.collectors.insert(
+            h.collector.clone(),
+            CollectorHealthRecord {
+                status: h.status.as_str().to_owned(),
+                message: h.message.clone(),
+                last_success_ms: h.last_success_ms,
+                last_run_ms: batch.collected_at_ms,
+                duration_ms: h.duration_ms,
+            },
+        );
+    }
+}

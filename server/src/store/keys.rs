@@ -1,0 +1,120 @@
+//! Table definitions, key encodings and the JSON record codec. The layout is described in the
+//! module header of `store/mod.rs`; change both together and bump `SCHEMA_VERSION`.
+
+use super::StoreError;
+use redb::TableDefinition;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Schema version written to [`META`] under [`SCHEMA_KEY`].
+pub(super) const SCHEMA_VERSION: u64 = 1;
+/// Key of the schema version in [`META`].
+pub(super) const SCHEMA_KEY: &str = "schema_version";
+
+/// Separator between the parts of composite string keys. Org ids are slugs and resource ids
+/// have no control characters, so it cannot occur inside either.
+pub(super) const SEP: char = '\u{1f}';
+
+/// Store metadata: `schema_version`.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Join tokens by token id -> JSON [`super::TokenRecord`].
+pub(super) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Agents by agent id -> JSON [`super::AgentRecord`].
+pub(super) const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// Highest stored batch seq by agent id.
+pub(super) const AGENT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("agent_seq");
+/// Resources by `org US resource_id` -> JSON [`super::ResourceRecord`].
+pub(super) const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+/// Series dictionary: [`series_name`] -> series id (allocated from [`NEXT_SERIES_KEY`]).
+pub(super) const SERIES: TableDefinition<&str, u64> = TableDefinition::new("series");
+/// Samples by [`sample_key`] -> value.
+pub(super) const SAMPLES: TableDefinition<&[u8; 24], f64> = TableDefinition::new("samples");
+
+/// Key of the next unallocated series id in [`META`] (absent = 1).
+pub(super) const NEXT_SERIES_KEY: &str = "next_series_id";
+
+/// Width of a sample time bucket. Samples are clustered by bucket first, so one commit's writes
+/// land in the few pages of the current bucket instead of at the tail of every series.
+pub(super) const BUCKET_MS: i64 = 60_000;
+
+/// `org US resource_id`: the key of a resource.
+pub(super) fn resource_key(org: &str, id: &str) -> String {
+    debug_assert!(!org.contains(SEP), "org ids are slugs");
+    let mut k = String::with_capacity(org.len() + 1 + id.len());
+    k.push_str(org);
+    k.push(SEP);
+    k.push_str(id);
+    k
+}
+
+/// The range of [`RESOURCES`] keys of one organisation: `[org US, org US+1)`.
+pub(super) fn org_resource_range(org: &str) -> (String, String) {
+    let mut lo = String::with_capacity(org.len() + 1);
+    lo.push_str(org);
+    let mut hi = lo.clone();
+    lo.push(SEP);
+    hi.push('\u{20}');
+    (lo, hi)
+}
+
+/// Writes `org US resource US metric`, the name of a series, into `buf` (cleared first).
+pub(super) fn series_name(buf: &mut String, org: &str, resource: &str, metric: &str) {
+    buf.clear();
+    buf.push_str(org);
+    buf.push(SEP);
+    buf.push_str(resource);
+    buf.push(SEP);
+    buf.push_str(metric);
+}
+
+/// The bucket of a sample time.
+pub(super) fn bucket_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(BUCKET_MS)
+}
+
+/// The key of a sample: `bucket | series id | ts`, each 8 bytes big-endian, with the sign bit
+/// of `bucket` and `ts` flipped so byte order is numeric order for negative values too.
+pub(super) fn sample_key(series: u64, ts_ms: i64) -> [u8; 24] {
+    key_at(bucket_of(ts_ms), series, ts_ms)
+}
+
+/// A key in the layout of [`sample_key`] with an explicit bucket, for range bounds.
+pub(super) fn key_at(bucket: i64, series: u64, ts_ms: i64) -> [u8; 24] {
+    let mut k = [0; 24];
+    k[..8].copy_from_slice(&flip(bucket).to_be_bytes());
+    k[8..16].copy_from_slice(&series.to_be_bytes());
+    k[16..].copy_from_slice(&flip(ts_ms).to_be_bytes());
+    k
+}
+
+/// Splits a sample key into (bucket, series id, ts).
+pub(super) fn parse_sample_key(k: &[u8; 24]) -> (i64, u64, i64) {
+    let word = |i: usize| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&k[i..i + 8]);
+        u64::from_be_bytes(w)
+    };
+    (unflip(word(0)), word(8), unflip(word(16)))
+}
+
+fn flip(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+fn unflip(v: u64) -> i64 {
+    (v ^ (1 << 63)) as i64
+}
+
+/// Encodes a record as JSON.
+pub(super) fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|source| StoreError::Encode { what, source })
+}
+
+/// Decodes a JSON record; `what` and `id` go into the error.
+pub(super) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    id: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what} {id:?}: {e}")))
+}

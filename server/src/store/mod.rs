@@ -1,0 +1,156 @@
+//! The server's embedded store: agents, join tokens, resource state and metric history in one
+//! redb file, written with group commit.
+//!
+//! # Invariants
+//!
+//! - **Durability.** Every mutating method is one redb write transaction; redb fsyncs on commit,
+//!   so when a method returns `Ok` its effect survives a crash, and when it fails nothing of it
+//!   is stored. redb allows one writer at a time: concurrent writers queue, readers never block
+//!   and see the last committed state.
+//! - **Exactly-once ingest.** The store keeps the highest stored batch `seq` per agent
+//!   (`agent_seq`). [`Store::ingest`] skips a batch whose `seq` is at or below it (outcome
+//!   `stored = false`, `ack_seq` = the stored seq) and otherwise stores the whole batch and
+//!   raises the seq, in the same transaction. Agent seqs start at 1; 0 means "nothing stored".
+//!   A sample is keyed by (series, time), so even a replay that got past the seq check would
+//!   overwrite (last write wins) rather than duplicate.
+//! - **Orgs.** Every record carries `org_id`; resources and series are keyed by it, so one
+//!   org's queries cannot reach another's data. The store trusts the `org_id` its caller passes
+//!   (taken from the agent's certificate).
+//! - **Unknown is not zero.** A non-finite sample value is not stored (neither in history nor
+//!   in `latest`); an attribute the agent could not read is stored as JSON `null`.
+//! - **Resources.** A batch's resources are upserted: name, parent, status, attrs, agent and
+//!   collector are replaced, `latest` is kept and updated from the batch's samples (a sample
+//!   replaces the latest value unless it is older). A resource known only from samples gets a
+//!   stub record with status `unknown`. An older report (by collection time) from a different
+//!   agent does not overwrite the state another agent reported.
+//! - **Series ids.** A series (`org US resource_id US metric`) gets a `u64` id on its first
+//!   sample, allocated from `meta.next_series_id` in the ingest transaction; ids are never
+//!   reused. The in-memory id cache only receives ids whose transaction committed.
+//!
+//! # Layout (schema version 1)
+//!
+//! | table       | key                                   | value                   |
+//! |-------------|---------------------------------------|-------------------------|
+//! | `meta`      | `schema_version`, `next_series_id`    | `u64`                   |
+//! | `tokens`    | token id                              | JSON [`TokenRecord`]    |
+//! | `agents`    | agent id                              | JSON [`AgentRecord`]    |
+//! | `agent_seq` | agent id                              | `u64` last stored seq   |
+//! | `resources` | `org US resource_id`                  | JSON [`ResourceRecord`] |
+//! | `series`    | `org US resource_id US metric`        | `u64` series id         |
+//! | `samples`   | `[u8; 24]`: `bucket \| series id \| ts` | `f64`                   |
+//!
+//! `US` is U+001F (org ids are slugs and resource ids have no control characters, so it cannot
+//! occur inside them; the metric is last). In a sample key each part is 8 bytes big-endian;
+//! `ts` is ms since the epoch and `bucket = floor(ts / 60 s)`, both with the sign bit flipped so
+//! byte order is numeric order. Clustering by minute first keeps a commit's writes in the few
+//! pages of the current minute (ordering by series first made every commit rewrite the tail page
+//! of every series and fell to ~80k samples/s at 10M samples). A range read of one series does
+//! one B-tree seek per populated minute and skips empty stretches.
+//! Opening a file with another schema version fails with [`StoreError::UnsupportedSchema`].
+//!
+//! # Throughput
+//!
+//! Measured in release mode on the 2-core dev VM (virtio disk, fsync on every commit):
+//! - 50 batches x 2,000 samples per commit (100k series, 1,000 resources with 100 `latest`
+//!   metrics each): ~480k samples/s, ~215 ms per commit, steady over 100 commits (10M samples).
+//! - Spool-replay shape (60k samples of 1,000 series per commit): ~900k samples/s.
+//! - History of one series over 24 h at 10 s (8,640 points): ~5 ms, raw or stepped.
+//! - Disk: 65-90 bytes per sample including B-tree overhead and resource records.
+
+mod agents;
+mod error;
+mod ingest;
+mod keys;
+mod query;
+mod records;
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use records::{
+    AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ResourceRecord,
+    TokenRecord, TokenRefusal,
+};
+
+use keys::{
+    AGENT_SEQ, AGENTS, META, RESOURCES, SAMPLES, SCHEMA_KEY, SCHEMA_VERSION, SERIES, TOKENS,
+};
+use redb::{Database, ReadableTable};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// The embedded database. Cheap to share in an `Arc`; all methods take `&self` and block, so
+/// call them from `spawn_blocking` in async code.
+pub struct Store {
+    db: Database,
+    /// Committed entries of the `series` table, filled on first use by [`Store::ingest`].
+    /// Only entries whose transaction committed are added, so it never names an id the file
+    /// does not have.
+    series_ids: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+// `Store` is shared between the ingest writer task and the API handlers.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Store>();
+    send_sync::<StoreError>();
+};
+
+impl Store {
+    /// Opens the database at `path`, creating the file and its tables if needed.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] if the file cannot be opened (missing parent directory, held by
+    /// another process, not a redb file); [`StoreError::UnsupportedSchema`] if it was written
+    /// with another schema version; other variants for storage failures.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(SCHEMA_KEY)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => {
+                    return Err(StoreError::UnsupportedSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            txn.open_table(TOKENS)?;
+            txn.open_table(AGENTS)?;
+            txn.open_table(AGENT_SEQ)?;
+            txn.open_table(RESOURCES)?;
+            txn.open_table(SERIES)?;
+            txn.open_table(SAMPLES)?;
+        }
+        txn.commit()?;
+        tracing::debug!(path = %path.display(), "store opened");
+        Ok(Self {
+            db,
+            series_ids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The series id cache. A panic while it was held cannot leave an uncommitted id in it
+    /// (entries are added after the commit), so a poisoned lock is still safe to use.
+    fn series_cache(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.series_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,238 @@
+//! The QUIC transport against a real server: clients without a certificate or with one
+//! from another CA are rejected; malformed, truncated and oversized frames close only the
+//! offending connection; an agent speaking the previous minor protocol still works; the
+//! certificate is renewed over the session.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use warden_shared::frame::{self, FRAME_VERSION};
+use warden_shared::proto::{AgentMessage, Hello, ProtocolVersion};
+use warden_shared::{ALPN_AGENT, close};
+use warden_tests::{AgentProc, ServerProc, eventually};
+
+fn rt() -> tokio::runtime::Runtime {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Client config trusting `ca_pem`, presenting `client` (cert, key) if given.
+fn client_config(ca_pem: &str, client: Option<(String, String)>) -> quinn::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut tls = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ALPN_AGENT.to_vec()];
+    quinn::ClientConfig::new(std::sync::Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ))
+}
+
+/// Connects, sends `bytes` on a new stream, and returns how the server closed the connection.
+async fn send_raw(
+    addr: SocketAddr,
+    cfg: quinn::ClientConfig,
+    bytes: Vec<u8>,
+) -> quinn::ConnectionError {
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = match ep
+        .connect_with(cfg, addr, warden_shared::SERVER_NAME)
+        .unwrap()
+        .await
+    {
+        Ok(c) => c,
+        // A rejected client certificate may surface during the handshake already.
+        Err(e) => return e,
+    };
+    if let Ok((mut send, mut recv)) = conn.open_bi().await {
+        let _ = send.write_all(&bytes).await;
+        let _ = send.finish();
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(Some(_)) = recv.read(&mut buf).await {}
+    }
+    tokio::time::timeout(Duration::from_secs(15), conn.closed())
+        .await
+        .expect("server closes the connection")
+}
+
+fn app_code(e: &quinn::ConnectionError) -> Option<u64> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(a) => Some(a.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+fn enrolled_identity(server: &ServerProc, dir: &std::path::Path) -> (String, String, String) {
+    let agent = AgentProc::simulated(dir, "raw", "1s");
+    agent.enroll_ok(&server.token("10m"));
+    let read = |f: &str| std::fs::read_to_string(dir.join("identity").join(f)).unwrap();
+    (read("ca.pem"), read("agent.pem"), read("agent.key"))
+}
+
+#[test]
+fn clients_without_a_certificate_or_from_another_ca_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&tmp.path().join("server"), &[]);
+    let other = ServerProc::start(&tmp.path().join("other"), &[]);
+    let (ca, _, _) = enrolled_identity(&server, &tmp.path().join("ok"));
+    let (_, other_cert, other_key) = enrolled_identity(&other, &tmp.path().join("foreign"));
+    rt().block_on(async {
+        let hello = frame::encode(&AgentMessage::Hello(Hello {
+            protocol: ProtocolVersion::CURRENT,
+            agent_version: "x".into(),
+            hostname: "x".into(),
+            os: "x".into(),
+        }))
+        .unwrap();
+        let no_cert = send_raw(server.quic, client_config(&ca, None), hello.clone()).await;
+        assert_eq!(
+            app_code(&no_cert),
+            Some(u64::from(close::CERT_REQUIRED)),
+            "{no_cert}"
+        );
+        // A certificate from another CA fails the TLS handshake: unknown_ca (alert 48).
+        let foreign = send_raw(
+            server.quic,
+            client_config(&ca, Some((other_cert, other_key))),
+            hello,
+        )
+        .await;
+        match &foreign {
+            quinn::ConnectionError::ConnectionClosed(c) => {
+                assert_eq!(u64::from(c.error_code), 0x100 + 48)
+            }
+            e => panic!("expected a TLS rejection, got {e}"),
+        }
+    });
+    assert!(server.agents().iter().all(|a| a["connected"] == false));
+}
+
+#[test]
+fn malformed_truncated_and_oversized_frames_close_only_that_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&tmp.path().join("server"), &[]);
+    let mut good = AgentProc::simulated(&tmp.path().join("good"), "steady", "1s");
+    let good_id = good.enroll_ok(&server.token("10m"));
+    good.start(&[]);
+    eventually(Duration::from_secs(20), "good agent connected", || {
+        server.agent(&good_id).filter(|a| a["connected"] == true)
+    });
+    let (ca, cert, key) = enrolled_identity(&server, &tmp.path().join("bad"));
+    let updated = || {
+        let (_, v) = server.get("/api/resources/node:steady");
+        v["updated_at"].as_str().map(str::to_owned)
+    };
+    rt().block_on(async {
+        let cfg = || client_config(&ca, Some((cert.clone(), key.clone())));
+        let garbage = vec![FRAME_VERSION, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff];
+        let e = send_raw(server.quic, cfg(), garbage).await;
+        assert_eq!(app_code(&e), Some(u64::from(close::PROTOCOL_ERROR)), "{e}");
+
+        let oversized = vec![FRAME_VERSION, 0xff, 0xff, 0xff, 0xff];
+        let e = send_raw(server.quic, cfg(), oversized).await;
+        assert_eq!(app_code(&e), Some(u64::from(close::FRAME_TOO_LARGE)), "{e}");
+
+        let mut truncated = frame::encode(&AgentMessage::Hello(Hello {
+            protocol: ProtocolVersion::CURRENT,
+            agent_version: "x".into(),
+            hostname: "x".into(),
+            os: "x".into(),
+        }))
+        .unwrap();
+        truncated.truncate(truncated.len() - 2);
+        let e = send_raw(server.quic, cfg(), truncated).await;
+        assert_eq!(app_code(&e), Some(u64::from(close::PROTOCOL_ERROR)), "{e}");
+
+        let bad_version = vec![9, 0, 0, 0, 1, 0];
+        let e = send_raw(server.quic, cfg(), bad_version).await;
+        assert_eq!(app_code(&e), Some(u64::from(close::PROTOCOL_ERROR)), "{e}");
+    });
+    // The well-behaved agent never noticed: still connected and still storing.
+    let before = updated();
+    eventually(
+        Duration::from_secs(15),
+        "good agent keeps streaming",
+        || (updated() != before).then_some(()),
+    );
+    assert_eq!(server.agent(&good_id).unwrap()["connected"], true);
+    assert!(
+        !good.log().contains("server connection failed"),
+        "{}",
+        good.log()
+    );
+}
+
+#[test]
+fn an_agent_one_minor_version_older_still_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&tmp.path().join("server"), &[]);
+    let mut agent = AgentProc::simulated(&tmp.path().join("old"), "old", "1s");
+    let id = agent.enroll_ok(&server.token("10m"));
+    let older = ProtocolVersion::CURRENT.minor - 1;
+    agent.start(&["--protocol-minor", &older.to_string()]);
+    let a = eventually(Duration::from_secs(20), "old agent connected", || {
+        server.agent(&id).filter(|a| a["connected"] == true)
+    });
+    assert_eq!(
+        a["protocol"],
+        format!("{}.{older}", ProtocolVersion::CURRENT.major)
+    );
+    eventually(
+        Duration::from_secs(20),
+        "old agent's telemetry stored",
+        || {
+            let (s, _) = server.get("/api/resources/node:old");
+            (s == 200).then_some(())
+        },
+    );
+}
+
+#[test]
+fn the_certificate_is_renewed_over_the_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 12 s certificates: the agent renews 8 s after receiving one.
+    let mut server = ServerProc::start(&tmp.path().join("server"), &["--cert-ttl", "12s"]);
+    let mut agent = AgentProc::simulated(&tmp.path().join("a"), "renewer", "1s");
+    let id = agent.enroll_ok(&server.token("10m"));
+    let first = server.agent(&id).unwrap()["certificate_expires_at"].clone();
+    let cert_before = std::fs::read_to_string(agent.dir.join("identity/agent.pem")).unwrap();
+    agent.start(&[]);
+    eventually(Duration::from_secs(30), "certificate renewed", || {
+        server
+            .agent(&id)
+            .filter(|a| a["certificate_expires_at"] != first && a["connected"] == true)
+    });
+    assert!(
+        agent.log().contains("certificate renewed"),
+        "{}",
+        agent.log()
+    );
+    let cert_after = std::fs::read_to_string(agent.dir.join("identity/agent.pem")).unwrap();
+    assert_ne!(cert_before, cert_after, "the renewed certificate was saved");
+    // The renewed certificate authenticates a fresh connection after the old one expired.
+    std::thread::sleep(Duration::from_secs(5));
+    server.restart();
+    eventually(
+        Duration::from_secs(30),
+        "reconnected with the renewed certificate",
+        || server.agent(&id).filter(|a| a["connected"] == true),
+    );
+}
