@@ -151,8 +151,9 @@ fn agent_config(i: u32, dir: &Path, docker: bool) -> String {
         )
     } else {
         format!(
-            "data_dir = \"{data}\"\nhostname = \"pve-demo-{i}\"\n\n[collectors.host]\nenabled = false\n\n[collectors.docker]\nenabled = false\n\n[collectors.simulated]\nseed = {i}\nguests = {}\ninterval = \"5s\"\n",
-            4 + i * 2
+            "data_dir = \"{data}\"\nhostname = \"pve-demo-{i}\"\n\n[collectors.host]\nenabled = false\n\n[collectors.docker]\nenabled = false\n\n[collectors.simulated]\nseed = {i}\nguests = {}\nfirst_vmid = {}\ninterval = \"5s\"\n",
+            4 + i * 2,
+            100 * (i + 1)
         )
     }
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 const MAX_POINTS: usize = 20_000;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct HistoryQuery {
     resource_id: String,
     metric: String,

@@ -4,6 +4,7 @@
 mod agents;
 pub mod error;
 mod metrics;
+mod prometheus;
 mod resources;
 mod tokens;
 
@@ -49,6 +50,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/resources", get(resources::list))
         .route("/api/resources/{*id}", get(resources::get_one))
         .route("/api/metrics/history", get(metrics::history))
+        .route("/metrics", get(prometheus::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(

@@ -9,8 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct Filter {
     /// Only this resource type (`node`, `docker`, ...).
+    #[serde(rename = "type")]
     kind: Option<String>,
     /// Only resources reported by this agent.
     agent_id: Option<String>,

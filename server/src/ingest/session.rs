@@ -163,6 +163,11 @@ async fn drive(
         tokio::select! {
             frame = frames.recv() => match frame {
                 None => break Ok(()),
+                // The agent went away (closed, reset or timed out): nothing to tell it.
+                Some(Err(ReadError::Stream(quinn::ReadError::ConnectionLost(e)))) => {
+                    debug!(reason = %e, "connection lost");
+                    break Ok(());
+                }
                 Some(Err(e)) => break Err(e.into()),
                 Some(Ok(AgentMessage::Telemetry(batch))) => {
                     let item = IngestItem { agent_id: record.id.clone(), org_id: record.org_id.clone(), batch };
