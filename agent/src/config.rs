@@ -4,6 +4,7 @@
 use crate::collectors::CollectorsConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+pub use warden_io::config::ConfigError;
 
 /// Default location of the config file.
 pub const DEFAULT_PATH: &str = "/etc/warden/agent.toml";
@@ -65,42 +66,13 @@ pub struct Config {
     pub collectors: CollectorsConfig,
 }
 
-/// Everything wrong with a config file, with its path.
-#[derive(Debug, thiserror::Error)]
-#[error("{}:\n  - {}", path.display(), problems.join("\n  - "))]
-pub struct ConfigError {
-    /// The file.
-    pub path: PathBuf,
-    /// One line per problem.
-    pub problems: Vec<String>,
-}
-
 impl RawConfig {
     /// Reads `path`; when no path is given and the default file is missing, defaults.
     ///
     /// # Errors
     /// Unreadable file or TOML that does not match the schema.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let (path, required) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_PATH), false),
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Self::default());
-            }
-            Err(e) => {
-                return Err(ConfigError {
-                    path,
-                    problems: vec![format!("cannot read: {e}")],
-                });
-            }
-        };
-        toml::from_str(&text).map_err(|e| ConfigError {
-            path,
-            problems: vec![e.to_string()],
-        })
+    pub fn load(path: Option<&Path>) -> Result<(Self, PathBuf), ConfigError> {
+        warden_io::config::load(path, DEFAULT_PATH)
     }
 
     /// Validates, reporting every problem at once.

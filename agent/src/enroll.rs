@@ -2,11 +2,12 @@
 //! server against the CA fingerprint pinned in the token, and saves the identity.
 
 use crate::identity::{self, Enrollment, Identity};
-use crate::transport::{self, framed, tls};
+use crate::transport::{self, tls};
 use anyhow::{Context, anyhow, bail};
 use std::path::Path;
 use std::time::Duration;
 use tracing::info;
+use warden_io::framed;
 use warden_shared::proto::{EnrollRequest, EnrollResponse};
 use warden_shared::token::JoinToken;
 

@@ -4,10 +4,10 @@
 //! Layout under `<data_dir>/identity/`: `agent.key`, `agent.pem`, `ca.pem`,
 //! `enrollment.json`. Every file is replaced atomically.
 
-use crate::fsutil;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use warden_io::fs as fsutil;
 
 const DIR: &str = "identity";
 const KEY: &str = "agent.key";

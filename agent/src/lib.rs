@@ -4,7 +4,6 @@
 pub mod collectors;
 pub mod config;
 pub mod enroll;
-mod fsutil;
 pub mod identity;
 pub mod spool;
 pub mod transport;

@@ -42,41 +42,16 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    warden_io::process::init_tracing();
     // A current-thread runtime keeps the agent small; its work is IO-bound.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(real_main(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    warden_io::process::run_main(false, real_main(cli))
 }
 
 fn load(cli: &Cli) -> anyhow::Result<config::Config> {
-    let mut raw = RawConfig::load(cli.config.as_deref())?;
+    let (mut raw, path) = RawConfig::load(cli.config.as_deref())?;
     if let Some(d) = &cli.data_dir {
         raw.data_dir.clone_from(d);
     }
-    let path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     Ok(raw.validate(&path)?)
 }
 
@@ -119,24 +94,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             let (tx, rx) = tokio::sync::watch::channel(false);
             let signals = tokio::spawn(async move {
-                wait_for_signal().await;
+                warden_io::process::wait_for_signal().await;
                 let _ = tx.send(true);
             });
             let r = warden_agent::run(cfg, opts, rx).await;
             signals.abort();
             r
         }
-    }
-}
-
-async fn wait_for_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use warden_io::config::ConfigError;
 
 /// Default location of the config file.
 pub const DEFAULT_PATH: &str = "/etc/warden/server.toml";
@@ -76,42 +77,13 @@ pub struct Config {
     pub server_names: Vec<String>,
 }
 
-/// Everything wrong with a config file, with its path.
-#[derive(Debug, thiserror::Error)]
-#[error("{}:\n  - {}", path.display(), problems.join("\n  - "))]
-pub struct ConfigError {
-    /// The file (or `<defaults>`).
-    pub path: PathBuf,
-    /// One line per problem.
-    pub problems: Vec<String>,
-}
-
 impl RawConfig {
     /// Reads the file at `path`; a missing default path yields defaults.
     ///
     /// # Errors
     /// Unreadable file or TOML that does not match the schema.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let (path, required) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_PATH), false),
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Self::default());
-            }
-            Err(e) => {
-                return Err(ConfigError {
-                    path,
-                    problems: vec![format!("cannot read: {e}")],
-                });
-            }
-        };
-        toml::from_str(&text).map_err(|e| ConfigError {
-            path,
-            problems: vec![e.to_string()],
-        })
+    pub fn load(path: Option<&Path>) -> Result<(Self, PathBuf), ConfigError> {
+        warden_io::config::load(path, DEFAULT_PATH)
     }
 
     /// Applies overrides, then validates everything, reporting all problems at once.

@@ -4,10 +4,11 @@
 //! The token is checked, and marked used, in the same store transaction that creates the
 //! agent; a refused enrollment writes nothing. The token secret is never logged.
 
-use crate::ingest::{Shared, framed};
+use crate::ingest::Shared;
 use crate::store::{AgentRecord, Store, TokenRecord, TokenRefusal};
 use std::time::Duration;
 use tracing::{info, warn};
+use warden_io::framed;
 use warden_shared::close;
 use warden_shared::proto::{EnrollRequest, EnrollResponse};
 use warden_shared::token::JoinToken;

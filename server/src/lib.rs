@@ -5,7 +5,6 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod enroll;
-mod fsutil;
 pub mod ingest;
 pub mod pki;
 pub mod store;
@@ -19,6 +18,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info};
+use warden_io::fs as fsutil;
 
 /// File in the data directory that holds the admin API token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";

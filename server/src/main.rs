@@ -68,33 +68,8 @@ enum AgentCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(real_main(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    warden_io::process::init_tracing();
+    warden_io::process::run_main(true, real_main(cli))
 }
 
 fn load(cli: &Cli, overrides: Overrides) -> anyhow::Result<config::Config> {
@@ -102,11 +77,7 @@ fn load(cli: &Cli, overrides: Overrides) -> anyhow::Result<config::Config> {
         data_dir: cli.data_dir.clone(),
         ..overrides
     };
-    let raw = RawConfig::load(cli.config.as_deref())?;
-    let path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let (raw, path) = RawConfig::load(cli.config.as_deref())?;
     Ok(raw.validate(&overrides, &path)?)
 }
 
@@ -129,7 +100,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 },
             )?;
             let server = warden_server::start(cfg).await?;
-            wait_for_signal().await;
+            warden_io::process::wait_for_signal().await;
             server.shutdown().await;
             Ok(())
         }
@@ -215,18 +186,4 @@ async fn call(
         bail!("server answered {status}: {msg}");
     }
     Ok(v)
-}
-
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

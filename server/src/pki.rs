@@ -45,7 +45,7 @@ impl Pki {
         let key_path = dir.join(CA_KEY);
         let cert_path = dir.join(CA_CERT);
         if key_path.exists() {
-            crate::fsutil::check_private(&key_path)?;
+            warden_io::fs::check_private(&key_path)?;
             let key_pem = std::fs::read_to_string(&key_path)
                 .with_context(|| format!("reading {}", key_path.display()))?;
             let ca_pem = std::fs::read_to_string(&cert_path)
@@ -74,8 +74,8 @@ impl Pki {
         params.not_after = now + Duration::from_secs(20 * 365 * 86_400);
         params.serial_number = Some(random_serial());
         let cert = params.self_signed(&key).context("self-signing CA")?;
-        crate::fsutil::write_private(&key_path, key.serialize_pem().as_bytes())?;
-        crate::fsutil::write_atomic(&cert_path, cert.pem().as_bytes())?;
+        warden_io::fs::write_private(&key_path, key.serialize_pem().as_bytes())?;
+        warden_io::fs::write_atomic(&cert_path, cert.pem().as_bytes())?;
         let ca_pem = cert.pem();
         let ca_der = cert.der().clone();
         Ok(Self {

@@ -2,7 +2,7 @@
 //! reconnect loop with jittered exponential backoff, and clear explanations of why a
 //! server refused us. The session itself is in `session.rs`.
 
-pub mod framed;
+pub use warden_io::framed;
 pub mod session;
 pub mod tls;
 

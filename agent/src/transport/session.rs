@@ -2,15 +2,15 @@
 //! batches in sequence order with a bounded in-flight window, applying acks, answering
 //! control requests and renewing the certificate at two thirds of its life.
 
-use super::framed::{self, ReadError};
 use crate::identity::Identity;
 use crate::spool::Spool;
 use anyhow::{Context as _, anyhow, bail};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
+use warden_io::framed::{self, ReadError};
 use warden_shared::proto::{
     AgentMessage, AgentRequest, AgentResponse, Hello, ProtocolVersion, ServerMessage,
     ServerRequest, ServerResponse,
@@ -94,21 +94,7 @@ pub async fn run(
     lock(ctx.spool).resync(welcome.last_stored_seq)?;
     info!(%protocol, server_version = %welcome.server_version, last_stored_seq = welcome.last_stored_seq, "connected to server");
 
-    let (frames_tx, mut frames) = mpsc::channel::<Result<ServerMessage, ReadError>>(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            let r = framed::read(&mut recv).await;
-            let stop = !matches!(r, Ok(Some(_)));
-            let sent = match r {
-                Ok(Some(m)) => frames_tx.send(Ok(m)).await,
-                Ok(None) => break,
-                Err(e) => frames_tx.send(Err(e)).await,
-            };
-            if stop || sent.is_err() {
-                break;
-            }
-        }
-    });
+    let (mut frames, reader) = framed::spawn_reader::<ServerMessage>(recv);
 
     let mut next_seq = lock(ctx.spool).acked() + 1;
     let mut next_req = 1u64;

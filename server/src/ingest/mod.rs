@@ -8,7 +8,6 @@
 //! - a batch is acknowledged only after the writer committed it (see `writer.rs`);
 //! - a bad frame closes only that connection.
 
-pub mod framed;
 pub mod live;
 pub mod session;
 pub mod writer;

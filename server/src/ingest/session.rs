@@ -1,7 +1,6 @@
 //! One agent session: hello and version negotiation, telemetry to the writer with acks
 //! in order after durable commit, control requests both ways.
 
-use super::framed::{self, ReadError};
 use super::{Shared, live::ControlCall};
 use crate::pki::PeerIdentity;
 use crate::store::IngestItem;
@@ -12,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
+use warden_io::framed::{self, ReadError};
 use warden_shared::close;
 use warden_shared::proto::{
     AgentMessage, AgentRequest, AgentResponse, ProtocolVersion, ServerMessage, ServerResponse,
@@ -139,22 +139,7 @@ async fn drive(
     let session = shared.live.insert(&record.id, conn.clone(), ctl_tx, now);
     info!(%protocol, last_stored_seq, "agent connected");
 
-    // Reading frames is not cancel-safe, so a dedicated task reads and forwards.
-    let (frames_tx, mut frames) = mpsc::channel::<Result<AgentMessage, ReadError>>(64);
-    crate::spawn_named("session-reader", async move {
-        loop {
-            let r = framed::read(&mut recv).await;
-            let stop = !matches!(r, Ok(Some(_)));
-            let sent = match r {
-                Ok(Some(m)) => frames_tx.send(Ok(m)).await,
-                Ok(None) => break,
-                Err(e) => frames_tx.send(Err(e)).await,
-            };
-            if stop || sent.is_err() {
-                break;
-            }
-        }
-    });
+    let (mut frames, reader) = framed::spawn_reader::<AgentMessage>(recv);
 
     let mut acks = FuturesOrdered::new();
     let mut waiting: HashMap<u64, oneshot::Sender<AgentResponse>> = HashMap::new();
@@ -206,6 +191,7 @@ async fn drive(
             }
         }
     };
+    reader.abort();
     shared.live.remove(&record.id, session);
     let store = shared.store.clone();
     let agent_id = record.id.clone();

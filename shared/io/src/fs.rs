@@ -1,4 +1,4 @@
-//! Small file helpers: atomic writes and private (0600) key files.
+//! File helpers: atomic writes and private (0600) key files, checked on load.
 
 use anyhow::{Context, bail};
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::path::Path;
 ///
 /// # Errors
 /// Any IO failure, with the path in the message.
-pub(crate) fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     write_with_mode(path, data, 0o600)
 }
 
@@ -17,7 +17,7 @@ pub(crate) fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Any IO failure, with the path in the message.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     write_with_mode(path, data, 0o644)
 }
 
@@ -42,7 +42,7 @@ fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// If the file is missing or its mode is wider than 0600.
-pub(crate) fn check_private(path: &Path) -> anyhow::Result<()> {
+pub fn check_private(path: &Path) -> anyhow::Result<()> {
     let mode = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .permissions()

@@ -1,4 +1,4 @@
-//! Reading and writing `shared::frame` frames on QUIC streams (agent side).
+//! Reading and writing `warden_shared::frame` frames on QUIC streams.
 
 use serde::{Serialize, de::DeserializeOwned};
 use warden_shared::frame::{self, FrameError, HEADER_LEN};
@@ -10,11 +10,22 @@ pub enum ReadError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     /// The stream or connection failed.
-    #[error(transparent)]
+    #[error("stream failed: {0}")]
     Stream(#[from] quinn::ReadError),
 }
 
+impl ReadError {
+    /// The close code that tells the peer why.
+    pub fn close_code(&self) -> u32 {
+        match self {
+            Self::Frame(FrameError::TooLarge(_)) => warden_shared::close::FRAME_TOO_LARGE,
+            _ => warden_shared::close::PROTOCOL_ERROR,
+        }
+    }
+}
+
 /// Reads one frame; `Ok(None)` on a clean end of stream at a frame boundary.
+/// The header is checked before the payload is read, so oversized frames are never buffered.
 ///
 /// # Errors
 /// [`ReadError`] for bad frames, truncation and stream failures.
@@ -52,4 +63,35 @@ pub async fn read<T: DeserializeOwned>(
 pub async fn write<T: Serialize>(send: &mut quinn::SendStream, msg: &T) -> anyhow::Result<()> {
     send.write_all(&frame::encode(msg)?).await?;
     Ok(())
+}
+
+/// Reads frames on a task of its own (reading is not cancel-safe, so it cannot sit in a
+/// `select!`) and forwards them. The channel ends after a clean end of stream or after
+/// forwarding the first error. Dropping the receiver stops the task at its next frame.
+pub fn spawn_reader<T>(
+    mut recv: quinn::RecvStream,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<T, ReadError>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        loop {
+            let sent = match read(&mut recv).await {
+                Ok(Some(m)) => tx.send(Ok(m)).await.is_ok(),
+                Ok(None) => false,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    false
+                }
+            };
+            if !sent {
+                break;
+            }
+        }
+    });
+    (rx, task)
 }
