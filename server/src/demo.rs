@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Demo options.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +55,10 @@ async fn run_agents(
     server: &crate::Server,
 ) -> anyhow::Result<()> {
     let docker = Path::new("/var/run/docker.sock").exists();
+    // Registered before anything starts, so Ctrl-C during setup still stops cleanly.
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut children: Vec<Child> = Vec::new();
     let result = async {
         for i in 0..args.agents {
@@ -107,7 +112,10 @@ async fn run_agents(
             dir.display(),
             http = server.http_addr,
         );
-        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
         eprintln!("stopping...");
         Ok(())
     }
