@@ -36,4 +36,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "building binaries"
 cargo build --workspace --bins --locked
 log "running tests"
-cargo test --workspace --locked
+results="$(mktemp)"
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals over every test binary.
+grep -E '^test result:' "$results" | awk '{ for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+  END { printf "%d passed, %d failed\n", p, f }'
+rm -f "$results"
+exit "$status"

@@ -79,7 +79,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             .await?
             .with_context(|| format!("opening database in {}", cfg.data_dir.display()))?,
     );
-    let writer = ingest::writer::spawn(store.clone());
+    let writer = ingest::writer::spawn(store.clone()).context("starting the ingest writer")?;
     let live = Arc::new(ingest::live::LiveAgents::default());
     let shared = Arc::new(ingest::Shared {
         store: store.clone(),

@@ -115,17 +115,9 @@ async fn drive(
     let store = shared.store.clone();
     let agent_id = record.id.clone();
     let now = crate::now_ms();
-    let last_stored_seq = blocking(move || {
-        store.update_agent(&agent_id, |a| {
-            a.hostname = hello.hostname;
-            a.version = hello.agent_version;
-            a.protocol = Some(protocol.to_string());
-            a.last_seen_ms = Some(now);
-        })?;
-        store.last_seq(&agent_id)
-    })
-    .await?
-    .map_err(|_| End::new(close::PROTOCOL_ERROR, "server storage error"))?;
+    let last_stored_seq = blocking(move || store.last_seq(&agent_id))
+        .await?
+        .map_err(|_| End::new(close::PROTOCOL_ERROR, "server storage error"))?;
     let welcome = ServerMessage::Welcome(Welcome {
         protocol,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -134,6 +126,20 @@ async fn drive(
     framed::write(&mut send, &welcome)
         .await
         .map_err(|_| End::new(close::NORMAL, "gone"))?;
+    // Recorded after the welcome, so a reconnecting fleet does not wait behind ingest commits.
+    let store = shared.store.clone();
+    let agent_id = record.id.clone();
+    tokio::task::spawn_blocking(move || {
+        let updated = store.update_agent(&agent_id, |a| {
+            a.hostname = hello.hostname;
+            a.version = hello.agent_version;
+            a.protocol = Some(protocol.to_string());
+            a.last_seen_ms = Some(now);
+        });
+        if let Err(err) = updated {
+            warn!(agent_id = %agent_id, error = %err, "could not record the agent's hello");
+        }
+    });
 
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlCall>(16);
     let session = shared.live.insert(&record.id, conn.clone(), ctl_tx, now);

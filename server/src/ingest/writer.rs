@@ -1,19 +1,21 @@
-//! The single ingest writer: takes decoded batches from every agent session and stores
-//! them with group commit (one redb transaction, one fsync, for everything queued),
+//! The single ingest writer thread: takes decoded batches from every agent session and
+//! stores them with group commit (one redb transaction, one fsync, for everything queued),
 //! then answers each session with the sequence it may acknowledge.
 
 use crate::store::{IngestItem, IngestOutcome, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::error;
 
 /// Most samples committed in one transaction.
 const MAX_SAMPLES_PER_COMMIT: usize = 200_000;
-/// Batches the writer queue holds before sessions wait (backpressure to QUIC).
-const QUEUE: usize = 4096;
+/// Samples queued or being committed before sessions wait (backpressure to QUIC). Bounding
+/// samples, not batches, bounds memory whatever the batch size.
+const QUEUED_SAMPLES: usize = 1_000_000;
 
 type Reply = oneshot::Sender<Result<IngestOutcome, String>>;
+type Queued = (IngestItem, Reply, OwnedSemaphorePermit);
 
 /// Counters, read by benchmarks and `/metrics`.
 #[derive(Debug, Default)]
@@ -31,39 +33,51 @@ pub struct IngestStats {
 /// Cloneable handle used by sessions.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<(IngestItem, Reply)>,
+    tx: mpsc::UnboundedSender<Queued>,
+    budget: Arc<Semaphore>,
     /// Shared counters.
     pub stats: Arc<IngestStats>,
 }
 
 impl WriterHandle {
     /// Queues `item`; the receiver resolves once it is durably stored (or failed).
-    /// Waits while the queue is full.
+    /// Waits while the queue holds its budget of samples.
     pub async fn enqueue(
         &self,
         item: IngestItem,
     ) -> oneshot::Receiver<Result<IngestOutcome, String>> {
         let (tx, rx) = oneshot::channel();
-        // If the writer is gone the receiver resolves with an error, which the session reports.
-        let _ = self.tx.send((item, tx)).await;
+        let weight = u32::try_from(item.batch.samples.len().clamp(1, QUEUED_SAMPLES)).unwrap_or(1);
+        // The semaphore is never closed; if the writer is gone, the dropped reply makes the
+        // receiver resolve with an error, which the session reports.
+        if let Ok(permit) = self.budget.clone().acquire_many_owned(weight).await {
+            let _ = self.tx.send((item, tx, permit));
+        }
         rx
     }
 }
 
-/// Starts the writer task.
-pub fn spawn(store: Arc<Store>) -> WriterHandle {
-    let (tx, rx) = mpsc::channel(QUEUE);
+/// Starts the writer on a thread of its own: commits block on fsync, and one long-lived
+/// thread keeps the allocator from spreading over many blocking-pool threads.
+///
+/// # Errors
+/// If the thread cannot be spawned.
+pub fn spawn(store: Arc<Store>) -> std::io::Result<WriterHandle> {
+    let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(IngestStats::default());
-    crate::spawn_named("ingest-writer", run(store, rx, stats.clone()));
-    WriterHandle { tx, stats }
+    let thread_stats = stats.clone();
+    std::thread::Builder::new()
+        .name("ingest-writer".into())
+        .spawn(move || run(&store, rx, &thread_stats))?;
+    Ok(WriterHandle {
+        tx,
+        budget: Arc::new(Semaphore::new(QUEUED_SAMPLES)),
+        stats,
+    })
 }
 
-async fn run(
-    store: Arc<Store>,
-    mut rx: mpsc::Receiver<(IngestItem, Reply)>,
-    stats: Arc<IngestStats>,
-) {
-    while let Some(first) = rx.recv().await {
+fn run(store: &Store, mut rx: mpsc::UnboundedReceiver<Queued>, stats: &IngestStats) {
+    while let Some(first) = rx.blocking_recv() {
         let mut samples = first.0.batch.samples.len();
         let mut queued = vec![first];
         while samples < MAX_SAMPLES_PER_COMMIT {
@@ -75,17 +89,19 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (items, replies): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
-        let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let r = store.ingest(&items, crate::now_ms());
-            (r, items)
-        })
-        .await;
-        match result {
-            Ok((Ok(outcomes), items)) => {
+        let mut items = Vec::with_capacity(queued.len());
+        let mut replies = Vec::with_capacity(queued.len());
+        // The budget is given back after this commit, when `permits` drops.
+        let mut permits = Vec::with_capacity(queued.len());
+        for (item, reply, permit) in queued {
+            items.push(item);
+            replies.push(reply);
+            permits.push(permit);
+        }
+        match store.ingest(&items, crate::now_ms()) {
+            Ok(outcomes) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                for ((outcome, reply), item) in outcomes.into_iter().zip(replies).zip(items) {
+                for ((outcome, reply), item) in outcomes.into_iter().zip(replies).zip(&items) {
                     if outcome.stored {
                         stats.batches_stored.fetch_add(1, Ordering::Relaxed);
                         stats
@@ -97,18 +113,13 @@ async fn run(
                     let _ = reply.send(Ok(outcome));
                 }
             }
-            Ok((Err(err), _)) => {
+            Err(err) => {
                 error!(error = %err, batches = replies.len(), "ingest commit failed; agents will replay");
                 for reply in replies {
                     let _ = reply.send(Err("storage error".into()));
                 }
             }
-            Err(err) => {
-                error!(error = %err, "ingest commit task panicked; agents will replay");
-                for reply in replies {
-                    let _ = reply.send(Err("storage error".into()));
-                }
-            }
         }
+        drop(permits);
     }
 }
