@@ -29,13 +29,15 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpoolConfig {
-    /// Budget in MiB; past it the oldest metric samples are dropped (and counted).
-    pub max_mib: u64,
+    /// Budget like "64MiB"; past it the oldest metric samples are dropped (and counted).
+    pub max_size: String,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        Self { max_mib: 64 }
+        Self {
+            max_size: "64MiB".into(),
+        }
     }
 }
 
@@ -81,9 +83,23 @@ impl RawConfig {
     /// [`ConfigError`] listing each problem.
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
         let mut problems = self.collectors.validate();
-        if self.spool.max_mib == 0 {
-            problems.push("spool.max_mib must be at least 1".into());
-        }
+        let spool_max_bytes = match parse_size(&self.spool.max_size) {
+            Some(b) if b >= MIN_SPOOL => b,
+            Some(_) => {
+                problems.push(format!(
+                    "spool.max_size = {:?} must be at least 16KiB",
+                    self.spool.max_size
+                ));
+                0
+            }
+            None => {
+                problems.push(format!(
+                    "spool.max_size = {:?} is not a size (use e.g. \"64MiB\", \"512KiB\", \"1GiB\")",
+                    self.spool.max_size
+                ));
+                0
+            }
+        };
         for s in &self.servers {
             if s.rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -115,10 +131,29 @@ impl RawConfig {
             data_dir: self.data_dir,
             hostname,
             servers: self.servers,
-            spool_max_bytes: self.spool.max_mib * 1024 * 1024,
+            spool_max_bytes,
             collectors: self.collectors,
         })
     }
+}
+
+/// Smallest spool budget: a few batches.
+const MIN_SPOOL: u64 = 16 * 1024;
+
+/// Parses `123`, `512KiB`, `64MiB`, `1GiB` (also `KB`/`MB`/`GB`, taken as binary units).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 #[cfg(test)]
@@ -128,9 +163,21 @@ mod tests {
     #[test]
     fn rejects_unknown_keys_and_collects_problems() {
         assert!(toml::from_str::<RawConfig>("nope = 1").is_err());
-        let raw: RawConfig = toml::from_str("servers = [\"x\"]\n[spool]\nmax_mib = 0").unwrap();
+        let raw: RawConfig =
+            toml::from_str("servers = [\"x\"]\n[spool]\nmax_size = \"1\"").unwrap();
         let err = raw.validate(Path::new("a.toml")).unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5 parsecs"), None);
+        assert_eq!(parse_size("99999999999999GiB"), None);
     }
 
     #[test]

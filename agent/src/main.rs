@@ -63,7 +63,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("config ok");
             println!("  data_dir = {}", cfg.data_dir.display());
             println!("  hostname = {}", cfg.hostname);
-            println!("  spool    = {} MiB", cfg.spool_max_bytes >> 20);
+            println!("  spool    = {} KiB", cfg.spool_max_bytes >> 10);
             println!(
                 "  enrolled = {}",
                 warden_agent::identity::Identity::exists(&cfg.data_dir)

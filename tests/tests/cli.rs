@@ -40,7 +40,7 @@ fn shipped_example_configs_validate() {
         &["--config", &format!("{root}/agent.toml"), "validate"],
     );
     assert!(ok, "{err}");
-    assert!(out.contains("spool    = 64 MiB"), "{out}");
+    assert!(out.contains("spool    = 65536 KiB"), "{out}");
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn broken_configs_name_every_problem_and_the_file() {
     let agent = tmp.path().join("agent.toml");
     std::fs::write(
         &agent,
-        "[collectors.host]\ninterval = \"0s\"\n[spool]\nmax_mib = 0\n",
+        "[collectors.host]\ninterval = \"0s\"\n[spool]\nmax_size = \"lots\"\n",
     )
     .unwrap();
     let (ok, _, err) = run(
@@ -70,7 +70,7 @@ fn broken_configs_name_every_problem_and_the_file() {
     );
     assert!(!ok);
     assert!(
-        err.contains("agent.toml") && err.contains("interval") && err.contains("max_mib"),
+        err.contains("agent.toml") && err.contains("interval") && err.contains("max_size"),
         "{err}"
     );
 

@@ -9,9 +9,11 @@
 //! Invariants:
 //! - sequence numbers are assigned here, strictly increasing across restarts;
 //! - batches are sent in sequence order and replayed from the first unacknowledged one;
-//! - when the files exceed the budget, metric samples are stripped from the *oldest*
-//!   batches first (resource state and health stay) and every stripped sample is counted
-//!   in `dropped_samples`; whole batches go only when nothing is left to strip.
+//! - when the files exceed the budget, the *oldest* batches go first (their resource state
+//!   is superseded by newer batches; their samples are lost) and every dropped sample is
+//!   counted in `dropped_samples`, which later batches carry to the server. The newest batch
+//!   always stays. (Audit and journal records, when they exist, must never be dropped: they
+//!   will need their own spool class.)
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -198,35 +200,19 @@ impl Spool {
 
     fn enforce_budget(&mut self) -> Result<(), SpoolError> {
         let before = self.state.dropped_samples;
-        while self.total > self.max_bytes {
-            let oldest_with_samples = self
-                .files
-                .iter()
-                .find(|(_, e)| e.samples > 0)
-                .map(|(s, _)| *s);
-            if let Some(seq) = oldest_with_samples {
-                let Some(mut batch) = self.read_file(&self.path(seq)) else {
-                    self.remove(seq);
-                    continue;
-                };
-                self.state.dropped_samples += batch.samples.len() as u64;
-                batch.samples.clear();
-                let bytes = self.write_file(seq, &batch)?;
-                if let Some(e) = self.files.get_mut(&seq) {
-                    self.total = self.total - e.bytes + bytes;
-                    *e = Entry { bytes, samples: 0 };
-                }
-            } else if let Some(seq) = self.files.keys().next().copied() {
-                self.remove(seq);
-            } else {
+        // The newest batch always stays, even if it alone is over budget.
+        while self.total > self.max_bytes && self.files.len() > 1 {
+            let Some((&seq, entry)) = self.files.iter().next() else {
                 break;
-            }
+            };
+            self.state.dropped_samples += entry.samples as u64;
+            self.remove(seq);
         }
         if self.state.dropped_samples != before {
             warn!(
                 dropped_total = self.state.dropped_samples,
                 budget_bytes = self.max_bytes,
-                "spool full: dropped oldest metric samples"
+                "spool full: dropped the oldest batches"
             );
             self.save_state()?;
         }
@@ -367,27 +353,38 @@ mod tests {
     }
 
     #[test]
-    fn budget_strips_oldest_samples_first_and_counts_them() {
+    fn budget_drops_the_oldest_batches_and_counts_their_samples() {
         let dir = tempfile::tempdir().unwrap();
         let one = postcard::to_stdvec(&batch(100)).unwrap().len() as u64;
-        let mut s = Spool::open(dir.path(), one * 3).unwrap();
+        let mut s = Spool::open(dir.path(), one * 3 + one / 2).unwrap();
         for _ in 0..5 {
             s.push(batch(100)).unwrap();
         }
-        assert!(s.bytes() <= one * 3);
-        assert_eq!(s.pending(), 5, "state-only batches are kept");
-        assert_eq!(s.get(1).unwrap().samples.len(), 0);
+        assert!(s.bytes() <= one * 3 + one / 2);
+        assert_eq!(
+            (s.next_from(0), s.pending()),
+            (Some(3), 3),
+            "the two oldest went"
+        );
+        assert_eq!(s.dropped_samples(), 200);
         assert_eq!(s.get(5).unwrap().samples.len(), 100, "newest kept whole");
-        let dropped = s.dropped_samples();
-        assert_eq!(dropped % 100, 0);
-        assert!(dropped >= 200);
         let next = s.push(batch(0)).unwrap();
         assert_eq!(s.get(next).unwrap().dropped_samples, s.dropped_samples());
         drop(s);
         assert_eq!(
             Spool::open(dir.path(), one * 3).unwrap().dropped_samples(),
-            dropped
+            200
         );
+    }
+
+    #[test]
+    fn a_single_batch_over_budget_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 10).unwrap();
+        s.push(batch(50)).unwrap();
+        assert_eq!((s.pending(), s.dropped_samples()), (1, 0));
+        s.push(batch(50)).unwrap();
+        assert_eq!((s.pending(), s.dropped_samples()), (1, 50));
     }
 
     #[test]
