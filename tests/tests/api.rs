@@ -104,6 +104,16 @@ fn api_authenticates_validates_and_serves_telemetry() {
     let buckets = stepped["points"].as_array().unwrap();
     assert!((1..=2).contains(&buckets.len()), "{stepped}");
 
+    // A control request travels server -> agent -> server over the session.
+    let (s, pong) = server.post(&format!("/api/agents/{id}/ping"), None);
+    assert_eq!(s, 200, "{pong}");
+    assert!(
+        pong["rtt_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{pong}"
+    );
+    let (s, b) = server.post("/api/agents/nobody/ping", None);
+    assert_error(s, &b, 404, "not_found");
+
     // The agent list shows the collector's health.
     let a = server.agent(&id).unwrap();
     assert_eq!(a["collectors"]["simulated"]["status"], "ok", "{a}");

@@ -76,3 +76,34 @@ pub(super) async fn revoke(
         json!({ "id": updated.id, "revoked": true, "revoked_at": updated.revoked_at_ms.and_then(rfc3339_ms) }),
     ))
 }
+
+/// Round-trips a ping over the agent's session: proves the control channel works end to end.
+pub(super) async fn ping(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::ingest::live::ControlError;
+    use warden_shared::proto::{AgentResponse, ServerRequest};
+    let nonce: u64 = rand::random();
+    let started = std::time::Instant::now();
+    match state
+        .live
+        .request(
+            &id,
+            ServerRequest::Ping { nonce },
+            std::time::Duration::from_secs(10),
+        )
+        .await
+    {
+        Ok(AgentResponse::Pong { nonce: echoed }) if echoed == nonce => Ok(Json(
+            json!({ "id": id, "rtt_ms": started.elapsed().as_secs_f64() * 1000.0 }),
+        )),
+        Ok(other) => Err(ApiError::Internal(anyhow::anyhow!(
+            "agent {id} answered a ping with {other:?}"
+        ))),
+        Err(ControlError::NotConnected) => {
+            Err(ApiError::NotFound(format!("agent {id} is not connected")))
+        }
+        Err(e) => Err(ApiError::Unavailable(format!("agent {id}: {e}"))),
+    }
+}

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The request is wrong; the message says how.
     #[error("{0}")]
     BadRequest(String),
+    /// A dependency (an agent, the store) could not answer in time.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something failed inside; the detail goes to the log only.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -32,6 +35,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -41,6 +45,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::BadRequest(_) => "bad_request",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }

@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/agents", get(agents::list))
         .route("/api/agents/{id}/revoke", post(agents::revoke))
+        .route("/api/agents/{id}/ping", post(agents::ping))
         .route("/api/tokens", post(tokens::create))
         .route("/api/resources", get(resources::list))
         .route("/api/resources/{*id}", get(resources::get_one))
