@@ -236,3 +236,42 @@ fn the_certificate_is_renewed_over_the_session() {
         || server.agent(&id).filter(|a| a["connected"] == true),
     );
 }
+
+#[test]
+fn garbage_on_the_enrollment_port_is_refused_and_the_server_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&tmp.path().join("server"), &[]);
+    let (ca, _, _) = enrolled_identity(&server, &tmp.path().join("ok"));
+    let enroll_cfg = || {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![warden_shared::ALPN_ENROLL.to_vec()];
+        quinn::ClientConfig::new(std::sync::Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+        ))
+    };
+    rt().block_on(async {
+        for junk in [
+            vec![FRAME_VERSION, 0, 0, 0, 2, 0xff, 0xff],
+            vec![FRAME_VERSION, 0xff, 0xff, 0xff, 0xff],
+            vec![7; 3],
+        ] {
+            let e = send_raw(server.quic, enroll_cfg(), junk).await;
+            assert_eq!(app_code(&e), Some(u64::from(close::ENROLL_REFUSED)), "{e}");
+        }
+    });
+    // Still serving: a real enrollment works afterwards, and only that one agent exists.
+    AgentProc::simulated(&tmp.path().join("after"), "after", "1s").enroll_ok(&server.token("10m"));
+    assert_eq!(server.agents().len(), 2);
+}

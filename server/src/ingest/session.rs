@@ -126,20 +126,23 @@ async fn drive(
     framed::write(&mut send, &welcome)
         .await
         .map_err(|_| End::new(close::NORMAL, "gone"))?;
-    // Recorded after the welcome, so a reconnecting fleet does not wait behind ingest commits.
+    // Recorded after the welcome, so a reconnecting agent does not wait behind ingest
+    // commits for it; before the session counts as connected, so the API never shows a
+    // connected agent without its hello.
     let store = shared.store.clone();
     let agent_id = record.id.clone();
-    tokio::task::spawn_blocking(move || {
-        let updated = store.update_agent(&agent_id, |a| {
+    let updated = blocking(move || {
+        store.update_agent(&agent_id, |a| {
             a.hostname = hello.hostname;
             a.version = hello.agent_version;
             a.protocol = Some(protocol.to_string());
             a.last_seen_ms = Some(now);
-        });
-        if let Err(err) = updated {
-            warn!(agent_id = %agent_id, error = %err, "could not record the agent's hello");
-        }
-    });
+        })
+    })
+    .await?;
+    if let Err(err) = updated {
+        warn!(error = %err, "could not record the agent's hello");
+    }
 
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlCall>(16);
     let session = shared.live.insert(&record.id, conn.clone(), ctl_tx, now);
