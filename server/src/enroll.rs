@@ -85,6 +85,10 @@ async fn decide(req: EnrollRequest, shared: &Shared) -> EnrollResponse {
             "join token was issued by a different warden server (CA fingerprint differs)",
         );
     }
+    // Checked before the token is spent, so a broken request does not burn it.
+    if let Err(e) = rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem) {
+        return refuse(&format!("certificate request is invalid: {e}"));
+    }
     let hostname: String = req
         .hostname
         .chars()
@@ -146,7 +150,8 @@ async fn decide(req: EnrollRequest, shared: &Shared) -> EnrollResponse {
     ) {
         Ok(c) => c,
         Err(e) => {
-            // The token is spent but no certificate exists; remove the half-made agent.
+            // Signing a request that parsed should not fail; if it does, the token is spent
+            // and the half-made agent is revoked so it can never connect.
             let store = shared.store.clone();
             let id = record.id.clone();
             let _ = tokio::task::spawn_blocking(move || {

@@ -271,7 +271,41 @@ fn garbage_on_the_enrollment_port_is_refused_and_the_server_keeps_serving() {
             assert_eq!(app_code(&e), Some(u64::from(close::ENROLL_REFUSED)), "{e}");
         }
     });
-    // Still serving: a real enrollment works afterwards, and only that one agent exists.
-    AgentProc::simulated(&tmp.path().join("after"), "after", "1s").enroll_ok(&server.token("10m"));
+    // A valid token with a broken certificate request is refused without spending the token.
+    let token = server.token("10m");
+    let answer = rt().block_on(async {
+        let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = ep
+            .connect_with(enroll_cfg(), server.quic, warden_shared::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let req = warden_shared::proto::EnrollRequest {
+            token: token.clone(),
+            csr_pem:
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+                    .into(),
+            hostname: "broken".into(),
+            agent_version: "0".into(),
+        };
+        send.write_all(&frame::encode(&req).unwrap()).await.unwrap();
+        send.finish().unwrap();
+        let answer: warden_shared::proto::EnrollResponse =
+            warden_io::framed::read(&mut recv).await.unwrap().unwrap();
+        conn.close(0u32.into(), b"");
+        answer
+    });
+    match answer {
+        warden_shared::proto::EnrollResponse::Refused { reason } => {
+            assert!(
+                reason.contains("certificate request is invalid"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Still serving: the same token enrolls a real agent, and only that one agent exists.
+    AgentProc::simulated(&tmp.path().join("after"), "after", "1s").enroll_ok(&token);
     assert_eq!(server.agents().len(), 2);
 }
