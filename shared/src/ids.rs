@@ -119,7 +119,7 @@ impl OrgId {
 pub struct ResourceId(String);
 
 impl ResourceId {
-    /// Validates `s` as `<type>:<name>`: a lowercase type, then a printable name.
+    /// Validates `s` as `<type>:<name>`: a lowercase type (a-z, 0-9, `-`), then a printable name.
     ///
     /// # Errors
     /// [`IdError`] if the shape, length or characters are wrong.
@@ -140,8 +140,8 @@ impl ResourceId {
             "resource type",
             kind,
             32,
-            |c| c.is_ascii_lowercase() || c == '-',
-            "a-z and '-'",
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+            "a-z, 0-9 and '-'",
         )?;
         Ok(Self(s))
     }

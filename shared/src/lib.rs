@@ -11,6 +11,7 @@
 pub mod frame;
 pub mod ids;
 pub mod proto;
+pub mod resource;
 pub mod telemetry;
 pub mod token;
 

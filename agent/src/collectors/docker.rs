@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use warden_shared::ResourceId;
+use warden_shared::resource::canonical;
 use warden_shared::telemetry::{Resource, Value};
 
 /// Containers read concurrently in one run. dockerd answers a one-shot stats request at the
@@ -121,8 +122,8 @@ impl Collector for DockerCollector {
     }
 
     async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
-        let node = resource_id("node", &self.hostname)?;
-        let host_id = resource_id("docker-host", &self.hostname)?;
+        let node = resource_id(&self.hostname, canonical::node(&self.hostname))?;
+        let host_id = resource_id(&self.hostname, canonical::docker_host(&self.hostname))?;
         let client = self.client().await?;
         let docker = client.docker;
         let list = docker
@@ -161,7 +162,7 @@ impl Collector for DockerCollector {
                 }
             };
             let name = container_name(&inspect, &id);
-            let rid = match resource_id("docker", &format!("{}/{name}", self.hostname)) {
+            let rid = match resource_id(&name, canonical::app_container(&self.hostname, &name)) {
                 Ok(rid) => rid,
                 Err(e) => {
                     out.problems.push(e.to_string());

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Instant;
 use sysinfo::{Components, DiskRefreshKind, Disks, Networks, System};
 use warden_shared::ResourceId;
+use warden_shared::resource::canonical;
 use warden_shared::telemetry::{Resource, Value};
 
 /// Bytes per sector in `/proc/diskstats`, whatever the device's real sector size.
@@ -117,7 +118,7 @@ struct HostState {
 
 impl HostState {
     fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
-        let node = resource_id("node", &self.hostname)?;
+        let node = resource_id(&self.hostname, canonical::node(&self.hostname))?;
         let mut out = Collected::default();
         let first_run = self.handles.is_none();
         let handles = match &mut self.handles {

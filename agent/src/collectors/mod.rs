@@ -471,10 +471,14 @@ pub(crate) fn labeled(metric: &str, key: &str, value: &str) -> String {
     out
 }
 
-/// Builds a resource id, mapping a refusal to [`CollectorError::ResourceId`].
-pub(crate) fn resource_id(kind: &str, name: &str) -> Result<ResourceId, CollectorError> {
-    ResourceId::of(kind, name).map_err(|source| CollectorError::ResourceId {
-        what: format!("{kind}:{name}"),
+/// Maps a refused canonical id (see `warden_shared::resource::canonical`) to
+/// [`CollectorError::ResourceId`], naming what it was for.
+pub(crate) fn resource_id(
+    what: &str,
+    id: Result<ResourceId, IdError>,
+) -> Result<ResourceId, CollectorError> {
+    id.map_err(|source| CollectorError::ResourceId {
+        what: what.to_owned(),
         source,
     })
 }

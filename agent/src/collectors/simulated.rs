@@ -9,6 +9,7 @@
 use super::{Collected, Collector, CollectorError, SimulatedConfig, resource_id};
 use std::f64::consts::TAU;
 use warden_shared::ResourceId;
+use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Resource, Value};
 
 const GIB: u64 = 1 << 30;
@@ -148,7 +149,7 @@ pub(crate) fn simulate(
     let nodes: Vec<(String, ResourceId)> = (0..cfg.nodes.max(1) as usize)
         .map(|i| {
             let name = node_name(hostname, i);
-            resource_id("node", &name).map(|id| (name, id))
+            resource_id(&name, canonical::node(&name)).map(|id| (name, id))
         })
         .collect::<Result<_, _>>()?;
     let mut node_cpu = vec![0.0f64; nodes.len()];
@@ -156,11 +157,15 @@ pub(crate) fn simulate(
 
     for g in guests(cfg) {
         let (kind, typ) = if g.lxc {
-            ("lxc", "lxc")
+            (ResourceKind::SystemContainer, "lxc")
         } else {
-            ("vm", "qemu")
+            (ResourceKind::Vm, "qemu")
         };
-        let id = resource_id(kind, &g.vmid.to_string())?;
+        // The cluster (this simulated host) and VMID name a guest, not its node.
+        let id = resource_id(
+            &g.vmid.to_string(),
+            canonical::guest(kind, hostname, g.vmid),
+        )?;
         let (node_name, node_id) = &nodes[g.node];
         let key = u64::from(g.vmid);
         // Boot time: up to 30 days before the collector started.
@@ -252,7 +257,7 @@ pub(crate) fn simulate(
                 local_pct,
             ),
         ] {
-            let id = resource_id("storage", &format!("{name}/{pool}"))?;
+            let id = resource_id(pool, canonical::storage(name, pool))?;
             let used = (total as f64 * pct / 100.0).round();
             out.sample(&id, "storage_total_bytes", now_ms, total as f64);
             out.sample(&id, "storage_used_bytes", now_ms, used);
@@ -348,7 +353,7 @@ mod tests {
                 assert_eq!(cpu, None, "a stopped guest has no cpu sample");
             }
         }
-        assert_eq!(guests[0].id.as_str(), "vm:100");
+        assert_eq!(guests[0].id.as_str(), "vm:pve1/100");
         let node = out
             .resources
             .iter()
@@ -373,7 +378,7 @@ mod tests {
             "node:pve",
             "node:pve-2",
             "storage:pve-2/local-lvm",
-            "vm:200",
+            "vm:pve/200",
         ] {
             assert!(ids.contains(&id), "{id} missing from {ids:?}");
         }
