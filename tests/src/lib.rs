@@ -4,6 +4,8 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test.sh`
 //! does it). Processes are killed when their handle drops.
 
+pub mod sim;
+
 use anyhow::Context;
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -384,12 +386,19 @@ pub fn http(url: &str, method: &str, token: Option<&str>, body: Option<Value>) -
     try_http(url, method, token, body).unwrap_or_else(|e| panic!("{method} {url}: {e:#}"))
 }
 
+/// Installs ring as the process's rustls provider (reqwest is built with
+/// `rustls-no-provider` because the agent's Proxmox collector needs TLS); idempotent.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn try_http(
     url: &str,
     method: &str,
     token: Option<&str>,
     body: Option<Value>,
 ) -> anyhow::Result<(u16, Value)> {
+    install_crypto();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -120,6 +120,7 @@ fn api_authenticates_validates_and_serves_telemetry() {
 
     // Prometheus counters.
     let url = format!("{base}/metrics");
+    warden_tests::install_crypto();
     let text = {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

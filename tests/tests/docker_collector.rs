@@ -111,7 +111,7 @@ fn docker_only(socket: &str) -> CollectorsConfig {
             timeout: Duration::from_secs(10),
             socket: socket.to_owned(),
         },
-        simulated: None,
+        ..CollectorsConfig::default()
     }
 }
 

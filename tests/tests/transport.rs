@@ -220,10 +220,11 @@ fn the_certificate_is_renewed_over_the_session() {
             .agent(&id)
             .filter(|a| a["certificate_expires_at"] != first && a["connected"] == true)
     });
-    assert!(
-        agent.log().contains("certificate renewed"),
-        "{}",
-        agent.log()
+    // The server records the new certificate just before the agent receives and saves it.
+    eventually(
+        Duration::from_secs(10),
+        "agent saved the renewed certificate",
+        || agent.log().contains("certificate renewed").then_some(()),
     );
     let cert_after = std::fs::read_to_string(agent.dir.join("identity/agent.pem")).unwrap();
     assert_ne!(cert_before, cert_after, "the renewed certificate was saved");

@@ -29,6 +29,50 @@ pub struct CollectorsConfig {
     pub docker: DockerConfig,
     /// A simulated Proxmox-like node for demos; absent unless configured.
     pub simulated: Option<SimulatedConfig>,
+    /// The local Proxmox VE API; off unless enabled.
+    pub proxmox: ProxmoxConfig,
+}
+
+/// `[collectors.proxmox]`: the node's own Proxmox VE API, read with a read-only API token.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxmoxConfig {
+    /// Whether the collector runs.
+    pub enabled: bool,
+    /// API base URL.
+    pub url: String,
+    /// API token id, `USER@REALM!TOKENID` (e.g. `warden@pve!agent`, role PVEAuditor).
+    pub token_id: String,
+    /// File holding the token's secret (mode 0600); never put the secret in this file.
+    pub token_secret_file: PathBuf,
+    /// CA that signed the API's certificate (default: the cluster CA).
+    pub ca_file: PathBuf,
+    /// Instead of `ca_file`: SHA-256 fingerprint of the API's certificate (hex, colons allowed).
+    pub fingerprint: Option<String>,
+    /// This node's name in the cluster (default: the agent's host name).
+    pub node: Option<String>,
+    /// Time between runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Limit on one run (and on each request).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ProxmoxConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: "https://127.0.0.1:8006/api2/json".into(),
+            token_id: String::new(),
+            token_secret_file: PathBuf::from("/etc/warden/pve-token"),
+            ca_file: PathBuf::from("/etc/pve/pve-root-ca.pem"),
+            fingerprint: None,
+            node: None,
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[collectors.host]`.
@@ -142,6 +186,33 @@ impl CollectorsConfig {
                 "collectors.docker.socket must be an absolute unix socket path, got {:?}",
                 d.socket
             ));
+        }
+        let p = &self.proxmox;
+        if p.enabled {
+            check_timing("proxmox", p.interval, p.timeout, &mut problems);
+            if !p.url.starts_with("https://") {
+                problems.push(format!(
+                    "collectors.proxmox.url must be an https:// URL, got {:?}",
+                    p.url
+                ));
+            }
+            let id_ok = p
+                .token_id
+                .split_once('!')
+                .is_some_and(|(user, name)| user.contains('@') && !name.is_empty());
+            if !id_ok {
+                problems.push(format!(
+                    "collectors.proxmox.token_id must look like USER@REALM!TOKENID, got {:?}",
+                    p.token_id
+                ));
+            }
+            if let Some(fp) = &p.fingerprint
+                && crate::collectors::proxmox::parse_fingerprint(fp).is_none()
+            {
+                problems.push(format!(
+                    "collectors.proxmox.fingerprint must be 64 hex digits (colons allowed), got {fp:?}"
+                ));
+            }
         }
         if let Some(s) = &self.simulated {
             if s.interval < MIN_INTERVAL {

@@ -15,11 +15,12 @@
 mod config;
 mod docker;
 mod host;
+pub(crate) mod proxmox;
 mod simulated;
 
 pub use config::{
     CollectorsConfig, DEFAULT_DOCKER_SOCKET, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DockerConfig,
-    HostConfig, SimulatedConfig,
+    HostConfig, ProxmoxConfig, SimulatedConfig,
 };
 
 use futures_util::FutureExt;
@@ -57,6 +58,9 @@ pub enum CollectorError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The Proxmox VE API could not be read; the message says what to check.
+    #[error("proxmox api: {0}")]
+    Proxmox(String),
     /// sysinfo could not initialise or read a subsystem.
     #[error("cannot read {what}: {source}")]
     Sysinfo {
@@ -180,6 +184,14 @@ pub fn spawn_all(
                 shutdown.clone(),
                 Some(trigger_rx),
             ),
+        ));
+    }
+    if cfg.proxmox.enabled {
+        let collector = proxmox::ProxmoxCollector::new(hostname, &cfg.proxmox);
+        let timing = Timing::new(cfg.proxmox.interval, cfg.proxmox.timeout);
+        handles.push(spawn_named(
+            "proxmox",
+            run(collector, timing, out.clone(), shutdown.clone(), None),
         ));
     }
     if let Some(sim) = &cfg.simulated {

@@ -1,0 +1,857 @@
+//! The Proxmox VE collector: reads the node's own API (`https://127.0.0.1:8006/api2/json`)
+//! with a read-only API token and turns it into nodes, guests and storage pools.
+//!
+//! Who reports what, so that a cluster is described once and the same way whichever agent
+//! does it:
+//! - every agent reports its own node (`/nodes/{node}/status`), its node-local storage
+//!   (`/nodes/{node}/storage`, `shared = 0`) and, for its running VMs, the memory the guest
+//!   itself sees (balloon statistics);
+//! - the *reporter*, the online node with the lowest name in `/cluster/status`, also reports
+//!   the cluster-wide objects from `/cluster/resources`: every guest (named by cluster and
+//!   VMID, so migrations keep the id), shared storage, and nodes the cluster sees offline.
+//!
+//! On failure the last good resources are sent again with `stale = true` and no samples, and
+//! the run is `Degraded` with the reason; nothing is ever reported as zero for "unknown".
+
+use super::{Collected, Collector, CollectorError, ProxmoxConfig, resource_id};
+use rustls::pki_types::pem::PemObject;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use warden_shared::ResourceId;
+use warden_shared::resource::{ResourceKind, canonical};
+use warden_shared::telemetry::{Resource, Value};
+
+/// Reads the Proxmox VE API of this node.
+pub(crate) struct ProxmoxCollector {
+    node: String,
+    cfg: ProxmoxConfig,
+    client: Option<reqwest::Client>,
+    /// Resources of the last fully successful run, re-sent as stale when the API fails.
+    last_good: Vec<Resource>,
+}
+
+impl ProxmoxCollector {
+    pub(crate) fn new(hostname: &str, cfg: &ProxmoxConfig) -> Self {
+        Self {
+            node: cfg.node.clone().unwrap_or_else(|| hostname.to_owned()),
+            cfg: cfg.clone(),
+            client: None,
+            last_good: Vec::new(),
+        }
+    }
+
+    /// Builds the HTTP client once: token header, and the server verified against the CA
+    /// file or the pinned certificate fingerprint.
+    fn client(&mut self) -> Result<reqwest::Client, CollectorError> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let err = |m: String| CollectorError::Proxmox(m);
+        let secret = std::fs::read_to_string(&self.cfg.token_secret_file).map_err(|e| {
+            err(format!(
+                "cannot read token secret {}: {e}",
+                self.cfg.token_secret_file.display()
+            ))
+        })?;
+        let auth = format!("PVEAPIToken={}={}", self.cfg.token_id, secret.trim());
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut value = reqwest::header::HeaderValue::from_str(&auth).map_err(|_| {
+            err("the token id or secret contains characters a header cannot carry".into())
+        })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let tls = tls_config(&self.cfg)?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .default_headers(headers)
+            .timeout(self.cfg.timeout)
+            .build()
+            .map_err(|e| err(format!("building the HTTP client: {e}")))?;
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn get<T: DeserializeOwned>(&mut self, path: &str) -> Result<T, CollectorError> {
+        let client = self.client()?;
+        let url = format!("{}{path}", self.cfg.url.trim_end_matches('/'));
+        let resp = client.get(&url).send().await.map_err(|e| {
+            let what = if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                format!("{e}")
+            };
+            CollectorError::Proxmox(format!("GET {path}: {what}"))
+        })?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(CollectorError::Proxmox(explain_status(path, status, &body)));
+        }
+        serde_json::from_slice::<Envelope<T>>(&body)
+            .map(|e| e.data)
+            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: malformed JSON: {e}")))
+    }
+
+    async fn read(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
+        let status: Vec<ClusterStatusEntry> = self.get("/cluster/status").await?;
+        let view = ClusterView::from_status(&status, &self.node);
+        let mut out = Collected::default();
+
+        let node_path = format!("/nodes/{}/status", self.node);
+        let node_status: NodeStatus = self.get(&node_path).await?;
+        let node_id = resource_id(&self.node, canonical::node(&self.node))?;
+        node_resource(&mut out, &node_id, &self.node, &view, &node_status, now_ms);
+
+        match self
+            .get::<Vec<StorageEntry>>(&format!("/nodes/{}/storage", self.node))
+            .await
+        {
+            Ok(pools) => {
+                for pool in pools.iter().filter(|p| p.shared != Some(1.0)) {
+                    let id =
+                        resource_id(&pool.storage, canonical::storage(&self.node, &pool.storage))?;
+                    storage_resource(&mut out, &id, Some(&node_id), pool, now_ms);
+                }
+            }
+            Err(e) => out.problems.push(e.to_string()),
+        }
+
+        if view.reporter.as_deref() == Some(self.node.as_str()) {
+            let resources: Vec<ClusterResource> = self.get("/cluster/resources").await?;
+            cluster_objects(&mut out, &view, &resources, now_ms)?;
+            self.balloon_memory(&mut out, &view, &resources, now_ms)
+                .await;
+        } else {
+            // Not the reporter: only the own guests' balloon statistics, which need this node.
+            match self
+                .get::<Vec<ClusterResource>>("/cluster/resources?type=vm")
+                .await
+            {
+                Ok(resources) => {
+                    self.balloon_memory(&mut out, &view, &resources, now_ms)
+                        .await
+                }
+                Err(e) => out.problems.push(e.to_string()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The memory running VMs on this node see themselves (balloon driver), as
+    /// `guest_mem_used_bytes` / `guest_mem_total_bytes`; absent where the guest has no driver.
+    async fn balloon_memory(
+        &mut self,
+        out: &mut Collected,
+        view: &ClusterView,
+        resources: &[ClusterResource],
+        now_ms: i64,
+    ) {
+        let own_vms: Vec<u32> = resources
+            .iter()
+            .filter(|r| r.kind == "qemu" && r.node.as_deref() == Some(self.node.as_str()))
+            .filter(|r| r.status.as_deref() == Some("running"))
+            .filter_map(|r| r.vmid.map(|v| v as u32))
+            .collect();
+        for vmid in own_vms {
+            let path = format!("/nodes/{}/qemu/{vmid}/status/current", self.node);
+            match self.get::<GuestStatus>(&path).await {
+                Ok(st) => {
+                    let Some(b) = st.ballooninfo else { continue };
+                    let (Some(total), Some(free)) = (b.total_mem, b.free_mem) else {
+                        continue;
+                    };
+                    if let Ok(id) = canonical::guest(ResourceKind::Vm, &view.cluster, vmid) {
+                        out.sample(&id, "guest_mem_total_bytes", now_ms, total);
+                        out.sample(&id, "guest_mem_used_bytes", now_ms, total - free);
+                    }
+                }
+                Err(e) => out.problems.push(e.to_string()),
+            }
+        }
+    }
+}
+
+impl Collector for ProxmoxCollector {
+    fn name(&self) -> &'static str {
+        "proxmox"
+    }
+
+    async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
+        // Finish inside the runner's timeout, so a slow API still yields the stale values.
+        let deadline = self.cfg.timeout.mul_f64(0.9);
+        let result = match tokio::time::timeout(deadline, self.read(now_ms)).await {
+            Ok(r) => r,
+            Err(_) => Err(CollectorError::Proxmox(format!(
+                "the API did not answer within {}",
+                humantime::format_duration(deadline)
+            ))),
+        };
+        match result {
+            Ok(out) => {
+                self.last_good.clone_from(&out.resources);
+                Ok(out)
+            }
+            // Nothing good yet: a plain failure.
+            Err(e) if self.last_good.is_empty() => Err(e),
+            // Keep what we knew, say it is stale, report no values.
+            Err(e) => Ok(Collected {
+                resources: self.last_good.iter().cloned().map(mark_stale).collect(),
+                samples: Vec::new(),
+                problems: vec![e.to_string()],
+            }),
+        }
+    }
+}
+
+fn mark_stale(mut r: Resource) -> Resource {
+    r.attrs.retain(|(k, _)| k != "stale");
+    r.attrs.push(("stale".into(), Value::Bool(true)));
+    r
+}
+
+/// Operator-readable text for an HTTP error from the API.
+fn explain_status(path: &str, status: reqwest::StatusCode, body: &[u8]) -> String {
+    // PVE puts the reason in the status line; newer versions repeat it as `message`.
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(|m| m.trim().to_owned())
+        });
+    let reason = message
+        .or_else(|| status.canonical_reason().map(str::to_owned))
+        .unwrap_or_default();
+    match status.as_u16() {
+        401 => format!(
+            "GET {path}: authentication failed (401); check token_id and the token secret file"
+        ),
+        403 => format!(
+            "GET {path}: permission denied (403 {reason}); give the token the PVEAuditor role on /"
+        ),
+        code => format!("GET {path}: HTTP {code} {reason}"),
+    }
+}
+
+/// rustls config: trust `ca_file`, or accept exactly the certificate with the pinned
+/// fingerprint.
+fn tls_config(cfg: &ProxmoxConfig) -> Result<rustls::ClientConfig, CollectorError> {
+    let err = CollectorError::Proxmox;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(format!("tls setup: {e}")))?;
+    let config = match cfg.fingerprint.as_deref() {
+        Some(fp) => {
+            let pin =
+                parse_fingerprint(fp).ok_or_else(|| err(format!("invalid fingerprint {fp:?}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedLeaf { pin, provider }))
+                .with_no_client_auth()
+        }
+        None => {
+            let pem = std::fs::read(&cfg.ca_file).map_err(|e| {
+                err(format!(
+                    "cannot read CA file {}: {e}",
+                    cfg.ca_file.display()
+                ))
+            })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                let cert =
+                    cert.map_err(|e| err(format!("CA file {}: {e}", cfg.ca_file.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| err(format!("CA file {}: {e}", cfg.ca_file.display())))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(config)
+}
+
+/// Parses a SHA-256 fingerprint written as hex, with or without colons.
+pub(crate) fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(hex).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Accepts exactly one server certificate, by SHA-256 of its DER (how PVE shows it).
+#[derive(Debug)]
+struct PinnedLeaf {
+    pin: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedLeaf {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let seen: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        if seen == self.pin {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate fingerprint {} does not match the pinned one",
+                hex::encode(seen)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+// ---- API shapes (field names as PVE sends them; numbers may arrive as strings) ----
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+/// Number or numeric string; anything else (absent, `"N/A"`, null) is unknown.
+fn num<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        serde_json::Value::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
+        _ => None,
+    })
+}
+
+fn nums<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Option<f64>>, D::Error> {
+    let raw = Vec::<serde_json::Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
+struct ClusterStatusEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+    #[serde(default, deserialize_with = "num")]
+    online: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    quorate: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct Usage {
+    #[serde(default, deserialize_with = "num")]
+    total: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    used: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    available: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CpuInfo {
+    #[serde(default, deserialize_with = "num")]
+    cpus: Option<f64>,
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NodeStatus {
+    #[serde(default, deserialize_with = "num")]
+    cpu: Option<f64>,
+    #[serde(default, deserialize_with = "nums")]
+    loadavg: Vec<Option<f64>>,
+    #[serde(default)]
+    memory: Usage,
+    #[serde(default)]
+    swap: Usage,
+    #[serde(default)]
+    rootfs: Usage,
+    #[serde(default, deserialize_with = "num")]
+    uptime: Option<f64>,
+    kversion: Option<String>,
+    pveversion: Option<String>,
+    #[serde(default)]
+    cpuinfo: CpuInfo,
+}
+
+#[derive(Deserialize)]
+struct StorageEntry {
+    storage: String,
+    #[serde(rename = "type")]
+    plugin: Option<String>,
+    content: Option<String>,
+    #[serde(default, deserialize_with = "num")]
+    shared: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    active: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    enabled: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    total: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    used: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct ClusterResource {
+    #[serde(rename = "type")]
+    kind: String,
+    node: Option<String>,
+    status: Option<String>,
+    name: Option<String>,
+    storage: Option<String>,
+    plugintype: Option<String>,
+    content: Option<String>,
+    lock: Option<String>,
+    #[serde(default, deserialize_with = "num")]
+    vmid: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    template: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    shared: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    cpu: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    maxcpu: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    mem: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    maxmem: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    disk: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    maxdisk: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    uptime: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct GuestStatus {
+    ballooninfo: Option<BalloonInfo>,
+}
+
+#[derive(Deserialize)]
+struct BalloonInfo {
+    #[serde(default, deserialize_with = "num")]
+    total_mem: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    free_mem: Option<f64>,
+}
+
+/// What `/cluster/status` says, reduced to what the collector decides with.
+#[derive(Debug, PartialEq)]
+struct ClusterView {
+    /// The cluster name, or the node's own name when standalone.
+    cluster: String,
+    /// Nodes and whether the cluster sees them online.
+    nodes: Vec<(String, bool)>,
+    /// The online node with the lowest name: it reports cluster-wide objects.
+    reporter: Option<String>,
+    quorate: Option<bool>,
+}
+
+impl ClusterView {
+    fn from_status(entries: &[ClusterStatusEntry], own: &str) -> Self {
+        let cluster_entry = entries.iter().find(|e| e.kind == "cluster");
+        let mut nodes: Vec<(String, bool)> = entries
+            .iter()
+            .filter(|e| e.kind == "node")
+            .filter_map(|e| e.name.clone().map(|n| (n, e.online == Some(1.0))))
+            .collect();
+        nodes.sort();
+        let reporter = nodes
+            .iter()
+            .find(|(_, online)| *online)
+            .map(|(n, _)| n.clone());
+        Self {
+            cluster: cluster_entry
+                .and_then(|c| c.name.clone())
+                .unwrap_or_else(|| own.to_owned()),
+            reporter: reporter.or_else(|| cluster_entry.is_none().then(|| own.to_owned())),
+            quorate: cluster_entry.and_then(|c| c.quorate).map(|q| q == 1.0),
+            nodes,
+        }
+    }
+}
+
+fn pct(used: Option<f64>, total: Option<f64>) -> Option<f64> {
+    match (used, total) {
+        (Some(u), Some(t)) if t > 0.0 => Some(u / t * 100.0),
+        _ => None,
+    }
+}
+
+fn put(out: &mut Collected, id: &ResourceId, metric: &str, now_ms: i64, v: Option<f64>) {
+    if let Some(v) = v {
+        out.sample(id, metric, now_ms, v);
+    }
+}
+
+fn node_resource(
+    out: &mut Collected,
+    id: &ResourceId,
+    name: &str,
+    view: &ClusterView,
+    st: &NodeStatus,
+    now_ms: i64,
+) {
+    // Memory used excludes cache: PVE 8+ sends `available`; older `used` already excludes it.
+    let mem_used = match (st.memory.total, st.memory.available) {
+        (Some(t), Some(a)) => Some(t - a),
+        _ => st.memory.used,
+    };
+    put(out, id, "cpu_pct", now_ms, st.cpu.map(|c| c * 100.0));
+    put(out, id, "mem_total_bytes", now_ms, st.memory.total);
+    put(out, id, "mem_used_bytes", now_ms, mem_used);
+    put(
+        out,
+        id,
+        "mem_used_pct",
+        now_ms,
+        pct(mem_used, st.memory.total),
+    );
+    put(out, id, "swap_total_bytes", now_ms, st.swap.total);
+    put(out, id, "swap_used_bytes", now_ms, st.swap.used);
+    put(
+        out,
+        id,
+        "rootfs_used_pct",
+        now_ms,
+        pct(st.rootfs.used, st.rootfs.total),
+    );
+    for (i, metric) in ["load1", "load5", "load15"].into_iter().enumerate() {
+        put(
+            out,
+            id,
+            metric,
+            now_ms,
+            st.loadavg.get(i).copied().flatten(),
+        );
+    }
+    put(out, id, "uptime_seconds", now_ms, st.uptime);
+    out.resources.push(Resource {
+        id: id.clone(),
+        name: name.to_owned(),
+        parent: None,
+        status: "online".into(),
+        attrs: vec![
+            ("cluster".into(), Value::from(view.cluster.as_str())),
+            ("quorate".into(), Value::from(view.quorate)),
+            ("pve_version".into(), Value::from(st.pveversion.clone())),
+            ("kernel".into(), Value::from(st.kversion.clone())),
+            (
+                "cpu_count".into(),
+                Value::from(st.cpuinfo.cpus.map(|c| c as i64)),
+            ),
+            ("cpu_model".into(), Value::from(st.cpuinfo.model.clone())),
+        ],
+    });
+}
+
+fn storage_resource(
+    out: &mut Collected,
+    id: &ResourceId,
+    parent: Option<&ResourceId>,
+    p: &StorageEntry,
+    now_ms: i64,
+) {
+    put(out, id, "storage_total_bytes", now_ms, p.total);
+    put(out, id, "storage_used_bytes", now_ms, p.used);
+    put(out, id, "storage_used_pct", now_ms, pct(p.used, p.total));
+    let status = match (p.enabled, p.active) {
+        (Some(0.0), _) => "disabled",
+        (_, Some(1.0)) => "available",
+        (_, Some(_)) => "unavailable",
+        _ => "unknown",
+    };
+    out.resources.push(Resource {
+        id: id.clone(),
+        name: p.storage.clone(),
+        parent: parent.cloned(),
+        status: status.into(),
+        attrs: vec![
+            ("plugin".into(), Value::from(p.plugin.clone())),
+            ("content".into(), Value::from(p.content.clone())),
+            ("shared".into(), Value::from(p.shared.map(|s| s == 1.0))),
+        ],
+    });
+}
+
+/// Guests, shared storage and offline nodes from `/cluster/resources` (reporter only).
+fn cluster_objects(
+    out: &mut Collected,
+    view: &ClusterView,
+    resources: &[ClusterResource],
+    now_ms: i64,
+) -> Result<(), CollectorError> {
+    for (name, online) in &view.nodes {
+        if !online {
+            let id = resource_id(name, canonical::node(name))?;
+            out.resources.push(Resource {
+                id,
+                name: name.clone(),
+                parent: None,
+                status: "offline".into(),
+                attrs: vec![("cluster".into(), Value::from(view.cluster.as_str()))],
+            });
+        }
+    }
+    let mut shared_seen = std::collections::BTreeSet::new();
+    for r in resources {
+        match r.kind.as_str() {
+            "qemu" | "lxc" => {
+                let Some(vmid) = r.vmid else {
+                    out.problems
+                        .push(format!("guest without vmid: {:?}", r.name));
+                    continue;
+                };
+                let kind = if r.kind == "qemu" {
+                    ResourceKind::Vm
+                } else {
+                    ResourceKind::SystemContainer
+                };
+                let id = resource_id(
+                    &vmid.to_string(),
+                    canonical::guest(kind, &view.cluster, vmid as u32),
+                )?;
+                let parent = match r.node.as_deref() {
+                    Some(n) => Some(resource_id(n, canonical::node(n))?),
+                    None => None,
+                };
+                let running = r.status.as_deref() == Some("running");
+                if running {
+                    put(out, &id, "cpu_pct", now_ms, r.cpu.map(|c| c * 100.0));
+                    put(out, &id, "mem_used_bytes", now_ms, r.mem);
+                    put(out, &id, "mem_used_pct", now_ms, pct(r.mem, r.maxmem));
+                    put(out, &id, "uptime_seconds", now_ms, r.uptime);
+                }
+                put(out, &id, "mem_total_bytes", now_ms, r.maxmem);
+                put(out, &id, "disk_total_bytes", now_ms, r.maxdisk);
+                out.resources.push(Resource {
+                    id,
+                    name: r.name.clone().unwrap_or_else(|| vmid.to_string()),
+                    parent,
+                    status: r.status.clone().unwrap_or_else(|| "unknown".into()),
+                    attrs: vec![
+                        ("vmid".into(), Value::Int(vmid as i64)),
+                        ("node".into(), Value::from(r.node.clone())),
+                        ("template".into(), Value::from(r.template.map(|t| t == 1.0))),
+                        ("cpus".into(), Value::from(r.maxcpu)),
+                        ("lock".into(), Value::from(r.lock.clone())),
+                    ],
+                });
+            }
+            "storage" if r.shared == Some(1.0) => {
+                let Some(name) = r.storage.clone() else {
+                    continue;
+                };
+                if !shared_seen.insert(name.clone()) {
+                    continue;
+                }
+                let id = resource_id(&name, canonical::storage(&view.cluster, &name))?;
+                let entry = StorageEntry {
+                    storage: name,
+                    plugin: r.plugintype.clone(),
+                    content: r.content.clone(),
+                    shared: Some(1.0),
+                    active: r
+                        .status
+                        .as_deref()
+                        .map(|s| if s == "available" { 1.0 } else { 0.0 }),
+                    enabled: None,
+                    total: r.maxdisk,
+                    used: r.disk,
+                };
+                storage_resource(out, &id, None, &entry, now_ms);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture<T: DeserializeOwned>(name: &str) -> T {
+        let path = format!(
+            "{}/../tests/fixtures/pve/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str::<Envelope<T>>(&text).unwrap().data
+    }
+
+    fn value(out: &Collected, id: &str, metric: &str) -> Option<f64> {
+        out.samples
+            .iter()
+            .find(|s| s.resource_id.as_str() == id && s.metric == metric)
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn the_lowest_online_node_reports_and_standalone_nodes_report_themselves() {
+        let status: Vec<ClusterStatusEntry> = fixture("cluster_status.pve9.json");
+        let view = ClusterView::from_status(&status, "srv-proxmox-03");
+        assert_eq!(view.cluster, "devcluster");
+        assert_eq!(view.reporter.as_deref(), Some("srv-proxmox-01"));
+        assert_eq!(view.quorate, Some(true));
+        // Same answer whichever node asks.
+        assert_eq!(
+            view,
+            ClusterView {
+                ..ClusterView::from_status(&status, "srv-proxmox-01")
+            }
+        );
+        let standalone = vec![ClusterStatusEntry {
+            kind: "node".into(),
+            name: Some("solo".into()),
+            online: Some(1.0),
+            quorate: None,
+        }];
+        let v = ClusterView::from_status(&standalone, "solo");
+        assert_eq!(
+            (v.cluster.as_str(), v.reporter.as_deref()),
+            ("solo", Some("solo"))
+        );
+    }
+
+    #[test]
+    fn node_status_becomes_metrics_without_zeros_for_unknowns() {
+        let st: NodeStatus = fixture("nodes_node_status.pve7.4.json");
+        let id = canonical::node("pve1").unwrap();
+        let view = ClusterView {
+            cluster: "c".into(),
+            nodes: vec![],
+            reporter: None,
+            quorate: None,
+        };
+        let mut out = Collected::default();
+        node_resource(&mut out, &id, "pve1", &view, &st, 1);
+        assert_eq!(
+            value(&out, "node:pve1", "mem_used_bytes"),
+            Some(8_095_399_936.0)
+        );
+        assert_eq!(
+            value(&out, "node:pve1", "load1"),
+            Some(0.0),
+            "loadavg arrives as strings"
+        );
+        assert!((value(&out, "node:pve1", "cpu_pct").unwrap() - 0.260_552).abs() < 1e-3);
+        // Swap total is 0 here: there is no swap, so no percentage is invented.
+        assert_eq!(value(&out, "node:pve1", "swap_total_bytes"), Some(0.0));
+        let attrs = &out.resources[0].attrs;
+        assert!(attrs.contains(&("quorate".into(), Value::Unknown)));
+    }
+
+    #[test]
+    fn cluster_resources_name_guests_by_cluster_and_vmid() {
+        let resources: Vec<ClusterResource> = fixture("cluster_resources.mixed.json");
+        let status: Vec<ClusterStatusEntry> = fixture("cluster_status.pve9.json");
+        let view = ClusterView::from_status(&status, "x");
+        let mut out = Collected::default();
+        cluster_objects(&mut out, &view, &resources, 5).unwrap();
+        let vm = out
+            .resources
+            .iter()
+            .find(|r| r.id.as_str() == "vm:devcluster/100")
+            .unwrap();
+        assert_eq!(
+            (vm.name.as_str(), vm.status.as_str()),
+            ("server1", "running")
+        );
+        assert_eq!(vm.parent.as_ref().unwrap().as_str(), "node:node2");
+        assert_eq!(
+            value(&out, "vm:devcluster/100", "mem_used_bytes"),
+            Some(842_551_296.0)
+        );
+        let template = out
+            .resources
+            .iter()
+            .find(|r| r.id.as_str() == "vm:devcluster/101")
+            .unwrap();
+        assert!(
+            template
+                .attrs
+                .contains(&("template".into(), Value::Bool(true)))
+        );
+        assert_eq!(
+            value(&out, "vm:devcluster/101", "cpu_pct"),
+            None,
+            "a stopped guest has no cpu sample"
+        );
+    }
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let plain = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&plain), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint("abc"), None);
+    }
+
+    #[test]
+    fn http_errors_say_what_to_fix() {
+        let forbidden = explain_status(
+            "/nodes/pve1/status",
+            reqwest::StatusCode::FORBIDDEN,
+            br#"{"data":null,"message":"Permission check failed (/nodes/pve1, Sys.Audit)\n"}"#,
+        );
+        assert!(
+            forbidden.contains("Sys.Audit") && forbidden.contains("PVEAuditor"),
+            "{forbidden}"
+        );
+        let unauth = explain_status("/cluster/status", reqwest::StatusCode::UNAUTHORIZED, b"");
+        assert!(unauth.contains("token"), "{unauth}");
+    }
+}

@@ -1,0 +1,1629 @@
+//! Proxmox VE API simulator: a mutable cluster model served over HTTPS with PVE's quirks.
+//!
+//! Field names and value types follow the real captures in `tests/fixtures/pve/` and the
+//! schema notes (`{"data": ...}` envelope, 0/1 booleans, `vmid` as a string in the LXC list,
+//! `loadavg` as strings, empty 401 bodies after ~3 s, reasons in the status line).
+//!
+//! ```no_run
+//! use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions};
+//! let sim = PveSim::start(PveSimOptions::fast());
+//! let r = sim.get("/cluster/resources?type=vm");
+//! assert_eq!(r.status, 200);
+//! sim.migrate(100, "node3");
+//! sim.set_fault(Fault::MalformedJson);
+//! ```
+
+use super::{HttpsServer, RawResponse, Request, Response, TlsIdentity, https_get};
+use serde_json::{Value, json};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Path prefix of every PVE API call.
+pub const API_PREFIX: &str = "/api2/json";
+
+/// QEMU VM or LXC container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestKind {
+    /// `qemu`
+    Qemu,
+    /// `lxc`
+    Lxc,
+}
+
+impl GuestKind {
+    /// `"qemu"` or `"lxc"`, as in `type` and in the URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Qemu => "qemu",
+            Self::Lxc => "lxc",
+        }
+    }
+}
+
+/// One cluster member.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Node name (`node`).
+    pub name: String,
+    /// Corosync node id.
+    pub nodeid: u32,
+    /// Cluster IP.
+    pub ip: String,
+    /// Whether the node is up (`online` 1/0, `status` online/offline).
+    pub online: bool,
+    /// CPU usage fraction 0..1.
+    pub cpu: f64,
+    /// Logical CPUs.
+    pub maxcpu: u32,
+    /// Used memory, bytes.
+    pub mem: u64,
+    /// Total memory, bytes.
+    pub maxmem: u64,
+    /// Used root filesystem, bytes.
+    pub disk: u64,
+    /// Root filesystem size, bytes.
+    pub maxdisk: u64,
+    /// Uptime, seconds.
+    pub uptime: u64,
+    /// Load averages 1/5/15 min (PVE sends strings).
+    pub loadavg: [String; 3],
+    /// `ssl_fingerprint` in `/nodes`.
+    pub ssl_fingerprint: String,
+    /// Subscription level (`""` = none).
+    pub level: String,
+}
+
+/// One VM or container.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    /// VM id.
+    pub vmid: u32,
+    /// qemu or lxc.
+    pub kind: GuestKind,
+    /// Name.
+    pub name: String,
+    /// Node the guest lives on.
+    pub node: String,
+    /// `running` (true) or `stopped` (false).
+    pub running: bool,
+    /// CPU usage fraction 0..1.
+    pub cpu: f64,
+    /// vCPUs (`maxcpu` / `cpus`).
+    pub maxcpu: u32,
+    /// Used memory, bytes.
+    pub mem: u64,
+    /// Configured memory, bytes.
+    pub maxmem: u64,
+    /// Used root disk, bytes (qemu usually reports 0).
+    pub disk: u64,
+    /// Root disk size, bytes.
+    pub maxdisk: u64,
+    /// Template flag (0/1 on the wire).
+    pub template: bool,
+    /// Config lock (`backup`, `migrate`, …).
+    pub lock: Option<String>,
+    /// `;`-separated tags.
+    pub tags: Option<String>,
+    /// Uptime, seconds.
+    pub uptime: u64,
+    /// Network bytes in.
+    pub netin: u64,
+    /// Network bytes out.
+    pub netout: u64,
+    /// Block bytes read.
+    pub diskread: u64,
+    /// Block bytes written.
+    pub diskwrite: u64,
+    /// Host PID while running.
+    pub pid: u32,
+    /// Managed by the HA stack.
+    pub ha_managed: bool,
+}
+
+/// One storage as seen from one node (shared storages appear once per node, as in PVE).
+#[derive(Clone, Debug)]
+pub struct Storage {
+    /// Node this entry belongs to.
+    pub node: String,
+    /// Storage id.
+    pub storage: String,
+    /// Plugin type (`dir`, `zfspool`, `nfs`, `pbs`, …).
+    pub kind: String,
+    /// Shared flag.
+    pub shared: bool,
+    /// Content list (`images,rootdir`).
+    pub content: String,
+    /// Used bytes.
+    pub used: u64,
+    /// Total bytes.
+    pub total: u64,
+    /// Reachable.
+    pub active: bool,
+    /// Enabled in the config.
+    pub enabled: bool,
+}
+
+/// A finished task in a node's task list.
+#[derive(Clone, Debug)]
+pub struct Task {
+    /// Node that ran it.
+    pub node: String,
+    /// Worker PID.
+    pub pid: u32,
+    /// Process start (clock ticks).
+    pub pstart: u64,
+    /// Start, epoch seconds.
+    pub starttime: i64,
+    /// End, epoch seconds.
+    pub endtime: i64,
+    /// Task type (`vzdump`, `qmigrate`, …).
+    pub kind: String,
+    /// Task id (vmid for per-guest tasks, `""` for job-level vzdump).
+    pub id: String,
+    /// User.
+    pub user: String,
+    /// Exit text: `OK`, `WARNINGS: n` or the error.
+    pub status: String,
+}
+
+impl Task {
+    /// `UPID:<node>:<pid hex8>:<pstart hex8>:<starttime hex8>:<type>:<id>:<user>:`
+    pub fn upid(&self) -> String {
+        format!(
+            "UPID:{}:{:08X}:{:08X}:{:08X}:{}:{}:{}:",
+            self.node, self.pid, self.pstart, self.starttime, self.kind, self.id, self.user
+        )
+    }
+}
+
+/// A backup volume on a storage (`content=backup`).
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// Storage holding it.
+    pub storage: String,
+    /// Volume id.
+    pub volid: String,
+    /// Guest.
+    pub vmid: u32,
+    /// Creation, epoch seconds.
+    pub ctime: i64,
+    /// `pbs-vm`, `pbs-ct`, `vma.zst`, `tar.zst`, …
+    pub format: String,
+    /// `qemu` or `lxc`.
+    pub subtype: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// Everything the simulator serves; change it at runtime through [`PveSimHandle::with_world`].
+#[derive(Clone, Debug)]
+pub struct World {
+    /// `None` = standalone node (no `cluster` entry in `/cluster/status`).
+    pub cluster_name: Option<String>,
+    /// Corosync config version.
+    pub config_version: u32,
+    /// `/version`: (`version`, `release`, `repoid`).
+    pub version: (String, String, String),
+    /// The node the API is served from (`local: 1`).
+    pub local_node: String,
+    /// Members.
+    pub nodes: Vec<Node>,
+    /// VMs and containers.
+    pub guests: Vec<Guest>,
+    /// Storages, one entry per node.
+    pub storages: Vec<Storage>,
+    /// Finished tasks.
+    pub tasks: Vec<Task>,
+    /// Backup volumes.
+    pub backups: Vec<Backup>,
+    /// `/cluster/ceph/status` object; `None` = Ceph not installed.
+    pub ceph: Option<Value>,
+    /// `/nodes/{node}/disks/list` array (same for all nodes).
+    pub disks: Value,
+    /// `/nodes/{node}/apt/update` array (same for all nodes).
+    pub apt_updates: Value,
+}
+
+/// A switchable misbehaviour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every request gets `401 permission denied - invalid PVE ticket` (empty body, auth delay).
+    BadToken,
+    /// Requests needing a privilege on this ACL path (`/vms/100`, `/storage/local`,
+    /// `/nodes/node1`, `/`) get `403 Permission check failed (<path>, <priv>)`; lists leave
+    /// such objects out, like PVE does.
+    MissingPrivilege {
+        /// ACL path.
+        path: String,
+    },
+    /// Every request gets `500 <text>`.
+    ServerError(String),
+    /// Every answer is delayed by this much.
+    Slow(Duration),
+    /// Every 200 answer body is cut in half.
+    MalformedJson,
+    /// The node is unreachable: its `/nodes/{node}/…` calls get `595 No route to host`, and it
+    /// shows as offline in cluster views.
+    NodeGone(String),
+}
+
+/// Start-up options.
+#[derive(Clone, Debug)]
+pub struct PveSimOptions {
+    /// Accepted API token, `USER@REALM!TOKENID=SECRET`.
+    pub token: String,
+    /// Delay of 401 answers (real PVE: ~3 s).
+    pub auth_delay: Duration,
+    /// libpve-http-server-perl >= 5.2.0 (PVE 8.3+, 9): error bodies carry `"message"`.
+    pub error_messages: bool,
+    /// Initial world.
+    pub world: World,
+}
+
+impl Default for PveSimOptions {
+    fn default() -> Self {
+        Self {
+            token: "warden@pve!monitor=4f1c2a0e-5b7d-4c3e-9a8f-1d2e3f405162".to_owned(),
+            auth_delay: Duration::from_secs(3),
+            error_messages: true,
+            world: World::default(),
+        }
+    }
+}
+
+impl PveSimOptions {
+    /// Defaults with a zero 401 delay (for tests).
+    pub fn fast() -> Self {
+        Self {
+            auth_delay: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+/// (year, month, day, hour, minute, second, weekday 0=Sun) of an epoch time, UTC.
+fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32, usize) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let wd = usize::try_from((days + 4).rem_euclid(7)).unwrap_or(0);
+    let n = |v: i64| u32::try_from(v).unwrap_or(0);
+    (
+        y,
+        n(m),
+        n(d),
+        n(secs / 3600),
+        n(secs % 3600 / 60),
+        n(secs % 60),
+        wd,
+    )
+}
+
+/// `2023-12-14T04:34:34Z`
+fn iso(t: i64) -> String {
+    let (y, mo, d, h, mi, s, _) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// `Thu Sep 10 19:48:41 2026` (as in HA status texts).
+fn ctime_text(t: i64) -> String {
+    const WD: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MO: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, mo, d, h, mi, s, wd) = civil(t);
+    let month = MO[usize::try_from(mo).unwrap_or(1).saturating_sub(1) % 12];
+    format!("{} {month} {d:02} {h:02}:{mi:02}:{s:02} {y}", WD[wd])
+}
+
+fn fixture_data(text: &str) -> Value {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|mut v| v.get_mut("data").map(Value::take))
+        .unwrap_or(Value::Null)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn node(
+    name: &str,
+    nodeid: u32,
+    cpu: f64,
+    maxcpu: u32,
+    mem: u64,
+    maxmem: u64,
+    disk: u64,
+    maxdisk: u64,
+    uptime: u64,
+    fp: &str,
+) -> Node {
+    Node {
+        name: name.to_owned(),
+        nodeid,
+        ip: format!("192.168.1.{nodeid}"),
+        online: true,
+        cpu,
+        maxcpu,
+        mem,
+        maxmem,
+        disk,
+        maxdisk,
+        uptime,
+        loadavg: ["0.12".to_owned(), "0.08".to_owned(), "0.05".to_owned()],
+        ssl_fingerprint: fp.to_owned(),
+        level: String::new(),
+    }
+}
+
+fn guest(vmid: u32, kind: GuestKind, name: &str, node: &str, running: bool) -> Guest {
+    Guest {
+        vmid,
+        kind,
+        name: name.to_owned(),
+        node: node.to_owned(),
+        running,
+        cpu: 0.0,
+        maxcpu: 1,
+        mem: 0,
+        maxmem: 536_870_912,
+        disk: 0,
+        maxdisk: 8_589_934_592,
+        template: false,
+        lock: None,
+        tags: None,
+        uptime: 0,
+        netin: 0,
+        netout: 0,
+        diskread: 0,
+        diskwrite: 0,
+        pid: 0,
+        ha_managed: false,
+    }
+}
+
+impl Default for World {
+    /// The 4-node cluster of `cluster_resources.mixed.json` / `cluster_status.pve7.json`
+    /// (values copied from the captures), plus containers shaped like
+    /// `nodes_node_lxc.strings.json`, the storages of `nodes_node_storage.pve9.json`, a PBS
+    /// storage with backups shaped like `storage_content.backup_pbs.json`, and vzdump tasks
+    /// shaped like `nodes_node_tasks.vzdump_ok.pve9.json`.
+    fn default() -> Self {
+        let t = now();
+        let nodes = vec![
+            node(
+                "node1",
+                1,
+                0.003_369_104_067_881_21,
+                8,
+                2_113_265_664,
+                65_919_459_328,
+                10_486_546_432,
+                951_055_941_632,
+                872_854,
+                "80:D4:F2:DF:64:95:CD:8D:A0:82:82:AC:48:BA:C0:7A:1B:6B:87:8B:FE:B9:83:1C:95:4E:79:58:77:99:69:F5",
+            ),
+            node(
+                "node2",
+                2,
+                0.003_653_878_093_339_98,
+                12,
+                8_127_873_024,
+                33_567_911_936,
+                2_797_338_624,
+                940_166_742_016,
+                874_373,
+                "17:F1:B6:52:8B:0C:22:4A:97:1F:B2:F2:90:3D:29:0A:D0:DF:BE:0E:76:5A:B5:EC:F6:2E:6E:8F:60:E6:C5:C0",
+            ),
+            node(
+                "node3",
+                3,
+                0.005_491_762_356_465_3,
+                4,
+                1_681_965_056,
+                16_668_827_648,
+                2_983_723_008,
+                482_713_534_464,
+                872_961,
+                "1D:56:94:B4:75:4B:5C:33:46:DD:14:38:6C:EC:6E:12:A8:F0:66:64:5E:F2:40:F7:60:2A:C0:9F:BF:6C:51:3C",
+            ),
+            node(
+                "node4",
+                4,
+                0.007_240_948_813_982_52,
+                4,
+                1_698_938_880,
+                16_651_702_272,
+                2_789_867_520,
+                482_719_825_920,
+                872_920,
+                "0D:78:80:CD:64:8E:96:E5:31:87:1C:45:3C:62:93:2F:23:4C:D5:02:42:FE:C8:40:DC:AF:3D:2A:F8:B4:F6:CE",
+            ),
+        ];
+
+        let mut g100 = guest(100, GuestKind::Qemu, "server1", "node2", true);
+        g100.cpu = 0.024_906_019_546_946_1;
+        g100.mem = 842_551_296;
+        g100.maxmem = 1_073_741_824;
+        g100.maxdisk = 34_359_738_368;
+        g100.uptime = 874_350;
+        g100.netin = 2_456_116_121;
+        g100.netout = 545_248_946;
+        g100.diskread = 4_510_777_856;
+        g100.diskwrite = 6_059_209_728;
+        g100.pid = 1_563_102;
+        g100.ha_managed = true;
+        let mut g101 = guest(101, GuestKind::Qemu, "leap154", "node1", false);
+        g101.maxcpu = 4;
+        g101.maxmem = 16_777_216_000;
+        g101.maxdisk = 68_719_476_736;
+        g101.template = true;
+        let mut g102 = guest(102, GuestKind::Qemu, "machine-test", "node1", false);
+        g102.maxcpu = 4;
+        g102.maxmem = 8_388_608_000;
+        g102.maxdisk = 53_901_000_704;
+        g102.tags = Some("go-proxmox+cloud-init".to_owned());
+        let mut g200 = guest(200, GuestKind::Qemu, "VM 200", "node1", false);
+        g200.maxcpu = 4;
+        g200.maxmem = 8_388_608_000;
+        g200.maxdisk = 53_901_000_704;
+        let mut g106 = guest(106, GuestKind::Lxc, "test", "node3", true);
+        g106.disk = 640_397_312;
+        g106.maxdisk = 8_350_298_112;
+        g106.mem = 34_304_000;
+        g106.uptime = 919_760;
+        g106.netin = 94_558_593;
+        g106.netout = 1_618_542;
+        g106.diskread = 273_694_720;
+        g106.diskwrite = 200_982_528;
+        g106.pid = 248_173;
+        let mut g105 = guest(105, GuestKind::Lxc, "zort", "node3", true);
+        g105.disk = 639_303_680;
+        g105.maxdisk = 8_350_298_112;
+        g105.mem = 34_508_800;
+        g105.uptime = 919_761;
+        g105.netin = 94_560_801;
+        g105.netout = 1_619_838;
+        g105.diskread = 283_123_712;
+        g105.diskwrite = 201_687_040;
+        g105.pid = 248_045;
+        let mut g103 = guest(103, GuestKind::Lxc, "test-container", "node4", false);
+        g103.template = true;
+        g103.tags = Some("tag1;tag2".to_owned());
+
+        let mut storages = Vec::new();
+        for n in &nodes {
+            storages.push(Storage {
+                node: n.name.clone(),
+                storage: "local".to_owned(),
+                kind: "dir".to_owned(),
+                shared: false,
+                content: "backup,vztmpl,iso".to_owned(),
+                used: n.disk,
+                total: n.maxdisk,
+                active: true,
+                enabled: true,
+            });
+            storages.push(Storage {
+                node: n.name.clone(),
+                storage: "local-zfs".to_owned(),
+                kind: "zfspool".to_owned(),
+                shared: false,
+                content: "images,rootdir".to_owned(),
+                used: 14_446_702_592,
+                total: 955_016_175_616,
+                active: true,
+                enabled: true,
+            });
+            storages.push(Storage {
+                node: n.name.clone(),
+                storage: "synology".to_owned(),
+                kind: "nfs".to_owned(),
+                shared: true,
+                content: "backup,images".to_owned(),
+                used: 1_391_442_395_136,
+                total: 1_915_211_874_304,
+                active: true,
+                enabled: true,
+            });
+            storages.push(Storage {
+                node: n.name.clone(),
+                storage: "pbs".to_owned(),
+                kind: "pbs".to_owned(),
+                shared: true,
+                content: "backup".to_owned(),
+                used: 273_804_166_061 * 3,
+                total: 4_000_787_030_016,
+                active: true,
+                enabled: true,
+            });
+        }
+
+        let day = 86_400;
+        let mut backups = Vec::new();
+        for (vmid, subtype, format, size) in [
+            (100u32, "qemu", "pbs-vm", 34_359_738_368u64),
+            (105, "lxc", "pbs-ct", 639_303_680),
+            (106, "lxc", "pbs-ct", 640_397_312),
+        ] {
+            for age in [2 * day, day] {
+                let ctime = t - age - 3600;
+                let dir = if subtype == "qemu" { "vm" } else { "ct" };
+                backups.push(Backup {
+                    storage: "pbs".to_owned(),
+                    volid: format!("pbs:backup/{dir}/{vmid}/{}", iso(ctime)),
+                    vmid,
+                    ctime,
+                    format: format.to_owned(),
+                    subtype: subtype.to_owned(),
+                    size,
+                });
+            }
+        }
+
+        let tasks = ["node2", "node3"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let start = t - day - 3600 + i64::try_from(i).unwrap_or(0) * 60;
+                Task {
+                    node: (*n).to_owned(),
+                    pid: 2_146_406 + u32::try_from(i).unwrap_or(0),
+                    pstart: 70_119_940,
+                    starttime: start,
+                    endtime: start + 433,
+                    kind: "vzdump".to_owned(),
+                    id: String::new(),
+                    user: "root@pam".to_owned(),
+                    status: "OK".to_owned(),
+                }
+            })
+            .collect();
+
+        Self {
+            cluster_name: Some("clustername".to_owned()),
+            config_version: 4,
+            version: ("9.1.1".to_owned(), "9.1".to_owned(), "0f39f621".to_owned()),
+            local_node: "node1".to_owned(),
+            nodes,
+            guests: vec![g100, g101, g102, g200, g106, g105, g103],
+            storages,
+            tasks,
+            backups,
+            ceph: Some(ceph_ok()),
+            disks: fixture_data(include_str!(
+                "../../fixtures/pve/disks_list.qemu_lab_ceph.json"
+            )),
+            apt_updates: fixture_data(include_str!("../../fixtures/pve/apt_update.pve9.json")),
+        }
+    }
+}
+
+/// A healthy Ceph status using the keys of `ceph_status.reef_health_warn.json` (trimmed).
+pub fn ceph_ok() -> Value {
+    json!({
+        "fsid": "5c1b7d8e-2f3a-4b6c-9d0e-1f2a3b4c5d6e",
+        "health": {"checks": {}, "status": "HEALTH_OK", "mutes": []},
+        "quorum_names": ["node1", "node2", "node3"],
+        "pgmap": {
+            "bytes_total": 51_850_204_151_808u64, "pgs_by_state": [{"count": 577, "state_name": "active+clean"}],
+            "bytes_used": 31_663_826_219_008u64, "write_bytes_sec": 2_697_932, "num_objects": 3_059_395,
+            "read_bytes_sec": 50_660, "num_pgs": 577, "bytes_avail": 20_186_377_932_800u64,
+            "read_op_per_sec": 3, "write_op_per_sec": 211, "num_pools": 4, "data_bytes": 10_589_439_042_005u64
+        },
+        "osdmap": {
+            "epoch": 33_867, "num_in_osds": 21, "num_osds": 21, "osd_up_since": 1_739_293_535,
+            "osd_in_since": 1_739_293_526, "num_up_osds": 21, "num_remapped_pgs": 0
+        }
+    })
+}
+
+/// The `health` object of `ceph_status.reef_health_warn.json` (OSD/pool nearfull warning).
+pub fn ceph_health_warn() -> Value {
+    json!({
+        "checks": {
+            "OSD_NEARFULL": {
+                "severity": "HEALTH_WARN",
+                "detail": [{"message": "osd.3 is near full"}],
+                "summary": {"message": "1 nearfull osd(s)", "count": 1},
+                "muted": false
+            }
+        },
+        "status": "HEALTH_WARN",
+        "mutes": []
+    })
+}
+
+struct State {
+    world: World,
+    faults: Vec<Fault>,
+    token: String,
+    auth_delay: Duration,
+    error_messages: bool,
+    requests: u64,
+}
+
+/// Cloneable control handle of a running simulator.
+#[derive(Clone)]
+pub struct PveSimHandle {
+    state: Arc<Mutex<State>>,
+}
+
+/// A running PVE simulator; stops when dropped. Derefs to its [`PveSimHandle`].
+pub struct PveSim {
+    handle: PveSimHandle,
+    identity: TlsIdentity,
+    server: HttpsServer,
+}
+
+impl Deref for PveSim {
+    type Target = PveSimHandle;
+    fn deref(&self) -> &PveSimHandle {
+        &self.handle
+    }
+}
+
+impl PveSim {
+    /// Starts the simulator on `127.0.0.1:<free port>` with a fresh CA and certificate.
+    ///
+    /// # Panics
+    /// If the certificate or the listener cannot be created.
+    pub fn start(opts: PveSimOptions) -> Self {
+        let identity = TlsIdentity::generate("Proxmox Virtual Environment", &opts.world.local_node)
+            .expect("simulator certificate");
+        let state = Arc::new(Mutex::new(State {
+            world: opts.world,
+            faults: Vec::new(),
+            token: opts.token,
+            auth_delay: opts.auth_delay,
+            error_messages: opts.error_messages,
+            requests: 0,
+        }));
+        let st = state.clone();
+        let server = HttpsServer::start(&identity, Arc::new(move |req| handle(&st, req)))
+            .expect("start PVE simulator");
+        Self {
+            handle: PveSimHandle { state },
+            identity,
+            server,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT/api2/json`
+    pub fn base_url(&self) -> String {
+        format!("https://{}{API_PREFIX}", self.server.addr())
+    }
+
+    /// Listening address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
+    }
+
+    /// PEM of the CA that signed the server certificate (like `pve-root-ca.pem`).
+    pub fn ca_pem(&self) -> &str {
+        self.identity.ca_pem()
+    }
+
+    /// SHA-256 of the server certificate DER, 64 lowercase hex digits (for pinning).
+    pub fn cert_der_sha256(&self) -> String {
+        self.identity.cert_der_sha256()
+    }
+
+    /// The same fingerprint as PVE prints it (`AB:CD:…`).
+    pub fn cert_fingerprint(&self) -> String {
+        self.identity.fingerprint_colon()
+    }
+
+    /// TLS material.
+    pub fn identity(&self) -> &TlsIdentity {
+        &self.identity
+    }
+
+    /// A clone of the control handle (to move into other threads).
+    pub fn handle(&self) -> PveSimHandle {
+        self.handle.clone()
+    }
+
+    /// `Authorization` header value for the configured token.
+    pub fn auth_header(&self) -> String {
+        format!("PVEAPIToken={}", self.lock().token)
+    }
+
+    /// `GET {base}{path}` with the configured token (path relative to `/api2/json`).
+    ///
+    /// # Panics
+    /// On transport errors.
+    pub fn get(&self, path: &str) -> RawResponse {
+        let auth = self.auth_header();
+        self.get_with_auth(path, Some(&auth))
+    }
+
+    /// `GET {base}{path}` with the given `Authorization` header value (or none).
+    ///
+    /// # Panics
+    /// On transport errors.
+    pub fn get_with_auth(&self, path: &str, auth: Option<&str>) -> RawResponse {
+        let full = format!("{API_PREFIX}{path}");
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        https_get(self.addr(), self.identity.ca_der(), &full, &headers)
+            .unwrap_or_else(|e| panic!("GET {full}: {e:#}"))
+    }
+}
+
+impl PveSimHandle {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces all faults with this one.
+    pub fn set_fault(&self, fault: Fault) {
+        self.lock().faults = vec![fault];
+    }
+
+    /// Adds a fault to the active ones.
+    pub fn add_fault(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// Removes all faults.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Active faults.
+    pub fn faults(&self) -> Vec<Fault> {
+        self.lock().faults.clone()
+    }
+
+    /// Changes the accepted token (`USER@REALM!TOKENID=SECRET`).
+    pub fn set_token(&self, token: &str) {
+        token.clone_into(&mut self.lock().token);
+    }
+
+    /// Changes the delay of 401 answers.
+    pub fn set_auth_delay(&self, d: Duration) {
+        self.lock().auth_delay = d;
+    }
+
+    /// Switches between PVE ≥ 8.3 error bodies (`"message"`) and older `{"data":null}`.
+    pub fn set_error_messages(&self, on: bool) {
+        self.lock().error_messages = on;
+    }
+
+    /// Number of requests answered so far (including rejected ones).
+    pub fn request_count(&self) -> u64 {
+        self.lock().requests
+    }
+
+    /// A snapshot of the world.
+    pub fn world(&self) -> World {
+        self.lock().world.clone()
+    }
+
+    /// Runs `f` on the world under the lock.
+    pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+        f(&mut self.lock().world)
+    }
+
+    /// Moves a guest to another node (a finished migration); adds a `qmigrate`/`vzmigrate`
+    /// task on the source node. Returns false if the guest or node does not exist.
+    pub fn migrate(&self, vmid: u32, to: &str) -> bool {
+        self.with_world(|w| {
+            if !w.nodes.iter().any(|n| n.name == to) {
+                return false;
+            }
+            let Some(g) = w.guests.iter_mut().find(|g| g.vmid == vmid) else {
+                return false;
+            };
+            let from = std::mem::replace(&mut g.node, to.to_owned());
+            let kind = match g.kind {
+                GuestKind::Qemu => "qmigrate",
+                GuestKind::Lxc => "vzmigrate",
+            };
+            push_task(w, &from, kind, &vmid.to_string(), "OK");
+            true
+        })
+    }
+
+    /// Sets the used bytes of a storage on one node (all nodes if shared). Returns false if
+    /// it does not exist.
+    pub fn set_storage_usage(&self, node: &str, storage: &str, used: u64) -> bool {
+        self.with_world(|w| {
+            let shared = w
+                .storages
+                .iter()
+                .find(|s| s.node == node && s.storage == storage)
+                .map(|s| s.shared);
+            let Some(shared) = shared else { return false };
+            for s in &mut w.storages {
+                if s.storage == storage && (shared || s.node == node) {
+                    s.used = used.min(s.total);
+                }
+            }
+            true
+        })
+    }
+
+    /// Adds a failed `vzdump` task for `vmid` on `node` (status = `error`); returns its UPID.
+    pub fn add_failed_vzdump(&self, node: &str, vmid: u32, error: &str) -> String {
+        self.with_world(|w| push_task(w, node, "vzdump", &vmid.to_string(), error))
+    }
+
+    /// Adds a successful `vzdump` task for `vmid` on `node` plus a backup volume on
+    /// `storage`; returns the UPID.
+    pub fn add_vzdump_ok(&self, node: &str, vmid: u32, storage: &str) -> String {
+        self.with_world(|w| {
+            let upid = push_task(w, node, "vzdump", &vmid.to_string(), "OK");
+            let t = now();
+            let lxc = w
+                .guests
+                .iter()
+                .any(|g| g.vmid == vmid && g.kind == GuestKind::Lxc);
+            let (dir, format, subtype) = if lxc {
+                ("ct", "pbs-ct", "lxc")
+            } else {
+                ("vm", "pbs-vm", "qemu")
+            };
+            w.backups.push(Backup {
+                storage: storage.to_owned(),
+                volid: format!("{storage}:backup/{dir}/{vmid}/{}", iso(t)),
+                vmid,
+                ctime: t,
+                format: format.to_owned(),
+                subtype: subtype.to_owned(),
+                size: 1_073_741_824,
+            });
+            upid
+        })
+    }
+
+    /// Powers a node off: offline in cluster views, its calls answer 595.
+    pub fn stop_node(&self, name: &str) {
+        self.set_node_online(name, false);
+    }
+
+    /// Brings a node back.
+    pub fn start_node(&self, name: &str) {
+        self.set_node_online(name, true);
+    }
+
+    fn set_node_online(&self, name: &str, online: bool) {
+        self.with_world(|w| {
+            for n in w.nodes.iter_mut().filter(|n| n.name == name) {
+                n.online = online;
+                if online {
+                    n.uptime = 60;
+                }
+            }
+        });
+    }
+
+    /// Starts or stops a guest.
+    pub fn set_guest_running(&self, vmid: u32, running: bool) {
+        self.with_world(|w| {
+            for g in w.guests.iter_mut().filter(|g| g.vmid == vmid) {
+                g.running = running;
+                if running {
+                    g.pid = 100_000 + vmid;
+                } else {
+                    g.cpu = 0.0;
+                    g.mem = 0;
+                    g.uptime = 0;
+                    g.pid = 0;
+                }
+            }
+        });
+    }
+}
+
+fn push_task(w: &mut World, node: &str, kind: &str, id: &str, status: &str) -> String {
+    let t = now();
+    let n = u32::try_from(w.tasks.len()).unwrap_or(0);
+    let task = Task {
+        node: node.to_owned(),
+        pid: 3_000_000 + n * 17,
+        pstart: 80_000_000 + u64::from(n) * 1000,
+        starttime: t - 120,
+        endtime: t,
+        kind: kind.to_owned(),
+        id: id.to_owned(),
+        user: "root@pam".to_owned(),
+        status: status.to_owned(),
+    };
+    let upid = task.upid();
+    w.tasks.push(task);
+    upid
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request handling
+
+enum Reply {
+    Data(Value),
+    DataTotal(Value, usize),
+    Error {
+        status: u16,
+        reason: String,
+        errors: Option<Value>,
+    },
+}
+
+fn err(status: u16, reason: impl Into<String>) -> Reply {
+    Reply::Error {
+        status,
+        reason: reason.into(),
+        errors: None,
+    }
+}
+
+fn base_headers() -> Vec<(String, String)> {
+    vec![
+        ("Cache-Control".to_owned(), "max-age=0".to_owned()),
+        ("Pragma".to_owned(), "no-cache".to_owned()),
+        ("Server".to_owned(), "pve-api-daemon/3.0".to_owned()),
+    ]
+}
+
+fn json_response(status: u16, reason: &str, body: &Value, delay: Duration) -> Response {
+    let mut headers = base_headers();
+    headers.push((
+        "Content-Type".to_owned(),
+        "application/json;charset=UTF-8".to_owned(),
+    ));
+    Response {
+        status,
+        reason: reason.to_owned(),
+        headers,
+        body: body.to_string().into_bytes(),
+        delay,
+    }
+}
+
+fn handle(state: &Mutex<State>, req: &Request) -> Response {
+    let mut st = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    st.requests += 1;
+    let slow: Duration = st
+        .faults
+        .iter()
+        .filter_map(|f| match f {
+            Fault::Slow(d) => Some(*d),
+            _ => None,
+        })
+        .sum();
+
+    // Authentication happens before anything else; failures have an empty body.
+    let auth = req.header("authorization");
+    let unauthorized = match auth {
+        None => Some("No ticket"),
+        Some(a)
+            if st.faults.contains(&Fault::BadToken)
+                || a.strip_prefix("PVEAPIToken=") != Some(st.token.as_str()) =>
+        {
+            Some("permission denied - invalid PVE ticket")
+        }
+        Some(_) => None,
+    };
+    if let Some(reason) = unauthorized {
+        return Response {
+            status: 401,
+            reason: reason.to_owned(),
+            headers: base_headers(),
+            body: Vec::new(),
+            delay: st.auth_delay + slow,
+        };
+    }
+
+    let reply = if let Some(rest) = req.path.strip_prefix(API_PREFIX) {
+        if req.method == "GET" {
+            if let Some(text) = st.faults.iter().find_map(|f| match f {
+                Fault::ServerError(t) => Some(t.clone()),
+                _ => None,
+            }) {
+                err(500, text)
+            } else {
+                route(&st, rest.trim_end_matches('/'), req)
+            }
+        } else {
+            err(
+                501,
+                format!("Method '{} {}' not implemented", req.method, req.path),
+            )
+        }
+    } else {
+        err(
+            501,
+            format!("Method '{} {}' not implemented", req.method, req.path),
+        )
+    };
+
+    match reply {
+        Reply::Data(d) => ok_response(&st, &json!({ "data": d }), slow),
+        Reply::DataTotal(d, total) => ok_response(&st, &json!({ "data": d, "total": total }), slow),
+        Reply::Error {
+            status,
+            reason,
+            errors,
+        } => {
+            let mut body = json!({ "data": null });
+            if let Some(e) = errors {
+                body["errors"] = e;
+            }
+            if st.error_messages {
+                body["message"] = Value::String(format!("{reason}\n"));
+            }
+            json_response(status, &reason, &body, slow)
+        }
+    }
+}
+
+fn ok_response(st: &State, body: &Value, delay: Duration) -> Response {
+    let mut r = json_response(200, "OK", body, delay);
+    if st.faults.contains(&Fault::MalformedJson) {
+        let cut = r.body.len() / 2;
+        r.body.truncate(cut);
+    }
+    r
+}
+
+impl State {
+    fn denied(&self, acl_path: &str) -> bool {
+        self.faults.iter().any(|f| match f {
+            Fault::MissingPrivilege { path } => path == acl_path || path == "/",
+            _ => false,
+        })
+    }
+
+    fn node_down(&self, name: &str) -> bool {
+        self.faults.contains(&Fault::NodeGone(name.to_owned()))
+            || self.world.nodes.iter().any(|n| n.name == name && !n.online)
+    }
+
+    fn node(&self, name: &str) -> Option<&Node> {
+        self.world.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+fn b(v: bool) -> u8 {
+    u8::from(v)
+}
+
+fn route(st: &State, path: &str, req: &Request) -> Reply {
+    let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let w = &st.world;
+    match seg.as_slice() {
+        ["version"] => Reply::Data(json!({
+            "version": w.version.0, "release": w.version.1, "repoid": w.version.2
+        })),
+        ["cluster", "status"] => {
+            if st.denied("/") {
+                return forbidden("/", "Sys.Audit");
+            }
+            Reply::Data(cluster_status(st))
+        }
+        ["cluster", "resources"] => cluster_resources(st, req.query("type")),
+        ["cluster", "ha", "status", "current"] => {
+            if st.denied("/") {
+                return forbidden("/", "Sys.Audit");
+            }
+            Reply::Data(ha_status(st))
+        }
+        ["cluster", "ceph", "status"] => {
+            if st.denied("/") {
+                return forbidden("/", "Sys.Audit");
+            }
+            match &w.ceph {
+                Some(c) => Reply::Data(c.clone()),
+                None => err(500, "binary not installed: /usr/bin/ceph-mon"),
+            }
+        }
+        ["nodes"] => Reply::Data(Value::Array(
+            w.nodes.iter().map(|n| node_index(st, n)).collect(),
+        )),
+        ["nodes", node, rest @ ..] => node_route(st, node, rest, req),
+        _ => err(
+            501,
+            format!(
+                "Method 'GET {API_PREFIX}/{}' not implemented",
+                seg.join("/")
+            ),
+        ),
+    }
+}
+
+fn forbidden(path: &str, privilege: &str) -> Reply {
+    err(
+        403,
+        format!("Permission check failed ({path}, {privilege})"),
+    )
+}
+
+fn node_route(st: &State, node: &str, rest: &[&str], req: &Request) -> Reply {
+    let w = &st.world;
+    let Some(n) = st.node(node) else {
+        return err(
+            500,
+            format!(
+                "hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known"
+            ),
+        );
+    };
+    if node != w.local_node && st.node_down(node) {
+        return err(595, "No route to host");
+    }
+    let node_acl = format!("/nodes/{node}");
+    match rest {
+        ["status"] => {
+            if st.denied(&node_acl) {
+                return forbidden(&node_acl, "Sys.Audit");
+            }
+            Reply::Data(node_status(w, n))
+        }
+        ["qemu"] | ["lxc"] => {
+            let kind = if rest[0] == "qemu" {
+                GuestKind::Qemu
+            } else {
+                GuestKind::Lxc
+            };
+            let list = w
+                .guests
+                .iter()
+                .filter(|g| g.node == node && g.kind == kind)
+                .filter(|g| !st.denied(&format!("/vms/{}", g.vmid)))
+                .map(guest_list_entry)
+                .collect();
+            Reply::Data(Value::Array(list))
+        }
+        [kind @ ("qemu" | "lxc"), vmid, "status", "current"] => {
+            let vm_acl = format!("/vms/{vmid}");
+            if st.denied(&vm_acl) {
+                return forbidden(&vm_acl, "VM.Audit");
+            }
+            let dir = if *kind == "qemu" {
+                "qemu-server"
+            } else {
+                "lxc"
+            };
+            let g = vmid.parse::<u32>().ok().and_then(|id| {
+                w.guests
+                    .iter()
+                    .find(|g| g.vmid == id && g.node == node && g.kind.as_str() == *kind)
+            });
+            match g {
+                Some(g) => Reply::Data(guest_status(g)),
+                None => err(
+                    500,
+                    format!("Configuration file 'nodes/{node}/{dir}/{vmid}.conf' does not exist"),
+                ),
+            }
+        }
+        ["storage"] => {
+            let list = w
+                .storages
+                .iter()
+                .filter(|s| s.node == node)
+                .filter(|s| !st.denied(&format!("/storage/{}", s.storage)))
+                .filter(|s| {
+                    req.query("content")
+                        .is_none_or(|c| s.content.split(',').any(|x| x == c))
+                })
+                .map(storage_entry)
+                .collect();
+            Reply::Data(Value::Array(list))
+        }
+        ["storage", storage, "content"] => {
+            let acl = format!("/storage/{storage}");
+            if st.denied(&acl) {
+                return forbidden(&acl, "Datastore.Audit");
+            }
+            let Some(s) = w
+                .storages
+                .iter()
+                .find(|s| s.node == node && s.storage == *storage)
+            else {
+                return err(500, format!("storage '{storage}' does not exist"));
+            };
+            if !s.active {
+                return err(500, format!("storage '{storage}' is not online"));
+            }
+            let want = req.query("content");
+            let vmid = req.query("vmid").and_then(|v| v.parse::<u32>().ok());
+            let list = if want.is_none_or(|c| c == "backup") {
+                w.backups
+                    .iter()
+                    .filter(|b| b.storage == *storage && vmid.is_none_or(|v| v == b.vmid))
+                    .map(|b| {
+                        json!({
+                            "content": "backup", "ctime": b.ctime, "format": b.format,
+                            "size": b.size, "subtype": b.subtype, "vmid": b.vmid, "volid": b.volid
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Reply::Data(Value::Array(list))
+        }
+        ["tasks"] => {
+            if st.denied(&node_acl) {
+                return forbidden(&node_acl, "Sys.Audit");
+            }
+            node_tasks(w, node, req)
+        }
+        ["disks", "list"] => {
+            if st.denied(&node_acl) {
+                return forbidden(&node_acl, "Sys.Audit");
+            }
+            Reply::Data(w.disks.clone())
+        }
+        ["apt", "update"] => {
+            if st.denied(&node_acl) {
+                return forbidden(&node_acl, "Sys.Audit");
+            }
+            Reply::Data(w.apt_updates.clone())
+        }
+        _ => err(
+            501,
+            format!(
+                "Method 'GET {API_PREFIX}/nodes/{node}/{}' not implemented",
+                rest.join("/")
+            ),
+        ),
+    }
+}
+
+fn cluster_status(st: &State) -> Value {
+    let w = &st.world;
+    let mut out = Vec::new();
+    let online = w.nodes.iter().filter(|n| !st.node_down(&n.name)).count();
+    if let Some(name) = &w.cluster_name {
+        out.push(json!({
+            "type": "cluster", "version": w.config_version, "quorate": b(online * 2 > w.nodes.len()),
+            "name": name, "id": "cluster", "nodes": w.nodes.len()
+        }));
+    }
+    for n in &w.nodes {
+        out.push(json!({
+            "name": n.name, "nodeid": n.nodeid, "id": format!("node/{}", n.name),
+            "online": b(!st.node_down(&n.name)), "type": "node", "ip": n.ip,
+            "local": b(n.name == w.local_node), "level": n.level
+        }));
+    }
+    Value::Array(out)
+}
+
+fn node_index(st: &State, n: &Node) -> Value {
+    if st.node_down(&n.name) {
+        return json!({
+            "level": n.level, "node": n.name, "ssl_fingerprint": n.ssl_fingerprint,
+            "status": "offline", "type": "node", "id": format!("node/{}", n.name)
+        });
+    }
+    json!({
+        "uptime": n.uptime, "level": n.level, "maxmem": n.maxmem, "disk": n.disk, "node": n.name,
+        "maxdisk": n.maxdisk, "mem": n.mem, "ssl_fingerprint": n.ssl_fingerprint, "status": "online",
+        "type": "node", "cpu": n.cpu, "id": format!("node/{}", n.name), "maxcpu": n.maxcpu
+    })
+}
+
+fn resource_vm(st: &State, g: &Guest) -> Value {
+    let down = st.node_down(&g.node);
+    let running = g.running && !down;
+    let status = if down {
+        "unknown"
+    } else if g.running {
+        "running"
+    } else {
+        "stopped"
+    };
+    let mut v = json!({
+        "netout": g.netout, "type": g.kind.as_str(), "name": g.name, "maxcpu": g.maxcpu,
+        "mem": if running { g.mem } else { 0 }, "netin": g.netin, "maxmem": g.maxmem,
+        "disk": g.disk, "node": g.node, "cpu": if running { g.cpu } else { 0.0 },
+        "maxdisk": g.maxdisk, "vmid": g.vmid, "diskwrite": g.diskwrite, "diskread": g.diskread,
+        "status": status, "template": b(g.template), "id": format!("{}/{}", g.kind.as_str(), g.vmid),
+        "uptime": if running { g.uptime } else { 0 }
+    });
+    if let Some(t) = &g.tags {
+        v["tags"] = json!(t);
+    }
+    if let Some(l) = &g.lock {
+        v["lock"] = json!(l);
+    }
+    if g.ha_managed {
+        v["hastate"] = json!(if down { "fence" } else { "started" });
+    }
+    v
+}
+
+fn cluster_resources(st: &State, ty: Option<&str>) -> Reply {
+    let w = &st.world;
+    let (vms, nodes, storage) = match ty {
+        None => (true, true, true),
+        Some("vm") => (true, false, false),
+        Some("node") => (false, true, false),
+        Some("storage") => (false, false, true),
+        Some("sdn") => (false, false, false),
+        Some(other) => {
+            return Reply::Error {
+                status: 400,
+                reason: "Parameter verification failed.".to_owned(),
+                errors: Some(json!({
+                    "type": format!("value '{other}' does not have a value in the enumeration 'vm, storage, node, sdn'")
+                })),
+            };
+        }
+    };
+    let mut out = Vec::new();
+    if vms {
+        out.extend(
+            w.guests
+                .iter()
+                .filter(|g| !st.denied(&format!("/vms/{}", g.vmid)))
+                .map(|g| resource_vm(st, g)),
+        );
+    }
+    if nodes {
+        for n in &w.nodes {
+            if st.node_down(&n.name) {
+                out.push(json!({
+                    "type": "node", "level": n.level, "id": format!("node/{}", n.name),
+                    "status": "offline", "node": n.name
+                }));
+            } else {
+                out.push(json!({
+                    "maxdisk": n.maxdisk, "cpu": n.cpu, "node": n.name, "disk": n.disk,
+                    "maxmem": n.maxmem, "mem": n.mem, "maxcpu": n.maxcpu, "type": "node",
+                    "uptime": n.uptime, "level": n.level, "id": format!("node/{}", n.name),
+                    "cgroup-mode": 2, "status": "online"
+                }));
+            }
+        }
+    }
+    if storage {
+        for s in &w.storages {
+            if st.denied(&format!("/storage/{}", s.storage)) {
+                continue;
+            }
+            let ok = s.active && s.enabled && !st.node_down(&s.node);
+            out.push(json!({
+                "shared": b(s.shared), "type": "storage",
+                "status": if ok { "available" } else { "unknown" },
+                "plugintype": s.kind, "id": format!("storage/{}/{}", s.node, s.storage),
+                "storage": s.storage, "node": s.node, "disk": s.used, "content": s.content,
+                "maxdisk": s.total
+            }));
+        }
+    }
+    Reply::Data(Value::Array(out))
+}
+
+fn guest_list_entry(g: &Guest) -> Value {
+    let mut v = json!({
+        "cpu": g.cpu, "cpus": g.maxcpu, "disk": g.disk, "diskread": g.diskread,
+        "diskwrite": g.diskwrite, "maxdisk": g.maxdisk, "maxmem": g.maxmem, "mem": g.mem,
+        "name": g.name, "netin": g.netin, "netout": g.netout, "status": if g.running { "running" } else { "stopped" },
+        "uptime": g.uptime, "vmid": g.vmid
+    });
+    if g.running {
+        v["pid"] = json!(g.pid);
+    }
+    if g.kind == GuestKind::Lxc {
+        // The container list sends vmid as a string (nodes_node_lxc.*.json).
+        v["vmid"] = json!(g.vmid.to_string());
+        v["maxswap"] = json!(g.maxmem);
+        v["swap"] = json!(0);
+        v["type"] = json!("lxc");
+    }
+    if g.template {
+        v["template"] = json!(1);
+    }
+    if let Some(t) = &g.tags {
+        v["tags"] = json!(t);
+    }
+    if let Some(l) = &g.lock {
+        v["lock"] = json!(l);
+    }
+    v
+}
+
+fn guest_status(g: &Guest) -> Value {
+    let ha = if g.ha_managed {
+        json!({"managed": 1, "state": "started"})
+    } else {
+        json!({"managed": 0})
+    };
+    let status = if g.running { "running" } else { "stopped" };
+    let mut v = match g.kind {
+        GuestKind::Qemu => {
+            let mut v = json!({
+                "agent": 1, "diskwrite": g.diskwrite, "cpus": g.maxcpu, "ha": ha, "maxmem": g.maxmem,
+                "uptime": g.uptime, "cpu": g.cpu,
+                "qmpstatus": status, "status": status, "maxdisk": g.maxdisk, "diskread": g.diskread,
+                "vmid": g.vmid, "mem": g.mem, "name": g.name, "netout": g.netout, "netin": g.netin,
+                "disk": g.disk
+            });
+            if g.running {
+                v["pid"] = json!(g.pid);
+                v["running-machine"] = json!("pc-i440fx-8.0+pve0");
+                v["running-qemu"] = json!("8.0.2");
+            }
+            v
+        }
+        GuestKind::Lxc => {
+            let mut v = json!({
+                "swap": 0, "name": g.name, "diskread": g.diskread, "vmid": g.vmid,
+                "diskwrite": g.diskwrite, "mem": g.mem, "netin": g.netin, "disk": g.disk,
+                "cpu": g.cpu, "type": "lxc", "uptime": g.uptime, "maxmem": g.maxmem,
+                "status": status, "cpus": g.maxcpu, "ha": ha, "maxdisk": g.maxdisk,
+                "netout": g.netout, "maxswap": g.maxmem
+            });
+            if g.running {
+                v["pid"] = json!(g.pid);
+            }
+            v
+        }
+    };
+    if g.template {
+        v["template"] = json!(1);
+    }
+    if let Some(t) = &g.tags {
+        v["tags"] = json!(t);
+    }
+    if let Some(l) = &g.lock {
+        v["lock"] = json!(l);
+    }
+    v
+}
+
+fn storage_entry(s: &Storage) -> Value {
+    let mut v = json!({
+        "type": s.kind, "storage": s.storage, "content": s.content,
+        "active": b(s.active), "enabled": b(s.enabled), "shared": b(s.shared)
+    });
+    if s.active && s.enabled {
+        #[allow(clippy::cast_precision_loss)]
+        let frac = if s.total == 0 {
+            0.0
+        } else {
+            s.used as f64 / s.total as f64
+        };
+        v["used"] = json!(s.used);
+        v["total"] = json!(s.total);
+        v["avail"] = json!(s.total.saturating_sub(s.used));
+        v["used_fraction"] = json!(frac);
+    }
+    v
+}
+
+fn node_status(w: &World, n: &Node) -> Value {
+    let (version, _, repoid) = &w.version;
+    let free = n.maxmem.saturating_sub(n.mem);
+    let rootfree = n.maxdisk.saturating_sub(n.disk);
+    json!({
+        "idle": 0, "cpu": n.cpu, "ksm": {"shared": 0}, "swap": {"total": 0, "free": 0, "used": 0},
+        "pveversion": format!("pve-manager/{version}/{repoid}"), "wait": 0, "uptime": n.uptime,
+        "kversion": "Linux 6.14.8-2-pve #1 SMP PREEMPT_DYNAMIC PMX 6.14.8-2 (2025-07-22T10:04Z)",
+        "cpuinfo": {
+            "mhz": "3400.000", "model": "Intel(R) Core(TM) i7-6700 CPU @ 3.40GHz", "sockets": 1,
+            "flags": "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr", "hvm": "1",
+            "cores": n.maxcpu.div_ceil(2), "user_hz": 100, "cpus": n.maxcpu
+        },
+        "loadavg": n.loadavg,
+        "memory": {"total": n.maxmem, "free": free, "used": n.mem, "available": free},
+        "rootfs": {"total": n.maxdisk, "free": rootfree, "used": n.disk, "avail": rootfree},
+        "boot-info": {"mode": "efi", "secureboot": 0},
+        "current-kernel": {
+            "machine": "x86_64", "release": "6.14.8-2-pve", "sysname": "Linux",
+            "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.14.8-2 (2025-07-22T10:04Z)"
+        }
+    })
+}
+
+fn node_tasks(w: &World, node: &str, req: &Request) -> Reply {
+    let num = |k: &str| req.query(k).and_then(|v| v.parse::<usize>().ok());
+    let errors_only = req.query("errors").is_some_and(|v| v == "1");
+    let typefilter = req.query("typefilter");
+    let vmid = req.query("vmid");
+    let since = req.query("since").and_then(|v| v.parse::<i64>().ok());
+    let mut list: Vec<&Task> = w
+        .tasks
+        .iter()
+        .filter(|t| t.node == node)
+        .filter(|t| !errors_only || t.status != "OK")
+        .filter(|t| typefilter.is_none_or(|f| t.kind == f))
+        .filter(|t| vmid.is_none_or(|v| t.id == v))
+        .filter(|t| since.is_none_or(|s| t.starttime >= s))
+        .collect();
+    list.sort_by_key(|t| std::cmp::Reverse(t.starttime));
+    let total = list.len();
+    let start = num("start").unwrap_or(0);
+    let limit = num("limit").unwrap_or(50);
+    let data = list
+        .into_iter()
+        .skip(start)
+        .take(limit)
+        .map(|t| {
+            json!({
+                "pid": t.pid, "type": t.kind, "user": t.user, "starttime": t.starttime,
+                "pstart": t.pstart, "status": t.status, "node": t.node, "id": t.id,
+                "endtime": t.endtime, "upid": t.upid()
+            })
+        })
+        .collect();
+    Reply::DataTotal(Value::Array(data), total)
+}
+
+fn ha_status(st: &State) -> Value {
+    let w = &st.world;
+    let t = now();
+    let online = w.nodes.iter().filter(|n| !st.node_down(&n.name)).count();
+    let quorate = online * 2 > w.nodes.len();
+    let master = w
+        .nodes
+        .iter()
+        .find(|n| !st.node_down(&n.name))
+        .map_or_else(|| w.local_node.clone(), |n| n.name.clone());
+    let mut out = vec![
+        json!({"id": "quorum", "node": w.local_node, "quorate": b(quorate),
+               "status": if quorate { "OK".to_owned() } else { format!("No quorum on node '{}'!", w.local_node) },
+               "type": "quorum"}),
+        json!({"id": "master", "node": master, "type": "master", "timestamp": t,
+               "status": format!("{master} (active, {})", ctime_text(t))}),
+    ];
+    for n in &w.nodes {
+        let active = w.guests.iter().any(|g| g.ha_managed && g.node == n.name);
+        let status = if st.node_down(&n.name) {
+            format!(
+                "{} (old timestamp - dead?, {})",
+                n.name,
+                ctime_text(t - 300)
+            )
+        } else if active {
+            format!("{} (active, watchdog active, {})", n.name, ctime_text(t))
+        } else {
+            format!("{} (idle, watchdog standby, {})", n.name, ctime_text(t))
+        };
+        out.push(
+            json!({"id": format!("lrm:{}", n.name), "node": n.name, "type": "lrm",
+                        "timestamp": t, "status": status}),
+        );
+    }
+    for g in w.guests.iter().filter(|g| g.ha_managed) {
+        let prefix = if g.kind == GuestKind::Qemu {
+            "vm"
+        } else {
+            "ct"
+        };
+        let sid = format!("{prefix}:{}", g.vmid);
+        let state = if st.node_down(&g.node) {
+            "fence"
+        } else if g.running {
+            "started"
+        } else {
+            "stopped"
+        };
+        out.push(json!({
+            "crm_state": state, "failback": 1, "id": format!("service:{sid}"), "max_relocate": 1,
+            "max_restart": 1, "node": g.node, "request_state": "started", "sid": sid,
+            "state": state, "status": format!("{sid} ({}, {state})", g.node), "type": "service"
+        }));
+    }
+    Value::Array(out)
+}

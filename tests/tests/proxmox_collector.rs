@@ -1,0 +1,360 @@
+//! The Proxmox VE collector against the PVE API simulator: exact resources and values from
+//! known answers, who reports cluster-wide objects, a migration that keeps the guest's id,
+//! a node going away, and every failure mode giving degraded health with the last good
+//! values marked stale (never zeros).
+
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use warden_agent::collectors::{self, CollectorsConfig, DockerConfig, HostConfig, ProxmoxConfig};
+use warden_shared::telemetry::{HealthStatus, TelemetryBatch, Value};
+use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions};
+
+const CLUSTER: &str = "clustername";
+
+fn config(sim: &PveSim, dir: &Path, node: &str, pin: bool) -> CollectorsConfig {
+    let (token_id, secret) = PveSimOptions::fast()
+        .token
+        .split_once('=')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap();
+    let secret_file = dir.join(format!("{node}.secret"));
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let ca_file = dir.join("pve-root-ca.pem");
+    std::fs::write(&ca_file, sim.ca_pem()).unwrap();
+    CollectorsConfig {
+        host: HostConfig {
+            enabled: false,
+            ..HostConfig::default()
+        },
+        docker: DockerConfig {
+            enabled: false,
+            ..DockerConfig::default()
+        },
+        simulated: None,
+        proxmox: ProxmoxConfig {
+            enabled: true,
+            url: sim.base_url(),
+            token_id,
+            token_secret_file: secret_file,
+            ca_file,
+            fingerprint: pin.then(|| sim.cert_fingerprint()),
+            node: Some(node.to_owned()),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        },
+    }
+}
+
+struct Running {
+    rx: mpsc::Receiver<TelemetryBatch>,
+    stop: watch::Sender<bool>,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn start(cfg: &CollectorsConfig) -> Running {
+    let (tx, rx) = mpsc::channel(16);
+    let (stop, stop_rx) = watch::channel(false);
+    let tasks = collectors::spawn_all(cfg, "ignored-hostname", tx, stop_rx);
+    Running {
+        rx,
+        stop,
+        _tasks: tasks,
+    }
+}
+
+async fn next_where(
+    r: &mut Running,
+    what: &str,
+    f: impl Fn(&TelemetryBatch) -> bool,
+) -> TelemetryBatch {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let b = tokio::time::timeout_at(deadline, r.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("collector stopped");
+        if f(&b) {
+            return b;
+        }
+    }
+}
+
+fn status(b: &TelemetryBatch) -> HealthStatus {
+    b.health.as_ref().unwrap().status
+}
+
+fn value(b: &TelemetryBatch, id: &str, metric: &str) -> Option<f64> {
+    b.samples
+        .iter()
+        .find(|s| s.resource_id.as_str() == id && s.metric == metric)
+        .map(|s| s.value)
+}
+
+fn resource<'a>(b: &'a TelemetryBatch, id: &str) -> &'a warden_shared::telemetry::Resource {
+    b.resources
+        .iter()
+        .find(|r| r.id.as_str() == id)
+        .unwrap_or_else(|| {
+            panic!(
+                "{id} missing from {:?}",
+                b.resources
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+            )
+        })
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    let world = sim.world();
+    rt().block_on(async {
+        let mut reporter = start(&config(&sim, tmp.path(), "node1", false));
+        let b = next_where(&mut reporter, "a healthy batch", |b| {
+            status(b) == HealthStatus::Ok
+        })
+        .await;
+
+        // Its own node, exactly as the API said.
+        let n1 = world.nodes.iter().find(|n| n.name == "node1").unwrap();
+        let node = resource(&b, "node:node1");
+        assert_eq!(node.status, "online");
+        assert!(
+            node.attrs
+                .contains(&("cluster".into(), Value::from(CLUSTER)))
+        );
+        assert_eq!(
+            value(&b, "node:node1", "mem_used_bytes"),
+            Some(n1.mem as f64)
+        );
+        assert_eq!(
+            value(&b, "node:node1", "mem_total_bytes"),
+            Some(n1.maxmem as f64)
+        );
+        assert!((value(&b, "node:node1", "cpu_pct").unwrap() - n1.cpu * 100.0).abs() < 1e-9);
+        assert_eq!(
+            value(&b, "node:node1", "load1"),
+            n1.loadavg[0].parse().ok(),
+            "loadavg arrives as strings"
+        );
+
+        // Every guest, named by cluster and VMID, with its node as parent.
+        for g in &world.guests {
+            let prefix = if g.kind.as_str() == "qemu" {
+                "vm"
+            } else {
+                "lxc"
+            };
+            let id = format!("{prefix}:{CLUSTER}/{}", g.vmid);
+            let r = resource(&b, &id);
+            assert_eq!(
+                r.parent.as_ref().unwrap().as_str(),
+                format!("node:{}", g.node)
+            );
+            assert_eq!(r.name, g.name);
+            if g.running {
+                assert_eq!(r.status, "running");
+                assert_eq!(value(&b, &id, "mem_used_bytes"), Some(g.mem as f64), "{id}");
+            } else {
+                assert_eq!(r.status, "stopped");
+                assert_eq!(
+                    value(&b, &id, "cpu_pct"),
+                    None,
+                    "a stopped guest has no cpu sample"
+                );
+            }
+        }
+        // Node-local storage under the node, shared storage once under the cluster.
+        for s in world
+            .storages
+            .iter()
+            .filter(|s| s.node == "node1" && !s.shared)
+        {
+            let id = format!("storage:node1/{}", s.storage);
+            assert_eq!(
+                resource(&b, &id).parent.as_ref().unwrap().as_str(),
+                "node:node1"
+            );
+            assert_eq!(value(&b, &id, "storage_used_bytes"), Some(s.used as f64));
+            assert_eq!(value(&b, &id, "storage_total_bytes"), Some(s.total as f64));
+        }
+        let shared: Vec<_> = world
+            .storages
+            .iter()
+            .filter(|s| s.shared)
+            .map(|s| s.storage.clone())
+            .collect();
+        assert!(!shared.is_empty());
+        for name in &shared {
+            let id = format!("storage:{CLUSTER}/{name}");
+            assert_eq!(
+                b.resources.iter().filter(|r| r.id.as_str() == id).count(),
+                1,
+                "{id}"
+            );
+        }
+        let _ = reporter.stop.send(true);
+
+        // Another node's agent (pinning the certificate instead of trusting the CA) reports
+        // only itself: no guests, no shared storage.
+        let mut other = start(&config(&sim, tmp.path(), "node2", true));
+        let b = next_where(&mut other, "a healthy batch", |b| {
+            status(b) == HealthStatus::Ok
+        })
+        .await;
+        assert!(b.resources.iter().any(|r| r.id.as_str() == "node:node2"));
+        assert!(
+            b.resources
+                .iter()
+                .all(|r| matches!(r.id.kind(), "node" | "storage")),
+            "{:?}",
+            b.resources
+        );
+        assert!(
+            b.resources
+                .iter()
+                .all(|r| r.id.as_str() == "node:node2"
+                    || r.id.as_str().starts_with("storage:node2/"))
+        );
+        let _ = other.stop.send(true);
+    });
+}
+
+#[test]
+fn a_migrated_guest_keeps_its_id_and_a_lost_node_is_reported_offline() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    let world = sim.world();
+    let guest = world
+        .guests
+        .iter()
+        .find(|g| g.kind.as_str() == "qemu" && g.node != "node3")
+        .unwrap()
+        .clone();
+    let id = format!("vm:{CLUSTER}/{}", guest.vmid);
+    rt().block_on(async {
+        let mut r = start(&config(&sim, tmp.path(), "node1", false));
+        let b = next_where(&mut r, "healthy", |b| status(b) == HealthStatus::Ok).await;
+        assert_eq!(
+            resource(&b, &id).parent.as_ref().unwrap().as_str(),
+            format!("node:{}", guest.node)
+        );
+
+        assert!(sim.migrate(guest.vmid, "node3"));
+        let b = next_where(&mut r, "the guest on node3", |b| {
+            b.resources.iter().any(|x| {
+                x.id.as_str() == id
+                    && x.parent
+                        .as_ref()
+                        .is_some_and(|p| p.as_str() == "node:node3")
+            })
+        })
+        .await;
+        assert_eq!(
+            b.resources.iter().filter(|x| x.id.as_str() == id).count(),
+            1,
+            "one guest, same id"
+        );
+
+        sim.set_fault(Fault::NodeGone("node3".into()));
+        let b = next_where(&mut r, "node3 offline", |b| {
+            b.resources
+                .iter()
+                .any(|x| x.id.as_str() == "node:node3" && x.status == "offline")
+        })
+        .await;
+        assert_eq!(
+            status(&b),
+            HealthStatus::Ok,
+            "a lost peer is news, not a collector failure"
+        );
+        assert_eq!(
+            resource(&b, &id).status,
+            "unknown",
+            "its guests' state is unknown, not stopped"
+        );
+        assert_eq!(value(&b, &id, "cpu_pct"), None);
+        let _ = r.stop.send(true);
+    });
+}
+
+#[test]
+fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (Fault::BadToken, "authentication failed (401)"),
+        (
+            Fault::MissingPrivilege {
+                path: "/nodes/node1".into(),
+            },
+            "Sys.Audit",
+        ),
+        (
+            Fault::ServerError("cluster not ready - no quorum?".into()),
+            "no quorum",
+        ),
+        (Fault::Slow(Duration::from_secs(3)), "did not answer within"),
+        (Fault::MalformedJson, "malformed JSON"),
+    ];
+    rt().block_on(async {
+        let mut r = start(&config(&sim, tmp.path(), "node1", false));
+        let good = next_where(&mut r, "healthy", |b| status(b) == HealthStatus::Ok).await;
+        for (fault, expect) in cases {
+            sim.set_fault(fault.clone());
+            let b = next_where(&mut r, &format!("degraded under {fault:?}"), |b| {
+                status(b) != HealthStatus::Ok
+            })
+            .await;
+            let h = b.health.as_ref().unwrap();
+            assert_eq!(h.status, HealthStatus::Degraded, "{fault:?}");
+            assert!(
+                h.message.as_deref().unwrap_or("").contains(expect),
+                "{fault:?}: {:?}",
+                h.message
+            );
+            assert!(b.samples.is_empty(), "{fault:?}: no values, never zeros");
+            assert_eq!(
+                b.resources.len(),
+                good.resources.len(),
+                "{fault:?}: the last good resources are kept"
+            );
+            assert!(
+                b.resources
+                    .iter()
+                    .all(|x| x.attrs.contains(&("stale".into(), Value::Bool(true)))),
+                "{fault:?}"
+            );
+            sim.clear_faults();
+            let back = next_where(&mut r, "recovered", |b| status(b) == HealthStatus::Ok).await;
+            assert!(
+                back.resources
+                    .iter()
+                    .all(|x| !x.attrs.iter().any(|(k, _)| k == "stale"))
+            );
+            assert!(!back.samples.is_empty());
+        }
+        let _ = r.stop.send(true);
+    });
+    // Without any good values yet, a failure is a plain failed run.
+    let tmp2 = tempfile::tempdir().unwrap();
+    sim.set_fault(Fault::BadToken);
+    rt().block_on(async {
+        let mut r = start(&config(&sim, tmp2.path(), "node1", false));
+        let b = next_where(&mut r, "a batch", |_| true).await;
+        assert_eq!(status(&b), HealthStatus::Failed);
+        assert!(b.resources.is_empty() && b.samples.is_empty());
+        let _ = r.stop.send(true);
+    });
+}
