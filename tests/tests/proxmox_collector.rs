@@ -204,6 +204,84 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
                 "{id}"
             );
         }
+        // Disks with SMART health; a wear-out of "N/A" is unknown, not zero.
+        let disks: Vec<_> = b
+            .resources
+            .iter()
+            .filter(|r| r.id.kind() == "disk")
+            .collect();
+        assert_eq!(disks.len(), world.disks.as_array().unwrap().len());
+        assert!(
+            disks
+                .iter()
+                .all(|d| d.parent.as_ref().unwrap().as_str() == "node:node1")
+        );
+        assert!(disks.iter().all(|d| d.status == "healthy"), "{disks:?}");
+        assert!(
+            b.samples.iter().all(|s| s.metric != "disk_wearout_pct"),
+            "N/A wear-out is not a number"
+        );
+        assert_eq!(
+            value(&b, "node:node1", "updates_pending"),
+            Some(world.apt_updates.as_array().unwrap().len() as f64)
+        );
+        // The newest backup per guest on the shared backup storage, with its age.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let backed_up: Vec<_> = world
+            .backups
+            .iter()
+            .filter(|bk| {
+                world
+                    .storages
+                    .iter()
+                    .any(|s| s.storage == bk.storage && s.shared)
+            })
+            .collect();
+        assert!(!backed_up.is_empty());
+        for bk in &backed_up {
+            let prefix = if bk.subtype == "lxc" { "lxc" } else { "vm" };
+            let id = format!("{prefix}:{CLUSTER}/{}", bk.vmid);
+            let newest = backed_up
+                .iter()
+                .filter(|o| o.vmid == bk.vmid && o.storage == bk.storage)
+                .map(|o| o.ctime)
+                .max()
+                .unwrap();
+            let count = backed_up
+                .iter()
+                .filter(|o| o.vmid == bk.vmid && o.storage == bk.storage)
+                .count();
+            let metric = format!("backup_last_age_seconds{{storage=\"{}\"}}", bk.storage);
+            let age = value(&b, &id, &metric).unwrap_or_else(|| panic!("{metric} for {id}"));
+            assert!(
+                (age - (now_s - newest) as f64).abs() <= 5.0,
+                "{id}: age {age}"
+            );
+            let metric = format!("backup_count{{storage=\"{}\"}}", bk.storage);
+            assert_eq!(value(&b, &id, &metric), Some(count as f64));
+        }
+        // A failed backup shows on the guest within one run.
+        let victim = world.guests.iter().find(|g| g.node == "node1").unwrap();
+        let prefix = if victim.kind.as_str() == "qemu" {
+            "vm"
+        } else {
+            "lxc"
+        };
+        let victim_id = format!("{prefix}:{CLUSTER}/{}", victim.vmid);
+        assert_eq!(value(&b, &victim_id, "backup_failed_24h"), Some(0.0));
+        sim.add_failed_vzdump(
+            "node1",
+            victim.vmid,
+            "job failed: storage 'pbs' is not online",
+        );
+        let b = next_where(&mut reporter, "the failed backup", |b| {
+            value(b, &victim_id, "backup_failed_24h") == Some(1.0)
+        })
+        .await;
+        assert!(value(&b, "node:node1", "tasks_failed_24h").unwrap() >= 1.0);
         let _ = reporter.stop.send(true);
 
         // Another node's agent (pinning the certificate instead of trusting the CA) reports
@@ -217,16 +295,13 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
         assert!(
             b.resources
                 .iter()
-                .all(|r| matches!(r.id.kind(), "node" | "storage")),
+                .all(|r| matches!(r.id.kind(), "node" | "storage" | "disk")),
             "{:?}",
             b.resources
         );
-        assert!(
-            b.resources
-                .iter()
-                .all(|r| r.id.as_str() == "node:node2"
-                    || r.id.as_str().starts_with("storage:node2/"))
-        );
+        assert!(b.resources.iter().all(|r| r.id.as_str() == "node:node2"
+            || r.id.as_str().starts_with("storage:node2/")
+            || r.id.as_str().starts_with("disk:node2/")));
         let _ = other.stop.send(true);
     });
 }

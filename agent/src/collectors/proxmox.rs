@@ -106,6 +106,8 @@ impl ProxmoxCollector {
         let node_id = resource_id(&self.node, canonical::node(&self.node))?;
         node_resource(&mut out, &node_id, &self.node, &view, &node_status, now_ms);
 
+        let now_s = now_ms / 1000;
+        let mut backup_pools = Vec::new();
         match self
             .get::<Vec<StorageEntry>>(&format!("/nodes/{}/storage", self.node))
             .await
@@ -115,30 +117,198 @@ impl ProxmoxCollector {
                     let id =
                         resource_id(&pool.storage, canonical::storage(&self.node, &pool.storage))?;
                     storage_resource(&mut out, &id, Some(&node_id), pool, now_ms);
+                    if pool.active == Some(1.0) && holds_backups(pool.content.as_deref()) {
+                        backup_pools.push(pool.storage.clone());
+                    }
                 }
             }
             Err(e) => out.problems.push(e.to_string()),
         }
+        self.disks(&mut out, &node_id, now_ms).await;
+        match self
+            .get::<Vec<serde_json::Value>>(&format!("/nodes/{}/apt/update", self.node))
+            .await
+        {
+            Ok(updates) => out.sample(&node_id, "updates_pending", now_ms, updates.len() as f64),
+            Err(e) => out.problems.push(e.to_string()),
+        }
 
-        if view.reporter.as_deref() == Some(self.node.as_str()) {
+        let reporter = view.reporter.as_deref() == Some(self.node.as_str());
+        let resources: Vec<ClusterResource> = if reporter {
             let resources: Vec<ClusterResource> = self.get("/cluster/resources").await?;
             cluster_objects(&mut out, &view, &resources, now_ms)?;
-            self.balloon_memory(&mut out, &view, &resources, now_ms)
-                .await;
+            // Shared backup storage is read once, by the reporter.
+            let mut shared: Vec<String> = resources
+                .iter()
+                .filter(|r| r.kind == "storage" && r.shared == Some(1.0))
+                .filter(|r| {
+                    r.status.as_deref() == Some("available") && holds_backups(r.content.as_deref())
+                })
+                .filter_map(|r| r.storage.clone())
+                .collect();
+            shared.sort();
+            shared.dedup();
+            backup_pools.extend(shared);
+            resources
         } else {
-            // Not the reporter: only the own guests' balloon statistics, which need this node.
-            match self
-                .get::<Vec<ClusterResource>>("/cluster/resources?type=vm")
-                .await
-            {
-                Ok(resources) => {
-                    self.balloon_memory(&mut out, &view, &resources, now_ms)
-                        .await
+            // Not the reporter: only what needs this node (its guests' balloon statistics
+            // and backup failures).
+            match self.get("/cluster/resources?type=vm").await {
+                Ok(r) => r,
+                Err(e) => {
+                    out.problems.push(e.to_string());
+                    Vec::new()
                 }
-                Err(e) => out.problems.push(e.to_string()),
             }
+        };
+        self.balloon_memory(&mut out, &view, &resources, now_ms)
+            .await;
+        self.failed_tasks(&mut out, &node_id, &view, &resources, now_s)
+            .await;
+        for pool in backup_pools {
+            self.backups(&mut out, &view, &pool, now_s).await;
         }
         Ok(out)
+    }
+
+    /// Physical disks of this node with SMART health and wear-out.
+    async fn disks(&mut self, out: &mut Collected, node_id: &ResourceId, now_ms: i64) {
+        let disks = match self
+            .get::<Vec<DiskEntry>>(&format!("/nodes/{}/disks/list", self.node))
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => return out.problems.push(e.to_string()),
+        };
+        for d in disks {
+            let Some(devpath) = d.devpath.clone() else {
+                continue;
+            };
+            // The serial survives re-cabling; the device path is the fallback.
+            let key = d
+                .serial
+                .clone()
+                .filter(|s| !s.is_empty() && s != "unknown")
+                .unwrap_or(devpath.clone());
+            let Ok(id) = canonical::physical_disk(&self.node, &key) else {
+                continue;
+            };
+            let status = match d.health.as_deref() {
+                Some("PASSED" | "OK") => "healthy",
+                Some("FAILED") => "failing",
+                _ => "unknown",
+            };
+            put(out, &id, "disk_size_bytes", now_ms, d.size);
+            // PVE shows wear-out as percent of life used, or "N/A" (then: unknown).
+            put(out, &id, "disk_wearout_pct", now_ms, d.wearout);
+            out.resources.push(Resource {
+                id,
+                name: devpath.clone(),
+                parent: Some(node_id.clone()),
+                status: status.into(),
+                attrs: vec![
+                    ("devpath".into(), Value::from(devpath)),
+                    (
+                        "model".into(),
+                        Value::from(d.model.map(|m| m.trim().to_owned())),
+                    ),
+                    ("serial".into(), Value::from(d.serial)),
+                    ("type".into(), Value::from(d.kind)),
+                    ("health".into(), Value::from(d.health)),
+                    ("used_by".into(), Value::from(d.used)),
+                ],
+            });
+        }
+    }
+
+    /// Failed tasks of this node in the last 24 h: a count on the node, and per own guest the
+    /// failed backups (vzdump), 0 included, since the task list was read successfully.
+    async fn failed_tasks(
+        &mut self,
+        out: &mut Collected,
+        node_id: &ResourceId,
+        view: &ClusterView,
+        resources: &[ClusterResource],
+        now_s: i64,
+    ) {
+        let path = format!(
+            "/nodes/{}/tasks?errors=1&limit=500&since={}",
+            self.node,
+            now_s - 86_400
+        );
+        let tasks = match self.get::<Vec<TaskEntry>>(&path).await {
+            Ok(t) => t,
+            Err(e) => return out.problems.push(e.to_string()),
+        };
+        let now_ms = now_s * 1000;
+        out.sample(node_id, "tasks_failed_24h", now_ms, tasks.len() as f64);
+        for r in resources
+            .iter()
+            .filter(|r| r.node.as_deref() == Some(self.node.as_str()))
+        {
+            let (Some(vmid), Some(kind)) = (r.vmid, guest_kind(&r.kind)) else {
+                continue;
+            };
+            let vmid_text = (vmid as u32).to_string();
+            let failed = tasks
+                .iter()
+                .filter(|t| t.kind == "vzdump" && t.id.as_deref() == Some(vmid_text.as_str()))
+                .count();
+            if let Ok(id) = canonical::guest(kind, &view.cluster, vmid as u32) {
+                out.sample(&id, "backup_failed_24h", now_ms, failed as f64);
+            }
+        }
+    }
+
+    /// Age of the newest backup per guest on one backup storage, as
+    /// `backup_last_age_seconds{storage="…"}` and `backup_count{storage="…"}`.
+    async fn backups(
+        &mut self,
+        out: &mut Collected,
+        view: &ClusterView,
+        storage: &str,
+        now_s: i64,
+    ) {
+        let path = format!(
+            "/nodes/{}/storage/{storage}/content?content=backup",
+            self.node
+        );
+        let entries = match self.get::<Vec<BackupEntry>>(&path).await {
+            Ok(e) => e,
+            Err(e) => return out.problems.push(e.to_string()),
+        };
+        let mut newest: std::collections::BTreeMap<(u32, ResourceKind), (i64, u32)> =
+            Default::default();
+        for e in &entries {
+            let (Some(vmid), Some(ctime)) = (e.vmid, e.ctime) else {
+                continue;
+            };
+            let kind = match e.subtype.as_deref() {
+                Some("lxc") => ResourceKind::SystemContainer,
+                _ => ResourceKind::Vm,
+            };
+            let slot = newest.entry((vmid as u32, kind)).or_insert((i64::MIN, 0));
+            slot.0 = slot.0.max(ctime as i64);
+            slot.1 += 1;
+        }
+        let now_ms = now_s * 1000;
+        for ((vmid, kind), (ctime, count)) in newest {
+            if let Ok(id) = canonical::guest(kind, &view.cluster, vmid) {
+                let label = label_value(storage);
+                out.sample(
+                    &id,
+                    format!("backup_last_age_seconds{{storage=\"{label}\"}}"),
+                    now_ms,
+                    (now_s - ctime).max(0) as f64,
+                );
+                out.sample(
+                    &id,
+                    format!("backup_count{{storage=\"{label}\"}}"),
+                    now_ms,
+                    f64::from(count),
+                );
+            }
+        }
     }
 
     /// The memory running VMs on this node see themselves (balloon driver), as
@@ -474,6 +644,37 @@ struct ClusterResource {
 }
 
 #[derive(Deserialize)]
+struct DiskEntry {
+    devpath: Option<String>,
+    serial: Option<String>,
+    model: Option<String>,
+    health: Option<String>,
+    used: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "num")]
+    size: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    wearout: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct TaskEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BackupEntry {
+    subtype: Option<String>,
+    #[serde(default, deserialize_with = "num")]
+    vmid: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    ctime: Option<f64>,
+}
+
+#[derive(Deserialize)]
 struct GuestStatus {
     ballooninfo: Option<BalloonInfo>,
 }
@@ -520,6 +721,25 @@ impl ClusterView {
             nodes,
         }
     }
+}
+
+fn holds_backups(content: Option<&str>) -> bool {
+    content.is_some_and(|c| c.split(',').any(|c| c.trim() == "backup"))
+}
+
+fn guest_kind(pve_type: &str) -> Option<ResourceKind> {
+    match pve_type {
+        "qemu" => Some(ResourceKind::Vm),
+        "lxc" => Some(ResourceKind::SystemContainer),
+        _ => None,
+    }
+}
+
+/// A label value safe inside `name{label="…"}`.
+fn label_value(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }
 
 fn pct(used: Option<f64>, total: Option<f64>) -> Option<f64> {
@@ -653,10 +873,8 @@ fn cluster_objects(
                         .push(format!("guest without vmid: {:?}", r.name));
                     continue;
                 };
-                let kind = if r.kind == "qemu" {
-                    ResourceKind::Vm
-                } else {
-                    ResourceKind::SystemContainer
+                let Some(kind) = guest_kind(&r.kind) else {
+                    continue;
                 };
                 let id = resource_id(
                     &vmid.to_string(),
