@@ -31,7 +31,6 @@ fn config(sim: &PveSim, dir: &Path, node: &str, pin: bool) -> CollectorsConfig {
             enabled: false,
             ..DockerConfig::default()
         },
-        simulated: None,
         proxmox: ProxmoxConfig {
             enabled: true,
             url: sim.base_url(),
@@ -43,6 +42,7 @@ fn config(sim: &PveSim, dir: &Path, node: &str, pin: bool) -> CollectorsConfig {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
         },
+        ..CollectorsConfig::default()
     }
 }
 

@@ -31,6 +31,47 @@ pub struct CollectorsConfig {
     pub simulated: Option<SimulatedConfig>,
     /// The local Proxmox VE API; off unless enabled.
     pub proxmox: ProxmoxConfig,
+    /// The local Proxmox Backup Server API; off unless enabled.
+    pub pbs: PbsConfig,
+}
+
+/// `[collectors.pbs]`: the local Proxmox Backup Server API, read with a read-only API token.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbsConfig {
+    /// Whether the collector runs.
+    pub enabled: bool,
+    /// API base URL.
+    pub url: String,
+    /// API token id, `USER@REALM!TOKENID` (role Audit on `/`).
+    pub token_id: String,
+    /// File holding the token's secret (mode 0600).
+    pub token_secret_file: PathBuf,
+    /// Certificate to trust (PBS's self-signed `proxy.pem` by default).
+    pub ca_file: PathBuf,
+    /// Instead of `ca_file`: SHA-256 fingerprint of the API's certificate.
+    pub fingerprint: Option<String>,
+    /// Time between runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Limit on one run (and on each request).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for PbsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: "https://127.0.0.1:8007/api2/json".into(),
+            token_id: String::new(),
+            token_secret_file: PathBuf::from("/etc/warden/pbs-token"),
+            ca_file: PathBuf::from("/etc/proxmox-backup/proxy.pem"),
+            fingerprint: None,
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[collectors.proxmox]`: the node's own Proxmox VE API, read with a read-only API token.
@@ -190,29 +231,24 @@ impl CollectorsConfig {
         let p = &self.proxmox;
         if p.enabled {
             check_timing("proxmox", p.interval, p.timeout, &mut problems);
-            if !p.url.starts_with("https://") {
-                problems.push(format!(
-                    "collectors.proxmox.url must be an https:// URL, got {:?}",
-                    p.url
-                ));
-            }
-            let id_ok = p
-                .token_id
-                .split_once('!')
-                .is_some_and(|(user, name)| user.contains('@') && !name.is_empty());
-            if !id_ok {
-                problems.push(format!(
-                    "collectors.proxmox.token_id must look like USER@REALM!TOKENID, got {:?}",
-                    p.token_id
-                ));
-            }
-            if let Some(fp) = &p.fingerprint
-                && crate::collectors::proxmox::parse_fingerprint(fp).is_none()
-            {
-                problems.push(format!(
-                    "collectors.proxmox.fingerprint must be 64 hex digits (colons allowed), got {fp:?}"
-                ));
-            }
+            check_api(
+                "proxmox",
+                &p.url,
+                &p.token_id,
+                p.fingerprint.as_deref(),
+                &mut problems,
+            );
+        }
+        let p = &self.pbs;
+        if p.enabled {
+            check_timing("pbs", p.interval, p.timeout, &mut problems);
+            check_api(
+                "pbs",
+                &p.url,
+                &p.token_id,
+                p.fingerprint.as_deref(),
+                &mut problems,
+            );
         }
         if let Some(s) = &self.simulated {
             if s.interval < MIN_INTERVAL {
@@ -244,6 +280,35 @@ impl CollectorsConfig {
             }
         }
         problems
+    }
+}
+
+fn check_api(
+    name: &str,
+    url: &str,
+    token_id: &str,
+    fingerprint: Option<&str>,
+    problems: &mut Vec<String>,
+) {
+    if !url.starts_with("https://") {
+        problems.push(format!(
+            "collectors.{name}.url must be an https:// URL, got {url:?}"
+        ));
+    }
+    let id_ok = token_id
+        .split_once('!')
+        .is_some_and(|(user, id)| user.contains('@') && !id.is_empty());
+    if !id_ok {
+        problems.push(format!(
+            "collectors.{name}.token_id must look like USER@REALM!TOKENID, got {token_id:?}"
+        ));
+    }
+    if let Some(fp) = fingerprint
+        && crate::collectors::proxmox_api::parse_fingerprint(fp).is_none()
+    {
+        problems.push(format!(
+            "collectors.{name}.fingerprint must be 64 hex digits (colons allowed), got {fp:?}"
+        ));
     }
 }
 

@@ -15,12 +15,14 @@
 mod config;
 mod docker;
 mod host;
+mod pbs;
 pub(crate) mod proxmox;
+mod proxmox_api;
 mod simulated;
 
 pub use config::{
     CollectorsConfig, DEFAULT_DOCKER_SOCKET, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DockerConfig,
-    HostConfig, ProxmoxConfig, SimulatedConfig,
+    HostConfig, PbsConfig, ProxmoxConfig, SimulatedConfig,
 };
 
 use futures_util::FutureExt;
@@ -191,6 +193,14 @@ pub fn spawn_all(
         let timing = Timing::new(cfg.proxmox.interval, cfg.proxmox.timeout);
         handles.push(spawn_named(
             "proxmox",
+            run(collector, timing, out.clone(), shutdown.clone(), None),
+        ));
+    }
+    if cfg.pbs.enabled {
+        let collector = pbs::PbsCollector::new(hostname, &cfg.pbs);
+        let timing = Timing::new(cfg.pbs.interval, cfg.pbs.timeout);
+        handles.push(spawn_named(
+            "pbs",
             run(collector, timing, out.clone(), shutdown.clone(), None),
         ));
     }

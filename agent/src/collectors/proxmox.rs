@@ -13,11 +13,9 @@
 //! On failure the last good resources are sent again with `stale = true` and no samples, and
 //! the run is `Degraded` with the reason; nothing is ever reported as zero for "unknown".
 
+use super::proxmox_api::{ApiClient, Endpoint, Product, label_value, num, nums, pct, put, settle};
 use super::{Collected, Collector, CollectorError, ProxmoxConfig, resource_id};
-use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use std::sync::Arc;
 use warden_shared::ResourceId;
 use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Resource, Value};
@@ -25,8 +23,8 @@ use warden_shared::telemetry::{Resource, Value};
 /// Reads the Proxmox VE API of this node.
 pub(crate) struct ProxmoxCollector {
     node: String,
-    cfg: ProxmoxConfig,
-    client: Option<reqwest::Client>,
+    api: ApiClient,
+    timeout: std::time::Duration,
     /// Resources of the last fully successful run, re-sent as stale when the API fails.
     last_good: Vec<Resource>,
 }
@@ -35,80 +33,34 @@ impl ProxmoxCollector {
     pub(crate) fn new(hostname: &str, cfg: &ProxmoxConfig) -> Self {
         Self {
             node: cfg.node.clone().unwrap_or_else(|| hostname.to_owned()),
-            cfg: cfg.clone(),
-            client: None,
+            api: ApiClient::new(Endpoint {
+                product: Product::Pve,
+                url: cfg.url.clone(),
+                token_id: cfg.token_id.clone(),
+                token_secret_file: cfg.token_secret_file.clone(),
+                ca_file: cfg.ca_file.clone(),
+                fingerprint: cfg.fingerprint.clone(),
+                timeout: cfg.timeout,
+            }),
+            timeout: cfg.timeout,
             last_good: Vec::new(),
         }
     }
 
-    /// Builds the HTTP client once: token header, and the server verified against the CA
-    /// file or the pinned certificate fingerprint.
-    fn client(&mut self) -> Result<reqwest::Client, CollectorError> {
-        if let Some(c) = &self.client {
-            return Ok(c.clone());
-        }
-        let err = |m: String| CollectorError::Proxmox(m);
-        let secret = std::fs::read_to_string(&self.cfg.token_secret_file).map_err(|e| {
-            err(format!(
-                "cannot read token secret {}: {e}",
-                self.cfg.token_secret_file.display()
-            ))
-        })?;
-        let auth = format!("PVEAPIToken={}={}", self.cfg.token_id, secret.trim());
-        let mut headers = reqwest::header::HeaderMap::new();
-        let mut value = reqwest::header::HeaderValue::from_str(&auth).map_err(|_| {
-            err("the token id or secret contains characters a header cannot carry".into())
-        })?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-        let tls = tls_config(&self.cfg)?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .default_headers(headers)
-            .timeout(self.cfg.timeout)
-            .build()
-            .map_err(|e| err(format!("building the HTTP client: {e}")))?;
-        self.client = Some(client.clone());
-        Ok(client)
-    }
-
-    async fn get<T: DeserializeOwned>(&mut self, path: &str) -> Result<T, CollectorError> {
-        let client = self.client()?;
-        let url = format!("{}{path}", self.cfg.url.trim_end_matches('/'));
-        let resp = client.get(&url).send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                format!("{e}")
-            };
-            CollectorError::Proxmox(format!("GET {path}: {what}"))
-        })?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(CollectorError::Proxmox(explain_status(path, status, &body)));
-        }
-        serde_json::from_slice::<Envelope<T>>(&body)
-            .map(|e| e.data)
-            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: malformed JSON: {e}")))
-    }
-
     async fn read(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
-        let status: Vec<ClusterStatusEntry> = self.get("/cluster/status").await?;
+        let status: Vec<ClusterStatusEntry> = self.api.get("/cluster/status").await?;
         let view = ClusterView::from_status(&status, &self.node);
         let mut out = Collected::default();
 
         let node_path = format!("/nodes/{}/status", self.node);
-        let node_status: NodeStatus = self.get(&node_path).await?;
+        let node_status: NodeStatus = self.api.get(&node_path).await?;
         let node_id = resource_id(&self.node, canonical::node(&self.node))?;
         node_resource(&mut out, &node_id, &self.node, &view, &node_status, now_ms);
 
         let now_s = now_ms / 1000;
         let mut backup_pools = Vec::new();
         match self
+            .api
             .get::<Vec<StorageEntry>>(&format!("/nodes/{}/storage", self.node))
             .await
         {
@@ -126,6 +78,7 @@ impl ProxmoxCollector {
         }
         self.disks(&mut out, &node_id, now_ms).await;
         match self
+            .api
             .get::<Vec<serde_json::Value>>(&format!("/nodes/{}/apt/update", self.node))
             .await
         {
@@ -135,7 +88,7 @@ impl ProxmoxCollector {
 
         let reporter = view.reporter.as_deref() == Some(self.node.as_str());
         let resources: Vec<ClusterResource> = if reporter {
-            let resources: Vec<ClusterResource> = self.get("/cluster/resources").await?;
+            let resources: Vec<ClusterResource> = self.api.get("/cluster/resources").await?;
             cluster_objects(&mut out, &view, &resources, now_ms)?;
             // Shared backup storage is read once, by the reporter.
             let mut shared: Vec<String> = resources
@@ -153,7 +106,7 @@ impl ProxmoxCollector {
         } else {
             // Not the reporter: only what needs this node (its guests' balloon statistics
             // and backup failures).
-            match self.get("/cluster/resources?type=vm").await {
+            match self.api.get("/cluster/resources?type=vm").await {
                 Ok(r) => r,
                 Err(e) => {
                     out.problems.push(e.to_string());
@@ -174,6 +127,7 @@ impl ProxmoxCollector {
     /// Physical disks of this node with SMART health and wear-out.
     async fn disks(&mut self, out: &mut Collected, node_id: &ResourceId, now_ms: i64) {
         let disks = match self
+            .api
             .get::<Vec<DiskEntry>>(&format!("/nodes/{}/disks/list", self.node))
             .await
         {
@@ -236,7 +190,7 @@ impl ProxmoxCollector {
             self.node,
             now_s - 86_400
         );
-        let tasks = match self.get::<Vec<TaskEntry>>(&path).await {
+        let tasks = match self.api.get::<Vec<TaskEntry>>(&path).await {
             Ok(t) => t,
             Err(e) => return out.problems.push(e.to_string()),
         };
@@ -273,7 +227,7 @@ impl ProxmoxCollector {
             "/nodes/{}/storage/{storage}/content?content=backup",
             self.node
         );
-        let entries = match self.get::<Vec<BackupEntry>>(&path).await {
+        let entries = match self.api.get::<Vec<BackupEntry>>(&path).await {
             Ok(e) => e,
             Err(e) => return out.problems.push(e.to_string()),
         };
@@ -328,7 +282,7 @@ impl ProxmoxCollector {
             .collect();
         for vmid in own_vms {
             let path = format!("/nodes/{}/qemu/{vmid}/status/current", self.node);
-            match self.get::<GuestStatus>(&path).await {
+            match self.api.get::<GuestStatus>(&path).await {
                 Ok(st) => {
                     let Some(b) = st.ballooninfo else { continue };
                     let (Some(total), Some(free)) = (b.total_mem, b.free_mem) else {
@@ -351,198 +305,14 @@ impl Collector for ProxmoxCollector {
     }
 
     async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
-        // Finish inside the runner's timeout, so a slow API still yields the stale values.
-        let deadline = self.cfg.timeout.mul_f64(0.9);
-        let result = match tokio::time::timeout(deadline, self.read(now_ms)).await {
-            Ok(r) => r,
-            Err(_) => Err(CollectorError::Proxmox(format!(
-                "the API did not answer within {}",
-                humantime::format_duration(deadline)
-            ))),
-        };
-        match result {
-            Ok(out) => {
-                self.last_good.clone_from(&out.resources);
-                Ok(out)
-            }
-            // Nothing good yet: a plain failure.
-            Err(e) if self.last_good.is_empty() => Err(e),
-            // Keep what we knew, say it is stale, report no values.
-            Err(e) => Ok(Collected {
-                resources: self.last_good.iter().cloned().map(mark_stale).collect(),
-                samples: Vec::new(),
-                problems: vec![e.to_string()],
-            }),
-        }
-    }
-}
-
-fn mark_stale(mut r: Resource) -> Resource {
-    r.attrs.retain(|(k, _)| k != "stale");
-    r.attrs.push(("stale".into(), Value::Bool(true)));
-    r
-}
-
-/// Operator-readable text for an HTTP error from the API.
-fn explain_status(path: &str, status: reqwest::StatusCode, body: &[u8]) -> String {
-    // PVE puts the reason in the status line; newer versions repeat it as `message`.
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("message")
-                .and_then(|m| m.as_str())
-                .map(|m| m.trim().to_owned())
-        });
-    let reason = message
-        .or_else(|| status.canonical_reason().map(str::to_owned))
-        .unwrap_or_default();
-    match status.as_u16() {
-        401 => format!(
-            "GET {path}: authentication failed (401); check token_id and the token secret file"
-        ),
-        403 => format!(
-            "GET {path}: permission denied (403 {reason}); give the token the PVEAuditor role on /"
-        ),
-        code => format!("GET {path}: HTTP {code} {reason}"),
-    }
-}
-
-/// rustls config: trust `ca_file`, or accept exactly the certificate with the pinned
-/// fingerprint.
-fn tls_config(cfg: &ProxmoxConfig) -> Result<rustls::ClientConfig, CollectorError> {
-    let err = CollectorError::Proxmox;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(format!("tls setup: {e}")))?;
-    let config = match cfg.fingerprint.as_deref() {
-        Some(fp) => {
-            let pin =
-                parse_fingerprint(fp).ok_or_else(|| err(format!("invalid fingerprint {fp:?}")))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedLeaf { pin, provider }))
-                .with_no_client_auth()
-        }
-        None => {
-            let pem = std::fs::read(&cfg.ca_file).map_err(|e| {
-                err(format!(
-                    "cannot read CA file {}: {e}",
-                    cfg.ca_file.display()
-                ))
-            })?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert =
-                    cert.map_err(|e| err(format!("CA file {}: {e}", cfg.ca_file.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| err(format!("CA file {}: {e}", cfg.ca_file.display())))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-    };
-    Ok(config)
-}
-
-/// Parses a SHA-256 fingerprint written as hex, with or without colons.
-pub(crate) fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    let hex: String = s.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(hex).ok()?;
-    bytes.try_into().ok()
-}
-
-/// Accepts exactly one server certificate, by SHA-256 of its DER (how PVE shows it).
-#[derive(Debug)]
-struct PinnedLeaf {
-    pin: [u8; 32],
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinnedLeaf {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        use sha2::Digest;
-        let seen: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
-        if seen == self.pin {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "certificate fingerprint {} does not match the pinned one",
-                hex::encode(seen)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        let mut last_good = std::mem::take(&mut self.last_good);
+        let result = settle(&mut last_good, self.timeout, self.read(now_ms)).await;
+        self.last_good = last_good;
+        result
     }
 }
 
 // ---- API shapes (field names as PVE sends them; numbers may arrive as strings) ----
-
-#[derive(Deserialize)]
-struct Envelope<T> {
-    data: T,
-}
-
-/// Number or numeric string; anything else (absent, `"N/A"`, null) is unknown.
-fn num<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        serde_json::Value::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
-        _ => None,
-    })
-}
-
-fn nums<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Option<f64>>, D::Error> {
-    let raw = Vec::<serde_json::Value>::deserialize(d)?;
-    Ok(raw
-        .into_iter()
-        .map(|v| match v {
-            serde_json::Value::Number(n) => n.as_f64(),
-            serde_json::Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        })
-        .collect())
-}
 
 #[derive(Deserialize)]
 struct ClusterStatusEntry {
@@ -735,26 +505,6 @@ fn guest_kind(pve_type: &str) -> Option<ResourceKind> {
     }
 }
 
-/// A label value safe inside `name{label="…"}`.
-fn label_value(s: &str) -> String {
-    s.chars()
-        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-        .collect()
-}
-
-fn pct(used: Option<f64>, total: Option<f64>) -> Option<f64> {
-    match (used, total) {
-        (Some(u), Some(t)) if t > 0.0 => Some(u / t * 100.0),
-        _ => None,
-    }
-}
-
-fn put(out: &mut Collected, id: &ResourceId, metric: &str, now_ms: i64, v: Option<f64>) {
-    if let Some(v) = v {
-        out.sample(id, metric, now_ms, v);
-    }
-}
-
 fn node_resource(
     out: &mut Collected,
     id: &ResourceId,
@@ -940,6 +690,9 @@ fn cluster_objects(
 mod tests {
     use super::*;
 
+    use crate::collectors::proxmox_api::Envelope;
+    use serde::de::DeserializeOwned;
+
     fn fixture<T: DeserializeOwned>(name: &str) -> T {
         let path = format!(
             "{}/../tests/fixtures/pve/{name}",
@@ -1047,29 +800,5 @@ mod tests {
             None,
             "a stopped guest has no cpu sample"
         );
-    }
-
-    #[test]
-    fn fingerprints_parse_with_or_without_colons() {
-        let plain = "ab".repeat(32);
-        let colons = vec!["AB"; 32].join(":");
-        assert_eq!(parse_fingerprint(&plain), Some([0xab; 32]));
-        assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
-        assert_eq!(parse_fingerprint("abc"), None);
-    }
-
-    #[test]
-    fn http_errors_say_what_to_fix() {
-        let forbidden = explain_status(
-            "/nodes/pve1/status",
-            reqwest::StatusCode::FORBIDDEN,
-            br#"{"data":null,"message":"Permission check failed (/nodes/pve1, Sys.Audit)\n"}"#,
-        );
-        assert!(
-            forbidden.contains("Sys.Audit") && forbidden.contains("PVEAuditor"),
-            "{forbidden}"
-        );
-        let unauth = explain_status("/cluster/status", reqwest::StatusCode::UNAUTHORIZED, b"");
-        assert!(unauth.contains("token"), "{unauth}");
     }
 }

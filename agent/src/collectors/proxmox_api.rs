@@ -1,0 +1,392 @@
+//! What the Proxmox VE and Proxmox Backup Server collectors share: an HTTPS client with an
+//! API token (trusting a CA file or one pinned certificate), the `{"data": …}` envelope,
+//! lenient numbers (PVE sends some as strings), operator-readable errors, and the rule that
+//! a failed run re-sends the last good resources marked `stale` instead of zeros.
+
+use super::{Collected, CollectorError};
+use rustls::pki_types::pem::PemObject;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_shared::ResourceId;
+use warden_shared::telemetry::{Resource, Value};
+
+/// Which product's token scheme and wording to use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Product {
+    /// Proxmox VE: `PVEAPIToken=ID=SECRET`.
+    Pve,
+    /// Proxmox Backup Server: `PBSAPIToken=ID:SECRET`.
+    Pbs,
+}
+
+impl Product {
+    fn auth(self, token_id: &str, secret: &str) -> String {
+        match self {
+            Self::Pve => format!("PVEAPIToken={token_id}={secret}"),
+            Self::Pbs => format!("PBSAPIToken={token_id}:{secret}"),
+        }
+    }
+
+    fn role_hint(self) -> &'static str {
+        match self {
+            Self::Pve => "give the token the PVEAuditor role on /",
+            Self::Pbs => "give the token the Audit role on /",
+        }
+    }
+}
+
+/// Where and how to reach one API.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) product: Product,
+    pub(crate) url: String,
+    pub(crate) token_id: String,
+    pub(crate) token_secret_file: PathBuf,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) fingerprint: Option<String>,
+    pub(crate) timeout: Duration,
+}
+
+/// A lazily built client for one [`Endpoint`]. The token secret is read when the client is
+/// built and lives only in a header marked sensitive (never logged).
+pub(crate) struct ApiClient {
+    endpoint: Endpoint,
+    client: Option<reqwest::Client>,
+}
+
+impl ApiClient {
+    pub(crate) fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            client: None,
+        }
+    }
+
+    fn client(&mut self) -> Result<reqwest::Client, CollectorError> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let ep = &self.endpoint;
+        let secret = std::fs::read_to_string(&ep.token_secret_file).map_err(|e| {
+            CollectorError::Proxmox(format!(
+                "cannot read token secret {}: {e}",
+                ep.token_secret_file.display()
+            ))
+        })?;
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&ep.product.auth(&ep.token_id, secret.trim()))
+                .map_err(|_| {
+                CollectorError::Proxmox(
+                    "the token id or secret contains characters a header cannot carry".into(),
+                )
+            })?;
+        value.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config(ep)?)
+            .default_headers(headers)
+            .timeout(ep.timeout)
+            .build()
+            .map_err(|e| CollectorError::Proxmox(format!("building the HTTP client: {e}")))?;
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// GETs `path` (relative to the API base) and returns its `data`.
+    ///
+    /// # Errors
+    /// [`CollectorError::Proxmox`] saying what failed and what to check.
+    pub(crate) async fn get<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+    ) -> Result<T, CollectorError> {
+        let client = self.client()?;
+        let url = format!("{}{path}", self.endpoint.url.trim_end_matches('/'));
+        let resp = client.get(&url).send().await.map_err(|e| {
+            let what = if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                format!("{e}")
+            };
+            CollectorError::Proxmox(format!("GET {path}: {what}"))
+        })?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(CollectorError::Proxmox(explain_status(
+                self.endpoint.product,
+                path,
+                status,
+                &body,
+            )));
+        }
+        serde_json::from_slice::<Envelope<T>>(&body)
+            .map(|e| e.data)
+            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: malformed JSON: {e}")))
+    }
+}
+
+/// Runs `read` within 90 % of `timeout` (so the runner's own timeout never wins) and applies
+/// the stale rule: success replaces `last_good`; a failure re-sends `last_good` marked
+/// `stale = true` with no samples (a `Degraded` run), or fails plainly when nothing good
+/// was seen yet.
+pub(crate) async fn settle(
+    last_good: &mut Vec<Resource>,
+    timeout: Duration,
+    read: impl Future<Output = Result<Collected, CollectorError>>,
+) -> Result<Collected, CollectorError> {
+    let deadline = timeout.mul_f64(0.9);
+    let result = match tokio::time::timeout(deadline, read).await {
+        Ok(r) => r,
+        Err(_) => Err(CollectorError::Proxmox(format!(
+            "the API did not answer within {}",
+            humantime::format_duration(deadline)
+        ))),
+    };
+    match result {
+        Ok(out) => {
+            last_good.clone_from(&out.resources);
+            Ok(out)
+        }
+        Err(e) if last_good.is_empty() => Err(e),
+        Err(e) => Ok(Collected {
+            resources: last_good.iter().cloned().map(mark_stale).collect(),
+            samples: Vec::new(),
+            problems: vec![e.to_string()],
+        }),
+    }
+}
+
+fn mark_stale(mut r: Resource) -> Resource {
+    r.attrs.retain(|(k, _)| k != "stale");
+    r.attrs.push(("stale".into(), Value::Bool(true)));
+    r
+}
+
+/// Operator-readable text for an HTTP error from the API.
+pub(crate) fn explain_status(
+    product: Product,
+    path: &str,
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> String {
+    // The reason is in the status line; newer versions repeat it as `message`.
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(|m| m.trim().to_owned())
+        });
+    let reason = message
+        .or_else(|| status.canonical_reason().map(str::to_owned))
+        .unwrap_or_default();
+    match status.as_u16() {
+        401 => format!(
+            "GET {path}: authentication failed (401); check token_id and the token secret file"
+        ),
+        403 => format!(
+            "GET {path}: permission denied (403 {reason}); {}",
+            product.role_hint()
+        ),
+        code => format!("GET {path}: HTTP {code} {reason}"),
+    }
+}
+
+/// rustls config: trust `ca_file`, or accept exactly the certificate with the pinned
+/// fingerprint.
+fn tls_config(ep: &Endpoint) -> Result<rustls::ClientConfig, CollectorError> {
+    let err = CollectorError::Proxmox;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(format!("tls setup: {e}")))?;
+    let config = match ep.fingerprint.as_deref() {
+        Some(fp) => {
+            let pin =
+                parse_fingerprint(fp).ok_or_else(|| err(format!("invalid fingerprint {fp:?}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedLeaf { pin, provider }))
+                .with_no_client_auth()
+        }
+        None => {
+            let ca = ep.ca_file.display();
+            let pem = std::fs::read(&ep.ca_file)
+                .map_err(|e| err(format!("cannot read CA file {ca}: {e}")))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| err(format!("CA file {ca}: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| err(format!("CA file {ca}: {e}")))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(config)
+}
+
+/// Parses a SHA-256 fingerprint written as hex, with or without colons.
+pub(crate) fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    hex::decode(hex).ok()?.try_into().ok()
+}
+
+/// Accepts exactly one server certificate, by SHA-256 of its DER (how Proxmox shows it).
+#[derive(Debug)]
+struct PinnedLeaf {
+    pin: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedLeaf {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let seen: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        if seen == self.pin {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate fingerprint {} does not match the pinned one",
+                hex::encode(seen)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The `{"data": …}` envelope of every answer.
+#[derive(Deserialize)]
+pub(crate) struct Envelope<T> {
+    pub(crate) data: T,
+}
+
+/// Number or numeric string; anything else (absent, `"N/A"`, null) is unknown.
+pub(crate) fn num<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        serde_json::Value::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
+        _ => None,
+    })
+}
+
+/// A list of [`num`]s.
+pub(crate) fn nums<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Option<f64>>, D::Error> {
+    let raw = Vec::<serde_json::Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .collect())
+}
+
+/// `used / total` in percent, when both are known and total is positive.
+pub(crate) fn pct(used: Option<f64>, total: Option<f64>) -> Option<f64> {
+    match (used, total) {
+        (Some(u), Some(t)) if t > 0.0 => Some(u / t * 100.0),
+        _ => None,
+    }
+}
+
+/// Adds a sample when the value is known.
+pub(crate) fn put(out: &mut Collected, id: &ResourceId, metric: &str, now_ms: i64, v: Option<f64>) {
+    if let Some(v) = v {
+        out.sample(id, metric, now_ms, v);
+    }
+}
+
+/// A label value safe inside `name{label="…"}`.
+pub(crate) fn label_value(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let plain = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&plain), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint("abc"), None);
+    }
+
+    #[test]
+    fn http_errors_say_what_to_fix() {
+        let forbidden = explain_status(
+            Product::Pve,
+            "/nodes/pve1/status",
+            reqwest::StatusCode::FORBIDDEN,
+            br#"{"data":null,"message":"Permission check failed (/nodes/pve1, Sys.Audit)\n"}"#,
+        );
+        assert!(
+            forbidden.contains("Sys.Audit") && forbidden.contains("PVEAuditor"),
+            "{forbidden}"
+        );
+        let unauth = explain_status(
+            Product::Pbs,
+            "/status/datastore-usage",
+            reqwest::StatusCode::UNAUTHORIZED,
+            b"",
+        );
+        assert!(unauth.contains("token"), "{unauth}");
+        assert_eq!(Product::Pbs.auth("a@pbs!t", "s"), "PBSAPIToken=a@pbs!t:s");
+        assert_eq!(Product::Pve.auth("a@pve!t", "s"), "PVEAPIToken=a@pve!t=s");
+    }
+}
