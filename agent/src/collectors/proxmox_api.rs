@@ -177,14 +177,19 @@ pub(crate) fn explain_status(
     status: reqwest::StatusCode,
     body: &[u8],
 ) -> String {
-    // The reason is in the status line; newer versions repeat it as `message`.
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("message")
-                .and_then(|m| m.as_str())
-                .map(|m| m.trim().to_owned())
-        });
+    // PVE puts the reason in the status line and newer versions repeat it as `message`;
+    // PBS sends the error text itself as the body.
+    let message = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => v
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(|m| m.trim().to_owned()),
+        Err(_) => std::str::from_utf8(body)
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 300)
+            .map(str::to_owned),
+    };
     let reason = message
         .or_else(|| status.canonical_reason().map(str::to_owned))
         .unwrap_or_default();
@@ -387,6 +392,16 @@ mod tests {
         );
         assert!(unauth.contains("token"), "{unauth}");
         assert_eq!(Product::Pbs.auth("a@pbs!t", "s"), "PBSAPIToken=a@pbs!t:s");
+        let plain = explain_status(
+            Product::Pbs,
+            "/admin/gc",
+            reqwest::StatusCode::BAD_REQUEST,
+            b"datastore 'x' does not exist\n",
+        );
+        assert!(
+            plain.ends_with("HTTP 400 datastore 'x' does not exist"),
+            "{plain}"
+        );
         assert_eq!(Product::Pve.auth("a@pve!t", "s"), "PVEAPIToken=a@pve!t=s");
     }
 }

@@ -1,4 +1,5 @@
-//! In-process simulators of third-party APIs (Proxmox VE so far) for tests and the demo.
+//! In-process simulators of third-party APIs (Proxmox VE and Proxmox Backup Server) for tests
+//! and the demo.
 //!
 //! A simulator serves HTTPS on `127.0.0.1:<free port>` from its own threads (one accept
 //! thread, one thread per connection), so synchronous `#[test]` functions can use it without a
@@ -7,6 +8,7 @@
 //! (`401 No ticket`) and truncated bodies. [`https_get`] is a matching minimal client that
 //! returns the raw status line, headers and body.
 
+pub mod pbs;
 pub mod pve;
 
 use anyhow::{Context, bail};
@@ -178,8 +180,20 @@ impl HttpsServer {
     /// # Errors
     /// If binding or the TLS configuration fails.
     pub fn start(identity: &TlsIdentity, handler: Handler) -> anyhow::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), identity, handler)
+    }
+
+    /// Like [`Self::start`] on a given address (port 0 = any free port).
+    ///
+    /// # Errors
+    /// If binding or the TLS configuration fails.
+    pub fn start_on(
+        bind: SocketAddr,
+        identity: &TlsIdentity,
+        handler: Handler,
+    ) -> anyhow::Result<Self> {
         let cfg = identity.server_config()?;
-        let listener = TcpListener::bind("127.0.0.1:0").context("bind simulator")?;
+        let listener = TcpListener::bind(bind).context("bind simulator")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
