@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Proxmox VE collector cost: a release `warden-agent` as the reporting node of a simulated
+# cluster (default 500 nodes, 5,000 guests), streaming to a real local `warden`. Measures the
+# agent's CPU time per collection cycle and its RSS.
+#
+# Usage: scripts/bench-pve-collector.sh [NODES=500] [GUESTS=5000] [SECONDS=60]
+# Needs: cargo build --release --bins   (warden, warden-agent, pve_sim)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes="${1:-500}"; guests="${2:-5000}"; window="${3:-60}"
+interval=5; warmup=15
+bin=target/release
+for b in warden warden-agent pve_sim; do
+  [ -x "$bin/$b" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
+done
+work="$(mktemp -d)"
+cleanup() {
+  for p in ${agent_pid:-} ${server_pid:-} ${sim_pid:-}; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin/pve_sim" --nodes "$nodes" --guests "$guests" >"$work/sim.json" 2>"$work/sim.log" &
+sim_pid=$!
+for _ in $(seq 1 100); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
+read -r url fp token < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["url"], d["fingerprint"], d["token"])' "$work/sim.json")
+printf '%s\n' "${token#*=}" >"$work/pve-token"; chmod 600 "$work/pve-token"
+
+http=127.0.0.1:$((20000 + RANDOM % 20000)); quic=127.0.0.1:$((20000 + RANDOM % 20000))
+RUST_LOG=warn "$bin/warden" --data-dir "$work/server" run --http "$http" --quic "$quic" 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 1 50); do curl -sf "http://$http/healthz" >/dev/null && break; sleep 0.2; done
+admin="$(cat "$work/server/admin-token")"
+join=$(curl -sf -X POST -H "Authorization: Bearer $admin" "http://$http/api/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+cat >"$work/agent.toml" <<TOML
+data_dir = "$work/agent"
+hostname = "node001"
+[collectors.host]
+enabled = false
+[collectors.docker]
+enabled = false
+[collectors.proxmox]
+enabled = true
+url = "$url"
+token_id = "${token%%=*}"
+token_secret_file = "$work/pve-token"
+fingerprint = "$fp"
+node = "node001"
+interval = "${interval}s"
+timeout = "${interval}s"
+TOML
+"$bin/warden-agent" --config "$work/agent.toml" enroll --token "$join" >/dev/null 2>&1
+RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
+agent_pid=$!
+
+ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$agent_pid/status"; }
+sleep "$warmup"
+c0=$(ticks); t0=$(date +%s.%N); max_rss=0
+end=$(( $(date +%s) + window ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  r=$(rss_kib); [ "$r" -gt "$max_rss" ] && max_rss=$r
+  sleep 1
+done
+c1=$(ticks); t1=$(date +%s.%N)
+hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent_pid/status")
+vms=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=vm" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+lxc=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=lxc" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+health=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/agents" | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; print(a["collectors"]["proxmox"]["status"], a["collectors"]["proxmox"]["duration_ms"])')
+python3 - "$nodes" "$guests" "$interval" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$max_rss" "$hwm" "$vms" "$lxc" "$health" <<'PY'
+import sys
+nodes, guests, interval, t0, t1, c0, c1, hz, mx, hwm, vms, lxc, health = sys.argv[1:]
+secs = float(t1) - float(t0)
+cycles = secs / float(interval)
+cpu_ms = (int(c1) - int(c0)) / int(hz) * 1000
+print(f"pve-bench: nodes={nodes} guests={guests} guests_reported={int(vms) + int(lxc)} interval_s={interval} window_s={secs:.0f} cycles={cycles:.1f}")
+print(f"pve-bench: cpu_ms_per_cycle={cpu_ms / cycles:.1f} (agent total, incl. encode, spool and QUIC)")
+print(f"pve-bench: rss_mib_max={int(mx)/1024:.1f} rss_mib_peak_hwm={int(hwm)/1024:.1f} collector_health={health}")
+PY
+grep -E "WARN|ERROR" "$work/agent.log" | head -5 || true
