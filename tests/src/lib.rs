@@ -4,6 +4,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test.sh`
 //! does it). Processes are killed when their handle drops.
 
+pub mod collect;
 pub mod sim;
 
 use anyhow::Context;

@@ -3,9 +3,9 @@
 //! and every failure mode giving degraded health with the last good values marked stale.
 
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use warden_agent::collectors::{self, CollectorsConfig, DockerConfig, HostConfig, PbsConfig};
-use warden_shared::telemetry::{HealthStatus, TelemetryBatch, Value};
+use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, PbsConfig};
+use warden_shared::telemetry::{HealthStatus, Value};
+use warden_tests::collect::{runtime, start, status, value};
 use warden_tests::sim::pbs::{Fault, JobKind, PbsSim, PbsSimOptions};
 
 const HOST: &str = "pbs1";
@@ -40,54 +40,6 @@ fn config(sim: &PbsSim, dir: &std::path::Path, pin: bool) -> CollectorsConfig {
     }
 }
 
-struct Running {
-    rx: mpsc::Receiver<TelemetryBatch>,
-    stop: watch::Sender<bool>,
-}
-
-fn start(cfg: &CollectorsConfig) -> Running {
-    let (tx, rx) = mpsc::channel(16);
-    let (stop, stop_rx) = watch::channel(false);
-    drop(collectors::spawn_all(cfg, HOST, tx, stop_rx));
-    Running { rx, stop }
-}
-
-async fn next_where(
-    r: &mut Running,
-    what: &str,
-    f: impl Fn(&TelemetryBatch) -> bool,
-) -> TelemetryBatch {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let b = tokio::time::timeout_at(deadline, r.rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("collector stopped");
-        if f(&b) {
-            return b;
-        }
-    }
-}
-
-fn status(b: &TelemetryBatch) -> HealthStatus {
-    b.health.as_ref().unwrap().status
-}
-
-fn value(b: &TelemetryBatch, id: &str, metric: &str) -> Option<f64> {
-    b.samples
-        .iter()
-        .find(|s| s.resource_id.as_str() == id && s.metric == metric)
-        .map(|s| s.value)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -100,9 +52,11 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
     let sim = PbsSim::start(PbsSimOptions::fast());
     let tmp = tempfile::tempdir().unwrap();
     let world = sim.world();
-    rt().block_on(async {
-        let mut r = start(&config(&sim, tmp.path(), false));
-        let b = next_where(&mut r, "a healthy batch", |b| status(b) == HealthStatus::Ok).await;
+    runtime().block_on(async {
+        let mut r = start(&config(&sim, tmp.path(), false), HOST);
+        let b = r
+            .next_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+            .await;
         assert!(!world.datastores.is_empty());
         for ds in &world.datastores {
             let id = format!("pbs-datastore:{HOST}/{}", ds.name);
@@ -185,10 +139,11 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
             .unwrap();
         let t = sim.add_snapshot(&store, "vm", "4242");
         assert!(sim.fail_verification(&store, "vm", "4242", t));
-        let b = next_where(&mut r, "the failed gc", |b| {
-            value(b, &id, "job_last_ok{job=\"gc\"}") == Some(0.0)
-        })
-        .await;
+        let b = r
+            .next_where("the failed gc", |b| {
+                value(b, &id, "job_last_ok{job=\"gc\"}") == Some(0.0)
+            })
+            .await;
         let ds = b.resources.iter().find(|x| x.id.as_str() == id).unwrap();
         assert!(
             ds.attrs.iter().any(|(k, v)| k == "gc_last_state"
@@ -202,7 +157,7 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
             .find(|x| x.id.as_str() == format!("backup:{HOST}/{store}/vm/4242"))
             .unwrap();
         assert_eq!(g.status, "verify-failed");
-        let _ = r.stop.send(true);
+        r.stop();
     });
 }
 
@@ -219,15 +174,18 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
         (Fault::Slow(Duration::from_secs(3)), "did not answer within"),
         (Fault::MalformedJson, "malformed JSON"),
     ];
-    rt().block_on(async {
-        let mut r = start(&config(&sim, tmp.path(), true));
-        let good = next_where(&mut r, "healthy", |b| status(b) == HealthStatus::Ok).await;
+    runtime().block_on(async {
+        let mut r = start(&config(&sim, tmp.path(), true), HOST);
+        let good = r
+            .next_where("healthy", |b| status(b) == HealthStatus::Ok)
+            .await;
         for (fault, expect) in cases {
             sim.set_fault(fault.clone());
-            let b = next_where(&mut r, &format!("degraded under {fault:?}"), |b| {
-                status(b) != HealthStatus::Ok
-            })
-            .await;
+            let b = r
+                .next_where(&format!("degraded under {fault:?}"), |b| {
+                    status(b) != HealthStatus::Ok
+                })
+                .await;
             let h = b.health.as_ref().unwrap();
             assert_eq!(h.status, HealthStatus::Degraded, "{fault:?}");
             assert!(
@@ -243,23 +201,25 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
                     .all(|x| x.attrs.contains(&("stale".into(), Value::Bool(true))))
             );
             sim.clear_faults();
-            next_where(&mut r, "recovered", |b| status(b) == HealthStatus::Ok).await;
+            r.next_where("recovered", |b| status(b) == HealthStatus::Ok)
+                .await;
         }
         // One datastore unavailable: the others still report, that one says so.
         let store = sim.world().datastores[0].name.clone();
         sim.set_fault(Fault::DatastoreUnavailable(store.clone()));
         let id = format!("pbs-datastore:{HOST}/{store}");
-        let b = next_where(&mut r, "the unavailable datastore", |b| {
-            b.resources
-                .iter()
-                .any(|x| x.id.as_str() == id && x.status != "available")
-        })
-        .await;
+        let b = r
+            .next_where("the unavailable datastore", |b| {
+                b.resources
+                    .iter()
+                    .any(|x| x.id.as_str() == id && x.status != "available")
+            })
+            .await;
         assert_eq!(
             value(&b, &id, "datastore_used_bytes"),
             None,
             "unknown, not zero"
         );
-        let _ = r.stop.send(true);
+        r.stop();
     });
 }

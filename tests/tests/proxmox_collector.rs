@@ -5,9 +5,9 @@
 
 use std::path::Path;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use warden_agent::collectors::{self, CollectorsConfig, DockerConfig, HostConfig, ProxmoxConfig};
-use warden_shared::telemetry::{HealthStatus, TelemetryBatch, Value};
+use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, ProxmoxConfig};
+use warden_shared::telemetry::{HealthStatus, Value};
+use warden_tests::collect::{resource, runtime, start, status, value};
 use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions};
 
 const CLUSTER: &str = "clustername";
@@ -46,85 +46,19 @@ fn config(sim: &PveSim, dir: &Path, node: &str, pin: bool) -> CollectorsConfig {
     }
 }
 
-struct Running {
-    rx: mpsc::Receiver<TelemetryBatch>,
-    stop: watch::Sender<bool>,
-    _tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn start(cfg: &CollectorsConfig) -> Running {
-    let (tx, rx) = mpsc::channel(16);
-    let (stop, stop_rx) = watch::channel(false);
-    let tasks = collectors::spawn_all(cfg, "ignored-hostname", tx, stop_rx);
-    Running {
-        rx,
-        stop,
-        _tasks: tasks,
-    }
-}
-
-async fn next_where(
-    r: &mut Running,
-    what: &str,
-    f: impl Fn(&TelemetryBatch) -> bool,
-) -> TelemetryBatch {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let b = tokio::time::timeout_at(deadline, r.rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("collector stopped");
-        if f(&b) {
-            return b;
-        }
-    }
-}
-
-fn status(b: &TelemetryBatch) -> HealthStatus {
-    b.health.as_ref().unwrap().status
-}
-
-fn value(b: &TelemetryBatch, id: &str, metric: &str) -> Option<f64> {
-    b.samples
-        .iter()
-        .find(|s| s.resource_id.as_str() == id && s.metric == metric)
-        .map(|s| s.value)
-}
-
-fn resource<'a>(b: &'a TelemetryBatch, id: &str) -> &'a warden_shared::telemetry::Resource {
-    b.resources
-        .iter()
-        .find(|r| r.id.as_str() == id)
-        .unwrap_or_else(|| {
-            panic!(
-                "{id} missing from {:?}",
-                b.resources
-                    .iter()
-                    .map(|r| r.id.as_str())
-                    .collect::<Vec<_>>()
-            )
-        })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
     let sim = PveSim::start(PveSimOptions::fast());
     let tmp = tempfile::tempdir().unwrap();
     let world = sim.world();
-    rt().block_on(async {
-        let mut reporter = start(&config(&sim, tmp.path(), "node1", false));
-        let b = next_where(&mut reporter, "a healthy batch", |b| {
-            status(b) == HealthStatus::Ok
-        })
-        .await;
+    runtime().block_on(async {
+        let mut reporter = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let b = reporter
+            .next_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+            .await;
 
         // Its own node, exactly as the API said.
         let n1 = world.nodes.iter().find(|n| n.name == "node1").unwrap();
@@ -277,20 +211,20 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
             victim.vmid,
             "job failed: storage 'pbs' is not online",
         );
-        let b = next_where(&mut reporter, "the failed backup", |b| {
-            value(b, &victim_id, "backup_failed_24h") == Some(1.0)
-        })
-        .await;
+        let b = reporter
+            .next_where("the failed backup", |b| {
+                value(b, &victim_id, "backup_failed_24h") == Some(1.0)
+            })
+            .await;
         assert!(value(&b, "node:node1", "tasks_failed_24h").unwrap() >= 1.0);
-        let _ = reporter.stop.send(true);
+        reporter.stop();
 
         // Another node's agent (pinning the certificate instead of trusting the CA) reports
         // only itself: no guests, no shared storage.
-        let mut other = start(&config(&sim, tmp.path(), "node2", true));
-        let b = next_where(&mut other, "a healthy batch", |b| {
-            status(b) == HealthStatus::Ok
-        })
-        .await;
+        let mut other = start(&config(&sim, tmp.path(), "node2", true), "ignored-hostname");
+        let b = other
+            .next_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+            .await;
         assert!(b.resources.iter().any(|r| r.id.as_str() == "node:node2"));
         assert!(
             b.resources
@@ -302,7 +236,7 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
         assert!(b.resources.iter().all(|r| r.id.as_str() == "node:node2"
             || r.id.as_str().starts_with("storage:node2/")
             || r.id.as_str().starts_with("disk:node2/")));
-        let _ = other.stop.send(true);
+        other.stop();
     });
 }
 
@@ -318,24 +252,30 @@ fn a_migrated_guest_keeps_its_id_and_a_lost_node_is_reported_offline() {
         .unwrap()
         .clone();
     let id = format!("vm:{CLUSTER}/{}", guest.vmid);
-    rt().block_on(async {
-        let mut r = start(&config(&sim, tmp.path(), "node1", false));
-        let b = next_where(&mut r, "healthy", |b| status(b) == HealthStatus::Ok).await;
+    runtime().block_on(async {
+        let mut r = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let b = r
+            .next_where("healthy", |b| status(b) == HealthStatus::Ok)
+            .await;
         assert_eq!(
             resource(&b, &id).parent.as_ref().unwrap().as_str(),
             format!("node:{}", guest.node)
         );
 
         assert!(sim.migrate(guest.vmid, "node3"));
-        let b = next_where(&mut r, "the guest on node3", |b| {
-            b.resources.iter().any(|x| {
-                x.id.as_str() == id
-                    && x.parent
-                        .as_ref()
-                        .is_some_and(|p| p.as_str() == "node:node3")
+        let b = r
+            .next_where("the guest on node3", |b| {
+                b.resources.iter().any(|x| {
+                    x.id.as_str() == id
+                        && x.parent
+                            .as_ref()
+                            .is_some_and(|p| p.as_str() == "node:node3")
+                })
             })
-        })
-        .await;
+            .await;
         assert_eq!(
             b.resources.iter().filter(|x| x.id.as_str() == id).count(),
             1,
@@ -343,12 +283,13 @@ fn a_migrated_guest_keeps_its_id_and_a_lost_node_is_reported_offline() {
         );
 
         sim.set_fault(Fault::NodeGone("node3".into()));
-        let b = next_where(&mut r, "node3 offline", |b| {
-            b.resources
-                .iter()
-                .any(|x| x.id.as_str() == "node:node3" && x.status == "offline")
-        })
-        .await;
+        let b = r
+            .next_where("node3 offline", |b| {
+                b.resources
+                    .iter()
+                    .any(|x| x.id.as_str() == "node:node3" && x.status == "offline")
+            })
+            .await;
         assert_eq!(
             status(&b),
             HealthStatus::Ok,
@@ -360,7 +301,7 @@ fn a_migrated_guest_keeps_its_id_and_a_lost_node_is_reported_offline() {
             "its guests' state is unknown, not stopped"
         );
         assert_eq!(value(&b, &id, "cpu_pct"), None);
-        let _ = r.stop.send(true);
+        r.stop();
     });
 }
 
@@ -383,15 +324,21 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
         (Fault::Slow(Duration::from_secs(3)), "did not answer within"),
         (Fault::MalformedJson, "malformed JSON"),
     ];
-    rt().block_on(async {
-        let mut r = start(&config(&sim, tmp.path(), "node1", false));
-        let good = next_where(&mut r, "healthy", |b| status(b) == HealthStatus::Ok).await;
+    runtime().block_on(async {
+        let mut r = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let good = r
+            .next_where("healthy", |b| status(b) == HealthStatus::Ok)
+            .await;
         for (fault, expect) in cases {
             sim.set_fault(fault.clone());
-            let b = next_where(&mut r, &format!("degraded under {fault:?}"), |b| {
-                status(b) != HealthStatus::Ok
-            })
-            .await;
+            let b = r
+                .next_where(&format!("degraded under {fault:?}"), |b| {
+                    status(b) != HealthStatus::Ok
+                })
+                .await;
             let h = b.health.as_ref().unwrap();
             assert_eq!(h.status, HealthStatus::Degraded, "{fault:?}");
             assert!(
@@ -412,7 +359,9 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
                 "{fault:?}"
             );
             sim.clear_faults();
-            let back = next_where(&mut r, "recovered", |b| status(b) == HealthStatus::Ok).await;
+            let back = r
+                .next_where("recovered", |b| status(b) == HealthStatus::Ok)
+                .await;
             assert!(
                 back.resources
                     .iter()
@@ -420,16 +369,19 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
             );
             assert!(!back.samples.is_empty());
         }
-        let _ = r.stop.send(true);
+        r.stop();
     });
     // Without any good values yet, a failure is a plain failed run.
     let tmp2 = tempfile::tempdir().unwrap();
     sim.set_fault(Fault::BadToken);
-    rt().block_on(async {
-        let mut r = start(&config(&sim, tmp2.path(), "node1", false));
-        let b = next_where(&mut r, "a batch", |_| true).await;
+    runtime().block_on(async {
+        let mut r = start(
+            &config(&sim, tmp2.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let b = r.next_where("a batch", |_| true).await;
         assert_eq!(status(&b), HealthStatus::Failed);
         assert!(b.resources.is_empty() && b.samples.is_empty());
-        let _ = r.stop.send(true);
+        r.stop();
     });
 }

@@ -28,8 +28,18 @@ fn scaled(args: &Args) -> World {
     let mut w = World::default();
     let node_tpl = w.nodes[0].clone();
     let guest_tpls = w.guests.clone();
-    let local_tpls: Vec<_> = w.storages.iter().filter(|s| s.node == node_tpl.name && !s.shared).cloned().collect();
-    let shared_tpls: Vec<_> = w.storages.iter().filter(|s| s.node == node_tpl.name && s.shared).cloned().collect();
+    let local_tpls: Vec<_> = w
+        .storages
+        .iter()
+        .filter(|s| s.node == node_tpl.name && !s.shared)
+        .cloned()
+        .collect();
+    let shared_tpls: Vec<_> = w
+        .storages
+        .iter()
+        .filter(|s| s.node == node_tpl.name && s.shared)
+        .cloned()
+        .collect();
     let name = |i: usize| format!("node{:03}", i + 1);
     w.cluster_name = Some(args.cluster.clone());
     w.local_node = name(0);
@@ -70,7 +80,10 @@ fn scaled(args: &Args) -> World {
 
 fn main() {
     let args = Args::parse();
-    let opts = PveSimOptions { world: scaled(&args), ..PveSimOptions::fast() };
+    let opts = PveSimOptions {
+        world: scaled(&args),
+        ..PveSimOptions::fast()
+    };
     let token = opts.token.clone();
     let sim = PveSim::start(opts);
     let line = serde_json::json!({
