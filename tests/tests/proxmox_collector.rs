@@ -92,6 +92,8 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
             };
             let id = format!("{prefix}:{CLUSTER}/{}", g.vmid);
             let r = resource(&b, &id);
+            let ha = r.attrs.iter().any(|(k, _)| k == "ha_state");
+            assert_eq!(ha, g.ha_managed, "{id}: ha_state only on HA-managed guests");
             assert_eq!(
                 r.parent.as_ref().unwrap().as_str(),
                 format!("node:{}", g.node)

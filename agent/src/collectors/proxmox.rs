@@ -90,6 +90,14 @@ impl ProxmoxCollector {
         let resources: Vec<ClusterResource> = if reporter {
             let resources: Vec<ClusterResource> = self.api.get("/cluster/resources").await?;
             cluster_objects(&mut out, &view, &resources, now_ms)?;
+            match self
+                .api
+                .get::<Vec<HaEntry>>("/cluster/ha/status/current")
+                .await
+            {
+                Ok(ha) => ha_states(&mut out, &view, &ha),
+                Err(e) => out.problems.push(e.to_string()),
+            }
             // Shared backup storage is read once, by the reporter.
             let mut shared: Vec<String> = resources
                 .iter()
@@ -445,6 +453,14 @@ struct BackupEntry {
 }
 
 #[derive(Deserialize)]
+struct HaEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    sid: Option<String>,
+    state: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct GuestStatus {
     ballooninfo: Option<BalloonInfo>,
 }
@@ -489,6 +505,32 @@ impl ClusterView {
             reporter: reporter.or_else(|| cluster_entry.is_none().then(|| own.to_owned())),
             quorate: cluster_entry.and_then(|c| c.quorate).map(|q| q == 1.0),
             nodes,
+        }
+    }
+}
+
+/// HA-managed guests get an `ha_state` attribute (`started`, `fence`, `error`, ...);
+/// guests without one are not HA-managed.
+fn ha_states(out: &mut Collected, view: &ClusterView, entries: &[HaEntry]) {
+    for e in entries.iter().filter(|e| e.kind == "service") {
+        let Some((kind, vmid)) = e.sid.as_deref().and_then(|s| s.split_once(':')) else {
+            continue;
+        };
+        let kind = match kind {
+            "vm" => ResourceKind::Vm,
+            "ct" => ResourceKind::SystemContainer,
+            _ => continue,
+        };
+        let Some(id) = vmid
+            .parse()
+            .ok()
+            .and_then(|v| canonical::guest(kind, &view.cluster, v).ok())
+        else {
+            continue;
+        };
+        if let Some(r) = out.resources.iter_mut().find(|r| r.id == id) {
+            r.attrs
+                .push(("ha_state".into(), Value::from(e.state.clone())));
         }
     }
 }
@@ -762,6 +804,30 @@ mod tests {
         assert_eq!(value(&out, "node:pve1", "swap_total_bytes"), Some(0.0));
         let attrs = &out.resources[0].attrs;
         assert!(attrs.contains(&("quorate".into(), Value::Unknown)));
+    }
+
+    #[test]
+    fn ha_services_mark_their_guests() {
+        let ha: Vec<HaEntry> = fixture("ha_status_current.pve9.2_maintenance.json");
+        let view = ClusterView {
+            cluster: "c".into(),
+            nodes: vec![],
+            reporter: None,
+            quorate: None,
+        };
+        let mut out = Collected::default();
+        out.resources.push(Resource {
+            id: canonical::guest(ResourceKind::Vm, "c", 100).unwrap(),
+            name: "g".into(),
+            parent: None,
+            status: "running".into(),
+            attrs: vec![],
+        });
+        ha_states(&mut out, &view, &ha);
+        assert_eq!(
+            out.resources[0].attrs,
+            vec![("ha_state".into(), Value::from("started"))]
+        );
     }
 
     #[test]
