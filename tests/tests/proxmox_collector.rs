@@ -336,9 +336,15 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
             .await;
         for (fault, expect) in cases {
             sim.set_fault(fault.clone());
+            // Wait for this fault's reason: on a loaded machine a run may also time out
+            // for its own reasons, which is not what this case is about.
             let b = r
-                .next_where(&format!("degraded under {fault:?}"), |b| {
+                .next_where(&format!("degraded with {expect:?} under {fault:?}"), |b| {
                     status(b) != HealthStatus::Ok
+                        && b.health
+                            .as_ref()
+                            .and_then(|h| h.message.as_deref())
+                            .is_some_and(|m| m.contains(expect))
                 })
                 .await;
             let h = b.health.as_ref().unwrap();
