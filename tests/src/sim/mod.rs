@@ -485,3 +485,77 @@ pub fn https_get(
         body,
     })
 }
+
+/// Base path of the Proxmox APIs.
+pub const API_PREFIX: &str = "/api2/json";
+
+/// A running simulator: its HTTPS listener and TLS material, plus `H`, the product's control
+/// handle, which it derefs to. Stops when dropped.
+pub struct Sim<H> {
+    handle: H,
+    identity: TlsIdentity,
+    server: HttpsServer,
+}
+
+impl<H> std::ops::Deref for Sim<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.handle
+    }
+}
+
+impl<H: Clone> Sim<H> {
+    fn new(handle: H, identity: TlsIdentity, server: HttpsServer) -> Self {
+        Self {
+            handle,
+            identity,
+            server,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT/api2/json`
+    pub fn base_url(&self) -> String {
+        format!("https://{}{API_PREFIX}", self.server.addr())
+    }
+
+    /// Listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// PEM of the CA that signed the server certificate (like `pve-root-ca.pem`).
+    pub fn ca_pem(&self) -> &str {
+        self.identity.ca_pem()
+    }
+
+    /// SHA-256 of the server certificate DER, 64 lowercase hex digits (for pinning).
+    pub fn cert_der_sha256(&self) -> String {
+        self.identity.cert_der_sha256()
+    }
+
+    /// The same fingerprint as Proxmox prints it (`AB:CD:…`).
+    pub fn cert_fingerprint(&self) -> String {
+        self.identity.fingerprint_colon()
+    }
+
+    /// TLS material.
+    pub fn identity(&self) -> &TlsIdentity {
+        &self.identity
+    }
+
+    /// A clone of the control handle (to move into other threads).
+    pub fn handle(&self) -> H {
+        self.handle.clone()
+    }
+
+    /// `GET {base}{path}` with the given `Authorization` header value (or none).
+    ///
+    /// # Panics
+    /// On transport errors.
+    pub fn get_with_auth(&self, path: &str, auth: Option<&str>) -> RawResponse {
+        let full = format!("{API_PREFIX}{path}");
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        https_get(self.addr(), self.identity.ca_der(), &full, &headers)
+            .unwrap_or_else(|e| panic!("GET {full}: {e:#}"))
+    }
+}

@@ -20,14 +20,11 @@
 //! sim.set_fault(Fault::DatastoreUnavailable("store2".into()));
 //! ```
 
-use super::{HttpsServer, RawResponse, Request, Response, TlsIdentity, https_get};
+pub use super::API_PREFIX;
+use super::{HttpsServer, RawResponse, Request, Response, Sim, TlsIdentity};
 use serde_json::{Map, Value, json};
-use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Path prefix of every PBS API call.
-pub const API_PREFIX: &str = "/api2/json";
 
 /// The node name PBS uses in its API paths and UPIDs.
 pub const NODE: &str = "localhost";
@@ -683,21 +680,10 @@ pub struct PbsSimHandle {
     state: Arc<Mutex<State>>,
 }
 
-/// A running PBS simulator; stops when dropped. Derefs to its [`PbsSimHandle`].
-pub struct PbsSim {
-    handle: PbsSimHandle,
-    identity: TlsIdentity,
-    server: HttpsServer,
-}
+/// A running simulator; stops when dropped. Derefs to its [`PbsSimHandle`].
+pub type PbsSim = Sim<PbsSimHandle>;
 
-impl Deref for PbsSim {
-    type Target = PbsSimHandle;
-    fn deref(&self) -> &PbsSimHandle {
-        &self.handle
-    }
-}
-
-impl PbsSim {
+impl Sim<PbsSimHandle> {
     /// Starts the simulator on `127.0.0.1:<free port>` (not 8007: tests run in parallel) with a
     /// fresh CA and certificate.
     ///
@@ -719,46 +705,7 @@ impl PbsSim {
         let bind = std::net::SocketAddr::from(([127, 0, 0, 1], opts.port.unwrap_or(0)));
         let server = HttpsServer::start_on(bind, &identity, Arc::new(move |req| handle(&st, req)))
             .expect("start PBS simulator");
-        Self {
-            handle: PbsSimHandle { state },
-            identity,
-            server,
-        }
-    }
-
-    /// `https://127.0.0.1:PORT/api2/json`
-    pub fn base_url(&self) -> String {
-        format!("https://{}{API_PREFIX}", self.server.addr())
-    }
-
-    /// Listening address.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.server.addr()
-    }
-
-    /// PEM of the CA that signed the server certificate.
-    pub fn ca_pem(&self) -> &str {
-        self.identity.ca_pem()
-    }
-
-    /// SHA-256 of the server certificate DER, 64 lowercase hex digits.
-    pub fn cert_der_sha256(&self) -> String {
-        self.identity.cert_der_sha256()
-    }
-
-    /// The fingerprint as PBS prints it (`AB:CD:…`).
-    pub fn cert_fingerprint(&self) -> String {
-        self.identity.fingerprint_colon()
-    }
-
-    /// TLS material.
-    pub fn identity(&self) -> &TlsIdentity {
-        &self.identity
-    }
-
-    /// A clone of the control handle.
-    pub fn handle(&self) -> PbsSimHandle {
-        self.handle.clone()
+        Self::new(PbsSimHandle { state }, identity, server)
     }
 
     /// `Authorization` header value for the configured token (`PBSAPIToken=…:SECRET`).
@@ -773,17 +720,6 @@ impl PbsSim {
     pub fn get(&self, path: &str) -> RawResponse {
         let auth = self.auth_header();
         self.get_with_auth(path, Some(&auth))
-    }
-
-    /// `GET {base}{path}` with the given `Authorization` header value (or none).
-    ///
-    /// # Panics
-    /// On transport errors.
-    pub fn get_with_auth(&self, path: &str, auth: Option<&str>) -> RawResponse {
-        let full = format!("{API_PREFIX}{path}");
-        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
-        https_get(self.addr(), self.identity.ca_der(), &full, &headers)
-            .unwrap_or_else(|e| panic!("GET {full}: {e:#}"))
     }
 }
 

@@ -13,14 +13,11 @@
 //! sim.set_fault(Fault::MalformedJson);
 //! ```
 
-use super::{HttpsServer, RawResponse, Request, Response, TlsIdentity, https_get};
+pub use super::API_PREFIX;
+use super::{HttpsServer, RawResponse, Request, Response, Sim, TlsIdentity};
 use serde_json::{Value, json};
-use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Path prefix of every PVE API call.
-pub const API_PREFIX: &str = "/api2/json";
 
 /// QEMU VM or LXC container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -662,21 +659,10 @@ pub struct PveSimHandle {
     state: Arc<Mutex<State>>,
 }
 
-/// A running PVE simulator; stops when dropped. Derefs to its [`PveSimHandle`].
-pub struct PveSim {
-    handle: PveSimHandle,
-    identity: TlsIdentity,
-    server: HttpsServer,
-}
+/// A running simulator; stops when dropped. Derefs to its [`PveSimHandle`].
+pub type PveSim = Sim<PveSimHandle>;
 
-impl Deref for PveSim {
-    type Target = PveSimHandle;
-    fn deref(&self) -> &PveSimHandle {
-        &self.handle
-    }
-}
-
-impl PveSim {
+impl Sim<PveSimHandle> {
     /// Starts the simulator on `127.0.0.1:<free port>` with a fresh CA and certificate.
     ///
     /// # Panics
@@ -695,46 +681,7 @@ impl PveSim {
         let st = state.clone();
         let server = HttpsServer::start(&identity, Arc::new(move |req| handle(&st, req)))
             .expect("start PVE simulator");
-        Self {
-            handle: PveSimHandle { state },
-            identity,
-            server,
-        }
-    }
-
-    /// `https://127.0.0.1:PORT/api2/json`
-    pub fn base_url(&self) -> String {
-        format!("https://{}{API_PREFIX}", self.server.addr())
-    }
-
-    /// Listening address.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.server.addr()
-    }
-
-    /// PEM of the CA that signed the server certificate (like `pve-root-ca.pem`).
-    pub fn ca_pem(&self) -> &str {
-        self.identity.ca_pem()
-    }
-
-    /// SHA-256 of the server certificate DER, 64 lowercase hex digits (for pinning).
-    pub fn cert_der_sha256(&self) -> String {
-        self.identity.cert_der_sha256()
-    }
-
-    /// The same fingerprint as PVE prints it (`AB:CD:…`).
-    pub fn cert_fingerprint(&self) -> String {
-        self.identity.fingerprint_colon()
-    }
-
-    /// TLS material.
-    pub fn identity(&self) -> &TlsIdentity {
-        &self.identity
-    }
-
-    /// A clone of the control handle (to move into other threads).
-    pub fn handle(&self) -> PveSimHandle {
-        self.handle.clone()
+        Self::new(PveSimHandle { state }, identity, server)
     }
 
     /// `Authorization` header value for the configured token.
@@ -749,17 +696,6 @@ impl PveSim {
     pub fn get(&self, path: &str) -> RawResponse {
         let auth = self.auth_header();
         self.get_with_auth(path, Some(&auth))
-    }
-
-    /// `GET {base}{path}` with the given `Authorization` header value (or none).
-    ///
-    /// # Panics
-    /// On transport errors.
-    pub fn get_with_auth(&self, path: &str, auth: Option<&str>) -> RawResponse {
-        let full = format!("{API_PREFIX}{path}");
-        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
-        https_get(self.addr(), self.identity.ca_der(), &full, &headers)
-            .unwrap_or_else(|e| panic!("GET {full}: {e:#}"))
     }
 }
 
