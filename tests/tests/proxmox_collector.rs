@@ -140,6 +140,19 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
                 "{id}"
             );
         }
+        // Ceph: health and capacity as one storage resource of the cluster.
+        let ceph_id = format!("storage:{CLUSTER}/ceph");
+        assert_eq!(resource(&b, &ceph_id).status, "healthy");
+        let ceph = world.ceph.clone().unwrap();
+        assert_eq!(
+            value(&b, &ceph_id, "storage_used_bytes"),
+            ceph["pgmap"]["bytes_used"].as_f64()
+        );
+        assert_eq!(
+            value(&b, &ceph_id, "ceph_osds_up"),
+            ceph["osdmap"]["num_up_osds"].as_f64()
+        );
+
         // Disks with SMART health; a wear-out of "N/A" is unknown, not zero.
         let disks: Vec<_> = b
             .resources
@@ -199,6 +212,25 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
             let metric = format!("backup_count{{storage=\"{}\"}}", bk.storage);
             assert_eq!(value(&b, &id, &metric), Some(count as f64));
         }
+        // A Ceph warning shows with the check's name.
+        sim.with_world(|w| {
+            if let Some(c) = w.ceph.as_mut() {
+                c["health"] = warden_tests::sim::pve::ceph_health_warn();
+            }
+        });
+        let b = reporter
+            .next_where("ceph warning", |b| {
+                b.resources
+                    .iter()
+                    .any(|r| r.id.as_str() == ceph_id && r.status == "warning")
+            })
+            .await;
+        assert!(
+            resource(&b, &ceph_id)
+                .attrs
+                .contains(&("health_checks".into(), Value::from("OSD_NEARFULL")))
+        );
+
         // A failed backup shows on the guest within one run.
         let victim = world.guests.iter().find(|g| g.node == "node1").unwrap();
         let prefix = if victim.kind.as_str() == "qemu" {
@@ -245,6 +277,8 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
 #[test]
 fn a_migrated_guest_keeps_its_id_and_a_lost_node_is_reported_offline() {
     let sim = PveSim::start(PveSimOptions::fast());
+    // This cluster has no Ceph: PVE answers 500 "binary not installed", which is not a problem.
+    sim.with_world(|w| w.ceph = None);
     let tmp = tempfile::tempdir().unwrap();
     let world = sim.world();
     let guest = world
@@ -262,6 +296,11 @@ fn a_migrated_guest_keeps_its_id_and_a_lost_node_is_reported_offline() {
         let b = r
             .next_where("healthy", |b| status(b) == HealthStatus::Ok)
             .await;
+        assert!(
+            b.resources
+                .iter()
+                .all(|r| !r.id.as_str().ends_with("/ceph"))
+        );
         assert_eq!(
             resource(&b, &id).parent.as_ref().unwrap().as_str(),
             format!("node:{}", guest.node)

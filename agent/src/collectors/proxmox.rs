@@ -98,6 +98,14 @@ impl ProxmoxCollector {
                 Ok(ha) => ha_states(&mut out, &view, &ha),
                 Err(e) => out.problems.push(e.to_string()),
             }
+            match self.api.get::<CephStatus>("/cluster/ceph/status").await {
+                Ok(ceph) => ceph_resource(&mut out, &view, &ceph, now_ms)?,
+                // A cluster without (PVE-managed) Ceph answers 500 "binary not installed"
+                // or "not initialized": nothing to report, not a problem.
+                Err(CollectorError::Proxmox(m))
+                    if m.contains("not installed") || m.contains("not initialized") => {}
+                Err(e) => out.problems.push(e.to_string()),
+            }
             // Shared backup storage is read once, by the reporter.
             let mut shared: Vec<String> = resources
                 .iter()
@@ -453,6 +461,38 @@ struct BackupEntry {
 }
 
 #[derive(Deserialize)]
+struct CephStatus {
+    health: Option<CephHealth>,
+    pgmap: Option<CephPgMap>,
+    osdmap: Option<CephOsdMap>,
+}
+
+#[derive(Deserialize)]
+struct CephHealth {
+    status: Option<String>,
+    #[serde(default)]
+    checks: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct CephPgMap {
+    #[serde(default, deserialize_with = "num")]
+    bytes_total: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    bytes_used: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct CephOsdMap {
+    #[serde(default, deserialize_with = "num")]
+    num_osds: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    num_up_osds: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    num_in_osds: Option<f64>,
+}
+
+#[derive(Deserialize)]
 struct HaEntry {
     #[serde(rename = "type")]
     kind: String,
@@ -507,6 +547,57 @@ impl ClusterView {
             nodes,
         }
     }
+}
+
+/// The cluster's Ceph as `storage:<cluster>/ceph`: health, capacity and OSD counts.
+fn ceph_resource(
+    out: &mut Collected,
+    view: &ClusterView,
+    ceph: &CephStatus,
+    now_ms: i64,
+) -> Result<(), CollectorError> {
+    let id = resource_id("ceph", canonical::storage(&view.cluster, "ceph"))?;
+    let health = ceph.health.as_ref();
+    let status = match health.and_then(|h| h.status.as_deref()) {
+        Some("HEALTH_OK") => "healthy",
+        Some("HEALTH_WARN") => "warning",
+        Some("HEALTH_ERR") => "error",
+        _ => "unknown",
+    };
+    if let Some(pg) = &ceph.pgmap {
+        put(out, &id, "storage_total_bytes", now_ms, pg.bytes_total);
+        put(out, &id, "storage_used_bytes", now_ms, pg.bytes_used);
+        put(
+            out,
+            &id,
+            "storage_used_pct",
+            now_ms,
+            pct(pg.bytes_used, pg.bytes_total),
+        );
+    }
+    if let Some(osd) = &ceph.osdmap {
+        put(out, &id, "ceph_osds_total", now_ms, osd.num_osds);
+        put(out, &id, "ceph_osds_up", now_ms, osd.num_up_osds);
+        put(out, &id, "ceph_osds_in", now_ms, osd.num_in_osds);
+    }
+    let checks: Vec<&str> = health
+        .map(|h| h.checks.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    out.resources.push(Resource {
+        id,
+        name: "ceph".into(),
+        parent: None,
+        status: status.into(),
+        attrs: vec![
+            ("plugin".into(), Value::from("ceph")),
+            (
+                "health".into(),
+                Value::from(health.and_then(|h| h.status.clone())),
+            ),
+            ("health_checks".into(), Value::from(checks.join(","))),
+        ],
+    });
+    Ok(())
 }
 
 /// HA-managed guests get an `ha_state` attribute (`started`, `fence`, `error`, ...);
