@@ -5,27 +5,50 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use warden_tests::{bin, eventually, free_tcp, free_udp, http};
 
+/// The demo process; if the test fails half-way, it is stopped with SIGTERM (so it stops its
+/// agents) instead of being left running.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            for _ in 0..100 {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
     let (http_addr, quic) = (free_tcp(), free_udp());
     let log = std::fs::File::create(tmp.path().join("demo.log")).unwrap();
-    let mut child = Command::new(bin("warden"))
-        .arg("--data-dir")
-        .arg(tmp.path())
-        .args([
-            "demo",
-            "--agents",
-            "3",
-            "--http",
-            &http_addr.to_string(),
-            "--quic",
-            &quic.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut demo = Demo(
+        Command::new(bin("warden"))
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .args([
+                "demo",
+                "--agents",
+                "3",
+                "--http",
+                &http_addr.to_string(),
+                "--quic",
+                &quic.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let token_path = tmp.path().join("server/admin-token");
     let agents = eventually(Duration::from_secs(60), "3 demo agents connected", || {
         let token = std::fs::read_to_string(&token_path).ok()?;
@@ -62,12 +85,12 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
     assert_eq!(agents.len(), 3);
 
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::unistd::Pid::from_raw(i32::try_from(demo.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
     let status = eventually(Duration::from_secs(20), "demo exits", || {
-        child.try_wait().unwrap()
+        demo.0.try_wait().unwrap()
     });
     let text = std::fs::read_to_string(tmp.path().join("demo.log")).unwrap();
     assert!(status.success(), "{status}: {text}");
