@@ -85,9 +85,7 @@ pub async fn enroll(
             if warden_shared::token::fingerprint(&pem_der(&ca_pem)?) != token.ca_fingerprint {
                 bail!("server returned a CA that does not match the token's fingerprint");
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs() as i64;
+            let now = transport::session::unix_now();
             let identity = Identity {
                 meta: Enrollment {
                     agent_id,

@@ -181,15 +181,7 @@ async fn decide(req: EnrollRequest, shared: &Shared) -> EnrollResponse {
 }
 
 fn refusal_message(r: &TokenRefusal) -> String {
-    let when = |ms: i64| {
-        time::OffsetDateTime::from_unix_timestamp(ms / 1000)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| ms.to_string())
-    };
+    let when = |ms: i64| crate::rfc3339_ms(ms).unwrap_or_else(|| ms.to_string());
     match r {
         TokenRefusal::Unknown => "join token is not known to this server; create one with `warden token create`".into(),
         TokenRefusal::Forged => "join token is invalid (its secret does not match); create a new one with `warden token create`".into(),

@@ -35,6 +35,13 @@ pub fn now_ms() -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// RFC 3339 UTC rendering of a millisecond timestamp, for the API and operator messages.
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 /// Spawns a task inside a span named after it, so its logs say where they come from.
 pub fn spawn_named<F>(name: &'static str, fut: F) -> JoinHandle<F::Output>
 where

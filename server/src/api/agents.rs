@@ -1,6 +1,7 @@
 //! `/api/agents`: the fleet, with live connection state; revocation.
 
-use super::{ApiState, blocking, error::ApiError, rfc3339_ms};
+use super::{ApiState, blocking, error::ApiError};
+use crate::rfc3339_ms;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};

@@ -1,6 +1,7 @@
 //! `GET /api/metrics/history`: one series over a time range, optionally averaged per step.
 
-use super::{ApiState, blocking, error::ApiError, rfc3339_ms};
+use super::{ApiState, blocking, error::ApiError};
+use crate::rfc3339_ms;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

@@ -96,10 +96,3 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f).await??)
 }
-
-/// RFC 3339 UTC rendering of a millisecond timestamp.
-fn rfc3339_ms(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .ok()
-}

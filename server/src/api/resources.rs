@@ -1,6 +1,7 @@
 //! `/api/resources`: current state of everything the agents report.
 
-use super::{ApiState, blocking, error::ApiError, rfc3339_ms};
+use super::{ApiState, blocking, error::ApiError};
+use crate::rfc3339_ms;
 use crate::store::ResourceRecord;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;

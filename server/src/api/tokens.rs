@@ -1,7 +1,8 @@
 //! `POST /api/tokens`: creates a one-time join token. The token is shown in this response
 //! only; the server keeps just its hash.
 
-use super::{ApiState, error::ApiError, rfc3339_ms};
+use super::{ApiState, error::ApiError};
+use crate::rfc3339_ms;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
