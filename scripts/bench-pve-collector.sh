@@ -4,13 +4,13 @@
 # agent's CPU time per collection cycle and its RSS.
 #
 # Usage: scripts/bench-pve-collector.sh [NODES=500] [GUESTS=5000] [SECONDS=60]
-# Needs: cargo build --release --bins   (warden, warden-agent, pve_sim)
+# Needs: cargo build --release --bins   (warden, warden-agent, warden-sim)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes="${1:-500}"; guests="${2:-5000}"; window="${3:-60}"
 interval=5; warmup=15
 bin=target/release
-for b in warden warden-agent pve_sim; do
+for b in warden warden-agent warden-sim; do
   [ -x "$bin/$b" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
 done
 work="$(mktemp -d)"
@@ -20,7 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/pve_sim" --nodes "$nodes" --guests "$guests" >"$work/sim.json" 2>"$work/sim.log" &
+"$bin/warden-sim" pve --nodes "$nodes" --guests "$guests" >"$work/sim.json" 2>"$work/sim.log" &
 sim_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
 read -r url fp token < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["url"], d["fingerprint"], d["token"])' "$work/sim.json")

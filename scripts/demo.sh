@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds Warden and runs `warden demo`: a server plus five enrolled agents on this machine
-# (one collects this host and its Docker containers, four simulate Proxmox-like nodes).
+# Builds Warden and runs `warden demo`: a server, the simulated fleet (`warden-sim fleet`: a
+# 3-node Proxmox VE cluster, a Proxmox Backup Server, a Kubernetes cluster, with seeded trouble)
+# and six enrolled agents on this machine. See docs/demo.md.
 # Extra arguments go to `warden demo` (see `warden demo --help`). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{error, info, warn};
 use warden_shared::proto::ProtocolVersion;
-use warden_shared::telemetry::TelemetryBatch;
+use warden_shared::telemetry::ProvenancedBatch;
 
 /// How the process runs (not what it monitors).
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,7 @@ pub async fn run(
     let spooled = Arc::new(Notify::new());
     let identity = Arc::new(Mutex::new(identity));
 
-    let (tx, mut rx) = mpsc::channel::<TelemetryBatch>(64);
+    let (tx, mut rx) = mpsc::channel::<ProvenancedBatch>(64);
     let collectors = collectors::spawn_all(&cfg.collectors, &cfg.hostname, tx, shutdown.clone());
     let writer = {
         let (spool, spooled) = (spool.clone(), spooled.clone());

@@ -35,6 +35,10 @@ enum Command {
         /// The join token.
         #[arg(long, env = "WARDEN_JOIN_TOKEN", hide_env_values = true)]
         token: String,
+        /// Succeed without doing anything when this agent is already enrolled (for init
+        /// containers and provisioning scripts that run on every start).
+        #[arg(long)]
+        if_needed: bool,
     },
     /// Check the config file and print the effective settings.
     Validate,
@@ -70,7 +74,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Enroll { server, token } => {
+        Command::Enroll {
+            server,
+            token,
+            if_needed,
+        } => {
+            if if_needed && warden_agent::identity::Identity::exists(&cfg.data_dir) {
+                println!("already enrolled; nothing to do");
+                return Ok(());
+            }
             let id = warden_agent::enroll::enroll(
                 &cfg.data_dir,
                 server.as_deref(),

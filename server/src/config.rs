@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use warden_io::config::ConfigError;
+use warden_shared::proto::ProtocolVersion;
 
 /// Default location of the config file.
 pub const DEFAULT_PATH: &str = "/etc/warden/server.toml";
@@ -56,6 +57,8 @@ pub struct Overrides {
     pub quic_listen: Option<String>,
     /// `--cert-ttl` (hidden; tests use short lifetimes).
     pub cert_ttl: Option<String>,
+    /// `--protocol-minor` (hidden; compatibility tests pose as an older server).
+    pub protocol_minor: Option<u16>,
 }
 
 /// Validated configuration.
@@ -75,6 +78,8 @@ pub struct Config {
     pub token_ttl: Duration,
     /// Extra server certificate names.
     pub server_names: Vec<String>,
+    /// Highest protocol version offered to agents.
+    pub protocol: ProtocolVersion,
 }
 
 impl RawConfig {
@@ -138,6 +143,20 @@ impl RawConfig {
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir must not be empty".into());
         }
+        let protocol = match o.protocol_minor {
+            Some(minor) if minor > ProtocolVersion::CURRENT.minor => {
+                problems.push(format!(
+                    "--protocol-minor {minor} is newer than this server's protocol {}",
+                    ProtocolVersion::CURRENT
+                ));
+                ProtocolVersion::CURRENT
+            }
+            Some(minor) => ProtocolVersion {
+                major: ProtocolVersion::CURRENT.major,
+                minor,
+            },
+            None => ProtocolVersion::CURRENT,
+        };
         match (http, quic, cert_ttl, token_ttl) {
             (Some(http_listen), Some(quic_listen), Some(cert_ttl), Some(token_ttl))
                 if problems.is_empty() =>
@@ -155,6 +174,7 @@ impl RawConfig {
                     cert_ttl,
                     token_ttl,
                     server_names: self.server_names,
+                    protocol,
                 })
             }
             _ => Err(ConfigError {
@@ -209,5 +229,22 @@ mod tests {
         let c = RawConfig::default().validate(&o, Path::new("-")).unwrap();
         assert_eq!(c.advertise, vec!["127.0.0.1:9".to_owned()]);
         assert_eq!(c.cert_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.protocol, ProtocolVersion::CURRENT);
+        let older = Overrides {
+            protocol_minor: Some(1),
+            ..Default::default()
+        };
+        let c = RawConfig::default()
+            .validate(&older, Path::new("-"))
+            .unwrap();
+        assert_eq!(c.protocol, ProtocolVersion { major: 1, minor: 1 });
+        let newer = Overrides {
+            protocol_minor: Some(ProtocolVersion::CURRENT.minor + 1),
+            ..Default::default()
+        };
+        let err = RawConfig::default()
+            .validate(&newer, Path::new("-"))
+            .unwrap_err();
+        assert!(err.to_string().contains("--protocol-minor"), "{err}");
     }
 }

@@ -1,12 +1,14 @@
-//! `warden demo`: the whole system on one machine. Starts the server in-process, enrolls
-//! N `warden-agent` processes through the real token + QUIC path (one collects this
-//! machine, the others simulate Proxmox-like nodes), prints where to look, and stops
-//! everything on Ctrl-C.
+//! `warden demo`: the whole system on one machine. Starts the server in-process and the
+//! simulated fleet (`warden-sim fleet`: a 3-node Proxmox VE cluster, a Proxmox Backup Server
+//! and a small Kubernetes cluster, with seeded trouble), enrolls one `warden-agent` process
+//! per system through the real token + QUIC path (plus one for this machine and its Docker
+//! containers), prints where to look, and stops everything on Ctrl-C. See `docs/demo.md`.
 
 use crate::config::{Overrides, RawConfig};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -19,9 +21,9 @@ pub struct DemoArgs {
     /// QUIC address for agents.
     #[arg(long, default_value = "127.0.0.1:4433")]
     pub quic: String,
-    /// Number of agents (one real, the rest simulated).
-    #[arg(long, default_value_t = 5)]
-    pub agents: u32,
+    /// When the simulated PVE node `pve3` goes down (the "node that stops reporting").
+    #[arg(long, default_value = "3m")]
+    pub node_down_after: humantime::Duration,
 }
 
 /// Runs the demo until Ctrl-C, keeping its data under `data_dir` (default
@@ -30,11 +32,9 @@ pub struct DemoArgs {
 /// # Errors
 /// Missing agent binary, ports in use, enrollment failures.
 pub async fn run(args: DemoArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    if args.agents == 0 {
-        bail!("--agents must be at least 1");
-    }
     let dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("warden-demo"));
-    let agent_bin = agent_binary()?;
+    let agent_bin = sibling_binary("warden-agent")?;
+    let sim_bin = sibling_binary("warden-sim")?;
     let overrides = Overrides {
         data_dir: Some(dir.join("server")),
         http_listen: Some(args.http.clone()),
@@ -43,15 +43,130 @@ pub async fn run(args: DemoArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()
     };
     let cfg = RawConfig::default().validate(&overrides, Path::new("<demo>"))?;
     let server = crate::start(cfg).await?;
-    let result = run_agents(&args, &dir, &agent_bin, &server).await;
+    let result = run_fleet(&args, &dir, &agent_bin, &sim_bin, &server).await;
     server.shutdown().await;
     result
 }
 
-async fn run_agents(
+/// One agent of the demo: its name and the collector sections of its `agent.toml`.
+struct DemoAgent {
+    name: String,
+    what: String,
+    collectors: String,
+}
+
+/// The simulated PVE node that goes down during the demo.
+const DOWN_NODE: &str = "pve3";
+
+/// Where the simulators listen and how to authenticate: `warden-sim fleet`'s first line.
+#[derive(serde::Deserialize)]
+struct Fleet {
+    pve: Api,
+    pbs: Api,
+    kubernetes: Kube,
+}
+
+#[derive(serde::Deserialize)]
+struct Api {
+    url: String,
+    fingerprint: String,
+    token_id: String,
+    token_secret: String,
+    #[serde(default)]
+    nodes: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Kube {
+    kubeconfig: PathBuf,
+}
+
+/// The agents of the fleet, in start order.
+fn agents(fleet: &Fleet, dir: &Path, docker: bool) -> anyhow::Result<Vec<DemoAgent>> {
+    let secret = |name: &str, value: &str| -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        warden_io::fs::write_private(&path, format!("{value}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let off = "[collectors.host]\nenabled = false\n\n[collectors.docker]\nenabled = false\n";
+    let mut list = vec![DemoAgent {
+        name: "this-machine".into(),
+        what: "this machine and its Docker containers".into(),
+        collectors: format!(
+            "[collectors.host]\ninterval = \"5s\"\n\n[collectors.docker]\nenabled = {docker}\ninterval = \"10s\"\n"
+        ),
+    }];
+    let pve_secret = secret("pve-token", &fleet.pve.token_secret)?;
+    for node in &fleet.pve.nodes {
+        list.push(DemoAgent {
+            name: node.clone(),
+            what: format!("Proxmox VE node {node}"),
+            collectors: format!(
+                "{off}\n[collectors.proxmox]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{}\"\ntoken_secret_file = \"{}\"\nfingerprint = \"{}\"\nnode = \"{node}\"\ninterval = \"10s\"\ntimeout = \"5s\"\n",
+                fleet.pve.url,
+                fleet.pve.token_id,
+                pve_secret.display(),
+                fleet.pve.fingerprint
+            ),
+        });
+    }
+    let pbs_secret = secret("pbs-token", &fleet.pbs.token_secret)?;
+    list.push(DemoAgent {
+        name: "pbs1".into(),
+        what: "Proxmox Backup Server pbs1".into(),
+        collectors: format!(
+            "{off}\n[collectors.pbs]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{}\"\ntoken_secret_file = \"{}\"\nfingerprint = \"{}\"\ninterval = \"15s\"\ntimeout = \"5s\"\n",
+            fleet.pbs.url,
+            fleet.pbs.token_id,
+            pbs_secret.display(),
+            fleet.pbs.fingerprint
+        ),
+    });
+    list.push(DemoAgent {
+        name: "k8s-demo".into(),
+        what: "Kubernetes cluster demo-k8s".into(),
+        collectors: format!(
+            "{off}\n[collectors.kubernetes]\nenabled = true\ncluster = \"demo-k8s\"\nkubeconfig = \"{}\"\ninterval = \"10s\"\ntimeout = \"5s\"\n",
+            fleet.kubernetes.kubeconfig.display()
+        ),
+    });
+    Ok(list)
+}
+
+/// Starts `warden-sim fleet` and reads where its simulators listen.
+async fn start_fleet(bin: &Path, dir: &Path, args: &DemoArgs) -> anyhow::Result<(Child, Fleet)> {
+    let mut child = demo_command(bin)
+        .arg("fleet")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--node-down-after")
+        .arg(args.node_down_after.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("warden-sim.log"))?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting warden-sim")?;
+    let stdout = child.stdout.take().context("warden-sim stdout")?;
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stdout);
+    let read = reader.read_line(&mut line);
+    match tokio::time::timeout(Duration::from_secs(30), read).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => bail!(
+            "warden-sim did not start; see {}",
+            dir.join("warden-sim.log").display()
+        ),
+    }
+    let fleet = serde_json::from_str(&line).context("reading warden-sim's endpoints")?;
+    Ok((child, fleet))
+}
+
+async fn run_fleet(
     args: &DemoArgs,
     dir: &Path,
-    bin: &Path,
+    agent_bin: &Path,
+    sim_bin: &Path,
     server: &crate::Server,
 ) -> anyhow::Result<()> {
     let docker = Path::new("/var/run/docker.sock").exists();
@@ -59,13 +174,28 @@ async fn run_agents(
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut children: Vec<Child> = Vec::new();
+    let sim_dir = dir.join("sim");
+    std::fs::create_dir_all(&sim_dir).with_context(|| format!("creating {}", sim_dir.display()))?;
+    eprintln!("  starting the simulated fleet (Proxmox VE, Proxmox Backup Server, Kubernetes)");
+    let (sim, fleet) = start_fleet(sim_bin, &sim_dir, args).await?;
+    let started = tokio::time::Instant::now();
+    let mut children: Vec<Child> = vec![sim];
+    let list = agents(&fleet, &sim_dir, docker)?;
     let result = async {
-        for i in 0..args.agents {
-            let agent_dir = dir.join("agents").join(format!("agent-{i}"));
-            std::fs::create_dir_all(&agent_dir).with_context(|| format!("creating {}", agent_dir.display()))?;
+        for agent in &list {
+            let agent_dir = dir.join("agents").join(&agent.name);
+            std::fs::create_dir_all(&agent_dir)
+                .with_context(|| format!("creating {}", agent_dir.display()))?;
             let config = agent_dir.join("agent.toml");
-            std::fs::write(&config, agent_config(i, &agent_dir, docker))?;
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = \"{}\"\nhostname = \"{}\"\n\n{}",
+                    agent_dir.display(),
+                    agent.name,
+                    agent.collectors
+                ),
+            )?;
             if !agent_dir.join("identity").exists() {
                 let token = crate::enroll::create_token(
                     &server.shared.store,
@@ -75,7 +205,7 @@ async fn run_agents(
                     Duration::from_secs(600),
                     crate::now_ms(),
                 )?;
-                let out = demo_command(bin)
+                let out = demo_command(agent_bin)
                     .arg("--config")
                     .arg(&config)
                     .args(["enroll", "--token"])
@@ -84,11 +214,15 @@ async fn run_agents(
                     .await
                     .context("running warden-agent enroll")?;
                 if !out.status.success() {
-                    bail!("agent {i} failed to enroll: {}", String::from_utf8_lossy(&out.stderr).trim());
+                    bail!(
+                        "agent {} failed to enroll: {}",
+                        agent.name,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
                 }
             }
             let log = std::fs::File::create(agent_dir.join("agent.log"))?;
-            let child = demo_command(bin)
+            let child = demo_command(agent_bin)
                 .arg("--config")
                 .arg(&config)
                 .arg("run")
@@ -98,31 +232,47 @@ async fn run_agents(
                 .spawn()
                 .context("starting warden-agent")?;
             children.push(child);
-            eprintln!("  agent {i} enrolled and started ({})", if i == 0 { "this machine" } else { "simulated Proxmox node" });
+            eprintln!("  agent {:<13} enrolled and started ({})", agent.name, agent.what);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while server.shared.live.len() < args.agents as usize && tokio::time::Instant::now() < deadline {
+        while server.shared.live.len() < list.len() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let token_path = server.admin_token_path.display();
         eprintln!(
-            "\nwarden demo is running: {}/{} agents connected\n\n  API:          http://{http}/api/resources\n  admin token:  {token_path}\n  try:          curl -s -H \"Authorization: Bearer $(cat {token_path})\" http://{http}/api/agents\n  agent logs:   {}/agents/*/agent.log\n\nPress Ctrl-C to stop.",
+            "\nwarden demo is running: {}/{} agents connected\n\n  API:          http://{http}/api/resources\n  admin token:  {token_path}\n  try:          curl -s -H \"Authorization: Bearer $(cat {token_path})\" http://{http}/api/agents\n  agent logs:   {}/agents/*/agent.log\n  what to look for: docs/demo.md (pve3 goes down after {})\n\nPress Ctrl-C to stop.",
             server.shared.live.len(),
-            args.agents,
+            list.len(),
             dir.display(),
+            args.node_down_after,
             http = server.http_addr,
         );
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+        // The node that stops reporting: when the simulator powers pve3 off, its agent goes
+        // silent too, as it would on real hardware.
+        let down = tokio::time::sleep_until(started + *args.node_down_after);
+        tokio::pin!(down);
+        let mut down_done = false;
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => break,
+                _ = terminate.recv() => break,
+                () = &mut down, if !down_done => {
+                    down_done = true;
+                    let pve3 = list.iter().position(|a| a.name == DOWN_NODE);
+                    if let Some(pid) = pve3.and_then(|i| children[i + 1].id()) {
+                        send_term(pid);
+                        eprintln!("  {DOWN_NODE} went down (simulated): the cluster shows it offline and its agent is silent");
+                    }
+                }
+            }
         }
         eprintln!("stopping...");
         Ok(())
     }
     .await;
-    for c in &mut children {
+    // Agents first (SIGTERM lets each close its connection cleanly), the simulators last.
+    for c in children.iter_mut().rev() {
         if let Some(pid) = c.id() {
-            // SIGTERM lets each agent close its connection cleanly.
             send_term(pid);
         }
     }
@@ -151,30 +301,15 @@ fn send_term(pid: u32) {
     }
 }
 
-fn agent_config(i: u32, dir: &Path, docker: bool) -> String {
-    let data = dir.display();
-    if i == 0 {
-        format!(
-            "data_dir = \"{data}\"\n\n[collectors.host]\ninterval = \"5s\"\n\n[collectors.docker]\nenabled = {docker}\ninterval = \"10s\"\n"
-        )
-    } else {
-        format!(
-            "data_dir = \"{data}\"\nhostname = \"pve-demo-{i}\"\n\n[collectors.host]\nenabled = false\n\n[collectors.docker]\nenabled = false\n\n[collectors.simulated]\nseed = {i}\nguests = {}\nfirst_vmid = {}\ninterval = \"5s\"\n",
-            4 + i * 2,
-            100 * (i + 1)
-        )
-    }
-}
-
-/// `warden-agent` next to this executable (how cargo and the packages install them).
-fn agent_binary() -> anyhow::Result<PathBuf> {
+/// `name` next to this executable (how cargo and the packages install them).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
-    let candidate = exe.with_file_name("warden-agent");
+    let candidate = exe.with_file_name(name);
     if candidate.exists() {
         return Ok(candidate);
     }
     bail!(
-        "warden-agent not found next to {} (build both with `cargo build --release`)",
+        "{name} not found next to {} (build everything with `cargo build --release --bins`)",
         exe.display()
     )
 }

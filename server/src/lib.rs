@@ -94,6 +94,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         writer: writer.clone(),
         live: live.clone(),
         cert_ttl: cfg.cert_ttl,
+        protocol: cfg.protocol,
     });
     let reset_secret = secret_file(&cfg.data_dir.join(RESET_KEY_FILE))?;
     let endpoint = ingest::bind(cfg.quic_listen, &pki, &cfg.server_names, &reset_secret)?;

@@ -32,6 +32,9 @@ enum Command {
         /// Agent certificate lifetime (for testing renewal).
         #[arg(long, hide = true)]
         cert_ttl: Option<String>,
+        /// Protocol minor version to offer (compatibility testing: pose as an older server).
+        #[arg(long, hide = true)]
+        protocol_minor: Option<u16>,
     },
     /// Check the config file and print the effective settings.
     Validate,
@@ -89,6 +92,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             http,
             quic,
             cert_ttl,
+            protocol_minor,
         } => {
             let cfg = load(
                 &cli,
@@ -96,6 +100,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     http_listen: http.clone(),
                     quic_listen: quic.clone(),
                     cert_ttl: cert_ttl.clone(),
+                    protocol_minor: *protocol_minor,
                     ..Default::default()
                 },
             )?;

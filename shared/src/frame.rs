@@ -174,5 +174,28 @@ mod tests {
             let (back, _): (AgentMessage, usize) = decode(&bytes).unwrap();
             prop_assert_eq!(back, msg);
         }
+
+        #[test]
+        fn provenanced_telemetry_round_trips(
+            metric in "[a-z_]{1,24}",
+            source in ".{0,16}",
+            method in ".{0,96}",
+            seq in any::<u64>(),
+        ) {
+            use crate::telemetry::{Provenance, ProvenancedBatch, TelemetryBatch};
+            let msg = AgentMessage::ProvenancedTelemetry(ProvenancedBatch {
+                batch: TelemetryBatch { seq, ..Default::default() },
+                provenance: vec![Provenance {
+                    kind: "node".into(),
+                    metric: metric.into(),
+                    source: source.into(),
+                    method: method.into(),
+                }],
+            });
+            let bytes = encode(&msg).unwrap();
+            let (back, used): (AgentMessage, usize) = decode(&bytes).unwrap();
+            prop_assert_eq!(used, bytes.len());
+            prop_assert_eq!(back, msg);
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! agent                                   server
 //!   | Hello{protocol, host, version}  ->      |
 //!   |      <- Welcome{protocol, last_seq}     |   (or connection closed with a code)
-//!   | Telemetry{seq=n}                ->      |
+//!   | Telemetry{seq=n}                ->      |   (1.2: ProvenancedTelemetry)
 //!   |      <- Ack{seq=n}  (after a durable commit)
 //!   |      <- Request{id, ServerRequest}      |   control, server -> agent
 //!   | Response{id, AgentResponse}     ->      |
@@ -18,7 +18,7 @@
 //! peers, and neither side sends a variant the negotiated minor does not know.
 //! Variants are append-only (postcard encodes the variant index).
 
-use crate::telemetry::TelemetryBatch;
+use crate::telemetry::{ProvenancedBatch, TelemetryBatch};
 use serde::{Deserialize, Serialize};
 
 /// A protocol version.
@@ -35,7 +35,8 @@ impl ProtocolVersion {
     ///
     /// - 1.0: hello, telemetry, acks, ping.
     /// - 1.1: certificate renewal over the session.
-    pub const CURRENT: Self = Self { major: 1, minor: 1 };
+    /// - 1.2: telemetry with per-metric provenance ([`AgentMessage::ProvenancedTelemetry`]).
+    pub const CURRENT: Self = Self { major: 1, minor: 2 };
 
     /// The version a session between `self` (local) and `peer` runs at, if any.
     pub fn negotiate(self, peer: Self) -> Option<Self> {
@@ -48,6 +49,11 @@ impl ProtocolVersion {
     /// Whether certificate renewal over the session is available.
     pub fn supports_renewal(self) -> bool {
         self.minor >= 1
+    }
+
+    /// Whether telemetry may carry provenance ([`AgentMessage::ProvenancedTelemetry`]).
+    pub fn supports_provenance(self) -> bool {
+        self.minor >= 2
     }
 }
 
@@ -102,6 +108,10 @@ pub enum AgentMessage {
         /// The answer.
         body: AgentResponse,
     },
+    /// A telemetry batch with the provenance of its metrics (protocol 1.2); acknowledged
+    /// like [`AgentMessage::Telemetry`]. In a 1.0 or 1.1 session the agent sends the bare
+    /// batch as `Telemetry` instead.
+    ProvenancedTelemetry(ProvenancedBatch),
 }
 
 /// Server to agent.
@@ -225,12 +235,71 @@ mod tests {
     #[test]
     fn negotiation_takes_the_lower_minor_and_requires_the_same_major() {
         let v10 = ProtocolVersion { major: 1, minor: 0 };
+        let v11 = ProtocolVersion { major: 1, minor: 1 };
         assert_eq!(ProtocolVersion::CURRENT.negotiate(v10), Some(v10));
+        assert_eq!(ProtocolVersion::CURRENT.negotiate(v11), Some(v11));
+        assert_eq!(v11.negotiate(ProtocolVersion::CURRENT), Some(v11));
         assert!(!v10.supports_renewal());
         assert!(ProtocolVersion::CURRENT.supports_renewal());
+        assert!(!v11.supports_provenance());
+        assert!(ProtocolVersion::CURRENT.supports_provenance());
         assert_eq!(
             ProtocolVersion::CURRENT.negotiate(ProtocolVersion { major: 2, minor: 0 }),
             None
         );
+    }
+
+    /// Pins the encoding older peers depend on: the variant indexes of `AgentMessage` and
+    /// the layout of a 1.0 `Telemetry` frame. Appending variants must keep this passing.
+    #[test]
+    fn agent_message_variants_are_append_only() {
+        use crate::ResourceId;
+        use crate::resource::ResourceKind;
+        use crate::telemetry::{Provenance, Sample};
+        let batch = TelemetryBatch {
+            seq: 3,
+            collector: "host".into(),
+            samples: vec![Sample {
+                resource_id: ResourceId::new("node:h").unwrap(),
+                metric: "cpu_pct".into(),
+                ts_ms: 5,
+                value: 0.5,
+            }],
+            ..TelemetryBatch::default()
+        };
+        let bare = postcard::to_stdvec(&batch).unwrap();
+        let old = postcard::to_stdvec(&AgentMessage::Telemetry(batch.clone())).unwrap();
+        assert_eq!(old[0], 1, "Telemetry stays variant 1");
+        assert_eq!(&old[1..], &bare[..]);
+
+        let with = ProvenancedBatch {
+            batch,
+            provenance: vec![Provenance::new(
+                ResourceKind::Node,
+                "cpu_pct",
+                "host",
+                "sysinfo: /proc/stat",
+            )],
+        };
+        let msg = AgentMessage::ProvenancedTelemetry(with.clone());
+        let bytes = crate::frame::encode(&msg).unwrap();
+        assert_eq!(
+            bytes[crate::frame::HEADER_LEN],
+            4,
+            "appended after Response"
+        );
+        let (back, _): (AgentMessage, usize) = crate::frame::decode(&bytes).unwrap();
+        assert_eq!(back, msg);
+        // A 1.1 peer's view of the same frame: an unknown variant, refused as malformed (so
+        // the agent must not send it to such a peer; negotiation prevents that).
+        #[derive(Debug, Deserialize)]
+        #[expect(dead_code, reason = "only the variant index matters here")]
+        enum AgentMessageV11 {
+            Hello(Hello),
+            Telemetry(TelemetryBatch),
+            Request { id: u64, body: AgentRequest },
+            Response { id: u64, body: AgentResponse },
+        }
+        assert!(crate::frame::decode::<AgentMessageV11>(&bytes).is_err());
     }
 }

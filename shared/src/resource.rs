@@ -65,7 +65,7 @@ impl ResourceKind {
     ];
 
     /// The id prefix, e.g. `lxc` in `lxc:pve/101`. This is also the API's `type` field.
-    pub fn prefix(self) -> &'static str {
+    pub const fn prefix(self) -> &'static str {
         match self {
             Self::Node => "node",
             Self::Vm => "vm",

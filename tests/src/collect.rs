@@ -1,14 +1,15 @@
 //! Running the agent's collectors in-process for collector tests: start them, wait for a
-//! batch that satisfies a condition, and read values out of batches.
+//! batch that satisfies a condition, read values out of batches, and check that every metric
+//! carries its provenance.
 
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use warden_agent::collectors::{self, CollectorsConfig};
-use warden_shared::telemetry::{HealthStatus, Resource, TelemetryBatch};
+use warden_shared::telemetry::{HealthStatus, ProvenancedBatch, Resource, TelemetryBatch};
 
 /// Collectors running on the current tokio runtime.
 pub struct Running {
-    rx: mpsc::Receiver<TelemetryBatch>,
+    rx: mpsc::Receiver<ProvenancedBatch>,
     stop: watch::Sender<bool>,
 }
 
@@ -34,13 +35,25 @@ impl Running {
         what: &str,
         f: impl Fn(&TelemetryBatch) -> bool,
     ) -> TelemetryBatch {
+        self.next_provenanced_where(what, f).await.batch
+    }
+
+    /// Like [`Running::next_where`], with the provenance the batch carries.
+    ///
+    /// # Panics
+    /// On timeout (naming `what`) or when the collectors stopped.
+    pub async fn next_provenanced_where(
+        &mut self,
+        what: &str,
+        f: impl Fn(&TelemetryBatch) -> bool,
+    ) -> ProvenancedBatch {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let b = tokio::time::timeout_at(deadline, self.rx.recv())
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
                 .expect("collector stopped");
-            if f(&b) {
+            if f(&b.batch) {
                 return b;
             }
         }
@@ -50,6 +63,25 @@ impl Running {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// Checks that every metric in `b` has a provenance entry for its resource kind: the
+/// collector's table covers what it emitted in this run.
+///
+/// # Panics
+/// Listing the (resource kind, metric) pairs without one, or when `b` has no samples.
+pub fn assert_provenance_complete(b: &ProvenancedBatch) {
+    assert!(
+        !b.batch.samples.is_empty(),
+        "the {} batch has no samples to check",
+        b.batch.collector
+    );
+    let missing = b.unsourced();
+    assert!(
+        missing.is_empty(),
+        "metrics of the {} collector without provenance: {missing:?}",
+        b.batch.collector
+    );
 }
 
 /// The batch's health status.

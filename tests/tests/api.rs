@@ -1,5 +1,6 @@
 //! The HTTP API of a real server: authentication on every `/api` route, the one error
-//! shape, resources and history from a real agent's telemetry, and the metrics endpoint.
+//! shape, resources and history from a real agent's telemetry, the provenance of a real
+//! host's metrics, and the metrics endpoint.
 
 use serde_json::Value;
 use std::time::Duration;
@@ -145,4 +146,57 @@ fn api_authenticates_validates_and_serves_telemetry() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(stored > 0, "{text}");
+}
+
+#[test]
+fn host_metrics_show_their_source_and_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&tmp.path().join("server"), &[]);
+    let mut agent = AgentProc::new(
+        &tmp.path().join("a"),
+        "hostname = \"provhost\"\n[collectors.docker]\nenabled = false\n[collectors.host]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+    );
+    let id = agent.enroll_ok(&server.token("10m"));
+    agent.start(&[]);
+    let node = eventually(Duration::from_secs(30), "host metrics", || {
+        let (s, v) = server.get("/api/resources/node:provhost");
+        (s == 200 && v["metrics"]["cpu_pct"]["value"].is_number()).then_some(v)
+    });
+    assert_eq!(server.agent(&id).unwrap()["protocol"], "1.2");
+    let metric = |name: &str| &node["metrics"][name];
+    assert_eq!(metric("cpu_pct")["source"], "host", "{node}");
+    assert_eq!(
+        metric("cpu_pct")["method"],
+        "sysinfo: /proc/stat, busy share of all CPUs between two reads"
+    );
+    assert_eq!(metric("mem_used_bytes")["source"], "host", "{node}");
+    assert!(
+        metric("mem_used_bytes")["method"]
+            .as_str()
+            .is_some_and(|m| m.contains("/proc/meminfo")),
+        "{node}"
+    );
+    // Every metric has both, labelled ones (filesystems, interfaces) through their family.
+    let metrics = node["metrics"].as_object().unwrap();
+    for (name, m) in metrics {
+        assert_eq!(m["source"], "host", "{name}: {m}");
+        assert!(
+            m["method"].as_str().is_some_and(|s| !s.is_empty()),
+            "{name}: {m}"
+        );
+    }
+
+    // History answers with the series' provenance as well.
+    let (s, h) = server.get("/api/metrics/history?resource_id=node:provhost&metric=mem_used_pct");
+    assert_eq!(s, 200, "{h}");
+    assert!(!h["points"].as_array().unwrap().is_empty(), "{h}");
+    assert_eq!(h["source"], "host");
+    assert_eq!(
+        h["method"],
+        "sysinfo: /proc/meminfo (MemTotal - MemAvailable) / MemTotal"
+    );
+    // A series nobody reported has neither.
+    let (s, h) = server.get("/api/metrics/history?resource_id=node:provhost&metric=nope");
+    assert_eq!(s, 200, "{h}");
+    assert_eq!((&h["source"], &h["method"]), (&Value::Null, &Value::Null));
 }

@@ -41,6 +41,25 @@ fn shipped_example_configs_validate() {
     );
     assert!(ok, "{err}");
     assert!(out.contains("spool    = 65536 KiB"), "{out}");
+
+    // The agent.toml inside the Kubernetes manifest's ConfigMap.
+    let manifest = std::fs::read_to_string(format!("{root}/kubernetes/warden-agent.yaml")).unwrap();
+    let embedded: String = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "agent.toml: |")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(embedded.contains("[collectors.kubernetes]"), "{embedded}");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("agent.toml");
+    std::fs::write(&path, embedded).unwrap();
+    let (ok, out, err) = run(
+        "warden-agent",
+        &["--config", path.to_str().unwrap(), "validate"],
+    );
+    assert!(ok && out.contains("config ok"), "{out}{err}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `warden demo` end to end: it enrolls its agents through the real path, they report, and
-//! Ctrl-C (SIGINT) stops everything cleanly.
+//! `warden demo` end to end: it starts the simulated fleet, enrolls one agent per system
+//! through the real path, they report the fleet with its seeded trouble, and Ctrl-C (SIGINT)
+//! stops everything cleanly.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -37,8 +38,8 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
             .arg(tmp.path())
             .args([
                 "demo",
-                "--agents",
-                "3",
+                "--node-down-after",
+                "20s",
                 "--http",
                 &http_addr.to_string(),
                 "--quic",
@@ -50,7 +51,9 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
             .unwrap(),
     );
     let token_path = tmp.path().join("server/admin-token");
-    let agents = eventually(Duration::from_secs(60), "3 demo agents connected", || {
+    // This machine, three PVE nodes, the PBS and the Kubernetes cluster.
+    // (pve3 goes down after 20 s, so its agent is seen connected first.)
+    let agents = eventually(Duration::from_secs(90), "6 demo agents connected", || {
         let token = std::fs::read_to_string(&token_path).ok()?;
         let (s, v) = http(
             &format!("http://{http_addr}/api/agents"),
@@ -59,30 +62,47 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
             None,
         );
         let list = v.as_array().cloned().unwrap_or_default();
-        (s == 200 && list.iter().filter(|a| a["connected"] == true).count() == 3).then_some(list)
+        (s == 200 && list.iter().filter(|a| a["connected"] == true).count() == 6).then_some(list)
     });
+    assert_eq!(agents.len(), 6);
     let token = std::fs::read_to_string(&token_path).unwrap();
-    // Agent 0 collects this machine; the others simulate Proxmox-like nodes with guests.
-    eventually(
-        Duration::from_secs(30),
-        "real and simulated resources",
-        || {
-            let (_, v) = http(
-                &format!("http://{http_addr}/api/resources"),
-                "GET",
-                Some(token.trim()),
-                None,
-            );
-            let list = v.as_array().cloned().unwrap_or_default();
-            let has = |t: &str| list.iter().any(|r| r["type"] == t);
-            (has("node")
-                && has("vm")
-                && has("storage")
-                && list.iter().filter(|r| r["type"] == "node").count() == 3)
-                .then_some(())
-        },
-    );
-    assert_eq!(agents.len(), 3);
+    let resources = || {
+        let (_, v) = http(
+            &format!("http://{http_addr}/api/resources"),
+            "GET",
+            Some(token.trim()),
+            None,
+        );
+        v.as_array().cloned().unwrap_or_default()
+    };
+    let find = |list: &[serde_json::Value], id: &str| list.iter().find(|r| r["id"] == id).cloned();
+    let metric = |r: &serde_json::Value, m: &str| r["metrics"][m]["value"].as_f64();
+    // The fleet with its seeded trouble (docs/demo.md), each as its collector reports it.
+    let list = eventually(Duration::from_secs(60), "the fleet and its trouble", || {
+        let list = resources();
+        let count = |t: &str| list.iter().filter(|r| r["type"] == t).count();
+        let zfs = find(&list, "storage:pve2/local-zfs")?;
+        let store = find(&list, "pbs-datastore:pbs1/store1")?;
+        let ct104 = find(&list, "lxc:demo/104")?;
+        let crashing = list
+            .iter()
+            .any(|r| r["type"] == "pod" && r["status"] == "CrashLoopBackOff");
+        let pve3_down = find(&list, "node:pve3").is_some_and(|n| n["status"] == "offline");
+        (count("vm") + count("lxc") == 30
+            && count("pbs-datastore") == 2
+            && count("k8s-node") == 3
+            && find(&list, "node:this-machine").is_some()
+            && metric(&zfs, "storage_used_pct").is_some_and(|p| p >= 70.0)
+            && metric(&store, "job_last_ok{job=\"gc\"}") == Some(0.0)
+            && metric(&ct104, "backup_last_age_seconds{storage=\"pbs\"}")
+                .is_some_and(|age| age > 3.0 * 86_400.0)
+            && crashing
+            && pve3_down)
+            .then_some(list)
+    });
+    // Every metric says where it came from.
+    let node = find(&list, "node:pve1").unwrap();
+    assert_eq!(node["metrics"]["cpu_pct"]["source"], "proxmox", "{node}");
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(demo.0.id()).unwrap()),
@@ -94,7 +114,7 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
     });
     let text = std::fs::read_to_string(tmp.path().join("demo.log")).unwrap();
     assert!(status.success(), "{status}: {text}");
-    assert!(text.contains("3/3 agents connected"), "{text}");
+    assert!(text.contains("6/6 agents connected"), "{text}");
     // No agent process outlives the demo.
     let leftover = Command::new("pgrep")
         .args(["-f", &tmp.path().display().to_string()])

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, spawn_all};
-use warden_shared::telemetry::{HealthStatus, Resource, TelemetryBatch, Value};
+use warden_shared::telemetry::{HealthStatus, ProvenancedBatch, Resource, TelemetryBatch, Value};
+use warden_tests::collect::assert_provenance_complete;
 
 const SOCKET: &str = "/var/run/docker.sock";
 const IMAGE: &str = "warden-test/busybox:latest";
@@ -115,9 +116,10 @@ fn docker_only(socket: &str) -> CollectorsConfig {
     }
 }
 
-/// Receives batches until one satisfies `pred`, failing after `limit`.
+/// Receives batches until one satisfies `pred`, failing after `limit`. Every batch with
+/// samples must carry the provenance of all of them.
 async fn recv_until(
-    rx: &mut mpsc::Receiver<TelemetryBatch>,
+    rx: &mut mpsc::Receiver<ProvenancedBatch>,
     limit: Duration,
     what: &str,
     pred: impl Fn(&TelemetryBatch) -> bool,
@@ -128,8 +130,11 @@ async fn recv_until(
             .await
             .unwrap_or_else(|_| panic!("no batch with {what} within {limit:?}"))
             .expect("collector channel closed");
-        if pred(&batch) {
-            return batch;
+        if !batch.batch.samples.is_empty() {
+            assert_provenance_complete(&batch);
+        }
+        if pred(&batch.batch) {
+            return batch.batch;
         }
     }
 }

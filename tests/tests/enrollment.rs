@@ -75,7 +75,17 @@ fn bad_reused_expired_and_forged_tokens_are_refused() {
     );
 
     let token = server.token("10m");
-    AgentProc::simulated(&tmp.path().join("first"), "first", "1s").enroll_ok(&token);
+    let first = AgentProc::simulated(&tmp.path().join("first"), "first", "1s");
+    first.enroll_ok(&token);
+    // `--if-needed` (the Kubernetes init container): an enrolled agent is left alone.
+    let again = std::process::Command::new(warden_tests::bin("warden-agent"))
+        .arg("--config")
+        .arg(&first.config)
+        .args(["enroll", "--if-needed", "--token", &token])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already enrolled"));
     let reused =
         AgentProc::simulated(&tmp.path().join("second"), "second", "1s").enroll(&token, None);
     assert!(!reused.status.success());

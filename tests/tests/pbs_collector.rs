@@ -5,7 +5,7 @@
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, PbsConfig};
 use warden_shared::telemetry::{HealthStatus, Value};
-use warden_tests::collect::{runtime, start, status, value};
+use warden_tests::collect::{assert_provenance_complete, runtime, start, status, value};
 use warden_tests::sim::pbs::{Fault, JobKind, PbsSim, PbsSimOptions};
 
 const HOST: &str = "pbs1";
@@ -226,6 +226,23 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
             None,
             "unknown, not zero"
         );
+        r.stop();
+    });
+}
+
+#[test]
+fn every_metric_carries_its_provenance() {
+    let sim = PbsSim::start(PbsSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let mut r = start(&config(&sim, tmp.path(), false), HOST);
+        let b = r
+            .next_provenanced_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+            .await;
+        assert_provenance_complete(&b);
+        let sources: std::collections::BTreeSet<&str> =
+            b.provenance.iter().map(|p| &*p.source).collect();
+        assert_eq!(sources, ["pbs"].into());
         r.stop();
     });
 }

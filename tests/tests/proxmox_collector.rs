@@ -1,14 +1,15 @@
 //! The Proxmox VE collector against the PVE API simulator: exact resources and values from
-//! known answers, who reports cluster-wide objects, a migration that keeps the guest's id,
-//! a node going away, and every failure mode giving degraded health with the last good
-//! values marked stale (never zeros).
+//! known answers with the provenance of every metric, who reports cluster-wide objects, a
+//! migration that keeps the guest's id, a node going away (with one writing agent per
+//! resource throughout), and every failure mode giving degraded health with the last good
+//! values the agent still owns marked stale (never zeros).
 
 use std::path::Path;
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, ProxmoxConfig};
-use warden_shared::telemetry::{HealthStatus, Value};
-use warden_tests::collect::{resource, runtime, start, status, value};
-use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions};
+use warden_shared::telemetry::{HealthStatus, ProvenancedBatch, Resource, TelemetryBatch, Value};
+use warden_tests::collect::{assert_provenance_complete, resource, runtime, start, status, value};
+use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions, ReplicationJob, ZfsPool};
 
 const CLUSTER: &str = "clustername";
 
@@ -57,8 +58,12 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
             "ignored-hostname",
         );
         let b = reporter
-            .next_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+            .next_provenanced_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
             .await;
+        // Every metric says where it comes from.
+        assert_provenance_complete(&b);
+        assert!(b.provenance.iter().all(|p| p.source == "proxmox"));
+        let b = b.batch;
 
         // Its own node, exactly as the API said.
         let n1 = world.nodes.iter().find(|n| n.name == "node1").unwrap();
@@ -263,13 +268,15 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
         assert!(
             b.resources
                 .iter()
-                .all(|r| matches!(r.id.kind(), "node" | "storage" | "disk")),
+                .all(|r| matches!(r.id.kind(), "node" | "storage" | "disk" | "replication")),
             "{:?}",
             b.resources
         );
         assert!(b.resources.iter().all(|r| r.id.as_str() == "node:node2"
             || r.id.as_str().starts_with("storage:node2/")
-            || r.id.as_str().starts_with("disk:node2/")));
+            || r.id.as_str().starts_with("disk:node2/")
+            // The replication job of its own guest 100.
+            || r.id.as_str() == format!("replication:{CLUSTER}/100-0")));
         other.stop();
     });
 }
@@ -350,20 +357,28 @@ fn a_migrated_guest_keeps_its_id_and_a_lost_node_is_reported_offline() {
 fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
     let sim = PveSim::start(PveSimOptions::fast());
     let tmp = tempfile::tempdir().unwrap();
+    // The third field: whether the failed run could still read `/cluster/status`, which
+    // decides what the agent still owns and re-sends.
     let cases = [
-        (Fault::BadToken, "authentication failed (401)"),
+        (Fault::BadToken, "authentication failed (401)", false),
         (
             Fault::MissingPrivilege {
                 path: "/nodes/node1".into(),
             },
             "Sys.Audit",
+            true,
         ),
         (
             Fault::ServerError("cluster not ready - no quorum?".into()),
             "no quorum",
+            false,
         ),
-        (Fault::Slow(Duration::from_secs(3)), "did not answer within"),
-        (Fault::MalformedJson, "malformed JSON"),
+        (
+            Fault::Slow(Duration::from_secs(3)),
+            "did not answer within",
+            false,
+        ),
+        (Fault::MalformedJson, "malformed JSON", false),
     ];
     runtime().block_on(async {
         let mut r = start(
@@ -373,7 +388,9 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
         let good = r
             .next_where("healthy", |b| status(b) == HealthStatus::Ok)
             .await;
-        for (fault, expect) in cases {
+        let node_local =
+            |id: &str| id.starts_with("storage:node1/") || id.starts_with("disk:node1/");
+        for (fault, expect, view_read) in cases {
             sim.set_fault(fault.clone());
             // Wait for this fault's reason: on a loaded machine a run may also time out
             // for its own reasons, which is not what this case is about.
@@ -394,10 +411,28 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
                 h.message
             );
             assert!(b.samples.is_empty(), "{fault:?}: no values, never zeros");
+            // The last good resources this agent still owns are kept. node1 is the reporter
+            // and the cluster sees it online: with the view read, that is everything but the
+            // replication jobs (whose guests may have moved meanwhile); without it, who owns
+            // what cannot be known, so only what no other agent can own, its node-local
+            // storage, pools and disks.
+            let kept: Vec<&str> = good
+                .resources
+                .iter()
+                .map(|x| x.id.as_str())
+                .filter(|id| {
+                    if view_read {
+                        !id.starts_with("replication:")
+                    } else {
+                        node_local(id)
+                    }
+                })
+                .collect();
+            assert!(kept.iter().any(|id| node_local(id)), "{kept:?}");
             assert_eq!(
-                b.resources.len(),
-                good.resources.len(),
-                "{fault:?}: the last good resources are kept"
+                sorted_ids(&b),
+                sorted(kept),
+                "{fault:?}: the last good resources this agent still owns are kept"
             );
             assert!(
                 b.resources
@@ -430,5 +465,565 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
         assert_eq!(status(&b), HealthStatus::Failed);
         assert!(b.resources.is_empty() && b.samples.is_empty());
         r.stop();
+    });
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn job<'a>(world: &'a [ReplicationJob], id: &str) -> &'a ReplicationJob {
+    world.iter().find(|j| j.id == id).unwrap()
+}
+
+fn attr<'a>(b: &'a TelemetryBatch, id: &str, key: &str) -> Option<&'a Value> {
+    resource(b, id)
+        .attrs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// A pool's samples are exactly what `/nodes/{node}/disks/zfs` said.
+fn assert_pool(b: &TelemetryBatch, p: &ZfsPool) {
+    let id = format!("storage:{}/zfs:{}", p.node, p.name);
+    let r = resource(b, &id);
+    assert_eq!(r.name, p.name);
+    assert_eq!(
+        r.parent.as_ref().unwrap().as_str(),
+        format!("node:{}", p.node)
+    );
+    assert_eq!(r.status, p.health.to_lowercase());
+    assert!(r.attrs.contains(&("plugin".into(), Value::from("zfs"))));
+    let free = p.size - p.alloc;
+    for (metric, want) in [
+        ("storage_total_bytes", p.size as f64),
+        ("storage_used_bytes", p.alloc as f64),
+        ("storage_free_bytes", free as f64),
+        ("storage_used_pct", p.alloc as f64 / p.size as f64 * 100.0),
+        ("zfs_frag_pct", f64::from(p.frag)),
+        ("zfs_dedup_ratio", p.dedup),
+    ] {
+        assert_eq!(value(b, &id, metric), Some(want), "{id} {metric}");
+    }
+}
+
+#[test]
+fn replication_and_zfs_pools_come_from_the_node_that_owns_them() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    let world = sim.world();
+    runtime().block_on(async {
+        // node3 runs CT 105, whose job to node4 keeps failing. It is not the reporter: it
+        // describes the job, and puts the job's numbers on the guest, but not the guest.
+        let mut n3 = start(
+            &config(&sim, tmp.path(), "node3", false),
+            "ignored-hostname",
+        );
+        let b = n3
+            .next_provenanced_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+            .await;
+        assert_provenance_complete(&b);
+        let sourced = |b: &ProvenancedBatch, kind: &str, metric: &str| {
+            b.provenance
+                .iter()
+                .any(|p| p.kind == kind && p.metric == metric && p.method.contains("GET /nodes/"))
+        };
+        for metric in [
+            "replication_fail_count",
+            "replication_last_sync_age_seconds",
+            "replication_last_duration_seconds",
+        ] {
+            assert!(sourced(&b, "lxc", metric), "{metric}");
+        }
+        for metric in ["storage_free_bytes", "zfs_frag_pct", "zfs_dedup_ratio"] {
+            assert!(sourced(&b, "storage", metric), "{metric}");
+        }
+        let b = b.batch;
+        let failing = job(&world.replication, "105-0");
+        let job_id = format!("replication:{CLUSTER}/105-0");
+        let guest = format!("lxc:{CLUSTER}/105");
+        let r = resource(&b, &job_id);
+        assert_eq!((r.name.as_str(), r.status.as_str()), ("105-0", "failing"));
+        assert_eq!(r.parent.as_ref().unwrap().as_str(), guest);
+        assert_eq!(
+            attr(&b, &job_id, "error"),
+            Some(&Value::from(failing.error.clone().unwrap()))
+        );
+        for (k, v) in [
+            ("guest", Value::Int(105)),
+            ("source", Value::from("node3")),
+            ("target", Value::from("node4")),
+            ("schedule", Value::from("*/30")),
+            ("fail_count", Value::Int(3)),
+            ("last_sync", Value::Int(failing.last_sync)),
+            ("next_sync", Value::Int(failing.last_try + 1800)),
+        ] {
+            assert_eq!(attr(&b, &job_id, k), Some(&v), "{k}");
+        }
+        assert_eq!(
+            value(&b, &guest, r#"replication_fail_count{job="105-0"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &b,
+                &guest,
+                r#"replication_last_duration_seconds{job="105-0"}"#
+            ),
+            failing.duration
+        );
+        let age = value(
+            &b,
+            &guest,
+            r#"replication_last_sync_age_seconds{job="105-0"}"#,
+        )
+        .unwrap();
+        assert!(
+            ((now_s() - failing.last_sync) as f64 - age).abs() <= 5.0,
+            "age {age}"
+        );
+        assert!(
+            b.resources
+                .iter()
+                .all(|r| !matches!(r.id.kind(), "vm" | "lxc")),
+            "the guest itself is the reporter's"
+        );
+        for p in world.zfs_pools.iter().filter(|p| p.node == "node3") {
+            assert_pool(&b, p);
+        }
+        assert!(attr(&b, "storage:node3/zfs:rpool", "zpool_status").is_none());
+        n3.stop();
+
+        // node1 (the reporter): its never-synced job 102-0 and its degraded pool.
+        sim.freeze_clock(sim.now());
+        let mut n1 = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let b = n1
+            .next_provenanced_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+            .await;
+        assert_provenance_complete(&b);
+        let b = b.batch;
+        let pending = format!("replication:{CLUSTER}/102-0");
+        assert_eq!(resource(&b, &pending).status, "pending");
+        assert_eq!(attr(&b, &pending, "last_sync"), None);
+        let vm102 = format!("vm:{CLUSTER}/102");
+        assert_eq!(
+            value(
+                &b,
+                &vm102,
+                r#"replication_last_sync_age_seconds{job="102-0"}"#
+            ),
+            None,
+            "never synced: no age, not 0"
+        );
+        assert_eq!(
+            value(&b, &vm102, r#"replication_fail_count{job="102-0"}"#),
+            Some(0.0)
+        );
+        let jobs: Vec<_> = b
+            .resources
+            .iter()
+            .filter(|r| r.id.kind() == "replication")
+            .collect();
+        assert_eq!(jobs.len(), 1, "only the jobs of node1's guests: {jobs:?}");
+        for p in world.zfs_pools.iter().filter(|p| p.node == "node1") {
+            assert_pool(&b, p);
+        }
+        let tank = "storage:node1/zfs:tank";
+        assert_eq!(resource(&b, tank).status, "degraded");
+        assert_eq!(
+            attr(&b, tank, "zpool_action"),
+            Some(&Value::from("Replace the device using 'zpool replace'."))
+        );
+        let bad = match attr(&b, tank, "zpool_bad_devices") {
+            Some(Value::Text(t)) => t.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            bad.starts_with("8211457322491634120 (UNAVAIL, was /dev/disk/by-id/ata-ST4000VN008"),
+            "{bad}"
+        );
+        // Not a PVE storage of the same kind of name.
+        assert!(
+            b.resources
+                .iter()
+                .any(|r| r.id.as_str() == "storage:node1/local-zfs")
+        );
+
+        // A storage filling at a steady rate, seen through the collector (frozen sim clock).
+        let local = world
+            .storages
+            .iter()
+            .find(|s| s.node == "node1" && s.storage == "local")
+            .unwrap();
+        assert!(sim.set_storage_fill_rate("node1", "local", 36_000_000_000.0));
+        sim.advance_clock(Duration::from_secs(600));
+        let want = (local.used + 6_000_000_000) as f64;
+        n1.next_where("local grown by 10 minutes of filling", |b| {
+            value(b, "storage:node1/local", "storage_used_bytes") == Some(want)
+        })
+        .await;
+
+        // A migration takes the job along: now node1 reports 105-0.
+        assert!(sim.migrate(105, "node1"));
+        let b = n1
+            .next_where("105-0 from node1", |b| {
+                b.resources.iter().any(|r| r.id.as_str() == job_id)
+            })
+            .await;
+        assert_eq!(attr(&b, &job_id, "source"), Some(&Value::from("node1")));
+        n1.stop();
+    });
+}
+
+#[test]
+fn replication_and_zfs_failures_degrade_the_run_and_keep_everything_else() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    let path_error = |prefix: &str, status: u16, reason: &str| Fault::PathError {
+        prefix: prefix.into(),
+        status,
+        reason: reason.into(),
+    };
+    let cases = [
+        (
+            path_error(
+                "/nodes/node1/replication",
+                500,
+                "cfs-lock 'file-replication_cfg' error: got lock request timeout",
+            ),
+            "GET /nodes/node1/replication: HTTP 500 cfs-lock 'file-replication_cfg' error",
+        ),
+        (
+            path_error(
+                "/nodes/node1/replication",
+                403,
+                "Permission check failed (/vms/102, VM.Audit)",
+            ),
+            "GET /nodes/node1/replication: permission denied (403 Permission check failed (/vms/102, VM.Audit))",
+        ),
+        (
+            path_error(
+                "/nodes/node1/disks/zfs",
+                403,
+                "Permission check failed (/, Sys.Audit)",
+            ),
+            "GET /nodes/node1/disks/zfs: permission denied (403 Permission check failed (/, Sys.Audit)); give the token the PVEAuditor role on /",
+        ),
+        (
+            path_error(
+                "/nodes/node1/disks/zfs",
+                500,
+                "command '/sbin/zpool list -HpPLo name,size,alloc,free,frag,dedup,health' failed: got timeout",
+            ),
+            "GET /nodes/node1/disks/zfs: HTTP 500 command '/sbin/zpool list",
+        ),
+        (
+            path_error(
+                "/nodes/node1/disks/zfs/tank",
+                500,
+                "command '/sbin/zpool status -P tank' failed: got timeout",
+            ),
+            "GET /nodes/node1/disks/zfs/tank: HTTP 500",
+        ),
+    ];
+    runtime().block_on(async {
+        let mut r = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let good = r
+            .next_where("healthy", |b| status(b) == HealthStatus::Ok)
+            .await;
+        let is_job = |id: &str| id.starts_with("replication:");
+        let is_pool = |id: &str| id.starts_with("storage:node1/zfs:");
+        for (fault, expect) in cases {
+            sim.set_fault(fault.clone());
+            let b = r
+                .next_where(&format!("degraded with {expect:?}"), |b| {
+                    b.health
+                        .as_ref()
+                        .and_then(|h| h.message.as_deref())
+                        .is_some_and(|m| m.contains(expect))
+                })
+                .await;
+            assert_eq!(status(&b), HealthStatus::Degraded, "{fault:?}");
+            assert!(
+                b.resources
+                    .iter()
+                    .all(|x| !x.attrs.iter().any(|(k, _)| k == "stale")),
+                "{fault:?}: a partial failure is not a stale run"
+            );
+            // Everything the failing endpoint does not feed is still there, with values.
+            for x in good.resources.iter() {
+                let id = x.id.as_str();
+                let fed = match &fault {
+                    Fault::PathError { prefix, .. } if prefix.ends_with("/replication") => {
+                        is_job(id)
+                    }
+                    Fault::PathError { prefix, .. } if prefix.ends_with("/disks/zfs") => {
+                        is_pool(id)
+                    }
+                    _ => false,
+                };
+                assert_eq!(
+                    b.resources.iter().any(|y| y.id == x.id),
+                    !fed,
+                    "{fault:?}: {id}"
+                );
+            }
+            assert_eq!(
+                value(&b, "node:node1", "mem_total_bytes"),
+                value(&good, "node:node1", "mem_total_bytes")
+            );
+            match &fault {
+                Fault::PathError { prefix, .. } if prefix.ends_with("/replication") => {
+                    assert!(
+                        b.samples
+                            .iter()
+                            .all(|s| !s.metric.starts_with("replication_")),
+                        "no replication numbers, not zeros"
+                    );
+                    assert!(b.resources.iter().any(|x| is_pool(x.id.as_str())));
+                }
+                Fault::PathError { prefix, .. } if prefix.ends_with("/disks/zfs") => {
+                    assert!(b.samples.iter().all(|s| !is_pool(s.resource_id.as_str())));
+                    assert!(b.resources.iter().any(|x| is_job(x.id.as_str())));
+                }
+                _ => {
+                    // Only the detail failed: the pool is there with its health, without
+                    // zpool status's texts.
+                    let tank = resource(&b, "storage:node1/zfs:tank");
+                    assert_eq!(tank.status, "degraded");
+                    assert!(tank.attrs.iter().all(|(k, _)| !k.starts_with("zpool_")));
+                    assert!(value(&b, "storage:node1/zfs:tank", "storage_used_bytes").is_some());
+                }
+            }
+            sim.clear_faults();
+            r.next_where("recovered", |b| status(b) == HealthStatus::Ok)
+                .await;
+        }
+
+        // A node without the ZFS tools has no pools; that is not a problem.
+        sim.set_fault(path_error(
+            "/nodes/node1/disks/zfs",
+            500,
+            "zfsutils-linux not installed",
+        ));
+        let b = r
+            .next_where("no pools", |b| {
+                !b.resources.iter().any(|x| is_pool(x.id.as_str()))
+            })
+            .await;
+        assert_eq!(status(&b), HealthStatus::Ok, "{:?}", b.health);
+        r.stop();
+    });
+}
+
+fn sorted(mut ids: Vec<&str>) -> Vec<&str> {
+    ids.sort_unstable();
+    ids
+}
+
+fn sorted_ids(b: &TelemetryBatch) -> Vec<&str> {
+    sorted(b.resources.iter().map(|r| r.id.as_str()).collect())
+}
+
+fn has(b: &TelemetryBatch, id: &str) -> bool {
+    b.resources.iter().any(|r| r.id.as_str() == id)
+}
+
+fn is_stale(r: &Resource) -> bool {
+    r.attrs.contains(&("stale".into(), Value::Bool(true)))
+}
+
+/// No resource is described by both agents: the server keeps the last description it gets,
+/// so two writers would make it flap.
+fn assert_one_writer(a: &TelemetryBatch, b: &TelemetryBatch) {
+    let both: Vec<&str> = sorted_ids(a).into_iter().filter(|id| has(b, id)).collect();
+    assert!(both.is_empty(), "described by two agents: {both:?}");
+}
+
+fn message(b: &TelemetryBatch) -> &str {
+    b.health
+        .as_ref()
+        .and_then(|h| h.message.as_deref())
+        .unwrap_or("")
+}
+
+#[test]
+fn a_node_its_own_agent_cannot_read_is_described_only_by_the_reporter() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = |b: &TelemetryBatch| status(b) == HealthStatus::Ok;
+    runtime().block_on(async {
+        let mut n1 = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let mut n3 = start(
+            &config(&sim, tmp.path(), "node3", false),
+            "ignored-hostname",
+        );
+        let b1 = n1.next_where("node1 healthy", ok).await;
+        let b3 = n3.next_where("node3 healthy", ok).await;
+        assert_eq!(resource(&b3, "node:node3").status, "online");
+        assert!(
+            has(&b1, &format!("vm:{CLUSTER}/100")),
+            "node1 is the reporter"
+        );
+        assert_one_writer(&b1, &b3);
+
+        // node3 drops out: the cluster sees it offline and its own API answers 595 for it.
+        sim.stop_node("node3");
+        let b1 = n1
+            .next_where("node3 offline from the reporter", |b| {
+                b.resources
+                    .iter()
+                    .any(|r| r.id.as_str() == "node:node3" && r.status == "offline")
+            })
+            .await;
+        assert_eq!(status(&b1), HealthStatus::Ok);
+        for _ in 0..3 {
+            // Several runs: the status must not flap between the two agents' reports.
+            let b3 = n3
+                .next_where("node3's agent failing", |b| message(b).contains("595"))
+                .await;
+            assert_eq!(status(&b3), HealthStatus::Degraded);
+            assert!(
+                !has(&b3, "node:node3"),
+                "node:node3 is the reporter's while the cluster sees node3 offline"
+            );
+            assert!(
+                !b3.resources.iter().any(|r| r.id.kind() == "replication"),
+                "a job follows its guest, which a failed run cannot see"
+            );
+            // What nobody else describes stays, marked stale.
+            assert!(!b3.resources.is_empty());
+            assert!(
+                b3.resources.iter().all(|r| is_stale(r)
+                    && (r.id.as_str().starts_with("storage:node3/")
+                        || r.id.as_str().starts_with("disk:node3/"))),
+                "{:?}",
+                sorted_ids(&b3)
+            );
+            let b1 = n1.next_where("a reporter batch", ok).await;
+            assert_eq!(resource(&b1, "node:node3").status, "offline");
+            assert_one_writer(&b1, &b3);
+        }
+
+        // node3 is back: it describes itself again, and the reporter no longer does.
+        sim.start_node("node3");
+        let b3 = n3.next_where("node3 back", ok).await;
+        assert_eq!(resource(&b3, "node:node3").status, "online");
+        let b1 = n1
+            .next_where("node3 online to the reporter", |b| {
+                ok(b) && !has(b, "node:node3")
+            })
+            .await;
+        assert_one_writer(&b1, &b3);
+        n1.stop();
+        n3.stop();
+    });
+}
+
+#[test]
+fn a_reporter_the_cluster_lost_leaves_the_cluster_and_its_node_to_the_next() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = |b: &TelemetryBatch| status(b) == HealthStatus::Ok;
+    let vm100 = format!("vm:{CLUSTER}/100");
+    let node_local = |b: &TelemetryBatch| {
+        b.resources.iter().all(|r| {
+            r.id.as_str().starts_with("storage:node1/") || r.id.as_str().starts_with("disk:node1/")
+        })
+    };
+    runtime().block_on(async {
+        let mut n1 = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let mut n2 = start(
+            &config(&sim, tmp.path(), "node2", false),
+            "ignored-hostname",
+        );
+        let b1 = n1.next_where("node1 healthy", ok).await;
+        let b2 = n2.next_where("node2 healthy", ok).await;
+        assert!(has(&b1, &vm100) && !has(&b2, &vm100));
+        assert_one_writer(&b1, &b2);
+
+        // node1 cannot read its own node, but the cluster still sees it online: it stays the
+        // reporter, and re-sends what it owns as stale.
+        sim.set_fault(Fault::PathError {
+            prefix: "/nodes/node1/status".into(),
+            status: 595,
+            reason: "No route to host".into(),
+        });
+        let b1 = n1
+            .next_where("node1 failing", |b| message(b).contains("595"))
+            .await;
+        assert!(b1.resources.iter().all(is_stale));
+        assert!(has(&b1, "node:node1") && has(&b1, &vm100));
+        let b2 = n2.next_where("node2", ok).await;
+        assert_one_writer(&b1, &b2);
+
+        // Now the cluster loses node1 too: node2 takes over the cluster and describes node1
+        // as offline; node1's re-send keeps only what nobody else describes.
+        sim.stop_node("node1");
+        let b2 = n2
+            .next_where("node2 reporting node1 offline", |b| {
+                b.resources
+                    .iter()
+                    .any(|r| r.id.as_str() == "node:node1" && r.status == "offline")
+            })
+            .await;
+        assert!(has(&b2, &vm100), "node2 is the reporter now");
+        let b1 = n1
+            .next_where("node1's re-send without the cluster", |b| {
+                message(b).contains("595") && node_local(b)
+            })
+            .await;
+        assert!(!b1.resources.is_empty() && b1.resources.iter().all(is_stale));
+        assert_one_writer(&b1, &b2);
+
+        // node1's API answers again while the cluster still sees it offline (it is the
+        // simulator's local node): it measures itself, but node2 describes it.
+        sim.clear_faults();
+        let b1 = n1.next_where("node1 healthy again", ok).await;
+        assert!(!has(&b1, "node:node1") && !has(&b1, &vm100));
+        // Its pools, disks and storage, and the job of its guest 102: nothing of the cluster.
+        let own_job = format!("replication:{CLUSTER}/102-0");
+        assert!(has(&b1, &own_job));
+        assert!(
+            b1.resources.iter().all(|r| {
+                let id = r.id.as_str();
+                id.starts_with("storage:node1/") || id.starts_with("disk:node1/") || id == own_job
+            }),
+            "{:?}",
+            sorted_ids(&b1)
+        );
+        assert!(value(&b1, "node:node1", "mem_used_bytes").is_some());
+        let b2 = n2.next_where("node2", ok).await;
+        assert_eq!(resource(&b2, "node:node1").status, "offline");
+        assert_one_writer(&b1, &b2);
+
+        // node1 rejoins: the reporter again, describing itself.
+        sim.start_node("node1");
+        let b1 = n1
+            .next_where("node1 reporting again", |b| ok(b) && has(b, &vm100))
+            .await;
+        assert_eq!(resource(&b1, "node:node1").status, "online");
+        let b2 = n2
+            .next_where("node2 no longer reporting", |b| ok(b) && !has(b, &vm100))
+            .await;
+        assert_one_writer(&b1, &b2);
+        n1.stop();
+        n2.stop();
     });
 }

@@ -655,3 +655,403 @@ fn reqwest_with_rustls_talks_to_the_simulator() {
         assert!(r.bytes().await.expect("body").is_empty());
     });
 }
+
+/// Replication (field set of pve-manager `PVE/API2/Replication.pm` and pve-guest-common
+/// `PVE/ReplicationState.pm`; no public capture exists): each node lists the jobs of its own
+/// guests with their state, `/cluster/replication` the configuration of all.
+#[test]
+fn replication_endpoints() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let t = sim.now();
+
+    let v = data(&sim, "/nodes/node2/replication");
+    assert_eq!(v.as_array().expect("array").len(), 1);
+    let j = &v[0];
+    assert_eq!(
+        (j["id"].as_str(), j["guest"].as_u64(), j["jobnum"].as_u64()),
+        (Some("100-0"), Some(100), Some(0))
+    );
+    assert_eq!(
+        (j["type"].as_str(), j["target"].as_str()),
+        (Some("local"), Some("node1"))
+    );
+    assert_eq!(
+        (j["source"].as_str(), j["vmtype"].as_str()),
+        (Some("node2"), Some("qemu"))
+    );
+    assert_eq!(j["fail_count"], json!(0));
+    let last_sync = j["last_sync"].as_i64().expect("last_sync");
+    assert!((t - 310..=t - 290).contains(&last_sync), "{j}");
+    assert_eq!(j["last_try"], j["last_sync"]);
+    assert!(j["duration"].is_f64());
+    assert!(j.get("error").is_none() && j.get("pid").is_none() && j.get("disable").is_none());
+    let next = j["next_sync"].as_i64().expect("next_sync");
+    assert!(
+        next > last_sync && next % 900 == 0,
+        "next */15 slot: {next}"
+    );
+
+    // The failing job: error text, 3 failures, next retry 30 min after the last try.
+    let v = data(&sim, "/nodes/node3/replication");
+    let j = &v[0];
+    assert_eq!(
+        (j["id"].as_str(), j["vmtype"].as_str()),
+        (Some("105-0"), Some("lxc"))
+    );
+    assert_eq!(j["fail_count"], json!(3));
+    assert!(
+        j["error"]
+            .as_str()
+            .expect("error")
+            .ends_with("failed: exit code 255")
+    );
+    assert_eq!(
+        j["next_sync"].as_i64(),
+        Some(j["last_try"].as_i64().expect("last_try") + 1800)
+    );
+    assert_eq!(
+        (j["schedule"].as_str(), j["comment"].as_str()),
+        (Some("*/30"), Some("CT 105 standby copy"))
+    );
+
+    // Never run: PVE sends 0 for last_sync/last_try.
+    let v = data(&sim, "/nodes/node1/replication");
+    let j = &v[0];
+    assert_eq!(j["id"], "102-0");
+    assert_eq!(
+        (j["last_sync"].as_i64(), j["last_try"].as_i64()),
+        (Some(0), Some(0))
+    );
+    assert!(j["next_sync"].as_i64().expect("next_sync") > t);
+    assert_eq!(data(&sim, "/nodes/node4/replication"), json!([]));
+    assert_eq!(
+        data(&sim, "/nodes/node3/replication?guest=106"),
+        json!([]),
+        "guest filter"
+    );
+
+    // One job's status is the same object.
+    let one = data(&sim, "/nodes/node3/replication/105-0/status");
+    assert_eq!(one, v_of(&sim, "/nodes/node3/replication", "105-0"));
+    let r = sim.get("/nodes/node2/replication/105-0/status");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (500, "no such replication job '105-0'")
+    );
+
+    // Configuration of all jobs, no state.
+    let v = data(&sim, "/cluster/replication");
+    let ids: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["100-0", "105-0", "102-0"]);
+    for j in v.as_array().expect("array") {
+        assert!(
+            j.get("fail_count").is_none() && j.get("last_sync").is_none(),
+            "{j}"
+        );
+        for k in j.as_object().expect("object").keys() {
+            assert!(
+                [
+                    "comment",
+                    "disable",
+                    "guest",
+                    "id",
+                    "jobnum",
+                    "rate",
+                    "remove_job",
+                    "schedule",
+                    "source",
+                    "target",
+                    "type"
+                ]
+                .contains(&k.as_str()),
+                "{k} is not in the /cluster/replication schema"
+            );
+        }
+    }
+
+    // The job follows its guest; without VM.Audit it is left out, as PVE does.
+    assert!(sim.migrate(100, "node3"));
+    assert_eq!(data(&sim, "/nodes/node2/replication"), json!([]));
+    assert_eq!(
+        data(&sim, "/nodes/node3/replication")
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    sim.set_fault(Fault::MissingPrivilege {
+        path: "/vms/105".into(),
+    });
+    let v = data(&sim, "/nodes/node3/replication");
+    assert_eq!(v.as_array().map(Vec::len), Some(1));
+    let r = sim.get("/nodes/node3/replication/105-0/status");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (403, "Permission check failed (/vms/105, VM.Audit)")
+    );
+    sim.clear_faults();
+
+    // A success clears the failures; a new failure counts up.
+    assert!(sim.set_replication_result("105-0", None));
+    let j = v_of(&sim, "/nodes/node3/replication", "105-0");
+    assert_eq!(j["fail_count"], json!(0));
+    assert!(j.get("error").is_none());
+    assert!(sim.set_replication_result("105-0", Some("timeout")));
+    let j = v_of(&sim, "/nodes/node3/replication", "105-0");
+    assert_eq!(
+        (j["fail_count"].as_u64(), j["error"].as_str()),
+        (Some(1), Some("timeout"))
+    );
+    assert!(!sim.set_replication_result("999-0", None));
+}
+
+fn v_of(sim: &PveSim, path: &str, id: &str) -> Value {
+    data(sim, path)
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|j| j["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} in {path}"))
+}
+
+/// ZFS pools (field set of pve-storage `PVE/API2/Disks/ZFS.pm`; no public capture exists).
+#[test]
+fn zfs_endpoints() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let v = data(&sim, "/nodes/node1/disks/zfs");
+    let pools = v.as_array().expect("array");
+    let names: Vec<&str> = pools.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["rpool", "tank"]);
+    for p in pools {
+        let keys: BTreeSet<&str> = p
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["alloc", "dedup", "frag", "free", "health", "name", "size"])
+        );
+        assert_eq!(
+            p["free"].as_u64(),
+            Some(p["size"].as_u64().expect("size") - p["alloc"].as_u64().expect("alloc"))
+        );
+    }
+    assert_eq!(pools[0]["health"], "ONLINE");
+    assert_eq!(pools[1]["health"], "DEGRADED");
+    assert_eq!(
+        data(&sim, "/nodes/node2/disks/zfs")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let d = data(&sim, "/nodes/node1/disks/zfs/tank");
+    assert_eq!(
+        (d["name"].as_str(), d["state"].as_str()),
+        (Some("tank"), Some("DEGRADED"))
+    );
+    assert!(d["status"].is_string() && d["action"].is_string() && d["scan"].is_string());
+    assert_eq!(d["errors"], "No known data errors");
+    let raidz = &d["children"][0]["children"][0];
+    assert_eq!(raidz["name"], "raidz1-0");
+    let missing = &raidz["children"][2];
+    assert_eq!(missing["state"], "UNAVAIL");
+    assert!(
+        missing["msg"]
+            .as_str()
+            .expect("msg")
+            .starts_with("was /dev/disk/by-id/")
+    );
+    assert_eq!(missing["leaf"], json!(1));
+    let d = data(&sim, "/nodes/node1/disks/zfs/rpool");
+    assert!(d.get("status").is_none() && d.get("action").is_none());
+    assert_eq!(sim.get("/nodes/node1/disks/zfs/nope").status, 500);
+
+    // Sys.Audit on / is what PVE checks.
+    sim.set_fault(Fault::MissingPrivilege { path: "/".into() });
+    let r = sim.get("/nodes/node1/disks/zfs");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (403, "Permission check failed (/, Sys.Audit)")
+    );
+    // A fault on one endpoint only.
+    sim.set_fault(Fault::PathError {
+        prefix: "/nodes/node1/disks/zfs".into(),
+        status: 500,
+        reason: "zfsutils-linux not installed".into(),
+    });
+    assert_eq!(sim.get("/nodes/node1/disks/zfs").status, 500);
+    assert_eq!(sim.get("/nodes/node2/disks/zfs").status, 200);
+    assert_eq!(sim.get("/nodes/node1/disks/list").status, 200);
+    sim.clear_faults();
+    assert!(sim.set_zfs_health("node1", "rpool", "FAULTED"));
+    assert_eq!(data(&sim, "/nodes/node1/disks/zfs")[0]["health"], "FAULTED");
+    assert!(!sim.set_zfs_health("node1", "nope", "ONLINE"));
+}
+
+/// Time evolution for demos, checked on a frozen clock: storage fills at a steady rate up to
+/// its total, a disk's wear-out declines to 0, and a guest's backups can stop.
+#[test]
+fn time_evolution_on_a_frozen_clock() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let t0 = 1_800_000_000;
+    sim.freeze_clock(t0);
+    assert_eq!(sim.now(), t0);
+    let local = |sim: &PveSim, node: &str| v_of_storage(sim, node, "local");
+    let before = local(&sim, "node1");
+    let used0 = before["used"].as_u64().expect("used");
+    let total = before["total"].as_u64().expect("total");
+    assert!(sim.set_storage_fill_rate("node1", "local", 3_600_000_000.0));
+    assert_eq!(
+        local(&sim, "node1")["used"].as_u64(),
+        Some(used0),
+        "no time, no growth"
+    );
+    sim.advance_clock(Duration::from_secs(1800));
+    let half = local(&sim, "node1");
+    assert_eq!(half["used"].as_u64(), Some(used0 + 1_800_000_000));
+    assert_eq!(half["avail"].as_u64(), Some(total - used0 - 1_800_000_000));
+    let res = data(&sim, "/cluster/resources?type=storage");
+    let entry = res
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|s| s["id"] == "storage/node1/local")
+        .expect("node1 local")
+        .clone();
+    assert_eq!(entry["disk"].as_u64(), Some(used0 + 1_800_000_000));
+    assert_eq!(
+        local(&sim, "node2")["used"],
+        json!(
+            sim.world()
+                .storages
+                .iter()
+                .find(|s| s.node == "node2" && s.storage == "local")
+                .map(|s| s.used)
+        ),
+        "node-local: other nodes unaffected"
+    );
+    // Changing the rate keeps what has accumulated; setting usage restarts from there.
+    assert!(sim.set_storage_fill_rate("node1", "local", 7_200_000_000.0));
+    sim.advance_clock(Duration::from_secs(1800));
+    assert_eq!(
+        local(&sim, "node1")["used"].as_u64(),
+        Some(used0 + 5_400_000_000)
+    );
+    sim.advance_clock(Duration::from_secs(10_000 * 3600));
+    assert_eq!(
+        local(&sim, "node1")["used"].as_u64(),
+        Some(total),
+        "capped at the total"
+    );
+    assert!(sim.set_storage_usage("node1", "local", 1000));
+    sim.advance_clock(Duration::from_secs(3600));
+    assert_eq!(
+        local(&sim, "node1")["used"].as_u64(),
+        Some(1000 + 7_200_000_000)
+    );
+    // Shared storage fills everywhere.
+    assert!(sim.set_storage_fill_rate("node3", "synology", 1e9));
+    let syn0 = v_of_storage(&sim, "node1", "synology")["used"]
+        .as_u64()
+        .expect("used");
+    sim.advance_clock(Duration::from_secs(3600));
+    for n in ["node1", "node4"] {
+        assert_eq!(
+            v_of_storage(&sim, n, "synology")["used"].as_u64(),
+            Some(syn0 + 1_000_000_000)
+        );
+    }
+    assert!(!sim.set_storage_fill_rate("node1", "nope", 1.0));
+
+    // Wear-out: "N/A" has nothing to decline from until it gets a number.
+    assert!(!sim.set_disk_wear_rate("/dev/sda", 2.0));
+    assert!(sim.set_disk_wearout("/dev/sda", 90.0));
+    assert!(sim.set_disk_wear_rate("/dev/sda", 2.0));
+    let wear = |sim: &PveSim| {
+        data(sim, "/nodes/node2/disks/list")
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|d| d["devpath"] == "/dev/sda")
+            .expect("sda")["wearout"]
+            .clone()
+    };
+    assert_eq!(wear(&sim), json!(90));
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        sim.advance_clock(Duration::from_secs(3600));
+        seen.push(wear(&sim).as_i64().expect("number"));
+    }
+    assert_eq!(seen, [88, 86, 84, 82, 80]);
+    sim.advance_clock(Duration::from_secs(100 * 3600));
+    assert_eq!(wear(&sim), json!(0), "floored at 0");
+    assert_eq!(
+        data(&sim, "/nodes/node2/disks/list")[1]["wearout"],
+        "N/A",
+        "other disks untouched"
+    );
+    assert!(!sim.set_disk_wearout("/dev/nope", 50.0));
+
+    // Backups that stopped three days ago: newest is that old, spacing and count kept.
+    let now = sim.now();
+    let content = |sim: &PveSim| {
+        data(
+            sim,
+            "/nodes/node1/storage/pbs/content?content=backup&vmid=105",
+        )
+    };
+    let before = content(&sim);
+    assert!(sim.stop_backups(105, Duration::from_secs(3 * 86_400)));
+    let after = content(&sim);
+    let ctimes = |v: &Value| -> Vec<i64> {
+        let mut c: Vec<i64> = v
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|b| b["ctime"].as_i64())
+            .collect();
+        c.sort_unstable();
+        c
+    };
+    let (b, a) = (ctimes(&before), ctimes(&after));
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a.last().copied(), Some(now - 3 * 86_400));
+    assert_eq!(a[1] - a[0], b[1] - b[0]);
+    for e in after.as_array().expect("array") {
+        let volid = e["volid"].as_str().expect("volid");
+        assert!(volid.starts_with("pbs:backup/ct/105/"), "{volid}");
+        assert!(
+            !before
+                .as_array()
+                .expect("array")
+                .iter()
+                .any(|o| o["volid"] == volid),
+            "renamed"
+        );
+    }
+    sim.advance_clock(Duration::from_secs(86_400));
+    assert_eq!(
+        ctimes(&content(&sim)),
+        a,
+        "no new backups appear by themselves"
+    );
+    assert!(!sim.stop_backups(4242, Duration::from_secs(1)));
+}
+
+fn v_of_storage(sim: &PveSim, node: &str, storage: &str) -> Value {
+    data(sim, &format!("/nodes/{node}/storage"))
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|s| s["storage"] == storage)
+        .cloned()
+        .unwrap_or_else(|| panic!("{storage} on {node}"))
+}

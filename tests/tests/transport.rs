@@ -1,8 +1,10 @@
 //! The QUIC transport against a real server: clients without a certificate or with one
 //! from another CA are rejected; malformed, truncated and oversized frames close only the
-//! offending connection; an agent speaking the previous minor protocol still works; the
+//! offending connection; agents speaking every earlier minor protocol still work, and a new
+//! agent talks to a server posing as an older one without the newer messages; the
 //! certificate is renewed over the session.
 
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 use warden_shared::frame::{self, FRAME_VERSION};
@@ -181,28 +183,79 @@ fn malformed_truncated_and_oversized_frames_close_only_that_connection() {
 }
 
 #[test]
-fn an_agent_one_minor_version_older_still_works() {
+fn agents_of_every_minor_version_still_work() {
     let tmp = tempfile::tempdir().unwrap();
     let server = ServerProc::start(&tmp.path().join("server"), &[]);
-    let mut agent = AgentProc::simulated(&tmp.path().join("old"), "old", "1s");
+    let major = ProtocolVersion::CURRENT.major;
+    let mut agents = Vec::new();
+    for minor in 0..=ProtocolVersion::CURRENT.minor {
+        let host = format!("minor{minor}");
+        let mut agent = AgentProc::simulated(&tmp.path().join(&host), &host, "1s");
+        let id = agent.enroll_ok(&server.token("10m"));
+        agent.start(&["--protocol-minor", &minor.to_string()]);
+        agents.push((minor, host, id, agent));
+    }
+    for (minor, host, id, agent) in &agents {
+        let a = eventually(Duration::from_secs(20), "agent connected", || {
+            server.agent(id).filter(|a| a["connected"] == true)
+        });
+        assert_eq!(a["protocol"], format!("{major}.{minor}"));
+        let node = eventually(Duration::from_secs(20), "telemetry stored", || {
+            let (s, v) = server.get(&format!("/api/resources/node:{host}"));
+            (s == 200 && v["metrics"]["cpu_pct"]["value"].is_number()).then_some(v)
+        });
+        let cpu = &node["metrics"]["cpu_pct"];
+        if *minor >= 2 {
+            // 1.2 carries each metric's provenance.
+            assert_eq!(cpu["source"], "simulated", "{node}");
+            assert!(
+                cpu["method"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("model:")),
+                "{node}"
+            );
+        } else {
+            // Older agents cannot say where a value came from: unknown, never made up.
+            assert_eq!(cpu["source"], Value::Null, "{node}");
+            assert_eq!(cpu["method"], Value::Null, "{node}");
+        }
+        assert!(
+            !agent.log().contains("server connection failed"),
+            "{}",
+            agent.log()
+        );
+    }
+}
+
+#[test]
+fn a_new_agent_sends_bare_batches_to_an_older_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A server that offers 1.1 decodes no 1.2 message; it closes the connection on one.
+    let server = ServerProc::start(&tmp.path().join("server"), &["--protocol-minor", "1"]);
+    let mut agent = AgentProc::simulated(&tmp.path().join("new"), "newagent", "1s");
     let id = agent.enroll_ok(&server.token("10m"));
-    let older = ProtocolVersion::CURRENT.minor - 1;
-    agent.start(&["--protocol-minor", &older.to_string()]);
-    let a = eventually(Duration::from_secs(20), "old agent connected", || {
+    agent.start(&[]);
+    let a = eventually(Duration::from_secs(20), "agent connected", || {
         server.agent(&id).filter(|a| a["connected"] == true)
     });
     assert_eq!(
         a["protocol"],
-        format!("{}.{older}", ProtocolVersion::CURRENT.major)
+        format!("{}.1", ProtocolVersion::CURRENT.major)
     );
-    eventually(
-        Duration::from_secs(20),
-        "old agent's telemetry stored",
-        || {
-            let (s, _) = server.get("/api/resources/node:old");
-            (s == 200).then_some(())
-        },
-    );
+    // Several batches stored over one session: the agent never sent what 1.1 lacks.
+    let first = eventually(Duration::from_secs(20), "telemetry stored", || {
+        let (s, v) = server.get("/api/resources/node:newagent");
+        (s == 200).then(|| v["updated_at"].clone())
+    });
+    let node = eventually(Duration::from_secs(20), "more telemetry stored", || {
+        let (_, v) = server.get("/api/resources/node:newagent");
+        (v["updated_at"] != first).then_some(v)
+    });
+    assert_eq!(node["metrics"]["cpu_pct"]["source"], Value::Null, "{node}");
+    let log = agent.log();
+    assert!(log.contains("metric provenance is not sent"), "{log}");
+    assert!(!log.contains("server connection failed"), "{log}");
+    assert_eq!(server.agent(&id).unwrap()["connected"], true);
 }
 
 #[test]

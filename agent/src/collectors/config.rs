@@ -33,6 +33,46 @@ pub struct CollectorsConfig {
     pub proxmox: ProxmoxConfig,
     /// The local Proxmox Backup Server API; off unless enabled.
     pub pbs: PbsConfig,
+    /// A Kubernetes cluster's API server; off unless enabled.
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `[collectors.kubernetes]`: a Kubernetes cluster, watched through its API server with a
+/// read-only service account (see `packaging/kubernetes/`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Whether the collector runs.
+    pub enabled: bool,
+    /// The cluster's name in Warden's resource ids (`k8s-cluster:<cluster>`).
+    pub cluster: String,
+    /// Kubeconfig to use; default: `$KUBECONFIG` or `~/.kube/config`, else the pod's service
+    /// account (in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// Only these namespaces (default: all).
+    pub namespaces: Vec<String>,
+    /// Never these namespaces.
+    pub exclude_namespaces: Vec<String>,
+    /// Time between runs (each run reads the watch cache; the API server is not re-listed).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Limit on one run, and how long an initial list may take before it is reported.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cluster: "kubernetes".into(),
+            kubeconfig: None,
+            namespaces: Vec::new(),
+            exclude_namespaces: Vec::new(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[collectors.pbs]`: the local Proxmox Backup Server API, read with a read-only API token.
@@ -249,6 +289,39 @@ impl CollectorsConfig {
                 p.fingerprint.as_deref(),
                 &mut problems,
             );
+        }
+        let k = &self.kubernetes;
+        if k.enabled {
+            check_timing("kubernetes", k.interval, k.timeout, &mut problems);
+            if let Err(e) = warden_shared::resource::canonical::k8s_cluster(&k.cluster) {
+                problems.push(format!(
+                    "collectors.kubernetes.cluster {:?}: {e}",
+                    k.cluster
+                ));
+            }
+            for ns in k.namespaces.iter().chain(&k.exclude_namespaces) {
+                let label = !ns.is_empty()
+                    && ns.len() <= 63
+                    && ns
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !ns.starts_with('-')
+                    && !ns.ends_with('-');
+                if !label {
+                    problems.push(format!(
+                        "collectors.kubernetes: {ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+                    ));
+                }
+            }
+            if !k.namespaces.is_empty()
+                && k.namespaces
+                    .iter()
+                    .all(|ns| k.exclude_namespaces.contains(ns))
+            {
+                problems.push(
+                    "collectors.kubernetes: every listed namespace is also excluded, so nothing would be watched".to_owned(),
+                );
+            }
         }
         if let Some(s) = &self.simulated {
             if s.interval < MIN_INTERVAL {

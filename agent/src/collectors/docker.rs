@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use warden_shared::ResourceId;
-use warden_shared::resource::canonical;
-use warden_shared::telemetry::{Resource, Value};
+use warden_shared::resource::{ResourceKind, canonical};
+use warden_shared::telemetry::{Provenance, Resource, Value};
 
 /// Containers read concurrently in one run. dockerd answers a one-shot stats request at the
 /// next tick of its 1 s stats loop, for all waiting requests at once; reading the containers
@@ -53,6 +53,55 @@ const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A stream that stayed up this long counts as healthy: the next failure starts from the
 /// shortest delay again.
 const EVENTS_STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// A metric of one container.
+const fn container(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::AppContainer, metric, "docker", method)
+}
+
+/// A metric of the engine.
+const fn engine(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::DockerHost, metric, "docker", method)
+}
+
+/// Where each metric comes from: the Docker Engine API on the configured socket.
+const PROVENANCE: &[Provenance] = &[
+    container("restart_count", "GET /containers/{id}/json RestartCount"),
+    container(
+        "cpu_pct",
+        "GET /containers/{id}/stats (one-shot): cpu_stats.cpu_usage.total_usage delta / \
+         system_cpu_usage delta x online_cpus, between runs",
+    ),
+    container(
+        "mem_used_bytes",
+        "GET /containers/{id}/stats (one-shot): memory_stats usage - inactive_file \
+         (cgroup v1 total_inactive_file, old daemons cache)",
+    ),
+    container(
+        "mem_limit_bytes",
+        "GET /containers/{id}/stats (one-shot): memory_stats.limit, absent when unlimited",
+    ),
+    container(
+        "mem_used_pct",
+        "GET /containers/{id}/stats (one-shot): memory_stats (usage - inactive_file) / limit",
+    ),
+    engine(
+        "containers_total",
+        "GET /containers/json?all=true, containers that GET /containers/{id}/json found",
+    ),
+    engine(
+        "containers_running",
+        "GET /containers/{id}/json State.Status running or restarting, counted",
+    ),
+    engine(
+        "containers_paused",
+        "GET /containers/{id}/json State.Status paused, counted",
+    ),
+    engine(
+        "containers_stopped",
+        "GET /containers/{id}/json State.Status neither running, restarting nor paused, counted",
+    ),
+];
 
 /// Reads the Docker daemon behind one socket.
 pub(crate) struct DockerCollector {
@@ -119,6 +168,10 @@ impl DockerCollector {
 impl Collector for DockerCollector {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    fn provenance(&self) -> &[Provenance] {
+        PROVENANCE
     }
 
     async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
@@ -600,6 +653,7 @@ fn send_trigger(trigger: &mpsc::Sender<()>) -> Result<(), ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collectors::assert_provenance_complete;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -905,6 +959,85 @@ mod tests {
             .expect("watcher stops on shutdown")
             .unwrap();
         daemon.abort();
+    }
+
+    /// A fake dockerd with one running container `web` whose CPU counters advance by one
+    /// second of a 2-CPU host per stats request, so the second run has a CPU %.
+    async fn fake_engine(listener: tokio::net::UnixListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stats_served = Arc::new(AtomicU32::new(0));
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let stats_served = Arc::clone(&stats_served);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head);
+                let path = line.split_whitespace().nth(1).unwrap_or("");
+                let body = if path.ends_with("/version") {
+                    r#"{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12"}"#
+                        .to_owned()
+                } else if path.contains("/containers/json") {
+                    r#"[{"Id":"6722a385ecdb54b4"}]"#.to_owned()
+                } else if path.contains("/stats") {
+                    let n = u64::from(stats_served.fetch_add(1, Ordering::SeqCst)) + 1;
+                    format!(
+                        r#"{{"cpu_stats":{{"cpu_usage":{{"total_usage":{}}},"system_cpu_usage":{},"online_cpus":2}},
+                            "memory_stats":{{"usage":10485760,"limit":104857600,"stats":{{"inactive_file":1048576}}}}}}"#,
+                        n * 500_000_000,
+                        n * 2_000_000_000
+                    )
+                } else if path.contains("/containers/") {
+                    r#"{"Id":"6722a385ecdb54b4","Name":"/web","RestartCount":1,
+                        "State":{"Status":"running","Running":true},
+                        "Config":{"Image":"busybox"},"HostConfig":{"Memory":104857600}}"#
+                        .to_owned()
+                } else {
+                    String::new()
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(reply.as_bytes()).await.ok();
+                conn.shutdown().await.ok();
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn every_metric_has_its_provenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let engine = tokio::spawn(fake_engine(tokio::net::UnixListener::bind(&path).unwrap()));
+        let cfg = DockerConfig {
+            socket: path.to_string_lossy().into_owned(),
+            ..DockerConfig::default()
+        };
+        let mut c = DockerCollector::new("h", &cfg);
+        let first = c.collect(1).await.unwrap();
+        let second = c.collect(2).await.unwrap();
+        assert!(first.problems.is_empty() && second.problems.is_empty());
+        let cpu = second
+            .samples
+            .iter()
+            .find(|s| s.resource_id.as_str() == "docker:h/web" && s.metric == "cpu_pct")
+            .expect("the second run has a CPU %");
+        // Half a second of container CPU time in one second of a 2-CPU host: half a core.
+        assert!((cpu.value - 50.0).abs() < 1e-9, "{cpu:?}");
+        let mut metrics: Vec<&str> = second.samples.iter().map(|s| s.metric.as_str()).collect();
+        metrics.sort_unstable();
+        assert_eq!(metrics.len(), PROVENANCE.len(), "{metrics:?}");
+        assert_provenance_complete(&c, &second);
+        engine.abort();
     }
 
     #[tokio::test]

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Instant;
 use sysinfo::{Components, DiskRefreshKind, Disks, Networks, System};
 use warden_shared::ResourceId;
-use warden_shared::resource::canonical;
-use warden_shared::telemetry::{Resource, Value};
+use warden_shared::resource::{ResourceKind, canonical};
+use warden_shared::telemetry::{Provenance, Resource, Value};
 
 /// Bytes per sector in `/proc/diskstats`, whatever the device's real sector size.
 const DISKSTATS_SECTOR_BYTES: u64 = 512;
@@ -54,6 +54,73 @@ const PSEUDO_FS: &[&str] = &[
     "tracefs",
 ];
 
+/// A metric of this machine's node, read by the `host` collector.
+const fn node(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::Node, metric, "host", method)
+}
+
+/// Where each metric comes from. sysinfo reads Linux's `/proc` and `/sys` itself (always
+/// the real root); disk IO is read from `<root>/proc/diskstats` directly.
+const PROVENANCE: &[Provenance] = &[
+    node(
+        "cpu_pct",
+        "sysinfo: /proc/stat, busy share of all CPUs between two reads",
+    ),
+    node("mem_total_bytes", "sysinfo: /proc/meminfo MemTotal"),
+    node(
+        "mem_used_bytes",
+        "sysinfo: /proc/meminfo MemTotal - MemAvailable (page cache excluded)",
+    ),
+    node(
+        "mem_used_pct",
+        "sysinfo: /proc/meminfo (MemTotal - MemAvailable) / MemTotal",
+    ),
+    node("swap_total_bytes", "sysinfo: /proc/meminfo SwapTotal"),
+    node(
+        "swap_used_bytes",
+        "sysinfo: /proc/meminfo SwapTotal - SwapFree",
+    ),
+    node("load1", "sysinfo: /proc/loadavg, 1-minute average"),
+    node("load5", "sysinfo: /proc/loadavg, 5-minute average"),
+    node("load15", "sysinfo: /proc/loadavg, 15-minute average"),
+    node(
+        "uptime_seconds",
+        "sysinfo: /proc/uptime (else the sysinfo(2) call)",
+    ),
+    node(
+        "fs_total_bytes",
+        "sysinfo: statvfs(mount) f_blocks x f_frsize, mounts from /proc/mounts",
+    ),
+    node(
+        "fs_used_bytes",
+        "sysinfo: statvfs(mount) (f_blocks - f_bavail) x f_frsize",
+    ),
+    node(
+        "fs_used_pct",
+        "sysinfo: statvfs(mount) (f_blocks - f_bavail) / f_blocks",
+    ),
+    node(
+        "disk_read_bytes_per_s",
+        "/proc/diskstats sectors read x 512, per second between runs",
+    ),
+    node(
+        "disk_write_bytes_per_s",
+        "/proc/diskstats sectors written x 512, per second between runs",
+    ),
+    node(
+        "net_rx_bytes_per_s",
+        "sysinfo: /sys/class/net/<iface>/statistics/rx_bytes, per second between runs",
+    ),
+    node(
+        "net_tx_bytes_per_s",
+        "sysinfo: /sys/class/net/<iface>/statistics/tx_bytes, per second between runs",
+    ),
+    node(
+        "temp_celsius",
+        "sysinfo: /sys/class/hwmon/hwmon*/temp*_input",
+    ),
+];
+
 /// Reads this machine.
 pub(crate) struct HostCollector {
     state: Arc<Mutex<HostState>>,
@@ -77,6 +144,10 @@ impl HostCollector {
 impl Collector for HostCollector {
     fn name(&self) -> &'static str {
         "host"
+    }
+
+    fn provenance(&self) -> &[Provenance] {
+        PROVENANCE
     }
 
     async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
@@ -613,5 +684,43 @@ mod tests {
             second.samples
         );
         assert!(second.samples.iter().all(|s| s.ts_ms == 2));
+        crate::collectors::assert_provenance_complete(&c, &first);
+        crate::collectors::assert_provenance_complete(&c, &second);
+    }
+
+    #[test]
+    fn every_metric_has_its_provenance() {
+        // What this machine may lack (sensors, network rates) is covered by a fixed set.
+        let id = ResourceId::new("node:h").unwrap();
+        let mut all = Collected::default();
+        for metric in [
+            "cpu_pct",
+            "mem_total_bytes",
+            "mem_used_bytes",
+            "mem_used_pct",
+            "swap_total_bytes",
+            "swap_used_bytes",
+            "load1",
+            "load5",
+            "load15",
+            "uptime_seconds",
+            r#"fs_total_bytes{mount="/"}"#,
+            r#"fs_used_bytes{mount="/"}"#,
+            r#"fs_used_pct{mount="/"}"#,
+            r#"disk_read_bytes_per_s{device="sda"}"#,
+            r#"disk_write_bytes_per_s{device="sda"}"#,
+            r#"net_rx_bytes_per_s{iface="eth0"}"#,
+            r#"net_tx_bytes_per_s{iface="eth0"}"#,
+            r#"temp_celsius{sensor="coretemp Package id 0"}"#,
+        ] {
+            all.sample(&id, metric, 1, 1.0);
+        }
+        let c = HostCollector::new("h", PathBuf::from("/"));
+        crate::collectors::assert_provenance_complete(&c, &all);
+        assert_eq!(
+            PROVENANCE.len(),
+            all.samples.len(),
+            "no entry without a metric"
+        );
     }
 }

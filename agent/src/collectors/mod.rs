@@ -3,18 +3,22 @@
 //!
 //! Invariants:
 //! - every run yields exactly one [`TelemetryBatch`] with `collector`, `collected_at_ms` and
-//!   `health` set and `seq = 0` (the spool numbers batches);
+//!   `health` set and `seq = 0` (the spool numbers batches), wrapped in a [`ProvenancedBatch`]
+//!   with the collector's [`Collector::provenance`] entries for the metrics in it;
 //! - a failed or timed-out run sends a batch with no resources and no samples and health
 //!   `Failed` plus a message saying why; it never reports zeros in place of unknowns;
 //! - a run that produced data but hit some problems is `Degraded`, its message lists them;
 //! - a value that cannot be read is absent or [`warden_shared::telemetry::Value::Unknown`].
 //!
 //! Each source lives in its own file: `host.rs` (sysinfo), `docker.rs` (bollard)
-//! and `simulated.rs` (a deterministic Proxmox-like node for demos).
+//! and `simulated.rs` (a deterministic Proxmox-like node for demos). Each file also holds its
+//! provenance table: where every metric it emits comes from (`source`) and how it is read
+//! (`method`); tests check it is complete with [`assert_provenance_complete`].
 
 mod config;
 mod docker;
 mod host;
+mod kubernetes;
 mod pbs;
 pub(crate) mod proxmox;
 mod proxmox_api;
@@ -22,7 +26,7 @@ mod simulated;
 
 pub use config::{
     CollectorsConfig, DEFAULT_DOCKER_SOCKET, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DockerConfig,
-    HostConfig, PbsConfig, ProxmoxConfig, SimulatedConfig,
+    HostConfig, KubernetesConfig, PbsConfig, ProxmoxConfig, SimulatedConfig,
 };
 
 use futures_util::FutureExt;
@@ -35,7 +39,10 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 use warden_shared::ResourceId;
 use warden_shared::ids::IdError;
-use warden_shared::telemetry::{CollectorHealth, HealthStatus, Resource, Sample, TelemetryBatch};
+use warden_shared::telemetry::{
+    CollectorHealth, HealthStatus, MAX_BATCH_BYTES, Provenance, ProvenancedBatch, Resource, Sample,
+    TelemetryBatch,
+};
 
 /// How long the runner waits after an external trigger (a Docker event) before it runs, so a
 /// burst of events (`die`, `restart`, `start`) costs one run, not three.
@@ -63,6 +70,9 @@ pub enum CollectorError {
     /// The Proxmox VE API could not be read; the message says what to check.
     #[error("proxmox api: {0}")]
     Proxmox(String),
+    /// The Kubernetes API server could not be reached or read; the message says what to check.
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
     /// sysinfo could not initialise or read a subsystem.
     #[error("cannot read {what}: {source}")]
     Sysinfo {
@@ -146,18 +156,28 @@ pub trait Collector: Send + 'static {
         &mut self,
         now_ms: i64,
     ) -> impl Future<Output = Result<Collected, CollectorError>> + Send;
+
+    /// Where each metric this collector emits comes from: one entry per (resource kind,
+    /// metric name without labels), usually a `const` table built with [`Provenance::new`].
+    /// The runner attaches the entries of the metrics present in each batch.
+    ///
+    /// The default is an empty table: the server then shows those metrics' source and method
+    /// as unknown. Check a table with [`assert_provenance_complete`] in the collector's tests.
+    fn provenance(&self) -> &[Provenance] {
+        &[]
+    }
 }
 
 /// Starts one task per enabled collector. Each run produces one [`TelemetryBatch`] (seq = 0; the
-/// spool assigns sequence numbers) sent on `out`. Tasks stop when `shutdown` changes to true (or
-/// its sender is dropped) and when `out` is closed.
+/// spool assigns sequence numbers) with the provenance of its metrics, sent on `out`. Tasks
+/// stop when `shutdown` changes to true (or its sender is dropped) and when `out` is closed.
 ///
 /// # Panics
 /// If called outside a Tokio runtime.
 pub fn spawn_all(
     cfg: &CollectorsConfig,
     hostname: &str,
-    out: mpsc::Sender<TelemetryBatch>,
+    out: mpsc::Sender<ProvenancedBatch>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
@@ -201,6 +221,14 @@ pub fn spawn_all(
         let timing = Timing::new(cfg.pbs.interval, cfg.pbs.timeout);
         handles.push(spawn_named(
             "pbs",
+            run(collector, timing, out.clone(), shutdown.clone(), None),
+        ));
+    }
+    if cfg.kubernetes.enabled {
+        let collector = kubernetes::KubernetesCollector::new(&cfg.kubernetes);
+        let timing = Timing::new(cfg.kubernetes.interval, cfg.kubernetes.timeout);
+        handles.push(spawn_named(
+            "kubernetes",
             run(collector, timing, out.clone(), shutdown.clone(), None),
         ));
     }
@@ -256,7 +284,7 @@ enum Wake {
 pub(crate) async fn run<C: Collector>(
     mut collector: C,
     timing: Timing,
-    out: mpsc::Sender<TelemetryBatch>,
+    out: mpsc::Sender<ProvenancedBatch>,
     mut shutdown: watch::Receiver<bool>,
     mut trigger: Option<mpsc::Receiver<()>>,
 ) {
@@ -265,7 +293,7 @@ pub(crate) async fn run<C: Collector>(
     let mut ticker = tokio::time::interval(timing.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(collector = name, interval = ?timing.interval, "collector started");
-    loop {
+    'runs: loop {
         let wake = tokio::select! {
             biased;
             () = shutdown_requested(&mut shutdown) => Wake::Shutdown,
@@ -295,19 +323,21 @@ pub(crate) async fn run<C: Collector>(
                 ticker.reset();
             }
         }
-        let batch = tokio::select! {
+        let batches = tokio::select! {
             biased;
             () = shutdown_requested(&mut shutdown) => break,
-            batch = run_once(&mut collector, timing.timeout, &mut health) => batch,
+            batches = run_once(&mut collector, timing.timeout, &mut health) => batches,
         };
-        let sent = tokio::select! {
-            biased;
-            () = shutdown_requested(&mut shutdown) => break,
-            sent = out.send(batch) => sent,
-        };
-        if sent.is_err() {
-            debug!(collector = name, "telemetry receiver closed");
-            break;
+        for batch in batches {
+            let sent = tokio::select! {
+                biased;
+                () = shutdown_requested(&mut shutdown) => break 'runs,
+                sent = out.send(batch) => sent,
+            };
+            if sent.is_err() {
+                debug!(collector = name, "telemetry receiver closed");
+                break 'runs;
+            }
         }
     }
     info!(collector = name, "collector stopped");
@@ -327,12 +357,14 @@ async fn recv_trigger(trigger: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     }
 }
 
-/// Runs the collector once under `timeout` and wraps the outcome in a batch.
+/// Runs the collector once under `timeout` and wraps the outcome in a batch with the
+/// provenance of its metrics; a run too big for one frame (10,000 pods) becomes several
+/// batches of at most [`MAX_BATCH_BYTES`].
 async fn run_once<C: Collector>(
     collector: &mut C,
     timeout: Duration,
     health: &mut HealthTracker,
-) -> TelemetryBatch {
+) -> Vec<ProvenancedBatch> {
     let now_ms = unix_ms(SystemTime::now());
     let started = Instant::now();
     // A panicking collector is reported like a failing one instead of silently ending its task.
@@ -343,7 +375,56 @@ async fn run_once<C: Collector>(
         Err(_) => Err(CollectorError::Timeout(timeout)),
     };
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    health.batch(collector.name(), now_ms, duration_ms, outcome)
+    let batch = health.batch(collector.name(), now_ms, duration_ms, outcome);
+    batch
+        .split_to_fit(MAX_BATCH_BYTES)
+        .into_iter()
+        .map(|batch| {
+            let provenance = Provenance::for_samples(collector.provenance(), &batch.samples);
+            ProvenancedBatch { batch, provenance }
+        })
+        .collect()
+}
+
+/// Checks a collector's provenance table against what one of its runs produced: every metric
+/// in `collected` has an entry for its resource kind, and the table itself is well-formed
+/// (no duplicate keys, no labels in metric names, no empty text).
+///
+/// # Panics
+/// Listing every problem, so one run of the test shows all missing entries.
+#[cfg(test)]
+pub(crate) fn assert_provenance_complete<C: Collector>(collector: &C, collected: &Collected) {
+    let table = collector.provenance();
+    let mut problems: Vec<String> = Provenance::missing(table, &collected.samples)
+        .into_iter()
+        .map(|(kind, metric)| format!("no entry for {kind} {metric}"))
+        .collect();
+    let mut keys = std::collections::HashSet::new();
+    for p in table {
+        if !keys.insert((&p.kind, &p.metric)) {
+            problems.push(format!("duplicate entry for {} {}", p.kind, p.metric));
+        }
+        if p.metric.contains('{') || p.metric.is_empty() {
+            problems.push(format!("entry metric {:?} must be a bare name", p.metric));
+        }
+        if p.source.trim().is_empty() || p.method.trim().is_empty() {
+            problems.push(format!(
+                "entry for {} {} lacks source or method",
+                p.kind, p.metric
+            ));
+        }
+    }
+    assert!(
+        !collected.samples.is_empty(),
+        "the {} run produced no samples to check",
+        collector.name()
+    );
+    assert!(
+        problems.is_empty(),
+        "provenance table of the {} collector: {}",
+        collector.name(),
+        problems.join("; ")
+    );
 }
 
 /// Joins problems with `; `, listing at most [`MAX_PROBLEMS_SHOWN`] of them.
@@ -510,6 +591,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use warden_shared::resource::ResourceKind;
 
     /// A collector whose behaviour per call is scripted.
     struct Fake {
@@ -517,9 +599,18 @@ mod tests {
         script: fn(u32) -> Option<Result<Collected, CollectorError>>,
     }
 
+    /// `x` is what [`Fake`] emits; `y` never appears in a batch.
+    const FAKE_PROVENANCE: &[Provenance] = &[
+        Provenance::new(ResourceKind::Node, "x", "fake", "a constant"),
+        Provenance::new(ResourceKind::Node, "y", "fake", "never sampled"),
+    ];
+
     impl Collector for Fake {
         fn name(&self) -> &'static str {
             "fake"
+        }
+        fn provenance(&self) -> &[Provenance] {
+            FAKE_PROVENANCE
         }
         async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
@@ -542,7 +633,7 @@ mod tests {
         script: fn(u32) -> Option<Result<Collected, CollectorError>>,
         timing: Timing,
     ) -> (
-        mpsc::Receiver<TelemetryBatch>,
+        mpsc::Receiver<ProvenancedBatch>,
         watch::Sender<bool>,
         mpsc::Sender<()>,
         JoinHandle<()>,
@@ -628,11 +719,16 @@ mod tests {
         let (mut rx, stop, _trig, handle) =
             spawn_fake(|n| (n != 1).then(|| Ok(Collected::default())), timing);
         let first = rx.recv().await.unwrap();
+        // Only the entries of metrics in the batch travel with it.
+        assert_eq!(first.provenance, FAKE_PROVENANCE[..1].to_vec());
+        let first = first.batch;
         assert_eq!(health(&first).status, HealthStatus::Ok);
         assert_eq!(first.samples.len(), 1);
         assert_eq!(first.collector, "fake");
 
         let second = rx.recv().await.unwrap();
+        assert!(second.provenance.is_empty(), "a failed run has no metrics");
+        let second = second.batch;
         let h = health(&second);
         assert_eq!(h.status, HealthStatus::Failed);
         assert_eq!(
@@ -643,7 +739,7 @@ mod tests {
         assert!(h.duration_ms >= 100, "{h:?}");
         assert!(second.samples.is_empty() && second.resources.is_empty());
 
-        let third = rx.recv().await.unwrap();
+        let third = rx.recv().await.unwrap().batch;
         assert_eq!(health(&third).status, HealthStatus::Ok);
         stop.send(true).unwrap();
         handle.await.unwrap();
@@ -664,7 +760,7 @@ mod tests {
             },
             timing,
         );
-        let first = rx.recv().await.unwrap();
+        let first = rx.recv().await.unwrap().batch;
         let h = health(&first);
         assert_eq!(h.status, HealthStatus::Failed);
         assert!(h.message.as_deref().unwrap().contains("still in progress"));
@@ -679,7 +775,8 @@ mod tests {
         let second = tokio::time::timeout(Duration::from_secs(2), rx.recv())
             .await
             .expect("triggered run")
-            .unwrap();
+            .unwrap()
+            .batch;
         assert_eq!(health(&second).status, HealthStatus::Ok);
         assert!(
             tokio::time::timeout(Duration::from_millis(300), rx.recv())
@@ -689,14 +786,17 @@ mod tests {
         );
         // The third run panics: reported as Failed, and the task keeps running.
         trig.try_send(()).unwrap();
-        let third = rx.recv().await.unwrap();
+        let third = rx.recv().await.unwrap().batch;
         assert_eq!(health(&third).status, HealthStatus::Failed);
         assert_eq!(
             health(&third).message.as_deref(),
             Some("collector panicked: sensor table corrupt")
         );
         trig.try_send(()).unwrap();
-        assert_eq!(health(&rx.recv().await.unwrap()).status, HealthStatus::Ok);
+        assert_eq!(
+            health(&rx.recv().await.unwrap().batch).status,
+            HealthStatus::Ok
+        );
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(2), handle)
             .await

@@ -11,7 +11,72 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use warden_shared::ResourceId;
 use warden_shared::resource::{ResourceKind, canonical};
-use warden_shared::telemetry::{Resource, Value};
+use warden_shared::telemetry::{Provenance, Resource, Value};
+
+/// A metric of a datastore.
+const fn datastore(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::PbsDatastore, metric, "pbs", method)
+}
+
+/// A metric of a backup group.
+const fn group(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::Backup, metric, "pbs", method)
+}
+
+/// Where each metric comes from: the PBS API (paths relative to `/api2/json`).
+const PROVENANCE: &[Provenance] = &[
+    datastore("datastore_total_bytes", "GET /status/datastore-usage total"),
+    datastore("datastore_used_bytes", "GET /status/datastore-usage used"),
+    datastore(
+        "datastore_used_pct",
+        "GET /status/datastore-usage used / total",
+    ),
+    datastore(
+        "datastore_dedup_factor",
+        "GET /status/datastore-usage gc-status index-data-bytes / disk-bytes",
+    ),
+    datastore(
+        "datastore_days_to_full",
+        "GET /status/datastore-usage estimated-full-date - now",
+    ),
+    datastore(
+        "job_last_ok",
+        "GET /admin/{gc,prune,verify,sync} last-run-state: 1 for OK or WARNINGS, else 0",
+    ),
+    datastore(
+        "job_last_run_age_seconds",
+        "GET /admin/{gc,prune,verify,sync} now - last-run-endtime",
+    ),
+    datastore(
+        "tasks_failed_24h",
+        "GET /nodes/localhost/tasks?errors=1&since=now-24h, tasks whose worker_id names the \
+         datastore",
+    ),
+    datastore(
+        "snapshots_total",
+        "GET /admin/datastore/{store}/snapshots, counted",
+    ),
+    datastore(
+        "snapshots_verify_failed",
+        "GET /admin/datastore/{store}/snapshots with verification.state failed, counted",
+    ),
+    datastore(
+        "snapshots_unverified",
+        "GET /admin/datastore/{store}/snapshots without verification, counted",
+    ),
+    group(
+        "backup_last_age_seconds",
+        "GET /admin/datastore/{store}/snapshots now - newest backup-time of the group",
+    ),
+    group(
+        "backup_count",
+        "GET /admin/datastore/{store}/snapshots of the group, counted",
+    ),
+    group(
+        "backup_size_bytes",
+        "GET /admin/datastore/{store}/snapshots size of the group's newest snapshot",
+    ),
+];
 
 /// Reads the PBS API of this host.
 pub(crate) struct PbsCollector {
@@ -280,6 +345,10 @@ impl Collector for PbsCollector {
         "pbs"
     }
 
+    fn provenance(&self) -> &[Provenance] {
+        PROVENANCE
+    }
+
     async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
         let mut last_good = std::mem::take(&mut self.last_good);
         let result = settle(&mut last_good, self.timeout, self.read(now_ms)).await;
@@ -420,5 +489,101 @@ mod tests {
             "a job that never ran is unknown"
         );
         assert!(attrs.contains(&("sync/s1_last_state".into(), Value::Unknown)));
+    }
+
+    const NOW_S: i64 = 1_780_000_000;
+
+    /// The PBS answer for `path`, with one datastore that has every metric.
+    fn answer(path: &str) -> String {
+        let data = if path.starts_with("/status/datastore-usage") {
+            format!(
+                r#"[{{"store":"store1","total":1000,"used":250,"backend-type":"filesystem",
+                    "estimated-full-date":{},
+                    "gc-status":{{"index-data-bytes":3000,"disk-bytes":1000}}}}]"#,
+                NOW_S + 10 * 86_400
+            )
+        } else if path.ends_with("/snapshots") {
+            format!(
+                r#"[{{"backup-type":"vm","backup-id":"100","backup-time":{},"size":1234,
+                    "verification":{{"state":"ok"}}}}]"#,
+                NOW_S - 3600
+            )
+        } else if path.starts_with("/admin/datastore") {
+            r#"[{"store":"store1"}]"#.to_owned()
+        } else if path.starts_with("/admin/") {
+            format!(
+                r#"[{{"id":"j1","store":"store1","last-run-state":"OK","last-run-endtime":{}}}]"#,
+                NOW_S - 600
+            )
+        } else if path.starts_with("/nodes/localhost/tasks") {
+            r#"[{"worker_id":"store1"}]"#.to_owned()
+        } else {
+            "null".to_owned()
+        };
+        format!(r#"{{"data":{data}}}"#)
+    }
+
+    /// A plain-HTTP stand-in for the PBS API (the TLS side is tested against the simulator).
+    async fn fake_pbs(listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head);
+                let body = answer(line.split_whitespace().nth(1).unwrap_or(""));
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(reply.as_bytes()).await.ok();
+                conn.shutdown().await.ok();
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn every_metric_has_its_provenance() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(fake_pbs(listener));
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let cfg = PbsConfig {
+            enabled: true,
+            url,
+            token_id: "warden@pbs!audit".into(),
+            token_secret_file: secret,
+            // Plain HTTP never uses it; any well-formed pin will do.
+            fingerprint: Some("00".repeat(32)),
+            ..PbsConfig::default()
+        };
+        let mut c = PbsCollector::new("pbs1", &cfg);
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let mut bases: Vec<&str> = out
+            .samples
+            .iter()
+            .map(|s| warden_shared::telemetry::metric_base(&s.metric))
+            .collect();
+        bases.sort_unstable();
+        bases.dedup();
+        assert_eq!(
+            bases.len(),
+            PROVENANCE.len(),
+            "every metric is emitted: {bases:?}"
+        );
+        crate::collectors::assert_provenance_complete(&c, &out);
+        server.abort();
     }
 }

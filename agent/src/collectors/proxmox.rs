@@ -4,29 +4,242 @@
 //! Who reports what, so that a cluster is described once and the same way whichever agent
 //! does it:
 //! - every agent reports its own node (`/nodes/{node}/status`), its node-local storage
-//!   (`/nodes/{node}/storage`, `shared = 0`) and, for its running VMs, the memory the guest
-//!   itself sees (balloon statistics);
+//!   (`/nodes/{node}/storage`, `shared = 0`) and disks, and, for its running VMs, the memory
+//!   the guest itself sees (balloon statistics);
 //! - the *reporter*, the online node with the lowest name in `/cluster/status`, also reports
 //!   the cluster-wide objects from `/cluster/resources`: every guest (named by cluster and
-//!   VMID, so migrations keep the id), shared storage, and nodes the cluster sees offline.
+//!   VMID, so migrations keep the id), shared storage, Ceph, and nodes the cluster sees
+//!   offline;
+//! - every agent reports its ZFS pools (`/nodes/{node}/disks/zfs`) and the replication jobs
+//!   whose guest runs on it (`/nodes/{node}/replication` lists exactly those, with the state
+//!   only that node keeps): samples on the guest, and the job's state and last error as a
+//!   `replication:<cluster>/<job>` resource whose parent is the guest. The guest resource
+//!   itself stays the reporter's.
 //!
-//! On failure the last good resources are sent again with `stale = true` and no samples, and
-//! the run is `Degraded` with the reason; nothing is ever reported as zero for "unknown".
+//! Ownership: the server keeps the last description it received of a resource, so two agents
+//! describing one resource would overwrite each other (a status flapping between `online` and
+//! `offline`). Every resource id therefore has exactly one writing agent at a time, decided by
+//! the cluster view, which all agents of a cluster read alike:
+//! - `node:<n>` is the agent of `n` while the cluster sees `n` online, and the reporter's
+//!   (status `offline`) while it sees `n` offline. An agent whose own node the cluster sees
+//!   offline but whose API still answers sends its node's samples, not the node resource;
+//! - guests, shared storage and Ceph are the reporter's;
+//! - a node's local storage, ZFS pools and disks are its agent's; nobody else writes them;
+//! - a replication job is the agent's of the node its guest runs on.
+//!
+//! A failed run sends no samples, is `Degraded` with the reason, and re-sends as `stale = true`
+//! those of its last good resources it still owns: under the view the failed run read, or,
+//! when it could not read `/cluster/status`, only the node-local ones, which no other agent
+//! can own (on a standalone node: all). Replication jobs are never re-sent: their owner
+//! follows the guest, which a failed run cannot see. Nothing is ever reported as zero for
+//! "unknown". In a network partition each side has its own view and reporter; the rule holds
+//! per view.
 
-use super::proxmox_api::{ApiClient, Endpoint, Product, label_value, num, nums, pct, put, settle};
+use super::proxmox_api::{
+    ApiClient, Endpoint, Product, label_value, mark_stale, num, nums, pct, put, settle,
+};
 use super::{Collected, Collector, CollectorError, ProxmoxConfig, resource_id};
 use serde::Deserialize;
 use warden_shared::ResourceId;
 use warden_shared::resource::{ResourceKind, canonical};
-use warden_shared::telemetry::{Resource, Value};
+use warden_shared::telemetry::{Provenance, Resource, Value};
+
+/// A metric of a node.
+const fn node(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::Node, metric, "proxmox", method)
+}
+
+/// A metric of a VM.
+const fn vm(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::Vm, metric, "proxmox", method)
+}
+
+/// A metric of a container.
+const fn lxc(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::SystemContainer, metric, "proxmox", method)
+}
+
+/// A metric of a storage: PVE storage, ZFS pool or Ceph.
+const fn storage(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::Storage, metric, "proxmox", method)
+}
+
+/// A metric of a physical disk.
+const fn disk(metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(ResourceKind::PhysicalDisk, metric, "proxmox", method)
+}
+
+/// Methods VMs and containers share.
+const GUEST_CPU: &str = "GET /cluster/resources (reporter): cpu x 100, running guests only";
+const GUEST_MEM_USED: &str = "GET /cluster/resources (reporter): mem, running guests only";
+const GUEST_MEM_PCT: &str =
+    "GET /cluster/resources (reporter): mem / maxmem x 100, running guests only";
+const GUEST_UPTIME: &str = "GET /cluster/resources (reporter): uptime, running guests only";
+const GUEST_MEM_TOTAL: &str = "GET /cluster/resources (reporter): maxmem";
+const GUEST_DISK_TOTAL: &str = "GET /cluster/resources (reporter): maxdisk";
+const GUEST_BACKUP_FAILED: &str = "GET /nodes/{node}/tasks?errors=1&limit=500&since=<now - 24 h> \
+     on the guest's node (node from /cluster/resources): tasks of type vzdump whose id is the \
+     VMID, counted (0 when there are none)";
+const REPLICATION_FAIL_COUNT: &str = "GET /nodes/{node}/replication on the node the guest runs \
+     on: fail_count of the job (label job = the job id)";
+const REPLICATION_AGE: &str = "GET /nodes/{node}/replication on the node the guest runs on: \
+     now - last_sync of the job, absent while last_sync is 0 (never synced; label job)";
+const REPLICATION_DURATION: &str = "GET /nodes/{node}/replication on the node the guest runs \
+     on: duration of the job's last sync (label job)";
+
+/// Where each metric comes from: the node's own PVE API (paths relative to `/api2/json`;
+/// `{node}` is the agent's node unless said otherwise).
+const PROVENANCE: &[Provenance] = &[
+    node("cpu_pct", "GET /nodes/{node}/status: cpu x 100"),
+    node("mem_total_bytes", "GET /nodes/{node}/status: memory.total"),
+    node(
+        "mem_used_bytes",
+        "GET /nodes/{node}/status: memory.total - memory.available (PVE 8+), else \
+         memory.used (both exclude cache)",
+    ),
+    node(
+        "mem_used_pct",
+        "GET /nodes/{node}/status: (memory.total - memory.available, else memory.used) / \
+         memory.total x 100",
+    ),
+    node("swap_total_bytes", "GET /nodes/{node}/status: swap.total"),
+    node("swap_used_bytes", "GET /nodes/{node}/status: swap.used"),
+    node(
+        "rootfs_used_pct",
+        "GET /nodes/{node}/status: rootfs.used / rootfs.total x 100",
+    ),
+    node(
+        "load1",
+        "GET /nodes/{node}/status: loadavg[0] (sent as text)",
+    ),
+    node(
+        "load5",
+        "GET /nodes/{node}/status: loadavg[1] (sent as text)",
+    ),
+    node(
+        "load15",
+        "GET /nodes/{node}/status: loadavg[2] (sent as text)",
+    ),
+    node("uptime_seconds", "GET /nodes/{node}/status: uptime"),
+    node(
+        "updates_pending",
+        "GET /nodes/{node}/apt/update: entries, counted",
+    ),
+    node(
+        "tasks_failed_24h",
+        "GET /nodes/{node}/tasks?errors=1&limit=500&since=<now - 24 h>: entries, counted \
+         (at most 500)",
+    ),
+    vm("cpu_pct", GUEST_CPU),
+    vm("mem_used_bytes", GUEST_MEM_USED),
+    vm("mem_used_pct", GUEST_MEM_PCT),
+    vm("uptime_seconds", GUEST_UPTIME),
+    vm("mem_total_bytes", GUEST_MEM_TOTAL),
+    vm("disk_total_bytes", GUEST_DISK_TOTAL),
+    vm(
+        "guest_mem_total_bytes",
+        "GET /nodes/{node}/qemu/{vmid}/status/current (running VMs of the agent's node): \
+         ballooninfo.total_mem, absent without a balloon driver",
+    ),
+    vm(
+        "guest_mem_used_bytes",
+        "GET /nodes/{node}/qemu/{vmid}/status/current (running VMs of the agent's node): \
+         ballooninfo.total_mem - ballooninfo.free_mem, absent without a balloon driver",
+    ),
+    vm("backup_failed_24h", GUEST_BACKUP_FAILED),
+    vm(
+        "backup_last_age_seconds",
+        "GET /nodes/{node}/storage/{storage}/content?content=backup (node-local backup \
+         storage by its node's agent, shared by the reporter): now - newest ctime of the \
+         VMID's backups whose subtype is not lxc (label storage)",
+    ),
+    vm(
+        "backup_count",
+        "GET /nodes/{node}/storage/{storage}/content?content=backup: the VMID's backups whose \
+         subtype is not lxc, counted (label storage)",
+    ),
+    vm("replication_fail_count", REPLICATION_FAIL_COUNT),
+    vm("replication_last_sync_age_seconds", REPLICATION_AGE),
+    vm("replication_last_duration_seconds", REPLICATION_DURATION),
+    lxc("cpu_pct", GUEST_CPU),
+    lxc("mem_used_bytes", GUEST_MEM_USED),
+    lxc("mem_used_pct", GUEST_MEM_PCT),
+    lxc("uptime_seconds", GUEST_UPTIME),
+    lxc("mem_total_bytes", GUEST_MEM_TOTAL),
+    lxc("disk_total_bytes", GUEST_DISK_TOTAL),
+    lxc("backup_failed_24h", GUEST_BACKUP_FAILED),
+    lxc(
+        "backup_last_age_seconds",
+        "GET /nodes/{node}/storage/{storage}/content?content=backup (node-local backup \
+         storage by its node's agent, shared by the reporter): now - newest ctime of the \
+         VMID's backups with subtype lxc (label storage)",
+    ),
+    lxc(
+        "backup_count",
+        "GET /nodes/{node}/storage/{storage}/content?content=backup: the VMID's backups with \
+         subtype lxc, counted (label storage)",
+    ),
+    lxc("replication_fail_count", REPLICATION_FAIL_COUNT),
+    lxc("replication_last_sync_age_seconds", REPLICATION_AGE),
+    lxc("replication_last_duration_seconds", REPLICATION_DURATION),
+    storage(
+        "storage_total_bytes",
+        "node-local PVE storage: GET /nodes/{node}/storage total; shared PVE storage: \
+         GET /cluster/resources (reporter) maxdisk; ZFS pool: GET /nodes/{node}/disks/zfs \
+         size; Ceph: GET /cluster/ceph/status (reporter) pgmap.bytes_total",
+    ),
+    storage(
+        "storage_used_bytes",
+        "node-local PVE storage: GET /nodes/{node}/storage used; shared PVE storage: \
+         GET /cluster/resources (reporter) disk; ZFS pool: GET /nodes/{node}/disks/zfs \
+         alloc; Ceph: GET /cluster/ceph/status (reporter) pgmap.bytes_used",
+    ),
+    storage(
+        "storage_used_pct",
+        "node-local PVE storage: GET /nodes/{node}/storage used / total x 100; shared PVE \
+         storage: GET /cluster/resources (reporter) disk / maxdisk x 100; ZFS pool: \
+         GET /nodes/{node}/disks/zfs alloc / size x 100; Ceph: GET /cluster/ceph/status \
+         (reporter) pgmap.bytes_used / pgmap.bytes_total x 100",
+    ),
+    storage(
+        "storage_free_bytes",
+        "ZFS pools only: GET /nodes/{node}/disks/zfs free",
+    ),
+    storage("zfs_frag_pct", "GET /nodes/{node}/disks/zfs: frag"),
+    storage("zfs_dedup_ratio", "GET /nodes/{node}/disks/zfs: dedup"),
+    storage(
+        "ceph_osds_total",
+        "GET /cluster/ceph/status (reporter): osdmap.num_osds",
+    ),
+    storage(
+        "ceph_osds_up",
+        "GET /cluster/ceph/status (reporter): osdmap.num_up_osds",
+    ),
+    storage(
+        "ceph_osds_in",
+        "GET /cluster/ceph/status (reporter): osdmap.num_in_osds",
+    ),
+    disk("disk_size_bytes", "GET /nodes/{node}/disks/list: size"),
+    disk(
+        "disk_wearout_pct",
+        "GET /nodes/{node}/disks/list: wearout (percent of life left, 100 = new), absent \
+         when PVE says N/A",
+    ),
+];
 
 /// Reads the Proxmox VE API of this node.
 pub(crate) struct ProxmoxCollector {
     node: String,
     api: ApiClient,
     timeout: std::time::Duration,
-    /// Resources of the last fully successful run, re-sent as stale when the API fails.
+    /// Resources of the last fully successful run; a failed run re-sends those it still owns
+    /// as stale.
     last_good: Vec<Resource>,
+    /// The cluster view of the current run, once `/cluster/status` answered.
+    view: Option<ClusterView>,
+    /// Whether the last view read was a standalone node's: then no other agent can own
+    /// anything this one reports.
+    standalone: bool,
 }
 
 impl ProxmoxCollector {
@@ -44,18 +257,28 @@ impl ProxmoxCollector {
             }),
             timeout: cfg.timeout,
             last_good: Vec::new(),
+            view: None,
+            standalone: false,
         }
     }
 
     async fn read(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
+        self.view = None;
         let status: Vec<ClusterStatusEntry> = self.api.get("/cluster/status").await?;
         let view = ClusterView::from_status(&status, &self.node);
+        self.standalone = view.standalone;
+        self.view = Some(view.clone());
         let mut out = Collected::default();
 
         let node_path = format!("/nodes/{}/status", self.node);
         let node_status: NodeStatus = self.api.get(&node_path).await?;
         let node_id = resource_id(&self.node, canonical::node(&self.node))?;
-        node_resource(&mut out, &node_id, &self.node, &view, &node_status, now_ms);
+        let node = node_resource(&mut out, &node_id, &self.node, &view, &node_status, now_ms);
+        // While the cluster sees this node offline, the reporter describes it (`offline`);
+        // this agent adds only what it measured.
+        if view.describes_itself(&self.node) {
+            out.resources.push(node);
+        }
 
         let now_s = now_ms / 1000;
         let mut backup_pools = Vec::new();
@@ -77,6 +300,7 @@ impl ProxmoxCollector {
             Err(e) => out.problems.push(e.to_string()),
         }
         self.disks(&mut out, &node_id, now_ms).await;
+        self.zfs_pools(&mut out, &node_id, now_ms).await;
         match self
             .api
             .get::<Vec<serde_json::Value>>(&format!("/nodes/{}/apt/update", self.node))
@@ -132,6 +356,7 @@ impl ProxmoxCollector {
         };
         self.balloon_memory(&mut out, &view, &resources, now_ms)
             .await;
+        self.replication(&mut out, &view, &resources, now_ms).await;
         self.failed_tasks(&mut out, &node_id, &view, &resources, now_s)
             .await;
         for pool in backup_pools {
@@ -169,7 +394,8 @@ impl ProxmoxCollector {
                 _ => "unknown",
             };
             put(out, &id, "disk_size_bytes", now_ms, d.size);
-            // PVE shows wear-out as percent of life used, or "N/A" (then: unknown).
+            // PVE's `wearout` is the percent of life left (100 = new; its GUI shows 100 minus
+            // this), or "N/A" (then: unknown).
             put(out, &id, "disk_wearout_pct", now_ms, d.wearout);
             out.resources.push(Resource {
                 id,
@@ -188,6 +414,62 @@ impl ProxmoxCollector {
                     ("used_by".into(), Value::from(d.used)),
                 ],
             });
+        }
+    }
+
+    /// This node's ZFS pools (see [`zfs_resource`]); for a pool that is not `ONLINE` also
+    /// `zpool status`'s explanation. A node without ZFS tools has none, which is no problem.
+    async fn zfs_pools(&mut self, out: &mut Collected, node_id: &ResourceId, now_ms: i64) {
+        let path = format!("/nodes/{}/disks/zfs", self.node);
+        let pools = match self.api.get::<Vec<ZfsPoolEntry>>(&path).await {
+            Ok(p) => p,
+            Err(CollectorError::Proxmox(m)) if m.contains(ZFS_NOT_INSTALLED) => return,
+            Err(e) => return out.problems.push(e.to_string()),
+        };
+        for pool in pools {
+            let id = match zfs_pool_id(&self.node, &pool.name) {
+                Ok(id) => id,
+                Err(e) => {
+                    out.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            // The detail endpoint takes only names of PVE's storage-id form.
+            let detail = if pool.health.as_deref() != Some("ONLINE") && is_pve_id(&pool.name) {
+                match self
+                    .api
+                    .get::<ZfsPoolDetail>(&format!("{path}/{}", pool.name))
+                    .await
+                {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        out.problems.push(e.to_string());
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            zfs_resource(out, &id, node_id, &pool, detail.as_ref(), now_ms);
+        }
+    }
+
+    /// Replication jobs whose guest runs on this node (see [`replication_job`]).
+    async fn replication(
+        &mut self,
+        out: &mut Collected,
+        view: &ClusterView,
+        resources: &[ClusterResource],
+        now_ms: i64,
+    ) {
+        let path = format!("/nodes/{}/replication", self.node);
+        match self.api.get::<Vec<ReplicationEntry>>(&path).await {
+            Ok(jobs) => {
+                for job in &jobs {
+                    replication_job(out, view, resources, &self.node, job, now_ms);
+                }
+            }
+            Err(e) => out.problems.push(e.to_string()),
         }
     }
 
@@ -313,6 +595,34 @@ impl ProxmoxCollector {
             }
         }
     }
+
+    /// Whether a resource of the last good run is still this agent's to write, in a run that
+    /// failed: under the view this run read, or, without one, only what no other agent can
+    /// ever write (the node's local storage, pools and disks; on a standalone node all).
+    fn still_owned(&self, r: &Resource) -> bool {
+        let own = self.node.as_str();
+        let view = self.view.as_ref();
+        match r.id.kind() {
+            // Its owner follows the guest, which a failed run cannot see.
+            REPLICATION_PREFIX => false,
+            "node" if r.id.name() == own => {
+                view.map_or(self.standalone, |v| v.describes_itself(own))
+            }
+            // A node the cluster saw offline: the reporter's while it still is.
+            "node" => view.map_or(self.standalone, |v| {
+                v.is_reporter(own) && !v.is_online(r.id.name())
+            }),
+            "storage" | "disk"
+                if r.parent
+                    .as_ref()
+                    .is_some_and(|p| p.kind() == "node" && p.name() == own) =>
+            {
+                true
+            }
+            // Guests, shared storage, Ceph.
+            _ => view.map_or(self.standalone, |v| v.is_reporter(own)),
+        }
+    }
 }
 
 impl Collector for ProxmoxCollector {
@@ -320,11 +630,37 @@ impl Collector for ProxmoxCollector {
         "proxmox"
     }
 
+    fn provenance(&self) -> &[Provenance] {
+        PROVENANCE
+    }
+
     async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
-        let mut last_good = std::mem::take(&mut self.last_good);
-        let result = settle(&mut last_good, self.timeout, self.read(now_ms)).await;
-        self.last_good = last_good;
-        result
+        // `settle` bounds the run; it gets nothing to fall back on, because what a failed run
+        // may re-send depends on who owns what now (see the module doc).
+        let mut fresh = Vec::new();
+        match settle(&mut fresh, self.timeout, self.read(now_ms)).await {
+            Ok(out) => {
+                self.last_good = fresh;
+                Ok(out)
+            }
+            Err(e) => {
+                let stale: Vec<Resource> = self
+                    .last_good
+                    .iter()
+                    .filter(|r| self.still_owned(r))
+                    .cloned()
+                    .map(mark_stale)
+                    .collect();
+                if stale.is_empty() {
+                    return Err(e);
+                }
+                Ok(Collected {
+                    resources: stale,
+                    samples: Vec::new(),
+                    problems: vec![e.to_string()],
+                })
+            }
+        }
     }
 }
 
@@ -460,6 +796,72 @@ struct BackupEntry {
     ctime: Option<f64>,
 }
 
+/// One entry of `/nodes/{node}/disks/zfs` (`zpool list -HpPLo ...`).
+#[derive(Deserialize)]
+struct ZfsPoolEntry {
+    name: String,
+    #[serde(default, deserialize_with = "num")]
+    size: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    alloc: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    free: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    frag: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    dedup: Option<f64>,
+    health: Option<String>,
+}
+
+/// `/nodes/{node}/disks/zfs/{name}` (PVE's parse of `zpool status -P`).
+#[derive(Deserialize)]
+struct ZfsPoolDetail {
+    status: Option<String>,
+    action: Option<String>,
+    scan: Option<String>,
+    errors: Option<String>,
+    #[serde(default)]
+    children: Vec<ZfsVdev>,
+}
+
+#[derive(Deserialize)]
+struct ZfsVdev {
+    name: String,
+    state: Option<String>,
+    msg: Option<String>,
+    #[serde(default)]
+    children: Vec<Self>,
+}
+
+/// One entry of `/nodes/{node}/replication`: the job's configuration plus this node's state.
+#[derive(Deserialize)]
+struct ReplicationEntry {
+    id: String,
+    #[serde(default, deserialize_with = "num")]
+    guest: Option<f64>,
+    target: Option<String>,
+    schedule: Option<String>,
+    comment: Option<String>,
+    /// `qemu` or `lxc`.
+    vmtype: Option<String>,
+    #[serde(default, deserialize_with = "num")]
+    disable: Option<f64>,
+    remove_job: Option<String>,
+    /// Start of the last successful sync; 0 = never.
+    #[serde(default, deserialize_with = "num")]
+    last_sync: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    next_sync: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    duration: Option<f64>,
+    #[serde(default, deserialize_with = "num")]
+    fail_count: Option<f64>,
+    error: Option<String>,
+    /// Set while a sync runs.
+    #[serde(default, deserialize_with = "num")]
+    pid: Option<f64>,
+}
+
 #[derive(Deserialize)]
 struct CephStatus {
     health: Option<CephHealth>,
@@ -514,7 +916,7 @@ struct BalloonInfo {
 }
 
 /// What `/cluster/status` says, reduced to what the collector decides with.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct ClusterView {
     /// The cluster name, or the node's own name when standalone.
     cluster: String,
@@ -523,6 +925,8 @@ struct ClusterView {
     /// The online node with the lowest name: it reports cluster-wide objects.
     reporter: Option<String>,
     quorate: Option<bool>,
+    /// No cluster: the node is alone, and so is its agent.
+    standalone: bool,
 }
 
 impl ClusterView {
@@ -544,8 +948,23 @@ impl ClusterView {
                 .unwrap_or_else(|| own.to_owned()),
             reporter: reporter.or_else(|| cluster_entry.is_none().then(|| own.to_owned())),
             quorate: cluster_entry.and_then(|c| c.quorate).map(|q| q == 1.0),
+            standalone: cluster_entry.is_none(),
             nodes,
         }
+    }
+
+    fn is_online(&self, node: &str) -> bool {
+        self.nodes.iter().any(|(n, online)| n == node && *online)
+    }
+
+    fn is_reporter(&self, node: &str) -> bool {
+        self.reporter.as_deref() == Some(node)
+    }
+
+    /// Whether `node`'s own agent describes `node:<node>`: while the cluster sees it online
+    /// (a standalone node always). Otherwise the reporter does, as `offline`.
+    fn describes_itself(&self, node: &str) -> bool {
+        self.standalone || self.is_online(node)
     }
 }
 
@@ -626,6 +1045,221 @@ fn ha_states(out: &mut Collected, view: &ClusterView, entries: &[HaEntry]) {
     }
 }
 
+/// What PVE answers (500) on a node without the ZFS tools.
+const ZFS_NOT_INSTALLED: &str = "zfsutils-linux not installed";
+/// The id prefix of replication jobs (not a [`ResourceKind`] yet; ids accept new prefixes).
+const REPLICATION_PREFIX: &str = "replication";
+
+/// `storage:<node>/zfs:<pool>`. PVE storage ids (`storage:<node>/<id>`) cannot contain `:`,
+/// so a pool never collides with a PVE storage of the same name (`local-zfs` on `rpool`, or a
+/// `zfspool` storage named like its pool).
+fn zfs_pool_id(node: &str, pool: &str) -> Result<ResourceId, CollectorError> {
+    resource_id(pool, canonical::storage(node, &format!("zfs:{pool}")))
+}
+
+/// `replication:<cluster>/<job>`: the job id (`<vmid>-<n>`) is unique in the cluster and
+/// survives a migration of its guest.
+fn replication_job_id(cluster: &str, job: &str) -> Result<ResourceId, CollectorError> {
+    resource_id(
+        job,
+        ResourceId::of(REPLICATION_PREFIX, &format!("{cluster}/{job}")),
+    )
+}
+
+/// PVE's `pve-storage-id` form, which `/disks/zfs/{name}` requires.
+fn is_pve_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.first().is_some_and(u8::is_ascii_alphabetic)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A ZFS pool as a node-local storage resource: `storage_total_bytes` (size),
+/// `storage_used_bytes` (allocated), `storage_free_bytes`, `storage_used_pct`,
+/// `zfs_frag_pct`, `zfs_dedup_ratio`; status is the pool's health in lower case (`online`,
+/// `degraded`, `faulted`, ...). From `detail` (pools not `ONLINE`): `zpool status`'s texts
+/// and the devices that are not online.
+fn zfs_resource(
+    out: &mut Collected,
+    id: &ResourceId,
+    node_id: &ResourceId,
+    p: &ZfsPoolEntry,
+    detail: Option<&ZfsPoolDetail>,
+    now_ms: i64,
+) {
+    put(out, id, "storage_total_bytes", now_ms, p.size);
+    put(out, id, "storage_used_bytes", now_ms, p.alloc);
+    put(out, id, "storage_free_bytes", now_ms, p.free);
+    put(out, id, "storage_used_pct", now_ms, pct(p.alloc, p.size));
+    put(out, id, "zfs_frag_pct", now_ms, p.frag);
+    put(out, id, "zfs_dedup_ratio", now_ms, p.dedup);
+    let status = p
+        .health
+        .as_deref()
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| "unknown".to_owned(), str::to_ascii_lowercase);
+    let mut attrs = vec![
+        ("plugin".into(), Value::from("zfs")),
+        ("pool".into(), Value::from(p.name.as_str())),
+        ("health".into(), Value::from(p.health.clone())),
+    ];
+    if let Some(d) = detail {
+        let mut bad = Vec::new();
+        bad_devices(&d.children, &mut bad);
+        for (k, v) in [
+            ("zpool_status", &d.status),
+            ("zpool_action", &d.action),
+            ("zpool_scan", &d.scan),
+            ("zpool_errors", &d.errors),
+        ] {
+            if let Some(v) = v {
+                attrs.push((k.into(), Value::from(v.as_str())));
+            }
+        }
+        attrs.push(("zpool_bad_devices".into(), Value::from(bad.join(", "))));
+    }
+    out.resources.push(Resource {
+        id: id.clone(),
+        name: p.name.clone(),
+        parent: Some(node_id.clone()),
+        status,
+        attrs,
+    });
+}
+
+/// Leaf devices whose state is not `ONLINE` (spares: not `AVAIL`/`INUSE`), as
+/// `name (STATE[, msg])`.
+fn bad_devices(vdevs: &[ZfsVdev], out: &mut Vec<String>) {
+    for v in vdevs {
+        if !v.children.is_empty() {
+            bad_devices(&v.children, out);
+            continue;
+        }
+        let Some(state) = v.state.as_deref() else {
+            continue;
+        };
+        if matches!(state, "ONLINE" | "AVAIL" | "INUSE") {
+            continue;
+        }
+        match v.msg.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+            Some(msg) => out.push(format!("{} ({state}, {msg})", v.name)),
+            None => out.push(format!("{} ({state})", v.name)),
+        }
+    }
+}
+
+/// One replication job of a guest on `node`: `replication_fail_count{job="…"}`,
+/// `replication_last_sync_age_seconds{job="…"}` (absent until the first successful sync; PVE
+/// sends 0 then) and `replication_last_duration_seconds{job="…"}` on the guest, and a
+/// `replication:<cluster>/<job>` resource (parent: the guest) with status `ok`, `failing`,
+/// `syncing`, `pending` (never synced yet), `disabled` or `removing`, and the last error.
+fn replication_job(
+    out: &mut Collected,
+    view: &ClusterView,
+    resources: &[ClusterResource],
+    node: &str,
+    j: &ReplicationEntry,
+    now_ms: i64,
+) {
+    let Some(vmid) = j.guest.map(|g| g as u32) else {
+        return out
+            .problems
+            .push(format!("replication job {}: no guest", j.id));
+    };
+    let kind = j.vmtype.as_deref().and_then(guest_kind).or_else(|| {
+        resources
+            .iter()
+            .find(|r| r.vmid == Some(f64::from(vmid)))
+            .and_then(|r| guest_kind(&r.kind))
+    });
+    let Some(kind) = kind else {
+        return out.problems.push(format!(
+            "replication job {}: guest {vmid} is neither a VM nor a container",
+            j.id
+        ));
+    };
+    let (guest_id, job_id) = match (
+        resource_id(&j.id, canonical::guest(kind, &view.cluster, vmid)),
+        replication_job_id(&view.cluster, &j.id),
+    ) {
+        (Ok(g), Ok(r)) => (g, r),
+        (Err(e), _) | (_, Err(e)) => return out.problems.push(e.to_string()),
+    };
+    let label = label_value(&j.id);
+    let last_sync = j.last_sync.filter(|t| *t > 0.0);
+    let now_s = (now_ms / 1000) as f64;
+    put(
+        out,
+        &guest_id,
+        &format!("replication_fail_count{{job=\"{label}\"}}"),
+        now_ms,
+        j.fail_count,
+    );
+    put(
+        out,
+        &guest_id,
+        &format!("replication_last_sync_age_seconds{{job=\"{label}\"}}"),
+        now_ms,
+        last_sync.map(|t| (now_s - t).max(0.0)),
+    );
+    put(
+        out,
+        &guest_id,
+        &format!("replication_last_duration_seconds{{job=\"{label}\"}}"),
+        now_ms,
+        j.duration,
+    );
+    let failing = j.fail_count.is_some_and(|f| f > 0.0);
+    let status = if j.disable == Some(1.0) {
+        "disabled"
+    } else if j.remove_job.is_some() {
+        "removing"
+    } else if failing {
+        "failing"
+    } else if j.pid.is_some() {
+        "syncing"
+    } else if last_sync.is_none() {
+        "pending"
+    } else {
+        "ok"
+    };
+    let mut attrs = vec![
+        ("guest".into(), Value::Int(i64::from(vmid))),
+        ("source".into(), Value::from(node)),
+        ("target".into(), Value::from(j.target.clone())),
+        // PVE's default when the job has none.
+        (
+            "schedule".into(),
+            Value::from(j.schedule.as_deref().unwrap_or("*/15")),
+        ),
+        (
+            "fail_count".into(),
+            Value::from(j.fail_count.map(|f| f as i64)),
+        ),
+    ];
+    if let Some(t) = last_sync {
+        attrs.push(("last_sync".into(), Value::Int(t as i64)));
+    }
+    if let Some(t) = j.next_sync.filter(|t| *t > 0.0) {
+        attrs.push(("next_sync".into(), Value::Int(t as i64)));
+    }
+    if let Some(e) = j.error.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        attrs.push(("error".into(), Value::from(e)));
+    }
+    if let Some(c) = &j.comment {
+        attrs.push(("comment".into(), Value::from(c.as_str())));
+    }
+    out.resources.push(Resource {
+        id: job_id,
+        name: j.id.clone(),
+        parent: Some(guest_id),
+        status: status.into(),
+        attrs,
+    });
+}
+
 fn holds_backups(content: Option<&str>) -> bool {
     content.is_some_and(|c| c.split(',').any(|c| c.trim() == "backup"))
 }
@@ -638,6 +1272,8 @@ fn guest_kind(pve_type: &str) -> Option<ResourceKind> {
     }
 }
 
+/// The node's samples into `out`; returns its description, which the caller sends only
+/// while it owns `node:<name>` (see the module doc).
 fn node_resource(
     out: &mut Collected,
     id: &ResourceId,
@@ -645,7 +1281,7 @@ fn node_resource(
     view: &ClusterView,
     st: &NodeStatus,
     now_ms: i64,
-) {
+) -> Resource {
     // Memory used excludes cache: PVE 8+ sends `available`; older `used` already excludes it.
     let mem_used = match (st.memory.total, st.memory.available) {
         (Some(t), Some(a)) => Some(t - a),
@@ -680,7 +1316,7 @@ fn node_resource(
         );
     }
     put(out, id, "uptime_seconds", now_ms, st.uptime);
-    out.resources.push(Resource {
+    Resource {
         id: id.clone(),
         name: name.to_owned(),
         parent: None,
@@ -696,7 +1332,7 @@ fn node_resource(
             ),
             ("cpu_model".into(), Value::from(st.cpuinfo.model.clone())),
         ],
-    });
+    }
 }
 
 fn storage_resource(
@@ -825,6 +1461,7 @@ mod tests {
 
     use crate::collectors::proxmox_api::Envelope;
     use serde::de::DeserializeOwned;
+    use std::sync::{Arc, Mutex};
 
     fn fixture<T: DeserializeOwned>(name: &str) -> T {
         let path = format!(
@@ -833,6 +1470,11 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         serde_json::from_str::<Envelope<T>>(&text).unwrap().data
+    }
+
+    /// A collector that is never run: for its provenance table.
+    fn unconnected() -> ProxmoxCollector {
+        ProxmoxCollector::new("pve1", &ProxmoxConfig::default())
     }
 
     fn value(out: &Collected, id: &str, metric: &str) -> Option<f64> {
@@ -878,9 +1520,10 @@ mod tests {
             nodes: vec![],
             reporter: None,
             quorate: None,
+            standalone: false,
         };
         let mut out = Collected::default();
-        node_resource(&mut out, &id, "pve1", &view, &st, 1);
+        let node = node_resource(&mut out, &id, "pve1", &view, &st, 1);
         assert_eq!(
             value(&out, "node:pve1", "mem_used_bytes"),
             Some(8_095_399_936.0)
@@ -893,8 +1536,8 @@ mod tests {
         assert!((value(&out, "node:pve1", "cpu_pct").unwrap() - 0.260_552).abs() < 1e-3);
         // Swap total is 0 here: there is no swap, so no percentage is invented.
         assert_eq!(value(&out, "node:pve1", "swap_total_bytes"), Some(0.0));
-        let attrs = &out.resources[0].attrs;
-        assert!(attrs.contains(&("quorate".into(), Value::Unknown)));
+        assert!(node.attrs.contains(&("quorate".into(), Value::Unknown)));
+        crate::collectors::assert_provenance_complete(&unconnected(), &out);
     }
 
     #[test]
@@ -905,6 +1548,7 @@ mod tests {
             nodes: vec![],
             reporter: None,
             quorate: None,
+            standalone: false,
         };
         let mut out = Collected::default();
         out.resources.push(Resource {
@@ -919,6 +1563,228 @@ mod tests {
             out.resources[0].attrs,
             vec![("ha_state".into(), Value::from("started"))]
         );
+    }
+
+    fn view(cluster: &str) -> ClusterView {
+        ClusterView {
+            cluster: cluster.into(),
+            nodes: vec![],
+            reporter: None,
+            quorate: None,
+            standalone: false,
+        }
+    }
+
+    fn attr<'a>(out: &'a Collected, id: &str, key: &str) -> Option<&'a Value> {
+        out.resources
+            .iter()
+            .find(|r| r.id.as_str() == id)
+            .and_then(|r| r.attrs.iter().find(|(k, _)| k == key))
+            .map(|(_, v)| v)
+    }
+
+    /// Field set of `/nodes/{node}/replication` per pve-manager `PVE/API2/Replication.pm`
+    /// and pve-guest-common `PVE/ReplicationState.pm` (no public capture exists).
+    const REPLICATION: &str = r#"[
+        {"type":"local","id":"100-0","guest":100,"jobnum":0,"target":"pve2","source":"pve1",
+         "vmtype":"qemu","schedule":"*/5","last_sync":1700000000,"last_try":1700000000,
+         "next_sync":1700000300,"fail_count":0,"duration":3.2},
+        {"type":"local","id":"105-1","guest":"105","jobnum":1,"target":"pve3","source":"pve1",
+         "vmtype":"lxc","last_sync":1699990000,"last_try":1700000500,"next_sync":1700002300,
+         "fail_count":"4","duration":0.8,"error":"storage 'local-zfs' is not available\n"},
+        {"type":"local","id":"102-0","guest":102,"jobnum":0,"target":"pve2","source":"pve1",
+         "last_sync":0,"last_try":0,"next_sync":900,"fail_count":0},
+        {"type":"local","id":"103-0","guest":103,"jobnum":0,"target":"pve2","source":"pve1",
+         "vmtype":"qemu","disable":1,"last_sync":1690000000,"last_try":1690000000,
+         "next_sync":0,"fail_count":0}
+    ]"#;
+
+    #[test]
+    fn replication_jobs_report_on_the_guest_and_as_a_job_resource() {
+        let jobs: Vec<ReplicationEntry> = serde_json::from_str(REPLICATION).unwrap();
+        // 102 has no vmtype: its kind comes from the cluster resources.
+        let resources: Vec<ClusterResource> =
+            serde_json::from_str(r#"[{"type":"lxc","vmid":102,"node":"pve1","status":"running"}]"#)
+                .unwrap();
+        let mut out = Collected::default();
+        let now_ms = 1_700_000_600_000;
+        for j in &jobs {
+            replication_job(&mut out, &view("c"), &resources, "pve1", j, now_ms);
+        }
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let ok = "vm:c/100";
+        assert_eq!(
+            value(&out, ok, r#"replication_fail_count{job="100-0"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                ok,
+                r#"replication_last_sync_age_seconds{job="100-0"}"#
+            ),
+            Some(600.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                ok,
+                r#"replication_last_duration_seconds{job="100-0"}"#
+            ),
+            Some(3.2)
+        );
+        let failing = "lxc:c/105";
+        assert_eq!(
+            value(&out, failing, r#"replication_fail_count{job="105-1"}"#),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                failing,
+                r#"replication_last_sync_age_seconds{job="105-1"}"#
+            ),
+            Some(10_600.0)
+        );
+        // Never synced: PVE says 0, which is no age at all.
+        assert_eq!(
+            value(
+                &out,
+                "lxc:c/102",
+                r#"replication_last_sync_age_seconds{job="102-0"}"#
+            ),
+            None
+        );
+        assert_eq!(
+            value(&out, "lxc:c/102", r#"replication_fail_count{job="102-0"}"#),
+            Some(0.0)
+        );
+
+        let statuses: Vec<(&str, &str, &str)> = out
+            .resources
+            .iter()
+            .map(|r| {
+                (
+                    r.id.as_str(),
+                    r.status.as_str(),
+                    r.parent.as_ref().map_or("", |p| p.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                ("replication:c/100-0", "ok", "vm:c/100"),
+                ("replication:c/105-1", "failing", "lxc:c/105"),
+                ("replication:c/102-0", "pending", "lxc:c/102"),
+                ("replication:c/103-0", "disabled", "vm:c/103"),
+            ]
+        );
+        let id = "replication:c/105-1";
+        assert_eq!(
+            attr(&out, id, "error"),
+            Some(&Value::from("storage 'local-zfs' is not available"))
+        );
+        assert_eq!(attr(&out, id, "target"), Some(&Value::from("pve3")));
+        assert_eq!(attr(&out, id, "source"), Some(&Value::from("pve1")));
+        assert_eq!(attr(&out, id, "schedule"), Some(&Value::from("*/15")));
+        assert_eq!(attr(&out, id, "fail_count"), Some(&Value::Int(4)));
+        assert_eq!(
+            attr(&out, id, "last_sync"),
+            Some(&Value::Int(1_699_990_000))
+        );
+        assert_eq!(attr(&out, "replication:c/100-0", "error"), None);
+        assert_eq!(attr(&out, "replication:c/102-0", "last_sync"), None);
+        assert_eq!(attr(&out, "replication:c/103-0", "next_sync"), None);
+        crate::collectors::assert_provenance_complete(&unconnected(), &out);
+    }
+
+    #[test]
+    fn a_replication_job_of_an_unknown_guest_is_a_problem_not_a_guess() {
+        let jobs: Vec<ReplicationEntry> =
+            serde_json::from_str(r#"[{"id":"300-0","guest":300,"target":"b"}]"#).unwrap();
+        let mut out = Collected::default();
+        replication_job(&mut out, &view("c"), &[], "a", &jobs[0], 1);
+        assert!(out.resources.is_empty() && out.samples.is_empty());
+        assert_eq!(out.problems.len(), 1);
+    }
+
+    /// Field set of `/nodes/{node}/disks/zfs` and `/disks/zfs/{name}` per pve-storage
+    /// `PVE/API2/Disks/ZFS.pm` (no public capture exists).
+    #[test]
+    fn zfs_pools_are_node_local_storage_named_apart_from_pve_storage() {
+        let pools: Vec<ZfsPoolEntry> = serde_json::from_str(
+            r#"[
+            {"name":"rpool","size":996432412672,"alloc":15393064960,"free":981039347712,
+             "frag":3,"dedup":1,"health":"ONLINE"},
+            {"name":"tank","size":12000000000000,"alloc":9000000000000,"free":3000000000000,
+             "frag":17,"dedup":1.25,"health":"DEGRADED"}
+        ]"#,
+        )
+        .unwrap();
+        let detail: ZfsPoolDetail = serde_json::from_str(
+            r#"{"name":"tank","state":"DEGRADED","status":"One or more devices could not be used.",
+             "action":"Replace the device using 'zpool replace'.","errors":"No known data errors",
+             "leaf":0,"children":[{"name":"tank","state":"DEGRADED","msg":"","leaf":0,"children":[
+               {"name":"raidz1-0","state":"DEGRADED","msg":"","leaf":0,"children":[
+                 {"name":"/dev/sda1","state":"ONLINE","read":0,"write":0,"cksum":0,"msg":"","leaf":1},
+                 {"name":"8211457322491634120","state":"UNAVAIL","read":0,"write":0,"cksum":0,
+                  "msg":"was /dev/sdc1","leaf":1}]}]},
+               {"name":"spares","msg":"","leaf":0,"children":[
+                 {"name":"/dev/sdd1","state":"AVAIL","msg":"","leaf":1}]}]}"#,
+        )
+        .unwrap();
+        let node = canonical::node("pve1").unwrap();
+        let mut out = Collected::default();
+        for p in &pools {
+            let id = zfs_pool_id("pve1", &p.name).unwrap();
+            let d = (p.name == "tank").then_some(&detail);
+            zfs_resource(&mut out, &id, &node, p, d, 7);
+        }
+        let rpool = "storage:pve1/zfs:rpool";
+        assert_ne!(rpool, canonical::storage("pve1", "rpool").unwrap().as_str());
+        assert_eq!(
+            value(&out, rpool, "storage_total_bytes"),
+            Some(996_432_412_672.0)
+        );
+        assert_eq!(
+            value(&out, rpool, "storage_used_bytes"),
+            Some(15_393_064_960.0)
+        );
+        assert_eq!(
+            value(&out, rpool, "storage_free_bytes"),
+            Some(981_039_347_712.0)
+        );
+        assert_eq!(value(&out, rpool, "zfs_frag_pct"), Some(3.0));
+        assert_eq!(value(&out, rpool, "zfs_dedup_ratio"), Some(1.0));
+        let tank = "storage:pve1/zfs:tank";
+        assert_eq!(value(&out, tank, "storage_used_pct"), Some(75.0));
+        assert_eq!(value(&out, tank, "zfs_dedup_ratio"), Some(1.25));
+        let st: Vec<(&str, &str)> = out
+            .resources
+            .iter()
+            .map(|r| (r.status.as_str(), r.parent.as_ref().unwrap().as_str()))
+            .collect();
+        assert_eq!(st, vec![("online", "node:pve1"), ("degraded", "node:pve1")]);
+        assert_eq!(
+            attr(&out, tank, "zpool_bad_devices"),
+            Some(&Value::from("8211457322491634120 (UNAVAIL, was /dev/sdc1)"))
+        );
+        assert_eq!(
+            attr(&out, tank, "zpool_action"),
+            Some(&Value::from("Replace the device using 'zpool replace'."))
+        );
+        assert_eq!(attr(&out, rpool, "zpool_status"), None);
+        // Pool names may hold characters PVE storage ids cannot (':', ' ').
+        assert_eq!(
+            zfs_pool_id("pve1", "data:2 old").unwrap().as_str(),
+            "storage:pve1/zfs:data:2 old"
+        );
+        assert!(zfs_pool_id("pve1", "bad\u{7}").is_err());
+        assert!(
+            is_pve_id("tank") && is_pve_id("r.pool-2") && !is_pve_id("data:2") && !is_pve_id("2x")
+        );
+        crate::collectors::assert_provenance_complete(&unconnected(), &out);
     }
 
     #[test]
@@ -957,5 +1823,310 @@ mod tests {
             None,
             "a stopped guest has no cpu sample"
         );
+        crate::collectors::assert_provenance_complete(&unconnected(), &out);
+    }
+
+    const NOW_S: i64 = 1_780_000_000;
+
+    /// A cluster `c` seen by node `pve1`'s API: `pve1` (running VM 100 with a balloon driver
+    /// and container 101, both replicated and backed up), `pve2`, and `pve3`, which is down.
+    struct FakePve {
+        /// Nodes the cluster sees offline.
+        offline: Vec<&'static str>,
+        /// Path prefixes that answer `595 No route to host`.
+        failing: Vec<&'static str>,
+        /// No cluster: `/cluster/status` lists only `pve1`.
+        standalone: bool,
+    }
+
+    impl Default for FakePve {
+        fn default() -> Self {
+            Self {
+                offline: vec!["pve3"],
+                failing: Vec::new(),
+                standalone: false,
+            }
+        }
+    }
+
+    impl FakePve {
+        /// `(status, body)` for a path with its query.
+        fn answer(&self, path: &str) -> (u16, String) {
+            if self.failing.iter().any(|p| path.starts_with(p)) {
+                return (595, String::new());
+            }
+            let path = path.split('?').next().unwrap_or_default();
+            let node = |name: &str| {
+                let online = !self.offline.contains(&name);
+                format!(
+                    r#"{{"type":"node","name":"{name}","online":{}}}"#,
+                    u8::from(online)
+                )
+            };
+            let data = match path {
+                "/cluster/status" if self.standalone => format!("[{}]", node("pve1")),
+                "/cluster/status" => format!(
+                    r#"[{{"type":"cluster","name":"c","quorate":1}},{},{},{}]"#,
+                    node("pve1"),
+                    node("pve2"),
+                    node("pve3")
+                ),
+                "/nodes/pve1/status" => r#"{"cpu":0.25,"loadavg":["0.5","0.4","0.3"],
+                    "memory":{"total":1000,"used":600,"available":500},
+                    "swap":{"total":100,"used":10},"rootfs":{"total":200,"used":50},
+                    "uptime":3600,"kversion":"Linux 6.8","pveversion":"pve-manager/9.1.1",
+                    "cpuinfo":{"cpus":8,"model":"EPYC"}}"#
+                    .to_owned(),
+                "/nodes/pve1/storage" => r#"[{"storage":"local","type":"dir",
+                    "content":"backup,iso","shared":0,"active":1,"enabled":1,
+                    "total":1000,"used":100}]"#
+                    .to_owned(),
+                "/nodes/pve1/storage/local/content" | "/nodes/pve1/storage/nfs/content" => {
+                    format!(
+                        r#"[{{"subtype":"qemu","vmid":100,"ctime":{}}},
+                            {{"subtype":"lxc","vmid":101,"ctime":{}}}]"#,
+                        NOW_S - 3600,
+                        NOW_S - 7200
+                    )
+                }
+                "/nodes/pve1/disks/list" => r#"[{"devpath":"/dev/sda","serial":"S1",
+                    "model":"SSD","health":"PASSED","used":"ZFS","type":"ssd",
+                    "size":1000,"wearout":97}]"#
+                    .to_owned(),
+                "/nodes/pve1/disks/zfs" => r#"[{"name":"rpool","size":1000,"alloc":100,
+                    "free":900,"frag":3,"dedup":1.0,"health":"ONLINE"}]"#
+                    .to_owned(),
+                "/nodes/pve1/apt/update" => r#"[{"Package":"pve-manager"}]"#.to_owned(),
+                "/cluster/resources" => r#"[
+                    {"type":"qemu","vmid":100,"node":"pve1","status":"running","name":"v",
+                     "cpu":0.5,"maxcpu":2,"mem":100,"maxmem":200,"maxdisk":1000,"uptime":60},
+                    {"type":"lxc","vmid":101,"node":"pve1","status":"running","name":"ct",
+                     "cpu":0.1,"maxcpu":1,"mem":50,"maxmem":100,"maxdisk":500,"uptime":30},
+                    {"type":"storage","storage":"nfs","node":"pve1","shared":1,
+                     "status":"available","content":"backup","plugintype":"nfs",
+                     "disk":10,"maxdisk":100}]"#
+                    .to_owned(),
+                "/cluster/ha/status/current" => "[]".to_owned(),
+                "/cluster/ceph/status" => r#"{"health":{"status":"HEALTH_OK","checks":{}},
+                    "pgmap":{"bytes_total":1000,"bytes_used":100},
+                    "osdmap":{"num_osds":3,"num_up_osds":3,"num_in_osds":3}}"#
+                    .to_owned(),
+                "/nodes/pve1/qemu/100/status/current" => {
+                    r#"{"ballooninfo":{"total_mem":200,"free_mem":50}}"#.to_owned()
+                }
+                "/nodes/pve1/replication" => format!(
+                    r#"[{{"id":"100-0","guest":100,"vmtype":"qemu","target":"pve2",
+                          "last_sync":{0},"duration":2,"fail_count":0}},
+                        {{"id":"101-0","guest":101,"vmtype":"lxc","target":"pve2",
+                          "last_sync":{0},"duration":1,"fail_count":0}}]"#,
+                    NOW_S - 600
+                ),
+                "/nodes/pve1/tasks" => r#"[{"type":"vzdump","id":"100"}]"#.to_owned(),
+                _ => return (404, String::new()),
+            };
+            (200, format!(r#"{{"data":{data}}}"#))
+        }
+    }
+
+    /// A plain-HTTP [`FakePve`] (the TLS side is tested against the simulator).
+    async fn serve(listener: tokio::net::TcpListener, pve: Arc<Mutex<FakePve>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let pve = Arc::clone(&pve);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head);
+                let path = line.split_whitespace().nth(1).unwrap_or("");
+                let (status, body) = pve.lock().unwrap().answer(path);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(reply.as_bytes()).await.ok();
+                conn.shutdown().await.ok();
+            });
+        }
+    }
+
+    /// A collector for `pve1` against a [`FakePve`] that the test can change.
+    async fn fake_pve1() -> (
+        ProxmoxCollector,
+        Arc<Mutex<FakePve>>,
+        tokio::task::JoinHandle<()>,
+        tempfile::TempDir,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let pve = Arc::new(Mutex::new(FakePve::default()));
+        let server = tokio::spawn(serve(listener, Arc::clone(&pve)));
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let cfg = ProxmoxConfig {
+            enabled: true,
+            url,
+            token_id: "warden@pve!agent".into(),
+            token_secret_file: secret,
+            // Plain HTTP never uses it; any well-formed pin will do.
+            fingerprint: Some("00".repeat(32)),
+            node: Some("pve1".into()),
+            ..ProxmoxConfig::default()
+        };
+        (ProxmoxCollector::new("ignored", &cfg), pve, server, dir)
+    }
+
+    fn ids(out: &Collected) -> Vec<&str> {
+        let mut ids: Vec<&str> = out.resources.iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[tokio::test]
+    async fn every_metric_has_its_provenance() {
+        let (mut c, _pve, server, _dir) = fake_pve1().await;
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let mut emitted: Vec<(&str, &str)> = out
+            .samples
+            .iter()
+            .map(|s| {
+                (
+                    s.resource_id.kind(),
+                    warden_shared::telemetry::metric_base(&s.metric),
+                )
+            })
+            .collect();
+        emitted.sort_unstable();
+        emitted.dedup();
+        assert_eq!(
+            emitted.len(),
+            PROVENANCE.len(),
+            "every entry is emitted: {emitted:?}"
+        );
+        crate::collectors::assert_provenance_complete(&c, &out);
+        // Methods name the endpoint they read.
+        assert!(PROVENANCE.iter().all(|p| p.method.contains("GET /")));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_re_sends_only_what_this_agent_still_owns() {
+        let (mut c, pve, server, _dir) = fake_pve1().await;
+        let good = c.collect(NOW_S * 1000).await.unwrap();
+        assert_eq!(
+            ids(&good),
+            vec![
+                "disk:pve1/S1",
+                "lxc:c/101",
+                "node:pve1",
+                "node:pve3",
+                "replication:c/100-0",
+                "replication:c/101-0",
+                "storage:c/ceph",
+                "storage:c/nfs",
+                "storage:pve1/local",
+                "storage:pve1/zfs:rpool",
+                "vm:c/100",
+            ]
+        );
+        let local = vec![
+            "disk:pve1/S1",
+            "storage:pve1/local",
+            "storage:pve1/zfs:rpool",
+        ];
+        let stale = |out: &Collected| {
+            assert!(out.samples.is_empty());
+            assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+            assert!(
+                out.resources
+                    .iter()
+                    .all(|r| r.attrs.contains(&("stale".into(), Value::Bool(true))))
+            );
+        };
+
+        // Still the reporter, and online: everything but the replication jobs, whose guests
+        // may have moved meanwhile.
+        pve.lock().unwrap().failing = vec!["/nodes/pve1/status"];
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        stale(&out);
+        let owned: Vec<&str> = ids(&good)
+            .into_iter()
+            .filter(|id| !id.starts_with("replication:"))
+            .collect();
+        assert_eq!(ids(&out), owned);
+
+        // pve3 is back: its own agent describes it now, not the reporter's stale entry.
+        pve.lock().unwrap().offline.clear();
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        stale(&out);
+        let owned: Vec<&str> = owned.into_iter().filter(|id| *id != "node:pve3").collect();
+        assert_eq!(ids(&out), owned);
+
+        // The cluster sees pve1 offline: pve2 reports the cluster and pve1 as offline; pve1
+        // keeps only what nobody else can describe.
+        pve.lock().unwrap().offline = vec!["pve1", "pve3"];
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        stale(&out);
+        assert_eq!(ids(&out), local);
+
+        // Without a view this run cannot know who owns what: again only the node-local ones.
+        *pve.lock().unwrap() = FakePve {
+            failing: vec!["/cluster/status"],
+            ..FakePve::default()
+        };
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        stale(&out);
+        assert_eq!(ids(&out), local);
+
+        // A node that the cluster sees offline but whose API answers: its samples, but the
+        // node resource is the reporter's (pve2), as are the guests.
+        *pve.lock().unwrap() = FakePve {
+            offline: vec!["pve1", "pve3"],
+            ..FakePve::default()
+        };
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(
+            ids(&out),
+            vec![
+                "disk:pve1/S1",
+                "replication:c/100-0",
+                "replication:c/101-0",
+                "storage:pve1/local",
+                "storage:pve1/zfs:rpool",
+            ]
+        );
+        assert_eq!(value(&out, "node:pve1", "mem_used_bytes"), Some(500.0));
+        // That run's resources are now the last good ones: no node:pve1 to re-send.
+        pve.lock().unwrap().failing = vec!["/nodes/pve1/status"];
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert_eq!(ids(&out), local);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_standalone_node_owns_everything_it_reports() {
+        let (mut c, pve, server, _dir) = fake_pve1().await;
+        pve.lock().unwrap().standalone = true;
+        let good = c.collect(NOW_S * 1000).await.unwrap();
+        assert!(ids(&good).contains(&"vm:pve1/100"), "{:?}", ids(&good));
+        pve.lock().unwrap().failing = vec!["/cluster/status"];
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        let all: Vec<&str> = ids(&good)
+            .into_iter()
+            .filter(|id| !id.starts_with("replication:"))
+            .collect();
+        assert_eq!(ids(&out), all);
+        server.abort();
     }
 }

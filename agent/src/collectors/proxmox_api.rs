@@ -164,7 +164,7 @@ pub(crate) async fn settle(
     }
 }
 
-fn mark_stale(mut r: Resource) -> Resource {
+pub(crate) fn mark_stale(mut r: Resource) -> Resource {
     r.attrs.retain(|(k, _)| k != "stale");
     r.attrs.push(("stale".into(), Value::Bool(true)));
     r

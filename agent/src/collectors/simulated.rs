@@ -10,7 +10,7 @@ use super::{Collected, Collector, CollectorError, SimulatedConfig, resource_id};
 use std::f64::consts::TAU;
 use warden_shared::ResourceId;
 use warden_shared::resource::{ResourceKind, canonical};
-use warden_shared::telemetry::{Resource, Value};
+use warden_shared::telemetry::{Provenance, Resource, Value};
 
 const GIB: u64 = 1 << 30;
 const NODE_MEM_BYTES: u64 = 64 * GIB;
@@ -34,6 +34,103 @@ const GUEST_NAMES: &[&str] = &[
     "proxy",
 ];
 
+/// A metric computed by the model in [`simulate`].
+const fn model(kind: ResourceKind, metric: &'static str, method: &'static str) -> Provenance {
+    Provenance::new(kind, metric, "simulated", method)
+}
+
+/// Where each metric comes from: nowhere real; the methods name the model's formula.
+const PROVENANCE: &[Provenance] = &[
+    model(
+        ResourceKind::Node,
+        "cpu_pct",
+        "model: 3 + running guests' CPU x vCPUs / 16 cores + 5-minute wave",
+    ),
+    model(ResourceKind::Node, "mem_total_bytes", "model: 64 GiB"),
+    model(
+        ResourceKind::Node,
+        "mem_used_bytes",
+        "model: 4 GiB + running guests' used memory",
+    ),
+    model(ResourceKind::Node, "mem_used_pct", "model: used / 64 GiB"),
+    model(
+        ResourceKind::Node,
+        "load1",
+        "model: cpu_pct x 16 cores / 100",
+    ),
+    model(
+        ResourceKind::Node,
+        "uptime_seconds",
+        "model: 40 days + time since the agent started",
+    ),
+    model(
+        ResourceKind::Vm,
+        "cpu_pct",
+        "model: seeded base + 10-minute wave + noise",
+    ),
+    model(
+        ResourceKind::Vm,
+        "mem_total_bytes",
+        "model: 2, 4 or 8 GiB by seed",
+    ),
+    model(
+        ResourceKind::Vm,
+        "mem_used_bytes",
+        "model: mem_used_pct x mem_total_bytes",
+    ),
+    model(
+        ResourceKind::Vm,
+        "mem_used_pct",
+        "model: seeded 30-80 % + 30-minute wave",
+    ),
+    model(
+        ResourceKind::Vm,
+        "uptime_seconds",
+        "model: booted up to 30 days (by seed) before the agent started",
+    ),
+    model(
+        ResourceKind::SystemContainer,
+        "cpu_pct",
+        "model: seeded base + 10-minute wave + noise",
+    ),
+    model(
+        ResourceKind::SystemContainer,
+        "mem_total_bytes",
+        "model: 1 or 2 GiB by seed",
+    ),
+    model(
+        ResourceKind::SystemContainer,
+        "mem_used_bytes",
+        "model: mem_used_pct x mem_total_bytes",
+    ),
+    model(
+        ResourceKind::SystemContainer,
+        "mem_used_pct",
+        "model: seeded 30-80 % + 30-minute wave",
+    ),
+    model(
+        ResourceKind::SystemContainer,
+        "uptime_seconds",
+        "model: booted up to 30 days (by seed) before the agent started",
+    ),
+    model(
+        ResourceKind::Storage,
+        "storage_total_bytes",
+        "model: local-lvm 500 GiB, local 100 GiB",
+    ),
+    model(
+        ResourceKind::Storage,
+        "storage_used_bytes",
+        "model: storage_used_pct x storage_total_bytes",
+    ),
+    model(
+        ResourceKind::Storage,
+        "storage_used_pct",
+        "model: local-lvm 40 % + storage_growth_pct_per_hour since the agent started; \
+         local 22 % + 1-hour wave",
+    ),
+];
+
 /// Simulates a Proxmox-like node from its configuration.
 pub(crate) struct SimulatedCollector {
     hostname: String,
@@ -55,6 +152,10 @@ impl SimulatedCollector {
 impl Collector for SimulatedCollector {
     fn name(&self) -> &'static str {
         "simulated"
+    }
+
+    fn provenance(&self) -> &[Provenance] {
+        PROVENANCE
     }
 
     async fn collect(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
@@ -362,6 +463,17 @@ mod tests {
         assert_eq!(node.status, "online");
         let mem = value(&out, "node:pve1", "mem_used_pct").unwrap();
         assert!(mem > 0.0 && mem <= 100.0);
+    }
+
+    #[tokio::test]
+    async fn every_metric_has_its_provenance() {
+        let cfg = SimulatedConfig::default();
+        let mut c = SimulatedCollector::new("pve1", &cfg);
+        let out = c.collect(T0).await.unwrap();
+        crate::collectors::assert_provenance_complete(&c, &out);
+        let kinds: std::collections::HashSet<&str> =
+            out.samples.iter().map(|s| s.resource_id.kind()).collect();
+        assert_eq!(kinds.len(), 4, "node, vm, lxc and storage are all checked");
     }
 
     #[test]

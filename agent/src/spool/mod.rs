@@ -2,9 +2,17 @@
 //! removed only after the server acknowledged it as durably stored.
 //!
 //! Format: one file per batch, `<seq as 20 digits>.batch`, holding the postcard-encoded
-//! [`TelemetryBatch`] (with its `seq`), written to a temp file, fsynced and renamed, so a
-//! crash leaves either the whole batch or nothing. `state.json` records the highest
-//! acknowledged sequence and the cumulative count of dropped samples.
+//! [`ProvenancedBatch`] (the [`TelemetryBatch`] with its `seq`, then the provenance table of
+//! its metrics), written to a temp file, fsynced and renamed, so a crash leaves either the
+//! whole batch or nothing. `state.json` records the highest acknowledged sequence and the
+//! cumulative count of dropped samples.
+//!
+//! Versions of the file format, told apart by what follows the batch:
+//! - v1 (agents before protocol 1.2): the bare `TelemetryBatch`, nothing after it. Read as a
+//!   batch without provenance, so a spool survives the upgrade.
+//! - v2: the batch, then the table (postcard encodes [`ProvenancedBatch`] exactly that way;
+//!   an empty table is one zero byte). A v1 agent reading a v2 file ignores the table, so a
+//!   downgrade keeps the batches too.
 //!
 //! Invariants:
 //! - sequence numbers are assigned here, strictly increasing across restarts;
@@ -20,7 +28,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tracing::warn;
-use warden_shared::telemetry::TelemetryBatch;
+use warden_shared::telemetry::{ProvenancedBatch, TelemetryBatch};
 
 const STATE: &str = "state.json";
 const EXT: &str = "batch";
@@ -122,7 +130,7 @@ impl Spool {
                         seq,
                         Entry {
                             bytes,
-                            samples: batch.samples.len(),
+                            samples: batch.batch.samples.len(),
                         },
                     );
                     spool.total += bytes;
@@ -145,9 +153,9 @@ impl Spool {
         self.dir.join(format!("{seq:020}.{EXT}"))
     }
 
-    fn read_file(&self, path: &Path) -> Option<TelemetryBatch> {
+    fn read_file(&self, path: &Path) -> Option<ProvenancedBatch> {
         let bytes = std::fs::read(path).ok()?;
-        match postcard::from_bytes(&bytes) {
+        match decode_file(&bytes) {
             Ok(b) => Some(b),
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "discarding damaged spool file");
@@ -156,7 +164,7 @@ impl Spool {
         }
     }
 
-    fn write_file(&self, seq: u64, batch: &TelemetryBatch) -> Result<u64, SpoolError> {
+    fn write_file(&self, seq: u64, batch: &ProvenancedBatch) -> Result<u64, SpoolError> {
         let bytes = postcard::to_stdvec(batch)?;
         let path = self.path(seq);
         let tmp = path.with_extension("tmp");
@@ -180,17 +188,17 @@ impl Spool {
     ///
     /// # Errors
     /// IO failures; the batch is then not spooled.
-    pub fn push(&mut self, mut batch: TelemetryBatch) -> Result<u64, SpoolError> {
+    pub fn push(&mut self, mut batch: ProvenancedBatch) -> Result<u64, SpoolError> {
         let seq = self.next_seq;
-        batch.seq = seq;
-        batch.dropped_samples = self.state.dropped_samples;
+        batch.batch.seq = seq;
+        batch.batch.dropped_samples = self.state.dropped_samples;
         let bytes = self.write_file(seq, &batch)?;
         self.next_seq += 1;
         self.files.insert(
             seq,
             Entry {
                 bytes,
-                samples: batch.samples.len(),
+                samples: batch.batch.samples.len(),
             },
         );
         self.total += bytes;
@@ -263,7 +271,7 @@ impl Spool {
     }
 
     /// Reads a spooled batch (None if it was dropped or damaged).
-    pub fn get(&self, seq: u64) -> Option<TelemetryBatch> {
+    pub fn get(&self, seq: u64) -> Option<ProvenancedBatch> {
         self.files
             .contains_key(&seq)
             .then(|| self.read_file(&self.path(seq)))
@@ -291,13 +299,31 @@ impl Spool {
     }
 }
 
+/// Decodes a spool file of either format version (see the module header).
+fn decode_file(bytes: &[u8]) -> Result<ProvenancedBatch, postcard::Error> {
+    let (batch, rest) = postcard::take_from_bytes::<TelemetryBatch>(bytes)?;
+    if rest.is_empty() {
+        // v1: written before provenance existed.
+        return Ok(ProvenancedBatch {
+            batch,
+            provenance: Vec::new(),
+        });
+    }
+    let (provenance, rest) = postcard::take_from_bytes(rest)?;
+    if !rest.is_empty() {
+        return Err(postcard::Error::DeserializeBadEncoding);
+    }
+    Ok(ProvenancedBatch { batch, provenance })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use warden_shared::ResourceId;
-    use warden_shared::telemetry::Sample;
+    use warden_shared::resource::ResourceKind;
+    use warden_shared::telemetry::{Provenance, Sample};
 
-    fn batch(n: usize) -> TelemetryBatch {
+    fn bare(n: usize) -> TelemetryBatch {
         let rid = ResourceId::new("node:h").unwrap();
         TelemetryBatch {
             collector: "host".into(),
@@ -311,6 +337,57 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    fn batch(n: usize) -> ProvenancedBatch {
+        ProvenancedBatch {
+            batch: bare(n),
+            provenance: vec![Provenance::new(ResourceKind::Node, "m", "host", "a test")],
+        }
+    }
+
+    #[test]
+    fn files_of_the_previous_agent_version_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // What the agent wrote before provenance existed: a bare batch per file.
+        let mut old = bare(2);
+        old.seq = 1;
+        std::fs::write(
+            dir.path().join(format!("{:020}.batch", 1)),
+            postcard::to_stdvec(&old).unwrap(),
+        )
+        .unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!((s.pending(), s.next_from(0)), (1, Some(1)));
+        let read = s.get(1).unwrap();
+        assert_eq!(read.batch, old);
+        assert!(read.provenance.is_empty());
+        // New batches keep their provenance across a reopen, after the old ones.
+        assert_eq!(s.push(batch(1)).unwrap(), 2);
+        drop(s);
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let new = s.get(2).unwrap();
+        assert_eq!(new.provenance, batch(1).provenance);
+        assert_eq!(new.batch.seq, 2);
+        // And an agent downgraded to the old format reads the new file as its batch.
+        let bytes = std::fs::read(dir.path().join(format!("{:020}.batch", 2))).unwrap();
+        let downgraded: TelemetryBatch = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(downgraded, new.batch);
+    }
+
+    #[test]
+    fn a_damaged_provenance_table_discards_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.push(batch(1)).unwrap();
+        s.push(batch(1)).unwrap();
+        drop(s);
+        let path = dir.path().join(format!("{:020}.batch", 1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.push(0xff);
+        std::fs::write(&path, bytes).unwrap();
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.next_from(0), Some(2));
     }
 
     #[test]
@@ -332,7 +409,7 @@ mod tests {
         std::fs::write(dir.path().join("00000000000000000009.tmp"), b"junk").unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!((s.acked(), s.pending()), (1, 2));
-        assert_eq!(s.get(2).unwrap().seq, 2);
+        assert_eq!(s.get(2).unwrap().batch.seq, 2);
         assert_eq!(s.push(batch(1)).unwrap(), 4);
         // A server cannot acknowledge what was never sent.
         s.ack(100).unwrap();
@@ -367,9 +444,16 @@ mod tests {
             "the two oldest went"
         );
         assert_eq!(s.dropped_samples(), 200);
-        assert_eq!(s.get(5).unwrap().samples.len(), 100, "newest kept whole");
+        assert_eq!(
+            s.get(5).unwrap().batch.samples.len(),
+            100,
+            "newest kept whole"
+        );
         let next = s.push(batch(0)).unwrap();
-        assert_eq!(s.get(next).unwrap().dropped_samples, s.dropped_samples());
+        assert_eq!(
+            s.get(next).unwrap().batch.dropped_samples,
+            s.dropped_samples()
+        );
         drop(s);
         assert_eq!(
             Spool::open(dir.path(), one * 3).unwrap().dropped_samples(),

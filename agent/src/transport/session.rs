@@ -1,6 +1,9 @@
 //! One session with the server: hello and version negotiation, then streaming spooled
 //! batches in sequence order with a bounded in-flight window, applying acks, answering
 //! control requests and renewing the certificate at two thirds of its life.
+//!
+//! Batches carry their metrics' provenance when the session runs at 1.2 or later; with an
+//! older server the same spooled batch is sent bare (`Telemetry`), without provenance.
 
 use crate::identity::Identity;
 use crate::spool::Spool;
@@ -15,6 +18,7 @@ use warden_shared::proto::{
     AgentMessage, AgentRequest, AgentResponse, Hello, ProtocolVersion, ServerMessage,
     ServerRequest, ServerResponse,
 };
+use warden_shared::telemetry::ProvenancedBatch;
 
 /// Most batches sent but not yet acknowledged.
 pub const WINDOW: u64 = 64;
@@ -57,6 +61,16 @@ fn read_failed(conn: &quinn::Connection, e: ReadError) -> anyhow::Error {
     }
 }
 
+/// The message carrying `batch` in a session at `protocol`: with its provenance from 1.2 on,
+/// the bare batch before (an older server cannot decode the newer variant).
+fn telemetry_message(batch: ProvenancedBatch, protocol: ProtocolVersion) -> AgentMessage {
+    if protocol.supports_provenance() {
+        AgentMessage::ProvenancedTelemetry(batch)
+    } else {
+        AgentMessage::Telemetry(batch.batch)
+    }
+}
+
 /// Runs until the connection fails (error) or `shutdown` fires (Ok).
 ///
 /// # Errors
@@ -94,6 +108,9 @@ pub async fn run(
     let protocol = welcome.protocol;
     lock(ctx.spool).resync(welcome.last_stored_seq)?;
     info!(%protocol, server_version = %welcome.server_version, last_stored_seq = welcome.last_stored_seq, "connected to server");
+    if !protocol.supports_provenance() {
+        info!(%protocol, "the server predates protocol 1.2: metric provenance is not sent");
+    }
 
     let (mut frames, reader) = framed::spawn_reader::<ServerMessage>(recv);
 
@@ -115,8 +132,8 @@ pub async fn run(
                 }
             };
             let Some(batch) = batch else { break };
-            next_seq = batch.seq + 1;
-            framed::write(&mut send, &AgentMessage::Telemetry(batch)).await?;
+            next_seq = batch.batch.seq + 1;
+            framed::write(&mut send, &telemetry_message(batch, protocol)).await?;
         }
         tokio::select! {
             _ = shutdown.changed() => {
@@ -168,4 +185,31 @@ pub async fn run(
     };
     reader.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_shared::resource::ResourceKind;
+    use warden_shared::telemetry::{Provenance, TelemetryBatch};
+
+    #[test]
+    fn provenance_is_sent_only_to_servers_that_speak_1_2() {
+        let batch = ProvenancedBatch {
+            batch: TelemetryBatch {
+                seq: 4,
+                ..TelemetryBatch::default()
+            },
+            provenance: vec![Provenance::new(ResourceKind::Node, "m", "host", "test")],
+        };
+        let v11 = ProtocolVersion { major: 1, minor: 1 };
+        assert_eq!(
+            telemetry_message(batch.clone(), v11),
+            AgentMessage::Telemetry(batch.batch.clone())
+        );
+        assert_eq!(
+            telemetry_message(batch.clone(), ProtocolVersion::CURRENT),
+            AgentMessage::ProvenancedTelemetry(batch)
+        );
+    }
 }

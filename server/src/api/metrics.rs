@@ -1,4 +1,5 @@
-//! `GET /api/metrics/history`: one series over a time range, optionally averaged per step.
+//! `GET /api/metrics/history`: one series over a time range, optionally averaged per step,
+//! with the source and method of the metric's latest value.
 
 use super::{ApiState, blocking, error::ApiError};
 use crate::rfc3339_ms;
@@ -73,16 +74,10 @@ pub(super) async fn history(
     };
     let store = state.store.clone();
     let (rid, metric) = (q.resource_id.clone(), q.metric.clone());
-    let points = blocking(move || {
-        store.history(
-            warden_shared::DEFAULT_ORG,
-            &rid,
-            &metric,
-            from,
-            to,
-            step_ms,
-            MAX_POINTS + 1,
-        )
+    let (points, provenance) = blocking(move || {
+        let org = warden_shared::DEFAULT_ORG;
+        let points = store.history(org, &rid, &metric, from, to, step_ms, MAX_POINTS + 1)?;
+        Ok((points, store.provenance(org, &rid, &metric)?))
     })
     .await?;
     if points.len() > MAX_POINTS {
@@ -97,5 +92,8 @@ pub(super) async fn history(
         "to": rfc3339_ms(to),
         "step_ms": step_ms,
         "points": points.iter().map(|(t, v)| json!([t, v])).collect::<Vec<_>>(),
+        // Of the latest value; null when the agent did not say (before protocol 1.2).
+        "source": provenance.as_ref().map(|p| &p.source),
+        "method": provenance.as_ref().map(|p| &p.method),
     })))
 }

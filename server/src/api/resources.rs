@@ -8,6 +8,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use warden_shared::telemetry::metric_base;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,9 +25,16 @@ fn render(r: ResourceRecord) -> Value {
         .latest
         .iter()
         .map(|(k, s)| {
+            // Unknown provenance (an agent before protocol 1.2) is null, like any unknown.
+            let p = r.provenance.get(metric_base(k));
             (
                 k.clone(),
-                json!({ "value": s.value, "at": rfc3339_ms(s.ts_ms) }),
+                json!({
+                    "value": s.value,
+                    "at": rfc3339_ms(s.ts_ms),
+                    "source": p.map(|p| &p.source),
+                    "method": p.map(|p| &p.method),
+                }),
             )
         })
         .collect();

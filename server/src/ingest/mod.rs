@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info_span, warn};
+use warden_shared::proto::ProtocolVersion;
 use warden_shared::{ALPN_AGENT, ALPN_ENROLL, close};
 
 /// What every connection handler needs.
@@ -37,6 +38,9 @@ pub struct Shared {
     pub live: Arc<live::LiveAgents>,
     /// Lifetime of agent certificates.
     pub cert_ttl: Duration,
+    /// Highest protocol version offered to agents ([`ProtocolVersion::CURRENT`] except in
+    /// compatibility tests, which pose as an older server).
+    pub protocol: ProtocolVersion,
 }
 
 /// Binds the QUIC endpoint with a large receive buffer (handshake bursts overflow the

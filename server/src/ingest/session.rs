@@ -102,13 +102,12 @@ async fn drive(
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(End::new(close::PROTOCOL_ERROR, "no hello within 10s")),
         };
-    let Some(protocol) = ProtocolVersion::CURRENT.negotiate(hello.protocol) else {
+    let Some(protocol) = shared.protocol.negotiate(hello.protocol) else {
         return Err(End::new(
             close::VERSION_MISMATCH,
             format!(
                 "protocol {} is not supported; this server speaks {}",
-                hello.protocol,
-                ProtocolVersion::CURRENT
+                hello.protocol, shared.protocol
             ),
         ));
     };
@@ -164,7 +163,15 @@ async fn drive(
                 }
                 Some(Err(e)) => break Err(e.into()),
                 Some(Ok(AgentMessage::Telemetry(batch))) => {
-                    let item = IngestItem { agent_id: record.id.clone(), org_id: record.org_id.clone(), batch };
+                    let item = IngestItem { agent_id: record.id.clone(), org_id: record.org_id.clone(), batch, provenance: Vec::new() };
+                    acks.push_back(shared.writer.enqueue(item).await);
+                }
+                // A server of the negotiated version could not even decode it.
+                Some(Ok(AgentMessage::ProvenancedTelemetry(_))) if !protocol.supports_provenance() => {
+                    break Err(End::new(close::PROTOCOL_ERROR, format!("telemetry with provenance needs protocol 1.2, session is {protocol}")));
+                }
+                Some(Ok(AgentMessage::ProvenancedTelemetry(b))) => {
+                    let item = IngestItem { agent_id: record.id.clone(), org_id: record.org_id.clone(), batch: b.batch, provenance: b.provenance };
                     acks.push_back(shared.writer.enqueue(item).await);
                 }
                 Some(Ok(AgentMessage::Request { id: rid, body })) => {

@@ -11,13 +11,13 @@ use super::keys::{
 };
 use super::records::attr_to_json;
 use super::{
-    AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ResourceRecord,
-    Store, StoreError,
+    AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
+    ResourceRecord, Store, StoreError,
 };
 use redb::{ReadableDatabase, ReadableTable, Table};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use warden_shared::telemetry::{Resource, TelemetryBatch};
+use warden_shared::telemetry::{Provenance, Resource, TelemetryBatch, metric_base};
 
 const AGENT: &str = "agent";
 const RESOURCE: &str = "resource";
@@ -201,13 +201,20 @@ impl SeriesAlloc {
     }
 }
 
-/// Upserts the batch's resources into `cache` and updates `latest` from its samples.
+/// Upserts the batch's resources into `cache` and updates `latest` (and with it
+/// `provenance`) from its samples.
 fn apply_resources(
     table: &Table<'_, &str, &[u8]>,
     cache: &mut HashMap<String, ResourceRecord>,
     item: &IngestItem,
 ) -> Result<(), StoreError> {
     let batch = &item.batch;
+    // (resource kind, metric without labels) -> provenance; a handful of entries per batch.
+    let sources: HashMap<(&str, &str), &Provenance> = item
+        .provenance
+        .iter()
+        .map(|p| ((&*p.kind, &*p.metric), p))
+        .collect();
     for r in &batch.resources {
         let rec = cached_resource(table, cache, item, r.id.as_str())?;
         match rec {
@@ -236,14 +243,14 @@ fn apply_resources(
                 .entry(id.to_owned())
                 .or_insert_with(|| stub(item, id, s.resource_id.kind(), s.resource_id.name())),
         };
-        match rec.latest.get_mut(s.metric.as_str()) {
+        let newest = match rec.latest.get_mut(s.metric.as_str()) {
+            Some(latest) if s.ts_ms < latest.ts_ms => false,
             Some(latest) => {
-                if s.ts_ms >= latest.ts_ms {
-                    *latest = LatestSample {
-                        ts_ms: s.ts_ms,
-                        value: s.value,
-                    };
-                }
+                *latest = LatestSample {
+                    ts_ms: s.ts_ms,
+                    value: s.value,
+                };
+                true
             }
             None => {
                 rec.latest.insert(
@@ -253,10 +260,39 @@ fn apply_resources(
                         value: s.value,
                     },
                 );
+                true
             }
+        };
+        if !newest || sources.is_empty() {
+            continue;
+        }
+        let base = metric_base(&s.metric);
+        if let Some(p) = sources.get(&(s.resource_id.kind(), base)) {
+            set_provenance(rec, base, p);
         }
     }
     Ok(())
+}
+
+/// Records `p` as the provenance of `metric` (without labels) on `rec`; allocates only when
+/// it changed, which after the first batch is rare.
+fn set_provenance(rec: &mut ResourceRecord, metric: &str, p: &Provenance) {
+    match rec.provenance.get_mut(metric) {
+        Some(r) if r.source == *p.source && r.method == *p.method => {}
+        Some(r) => {
+            r.source = p.source.clone().into_owned();
+            r.method = p.method.clone().into_owned();
+        }
+        None => {
+            rec.provenance.insert(
+                metric.to_owned(),
+                ProvenanceRecord {
+                    source: p.source.clone().into_owned(),
+                    method: p.method.clone().into_owned(),
+                },
+            );
+        }
+    }
 }
 
 /// The cached record of resource `id`, loading it from `table` on first use.
@@ -296,6 +332,7 @@ fn stub(item: &IngestItem, id: &str, kind: &str, name: &str) -> ResourceRecord {
         collector: item.batch.collector.clone(),
         updated_at_ms: item.batch.collected_at_ms,
         latest: Default::default(),
+        provenance: Default::default(),
     }
 }
 

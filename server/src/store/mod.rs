@@ -23,6 +23,11 @@
 //!   replaces the latest value unless it is older). A resource known only from samples gets a
 //!   stub record with status `unknown`. An older report (by collection time) from a different
 //!   agent does not overwrite the state another agent reported.
+//! - **Provenance follows `latest`.** When a sample becomes a metric's latest value and its
+//!   batch names the provenance of that (resource kind, metric without labels), the record's
+//!   `provenance` entry for the metric is set to it. A batch without provenance (an agent
+//!   before protocol 1.2) leaves the entry as it was. It is stored in the resource record, in
+//!   the same transaction as the samples, so it is exactly-once like everything else.
 //! - **Series ids.** A series (`org US resource_id US metric`) gets a `u64` id on its first
 //!   sample, allocated from `meta.next_series_id` in the ingest transaction; ids are never
 //!   reused. The in-memory id cache only receives ids whose transaction committed.
@@ -47,6 +52,8 @@
 //! of every series and fell to ~80k samples/s at 10M samples). A range read of one series does
 //! one B-tree seek per populated minute and skips empty stretches.
 //! Opening a file with another schema version fails with [`StoreError::UnsupportedSchema`].
+//! Adding a JSON field with a default (as `provenance` in [`ResourceRecord`] was) keeps the
+//! schema version: older records decode with the default, older servers ignore the field.
 //!
 //! # Throughput
 //!
@@ -72,8 +79,8 @@ mod tests;
 
 pub use error::StoreError;
 pub use records::{
-    AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ResourceRecord,
-    TokenRecord, TokenRefusal,
+    AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
+    ResourceRecord, TokenRecord, TokenRefusal,
 };
 
 use keys::{

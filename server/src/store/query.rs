@@ -4,9 +4,10 @@ use super::keys::{
     RESOURCES, SAMPLES, SERIES, bucket_of, decode, key_at, org_resource_range, parse_sample_key,
     resource_key, series_name,
 };
-use super::{ResourceRecord, Store, StoreError};
+use super::{ProvenanceRecord, ResourceRecord, Store, StoreError};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
 use std::ops::ControlFlow;
+use warden_shared::telemetry::metric_base;
 
 const RESOURCE: &str = "resource";
 
@@ -40,6 +41,22 @@ impl Store {
             .get(k.as_str())?
             .map(|v| decode(RESOURCE, &k, v.value()))
             .transpose()
+    }
+
+    /// The provenance of `metric` (labels allowed) on resource `id` of `org`, if its agent
+    /// reported one.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn provenance(
+        &self,
+        org: &str,
+        id: &str,
+        metric: &str,
+    ) -> Result<Option<ProvenanceRecord>, StoreError> {
+        Ok(self
+            .get_resource(org, id)?
+            .and_then(|mut r| r.provenance.remove(metric_base(metric))))
     }
 
     /// Points of one series with `from_ms <= ts <= to_ms`, ascending by time, at most `limit`.

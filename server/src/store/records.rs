@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use warden_shared::telemetry::{TelemetryBatch, Value};
+use warden_shared::telemetry::{Provenance, TelemetryBatch, Value};
 
 /// An enrolled agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +111,20 @@ pub struct ResourceRecord {
     pub updated_at_ms: i64,
     /// Latest sample per metric name.
     pub latest: BTreeMap<String, LatestSample>,
+    /// Where the latest values came from, by metric name without labels. Absent for metrics
+    /// whose agent never said (protocol before 1.2, or a collector without a table). Records
+    /// written before provenance existed decode with an empty map.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provenance: BTreeMap<String, ProvenanceRecord>,
+}
+
+/// The source and method of one metric of one resource, as its agent reported them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProvenanceRecord {
+    /// The system that produced the value (`host`, `docker`, ...).
+    pub source: String,
+    /// How it was read: endpoint, file or call, and field.
+    pub method: String,
 }
 
 /// The newest sample of one metric.
@@ -131,6 +145,8 @@ pub struct IngestItem {
     pub org_id: String,
     /// The batch.
     pub batch: TelemetryBatch,
+    /// Provenance of the batch's metrics; empty for agents before protocol 1.2.
+    pub provenance: Vec<Provenance>,
 }
 
 /// What happened to one [`IngestItem`].

@@ -3,8 +3,9 @@
 use super::*;
 use std::collections::BTreeMap;
 use warden_shared::ids::ResourceId;
+use warden_shared::resource::ResourceKind;
 use warden_shared::telemetry::{
-    CollectorHealth, HealthStatus, Resource, Sample, TelemetryBatch, Value,
+    CollectorHealth, HealthStatus, Provenance, Resource, Sample, TelemetryBatch, Value,
 };
 
 const ORG: &str = "default";
@@ -91,7 +92,138 @@ fn item(agent_id: &str, batch: TelemetryBatch) -> IngestItem {
         agent_id: agent_id.to_owned(),
         org_id: ORG.to_owned(),
         batch,
+        provenance: Vec::new(),
     }
+}
+
+/// `item` with provenance, as a protocol 1.2 agent sends it.
+fn sourced(agent_id: &str, batch: TelemetryBatch, provenance: &[Provenance]) -> IngestItem {
+    IngestItem {
+        provenance: provenance.to_vec(),
+        ..item(agent_id, batch)
+    }
+}
+
+fn provenance_of(store: &Store, res: &str, metric: &str) -> Option<(String, String)> {
+    store
+        .provenance(ORG, res, metric)
+        .unwrap()
+        .map(|p| (p.source, p.method))
+}
+
+fn pair(source: &str, method: &str) -> Option<(String, String)> {
+    Some((source.to_owned(), method.to_owned()))
+}
+
+#[test]
+fn provenance_follows_the_latest_sample_exactly_once() {
+    let (_dir, store) = open();
+    const CPU: Provenance = Provenance::new(ResourceKind::Node, "cpu_pct", "host", "/proc/stat");
+    const FS: Provenance = Provenance::new(ResourceKind::Node, "fs_used_pct", "host", "statvfs");
+    // Entries for a metric the batch lacks, or for another resource kind, describe nothing.
+    const LOAD: Provenance = Provenance::new(ResourceKind::Node, "load1", "host", "loadavg");
+    const VM_CPU: Provenance = Provenance::new(ResourceKind::Vm, "cpu_pct", "proxmox", "api");
+    let mut b1 = batch(1, 2);
+    b1.samples
+        .push(sample("node:pve1", r#"fs_used_pct{mount="/"}"#, 1_000, 5.0));
+    b1.samples
+        .push(sample("vm:c/100", "mem_used_bytes", 1_000, 5.0));
+    store
+        .ingest(&[sourced("a1", b1, &[CPU, FS, LOAD, VM_CPU])], NOW)
+        .unwrap();
+    assert_eq!(
+        provenance_of(&store, "node:pve1", "cpu_pct"),
+        pair("host", "/proc/stat")
+    );
+    assert_eq!(
+        provenance_of(&store, "node:pve1", r#"fs_used_pct{mount="/"}"#),
+        pair("host", "statvfs"),
+        "labels do not matter"
+    );
+    let node = store.get_resource(ORG, "node:pve1").unwrap().unwrap();
+    assert_eq!(
+        node.provenance.keys().collect::<Vec<_>>(),
+        ["cpu_pct", "fs_used_pct"]
+    );
+    assert_eq!(provenance_of(&store, "vm:c/100", "mem_used_bytes"), None);
+    assert_eq!(provenance_of(&store, "vm:c/100", "cpu_pct"), None);
+    assert_eq!(provenance_of(&store, "node:missing", "cpu_pct"), None);
+
+    // An agent before protocol 1.2 says nothing: the entry stays.
+    store.ingest(&[item("a1", batch(2, 2))], NOW).unwrap();
+    assert_eq!(
+        provenance_of(&store, "node:pve1", "cpu_pct"),
+        pair("host", "/proc/stat")
+    );
+
+    // A replayed batch is not stored again, provenance included.
+    let other = Provenance {
+        method: "changed".into(),
+        ..CPU
+    };
+    let out = store
+        .ingest(
+            &[sourced("a1", batch(2, 2), std::slice::from_ref(&other))],
+            NOW,
+        )
+        .unwrap();
+    assert!(!out[0].stored);
+    assert_eq!(
+        provenance_of(&store, "node:pve1", "cpu_pct"),
+        pair("host", "/proc/stat")
+    );
+
+    // A late sample that does not become the latest value does not change it either.
+    let mut late = batch(3, 1);
+    late.samples = vec![sample("node:pve1", "cpu_pct", 0, 1.0)];
+    store
+        .ingest(&[sourced("a1", late, std::slice::from_ref(&other))], NOW)
+        .unwrap();
+    assert_eq!(
+        provenance_of(&store, "node:pve1", "cpu_pct"),
+        pair("host", "/proc/stat")
+    );
+
+    // A newer one does, in the same group commit as the samples.
+    store
+        .ingest(&[sourced("a1", batch(6, 1), &[other])], NOW)
+        .unwrap();
+    assert_eq!(
+        provenance_of(&store, "node:pve1", "cpu_pct"),
+        pair("host", "changed")
+    );
+    assert_eq!(
+        provenance_of(&store, "node:pve1", "fs_used_pct"),
+        pair("host", "statvfs")
+    );
+}
+
+#[test]
+fn resource_records_from_before_provenance_still_decode() {
+    let (_dir, store) = open();
+    // A record as the server wrote it before provenance existed.
+    let old = serde_json::json!({
+        "id": "node:pve1", "org_id": ORG, "kind": "node", "name": "pve1", "parent": null,
+        "status": "online", "attrs": {}, "agent_id": "a1", "collector": "host",
+        "updated_at_ms": 1, "latest": {"cpu_pct": {"ts_ms": 1, "value": 2.0}}
+    });
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(RESOURCES)
+            .unwrap()
+            .insert(
+                keys::resource_key(ORG, "node:pve1").as_str(),
+                serde_json::to_vec(&old).unwrap().as_slice(),
+            )
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let rec = store.get_resource(ORG, "node:pve1").unwrap().unwrap();
+    assert!(rec.provenance.is_empty());
+    assert_eq!(rec.latest["cpu_pct"].value, 2.0);
+    // And a record without provenance is written without the field, as before.
+    let json = serde_json::to_value(&rec).unwrap();
+    assert_eq!(json, old);
 }
 
 #[test]

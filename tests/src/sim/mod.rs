@@ -1,13 +1,16 @@
-//! In-process simulators of third-party APIs (Proxmox VE and Proxmox Backup Server) for tests
-//! and the demo.
+//! In-process simulators of third-party APIs (Proxmox VE, Proxmox Backup Server and the
+//! Kubernetes API server) for tests and the demo.
 //!
 //! A simulator serves HTTPS on `127.0.0.1:<free port>` from its own threads (one accept
 //! thread, one thread per connection), so synchronous `#[test]` functions can use it without a
 //! tokio runtime. The HTTP/1.1 layer is hand-written on purpose: it lets a simulator send
 //! exactly what the real servers send, including non-standard reason phrases
 //! (`401 No ticket`) and truncated bodies. [`https_get`] is a matching minimal client that
-//! returns the raw status line, headers and body.
+//! returns the raw status line, headers and body. Long-lived answers (Kubernetes watches) are
+//! served as `Transfer-Encoding: chunked` streams through [`HttpsServer::start_streaming`];
+//! [`https_stream`] reads them line by line.
 
+pub mod k8s;
 pub mod pbs;
 pub mod pve;
 
@@ -167,6 +170,75 @@ pub struct Response {
 
 type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
+/// What a streaming handler answers: a complete response or a chunked stream.
+pub enum Answer {
+    /// A complete response with `Content-Length`.
+    Full(Response),
+    /// A `Transfer-Encoding: chunked` stream.
+    Stream(StreamResponse),
+}
+
+/// How a stream body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Send the terminating zero-length chunk; the connection may be reused.
+    Finish,
+    /// Drop the connection abruptly (TCP reset, no terminating chunk, no TLS close_notify).
+    Abort,
+}
+
+/// Produces the body of a chunked stream; runs on the connection's thread.
+pub type StreamBody = Box<dyn FnOnce(&mut ChunkedWriter<'_>) -> StreamEnd + Send>;
+
+/// A chunked answer: the head is written first, then `body` writes chunks for as long as it
+/// likes.
+pub struct StreamResponse {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase for the status line.
+    pub reason: String,
+    /// Extra headers (`Transfer-Encoding: chunked` is added automatically).
+    pub headers: Vec<(String, String)>,
+    /// Wait this long before writing the head.
+    pub delay: Duration,
+    /// Writes the chunks.
+    pub body: StreamBody,
+}
+
+/// Writes the chunks of a [`StreamResponse`] to the client.
+pub struct ChunkedWriter<'a> {
+    tls: &'a mut TlsStream,
+    stop: &'a AtomicBool,
+}
+
+impl ChunkedWriter<'_> {
+    /// Sends `data` as one chunk and flushes it (empty data is skipped: a zero-length chunk
+    /// would end the stream).
+    ///
+    /// # Errors
+    /// If the client went away.
+    pub fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+        self.tls.write_all(&out)?;
+        self.tls.flush()
+    }
+
+    /// Whether the server was dropped (long streams should end soon after).
+    pub fn server_stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// A handler that may answer with a stream.
+pub type StreamingHandler = Arc<dyn Fn(&Request) -> Answer + Send + Sync>;
+
+type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
 /// A running HTTPS listener; stops accepting when dropped.
 pub struct HttpsServer {
     addr: SocketAddr,
@@ -192,6 +264,33 @@ impl HttpsServer {
         identity: &TlsIdentity,
         handler: Handler,
     ) -> anyhow::Result<Self> {
+        Self::start_streaming_on(
+            bind,
+            identity,
+            Arc::new(move |req| Answer::Full(handler(req))),
+        )
+    }
+
+    /// Binds `127.0.0.1:0` and serves `handler`, which may answer with chunked streams.
+    ///
+    /// # Errors
+    /// If binding or the TLS configuration fails.
+    pub fn start_streaming(
+        identity: &TlsIdentity,
+        handler: StreamingHandler,
+    ) -> anyhow::Result<Self> {
+        Self::start_streaming_on(SocketAddr::from(([127, 0, 0, 1], 0)), identity, handler)
+    }
+
+    /// Like [`Self::start_streaming`] on a given address (port 0 = any free port).
+    ///
+    /// # Errors
+    /// If binding or the TLS configuration fails.
+    pub fn start_streaming_on(
+        bind: SocketAddr,
+        identity: &TlsIdentity,
+        handler: StreamingHandler,
+    ) -> anyhow::Result<Self> {
         let cfg = identity.server_config()?;
         let listener = TcpListener::bind(bind).context("bind simulator")?;
         let addr = listener.local_addr()?;
@@ -207,9 +306,10 @@ impl HttpsServer {
                     let Ok(tcp) = conn else { continue };
                     let cfg = cfg.clone();
                     let handler = handler.clone();
+                    let stop = stop2.clone();
                     let _ = std::thread::Builder::new()
                         .name("sim-conn".into())
-                        .spawn(move || serve_conn(tcp, cfg, &handler));
+                        .spawn(move || serve_conn(tcp, cfg, &handler, &stop));
                 }
             })?;
         Ok(Self {
@@ -306,7 +406,33 @@ fn parse_head(head: &str) -> Option<(Request, usize)> {
     ))
 }
 
-fn serve_conn(tcp: TcpStream, cfg: Arc<rustls::ServerConfig>, handler: &Handler) {
+fn response_head(
+    status: u16,
+    reason: &str,
+    headers: &[(String, String)],
+    framing: &str,
+    close: bool,
+) -> String {
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(framing);
+    if close {
+        out.push_str("Connection: close\r\n");
+    } else {
+        out.push_str("Connection: Keep-Alive\r\n");
+    }
+    out.push_str("\r\n");
+    out
+}
+
+fn serve_conn(
+    tcp: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    handler: &StreamingHandler,
+    stop: &AtomicBool,
+) {
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = tcp.set_nodelay(true);
     let Ok(conn) = rustls::ServerConnection::new(cfg) else {
@@ -343,25 +469,59 @@ fn serve_conn(tcp: TcpStream, cfg: Arc<rustls::ServerConfig>, handler: &Handler)
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let resp = handler(&req);
-        if !resp.delay.is_zero() {
-            std::thread::sleep(resp.delay);
-        }
-        let mut out = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
-        for (k, v) in &resp.headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        out.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
-        if close {
-            out.push_str("Connection: close\r\n");
-        } else {
-            out.push_str("Connection: Keep-Alive\r\n");
-        }
-        out.push_str("\r\n");
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&resp.body);
-        if tls.write_all(&bytes).and_then(|()| tls.flush()).is_err() {
-            return;
+        match handler(&req) {
+            Answer::Full(resp) => {
+                if !resp.delay.is_zero() {
+                    std::thread::sleep(resp.delay);
+                }
+                let framing = format!("Content-Length: {}\r\n", resp.body.len());
+                let head = response_head(resp.status, &resp.reason, &resp.headers, &framing, close);
+                let mut bytes = head.into_bytes();
+                bytes.extend_from_slice(&resp.body);
+                if tls.write_all(&bytes).and_then(|()| tls.flush()).is_err() {
+                    return;
+                }
+            }
+            Answer::Stream(resp) => {
+                if !resp.delay.is_zero() {
+                    std::thread::sleep(resp.delay);
+                }
+                let head = response_head(
+                    resp.status,
+                    &resp.reason,
+                    &resp.headers,
+                    "Transfer-Encoding: chunked\r\n",
+                    close,
+                );
+                if tls
+                    .write_all(head.as_bytes())
+                    .and_then(|()| tls.flush())
+                    .is_err()
+                {
+                    return;
+                }
+                let end = (resp.body)(&mut ChunkedWriter {
+                    tls: &mut tls,
+                    stop,
+                });
+                match end {
+                    StreamEnd::Finish => {
+                        if tls
+                            .write_all(b"0\r\n\r\n")
+                            .and_then(|()| tls.flush())
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    StreamEnd::Abort => {
+                        // SO_LINGER 0: close() sends a TCP RST, like a crashed apiserver or a
+                        // load balancer cutting the connection.
+                        let _ = socket2::SockRef::from(&tls.sock).set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                }
+            }
         }
         if close {
             tls.conn.send_close_notify();
@@ -403,17 +563,19 @@ impl RawResponse {
     }
 }
 
-/// `GET path` over TLS (verifying the server against `ca_der`) with extra `headers`;
-/// one request per connection.
-///
-/// # Errors
-/// On connection, TLS or framing errors.
-pub fn https_get(
+type ClientTls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Status, reason and lower-cased headers of a response head.
+type Head = (u16, String, Vec<(String, String)>);
+
+/// Connects, sends `GET path` with `Connection: close` and reads the response head; returns
+/// the stream, the head and the body bytes already read.
+fn open_get(
     addr: SocketAddr,
     ca_der: &CertificateDer<'static>,
     path: &str,
     headers: &[(&str, &str)],
-) -> anyhow::Result<RawResponse> {
+) -> anyhow::Result<(ClientTls, Head, Vec<u8>)> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca_der.clone())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -459,11 +621,43 @@ pub fn https_get(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    let body = buf.split_off(end);
+    Ok((tls, (status, reason, headers), body))
+}
+
+fn is_chunked(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+}
+
+/// `GET path` over TLS (verifying the server against `ca_der`) with extra `headers`;
+/// one request per connection. A chunked body is decoded (read until its last chunk).
+///
+/// # Errors
+/// On connection, TLS or framing errors.
+pub fn https_get(
+    addr: SocketAddr,
+    ca_der: &CertificateDer<'static>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<RawResponse> {
+    let (mut tls, (status, reason, headers), mut body) = open_get(addr, ca_der, path, headers)?;
+    if is_chunked(&headers) {
+        let mut stream = HttpStream::new(tls, (status, reason, headers), body);
+        let body = stream.read_to_end(Duration::from_secs(60))?;
+        return Ok(RawResponse {
+            status: stream.status,
+            reason: stream.reason,
+            headers: stream.headers,
+            body,
+        });
+    }
     let len: Option<usize> = headers
         .iter()
         .find(|(k, _)| k == "content-length")
         .and_then(|(_, v)| v.parse().ok());
-    let mut body = buf.split_off(end);
+    let mut chunk = [0u8; 16384];
     loop {
         if len.is_some_and(|l| body.len() >= l) {
             break;
@@ -484,6 +678,205 @@ pub fn https_get(
         headers,
         body,
     })
+}
+
+/// `GET path` like [`https_get`], but returns as soon as the head has arrived, so that a
+/// long-lived (chunked) body can be read incrementally, e.g. a Kubernetes watch.
+///
+/// # Errors
+/// On connection, TLS or framing errors before the head is complete.
+pub fn https_stream(
+    addr: SocketAddr,
+    ca_der: &CertificateDer<'static>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<HttpStream> {
+    let (tls, head, body) = open_get(addr, ca_der, path, headers)?;
+    Ok(HttpStream::new(tls, head, body))
+}
+
+/// One step of reading an [`HttpStream`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamRead {
+    /// A complete line, without the trailing `\n`.
+    Line(String),
+    /// The body ended cleanly (terminating chunk, or all `Content-Length` bytes read).
+    End,
+    /// The connection broke before the body ended (reset, EOF without the last chunk).
+    Aborted(String),
+    /// Nothing complete arrived within the timeout; the stream stays usable.
+    TimedOut,
+}
+
+/// An HTTP response whose body is read incrementally (see [`https_stream`]).
+pub struct HttpStream {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase exactly as sent.
+    pub reason: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    tls: ClientTls,
+    /// Bytes received but not yet de-chunked.
+    raw: Vec<u8>,
+    /// De-chunked body bytes not yet returned.
+    body: Vec<u8>,
+    chunked: bool,
+    /// Body bytes still expected with `Content-Length`.
+    remaining: Option<usize>,
+    done: bool,
+}
+
+impl HttpStream {
+    fn new(tls: ClientTls, (status, reason, headers): Head, raw: Vec<u8>) -> Self {
+        let chunked = is_chunked(&headers);
+        let remaining = if chunked {
+            None
+        } else {
+            headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+        };
+        let mut s = Self {
+            status,
+            reason,
+            headers,
+            tls,
+            raw,
+            body: Vec::new(),
+            chunked,
+            remaining,
+            done: false,
+        };
+        s.decode();
+        s
+    }
+
+    /// First header with this (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Moves complete chunks (or plain body bytes) from `raw` to `body`.
+    fn decode(&mut self) {
+        if !self.chunked {
+            let take = self
+                .remaining
+                .map_or(self.raw.len(), |r| r.min(self.raw.len()));
+            self.body.extend(self.raw.drain(..take));
+            if let Some(r) = &mut self.remaining {
+                *r -= take;
+                if *r == 0 {
+                    self.done = true;
+                }
+            }
+            return;
+        }
+        while !self.done {
+            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let line = String::from_utf8_lossy(&self.raw[..eol]).into_owned();
+            let size_hex = line.split(';').next().unwrap_or_default().trim();
+            let Ok(size) = usize::from_str_radix(size_hex, 16) else {
+                // Not chunked framing after all: hand the rest over as it is.
+                self.chunked = false;
+                self.body.append(&mut self.raw);
+                return;
+            };
+            if size == 0 {
+                // Last chunk; trailers are not used by the simulators.
+                self.done = true;
+                self.raw.clear();
+                return;
+            }
+            if self.raw.len() < eol + 2 + size + 2 {
+                return;
+            }
+            self.body
+                .extend_from_slice(&self.raw[eol + 2..eol + 2 + size]);
+            self.raw.drain(..eol + 2 + size + 2);
+        }
+    }
+
+    /// Reads more bytes, waiting at most `wait`. `Ok(true)` = got some.
+    fn fill(&mut self, wait: Duration) -> Result<bool, StreamRead> {
+        let _ = self
+            .tls
+            .sock
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+        let mut chunk = [0u8; 16384];
+        match self.tls.read(&mut chunk) {
+            Ok(0) => {
+                if self.chunked || self.remaining.is_some() {
+                    Err(StreamRead::Aborted(
+                        "connection closed before the end of the body".to_owned(),
+                    ))
+                } else {
+                    self.done = true;
+                    Ok(false)
+                }
+            }
+            Ok(n) => {
+                self.raw.extend_from_slice(&chunk[..n]);
+                self.decode();
+                Ok(true)
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+            Err(e) => Err(StreamRead::Aborted(e.to_string())),
+        }
+    }
+
+    /// The next line of the body, waiting at most `timeout` for it. A last line without a
+    /// trailing newline is returned when the body ends.
+    pub fn next_line(&mut self, timeout: Duration) -> StreamRead {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(pos) = self.body.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.body.drain(..=pos).collect();
+                return StreamRead::Line(
+                    String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(),
+                );
+            }
+            if self.done {
+                if self.body.is_empty() {
+                    return StreamRead::End;
+                }
+                let rest = std::mem::take(&mut self.body);
+                return StreamRead::Line(String::from_utf8_lossy(&rest).into_owned());
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return StreamRead::TimedOut;
+            }
+            if let Err(e) = self.fill(deadline - now) {
+                return e;
+            }
+        }
+    }
+
+    /// Reads the rest of the body, waiting at most `timeout` in total.
+    ///
+    /// # Errors
+    /// On timeout or if the connection broke before the body ended.
+    pub fn read_to_end(&mut self, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.done {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                bail!("timed out after {timeout:?} reading the body");
+            }
+            if let Err(e) = self.fill(deadline - now) {
+                bail!("reading the body: {e:?}");
+            }
+        }
+        Ok(std::mem::take(&mut self.body))
+    }
 }
 
 /// Base path of the Proxmox APIs.

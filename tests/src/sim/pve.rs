@@ -4,12 +4,24 @@
 //! schema notes (`{"data": ...}` envelope, 0/1 booleans, `vmid` as a string in the LXC list,
 //! `loadavg` as strings, empty 401 bodies after ~3 s, reasons in the status line).
 //!
+//! Replication (`/cluster/replication`, `/nodes/{node}/replication[/{id}/status]`) and ZFS
+//! (`/nodes/{node}/disks/zfs[/{name}]`) have no public captures; their field sets follow the
+//! PVE sources (pve-manager `PVE/API2/Replication.pm`, pve-guest-common
+//! `PVE/ReplicationState.pm`, pve-storage `PVE/API2/Disks/ZFS.pm`).
+//!
+//! Time-based behaviour (a storage filling at a steady rate, a disk wearing out, HA
+//! timestamps, new tasks) follows the simulator's clock: the wall clock, or frozen and
+//! advanced by hand in tests ([`PveSimHandle::freeze_clock`], [`PveSimHandle::advance_clock`]).
+//!
 //! ```no_run
+//! use std::time::Duration;
 //! use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions};
 //! let sim = PveSim::start(PveSimOptions::fast());
 //! let r = sim.get("/cluster/resources?type=vm");
 //! assert_eq!(r.status, 200);
 //! sim.migrate(100, "node3");
+//! sim.set_storage_fill_rate("node1", "local", 50e9); // bytes per hour
+//! sim.stop_backups(105, Duration::from_secs(3 * 86_400));
 //! sim.set_fault(Fault::MalformedJson);
 //! ```
 
@@ -139,6 +151,145 @@ pub struct Storage {
     pub active: bool,
     /// Enabled in the config.
     pub enabled: bool,
+    /// Growth of `used` in bytes per hour (negative: shrinking), applied at serve time from
+    /// `fill_since` on, so a pool fills at a steady rate while the simulator runs. Capped at
+    /// `total`, floored at 0. Set it with [`PveSimHandle::set_storage_fill_rate`].
+    pub fill_bytes_per_hour: f64,
+    /// Epoch second at which `used` was measured; the fill rate counts from here.
+    pub fill_since: i64,
+}
+
+impl Storage {
+    /// Used bytes at epoch second `t`, with the fill rate applied.
+    pub fn used_at(&self, t: i64) -> u64 {
+        if self.fill_bytes_per_hour == 0.0 {
+            return self.used.min(self.total);
+        }
+        let grown =
+            self.used as f64 + self.fill_bytes_per_hour * (t - self.fill_since) as f64 / 3600.0;
+        grown.clamp(0.0, self.total as f64) as u64
+    }
+}
+
+/// A storage replication job (`/etc/pve/replication.cfg` plus the source node's state).
+///
+/// The source node is not stored: as in PVE it is the node the guest runs on, so a migration
+/// moves the job to the new node's `/nodes/{node}/replication`.
+#[derive(Clone, Debug)]
+pub struct ReplicationJob {
+    /// `<guest>-<jobnum>`, e.g. `100-0`.
+    pub id: String,
+    /// Guest VMID.
+    pub guest: u32,
+    /// Job number.
+    pub jobnum: u32,
+    /// Target node.
+    pub target: String,
+    /// Calendar event (`*/15` when `None`, PVE's default).
+    pub schedule: Option<String>,
+    /// Description.
+    pub comment: Option<String>,
+    /// Disabled flag (`disable: 1`).
+    pub disable: bool,
+    /// Rate limit, MB/s.
+    pub rate: Option<f64>,
+    /// Start of the last successful sync, epoch s; 0 = never synced (PVE sends 0).
+    pub last_sync: i64,
+    /// Start of the last attempt, epoch s; 0 = never tried.
+    pub last_try: i64,
+    /// Duration of the last attempt, seconds.
+    pub duration: Option<f64>,
+    /// Consecutive failures.
+    pub fail_count: u32,
+    /// Error of the last failed attempt.
+    pub error: Option<String>,
+    /// Worker PID while a sync runs.
+    pub pid: Option<u32>,
+}
+
+impl ReplicationJob {
+    /// A new, never-run job `<guest>-<jobnum>` to `target` on the default schedule.
+    pub fn new(guest: u32, jobnum: u32, target: &str) -> Self {
+        Self {
+            id: format!("{guest}-{jobnum}"),
+            guest,
+            jobnum,
+            target: target.to_owned(),
+            schedule: None,
+            comment: None,
+            disable: false,
+            rate: None,
+            last_sync: 0,
+            last_try: 0,
+            duration: None,
+            fail_count: 0,
+            error: None,
+            pid: None,
+        }
+    }
+}
+
+/// One device of a ZFS pool in `zpool status`.
+#[derive(Clone, Debug)]
+pub struct ZfsDevice {
+    /// Device path (`/dev/disk/by-id/...-part3`) or, for a missing one, its GUID.
+    pub name: String,
+    /// `ONLINE`, `DEGRADED`, `FAULTED`, `OFFLINE`, `UNAVAIL`, `REMOVED`.
+    pub state: String,
+    /// Message column (`was /dev/...` for a missing device), usually empty.
+    pub msg: String,
+}
+
+/// A ZFS pool of one node (`zpool list` / `zpool status`).
+#[derive(Clone, Debug)]
+pub struct ZfsPool {
+    /// Node the pool belongs to.
+    pub node: String,
+    /// Pool name.
+    pub name: String,
+    /// Size, bytes.
+    pub size: u64,
+    /// Allocated, bytes (`free` = `size - alloc`).
+    pub alloc: u64,
+    /// Fragmentation, percent.
+    pub frag: u32,
+    /// Dedup ratio (1.0 = none).
+    pub dedup: f64,
+    /// `ONLINE`, `DEGRADED`, `FAULTED`, `OFFLINE`, `UNAVAIL`, `REMOVED`, `SUSPENDED`.
+    pub health: String,
+    /// `status:` text of `zpool status` (absent when healthy).
+    pub status: Option<String>,
+    /// `action:` text (absent when healthy).
+    pub action: Option<String>,
+    /// `scan:` text (last scrub/resilver).
+    pub scan: Option<String>,
+    /// `errors:` text.
+    pub errors: String,
+    /// The vdev grouping the devices (`mirror-0`, `raidz1-0`), `None` for plain disks.
+    pub vdev: Option<String>,
+    /// Member devices.
+    pub devices: Vec<ZfsDevice>,
+}
+
+/// A steady wear-out decline of one disk in [`World::disks`], applied at serve time.
+#[derive(Clone, Debug)]
+pub struct DiskWear {
+    /// `devpath` of the disk.
+    pub devpath: String,
+    /// PVE's `wearout` (percent of life left, 100 = new) at `since`.
+    pub wearout: f64,
+    /// Decline in percentage points per hour.
+    pub points_per_hour: f64,
+    /// Epoch second `wearout` was measured at.
+    pub since: i64,
+}
+
+impl DiskWear {
+    /// Wear-out at epoch second `t`, floored at 0.
+    pub fn wearout_at(&self, t: i64) -> f64 {
+        let hours = (t - self.since) as f64 / 3600.0;
+        (self.wearout - self.points_per_hour * hours).clamp(0.0, 100.0)
+    }
 }
 
 /// A finished task in a node's task list.
@@ -220,6 +371,12 @@ pub struct World {
     pub disks: Value,
     /// `/nodes/{node}/apt/update` array (same for all nodes).
     pub apt_updates: Value,
+    /// Storage replication jobs.
+    pub replication: Vec<ReplicationJob>,
+    /// ZFS pools of all nodes (`/nodes/{node}/disks/zfs`); a node without pools answers `[]`.
+    pub zfs_pools: Vec<ZfsPool>,
+    /// Wear-out declines of entries in `disks`, by device path.
+    pub disk_wear: Vec<DiskWear>,
 }
 
 /// A switchable misbehaviour.
@@ -243,6 +400,17 @@ pub enum Fault {
     /// The node is unreachable: its `/nodes/{node}/…` calls get `595 No route to host`, and it
     /// shows as offline in cluster views.
     NodeGone(String),
+    /// Requests whose path (under `/api2/json`, without the query) starts with `prefix` get
+    /// `<status> <reason>`, e.g. `403 Permission check failed (/, Sys.Audit)` on
+    /// `/nodes/node1/disks/zfs` or `500 zfsutils-linux not installed`; the rest answer normally.
+    PathError {
+        /// Path prefix, e.g. `/nodes/node1/replication`.
+        prefix: String,
+        /// HTTP status.
+        status: u16,
+        /// Reason (status line and, with error messages on, `message`).
+        reason: String,
+    },
 }
 
 /// Start-up options.
@@ -513,6 +681,8 @@ impl Default for World {
                 total: n.maxdisk,
                 active: true,
                 enabled: true,
+                fill_bytes_per_hour: 0.0,
+                fill_since: t,
             });
             storages.push(Storage {
                 node: n.name.clone(),
@@ -524,6 +694,8 @@ impl Default for World {
                 total: 955_016_175_616,
                 active: true,
                 enabled: true,
+                fill_bytes_per_hour: 0.0,
+                fill_since: t,
             });
             storages.push(Storage {
                 node: n.name.clone(),
@@ -535,6 +707,8 @@ impl Default for World {
                 total: 1_915_211_874_304,
                 active: true,
                 enabled: true,
+                fill_bytes_per_hour: 0.0,
+                fill_since: t,
             });
             storages.push(Storage {
                 node: n.name.clone(),
@@ -546,6 +720,8 @@ impl Default for World {
                 total: 4_000_787_030_016,
                 active: true,
                 enabled: true,
+                fill_bytes_per_hour: 0.0,
+                fill_since: t,
             });
         }
 
@@ -590,6 +766,13 @@ impl Default for World {
             })
             .collect();
 
+        let replication = default_replication(t);
+        let zfs_pools = nodes
+            .iter()
+            .map(|n| rpool(&n.name))
+            .chain([tank_degraded("node1")])
+            .collect();
+
         Self {
             cluster_name: Some("clustername".to_owned()),
             config_version: 4,
@@ -605,7 +788,178 @@ impl Default for World {
                 "../../fixtures/pve/disks_list.qemu_lab_ceph.json"
             )),
             apt_updates: fixture_data(include_str!("../../fixtures/pve/apt_update.pve9.json")),
+            replication,
+            zfs_pools,
+            disk_wear: Vec::new(),
         }
+    }
+}
+
+impl World {
+    /// A cluster `cluster` of the named nodes with `guests` guests spread round-robin over
+    /// them, cloned from the default world's shapes: each node gets the default node's
+    /// figures, its local storages and the shared ones; every running guest has a backup from
+    /// yesterday and the day before on `pbs`; each node has a healthy `rpool`; no replication
+    /// jobs. Used by benchmarks (hundreds of nodes) and the demo fleet.
+    pub fn scaled(cluster: &str, node_names: &[String], guests: usize) -> Self {
+        let mut w = Self::default();
+        let t = now();
+        let node_tpl = w.nodes[0].clone();
+        let guest_tpls = w.guests.clone();
+        let storage_tpls: Vec<_> = w
+            .storages
+            .iter()
+            .filter(|s| s.node == node_tpl.name)
+            .cloned()
+            .collect();
+        let n = node_names.len().max(1);
+        w.cluster_name = Some(cluster.to_owned());
+        w.local_node = node_names.first().cloned().unwrap_or_default();
+        w.nodes = node_names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut node = node_tpl.clone();
+                node.name.clone_from(name);
+                node.nodeid = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                node.ip = format!("10.0.{}.{}", i / 250, i % 250 + 1);
+                node
+            })
+            .collect();
+        w.guests = (0..guests)
+            .map(|i| {
+                let mut g = guest_tpls[i % guest_tpls.len()].clone();
+                g.vmid = u32::try_from(100 + i).unwrap_or(u32::MAX);
+                g.name = format!("guest-{}", 100 + i);
+                g.node = node_names[i % n].clone();
+                g.template = false;
+                g
+            })
+            .collect();
+        w.storages = node_names
+            .iter()
+            .flat_map(|name| {
+                storage_tpls.iter().map(move |s| {
+                    let mut s = s.clone();
+                    s.node.clone_from(name);
+                    s
+                })
+            })
+            .collect();
+        let day = 86_400;
+        w.backups = w
+            .guests
+            .iter()
+            .filter(|g| g.running)
+            .flat_map(|g| {
+                let (dir, format, subtype) = match g.kind {
+                    GuestKind::Lxc => ("ct", "pbs-ct", "lxc"),
+                    GuestKind::Qemu => ("vm", "pbs-vm", "qemu"),
+                };
+                [2 * day, day].map(|age| {
+                    let ctime = t - age - 3600;
+                    Backup {
+                        storage: "pbs".to_owned(),
+                        volid: format!("pbs:backup/{dir}/{}/{}", g.vmid, iso(ctime)),
+                        vmid: g.vmid,
+                        ctime,
+                        format: format.to_owned(),
+                        subtype: subtype.to_owned(),
+                        size: g.maxdisk / 3,
+                    }
+                })
+            })
+            .collect();
+        w.tasks.retain(|task| task.node == node_tpl.name);
+        for task in &mut w.tasks {
+            task.node.clone_from(&w.local_node);
+        }
+        w.replication.clear();
+        w.zfs_pools = node_names.iter().map(|name| rpool(name)).collect();
+        w
+    }
+}
+
+/// Replication jobs of the default world (field set of PVE's `/nodes/{node}/replication`;
+/// no public capture exists, see the fixtures README):
+/// - `100-0`: VM 100 (node2) to node1 every 15 min, last synced 5 min ago;
+/// - `105-0`: CT 105 (node3) to node4 every 30 min, failing 3 times since its last success 3 h
+///   ago (a broken `pvesm import` over SSH, as PVE words it);
+/// - `102-0`: VM 102 (node1) to node2, created but never run (`last_sync` 0).
+fn default_replication(t: i64) -> Vec<ReplicationJob> {
+    let mut ok = ReplicationJob::new(100, 0, "node1");
+    ok.last_sync = t - 300;
+    ok.last_try = t - 300;
+    ok.duration = Some(2.834_177);
+    let mut failing = ReplicationJob::new(105, 0, "node4");
+    failing.schedule = Some("*/30".to_owned());
+    failing.comment = Some("CT 105 standby copy".to_owned());
+    failing.last_sync = t - 3 * 3600;
+    failing.last_try = t - 600;
+    failing.duration = Some(1.276_418);
+    failing.fail_count = 3;
+    let snap = format!("__replicate_105-0_{}__", t - 600);
+    failing.error = Some(format!(
+        "command 'set -o pipefail && pvesm export local-zfs:subvol-105-disk-0 zfs - -with-snapshots 1 -snapshot {snap} | /usr/bin/ssh -e none -o 'BatchMode=yes' -o 'HostKeyAlias=node4' root@192.168.1.4 -- pvesm import local-zfs:subvol-105-disk-0 zfs - -with-snapshots 1 -snapshot {snap} -allow-rename 0' failed: exit code 255"
+    ));
+    let never = ReplicationJob::new(102, 0, "node2");
+    vec![ok, failing, never]
+}
+
+/// The `rpool` a PVE installer creates on ZFS (a mirror of two SSDs), healthy.
+pub fn rpool(node: &str) -> ZfsPool {
+    let dev = |n: u32| ZfsDevice {
+        name: format!("/dev/disk/by-id/ata-SAMSUNG_MZ7L3960HCJR-00A07_S662NE0W10{n:04}-part3"),
+        state: "ONLINE".to_owned(),
+        msg: String::new(),
+    };
+    ZfsPool {
+        node: node.to_owned(),
+        name: "rpool".to_owned(),
+        size: 996_432_412_672,
+        alloc: 15_393_064_960,
+        frag: 3,
+        dedup: 1.0,
+        health: "ONLINE".to_owned(),
+        status: None,
+        action: None,
+        scan: Some(
+            "scrub repaired 0B in 00:01:12 with 0 errors on Sun Nov  8 00:25:13 2026".to_owned(),
+        ),
+        errors: "No known data errors".to_owned(),
+        vdev: Some("mirror-0".to_owned()),
+        devices: vec![dev(1), dev(2)],
+    }
+}
+
+/// A `tank` raidz1 pool that lost one of its three disks: `DEGRADED`, with `zpool status`'s
+/// texts for that case.
+pub fn tank_degraded(node: &str) -> ZfsPool {
+    let dev = |n: u32, state: &str, msg: &str| ZfsDevice {
+        name: format!("/dev/disk/by-id/ata-ST4000VN008-2DR166_ZDH1{n:04}-part1"),
+        state: state.to_owned(),
+        msg: msg.to_owned(),
+    };
+    let mut missing = dev(3, "UNAVAIL", "");
+    missing.msg = format!("was {}", missing.name);
+    missing.name = "8211457322491634120".to_owned();
+    ZfsPool {
+        node: node.to_owned(),
+        name: "tank".to_owned(),
+        size: 11_957_188_952_064,
+        alloc: 8_674_038_792_192,
+        frag: 17,
+        dedup: 1.0,
+        health: "DEGRADED".to_owned(),
+        status: Some(
+            "One or more devices could not be used because the label is missing or invalid. Sufficient replicas exist for the pool to continue functioning in a degraded state."
+                .to_owned(),
+        ),
+        action: Some("Replace the device using 'zpool replace'.".to_owned()),
+        scan: Some("scrub repaired 0B in 05:12:44 with 0 errors on Sun Nov  8 05:36:45 2026".to_owned()),
+        errors: "No known data errors".to_owned(),
+        vdev: Some("raidz1-0".to_owned()),
+        devices: vec![dev(1, "ONLINE", ""), dev(2, "ONLINE", ""), missing],
     }
 }
 
@@ -644,6 +998,19 @@ pub fn ceph_health_warn() -> Value {
     })
 }
 
+/// The simulator's clock: the wall clock shifted by `offset`, or frozen (tests).
+#[derive(Clone, Copy, Debug, Default)]
+struct Clock {
+    frozen: Option<i64>,
+    offset: i64,
+}
+
+impl Clock {
+    fn now(self) -> i64 {
+        self.frozen.unwrap_or_else(|| now() + self.offset)
+    }
+}
+
 struct State {
     world: World,
     faults: Vec<Fault>,
@@ -651,6 +1018,7 @@ struct State {
     auth_delay: Duration,
     error_messages: bool,
     requests: u64,
+    clock: Clock,
 }
 
 /// Cloneable control handle of a running simulator.
@@ -677,6 +1045,7 @@ impl Sim<PveSimHandle> {
             auth_delay: opts.auth_delay,
             error_messages: opts.error_messages,
             requests: 0,
+            clock: Clock::default(),
         }));
         let st = state.clone();
         let server = HttpsServer::start(&identity, Arc::new(move |req| handle(&st, req)))
@@ -756,10 +1125,39 @@ impl PveSimHandle {
         f(&mut self.lock().world)
     }
 
+    /// Runs `f` on the world and the simulator's current time under the lock.
+    fn with_world_now<R>(&self, f: impl FnOnce(&mut World, i64) -> R) -> R {
+        let mut st = self.lock();
+        let t = st.clock.now();
+        f(&mut st.world, t)
+    }
+
+    /// The simulator's current time, epoch seconds: the wall clock unless frozen or advanced.
+    /// Time-based evolution (fill rates, wear-out), HA timestamps and new tasks use it.
+    pub fn now(&self) -> i64 {
+        self.lock().clock.now()
+    }
+
+    /// Stops the simulator's clock at epoch second `at` (for tests: values derived from time
+    /// stay put until [`Self::advance_clock`]).
+    pub fn freeze_clock(&self, at: i64) {
+        self.lock().clock.frozen = Some(at);
+    }
+
+    /// Moves the simulator's clock forward by `by` (whole seconds), frozen or not.
+    pub fn advance_clock(&self, by: Duration) {
+        let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        let mut st = self.lock();
+        match &mut st.clock.frozen {
+            Some(t) => *t = t.saturating_add(secs),
+            None => st.clock.offset = st.clock.offset.saturating_add(secs),
+        }
+    }
+
     /// Moves a guest to another node (a finished migration); adds a `qmigrate`/`vzmigrate`
     /// task on the source node. Returns false if the guest or node does not exist.
     pub fn migrate(&self, vmid: u32, to: &str) -> bool {
-        self.with_world(|w| {
+        self.with_world_now(|w, t| {
             if !w.nodes.iter().any(|n| n.name == to) {
                 return false;
             }
@@ -771,15 +1169,33 @@ impl PveSimHandle {
                 GuestKind::Qemu => "qmigrate",
                 GuestKind::Lxc => "vzmigrate",
             };
-            push_task(w, &from, kind, &vmid.to_string(), "OK");
+            push_task(w, t, &from, kind, &vmid.to_string(), "OK");
             true
         })
     }
 
-    /// Sets the used bytes of a storage on one node (all nodes if shared). Returns false if
-    /// it does not exist.
+    /// Sets the used bytes of a storage on one node (all nodes if shared), from now on; a fill
+    /// rate keeps running from this value. Returns false if it does not exist.
     pub fn set_storage_usage(&self, node: &str, storage: &str, used: u64) -> bool {
-        self.with_world(|w| {
+        self.for_storage(node, storage, |s, t| {
+            s.used = used.min(s.total);
+            s.fill_since = t;
+        })
+    }
+
+    /// Lets a storage on one node (all nodes if shared) fill at `bytes_per_hour` from now on
+    /// (negative: free up), computed from the simulator's clock at each answer and capped at
+    /// its total; 0 stops it. Returns false if it does not exist.
+    pub fn set_storage_fill_rate(&self, node: &str, storage: &str, bytes_per_hour: f64) -> bool {
+        self.for_storage(node, storage, |s, t| {
+            s.used = s.used_at(t);
+            s.fill_since = t;
+            s.fill_bytes_per_hour = bytes_per_hour;
+        })
+    }
+
+    fn for_storage(&self, node: &str, storage: &str, f: impl Fn(&mut Storage, i64)) -> bool {
+        self.with_world_now(|w, t| {
             let shared = w
                 .storages
                 .iter()
@@ -788,24 +1204,143 @@ impl PveSimHandle {
             let Some(shared) = shared else { return false };
             for s in &mut w.storages {
                 if s.storage == storage && (shared || s.node == node) {
-                    s.used = used.min(s.total);
+                    f(s, t);
                 }
             }
             true
         })
     }
 
+    /// Sets a disk's wear-out (PVE's `wearout`: percent of life left) from now on, keeping
+    /// any decline rate. Returns false if no disk has this `devpath`.
+    pub fn set_disk_wearout(&self, devpath: &str, wearout: f64) -> bool {
+        self.with_world_now(|w, t| {
+            if !has_disk(&w.disks, devpath) {
+                return false;
+            }
+            match w.disk_wear.iter_mut().find(|d| d.devpath == devpath) {
+                Some(d) => {
+                    d.wearout = wearout.clamp(0.0, 100.0);
+                    d.since = t;
+                }
+                None => w.disk_wear.push(DiskWear {
+                    devpath: devpath.to_owned(),
+                    wearout: wearout.clamp(0.0, 100.0),
+                    points_per_hour: 0.0,
+                    since: t,
+                }),
+            }
+            true
+        })
+    }
+
+    /// Lets a disk's wear-out decline by `points_per_hour` percentage points per hour from now
+    /// on (0 stops it), floored at 0. Returns false if the disk does not exist or has no
+    /// numeric wear-out (`"N/A"`): give it one with [`Self::set_disk_wearout`] first.
+    pub fn set_disk_wear_rate(&self, devpath: &str, points_per_hour: f64) -> bool {
+        self.with_world_now(|w, t| {
+            if let Some(d) = w.disk_wear.iter_mut().find(|d| d.devpath == devpath) {
+                d.wearout = d.wearout_at(t);
+                d.since = t;
+                d.points_per_hour = points_per_hour;
+                return true;
+            }
+            let current = w
+                .disks
+                .as_array()
+                .and_then(|a| a.iter().find(|d| d["devpath"] == devpath))
+                .and_then(|d| d["wearout"].as_f64());
+            let Some(wearout) = current else { return false };
+            w.disk_wear.push(DiskWear {
+                devpath: devpath.to_owned(),
+                wearout,
+                points_per_hour,
+                since: t,
+            });
+            true
+        })
+    }
+
+    /// Makes a guest's backups look stopped: its backup volumes move back in time so the
+    /// newest is `newest_age` old (spacing and count kept, volids renamed to match). Nothing in
+    /// the simulator makes new backups by itself, so they stay stopped until
+    /// [`Self::add_vzdump_ok`]. Returns false if the guest has no backups.
+    pub fn stop_backups(&self, vmid: u32, newest_age: Duration) -> bool {
+        let age = i64::try_from(newest_age.as_secs()).unwrap_or(i64::MAX);
+        self.with_world_now(|w, t| {
+            let Some(newest) = w
+                .backups
+                .iter()
+                .filter(|b| b.vmid == vmid)
+                .map(|b| b.ctime)
+                .max()
+            else {
+                return false;
+            };
+            let shift = newest - (t - age);
+            for b in w.backups.iter_mut().filter(|b| b.vmid == vmid) {
+                let old = iso(b.ctime);
+                b.ctime -= shift;
+                if let Some(prefix) = b.volid.strip_suffix(&old) {
+                    b.volid = format!("{prefix}{}", iso(b.ctime));
+                }
+            }
+            true
+        })
+    }
+
+    /// Records a finished 1.5 s attempt of replication job `job` now: `Some(error)` fails it
+    /// (one more in `fail_count`, `error` set), `None` succeeds (`last_sync` = now, failures
+    /// cleared). Returns false if the job does not exist.
+    pub fn set_replication_result(&self, job: &str, error: Option<&str>) -> bool {
+        self.with_world_now(|w, t| {
+            let Some(j) = w.replication.iter_mut().find(|j| j.id == job) else {
+                return false;
+            };
+            j.last_try = t;
+            j.duration = Some(1.5);
+            j.pid = None;
+            match error {
+                Some(e) => {
+                    j.fail_count += 1;
+                    j.error = Some(e.to_owned());
+                }
+                None => {
+                    j.last_sync = t;
+                    j.fail_count = 0;
+                    j.error = None;
+                }
+            }
+            true
+        })
+    }
+
+    /// Sets the health of a node's ZFS pool (`ONLINE`, `DEGRADED`, `FAULTED`, ...). Returns
+    /// false if the pool does not exist.
+    pub fn set_zfs_health(&self, node: &str, pool: &str, health: &str) -> bool {
+        self.with_world(|w| {
+            let Some(p) = w
+                .zfs_pools
+                .iter_mut()
+                .find(|p| p.node == node && p.name == pool)
+            else {
+                return false;
+            };
+            health.clone_into(&mut p.health);
+            true
+        })
+    }
+
     /// Adds a failed `vzdump` task for `vmid` on `node` (status = `error`); returns its UPID.
     pub fn add_failed_vzdump(&self, node: &str, vmid: u32, error: &str) -> String {
-        self.with_world(|w| push_task(w, node, "vzdump", &vmid.to_string(), error))
+        self.with_world_now(|w, t| push_task(w, t, node, "vzdump", &vmid.to_string(), error))
     }
 
     /// Adds a successful `vzdump` task for `vmid` on `node` plus a backup volume on
     /// `storage`; returns the UPID.
     pub fn add_vzdump_ok(&self, node: &str, vmid: u32, storage: &str) -> String {
-        self.with_world(|w| {
-            let upid = push_task(w, node, "vzdump", &vmid.to_string(), "OK");
-            let t = now();
+        self.with_world_now(|w, t| {
+            let upid = push_task(w, t, node, "vzdump", &vmid.to_string(), "OK");
             let lxc = w
                 .guests
                 .iter()
@@ -867,8 +1402,13 @@ impl PveSimHandle {
     }
 }
 
-fn push_task(w: &mut World, node: &str, kind: &str, id: &str, status: &str) -> String {
-    let t = now();
+fn has_disk(disks: &Value, devpath: &str) -> bool {
+    disks
+        .as_array()
+        .is_some_and(|a| a.iter().any(|d| d["devpath"] == devpath))
+}
+
+fn push_task(w: &mut World, t: i64, node: &str, kind: &str, id: &str, status: &str) -> String {
     let n = u32::try_from(w.tasks.len()).unwrap_or(0);
     let task = Task {
         node: node.to_owned(),
@@ -968,13 +1508,23 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
 
     let reply = if let Some(rest) = req.path.strip_prefix(API_PREFIX) {
         if req.method == "GET" {
+            let path = rest.trim_end_matches('/');
             if let Some(text) = st.faults.iter().find_map(|f| match f {
                 Fault::ServerError(t) => Some(t.clone()),
                 _ => None,
             }) {
                 err(500, text)
+            } else if let Some((status, reason)) = st.faults.iter().find_map(|f| match f {
+                Fault::PathError {
+                    prefix,
+                    status,
+                    reason,
+                } if path.starts_with(prefix.as_str()) => Some((*status, reason.clone())),
+                _ => None,
+            }) {
+                err(status, reason)
             } else {
-                route(&st, rest.trim_end_matches('/'), req)
+                route(&st, path, req)
             }
         } else {
             err(
@@ -1034,6 +1584,10 @@ impl State {
     fn node(&self, name: &str) -> Option<&Node> {
         self.world.nodes.iter().find(|n| n.name == name)
     }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
 }
 
 fn b(v: bool) -> u8 {
@@ -1054,6 +1608,13 @@ fn route(st: &State, path: &str, req: &Request) -> Reply {
             Reply::Data(cluster_status(st))
         }
         ["cluster", "resources"] => cluster_resources(st, req.query("type")),
+        ["cluster", "replication"] => Reply::Data(Value::Array(
+            w.replication
+                .iter()
+                .filter(|j| !st.denied(&format!("/vms/{}", j.guest)))
+                .map(|j| replication_config(w, j))
+                .collect(),
+        )),
         ["cluster", "ha", "status", "current"] => {
             if st.denied("/") {
                 return forbidden("/", "Sys.Audit");
@@ -1159,7 +1720,7 @@ fn node_route(st: &State, node: &str, rest: &[&str], req: &Request) -> Reply {
                     req.query("content")
                         .is_none_or(|c| s.content.split(',').any(|x| x == c))
                 })
-                .map(storage_entry)
+                .map(|s| storage_entry(s, st.now()))
                 .collect();
             Reply::Data(Value::Array(list))
         }
@@ -1206,7 +1767,57 @@ fn node_route(st: &State, node: &str, rest: &[&str], req: &Request) -> Reply {
             if st.denied(&node_acl) {
                 return forbidden(&node_acl, "Sys.Audit");
             }
-            Reply::Data(w.disks.clone())
+            Reply::Data(disks_at(w, st.now()))
+        }
+        // PVE checks Sys.Audit on `/` for both (pve-storage `PVE/API2/Disks/ZFS.pm`).
+        ["disks", "zfs"] => {
+            if st.denied("/") {
+                return forbidden("/", "Sys.Audit");
+            }
+            Reply::Data(Value::Array(
+                w.zfs_pools
+                    .iter()
+                    .filter(|p| p.node == node)
+                    .map(zfs_list_entry)
+                    .collect(),
+            ))
+        }
+        ["disks", "zfs", name] => {
+            if st.denied("/") {
+                return forbidden("/", "Sys.Audit");
+            }
+            match w
+                .zfs_pools
+                .iter()
+                .find(|p| p.node == node && p.name == *name)
+            {
+                Some(p) => Reply::Data(zfs_detail(p)),
+                None => err(
+                    500,
+                    format!("command '/sbin/zpool status -P {name}' failed: exit code 1"),
+                ),
+            }
+        }
+        ["replication"] => {
+            let guest = req.query("guest").and_then(|g| g.parse::<u32>().ok());
+            Reply::Data(Value::Array(
+                node_replication(st, node, true)
+                    .filter(|j| guest.is_none_or(|g| g == j.guest))
+                    .filter(|j| !st.denied(&format!("/vms/{}", j.guest)))
+                    .map(|j| replication_status(st, node, j))
+                    .collect(),
+            ))
+        }
+        ["replication", id, "status"] => {
+            // Unlike the list, this one leaves out disabled jobs (PVE's job_status()).
+            let Some(j) = node_replication(st, node, false).find(|j| j.id == *id) else {
+                return err(500, format!("no such replication job '{id}'"));
+            };
+            let vm_acl = format!("/vms/{}", j.guest);
+            if st.denied(&vm_acl) {
+                return forbidden(&vm_acl, "VM.Audit");
+            }
+            Reply::Data(replication_status(st, node, j))
         }
         ["apt", "update"] => {
             if st.denied(&node_acl) {
@@ -1342,7 +1953,7 @@ fn cluster_resources(st: &State, ty: Option<&str>) -> Reply {
                 "shared": b(s.shared), "type": "storage",
                 "status": if ok { "available" } else { "unknown" },
                 "plugintype": s.kind, "id": format!("storage/{}/{}", s.node, s.storage),
-                "storage": s.storage, "node": s.node, "disk": s.used, "content": s.content,
+                "storage": s.storage, "node": s.node, "disk": s.used_at(st.now()), "content": s.content,
                 "maxdisk": s.total
             }));
         }
@@ -1428,24 +2039,179 @@ fn guest_status(g: &Guest) -> Value {
     v
 }
 
-fn storage_entry(s: &Storage) -> Value {
+fn storage_entry(s: &Storage, t: i64) -> Value {
     let mut v = json!({
         "type": s.kind, "storage": s.storage, "content": s.content,
         "active": b(s.active), "enabled": b(s.enabled), "shared": b(s.shared)
     });
     if s.active && s.enabled {
+        let used = s.used_at(t);
         #[allow(clippy::cast_precision_loss)]
         let frac = if s.total == 0 {
             0.0
         } else {
-            s.used as f64 / s.total as f64
+            used as f64 / s.total as f64
         };
-        v["used"] = json!(s.used);
+        v["used"] = json!(used);
         v["total"] = json!(s.total);
-        v["avail"] = json!(s.total.saturating_sub(s.used));
+        v["avail"] = json!(s.total.saturating_sub(used));
         v["used_fraction"] = json!(frac);
     }
     v
+}
+
+/// `/nodes/{node}/disks/list` at time `t`: wear-out declines applied (an integer, as PVE
+/// sends it for SATA SSDs).
+fn disks_at(w: &World, t: i64) -> Value {
+    let mut disks = w.disks.clone();
+    if let Some(list) = disks.as_array_mut() {
+        for d in list {
+            if let Some(wear) = w.disk_wear.iter().find(|x| d["devpath"] == x.devpath) {
+                let pct = wear.wearout_at(t).round() as i64;
+                d["wearout"] = json!(pct);
+            }
+        }
+    }
+    disks
+}
+
+/// `zpool list -HpPLo name,size,alloc,free,frag,dedup,health` as PVE returns it.
+fn zfs_list_entry(p: &ZfsPool) -> Value {
+    json!({
+        "name": p.name, "size": p.size, "alloc": p.alloc, "free": p.size.saturating_sub(p.alloc),
+        "frag": p.frag, "dedup": p.dedup, "health": p.health
+    })
+}
+
+/// PVE's parse of `zpool status -P <pool>`: the texts, and the vdev tree as nested
+/// `children` (`leaf` as PVE's `preparetree` sets it).
+fn zfs_detail(p: &ZfsPool) -> Value {
+    let device = |d: &ZfsDevice| json!({"name": d.name, "state": d.state, "read": 0, "write": 0, "cksum": 0, "msg": d.msg, "leaf": 1});
+    let devices: Vec<Value> = p.devices.iter().map(device).collect();
+    let members = match &p.vdev {
+        Some(vdev) => vec![json!({
+            "name": vdev, "state": p.health, "read": 0, "write": 0, "cksum": 0, "msg": "",
+            "leaf": 0, "children": devices
+        })],
+        None => devices,
+    };
+    let mut v = json!({
+        "name": p.name, "state": p.health, "errors": p.errors, "leaf": 0,
+        "children": [{
+            "name": p.name, "state": p.health, "read": 0, "write": 0, "cksum": 0, "msg": "",
+            "leaf": 0, "children": members
+        }]
+    });
+    for (k, text) in [
+        ("status", &p.status),
+        ("action", &p.action),
+        ("scan", &p.scan),
+    ] {
+        if let Some(t) = text {
+            v[k] = json!(t);
+        }
+    }
+    v
+}
+
+/// Jobs `/nodes/{node}/replication` lists: those of guests on `node`, never to itself;
+/// disabled ones only with `with_disabled` (PVE's `job_status($get_disabled)`).
+fn node_replication<'a>(
+    st: &'a State,
+    node: &'a str,
+    with_disabled: bool,
+) -> impl Iterator<Item = &'a ReplicationJob> + 'a {
+    st.world.replication.iter().filter(move |j| {
+        st.world
+            .guests
+            .iter()
+            .any(|g| g.vmid == j.guest && g.node == node)
+            && j.target != node
+            && (with_disabled || !j.disable)
+    })
+}
+
+/// The `/cluster/replication` entry: configuration only (`source` once the job has run).
+fn replication_config(w: &World, j: &ReplicationJob) -> Value {
+    let mut v = json!({
+        "type": "local", "id": j.id, "guest": j.guest, "jobnum": j.jobnum, "target": j.target
+    });
+    if let Some(s) = &j.schedule {
+        v["schedule"] = json!(s);
+    }
+    if let Some(c) = &j.comment {
+        v["comment"] = json!(c);
+    }
+    if j.disable {
+        v["disable"] = json!(1);
+    }
+    if let Some(r) = j.rate {
+        v["rate"] = json!(r);
+    }
+    if j.last_try > 0
+        && let Some(g) = w.guests.iter().find(|g| g.vmid == j.guest)
+    {
+        v["source"] = json!(g.node);
+    }
+    v
+}
+
+/// A `/nodes/{node}/replication` entry: the configuration plus the source node's state
+/// (`last_sync`/`last_try` 0 when never, as PVE initialises them), `vmtype`, `next_sync`,
+/// and `pid` while running (fields of pve-manager `PVE/API2/Replication.pm` and
+/// pve-guest-common `PVE/ReplicationState.pm`).
+fn replication_status(st: &State, node: &str, j: &ReplicationJob) -> Value {
+    let w = &st.world;
+    let mut v = replication_config(w, j);
+    v["source"] = json!(node);
+    let vmtype = w
+        .guests
+        .iter()
+        .find(|g| g.vmid == j.guest)
+        .map_or("qemu", |g| g.kind.as_str());
+    v["vmtype"] = json!(vmtype);
+    v["last_sync"] = json!(j.last_sync);
+    v["last_try"] = json!(j.last_try);
+    v["fail_count"] = json!(j.fail_count);
+    v["next_sync"] = json!(next_sync(st, j));
+    if let Some(d) = j.duration {
+        v["duration"] = json!(d);
+    }
+    if let Some(e) = &j.error {
+        v["error"] = json!(e);
+    }
+    if let Some(pid) = j.pid {
+        v["pid"] = json!(pid);
+    }
+    v
+}
+
+/// PVE's next run: after a failure 5/10 min, then every 30 min (0 while the target is
+/// offline); otherwise the next schedule slot after the last try. Only `*/N` minute schedules
+/// are understood here (anything else runs every 15 min); a never-tried job is due at the next
+/// slot from now.
+fn next_sync(st: &State, j: &ReplicationJob) -> i64 {
+    if j.fail_count > 0 {
+        if st.node_down(&j.target) {
+            return 0;
+        }
+        let wait = if j.fail_count < 3 {
+            5 * i64::from(j.fail_count)
+        } else {
+            30
+        };
+        return j.last_try + 60 * wait;
+    }
+    let every = j
+        .schedule
+        .as_deref()
+        .and_then(|s| s.strip_prefix("*/"))
+        .and_then(|m| m.parse::<i64>().ok())
+        .filter(|m| *m > 0)
+        .unwrap_or(15)
+        * 60;
+    let from = if j.last_try > 0 { j.last_try } else { st.now() };
+    (from / every + 1) * every
 }
 
 fn node_status(w: &World, n: &Node) -> Value {
@@ -1508,7 +2274,7 @@ fn node_tasks(w: &World, node: &str, req: &Request) -> Reply {
 
 fn ha_status(st: &State) -> Value {
     let w = &st.world;
-    let t = now();
+    let t = st.now();
     let online = w.nodes.iter().filter(|n| !st.node_down(&n.name)).count();
     let quorate = online * 2 > w.nodes.len();
     let master = w

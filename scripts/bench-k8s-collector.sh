@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Kubernetes collector cost: a release `warden-agent` watching a simulated cluster (default
+# 100 nodes, 10,000 pods) through the Kubernetes API simulator, streaming to a real local
+# `warden`. Measures the agent's RSS (peak and steady) and CPU per collection cycle once every
+# pod has been listed and reported.
+#
+# Usage: scripts/bench-k8s-collector.sh [NODES=100] [PODS=10000] [SECONDS=60]
+# Needs: cargo build --release --bins   (warden, warden-agent, warden-sim)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes="${1:-100}"; pods="${2:-10000}"; window="${3:-60}"
+interval=10
+bin=target/release
+for b in warden warden-agent warden-sim; do
+  [ -x "$bin/$b" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
+done
+work="$(mktemp -d)"
+cleanup() {
+  for p in ${agent_pid:-} ${server_pid:-} ${sim_pid:-}; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin/warden-sim" k8s --nodes "$nodes" --pods "$pods" --dir "$work/k8s" >"$work/sim.json" 2>"$work/sim.log" &
+sim_pid=$!
+for _ in $(seq 1 300); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
+kubeconfig=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kubeconfig"])' "$work/sim.json")
+
+http=127.0.0.1:$((20000 + RANDOM % 20000)); quic=127.0.0.1:$((20000 + RANDOM % 20000))
+RUST_LOG=warn "$bin/warden" --data-dir "$work/server" run --http "$http" --quic "$quic" 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 1 50); do curl -sf "http://$http/healthz" >/dev/null && break; sleep 0.2; done
+admin="$(cat "$work/server/admin-token")"
+join=$(curl -sf -X POST -H "Authorization: Bearer $admin" "http://$http/api/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+cat >"$work/agent.toml" <<TOML
+data_dir = "$work/agent"
+hostname = "k8s-bench"
+[collectors.host]
+enabled = false
+[collectors.docker]
+enabled = false
+[collectors.kubernetes]
+enabled = true
+cluster = "bench"
+kubeconfig = "$kubeconfig"
+interval = "${interval}s"
+timeout = "${interval}s"
+TOML
+"$bin/warden-agent" --config "$work/agent.toml" enroll --token "$join" >/dev/null 2>&1
+RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
+agent_pid=$!
+
+count_pods() {
+  curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=pod" |
+    python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'
+}
+t_start=$(date +%s.%N)
+for _ in $(seq 1 600); do
+  [ "$(count_pods)" -ge "$pods" ] && break; sleep 0.5
+done
+t_synced=$(date +%s.%N)
+ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$agent_pid/status"; }
+c0=$(ticks); t0=$(date +%s.%N); max_rss=0
+end=$(( $(date +%s) + window ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  r=$(rss_kib); [ "$r" -gt "$max_rss" ] && max_rss=$r
+  sleep 1
+done
+c1=$(ticks); t1=$(date +%s.%N)
+hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent_pid/status")
+reported=$(count_pods)
+health=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/agents" | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; c=a["collectors"]["kubernetes"]; print(c["status"], c["duration_ms"])')
+python3 - "$nodes" "$pods" "$reported" "$interval" "$t_start" "$t_synced" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$max_rss" "$hwm" "$health" <<'PY'
+import sys
+nodes, pods, reported, interval, ts, tsy, t0, t1, c0, c1, hz, mx, hwm, health = sys.argv[1:]
+secs = float(t1) - float(t0)
+cycles = secs / float(interval)
+cpu_ms = (int(c1) - int(c0)) / int(hz) * 1000
+print(f"k8s-bench: nodes={nodes} pods={pods} pods_reported={reported} first_full_report_s={float(tsy) - float(ts):.1f}")
+print(f"k8s-bench: interval_s={interval} window_s={secs:.0f} cpu_ms_per_cycle={cpu_ms / cycles:.1f} (agent total, incl. encode, spool and QUIC)")
+print(f"k8s-bench: rss_mib_max_in_window={int(mx)/1024:.1f} rss_mib_peak_hwm={int(hwm)/1024:.1f} collector_health={health}")
+PY
+grep -E "WARN|ERROR" "$work/agent.log" | head -5 || true
