@@ -4,11 +4,11 @@
 # `warden`. Measures the agent's RSS (peak and steady) and CPU per collection cycle once every
 # pod has been listed and reported.
 #
-# Usage: scripts/bench-k8s-collector.sh [NODES=100] [PODS=10000] [SECONDS=60]
+# Usage: scripts/bench-k8s-collector.sh [NODES=100] [PODS=10000] [SECONDS=60] [CHURN=10 pod changes/s]
 # Needs: cargo build --release --bins   (warden, warden-agent, warden-sim)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nodes="${1:-100}"; pods="${2:-10000}"; window="${3:-60}"
+nodes="${1:-100}"; pods="${2:-10000}"; window="${3:-60}"; churn="${4:-10}"
 interval=10
 bin=target/release
 for b in warden warden-agent warden-sim; do
@@ -21,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/warden-sim" k8s --nodes "$nodes" --pods "$pods" --dir "$work/k8s" >"$work/sim.json" 2>"$work/sim.log" &
+"$bin/warden-sim" k8s --nodes "$nodes" --pods "$pods" --churn "$churn" --dir "$work/k8s" >"$work/sim.json" 2>"$work/sim.log" &
 sim_pid=$!
 for _ in $(seq 1 300); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
 kubeconfig=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kubeconfig"])' "$work/sim.json")

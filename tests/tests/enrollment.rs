@@ -41,7 +41,7 @@ fn happy_path_enrolls_connects_and_reports() {
         server.agent(&id).filter(|a| a["connected"] == true)
     });
     assert_eq!(a["hostname"], "sim-one");
-    assert_eq!(a["protocol"], "1.1");
+    assert_eq!(a["protocol"], "1.2");
     assert!(
         a["certificate_expires_at"]
             .as_str()

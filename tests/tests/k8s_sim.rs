@@ -1071,8 +1071,8 @@ fn a_synthetic_world_serves_thousands_of_pods() {
 #[test]
 fn the_binary_prints_url_token_and_kubeconfig() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_k8s_sim"))
-        .args(["--nodes", "2", "--pods", "7", "--dir"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden-sim"))
+        .args(["k8s", "--nodes", "2", "--pods", "7", "--dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .spawn()

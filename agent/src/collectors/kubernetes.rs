@@ -39,6 +39,9 @@ use warden_shared::telemetry::{Provenance, Resource, Value};
 const EVENT_WINDOW_MS: i64 = 3_600_000;
 /// Longest event message kept in the cache.
 const MAX_EVENT_MESSAGE: usize = 300;
+/// Objects per list page: each page is decoded whole before it is summarised, so this bounds
+/// the transient memory of a (re-)list (100 pods ≈ 0.5 MB of JSON).
+const LIST_PAGE: u32 = 100;
 /// First and longest wait before a failed watch is retried.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -328,7 +331,9 @@ impl KubernetesCollector {
                 Some(ns) => format!("{what} in namespace {ns}"),
                 None => what.to_owned(),
             };
-            let cfg = watcher::Config::default().fields(&fields);
+            let cfg = watcher::Config::default()
+                .fields(&fields)
+                .page_size(LIST_PAGE);
             let pods = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
@@ -376,7 +381,9 @@ impl KubernetesCollector {
             } else {
                 format!("type=Warning,{fields}")
             };
-            let ecfg = watcher::Config::default().fields(&warn_fields);
+            let ecfg = watcher::Config::default()
+                .fields(&warn_fields)
+                .page_size(LIST_PAGE);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 ecfg,

@@ -66,6 +66,10 @@ enum Command {
         /// Changes retained per resource for watches.
         #[arg(long, default_value_t = 1000)]
         history: usize,
+        /// Pod changes per second (random pods start crash-looping or recover), so watches
+        /// carry traffic.
+        #[arg(long, default_value_t = 0.0)]
+        churn: f64,
     },
 }
 
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             dir,
             port,
             history,
+            churn,
         } => {
             let world = if nodes.is_some() || pods.is_some() {
                 k8s::World::synthetic(nodes.unwrap_or(3), pods.unwrap_or(15))
@@ -138,7 +143,21 @@ fn main() -> anyhow::Result<()> {
                     "pods": sim.count(k8s::Kind::Pod),
                 })
             );
-            serve_forever()
+            if churn <= 0.0 {
+                return serve_forever();
+            }
+            let pods = sim.keys(k8s::Kind::Pod);
+            let pause = Duration::from_secs_f64(1.0 / churn);
+            loop {
+                std::thread::sleep(pause);
+                let key = &pods[rand::random_range(0..pods.len())];
+                let (ns, pod) = key.split_once('/').unwrap_or_default();
+                if rand::random_bool(0.5) {
+                    sim.crashloop_pod(ns, pod);
+                } else {
+                    sim.set_pod_running(ns, pod);
+                }
+            }
         }
     }
 }
