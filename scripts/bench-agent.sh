@@ -41,7 +41,8 @@ interval = "10s"
 interval = "10s"
 TOML
 "$bin/warden-agent" --config "$work/agent.toml" enroll --token "$token" >/dev/null 2>&1
-RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
+# As the shipped systemd unit runs it.
+MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
 agent_pid=$!
 
 ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }

@@ -50,7 +50,8 @@ interval = "${interval}s"
 timeout = "${interval}s"
 TOML
 "$bin/warden-agent" --config "$work/agent.toml" enroll --token "$join" >/dev/null 2>&1
-RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
+# As the shipped systemd unit and Kubernetes manifest run it.
+MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
 agent_pid=$!
 
 ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
