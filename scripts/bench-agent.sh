@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 containers="${1:-22}"
 window="${2:-120}"
 warmup=20
-bin=target/release
+source scripts/bench-lib.sh
 [ -x "$bin/warden" ] && [ -x "$bin/warden-agent" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
 scripts/docker-test-image.sh
 work="$(mktemp -d)"
@@ -27,12 +27,7 @@ for i in $(seq 1 "$containers"); do
   docker run -d --name "warden-bench-$i" warden-test/busybox:latest sleep 3600 >/dev/null
 done
 
-http=127.0.0.1:$((20000 + RANDOM % 20000)); quic=127.0.0.1:$((20000 + RANDOM % 20000))
-RUST_LOG=warn "$bin/warden" --data-dir "$work/server" run --http "$http" --quic "$quic" 2>"$work/server.log" &
-server_pid=$!
-for _ in $(seq 1 50); do curl -sf "http://$http/healthz" >/dev/null && break; sleep 0.2; done
-token=$(curl -sf -X POST -H "Authorization: Bearer $(cat "$work/server/admin-token")" "http://$http/api/tokens" \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+start_server "$work"
 cat >"$work/agent.toml" <<TOML
 data_dir = "$work/agent"
 [collectors.host]
@@ -40,13 +35,8 @@ interval = "10s"
 [collectors.docker]
 interval = "10s"
 TOML
-"$bin/warden-agent" --config "$work/agent.toml" enroll --token "$token" >/dev/null 2>&1
-# As the shipped systemd unit runs it.
-MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
-agent_pid=$!
+start_agent "$work" "$work/agent.toml"
 
-ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$agent_pid/status"; }
 sleep "$warmup"
 t0=$(date +%s.%N); c0=$(ticks); max_rss=0
 end=$(( $(date +%s) + window ))
@@ -55,9 +45,9 @@ while [ "$(date +%s)" -lt "$end" ]; do
   sleep 5
 done
 t1=$(date +%s.%N); c1=$(ticks); final_rss=$(rss_kib)
-hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent_pid/status")
+hwm=$(hwm_kib)
 hz=$(getconf CLK_TCK)
-seen=$(curl -sf -H "Authorization: Bearer $(cat "$work/server/admin-token")" "http://$http/api/resources?type=docker" \
+seen=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=docker" \
   | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 python3 - "$containers" "$window" "$t0" "$t1" "$c0" "$c1" "$hz" "$max_rss" "$final_rss" "$hwm" "$seen" <<'PY'
 import sys

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes="${1:-100}"; pods="${2:-10000}"; window="${3:-60}"; churn="${4:-10}"
 interval=10
-bin=target/release
+source scripts/bench-lib.sh
 for b in warden warden-agent warden-sim; do
   [ -x "$bin/$b" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
 done
@@ -26,12 +26,7 @@ sim_pid=$!
 for _ in $(seq 1 300); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
 kubeconfig=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kubeconfig"])' "$work/sim.json")
 
-http=127.0.0.1:$((20000 + RANDOM % 20000)); quic=127.0.0.1:$((20000 + RANDOM % 20000))
-RUST_LOG=warn "$bin/warden" --data-dir "$work/server" run --http "$http" --quic "$quic" 2>"$work/server.log" &
-server_pid=$!
-for _ in $(seq 1 50); do curl -sf "http://$http/healthz" >/dev/null && break; sleep 0.2; done
-admin="$(cat "$work/server/admin-token")"
-join=$(curl -sf -X POST -H "Authorization: Bearer $admin" "http://$http/api/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+start_server "$work"
 cat >"$work/agent.toml" <<TOML
 data_dir = "$work/agent"
 hostname = "k8s-bench"
@@ -46,10 +41,7 @@ kubeconfig = "$kubeconfig"
 interval = "${interval}s"
 timeout = "${interval}s"
 TOML
-"$bin/warden-agent" --config "$work/agent.toml" enroll --token "$join" >/dev/null 2>&1
-# As the shipped systemd unit and Kubernetes manifest run it.
-MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
-agent_pid=$!
+start_agent "$work" "$work/agent.toml"
 
 count_pods() {
   curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=pod" |
@@ -60,8 +52,6 @@ for _ in $(seq 1 600); do
   [ "$(count_pods)" -ge "$pods" ] && break; sleep 0.5
 done
 t_synced=$(date +%s.%N)
-ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$agent_pid/status"; }
 c0=$(ticks); t0=$(date +%s.%N); max_rss=0
 end=$(( $(date +%s) + window ))
 while [ "$(date +%s)" -lt "$end" ]; do
@@ -69,7 +59,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   sleep 1
 done
 c1=$(ticks); t1=$(date +%s.%N)
-hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent_pid/status")
+hwm=$(hwm_kib)
 reported=$(count_pods)
 health=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/agents" | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; c=a["collectors"]["kubernetes"]; print(c["status"], c["duration_ms"])')
 python3 - "$nodes" "$pods" "$reported" "$interval" "$t_start" "$t_synced" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$max_rss" "$hwm" "$health" <<'PY'

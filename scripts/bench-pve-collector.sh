@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes="${1:-500}"; guests="${2:-5000}"; window="${3:-60}"
 interval=5; warmup=15
-bin=target/release
+source scripts/bench-lib.sh
 for b in warden warden-agent warden-sim; do
   [ -x "$bin/$b" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
 done
@@ -26,12 +26,7 @@ for _ in $(seq 1 100); do [ -s "$work/sim.json" ] && break; sleep 0.1; done
 read -r url fp token < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["url"], d["fingerprint"], d["token"])' "$work/sim.json")
 printf '%s\n' "${token#*=}" >"$work/pve-token"; chmod 600 "$work/pve-token"
 
-http=127.0.0.1:$((20000 + RANDOM % 20000)); quic=127.0.0.1:$((20000 + RANDOM % 20000))
-RUST_LOG=warn "$bin/warden" --data-dir "$work/server" run --http "$http" --quic "$quic" 2>"$work/server.log" &
-server_pid=$!
-for _ in $(seq 1 50); do curl -sf "http://$http/healthz" >/dev/null && break; sleep 0.2; done
-admin="$(cat "$work/server/admin-token")"
-join=$(curl -sf -X POST -H "Authorization: Bearer $admin" "http://$http/api/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+start_server "$work"
 cat >"$work/agent.toml" <<TOML
 data_dir = "$work/agent"
 hostname = "node001"
@@ -49,13 +44,8 @@ node = "node001"
 interval = "${interval}s"
 timeout = "${interval}s"
 TOML
-"$bin/warden-agent" --config "$work/agent.toml" enroll --token "$join" >/dev/null 2>&1
-# As the shipped systemd unit and Kubernetes manifest run it.
-MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn "$bin/warden-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
-agent_pid=$!
+start_agent "$work" "$work/agent.toml"
 
-ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$agent_pid/status"; }
 sleep "$warmup"
 c0=$(ticks); t0=$(date +%s.%N); max_rss=0
 end=$(( $(date +%s) + window ))
@@ -64,7 +54,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   sleep 1
 done
 c1=$(ticks); t1=$(date +%s.%N)
-hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent_pid/status")
+hwm=$(hwm_kib)
 vms=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=vm" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 lxc=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=lxc" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 health=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/agents" | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; print(a["collectors"]["proxmox"]["status"], a["collectors"]["proxmox"]["duration_ms"])')

@@ -964,24 +964,10 @@ mod tests {
     /// A fake dockerd with one running container `web` whose CPU counters advance by one
     /// second of a 2-CPU host per stats request, so the second run has a CPU %.
     async fn fake_engine(listener: tokio::net::UnixListener) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let stats_served = Arc::new(AtomicU32::new(0));
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((conn, _)) = listener.accept().await {
             let stats_served = Arc::clone(&stats_served);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head);
-                let path = line.split_whitespace().nth(1).unwrap_or("");
+            tokio::spawn(crate::collectors::answer_http(conn, move |path| {
                 let body = if path.ends_with("/version") {
                     r#"{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12"}"#
                         .to_owned()
@@ -991,25 +977,20 @@ mod tests {
                     let n = u64::from(stats_served.fetch_add(1, Ordering::SeqCst)) + 1;
                     format!(
                         r#"{{"cpu_stats":{{"cpu_usage":{{"total_usage":{}}},"system_cpu_usage":{},"online_cpus":2}},
-                            "memory_stats":{{"usage":10485760,"limit":104857600,"stats":{{"inactive_file":1048576}}}}}}"#,
+                        "memory_stats":{{"usage":10485760,"limit":104857600,"stats":{{"inactive_file":1048576}}}}}}"#,
                         n * 500_000_000,
                         n * 2_000_000_000
                     )
                 } else if path.contains("/containers/") {
                     r#"{"Id":"6722a385ecdb54b4","Name":"/web","RestartCount":1,
-                        "State":{"Status":"running","Running":true},
-                        "Config":{"Image":"busybox"},"HostConfig":{"Memory":104857600}}"#
+                    "State":{"Status":"running","Running":true},
+                    "Config":{"Image":"busybox"},"HostConfig":{"Memory":104857600}}"#
                         .to_owned()
                 } else {
                     String::new()
                 };
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                conn.write_all(reply.as_bytes()).await.ok();
-                conn.shutdown().await.ok();
-            });
+                (200, body)
+            }));
         }
     }
 

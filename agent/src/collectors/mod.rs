@@ -390,6 +390,33 @@ async fn run_once<C: Collector>(
 /// in `collected` has an entry for its resource kind, and the table itself is well-formed
 /// (no duplicate keys, no labels in metric names, no empty text).
 ///
+/// Answers one HTTP/1.1 request on `conn` with `answer(path) -> (status, JSON body)` and closes
+/// it: the plain-HTTP stand-in for third-party APIs in collector unit tests (the TLS side of
+/// each is tested against the simulators in `tests/`).
+#[cfg(test)]
+pub(crate) async fn answer_http<S>(mut conn: S, answer: impl FnOnce(&str) -> (u16, String))
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let (status, body) = answer(line.split_whitespace().nth(1).unwrap_or(""));
+    let reply = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(reply.as_bytes()).await.ok();
+    conn.shutdown().await.ok();
+}
+
 /// # Panics
 /// Listing every problem, so one run of the test shows all missing entries.
 #[cfg(test)]

@@ -525,29 +525,10 @@ mod tests {
 
     /// A plain-HTTP stand-in for the PBS API (the TLS side is tested against the simulator).
     async fn fake_pbs(listener: tokio::net::TcpListener) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head);
-                let body = answer(line.split_whitespace().nth(1).unwrap_or(""));
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                conn.write_all(reply.as_bytes()).await.ok();
-                conn.shutdown().await.ok();
-            });
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(crate::collectors::answer_http(conn, |path| {
+                (200, answer(path))
+            }));
         }
     }
 

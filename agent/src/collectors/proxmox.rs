@@ -1930,31 +1930,11 @@ mod tests {
 
     /// A plain-HTTP [`FakePve`] (the TLS side is tested against the simulator).
     async fn serve(listener: tokio::net::TcpListener, pve: Arc<Mutex<FakePve>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((conn, _)) = listener.accept().await {
             let pve = Arc::clone(&pve);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head);
-                let path = line.split_whitespace().nth(1).unwrap_or("");
-                let (status, body) = pve.lock().unwrap().answer(path);
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                conn.write_all(reply.as_bytes()).await.ok();
-                conn.shutdown().await.ok();
-            });
+            tokio::spawn(crate::collectors::answer_http(conn, move |path| {
+                pve.lock().unwrap().answer(path)
+            }));
         }
     }
 
