@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod enroll;
 pub mod ingest;
+pub mod patrol;
 pub mod pki;
 pub mod store;
 
