@@ -87,7 +87,7 @@ pub enum TokenRefusal {
 }
 
 /// Current state of one resource, keyed by (org, resource id).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ResourceRecord {
     /// Canonical resource id, `<type>:<name>`.
     pub id: String,
