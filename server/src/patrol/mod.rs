@@ -1,7 +1,109 @@
 //! Patrol: deterministic detectors over a snapshot of state and history, each a pure
 //! function of its inputs and `now`: `heuristics` (threshold rules), `forecast` (capacity
-//! forecasts), and `finding` (the vocabulary of what they report).
+//! forecasts), and `finding` (the vocabulary of what they report). [`snapshot`] is the one
+//! place that reads the store for them.
 
 pub mod finding;
 pub mod forecast;
 pub mod heuristics;
+
+use crate::store::{Store, StoreError};
+use heuristics::Snapshot;
+
+/// Metrics whose recent history the detectors need (levels that must hold over a window).
+const WINDOWED: &[&str] = &[
+    "storage_used_pct",
+    "datastore_used_pct",
+    "cpu_pct",
+    "mem_used_pct",
+];
+/// Most points read per series.
+const MAX_POINTS: usize = 10_000;
+
+/// The state of every resource of `org` and the last `lookback_ms` of the windowed metrics
+/// each one has.
+///
+/// # Errors
+/// Storage failures.
+pub fn snapshot(
+    store: &Store,
+    org: &str,
+    now_ms: i64,
+    lookback_ms: i64,
+) -> Result<Snapshot, StoreError> {
+    let resources = store.list_resources(org)?;
+    let mut history = std::collections::BTreeMap::new();
+    for r in &resources {
+        for &metric in WINDOWED.iter().filter(|m| r.latest.contains_key(**m)) {
+            let points = store.history(
+                org,
+                &r.id,
+                metric,
+                now_ms - lookback_ms,
+                now_ms,
+                None,
+                MAX_POINTS,
+            )?;
+            history.insert((r.id.clone(), metric.to_owned()), points);
+        }
+    }
+    Ok(Snapshot {
+        now_ms,
+        resources,
+        history,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::IngestItem;
+    use finding::Severity;
+    use warden_shared::ids::ResourceId;
+    use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};
+
+    #[test]
+    fn detectors_read_state_and_history_from_the_store() {
+        const NOW: i64 = 1_800_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("warden.redb")).unwrap();
+        let id = ResourceId::new("storage:pve2/local-zfs").unwrap();
+        // 30 minutes at 91 %, one sample a minute, in one batch.
+        let batch = TelemetryBatch {
+            seq: 1,
+            collector: "proxmox".into(),
+            collected_at_ms: NOW,
+            resources: vec![Resource {
+                id: id.clone(),
+                name: "local-zfs".into(),
+                parent: Some(ResourceId::new("node:pve2").unwrap()),
+                status: "available".into(),
+                attrs: Vec::new(),
+            }],
+            samples: (0..=30)
+                .map(|m| Sample {
+                    resource_id: id.clone(),
+                    metric: "storage_used_pct".into(),
+                    ts_ms: NOW - (30 - m) * 60_000,
+                    value: 91.0,
+                })
+                .collect(),
+            ..TelemetryBatch::default()
+        };
+        let item = IngestItem {
+            agent_id: "pve2-1".into(),
+            org_id: "default".into(),
+            batch,
+            provenance: Vec::new(),
+        };
+        store.ingest(&[item], NOW).unwrap();
+
+        let s = snapshot(&store, "default", NOW, 3_600_000).unwrap();
+        assert_eq!(s.history.values().map(Vec::len).sum::<usize>(), 31);
+        let found = heuristics::detect(&s, &heuristics::Thresholds::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].resource_id, "storage:pve2/local-zfs");
+        assert_eq!(found[0].severity, Severity::Critical);
+        assert_eq!(found[0].node.as_deref(), Some("pve2"));
+    }
+}
