@@ -81,6 +81,21 @@ pub struct Detection {
     pub recommendation: String,
     /// The concrete numbers behind it.
     pub evidence: String,
+    /// For capacity forecasts: the fit behind the finding.
+    pub capacity_forecast: Option<CapacityForecast>,
+}
+
+/// The contract's `capacity_forecast` object (DESIGN §1.1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapacityForecast {
+    /// The metric forecast, e.g. `storage_used_pct`.
+    pub metric: String,
+    /// Fitted level now, percent.
+    pub current_pct: f64,
+    /// Growth, percentage points per day.
+    pub daily_change_pct: f64,
+    /// Days until 100 %.
+    pub days_to_full: f64,
 }
 
 impl Detection {
@@ -99,6 +114,7 @@ impl Detection {
             description: String::new(),
             recommendation: String::new(),
             evidence: String::new(),
+            capacity_forecast: None,
         }
     }
 

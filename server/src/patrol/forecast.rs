@@ -12,6 +12,8 @@
 //! 4. No forecast from too little data (too few buckets or too short a span), from a flat or
 //!    falling trend, or when the slope's interval includes zero.
 
+use super::finding::{CapacityForecast, Category, Detection, Severity, Source};
+use super::heuristics::Snapshot;
 use serde::Serialize;
 
 /// Buckets the series is reduced to (at most).
@@ -134,6 +136,84 @@ pub fn capacity(points: &[(i64, f64)], now_ms: i64, cfg: &ForecastConfig) -> Opt
         confidence,
         span_days,
     })
+}
+
+/// Capacity findings for every storage pool and datastore whose forecast history in `s`
+/// supports a forecast: critical within 3 days of full, warning within 7, watch within 30.
+pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
+    let mut out = Vec::new();
+    for r in &s.resources {
+        let metric = match r.kind.as_str() {
+            "storage" => "storage_used_pct",
+            "pbs-datastore" => "datastore_used_pct",
+            _ => continue,
+        };
+        let Some(points) = s.trend_history.get(&(r.id.clone(), metric.to_owned())) else {
+            continue;
+        };
+        let Some(f) = capacity(points, s.now_ms, cfg) else {
+            continue;
+        };
+        let severity = if f.days_to_full < 3.0 {
+            Severity::Critical
+        } else if f.days_to_full < 7.0 {
+            Severity::Warning
+        } else if f.days_to_full < 30.0 {
+            Severity::Watch
+        } else {
+            continue;
+        };
+        let mut d = Detection::on(r, "storage-forecast", severity, Category::Capacity);
+        d.source = Source::Forecast;
+        d.title = format!(
+            "{} is at {:.0} % and growing ~{:.1} %/day; full in ~{}",
+            r.name,
+            f.current_pct,
+            f.daily_change_pct,
+            days_text(f.days_to_full)
+        );
+        d.description = format!(
+            "A robust trend over the last {:.1} days puts {} at 100 % in {} to {} \
+             ({:?} confidence).",
+            f.span_days,
+            r.name,
+            days_text(f.days_to_full_low),
+            days_text(f.days_to_full_high),
+            f.confidence
+        );
+        d.recommendation = "Free space or extend the pool before it fills; find what grows \
+                            (new guests, snapshots, backups kept longer)."
+            .into();
+        d.evidence = format!(
+            "{metric}: {:.1} % now, {:+.2} points/day (Theil–Sen over {:.1} days), \
+             {:.1} days to full (95 %: {:.1}–{:.1})",
+            f.current_pct,
+            f.daily_change_pct,
+            f.span_days,
+            f.days_to_full,
+            f.days_to_full_low,
+            f.days_to_full_high
+        );
+        d.capacity_forecast = Some(CapacityForecast {
+            metric: metric.to_owned(),
+            current_pct: f.current_pct,
+            daily_change_pct: f.daily_change_pct,
+            days_to_full: f.days_to_full,
+        });
+        out.push(d);
+    }
+    out
+}
+
+/// "5 hours", "3 days", "never" for an infinite bound.
+fn days_text(days: f64) -> String {
+    if !days.is_finite() {
+        "an unknown time".to_owned()
+    } else if days < 1.0 {
+        format!("{:.0} hours", (days * 24.0).max(1.0))
+    } else {
+        format!("{days:.0} days")
+    }
 }
 
 /// `(bucket centre ms, median value)` of up to [`BUCKETS`] equal-width time buckets, empty
@@ -292,6 +372,47 @@ mod tests {
             .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
         assert!((max - min) / min < 0.05, "{answers:?}");
         assert!((min - s.truth()).abs() / s.truth() < 0.1, "{answers:?}");
+    }
+
+    #[test]
+    fn a_filling_pool_becomes_a_forecast_finding() {
+        use crate::store::ResourceRecord;
+        let now = 1_800_000_000_000;
+        let id = "storage:pve2/local-zfs";
+        let points: Vec<(i64, f64)> = (0..=3 * 24 * 12)
+            .map(|i| {
+                (
+                    now - 3 * DAY + i * 300_000,
+                    71.0 + 5.0 * (i * 300_000) as f64 / DAY as f64,
+                )
+            })
+            .collect();
+        let mut s = Snapshot {
+            now_ms: now,
+            resources: vec![ResourceRecord {
+                id: id.into(),
+                kind: "storage".into(),
+                name: "local-zfs".into(),
+                ..ResourceRecord::default()
+            }],
+            ..Snapshot::default()
+        };
+        s.trend_history
+            .insert((id.into(), "storage_used_pct".into()), points);
+        let found = detect(&s, &ForecastConfig::default());
+        assert_eq!(found.len(), 1);
+        let d = &found[0];
+        assert_eq!(
+            (d.severity, d.source),
+            (Severity::Critical, Source::Forecast)
+        );
+        assert_eq!(
+            d.title,
+            "local-zfs is at 86 % and growing ~5.0 %/day; full in ~3 days"
+        );
+        let cf = d.capacity_forecast.as_ref().unwrap();
+        assert!((cf.days_to_full - 2.8).abs() < 0.05, "{cf:?}");
+        assert_eq!(cf.metric, "storage_used_pct");
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct Snapshot {
     pub resources: Vec<ResourceRecord>,
     /// Recent history, `(resource id, metric)` → `(ms, value)` in time order.
     pub history: BTreeMap<(String, String), Vec<(i64, f64)>>,
+    /// Days of history of capacity metrics at a coarse step, for forecasts.
+    pub trend_history: BTreeMap<(String, String), Vec<(i64, f64)>>,
 }
 
 /// A warning and a critical level.

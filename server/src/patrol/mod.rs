@@ -19,9 +19,13 @@ const WINDOWED: &[&str] = &[
 ];
 /// Most points read per series.
 const MAX_POINTS: usize = 10_000;
+/// Capacity metrics forecasts read, with how far back and at which step.
+const TRENDED: &[&str] = &["storage_used_pct", "datastore_used_pct"];
+const TREND_LOOKBACK_MS: i64 = 7 * 86_400_000;
+const TREND_STEP_MS: i64 = 300_000;
 
-/// The state of every resource of `org` and the last `lookback_ms` of the windowed metrics
-/// each one has.
+/// The state of every resource of `org`, the last `lookback_ms` of the windowed metrics each
+/// one has, and seven days of its capacity metrics in 5-minute averages.
 ///
 /// # Errors
 /// Storage failures.
@@ -33,6 +37,7 @@ pub fn snapshot(
 ) -> Result<Snapshot, StoreError> {
     let resources = store.list_resources(org)?;
     let mut history = std::collections::BTreeMap::new();
+    let mut trend_history = std::collections::BTreeMap::new();
     for r in &resources {
         for &metric in WINDOWED.iter().filter(|m| r.latest.contains_key(**m)) {
             let points = store.history(
@@ -46,11 +51,24 @@ pub fn snapshot(
             )?;
             history.insert((r.id.clone(), metric.to_owned()), points);
         }
+        for &metric in TRENDED.iter().filter(|m| r.latest.contains_key(**m)) {
+            let points = store.history(
+                org,
+                &r.id,
+                metric,
+                now_ms - TREND_LOOKBACK_MS,
+                now_ms,
+                Some(TREND_STEP_MS),
+                MAX_POINTS,
+            )?;
+            trend_history.insert((r.id.clone(), metric.to_owned()), points);
+        }
     }
     Ok(Snapshot {
         now_ms,
         resources,
         history,
+        trend_history,
     })
 }
 
@@ -100,6 +118,8 @@ mod tests {
 
         let s = snapshot(&store, "default", NOW, 3_600_000).unwrap();
         assert_eq!(s.history.values().map(Vec::len).sum::<usize>(), 31);
+        // 30 minutes in 5-minute averages (the bucket of each 5 minutes, plus `now`'s).
+        assert_eq!(s.trend_history.values().map(Vec::len).sum::<usize>(), 7);
         let found = heuristics::detect(&s, &heuristics::Thresholds::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].resource_id, "storage:pve2/local-zfs");
