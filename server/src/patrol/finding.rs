@@ -3,11 +3,11 @@
 //! evidence). The findings lifecycle (ids in the store, `times_raised`, dismissal) builds on it.
 
 use crate::store::ResourceRecord;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// How bad it is. Ordered: `Info < Watch < Warning < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Worth knowing.
@@ -21,7 +21,7 @@ pub enum Severity {
 }
 
 /// What area a finding is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
     /// Saturation and slowness.
@@ -39,7 +39,7 @@ pub enum Category {
 }
 
 /// Which kind of reasoning produced it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// A threshold rule.
@@ -55,7 +55,7 @@ pub enum Source {
 }
 
 /// One problem a detector found on one resource, with its evidence and what to do.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
     /// Stable issue key within the resource and category, e.g. `storage-usage`.
     pub key: String,
@@ -86,7 +86,7 @@ pub struct Detection {
 }
 
 /// The contract's `capacity_forecast` object (DESIGN §1.1).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapacityForecast {
     /// The metric forecast, e.g. `storage_used_pct`.
     pub metric: String,

@@ -1,11 +1,13 @@
 //! Patrol: deterministic detectors over a snapshot of state and history, each a pure
 //! function of its inputs and `now`: `heuristics` (threshold rules), `forecast` (capacity
-//! forecasts), and `finding` (the vocabulary of what they report). [`snapshot`] is the one
+//! forecasts), `finding` (the vocabulary of what they report) and `lifecycle` (how findings
+//! open, repeat, resolve and come back). [`snapshot`] is the one
 //! place that reads the store for them.
 
 pub mod finding;
 pub mod forecast;
 pub mod heuristics;
+pub mod lifecycle;
 
 use crate::store::{Store, StoreError};
 use heuristics::Snapshot;
