@@ -4,6 +4,7 @@
 mod agents;
 pub mod error;
 mod metrics;
+mod patrol;
 mod prometheus;
 mod resources;
 mod tokens;
@@ -16,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use error::ApiError;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -51,6 +52,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/resources", get(resources::list))
         .route("/api/resources/{*id}", get(resources::get_one))
         .route("/api/metrics/history", get(metrics::history))
+        .route("/api/ai/patrol/findings", get(patrol::findings))
+        .route("/api/ai/patrol/findings/{id}/{action}", post(patrol::act))
+        .route("/api/ai/patrol/run", post(patrol::run_now))
+        .route("/api/ai/patrol/runs", get(patrol::runs))
+        .route(
+            "/api/ai/patrol/suppressions",
+            get(patrol::suppressions).post(patrol::add_suppression),
+        )
+        .route(
+            "/api/ai/patrol/suppressions/{id}",
+            delete(patrol::remove_suppression),
+        )
         .route("/metrics", get(prometheus::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()

@@ -98,7 +98,7 @@ pub struct Finding {
     pub suppressed: bool,
     /// Operator notes, `(ms, text)`.
     pub notes: Vec<(i64, String)>,
-    /// The last [`HISTORY`] lifecycle events, `(ms, what)`.
+    /// The last 20 lifecycle events, `(ms, what)`.
     pub history: Vec<(i64, String)>,
 }
 
@@ -154,6 +154,14 @@ impl Finding {
             severity: self.detection.severity,
         });
         self.event(now_ms, format!("dismissed ({reason:?})"));
+    }
+
+    /// An operator resolved it by hand; it opens again if a run finds it again.
+    pub fn resolve(&mut self, now_ms: i64) {
+        self.status = Status::Resolved;
+        self.resolved_at_ms = Some(now_ms);
+        self.cleared_since_ms = None;
+        self.event(now_ms, "resolved by an operator".into());
     }
 
     /// An operator snoozed it until `until_ms`.

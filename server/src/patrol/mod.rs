@@ -8,6 +8,7 @@ pub mod finding;
 pub mod forecast;
 pub mod heuristics;
 pub mod lifecycle;
+pub mod run;
 
 use crate::store::{Store, StoreError};
 use heuristics::Snapshot;

@@ -1,5 +1,5 @@
-//! The server's embedded store: agents, join tokens, resource state and metric history in one
-//! redb file, written with group commit.
+//! The server's embedded store: agents, join tokens, resource state, metric history and
+//! Patrol's findings, suppression rules and runs in one redb file, written with group commit.
 //!
 //! # Invariants
 //!
@@ -13,9 +13,10 @@
 //!   raises the seq, in the same transaction. Agent seqs start at 1; 0 means "nothing stored".
 //!   A sample is keyed by (series, time), so even a replay that got past the seq check would
 //!   overwrite (last write wins) rather than duplicate.
-//! - **Orgs.** Every record carries `org_id`; resources and series are keyed by it, so one
-//!   org's queries cannot reach another's data. The store trusts the `org_id` its caller passes
-//!   (taken from the agent's certificate).
+//! - **Orgs.** Every ingested record carries `org_id`; resources, series and Patrol's
+//!   findings, suppression rules and runs are keyed by the org, so one org's queries cannot
+//!   reach another's data. The store trusts the org its caller passes (for ingest, taken
+//!   from the agent's certificate).
 //! - **Unknown is not zero.** A non-finite sample value is not stored (neither in history nor
 //!   in `latest`); an attribute the agent could not read is stored as JSON `null`.
 //! - **Resources.** A batch's resources are upserted: name, parent, status, attrs, agent and
@@ -34,15 +35,22 @@
 //!
 //! # Layout (schema version 1)
 //!
-//! | table       | key                                   | value                   |
-//! |-------------|---------------------------------------|-------------------------|
-//! | `meta`      | `schema_version`, `next_series_id`    | `u64`                   |
-//! | `tokens`    | token id                              | JSON [`TokenRecord`]    |
-//! | `agents`    | agent id                              | JSON [`AgentRecord`]    |
-//! | `agent_seq` | agent id                              | `u64` last stored seq   |
-//! | `resources` | `org US resource_id`                  | JSON [`ResourceRecord`] |
-//! | `series`    | `org US resource_id US metric`        | `u64` series id         |
-//! | `samples`   | `[u8; 24]`: `bucket \| series id \| ts` | `f64`                   |
+//! | table          | key                                     | value                     |
+//! |----------------|-----------------------------------------|---------------------------|
+//! | `meta`         | `schema_version`, `next_series_id`      | `u64`                     |
+//! | `tokens`       | token id                                | JSON [`TokenRecord`]      |
+//! | `agents`       | agent id                                | JSON [`AgentRecord`]      |
+//! | `agent_seq`    | agent id                                | `u64` last stored seq     |
+//! | `resources`    | `org US resource_id`                    | JSON [`ResourceRecord`]   |
+//! | `series`       | `org US resource_id US metric`          | `u64` series id           |
+//! | `samples`      | `[u8; 24]`: `bucket \| series id \| ts` | `f64`                     |
+//! | `findings`     | `org US finding_id`                     | JSON [`Finding`]          |
+//! | `suppressions` | `org US rule_id` (16 random hex digits) | JSON [`Suppression`]      |
+//! | `patrol_runs`  | `org US run_id` (16 hex digits)         | JSON [`PatrolRunRecord`]  |
+//!
+//! [`Finding`]: crate::patrol::lifecycle::Finding
+//! [`Suppression`]: crate::patrol::lifecycle::Suppression
+//! [`Detection::finding_id`]: crate::patrol::finding::Detection::finding_id
 //!
 //! `US` is U+001F (org ids are slugs and resource ids have no control characters, so it cannot
 //! occur inside them; the metric is last). In a sample key each part is 8 bytes big-endian;
@@ -51,7 +59,13 @@
 //! pages of the current minute (ordering by series first made every commit rewrite the tail page
 //! of every series and fell to ~80k samples/s at 10M samples). A range read of one series does
 //! one B-tree seek per populated minute and skips empty stretches.
+//! A Patrol run id is a per-org `u64` counting up from 1 (the org's newest stored id + 1, read
+//! in the inserting transaction), written as 16 lowercase hex digits so key order is numeric
+//! order; finding ids are [`Detection::finding_id`]s (16 hex digits).
 //! Opening a file with another schema version fails with [`StoreError::UnsupportedSchema`].
+//! The Patrol tables (`findings`, `suppressions`, `patrol_runs`) were added without a version
+//! bump: [`Store::open`] creates missing tables, so older files gain them empty, and older
+//! servers never open them.
 //! Adding a JSON field with a default (as `provenance` in [`ResourceRecord`] was) keeps the
 //! schema version: older records decode with the default, older servers ignore the field.
 //!
@@ -70,6 +84,7 @@ const CACHE_BYTES: usize = 256 << 20;
 
 mod agents;
 mod error;
+mod findings;
 mod ingest;
 mod keys;
 mod query;
@@ -78,6 +93,7 @@ mod records;
 mod tests;
 
 pub use error::StoreError;
+pub use findings::PatrolRunRecord;
 pub use records::{
     AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
     ResourceRecord, TokenRecord, TokenRefusal,
@@ -151,6 +167,9 @@ impl Store {
             txn.open_table(RESOURCES)?;
             txn.open_table(SERIES)?;
             txn.open_table(SAMPLES)?;
+            txn.open_table(findings::FINDINGS)?;
+            txn.open_table(findings::SUPPRESSIONS)?;
+            txn.open_table(findings::PATROL_RUNS)?;
         }
         txn.commit()?;
         tracing::debug!(path = %path.display(), "store opened");

@@ -1,0 +1,263 @@
+//! `/api/ai/patrol/*`: Patrol's findings in the fixed JSON shape (DESIGN §1.1), operator
+//! actions on them, suppression rules, and runs.
+
+use super::{ApiState, blocking, error::ApiError};
+use crate::patrol::finding::{Category, Severity};
+use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
+use crate::patrol::run::{RunSettings, run};
+use crate::{now_ms, rfc3339_ms};
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warden_shared::DEFAULT_ORG;
+
+/// Most findings per page.
+const MAX_LIMIT: usize = 500;
+
+/// A finding as the contract shapes it, plus lifecycle extras.
+fn render(f: &Finding) -> Value {
+    let d = &f.detection;
+    json!({
+        "id": f.id,
+        "key": d.key,
+        "severity": d.severity,
+        "category": d.category,
+        "resource_id": d.resource_id,
+        "resource_name": d.resource_name,
+        "resource_type": d.resource_type,
+        "node": d.node,
+        "title": d.title,
+        "description": d.description,
+        "recommendation": d.recommendation,
+        "evidence": d.evidence,
+        "source": d.source,
+        "detected_at": rfc3339_ms(f.detected_at_ms),
+        "last_seen_at": rfc3339_ms(f.last_seen_at_ms),
+        "alert_id": Value::Null,
+        "times_raised": f.times_raised,
+        "suppressed": f.suppressed,
+        "status": f.status,
+        "acknowledged_at": f.acknowledged_at_ms.and_then(rfc3339_ms),
+        "resolved_at": f.resolved_at_ms.and_then(rfc3339_ms),
+        "dismissed_reason": f.dismissal.map(|d| d.reason),
+        "snoozed_until": f.snoozed_until_ms.and_then(rfc3339_ms),
+        "capacity_forecast": d.capacity_forecast,
+        "notes": f.notes.iter().map(|(at, text)| json!({"at": rfc3339_ms(*at), "text": text})).collect::<Vec<_>>(),
+        "lifecycle": f.history.iter().map(|(at, what)| json!({"at": rfc3339_ms(*at), "event": what})).collect::<Vec<_>>(),
+        "org_id": DEFAULT_ORG,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FindingFilter {
+    severity: Option<Severity>,
+    category: Option<Category>,
+    resource_id: Option<String>,
+    status: Option<Status>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+/// `GET /api/ai/patrol/findings`: newest first, filtered, paginated.
+pub(super) async fn findings(
+    State(state): State<ApiState>,
+    q: Result<Query<FindingFilter>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(f) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = f.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let store = state.store.clone();
+    let all = blocking(move || store.findings(DEFAULT_ORG)).await?;
+    let mut list: Vec<&Finding> = all
+        .values()
+        .filter(|x| f.severity.is_none_or(|s| x.detection.severity == s))
+        .filter(|x| f.category.is_none_or(|c| x.detection.category == c))
+        .filter(|x| {
+            f.resource_id
+                .as_ref()
+                .is_none_or(|r| &x.detection.resource_id == r)
+        })
+        .filter(|x| f.status.is_none_or(|s| x.status == s))
+        .collect();
+    list.sort_by(|a, b| {
+        b.detection
+            .severity
+            .cmp(&a.detection.severity)
+            .then(b.last_seen_at_ms.cmp(&a.last_seen_at_ms))
+            .then(a.id.cmp(&b.id))
+    });
+    let total = list.len();
+    let page: Vec<Value> = list
+        .into_iter()
+        .skip(f.offset)
+        .take(limit)
+        .map(render)
+        .collect();
+    Ok(Json(
+        json!({ "total": total, "offset": f.offset, "findings": page }),
+    ))
+}
+
+/// `POST /api/ai/patrol/run`: runs Patrol now.
+pub(super) async fn run_now(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let rec = blocking(move || {
+        run(
+            &store,
+            DEFAULT_ORG,
+            "manual",
+            now_ms(),
+            &RunSettings::default(),
+        )
+    })
+    .await?;
+    Ok(Json(render_run(&rec)))
+}
+
+fn render_run(r: &crate::store::PatrolRunRecord) -> Value {
+    json!({
+        "id": r.id,
+        "trigger": r.trigger,
+        "started_at": rfc3339_ms(r.started_at_ms),
+        "duration_ms": r.duration_ms,
+        "resources_checked": r.resources_checked,
+        "new": r.new,
+        "existing": r.existing,
+        "resolved": r.resolved,
+        "errors": r.errors,
+    })
+}
+
+/// `GET /api/ai/patrol/runs`: the last 100 runs, newest first.
+pub(super) async fn runs(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let list = blocking(move || store.runs(DEFAULT_ORG, 100)).await?;
+    Ok(Json(Value::Array(list.iter().map(render_run).collect())))
+}
+
+/// The body of an operator action; which fields apply depends on the action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Action {
+    reason: Option<DismissReason>,
+    until: Option<String>,
+    text: Option<String>,
+}
+
+/// `POST /api/ai/patrol/findings/{id}/{action}`: `acknowledge`, `dismiss` (`reason`),
+/// `snooze` (`until`, RFC 3339), `note` (`text`), `resolve`.
+pub(super) async fn act(
+    State(state): State<ApiState>,
+    Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    // Actions without parameters (acknowledge, resolve) may have no body at all.
+    let a: Action = if body.iter().all(u8::is_ascii_whitespace) {
+        Action::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let now = now_ms();
+    // Validate before touching the store, so a bad request changes nothing.
+    let op: Box<dyn FnOnce(&mut Finding) + Send> = match action.as_str() {
+        "acknowledge" => Box::new(move |f| f.acknowledge(now)),
+        "dismiss" => {
+            let reason = a.reason.ok_or_else(|| {
+                ApiError::BadRequest(
+                    "dismiss needs a reason: not_an_issue, expected_behavior or will_fix_later"
+                        .into(),
+                )
+            })?;
+            Box::new(move |f| f.dismiss(reason, now))
+        }
+        "snooze" => {
+            let until = a
+                .until
+                .as_deref()
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                .filter(|&t| t > now)
+                .ok_or_else(|| {
+                    ApiError::BadRequest("snooze needs `until`: a future RFC 3339 time".into())
+                })?;
+            Box::new(move |f| f.snooze(until, now))
+        }
+        "note" => {
+            let text = a
+                .text
+                .filter(|t| !t.trim().is_empty() && t.len() <= 4096)
+                .ok_or_else(|| {
+                    ApiError::BadRequest("note needs `text` (1 to 4096 bytes)".into())
+                })?;
+            Box::new(move |f| f.note(&text, now))
+        }
+        "resolve" => Box::new(move |f| f.resolve(now)),
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no finding action {other:?} (acknowledge, dismiss, snooze, note, resolve)"
+            )));
+        }
+    };
+    let store = state.store.clone();
+    let key = id.clone();
+    let updated = blocking(move || store.update_finding(DEFAULT_ORG, &key, op)).await?;
+    updated
+        .map(|f| Json(render(&f)))
+        .ok_or_else(|| ApiError::NotFound(format!("no finding {id}")))
+}
+
+/// `GET /api/ai/patrol/suppressions`.
+pub(super) async fn suppressions(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let list = blocking(move || store.suppressions(DEFAULT_ORG)).await?;
+    Ok(Json(Value::Array(
+        list.into_iter()
+            .map(|(id, r)| json!({"id": id, "resource_id": r.resource_id, "category": r.category}))
+            .collect(),
+    )))
+}
+
+/// `POST /api/ai/patrol/suppressions` with `resource_id` and/or `category`.
+pub(super) async fn add_suppression(
+    State(state): State<ApiState>,
+    body: Result<Json<Suppression>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(rule) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if rule.resource_id.is_none() && rule.category.is_none() {
+        return Err(ApiError::BadRequest(
+            "a suppression needs resource_id, category or both".into(),
+        ));
+    }
+    let store = state.store.clone();
+    let shown = rule.clone();
+    let id = blocking(move || store.add_suppression(DEFAULT_ORG, &rule)).await?;
+    Ok(Json(
+        json!({"id": id, "resource_id": shown.resource_id, "category": shown.category}),
+    ))
+}
+
+/// `DELETE /api/ai/patrol/suppressions/{id}`.
+pub(super) async fn remove_suppression(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let key = id.clone();
+    if blocking(move || store.remove_suppression(DEFAULT_ORG, &key)).await? {
+        Ok(Json(json!({"removed": id})))
+    } else {
+        Err(ApiError::NotFound(format!("no suppression {id}")))
+    }
+}

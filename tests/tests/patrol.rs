@@ -1,0 +1,204 @@
+//! Patrol end to end: a real agent reads the Proxmox VE simulator (a container whose backups
+//! stopped four days ago), a real server stores it, `POST /api/ai/patrol/run` finds it, and
+//! the findings API shows it in the fixed contract shape and takes operator actions.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use warden_tests::sim::pve::{PveSim, PveSimOptions};
+use warden_tests::{AgentProc, ServerProc, eventually};
+
+const CT: &str = "lxc:clustername/105";
+
+fn finding(server: &ServerProc, query: &str) -> Option<Value> {
+    let (s, v) = server.get(&format!("/api/ai/patrol/findings{query}"));
+    assert_eq!(s, 200, "{v}");
+    v["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["resource_id"] == CT && f["key"] == "backup-age")
+        .cloned()
+}
+
+#[test]
+fn patrol_finds_stopped_backups_and_operators_act_on_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = PveSim::start(PveSimOptions::fast());
+    assert!(sim.stop_backups(105, Duration::from_secs(4 * 86_400)));
+    let server = ServerProc::start(&tmp.path().join("server"), &[]);
+
+    let (token_id, secret) = PveSimOptions::fast()
+        .token
+        .split_once('=')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap();
+    let secret_file = tmp.path().join("pve.secret");
+    warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes()).unwrap();
+    let mut agent = AgentProc::new(
+        &tmp.path().join("agent"),
+        &format!(
+            "hostname = \"node1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\nenabled = false\n\
+             [collectors.proxmox]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{token_id}\"\n\
+             token_secret_file = \"{}\"\nfingerprint = \"{}\"\nnode = \"node1\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+            sim.base_url(),
+            secret_file.display(),
+            sim.cert_fingerprint()
+        ),
+    );
+    agent.enroll_ok(&server.token("10m"));
+    agent.start(&[]);
+    eventually(
+        Duration::from_secs(30),
+        "CT 105's backup age stored",
+        || {
+            let (s, v) = server.get(&format!("/api/resources/{CT}"));
+            (s == 200
+                && v["metrics"]["backup_last_age_seconds{storage=\"pbs\"}"]["value"].is_number())
+            .then_some(())
+        },
+    );
+
+    let (s, run) = server.post("/api/ai/patrol/run", None);
+    assert_eq!(s, 200, "{run}");
+    assert!(run["new"].as_u64().unwrap() >= 1, "{run}");
+    assert!(
+        run["resources_checked"]["lxc"].as_u64().unwrap() >= 1,
+        "{run}"
+    );
+    assert_eq!(run["trigger"], "manual");
+
+    // The fixed contract (DESIGN §1.1), field by field.
+    let f = finding(&server, "?category=backup").expect("a backup-age finding for CT 105");
+    for field in [
+        "id",
+        "key",
+        "severity",
+        "category",
+        "resource_id",
+        "resource_name",
+        "resource_type",
+        "node",
+        "title",
+        "description",
+        "recommendation",
+        "evidence",
+        "source",
+        "detected_at",
+        "last_seen_at",
+        "alert_id",
+        "times_raised",
+        "suppressed",
+    ] {
+        assert!(f.get(field).is_some(), "missing {field}: {f}");
+    }
+    assert_eq!(
+        (
+            &f["severity"],
+            &f["category"],
+            &f["source"],
+            &f["resource_type"]
+        ),
+        (
+            &json!("warning"),
+            &json!("backup"),
+            &json!("heuristic"),
+            &json!("lxc")
+        )
+    );
+    assert_eq!(
+        (&f["times_raised"], &f["suppressed"]),
+        (&json!(1), &json!(false))
+    );
+    assert!(f["alert_id"].is_null() && f["node"] == "node3", "{f}");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("backup_last_age_seconds")
+    );
+    assert!(f["detected_at"].as_str().unwrap().ends_with('Z'));
+    let id = f["id"].as_str().unwrap().to_owned();
+
+    // Found again: same id, raised twice.
+    assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
+    let f = finding(&server, "").unwrap();
+    assert_eq!(
+        (f["id"].as_str(), &f["times_raised"]),
+        (Some(id.as_str()), &json!(2))
+    );
+
+    // Operator actions, with clear errors for bad ones.
+    let act = |action: &str, body: Option<Value>| {
+        server.post(&format!("/api/ai/patrol/findings/{id}/{action}"), body)
+    };
+    let (s, v) = act("dismiss", Some(json!({})));
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("will_fix_later"), "{v}");
+    assert_eq!(act("explode", None).0, 404);
+    assert_eq!(
+        server
+            .post("/api/ai/patrol/findings/0000/acknowledge", None)
+            .0,
+        404
+    );
+    let (s, v) = act("acknowledge", None);
+    assert!(s == 200 && v["acknowledged_at"].is_string(), "{v}");
+    let (s, v) = act("note", Some(json!({"text": "new disks ordered"})));
+    assert!(
+        s == 200 && v["notes"][0]["text"] == "new disks ordered",
+        "{v}"
+    );
+    let (s, v) = act("dismiss", Some(json!({"reason": "will_fix_later"})));
+    assert!(
+        s == 200 && v["status"] == "dismissed" && v["dismissed_reason"] == "will_fix_later",
+        "{v}"
+    );
+    // The same severity found again does not re-open it.
+    assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
+    let f = finding(&server, "?status=dismissed").expect("still dismissed");
+    assert_eq!(f["times_raised"], 3);
+    assert!(finding(&server, "?status=active").is_none());
+
+    // Suppression by category marks it; removing the rule works once.
+    let (s, rule) = server.post(
+        "/api/ai/patrol/suppressions",
+        Some(json!({"category": "backup"})),
+    );
+    assert_eq!(s, 200, "{rule}");
+    assert_eq!(
+        server
+            .post("/api/ai/patrol/suppressions", Some(json!({})))
+            .0,
+        400
+    );
+    assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
+    assert_eq!(finding(&server, "").unwrap()["suppressed"], true);
+    let (_, rules) = server.get("/api/ai/patrol/suppressions");
+    assert_eq!(rules.as_array().unwrap().len(), 1);
+    let rule_id = rule["id"].as_str().unwrap();
+    let url = format!(
+        "http://{}/api/ai/patrol/suppressions/{rule_id}",
+        server.http
+    );
+    let token = server.admin_token();
+    assert_eq!(
+        warden_tests::http(&url, "DELETE", Some(&token), None).0,
+        200
+    );
+    assert_eq!(
+        warden_tests::http(&url, "DELETE", Some(&token), None).0,
+        404
+    );
+
+    // Bad filters are 400s; runs are listed newest first.
+    assert_eq!(server.get("/api/ai/patrol/findings?severity=loud").0, 400);
+    assert_eq!(server.get("/api/ai/patrol/findings?limit=0").0, 400);
+    let (_, runs) = server.get("/api/ai/patrol/runs");
+    let ids: Vec<u64> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{runs}");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+}
