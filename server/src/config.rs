@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub token_ttl: String,
     /// Extra names for the server certificate (informational; agents verify `warden-server`).
     pub server_names: Vec<String>,
+    /// Time between scheduled Patrol runs, `10m` to `7d`; `0` disables the schedule.
+    pub patrol_interval: String,
 }
 
 impl Default for RawConfig {
@@ -42,6 +44,7 @@ impl Default for RawConfig {
             cert_ttl: "30d".into(),
             token_ttl: "1h".into(),
             server_names: Vec::new(),
+            patrol_interval: "6h".into(),
         }
     }
 }
@@ -80,7 +83,13 @@ pub struct Config {
     pub server_names: Vec<String>,
     /// Highest protocol version offered to agents.
     pub protocol: ProtocolVersion,
+    /// Time between scheduled Patrol runs; `None` = no schedule.
+    pub patrol_interval: Option<Duration>,
 }
+
+/// Bounds of `patrol_interval`.
+const PATROL_MIN: Duration = Duration::from_secs(600);
+const PATROL_MAX: Duration = Duration::from_secs(7 * 86_400);
 
 impl RawConfig {
     /// Reads the file at `path`; a missing default path yields defaults.
@@ -116,6 +125,18 @@ impl RawConfig {
         };
         let http = addr("http_listen", &self.http_listen);
         let quic = addr("quic_listen", &self.quic_listen);
+        let patrol_interval = match self.patrol_interval.trim() {
+            "0" | "0s" => None,
+            v => match humantime::parse_duration(v) {
+                Ok(d) if (PATROL_MIN..=PATROL_MAX).contains(&d) => Some(d),
+                _ => {
+                    problems.push(format!(
+                        "patrol_interval = {v:?} must be from 10m to 7d, or 0 to disable scheduled runs"
+                    ));
+                    None
+                }
+            },
+        };
         let mut dur = |name: &str, v: &str, min: Duration| match humantime::parse_duration(v) {
             Ok(d) if d >= min => Some(d),
             Ok(_) => {
@@ -174,6 +195,7 @@ impl RawConfig {
                     cert_ttl,
                     token_ttl,
                     server_names: self.server_names,
+                    patrol_interval,
                     protocol,
                 })
             }
@@ -246,5 +268,27 @@ mod tests {
             .validate(&newer, Path::new("-"))
             .unwrap_err();
         assert!(err.to_string().contains("--protocol-minor"), "{err}");
+    }
+
+    #[test]
+    fn patrol_interval_is_bounded_or_off() {
+        let check = |v: &str| {
+            let raw = RawConfig {
+                patrol_interval: v.into(),
+                ..RawConfig::default()
+            };
+            raw.validate(&Overrides::default(), Path::new("-"))
+                .map(|c| c.patrol_interval)
+        };
+        assert_eq!(check("6h").unwrap(), Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(check("10m").unwrap(), Some(Duration::from_secs(600)));
+        assert_eq!(check("0").unwrap(), None);
+        for bad in ["5m", "8d", "often"] {
+            let err = check(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("patrol_interval") && err.contains("10m to 7d"),
+                "{err}"
+            );
+        }
     }
 }

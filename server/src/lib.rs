@@ -125,6 +125,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         "quic",
         ingest::serve(endpoint, shared.clone(), rx.clone()),
     ));
+    if let Some(every) = cfg.patrol_interval {
+        tasks.push(spawn_named(
+            "patrol",
+            patrol_schedule(api.store.clone(), every, rx.clone()),
+        ));
+    }
     let app = api::router(api.clone());
     let mut http_rx = rx.clone();
     tasks.push(spawn_named("http", async move {
@@ -154,6 +160,45 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         shutdown,
         tasks,
     })
+}
+
+/// Runs Patrol every `every` (the first run one interval after start) until shutdown.
+async fn patrol_schedule(
+    store: Arc<store::Store>,
+    every: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            _ = ticker.tick() => {}
+        }
+        let store = store.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            patrol::run::run(
+                &store,
+                warden_shared::DEFAULT_ORG,
+                "schedule",
+                now_ms(),
+                &patrol::run::RunSettings::default(),
+            )
+        })
+        .await;
+        match outcome {
+            Ok(Ok(r)) => info!(
+                run = r.id,
+                new = r.new,
+                existing = r.existing,
+                resolved = r.resolved,
+                duration_ms = r.duration_ms,
+                "patrol run finished"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "patrol run failed"),
+            Err(e) => tracing::error!(error = %e, "patrol run panicked"),
+        }
+    }
 }
 
 impl Server {
