@@ -54,23 +54,37 @@ fn key_id(key: &str) -> &str {
 }
 
 impl Store {
-    /// All findings of `org`, by finding id.
-    ///
-    /// # Errors
-    /// Storage failures and [`StoreError::Corrupt`].
-    pub fn findings(&self, org: &str) -> Result<BTreeMap<String, Finding>, StoreError> {
+    /// Every `(id, value)` of `org` in `table`, in key order (`what` names the value in errors).
+    fn org_entries<T, C>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        what: &'static str,
+        org: &str,
+    ) -> Result<C, StoreError>
+    where
+        T: serde::de::DeserializeOwned,
+        C: FromIterator<(String, T)>,
+    {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(FINDINGS)?;
+        let table = txn.open_table(table)?;
         let (lo, hi) = org_resource_range(org);
         table
             .range(lo.as_str()..hi.as_str())?
             .map(|entry| {
                 let (k, v) = entry?;
                 let id = key_id(k.value()).to_owned();
-                let f = decode(FINDING, &id, v.value())?;
-                Ok((id, f))
+                let value = decode(what, &id, v.value())?;
+                Ok((id, value))
             })
             .collect()
+    }
+
+    /// All findings of `org`, by finding id.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn findings(&self, org: &str) -> Result<BTreeMap<String, Finding>, StoreError> {
+        self.org_entries(FINDINGS, FINDING, org)
     }
 
     /// Stores `findings` of `org` (keyed by finding id) in one write transaction: each one is
@@ -165,18 +179,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn suppressions(&self, org: &str) -> Result<Vec<(String, Suppression)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SUPPRESSIONS)?;
-        let (lo, hi) = org_resource_range(org);
-        table
-            .range(lo.as_str()..hi.as_str())?
-            .map(|entry| {
-                let (k, v) = entry?;
-                let id = key_id(k.value()).to_owned();
-                let rule = decode(SUPPRESSION, &id, v.value())?;
-                Ok((id, rule))
-            })
-            .collect()
+        self.org_entries(SUPPRESSIONS, SUPPRESSION, org)
     }
 
     /// Removes a suppression rule of `org`; `false` if it had no rule with that id.
