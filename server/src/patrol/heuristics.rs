@@ -39,6 +39,8 @@ pub struct Thresholds {
     pub storage: Levels,
     /// Node CPU and memory: 75 / 85 %.
     pub node: Levels,
+    /// Guest memory: 80 / 88 %.
+    pub guest_memory: Levels,
     /// Newest backup older than this is a finding, seconds.
     pub backup_max_age_s: f64,
     /// SMART wear-out (percent of life left) below this.
@@ -58,6 +60,10 @@ impl Default for Thresholds {
                 warning: 75.0,
                 critical: 85.0,
             },
+            guest_memory: Levels {
+                warning: 80.0,
+                critical: 88.0,
+            },
             backup_max_age_s: 48.0 * 3600.0,
             wearout_min_pct: 20.0,
         }
@@ -69,11 +75,23 @@ pub fn detect(s: &Snapshot, t: &Thresholds) -> Vec<Detection> {
     let mut out = Vec::new();
     for r in &s.resources {
         match r.kind.as_str() {
-            "storage" | "pbs-datastore" => storage(s, t, r, &mut out),
+            "storage" => storage(s, t, r, &mut out),
+            "pbs-datastore" => {
+                storage(s, t, r, &mut out);
+                pbs_jobs(r, &mut out);
+            }
             "node" => node(s, t, r, &mut out),
-            "vm" | "lxc" => backup_age(t, r, &mut out),
-            "pod" => pod(r, &mut out),
+            "vm" | "lxc" => {
+                backup_age(t, r, &mut out);
+                guest_memory(s, t, r, &mut out);
+            }
+            "pod" => pod(s.now_ms, r, &mut out),
             "disk" => disk(t, r, &mut out),
+            "docker" => container(s, r, &mut out),
+            "k8s-node" => k8s_node(r, &mut out),
+            "k8s-workload" => workload(r, &mut out),
+            "pvc" => pvc(r, &mut out),
+            "replication" => replication(r, &mut out),
             _ => {}
         }
     }
@@ -205,26 +223,273 @@ fn backup_age(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
     }
 }
 
-fn pod(r: &ResourceRecord, out: &mut Vec<Detection>) {
-    if r.status != "CrashLoopBackOff" {
+/// Pending longer than this is a finding.
+const POD_PENDING_MS: i64 = 5 * 60_000;
+/// A container restarting this often within an hour is a finding.
+const RESTARTS_PER_HOUR: f64 = 3.0;
+
+fn text<'a>(r: &'a ResourceRecord, attr: &str) -> Option<&'a str> {
+    r.attrs.get(attr).and_then(serde_json::Value::as_str)
+}
+
+fn pod(now_ms: i64, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let restarts = r.latest.get("restarts").map_or(0.0, |l| l.value);
+    let last = text(r, "last_termination_reason").unwrap_or("unknown");
+    let created = r
+        .attrs
+        .get("created_ms")
+        .and_then(serde_json::Value::as_i64);
+    let mut d = match r.status.as_str() {
+        "CrashLoopBackOff" => {
+            let mut d = Detection::on(r, "pod-crashloop", Severity::Warning, Category::Reliability);
+            d.title = format!("{} is crash-looping", r.name);
+            d.description = format!(
+                "Pod {} keeps restarting ({restarts:.0} restarts; last exit: {last}).",
+                r.name
+            );
+            d.recommendation = "Read the previous container's log (`kubectl logs --previous`) \
+                                and the pod's events; fix the crash or its configuration."
+                .into();
+            d.evidence = format!("status CrashLoopBackOff, restarts = {restarts:.0}");
+            d
+        }
+        "ImagePullBackOff" | "ErrImagePull" => {
+            let mut d = Detection::on(r, "pod-image", Severity::Warning, Category::Reliability);
+            d.title = format!("{} cannot pull its image", r.name);
+            d.description = format!("Pod {} is stuck in {}.", r.name, r.status);
+            d.recommendation = "Check the image name and tag, and the registry credentials \
+                                (imagePullSecrets)."
+                .into();
+            d.evidence = format!("status {}", r.status);
+            d
+        }
+        _ if text(r, "phase") == Some("Pending")
+            && created.is_some_and(|c| now_ms - c > POD_PENDING_MS) =>
+        {
+            let minutes = (now_ms - created.unwrap_or(now_ms)) / 60_000;
+            let mut d = Detection::on(r, "pod-pending", Severity::Warning, Category::Reliability);
+            d.title = format!("{} pending for {minutes} min", r.name);
+            d.description = format!(
+                "Pod {} has not started {minutes} minutes after it was created.",
+                r.name
+            );
+            d.recommendation = "Read the pod's events: unschedulable (resources, taints, node \
+                                selectors), an unbound volume, or an image still pulling."
+                .into();
+            d.evidence = format!("phase Pending for {minutes} min (> 5)");
+            d
+        }
+        _ => return,
+    };
+    if let Some(w) = text(r, "last_warning") {
+        d.evidence.push_str(&format!("; last warning: {w}"));
+    }
+    out.push(d);
+}
+
+fn container(s: &Snapshot, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let in_hour = s
+        .history
+        .get(&(r.id.clone(), "restart_count".to_owned()))
+        .and_then(|p| {
+            let since = s.now_ms - 3_600_000;
+            let recent: Vec<f64> = p.iter().filter(|x| x.0 >= since).map(|x| x.1).collect();
+            Some(recent.last()? - recent.first()?)
+        })
+        .unwrap_or(0.0);
+    let oom = r.attrs.get("oom_killed") == Some(&serde_json::Value::Bool(true));
+    let unhealthy = text(r, "health") == Some("unhealthy");
+    let (key, title, evidence) = if in_hour >= RESTARTS_PER_HOUR {
+        (
+            "container-restarts",
+            format!("{} restarted {in_hour:.0} times in the last hour", r.name),
+            format!("restart_count +{in_hour:.0} in 60 min (>= {RESTARTS_PER_HOUR:.0})"),
+        )
+    } else if oom {
+        (
+            "container-oom",
+            format!("{} was OOM-killed", r.name),
+            "oom_killed = true".to_owned(),
+        )
+    } else if unhealthy {
+        (
+            "container-unhealthy",
+            format!("{} is unhealthy", r.name),
+            "health = unhealthy".to_owned(),
+        )
+    } else {
+        return;
+    };
+    let mut d = Detection::on(r, key, Severity::Warning, Category::Reliability);
+    d.title = title;
+    d.description = format!(
+        "Container {} on {}: {}.",
+        r.name,
+        d.node.clone().unwrap_or_default(),
+        d.title
+    );
+    d.recommendation = "Read the container's log (`docker logs`); for OOM kills raise its memory \
+                        limit or fix the leak; for failing health checks check what the check \
+                        tests."
+        .into();
+    d.evidence = evidence;
+    out.push(d);
+}
+
+fn guest_memory(s: &Snapshot, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let Some(v) = sustained_min(s, &r.id, "mem_used_pct", t.window_ms) else {
+        return;
+    };
+    let Some(severity) = level(v, t.guest_memory) else {
+        return;
+    };
+    let mut d = Detection::on(r, "guest-memory", severity, Category::Performance);
+    d.title = format!("{} memory at {v:.0} %", r.name);
+    d.description = format!(
+        "{} has used at least {v:.1} % of its memory for {} minutes.",
+        r.name,
+        minutes(t.window_ms)
+    );
+    d.recommendation = "Give the guest more memory or find what grows inside it.".into();
+    d.evidence = format!("mem_used_pct >= {v:.1} % for {} min", minutes(t.window_ms));
+    out.push(d);
+}
+
+fn k8s_node(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    if r.status == "Ready" {
         return;
     }
-    let restarts = r.latest.get("restarts").map_or(0.0, |l| l.value);
-    let mut d = Detection::on(r, "pod-crashloop", Severity::Warning, Category::Reliability);
-    d.title = format!("{} is crash-looping", r.name);
-    let last = r
-        .attrs
-        .get("last_termination_reason")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("unknown");
+    let mut d = Detection::on(
+        r,
+        "k8s-node-not-ready",
+        Severity::Critical,
+        Category::Reliability,
+    );
+    d.title = format!("Kubernetes node {} is {}", r.name, r.status);
     d.description = format!(
-        "Pod {} keeps restarting ({restarts:.0} restarts; last exit: {last}).",
+        "Node {} is not Ready; its pods are not served and will be evicted.",
         r.name
     );
-    d.recommendation = "Read the previous container's log (`kubectl logs --previous`) and the \
-                        pod's events; fix the crash or its configuration."
+    d.recommendation = "Check the kubelet and the container runtime on the node, its network, \
+                        and disk or memory pressure."
         .into();
-    d.evidence = format!("status CrashLoopBackOff, restarts = {restarts:.0}");
+    d.evidence = format!("condition Ready = {}", r.status);
+    out.push(d);
+}
+
+fn workload(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let kind = text(r, "kind").unwrap_or("workload");
+    if r.latest.get("job_failed").is_some_and(|l| l.value > 0.0) {
+        let mut d = Detection::on(r, "job-failed", Severity::Warning, Category::Reliability);
+        d.title = format!("job {} failed", r.name);
+        let reason = text(r, "failure_reason").unwrap_or("unknown reason");
+        d.description = format!("Job {} failed: {reason}.", r.name);
+        d.recommendation =
+            "Read the logs of its failed pods and fix the cause; then re-run it.".into();
+        d.evidence = format!(
+            "condition Failed: {reason}{}",
+            text(r, "failure_message")
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        );
+        out.push(d);
+        return;
+    }
+    let unavailable = r
+        .latest
+        .get("replicas_unavailable")
+        .map_or(0.0, |l| l.value);
+    if unavailable <= 0.0 {
+        return;
+    }
+    let desired = r.latest.get("replicas_desired").map_or(0.0, |l| l.value);
+    let severity = if unavailable >= desired {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let mut d = Detection::on(r, "replicas-unavailable", severity, Category::Reliability);
+    d.title = format!(
+        "{kind} {}: {unavailable:.0} of {desired:.0} replicas unavailable",
+        r.name
+    );
+    d.description = format!("The {kind} {} is running below its desired size.", r.name);
+    d.recommendation =
+        "Look at its pods (crash loops, pending, image pulls) and their events.".into();
+    d.evidence = format!("replicas_unavailable = {unavailable:.0}, desired = {desired:.0}");
+    out.push(d);
+}
+
+fn pvc(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let severity = match r.status.as_str() {
+        "Pending" => Severity::Warning,
+        "Lost" => Severity::Critical,
+        _ => return,
+    };
+    let mut d = Detection::on(r, "pvc-unbound", severity, Category::Reliability);
+    d.title = format!("volume claim {} is {}", r.name, r.status);
+    d.description = format!(
+        "The claim {} is {}: the pods that mount it cannot start.",
+        r.name, r.status
+    );
+    d.recommendation = "Check its storage class and provisioner; a Lost claim's volume is gone \
+                        and needs restoring from backup."
+        .into();
+    d.evidence = format!("phase {}", r.status);
+    out.push(d);
+}
+
+fn pbs_jobs(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    for (metric, l) in &r.latest {
+        let Some(job) = metric
+            .strip_prefix("job_last_ok{job=\"")
+            .and_then(|j| j.strip_suffix("\"}"))
+        else {
+            continue;
+        };
+        if l.value != 0.0 {
+            continue;
+        }
+        let kind = job.split('/').next().unwrap_or(job);
+        let state = text(r, &format!("{kind}_last_state")).unwrap_or("failed");
+        let mut d = Detection::on(
+            r,
+            &format!("pbs-{job}-failed"),
+            Severity::Warning,
+            Category::Backup,
+        );
+        d.title = format!("{}: {job} failed", r.name);
+        d.description = format!("The last {job} job of datastore {} failed: {state}", r.name);
+        d.recommendation = "Read the task log on the PBS host and fix the cause (disk errors, \
+                            permissions, the remote for sync jobs)."
+            .into();
+        d.evidence = format!("{metric} = 0; last state: {state}");
+        out.push(d);
+    }
+}
+
+fn replication(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    if r.status != "failing" {
+        return;
+    }
+    let mut d = Detection::on(
+        r,
+        "replication-failing",
+        Severity::Warning,
+        Category::Backup,
+    );
+    d.title = format!("replication {} is failing", r.name);
+    let error = text(r, "error").unwrap_or("no error text");
+    d.description = format!("Storage replication job {} keeps failing.", r.name);
+    d.recommendation = "Check the target node is reachable over SSH and has the storage; \
+                        then run the job by hand (`pvesr run`)."
+        .into();
+    d.evidence = format!(
+        "fail_count = {}; error: {error}",
+        r.attrs
+            .get("fail_count")
+            .map_or("?".to_owned(), ToString::to_string)
+    );
     out.push(d);
 }
 
@@ -415,5 +680,114 @@ mod tests {
         assert!(found[0].title.contains("96 h"), "{}", found[0].title);
         assert!(found[2].description.contains("OOMKilled"));
         assert_eq!(found[3].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn kubernetes_pbs_replication_containers_and_guest_memory() {
+        let attr = |r: &mut ResourceRecord, k: &str, v: serde_json::Value| {
+            r.attrs.insert(k.into(), v);
+        };
+        let mut pending = record("pod:k/shop/new-1", "Pending");
+        attr(&mut pending, "phase", "Pending".into());
+        attr(&mut pending, "created_ms", (NOW - 6 * 60_000).into());
+        let mut young = record("pod:k/shop/new-2", "Pending");
+        attr(&mut young, "phase", "Pending".into());
+        attr(&mut young, "created_ms", (NOW - 60_000).into());
+        let mut pull = record("pod:k/shop/bad-image", "ImagePullBackOff");
+        attr(&mut pull, "phase", "Pending".into());
+        attr(
+            &mut pull,
+            "last_warning",
+            "Failed: rpc error: not found".into(),
+        );
+        let node = record("k8s-node:k/worker-2", "NotReady");
+        let ready = record("k8s-node:k/worker-1", "Ready");
+        let mut deploy = record("k8s-workload:k/shop/deployment/web", "Degraded");
+        attr(&mut deploy, "kind", "deployment".into());
+        latest(&mut deploy, "replicas_desired", 3.0);
+        latest(&mut deploy, "replicas_unavailable", 1.0);
+        let mut job = record("k8s-workload:k/shop/job/backup-1", "Failed");
+        attr(&mut job, "failure_reason", "BackoffLimitExceeded".into());
+        latest(&mut job, "job_failed", 1.0);
+        let lost = record("pvc:k/shop/data", "Lost");
+        let bound = record("pvc:k/shop/uploads", "Bound");
+        let mut store = record("pbs-datastore:pbs1/store1", "available");
+        latest(&mut store, "job_last_ok{job=\"gc\"}", 0.0);
+        latest(&mut store, "job_last_ok{job=\"sync/s-offsite\"}", 1.0);
+        attr(&mut store, "gc_last_state", "EIO: I/O error".into());
+        let mut repl = record("replication:demo/100-0", "failing");
+        attr(&mut repl, "error", "exit code 255".into());
+        attr(&mut repl, "fail_count", 3.into());
+        let mut oom = record("docker:h/worker", "running");
+        attr(&mut oom, "oom_killed", true.into());
+        let restarting = record("docker:h/flappy", "running");
+        let mut vm = record("vm:demo/100", "running");
+        vm.attrs.insert("node".into(), "pve1".into());
+        let mut s = Snapshot {
+            now_ms: NOW,
+            resources: vec![
+                pending, young, pull, node, ready, deploy, job, lost, bound, store, repl, oom,
+                restarting, vm,
+            ],
+            ..Snapshot::default()
+        };
+        series(&mut s, "docker:h/flappy", "restart_count", 50, |m| {
+            (m / 10) as f64
+        });
+        series(&mut s, "vm:demo/100", "mem_used_pct", 15, |_| 90.0);
+        let found = detect(&s, &Thresholds::default());
+        let got: Vec<(&str, &str, Severity)> = found
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.key.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("pod:k/shop/new-1", "pod-pending", Severity::Warning),
+                ("pod:k/shop/bad-image", "pod-image", Severity::Warning),
+                (
+                    "k8s-node:k/worker-2",
+                    "k8s-node-not-ready",
+                    Severity::Critical
+                ),
+                (
+                    "k8s-workload:k/shop/deployment/web",
+                    "replicas-unavailable",
+                    Severity::Warning
+                ),
+                (
+                    "k8s-workload:k/shop/job/backup-1",
+                    "job-failed",
+                    Severity::Warning
+                ),
+                ("pvc:k/shop/data", "pvc-unbound", Severity::Critical),
+                (
+                    "pbs-datastore:pbs1/store1",
+                    "pbs-gc-failed",
+                    Severity::Warning
+                ),
+                (
+                    "replication:demo/100-0",
+                    "replication-failing",
+                    Severity::Warning
+                ),
+                ("docker:h/worker", "container-oom", Severity::Warning),
+                ("docker:h/flappy", "container-restarts", Severity::Warning),
+                ("vm:demo/100", "guest-memory", Severity::Critical),
+            ]
+        );
+        assert!(
+            found[1].evidence.contains("rpc error"),
+            "{}",
+            found[1].evidence
+        );
+        assert!(found[6].evidence.contains("EIO"), "{}", found[6].evidence);
+        assert!(
+            found[7].evidence.contains("fail_count = 3"),
+            "{}",
+            found[7].evidence
+        );
+        assert!(found[9].title.contains("5 times"), "{}", found[9].title);
+        assert_eq!(found[10].node.as_deref(), Some("pve1"));
     }
 }

@@ -19,6 +19,7 @@ const WINDOWED: &[&str] = &[
     "datastore_used_pct",
     "cpu_pct",
     "mem_used_pct",
+    "restart_count",
 ];
 /// Most points read per series.
 const MAX_POINTS: usize = 10_000;

@@ -42,8 +42,9 @@ pub fn run(
     settings: &RunSettings,
 ) -> Result<PatrolRunRecord, StoreError> {
     let started = Instant::now();
-    // The heuristics' window plus room for the "held for 80 % of it" rule.
-    let snap = super::snapshot(store, org, now_ms, settings.thresholds.window_ms * 2)?;
+    // The heuristics' window with room to spare, and the hour container restarts are counted in.
+    let lookback = (settings.thresholds.window_ms * 2).max(3_600_000);
+    let snap = super::snapshot(store, org, now_ms, lookback)?;
     let mut resources_checked: BTreeMap<String, u32> = BTreeMap::new();
     for r in &snap.resources {
         *resources_checked.entry(r.kind.clone()).or_default() += 1;
