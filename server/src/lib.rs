@@ -118,6 +118,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         advertise,
         token_ttl: cfg.token_ttl,
         stats: writer.stats.clone(),
+        patrol: Arc::new(patrol::run::Schedule::new(cfg.patrol_interval)),
     };
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -128,7 +129,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     if let Some(every) = cfg.patrol_interval {
         tasks.push(spawn_named(
             "patrol",
-            patrol_schedule(api.store.clone(), every, rx.clone()),
+            patrol_schedule(api.store.clone(), api.patrol.clone(), every, rx.clone()),
         ));
     }
     let app = api::router(api.clone());
@@ -165,12 +166,15 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
 /// Runs Patrol every `every` (the first run one interval after start) until shutdown.
 async fn patrol_schedule(
     store: Arc<store::Store>,
+    schedule: Arc<patrol::run::Schedule>,
     every: std::time::Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        schedule.set_next(now_ms().saturating_add(every_ms));
         tokio::select! {
             _ = shutdown.wait_for(|v| *v) => return,
             _ = ticker.tick() => {}

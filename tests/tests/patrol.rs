@@ -201,4 +201,17 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
         .collect();
     assert_eq!(ids.len(), 4, "{runs}");
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+
+    // The default schedule: every 6 hours, the next run due, the last one the newest.
+    let (s, st) = server.get("/api/ai/patrol/status");
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(
+        (&st["scheduled"], &st["interval_seconds"]),
+        (&json!(true), &json!(21_600))
+    );
+    assert_eq!(st["last_run"]["id"].as_u64(), Some(ids[0]));
+    assert!(
+        st["next_run_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{st}"
+    );
 }

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub token_ttl: Duration,
     /// Ingest counters.
     pub stats: Arc<IngestStats>,
+    /// Patrol's schedule.
+    pub patrol: Arc<crate::patrol::run::Schedule>,
 }
 
 /// Builds the router.
@@ -56,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/ai/patrol/findings/{id}/{action}", post(patrol::act))
         .route("/api/ai/patrol/run", post(patrol::run_now))
         .route("/api/ai/patrol/runs", get(patrol::runs))
+        .route("/api/ai/patrol/status", get(patrol::status))
         .route(
             "/api/ai/patrol/suppressions",
             get(patrol::suppressions).post(patrol::add_suppression),

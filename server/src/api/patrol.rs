@@ -143,6 +143,19 @@ pub(super) async fn runs(State(state): State<ApiState>) -> Result<Json<Value>, A
     Ok(Json(Value::Array(list.iter().map(render_run).collect())))
 }
 
+/// `GET /api/ai/patrol/status`: the schedule, the last run and when the next is due.
+pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let last = blocking(move || store.runs(DEFAULT_ORG, 1)).await?;
+    let schedule = &state.patrol;
+    Ok(Json(json!({
+        "scheduled": schedule.interval.is_some(),
+        "interval_seconds": schedule.interval.map(|d| d.as_secs()),
+        "last_run": last.first().map(render_run),
+        "next_run_at": schedule.next().and_then(rfc3339_ms),
+    })))
+}
+
 /// The body of an operator action; which fields apply depends on the action.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

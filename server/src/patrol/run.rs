@@ -6,7 +6,37 @@ use super::heuristics::{self, Thresholds};
 use super::lifecycle;
 use crate::store::{PatrolRunRecord, Store, StoreError};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The schedule as the API reports it: the interval and when the next run is due.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    /// Time between scheduled runs; `None` = runs only on demand.
+    pub interval: Option<Duration>,
+    /// When the next scheduled run is due, ms since the epoch; 0 = none.
+    next_run_ms: AtomicI64,
+}
+
+impl Schedule {
+    /// A schedule running every `interval` (or never).
+    pub fn new(interval: Option<Duration>) -> Self {
+        Self {
+            interval,
+            next_run_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Records when the next run is due.
+    pub fn set_next(&self, at_ms: i64) {
+        self.next_run_ms.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// When the next run is due, if one is scheduled.
+    pub fn next(&self) -> Option<i64> {
+        Some(self.next_run_ms.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+}
 
 /// What a run uses.
 #[derive(Debug, Clone, PartialEq)]
