@@ -643,11 +643,6 @@ struct Summary<'a> {
     all_stale: bool,
 }
 
-/// A watcher's state as seen by one run.
-struct Scope {
-    stale: bool,
-}
-
 impl Summary<'_> {
     fn id(
         r: Result<ResourceId, warden_shared::ids::IdError>,
@@ -659,8 +654,9 @@ impl Summary<'_> {
         })
     }
 
-    /// Checks a table's health, adding a problem when it is failing or not yet synced.
-    fn scope<V>(&self, t: &Table<V>, problems: &mut Vec<String>) -> Scope {
+    /// Checks a table's health, adding a problem when it is failing or not yet synced; true
+    /// when its objects are to be re-sent stale.
+    fn stale<V>(&self, t: &Table<V>, problems: &mut Vec<String>) -> bool {
         if let Some(e) = &t.error {
             problems.push(format!("{}: {e}", t.scope));
         } else if !t.synced && t.started.elapsed() > self.timeout {
@@ -670,9 +666,7 @@ impl Summary<'_> {
                 humantime::format_duration(self.timeout)
             ));
         }
-        Scope {
-            stale: self.all_stale || t.error.is_some(),
-        }
+        self.all_stale || t.error.is_some()
     }
 
     fn push(
@@ -702,7 +696,7 @@ impl Summary<'_> {
         let mut event_tables = Vec::new();
         for t in &cache.events {
             let t = lock(t);
-            let _scope = self.scope(&t, &mut out.problems);
+            self.stale(&t, &mut out.problems);
             event_tables.push(t);
         }
         let mut cluster_warnings = 0;
@@ -744,7 +738,7 @@ impl Summary<'_> {
         let mut nodes_complete = true;
         for t in &cache.nodes {
             let t = lock(t);
-            let scope = self.scope(&t, &mut out.problems);
+            let stale = self.stale(&t, &mut out.problems);
             nodes_complete &= t.synced;
             for (name, (_, n)) in &t.entries {
                 let id = Self::id(canonical::k8s_node(self.cluster, name), name)?;
@@ -781,7 +775,7 @@ impl Summary<'_> {
                     .into_iter()
                     .collect();
                 add_warning(&mut r, warning_of("Node", "", name), &mut samples);
-                Self::push(&mut out, r, scope.stale, samples, now);
+                Self::push(&mut out, r, stale, samples, now);
             }
         }
 
@@ -791,7 +785,7 @@ impl Summary<'_> {
         let mut pods_complete = true;
         for t in &cache.pods {
             let t = lock(t);
-            let scope = self.scope(&t, &mut out.problems);
+            let stale = self.stale(&t, &mut out.problems);
             pods_complete &= t.synced;
             for (_, p) in t.entries.values() {
                 pods_total += 1;
@@ -846,14 +840,14 @@ impl Summary<'_> {
                     warning_of("Pod", &p.namespace, &p.name),
                     &mut samples,
                 );
-                Self::push(&mut out, r, scope.stale, samples, now);
+                Self::push(&mut out, r, stale, samples, now);
             }
         }
 
         // Deployments, statefulsets, daemonsets, jobs.
         for t in &cache.workloads {
             let t = lock(t);
-            let scope = self.scope(&t, &mut out.problems);
+            let stale = self.stale(&t, &mut out.problems);
             for (_, w) in t.entries.values() {
                 let id = Self::id(
                     canonical::k8s_workload(self.cluster, &w.namespace, w.kind, &w.name),
@@ -914,14 +908,14 @@ impl Summary<'_> {
                     warning_of(kind_name(w.kind), &w.namespace, &w.name),
                     &mut samples,
                 );
-                Self::push(&mut out, r, scope.stale, samples, now);
+                Self::push(&mut out, r, stale, samples, now);
             }
         }
 
         // Persistent volume claims.
         for t in &cache.pvcs {
             let t = lock(t);
-            let scope = self.scope(&t, &mut out.problems);
+            let stale = self.stale(&t, &mut out.problems);
             for (_, c) in t.entries.values() {
                 let id = Self::id(
                     canonical::pvc(self.cluster, &c.namespace, &c.name),
@@ -948,7 +942,7 @@ impl Summary<'_> {
                     warning_of("PersistentVolumeClaim", &c.namespace, &c.name),
                     &mut samples,
                 );
-                Self::push(&mut out, r, scope.stale, samples, now);
+                Self::push(&mut out, r, stale, samples, now);
             }
         }
 
@@ -995,10 +989,8 @@ impl Summary<'_> {
             .into(),
             attrs,
         };
-        let n = out.resources.len();
         Self::push(&mut out, cluster, self.all_stale, samples, now);
         out.resources.rotate_right(1);
-        debug_assert_eq!(out.resources.len(), n + 1);
         Ok(out)
     }
 }

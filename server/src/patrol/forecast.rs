@@ -143,10 +143,8 @@ pub fn capacity(points: &[(i64, f64)], now_ms: i64, cfg: &ForecastConfig) -> Opt
 pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
     let mut out = Vec::new();
     for r in &s.resources {
-        let metric = match r.kind.as_str() {
-            "storage" => "storage_used_pct",
-            "pbs-datastore" => "datastore_used_pct",
-            _ => continue,
+        let Some(metric) = super::heuristics::capacity_metric(&r.kind) else {
+            continue;
         };
         let Some(points) = s.trend_history.get(&(r.id.clone(), metric.to_owned())) else {
             continue;

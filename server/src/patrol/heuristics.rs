@@ -125,11 +125,19 @@ fn minutes(ms: i64) -> i64 {
     ms / 60_000
 }
 
+/// The used-percent metric of a storage pool or datastore, the one capacity rules and
+/// forecasts read.
+pub(crate) fn capacity_metric(kind: &str) -> Option<&'static str> {
+    match kind {
+        "storage" => Some("storage_used_pct"),
+        "pbs-datastore" => Some("datastore_used_pct"),
+        _ => None,
+    }
+}
+
 fn storage(s: &Snapshot, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
-    let metric = if r.kind == "storage" {
-        "storage_used_pct"
-    } else {
-        "datastore_used_pct"
+    let Some(metric) = capacity_metric(&r.kind) else {
+        return;
     };
     let Some(v) = sustained_min(s, &r.id, metric, t.window_ms) else {
         return;

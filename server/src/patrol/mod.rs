@@ -23,8 +23,7 @@ const WINDOWED: &[&str] = &[
 ];
 /// Most points read per series.
 const MAX_POINTS: usize = 10_000;
-/// Capacity metrics forecasts read, with how far back and at which step.
-const TRENDED: &[&str] = &["storage_used_pct", "datastore_used_pct"];
+/// How far back and at which step forecasts read capacity metrics.
 const TREND_LOOKBACK_MS: i64 = 7 * 86_400_000;
 const TREND_STEP_MS: i64 = 300_000;
 
@@ -55,7 +54,9 @@ pub fn snapshot(
             )?;
             history.insert((r.id.clone(), metric.to_owned()), points);
         }
-        for &metric in TRENDED.iter().filter(|m| r.latest.contains_key(**m)) {
+        if let Some(metric) =
+            heuristics::capacity_metric(&r.kind).filter(|m| r.latest.contains_key(*m))
+        {
             let points = store.history(
                 org,
                 &r.id,
