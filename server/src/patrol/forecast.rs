@@ -14,7 +14,7 @@
 
 use super::finding::{CapacityForecast, Category, Detection, Severity, Source};
 use super::heuristics::Snapshot;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Buckets the series is reduced to (at most).
 const BUCKETS: usize = 96;
@@ -25,7 +25,8 @@ const MS_PER_DAY: f64 = 86_400_000.0;
 const EXTRAPOLATION: f64 = 5.0;
 
 /// When a forecast is made at all.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ForecastConfig {
     /// Shortest span of history, in hours.
     pub min_span_hours: f64,

@@ -3,7 +3,8 @@
 //! crash loop) is read from the latest report. Thresholds come from [`Thresholds`].
 
 use super::finding::{Category, Detection, Severity};
-use crate::store::ResourceRecord;
+use crate::store::{AgentRecord, ResourceRecord};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What the detectors look at.
@@ -17,10 +18,16 @@ pub struct Snapshot {
     pub history: BTreeMap<(String, String), Vec<(i64, f64)>>,
     /// Days of history of capacity metrics at a coarse step, for forecasts.
     pub trend_history: BTreeMap<(String, String), Vec<(i64, f64)>>,
+    /// Days of hourly averages of the metrics anomaly baselines learn from
+    /// ([`super::anomaly::METRICS`]).
+    pub baseline_history: BTreeMap<(String, String), Vec<(i64, f64)>>,
+    /// The organisation's agents (revoked ones included), with when each was last heard from
+    /// and the health of each of its collectors.
+    pub agents: Vec<AgentRecord>,
 }
 
 /// A warning and a critical level.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Levels {
     /// Warning at or above this.
     pub warning: f64,
@@ -28,8 +35,11 @@ pub struct Levels {
     pub critical: f64,
 }
 
-/// Thresholds of the heuristics (DESIGN §3, issue 4's defaults).
-#[derive(Debug, Clone, PartialEq)]
+/// Thresholds of the heuristics (DESIGN §3, issue 4's defaults). Serialised as the
+/// `thresholds` of `/api/ai/patrol/settings`; a field missing from stored settings takes its
+/// default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
     /// How long a level must hold, ms.
     pub window_ms: i64,
@@ -70,10 +80,16 @@ impl Default for Thresholds {
     }
 }
 
-/// Runs every heuristic.
-pub fn detect(s: &Snapshot, t: &Thresholds) -> Vec<Detection> {
+/// Runs every heuristic, with `overrides` (by canonical resource id) in place of `t` for the
+/// resources they name.
+pub fn detect(
+    s: &Snapshot,
+    t: &Thresholds,
+    overrides: &BTreeMap<String, Thresholds>,
+) -> Vec<Detection> {
     let mut out = Vec::new();
     for r in &s.resources {
+        let t = overrides.get(&r.id).unwrap_or(t);
         match r.kind.as_str() {
             "storage" => storage(s, t, r, &mut out),
             "pbs-datastore" => {
@@ -587,7 +603,7 @@ mod tests {
             30,
             |_| 72.0,
         );
-        let found = detect(&s, &Thresholds::default());
+        let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
         let by_id = |id: &str| found.iter().find(|d| d.resource_id == id);
         let zfs = by_id("storage:pve2/local-zfs").unwrap();
         // The last 10 minutes run from 90.0 to 91.0: critical.
@@ -619,7 +635,7 @@ mod tests {
         series(&mut s, "node:pve1", "mem_used_pct", 20, |m| {
             if m % 2 == 0 { 90.0 } else { 60.0 }
         });
-        let found = detect(&s, &Thresholds::default());
+        let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(
             (found[0].key.as_str(), found[0].severity),
@@ -671,7 +687,7 @@ mod tests {
             resources: vec![old, fresh_elsewhere, failing, crash, running, worn, unknown],
             ..Snapshot::default()
         };
-        let found = detect(&s, &Thresholds::default());
+        let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
         let keys: Vec<(&str, &str)> = found
             .iter()
             .map(|d| (d.resource_id.as_str(), d.key.as_str()))
@@ -743,7 +759,7 @@ mod tests {
             (m / 10) as f64
         });
         series(&mut s, "vm:demo/100", "mem_used_pct", 15, |_| 90.0);
-        let found = detect(&s, &Thresholds::default());
+        let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
         let got: Vec<(&str, &str, Severity)> = found
             .iter()
             .map(|d| (d.resource_id.as_str(), d.key.as_str(), d.severity))

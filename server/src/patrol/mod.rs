@@ -4,11 +4,13 @@
 //! open, repeat, resolve and come back). [`snapshot`] is the one
 //! place that reads the store for them.
 
+pub mod anomaly;
 pub mod finding;
 pub mod forecast;
 pub mod heuristics;
 pub mod lifecycle;
 pub mod run;
+pub mod silence;
 
 use crate::store::{Store, StoreError};
 use heuristics::Snapshot;
@@ -26,9 +28,13 @@ const MAX_POINTS: usize = 10_000;
 /// How far back and at which step forecasts read capacity metrics.
 const TREND_LOOKBACK_MS: i64 = 7 * 86_400_000;
 const TREND_STEP_MS: i64 = 300_000;
+/// How far back and at which step anomaly baselines read their metrics.
+const BASELINE_LOOKBACK_MS: i64 = 7 * 86_400_000;
+const BASELINE_STEP_MS: i64 = 3_600_000;
 
-/// The state of every resource of `org`, the last `lookback_ms` of the windowed metrics each
-/// one has, and seven days of its capacity metrics in 5-minute averages.
+/// The state of every resource and agent of `org`, the last `lookback_ms` of the windowed
+/// metrics each resource has, seven days of its capacity metrics in 5-minute averages, and
+/// seven days of its baseline metrics in hourly averages.
 ///
 /// # Errors
 /// Storage failures.
@@ -41,6 +47,7 @@ pub fn snapshot(
     let resources = store.list_resources(org)?;
     let mut history = std::collections::BTreeMap::new();
     let mut trend_history = std::collections::BTreeMap::new();
+    let mut baseline_history = std::collections::BTreeMap::new();
     for r in &resources {
         for &metric in WINDOWED.iter().filter(|m| r.latest.contains_key(**m)) {
             let points = store.history(
@@ -68,12 +75,34 @@ pub fn snapshot(
             )?;
             trend_history.insert((r.id.clone(), metric.to_owned()), points);
         }
+        for &metric in anomaly::METRICS
+            .iter()
+            .filter(|m| r.latest.contains_key(**m))
+        {
+            let points = store.history(
+                org,
+                &r.id,
+                metric,
+                now_ms - BASELINE_LOOKBACK_MS,
+                now_ms,
+                Some(BASELINE_STEP_MS),
+                MAX_POINTS,
+            )?;
+            baseline_history.insert((r.id.clone(), metric.to_owned()), points);
+        }
     }
+    let agents = store
+        .list_agents()?
+        .into_iter()
+        .filter(|a| a.org_id == org)
+        .collect();
     Ok(Snapshot {
         now_ms,
         resources,
         history,
         trend_history,
+        baseline_history,
+        agents,
     })
 }
 
@@ -125,7 +154,11 @@ mod tests {
         assert_eq!(s.history.values().map(Vec::len).sum::<usize>(), 31);
         // 30 minutes in 5-minute averages (the bucket of each 5 minutes, plus `now`'s).
         assert_eq!(s.trend_history.values().map(Vec::len).sum::<usize>(), 7);
-        let found = heuristics::detect(&s, &heuristics::Thresholds::default());
+        let found = heuristics::detect(
+            &s,
+            &heuristics::Thresholds::default(),
+            &std::collections::BTreeMap::new(),
+        );
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].resource_id, "storage:pve2/local-zfs");
         assert_eq!(found[0].severity, Severity::Critical);

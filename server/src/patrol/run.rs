@@ -1,9 +1,11 @@
 //! One Patrol run against the store: snapshot, detectors, lifecycle, and the run record. The
 //! IO edge around the pure cores; callers run it on a blocking thread.
 
+use super::anomaly::{self, AnomalyConfig};
 use super::forecast::{self, ForecastConfig};
 use super::heuristics::{self, Thresholds};
 use super::lifecycle;
+use super::silence::{self, SilenceConfig};
 use crate::store::{PatrolRunRecord, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -43,8 +45,14 @@ impl Schedule {
 pub struct RunSettings {
     /// Threshold heuristics.
     pub thresholds: Thresholds,
+    /// Per-resource thresholds, by canonical resource id, in place of `thresholds`.
+    pub overrides: BTreeMap<String, Thresholds>,
     /// Capacity forecasts.
     pub forecast: ForecastConfig,
+    /// Anomaly baselines.
+    pub anomaly: AnomalyConfig,
+    /// Silence / dead-man detection.
+    pub silence: SilenceConfig,
     /// How long a condition must stay absent before its finding resolves, ms.
     pub confirm_ms: i64,
 }
@@ -53,7 +61,10 @@ impl Default for RunSettings {
     fn default() -> Self {
         Self {
             thresholds: Thresholds::default(),
+            overrides: BTreeMap::new(),
             forecast: ForecastConfig::default(),
+            anomaly: AnomalyConfig::default(),
+            silence: SilenceConfig::default(),
             confirm_ms: 15 * 60_000,
         }
     }
@@ -79,8 +90,10 @@ pub fn run(
     for r in &snap.resources {
         *resources_checked.entry(r.kind.clone()).or_default() += 1;
     }
-    let mut detections = heuristics::detect(&snap, &settings.thresholds);
+    let mut detections = heuristics::detect(&snap, &settings.thresholds, &settings.overrides);
     detections.extend(forecast::detect(&snap, &settings.forecast));
+    detections.extend(anomaly::detect(&snap, &settings.anomaly));
+    detections.extend(silence::detect(&snap, &settings.silence));
     let mut findings = store.findings(org)?;
     let rules: Vec<_> = store
         .suppressions(org)?
