@@ -110,6 +110,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     } else {
         cfg.advertise.clone()
     };
+    let (patrol_alerts, alert_rx) = tokio::sync::mpsc::channel(64);
     let api = api::ApiState {
         store,
         live,
@@ -119,6 +120,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         token_ttl: cfg.token_ttl,
         stats: writer.stats.clone(),
         patrol: Arc::new(patrol::run::Schedule::new(cfg.patrol_interval)),
+        patrol_alerts,
     };
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -126,12 +128,16 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         "quic",
         ingest::serve(endpoint, shared.clone(), rx.clone()),
     ));
-    if let Some(every) = cfg.patrol_interval {
-        tasks.push(spawn_named(
-            "patrol",
-            patrol_schedule(api.store.clone(), api.patrol.clone(), every, rx.clone()),
-        ));
-    }
+    tasks.push(spawn_named(
+        "patrol",
+        patrol_schedule(
+            api.store.clone(),
+            api.patrol.clone(),
+            cfg.patrol_interval,
+            alert_rx,
+            rx.clone(),
+        ),
+    ));
     let app = api::router(api.clone());
     let mut http_rx = rx.clone();
     tasks.push(spawn_named("http", async move {
@@ -163,28 +169,43 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     })
 }
 
-/// Runs Patrol every `every` (the first run one interval after start) until shutdown.
+/// Runs Patrol every `every` (the first run one interval after start; `None` = never on a
+/// schedule) and whenever a firing alert asks for a run, until shutdown.
 async fn patrol_schedule(
     store: Arc<store::Store>,
     schedule: Arc<patrol::run::Schedule>,
-    every: std::time::Duration,
+    every: Option<std::time::Duration>,
+    mut alerts: tokio::sync::mpsc::Receiver<patrol::AlertTrigger>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Without a schedule the ticker still exists, a year out, so one loop serves both.
+    let period = every.unwrap_or(std::time::Duration::from_secs(365 * 86_400));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        schedule.set_next(now_ms().saturating_add(every_ms));
-        tokio::select! {
-            _ = shutdown.wait_for(|v| *v) => return,
-            _ = ticker.tick() => {}
+        if let Some(every) = every {
+            let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+            schedule.set_next(now_ms().saturating_add(every_ms));
         }
+        let (org, trigger) = tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            _ = ticker.tick() => (
+                warden_shared::DEFAULT_ORG.to_owned(),
+                patrol::run::Trigger::Schedule,
+            ),
+            Some(alert) = alerts.recv() => {
+                if !patrol::alert_runs_enabled() {
+                    continue;
+                }
+                (alert.org.clone(), patrol::run::Trigger::Alert(alert))
+            }
+        };
         let store = store.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             patrol::run::run(
                 &store,
-                warden_shared::DEFAULT_ORG,
-                "schedule",
+                &org,
+                &trigger,
                 now_ms(),
                 &patrol::run::RunSettings::default(),
             )
@@ -193,6 +214,7 @@ async fn patrol_schedule(
         match outcome {
             Ok(Ok(r)) => info!(
                 run = r.id,
+                trigger = %r.trigger,
                 new = r.new,
                 existing = r.existing,
                 resolved = r.resolved,

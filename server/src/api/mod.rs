@@ -42,6 +42,9 @@ pub struct ApiState {
     pub stats: Arc<IngestStats>,
     /// Patrol's schedule.
     pub patrol: Arc<crate::patrol::run::Schedule>,
+    /// Asks the Patrol task for a run when an alert fires (bounded; a full queue drops the
+    /// request, since a run is already due).
+    pub patrol_alerts: tokio::sync::mpsc::Sender<crate::patrol::AlertTrigger>,
 }
 
 /// Builds the router.

@@ -4,7 +4,7 @@
 use super::{ApiState, blocking, error::ApiError};
 use crate::patrol::finding::{Category, Severity};
 use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
-use crate::patrol::run::{RunSettings, run};
+use crate::patrol::run::{RunSettings, Trigger, run};
 use crate::{now_ms, rfc3339_ms};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -35,7 +35,7 @@ fn render(f: &Finding) -> Value {
         "source": d.source,
         "detected_at": rfc3339_ms(f.detected_at_ms),
         "last_seen_at": rfc3339_ms(f.last_seen_at_ms),
-        "alert_id": Value::Null,
+        "alert_id": d.alert_id,
         "times_raised": f.times_raised,
         "suppressed": f.suppressed,
         "status": f.status,
@@ -113,7 +113,7 @@ pub(super) async fn run_now(State(state): State<ApiState>) -> Result<Json<Value>
         run(
             &store,
             DEFAULT_ORG,
-            "manual",
+            &Trigger::Manual,
             now_ms(),
             &RunSettings::default(),
         )
@@ -133,6 +133,8 @@ fn render_run(r: &crate::store::PatrolRunRecord) -> Value {
         "existing": r.existing,
         "resolved": r.resolved,
         "errors": r.errors,
+        "alert_id": r.alert_id,
+        "alert_findings": r.alert_findings,
     })
 }
 

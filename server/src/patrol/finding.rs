@@ -83,6 +83,9 @@ pub struct Detection {
     pub evidence: String,
     /// For capacity forecasts: the fit behind the finding.
     pub capacity_forecast: Option<CapacityForecast>,
+    /// The alert whose firing raised it, if a run triggered by an alert found it.
+    #[serde(default)]
+    pub alert_id: Option<String>,
 }
 
 /// The contract's `capacity_forecast` object (DESIGN §1.1).
@@ -115,6 +118,7 @@ impl Detection {
             recommendation: String::new(),
             evidence: String::new(),
             capacity_forecast: None,
+            alert_id: None,
         }
     }
 

@@ -217,7 +217,10 @@ pub fn apply(
         };
         let before = f.detection.severity;
         let after = d.severity;
+        // The alert that raised it stays linked while it lasts.
+        let alert_id = d.alert_id.clone().or(f.detection.alert_id.take());
         f.detection = d;
+        f.detection.alert_id = alert_id;
         f.suppressed = suppressed;
         f.last_seen_at_ms = now_ms;
         f.times_raised += 1;

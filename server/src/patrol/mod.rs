@@ -15,6 +15,24 @@ pub mod silence;
 use crate::store::{Store, StoreError};
 use heuristics::Snapshot;
 
+/// An alert that fired and asks for a Patrol run of its organisation; the findings on its
+/// resource then carry its id, and the alert's timeline gets them as its analysis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertTrigger {
+    /// The alert's organisation.
+    pub org: String,
+    /// The alert.
+    pub alert_id: String,
+    /// Its resource's canonical id.
+    pub resource_id: String,
+}
+
+/// Whether a firing alert may start a Patrol run: the single hook for the `ai_alerts` licence
+/// gate (DESIGN §1.4). Until licences exist every installation may.
+pub fn alert_runs_enabled() -> bool {
+    true
+}
+
 /// Metrics whose recent history the detectors need (levels that must hold over a window).
 const WINDOWED: &[&str] = &[
     "storage_used_pct",

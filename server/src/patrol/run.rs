@@ -6,6 +6,7 @@ use super::forecast::{self, ForecastConfig};
 use super::heuristics::{self, Thresholds};
 use super::lifecycle;
 use super::silence::{self, SilenceConfig};
+use super::AlertTrigger;
 use crate::store::{PatrolRunRecord, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -70,15 +71,36 @@ impl Default for RunSettings {
     }
 }
 
-/// Runs Patrol once for `org` at `now_ms` and records the run (`trigger`: `schedule`,
-/// `manual`, `alert`).
+/// What started a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// The interval elapsed.
+    Schedule,
+    /// `POST /api/ai/patrol/run`.
+    Manual,
+    /// An alert fired; what the run finds on its resource carries its id.
+    Alert(AlertTrigger),
+}
+
+impl Trigger {
+    /// The word runs are recorded with: `schedule`, `manual`, `alert`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::Alert(_) => "alert",
+        }
+    }
+}
+
+/// Runs Patrol once for `org` at `now_ms` and records the run.
 ///
 /// # Errors
 /// Storage failures; nothing is half-written (findings are saved in one transaction).
 pub fn run(
     store: &Store,
     org: &str,
-    trigger: &str,
+    trigger: &Trigger,
     now_ms: i64,
     settings: &RunSettings,
 ) -> Result<PatrolRunRecord, StoreError> {
@@ -94,6 +116,13 @@ pub fn run(
     detections.extend(forecast::detect(&snap, &settings.forecast));
     detections.extend(anomaly::detect(&snap, &settings.anomaly));
     detections.extend(silence::detect(&snap, &settings.silence));
+    let mut alert_findings = Vec::new();
+    if let Trigger::Alert(a) = trigger {
+        for d in detections.iter_mut().filter(|d| d.resource_id == a.resource_id) {
+            d.alert_id = Some(a.alert_id.clone());
+            alert_findings.push(d.finding_id());
+        }
+    }
     let mut findings = store.findings(org)?;
     let rules: Vec<_> = store
         .suppressions(org)?
@@ -110,7 +139,7 @@ pub fn run(
     store.save_findings(org, &findings)?;
     let mut record = PatrolRunRecord {
         id: 0,
-        trigger: trigger.to_owned(),
+        trigger: trigger.name().to_owned(),
         started_at_ms: now_ms,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         resources_checked,
@@ -118,6 +147,11 @@ pub fn run(
         existing: counts.existing,
         resolved: counts.resolved,
         errors: Vec::new(),
+        alert_id: match trigger {
+            Trigger::Alert(a) => Some(a.alert_id.clone()),
+            _ => None,
+        },
+        alert_findings,
     };
     record.id = store.record_run(org, record.clone())?;
     Ok(record)

@@ -41,6 +41,12 @@ pub struct PatrolRunRecord {
     pub resolved: u32,
     /// What went wrong, if anything (a detector that could not run).
     pub errors: Vec<String>,
+    /// The alert that triggered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    /// The findings it raised on the alert's resource (their ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_findings: Vec<String>,
 }
 
 /// `org US id` with the id as 16 hex digits, so key order is numeric order.

@@ -834,6 +834,8 @@ mod patrol {
             existing: 1,
             resolved: 1,
             errors: vec!["forecast: no history".into()],
+            alert_id: None,
+            alert_findings: Vec::new(),
         }
     }
 
