@@ -86,6 +86,12 @@ pub struct Detection {
     /// The alert whose firing raised it, if a run triggered by an alert found it.
     #[serde(default)]
     pub alert_id: Option<String>,
+    /// The root-cause finding this one is linked under (its id), if correlation found one.
+    #[serde(default)]
+    pub root_id: Option<String>,
+    /// For a root-cause finding: the ids of the findings linked under it.
+    #[serde(default)]
+    pub related: Vec<String>,
 }
 
 /// The contract's `capacity_forecast` object (DESIGN §1.1).
@@ -119,6 +125,8 @@ impl Detection {
             evidence: String::new(),
             capacity_forecast: None,
             alert_id: None,
+            root_id: None,
+            related: Vec::new(),
         }
     }
 

@@ -297,6 +297,9 @@ mod tests {
             recommendation: "r".into(),
             evidence: "e".into(),
             capacity_forecast: None,
+            alert_id: None,
+            root_id: None,
+            related: Vec::new(),
         }
     }
 

@@ -785,6 +785,9 @@ mod patrol {
                 daily_change_pct: 0.25,
                 days_to_full: 34.0,
             }),
+            alert_id: None,
+            root_id: None,
+            related: Vec::new(),
         }
     }
 
