@@ -87,10 +87,6 @@ pub struct Config {
     pub patrol_interval: Option<Duration>,
 }
 
-/// Bounds of `patrol_interval`.
-const PATROL_MIN: Duration = Duration::from_secs(600);
-const PATROL_MAX: Duration = Duration::from_secs(7 * 86_400);
-
 impl RawConfig {
     /// Reads the file at `path`; a missing default path yields defaults.
     ///
@@ -125,18 +121,11 @@ impl RawConfig {
         };
         let http = addr("http_listen", &self.http_listen);
         let quic = addr("quic_listen", &self.quic_listen);
-        let patrol_interval = match self.patrol_interval.trim() {
-            "0" | "0s" => None,
-            v => match humantime::parse_duration(v) {
-                Ok(d) if (PATROL_MIN..=PATROL_MAX).contains(&d) => Some(d),
-                _ => {
-                    problems.push(format!(
-                        "patrol_interval = {v:?} must be from 10m to 7d, or 0 to disable scheduled runs"
-                    ));
-                    None
-                }
-            },
-        };
+        let patrol_interval = crate::patrol::settings::parse_interval(&self.patrol_interval)
+            .unwrap_or_else(|e| {
+                problems.push(format!("patrol_{e}"));
+                None
+            });
         let mut dur = |name: &str, v: &str, min: Duration| match humantime::parse_duration(v) {
             Ok(d) if d >= min => Some(d),
             Ok(_) => {

@@ -111,6 +111,21 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         cfg.advertise.clone()
     };
     let (patrol_alerts, alert_rx) = tokio::sync::mpsc::channel(64);
+    let schedule = Arc::new(patrol::run::Schedule::new(cfg.patrol_interval));
+    let saved = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.patrol_settings(warden_shared::DEFAULT_ORG))
+            .await??
+    };
+    if let Some(saved) = saved {
+        match saved.validate() {
+            Ok((interval, _)) => schedule.set_interval(interval),
+            Err(problems) => tracing::error!(
+                problems = ?problems,
+                "saved patrol settings are invalid; using the config's interval"
+            ),
+        }
+    }
     let api = api::ApiState {
         store,
         live,
@@ -119,7 +134,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         advertise,
         token_ttl: cfg.token_ttl,
         stats: writer.stats.clone(),
-        patrol: Arc::new(patrol::run::Schedule::new(cfg.patrol_interval)),
+        patrol: schedule,
         patrol_alerts,
     };
     let (shutdown, rx) = watch::channel(false);
@@ -133,7 +148,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         patrol_schedule(
             api.store.clone(),
             api.patrol.clone(),
-            cfg.patrol_interval,
             alert_rx,
             rx.clone(),
         ),
@@ -169,30 +183,37 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     })
 }
 
-/// Runs Patrol every `every` (the first run one interval after start; `None` = never on a
-/// schedule) and whenever a firing alert asks for a run, until shutdown.
+/// Runs Patrol on the schedule (the first run one interval after start; a changed interval
+/// counts from the last scheduled run) and whenever a firing alert asks for a run, until
+/// shutdown. Each run uses the organisation's saved settings.
 async fn patrol_schedule(
     store: Arc<store::Store>,
     schedule: Arc<patrol::run::Schedule>,
-    every: Option<std::time::Duration>,
     mut alerts: tokio::sync::mpsc::Receiver<patrol::AlertTrigger>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // Without a schedule the ticker still exists, a year out, so one loop serves both.
-    let period = every.unwrap_or(std::time::Duration::from_secs(365 * 86_400));
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    use tokio::time::Instant;
+    let mut since = Instant::now();
     loop {
-        if let Some(every) = every {
-            let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
-            schedule.set_next(now_ms().saturating_add(every_ms));
+        let deadline = schedule.interval().map(|every| since + every);
+        if let Some(at) = deadline {
+            let wait = i64::try_from(at.saturating_duration_since(Instant::now()).as_millis())
+                .unwrap_or(i64::MAX);
+            schedule.set_next(now_ms().saturating_add(wait));
         }
+        let sleep = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let (org, trigger) = tokio::select! {
             _ = shutdown.wait_for(|v| *v) => return,
-            _ = ticker.tick() => (
-                warden_shared::DEFAULT_ORG.to_owned(),
-                patrol::run::Trigger::Schedule,
-            ),
+            () = schedule.changed.notified() => continue,
+            () = sleep => {
+                since = Instant::now();
+                (warden_shared::DEFAULT_ORG.to_owned(), patrol::run::Trigger::Schedule)
+            }
             Some(alert) = alerts.recv() => {
                 if !patrol::alert_runs_enabled() {
                     continue;
@@ -200,15 +221,10 @@ async fn patrol_schedule(
                 (alert.org.clone(), patrol::run::Trigger::Alert(alert))
             }
         };
-        let store = store.clone();
+        let (store, schedule) = (store.clone(), schedule.clone());
         let outcome = tokio::task::spawn_blocking(move || {
-            patrol::run::run(
-                &store,
-                &org,
-                &trigger,
-                now_ms(),
-                &patrol::run::RunSettings::default(),
-            )
+            let settings = patrol::run::run_settings(&store, &org, &schedule)?;
+            patrol::run::run(&store, &org, &trigger, now_ms(), &settings)
         })
         .await;
         match outcome {

@@ -63,6 +63,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/ai/patrol/runs", get(patrol::runs))
         .route("/api/ai/patrol/status", get(patrol::status))
         .route(
+            "/api/ai/patrol/settings",
+            get(patrol::settings).put(patrol::put_settings),
+        )
+        .route(
             "/api/ai/patrol/suppressions",
             get(patrol::suppressions).post(patrol::add_suppression),
         )

@@ -4,7 +4,8 @@
 use super::{ApiState, blocking, error::ApiError};
 use crate::patrol::finding::{Category, Severity};
 use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
-use crate::patrol::run::{RunSettings, Trigger, run};
+use crate::patrol::run::{Trigger, run, run_settings, saved_settings};
+use crate::patrol::settings::PatrolSettings;
 use crate::{now_ms, rfc3339_ms};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -108,15 +109,10 @@ pub(super) async fn findings(
 
 /// `POST /api/ai/patrol/run`: runs Patrol now.
 pub(super) async fn run_now(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let store = state.store.clone();
+    let (store, schedule) = (state.store.clone(), state.patrol.clone());
     let rec = blocking(move || {
-        run(
-            &store,
-            DEFAULT_ORG,
-            &Trigger::Manual,
-            now_ms(),
-            &RunSettings::default(),
-        )
+        let settings = run_settings(&store, DEFAULT_ORG, &schedule)?;
+        run(&store, DEFAULT_ORG, &Trigger::Manual, now_ms(), &settings)
     })
     .await?;
     Ok(Json(render_run(&rec)))
@@ -151,11 +147,36 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Value>,
     let last = blocking(move || store.runs(DEFAULT_ORG, 1)).await?;
     let schedule = &state.patrol;
     Ok(Json(json!({
-        "scheduled": schedule.interval.is_some(),
-        "interval_seconds": schedule.interval.map(|d| d.as_secs()),
+        "scheduled": schedule.interval().is_some(),
+        "interval_seconds": schedule.interval().map(|d| d.as_secs()),
         "last_run": last.first().map(render_run),
         "next_run_at": schedule.next().and_then(rfc3339_ms),
     })))
+}
+
+/// `GET /api/ai/patrol/settings`: the settings in force (the defaults until saved).
+pub(super) async fn settings(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let (store, schedule) = (state.store.clone(), state.patrol.clone());
+    let s = blocking(move || saved_settings(&store, DEFAULT_ORG, &schedule)).await?;
+    Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+}
+
+/// `PUT /api/ai/patrol/settings`: replaces the settings (fields left out take their defaults)
+/// after checking every field; a bad body changes nothing and names each problem.
+pub(super) async fn put_settings(
+    State(state): State<ApiState>,
+    body: Result<Json<PatrolSettings>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (interval, _) = new
+        .validate()
+        .map_err(|problems| ApiError::BadRequest(problems.join("; ")))?;
+    let store = state.store.clone();
+    let saved = new.clone();
+    blocking(move || store.set_patrol_settings(DEFAULT_ORG, &saved)).await?;
+    state.patrol.set_interval(interval);
+    tracing::info!(interval = %new.interval, overrides = new.overrides.len(), "patrol settings changed");
+    Ok(Json(serde_json::to_value(new).unwrap_or_default()))
 }
 
 /// The body of an operator action; which fields apply depends on the action.
@@ -219,18 +240,42 @@ pub(super) async fn act(
             Box::new(move |f| f.note(&text, now))
         }
         "resolve" => Box::new(move |f| f.resolve(now)),
+        // A rule for this finding's resource and category; the finding is marked now, and
+        // later runs keep it marked through the rule.
+        "suppress" => Box::new(move |f| f.suppressed = true),
         other => {
             return Err(ApiError::NotFound(format!(
-                "no finding action {other:?} (acknowledge, dismiss, snooze, note, resolve)"
+                "no finding action {other:?} (acknowledge, dismiss, suppress, snooze, note, resolve)"
             )));
         }
     };
     let store = state.store.clone();
     let key = id.clone();
-    let updated = blocking(move || store.update_finding(DEFAULT_ORG, &key, op)).await?;
-    updated
-        .map(|f| Json(render(&f)))
-        .ok_or_else(|| ApiError::NotFound(format!("no finding {id}")))
+    let suppress = action == "suppress";
+    let updated = blocking(move || {
+        let Some(f) = store.update_finding(DEFAULT_ORG, &key, op)? else {
+            return Ok(None);
+        };
+        let rule = suppress
+            .then(|| {
+                store.add_suppression(
+                    DEFAULT_ORG,
+                    &Suppression {
+                        resource_id: Some(f.detection.resource_id.clone()),
+                        category: Some(f.detection.category),
+                    },
+                )
+            })
+            .transpose()?;
+        Ok(Some((f, rule)))
+    })
+    .await?;
+    let (f, rule) = updated.ok_or_else(|| ApiError::NotFound(format!("no finding {id}")))?;
+    let mut v = render(&f);
+    if let Some(rule) = rule {
+        v["suppression_id"] = json!(rule);
+    }
+    Ok(Json(v))
 }
 
 /// `GET /api/ai/patrol/suppressions`.

@@ -10,6 +10,7 @@ pub mod forecast;
 pub mod heuristics;
 pub mod lifecycle;
 pub mod run;
+pub mod settings;
 pub mod silence;
 
 use crate::store::{Store, StoreError};

@@ -7,27 +7,53 @@ use super::heuristics::{self, Thresholds};
 use super::lifecycle;
 use super::silence::{self, SilenceConfig};
 use super::AlertTrigger;
+use super::settings::PatrolSettings;
 use crate::store::{PatrolRunRecord, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The schedule as the API reports it: the interval and when the next run is due.
+/// The schedule: the interval in force (the saved settings', else the server config's), when
+/// the next run is due, and a wake-up for the Patrol task when the interval changes.
 #[derive(Debug, Default)]
 pub struct Schedule {
-    /// Time between scheduled runs; `None` = runs only on demand.
-    pub interval: Option<Duration>,
+    /// The server config's interval, used until settings are saved.
+    pub config_interval: Option<Duration>,
+    /// The interval in force, ms; 0 = runs only on demand.
+    interval_ms: AtomicI64,
     /// When the next scheduled run is due, ms since the epoch; 0 = none.
     next_run_ms: AtomicI64,
+    /// Signalled when the interval changes.
+    pub changed: tokio::sync::Notify,
 }
 
 impl Schedule {
-    /// A schedule running every `interval` (or never).
+    /// A schedule running every `interval` (or never) until settings say otherwise.
     pub fn new(interval: Option<Duration>) -> Self {
-        Self {
-            interval,
-            next_run_ms: AtomicI64::new(0),
+        let s = Self {
+            config_interval: interval,
+            ..Self::default()
+        };
+        s.set_interval(interval);
+        s
+    }
+
+    /// The interval in force.
+    pub fn interval(&self) -> Option<Duration> {
+        u64::try_from(self.interval_ms.load(Ordering::Relaxed))
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis)
+    }
+
+    /// Changes the interval and wakes the Patrol task to reschedule.
+    pub fn set_interval(&self, interval: Option<Duration>) {
+        let ms = interval.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.interval_ms.store(ms, Ordering::Relaxed);
+        if interval.is_none() {
+            self.next_run_ms.store(0, Ordering::Relaxed);
         }
+        self.changed.notify_one();
     }
 
     /// Records when the next run is due.
@@ -38,6 +64,40 @@ impl Schedule {
     /// When the next run is due, if one is scheduled.
     pub fn next(&self) -> Option<i64> {
         Some(self.next_run_ms.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+}
+
+/// The settings of `org`: the saved ones, else the defaults with `schedule`'s config interval.
+///
+/// # Errors
+/// Storage failures.
+pub fn saved_settings(
+    store: &Store,
+    org: &str,
+    schedule: &Schedule,
+) -> Result<PatrolSettings, StoreError> {
+    Ok(store
+        .patrol_settings(org)?
+        .unwrap_or_else(|| PatrolSettings::with_interval(schedule.config_interval)))
+}
+
+/// What runs of `org` use now. Saved settings were validated when saved; should they no
+/// longer validate (a newer version with stricter checks), runs fall back to the defaults and
+/// say so in the log rather than stop.
+///
+/// # Errors
+/// Storage failures.
+pub fn run_settings(
+    store: &Store,
+    org: &str,
+    schedule: &Schedule,
+) -> Result<RunSettings, StoreError> {
+    match saved_settings(store, org, schedule)?.validate() {
+        Ok((_, settings)) => Ok(settings),
+        Err(problems) => {
+            tracing::error!(org, problems = ?problems, "saved patrol settings are invalid; using the defaults");
+            Ok(RunSettings::default())
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use super::keys::{decode, encode, org_resource_range, resource_key};
 use super::{Store, StoreError};
 use crate::patrol::lifecycle::{Finding, Suppression};
+use crate::patrol::settings::PatrolSettings;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,10 +16,14 @@ pub(super) const FINDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) const SUPPRESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("suppressions");
 /// Patrol runs by `org US run_id` (16 lowercase hex digits) -> JSON [`PatrolRunRecord`].
 pub(super) const PATROL_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("patrol_runs");
+/// Patrol settings by org -> JSON [`PatrolSettings`] (absent: the defaults).
+pub(super) const PATROL_SETTINGS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("patrol_settings");
 
 const FINDING: &str = "finding";
 const SUPPRESSION: &str = "suppression";
 const RUN: &str = "patrol run";
+const SETTINGS: &str = "patrol settings";
 
 /// One Patrol run of one organisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,5 +255,30 @@ impl Store {
                 decode(RUN, key_id(k.value()), v.value())
             })
             .collect()
+    }
+
+    /// The Patrol settings an operator saved for `org`, if any.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn patrol_settings(&self, org: &str) -> Result<Option<PatrolSettings>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PATROL_SETTINGS)?;
+        table
+            .get(org)?
+            .map(|v| decode(SETTINGS, org, v.value()))
+            .transpose()
+    }
+
+    /// Saves the Patrol settings of `org`.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Encode`].
+    pub fn set_patrol_settings(&self, org: &str, s: &PatrolSettings) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PATROL_SETTINGS)?
+            .insert(org, encode(SETTINGS, s)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
     }
 }

@@ -47,9 +47,11 @@
 //! | `findings`     | `org US finding_id`                     | JSON [`Finding`]          |
 //! | `suppressions` | `org US rule_id` (16 random hex digits) | JSON [`Suppression`]      |
 //! | `patrol_runs`  | `org US run_id` (16 hex digits)         | JSON [`PatrolRunRecord`]  |
+//! | `patrol_settings` | org                                  | JSON [`PatrolSettings`]   |
 //!
 //! [`Finding`]: crate::patrol::lifecycle::Finding
 //! [`Suppression`]: crate::patrol::lifecycle::Suppression
+//! [`PatrolSettings`]: crate::patrol::settings::PatrolSettings
 //! [`Detection::finding_id`]: crate::patrol::finding::Detection::finding_id
 //!
 //! `US` is U+001F (org ids are slugs and resource ids have no control characters, so it cannot
@@ -170,6 +172,7 @@ impl Store {
             txn.open_table(findings::FINDINGS)?;
             txn.open_table(findings::SUPPRESSIONS)?;
             txn.open_table(findings::PATROL_RUNS)?;
+            txn.open_table(findings::PATROL_SETTINGS)?;
         }
         txn.commit()?;
         tracing::debug!(path = %path.display(), "store opened");
