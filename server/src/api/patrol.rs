@@ -45,6 +45,8 @@ fn render(f: &Finding) -> Value {
         "dismissed_reason": f.dismissal.map(|d| d.reason),
         "snoozed_until": f.snoozed_until_ms.and_then(rfc3339_ms),
         "capacity_forecast": d.capacity_forecast,
+        "root_id": d.root_id,
+        "related": d.related,
         "notes": f.notes.iter().map(|(at, text)| json!({"at": rfc3339_ms(*at), "text": text})).collect::<Vec<_>>(),
         "lifecycle": f.history.iter().map(|(at, what)| json!({"at": rfc3339_ms(*at), "event": what})).collect::<Vec<_>>(),
         "org_id": DEFAULT_ORG,
@@ -58,6 +60,9 @@ pub(super) struct FindingFilter {
     category: Option<Category>,
     resource_id: Option<String>,
     status: Option<Status>,
+    /// Also list findings linked under a root finding (always, with `resource_id`).
+    #[serde(default)]
+    include_linked: bool,
     #[serde(default)]
     offset: usize,
     limit: Option<usize>,
@@ -87,6 +92,10 @@ pub(super) async fn findings(
                 .is_none_or(|r| &x.detection.resource_id == r)
         })
         .filter(|x| f.status.is_none_or(|s| x.status == s))
+        // Storm control: what a root finding explains is listed under it, not beside it.
+        .filter(|x| {
+            f.include_linked || f.resource_id.is_some() || x.detection.root_id.is_none()
+        })
         .collect();
     list.sort_by(|a, b| {
         b.detection

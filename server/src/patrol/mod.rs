@@ -5,6 +5,7 @@
 //! place that reads the store for them.
 
 pub mod anomaly;
+pub mod correlate;
 pub mod finding;
 pub mod forecast;
 pub mod heuristics;

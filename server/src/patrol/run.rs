@@ -2,6 +2,7 @@
 //! IO edge around the pure cores; callers run it on a blocking thread.
 
 use super::anomaly::{self, AnomalyConfig};
+use super::correlate;
 use super::forecast::{self, ForecastConfig};
 use super::heuristics::{self, Thresholds};
 use super::lifecycle;
@@ -176,6 +177,7 @@ pub fn run(
     detections.extend(forecast::detect(&snap, &settings.forecast));
     detections.extend(anomaly::detect(&snap, &settings.anomaly));
     detections.extend(silence::detect(&snap, &settings.silence));
+    let mut detections = correlate::correlate(&snap, &settings.thresholds, detections);
     let mut alert_findings = Vec::new();
     if let Trigger::Alert(a) = trigger {
         for d in detections.iter_mut().filter(|d| d.resource_id == a.resource_id) {
