@@ -64,7 +64,23 @@ struct Fleet {
     pve: Api,
     pbs: Api,
     kubernetes: Kube,
+    #[serde(default)]
+    history: Vec<Trend>,
 }
+
+/// A seeded level and how it got there: `per_hour` percentage points per hour.
+#[derive(serde::Deserialize)]
+struct Trend {
+    resource_id: String,
+    metric: String,
+    per_hour: f64,
+}
+
+/// Hours of history the demo fills in, and its step.
+const BACKFILL_HOURS: i64 = 12;
+const BACKFILL_STEP_MS: i64 = 300_000;
+/// How often the demo runs Patrol (its accelerated schedule).
+const DEMO_PATROL_EVERY: Duration = Duration::from_secs(20);
 
 #[derive(serde::Deserialize)]
 struct Api {
@@ -247,15 +263,33 @@ async fn run_fleet(
             args.node_down_after,
             http = server.http_addr,
         );
+        match backfill(server, &fleet.history).await {
+            Ok(n) => eprintln!("  filled in {BACKFILL_HOURS} h of history for {n} seeded trends"),
+            Err(e) => eprintln!("  could not fill in history ({e:#}); forecasts need a while"),
+        }
         // The node that stops reporting: when the simulator powers pve3 off, its agent goes
         // silent too, as it would on real hardware.
         let down = tokio::time::sleep_until(started + *args.node_down_after);
         tokio::pin!(down);
         let mut down_done = false;
+        let mut patrol = tokio::time::interval(DEMO_PATROL_EVERY);
+        let mut first_patrol = true;
         loop {
             tokio::select! {
                 _ = interrupt.recv() => break,
                 _ = terminate.recv() => break,
+                _ = patrol.tick() => match patrol_once(server).await {
+                    Ok(rec) if first_patrol => {
+                        first_patrol = false;
+                        eprintln!(
+                            "  patrol: {} findings so far (runs every {}s here; see `warden findings`)",
+                            rec.new + rec.existing,
+                            DEMO_PATROL_EVERY.as_secs()
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("  patrol run failed: {e:#}"),
+                },
                 () = &mut down, if !down_done => {
                     down_done = true;
                     let pve3 = list.iter().position(|a| a.name == DOWN_NODE);
@@ -285,6 +319,84 @@ async fn run_fleet(
         }
     }
     result
+}
+
+/// Fills in the past of each seeded trend: 12 h of 5-minute points ending where its first
+/// report stands, stored as if an agent had sent them, so sustained levels and forecasts show
+/// at once instead of after hours. Waits up to a minute for the first reports.
+async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<usize> {
+    use warden_shared::ids::ResourceId;
+    use warden_shared::telemetry::{Sample, TelemetryBatch};
+    let store = server.shared.store.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut samples = Vec::new();
+    for t in trends {
+        let id = ResourceId::new(&t.resource_id)?;
+        let first = loop {
+            let (store, rid, metric) = (store.clone(), t.resource_id.clone(), t.metric.clone());
+            let latest = tokio::task::spawn_blocking(move || {
+                store
+                    .get_resource(warden_shared::DEFAULT_ORG, &rid)
+                    .map(|r| r.and_then(|r| r.latest.get(&metric).cloned()))
+            })
+            .await??;
+            if let Some(l) = latest {
+                break l;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{} has not reported {} yet", t.resource_id, t.metric);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let steps = BACKFILL_HOURS * 3_600_000 / BACKFILL_STEP_MS;
+        for i in 1..=steps {
+            let back_ms = i * BACKFILL_STEP_MS;
+            #[allow(clippy::cast_precision_loss)]
+            let hours = back_ms as f64 / 3_600_000.0;
+            // A little deterministic wobble, as real usage has.
+            #[allow(clippy::cast_precision_loss)]
+            let wobble = ((i * 7919) % 11) as f64 / 25.0 - 0.2;
+            samples.push(Sample {
+                resource_id: id.clone(),
+                metric: t.metric.clone(),
+                ts_ms: first.ts_ms - back_ms,
+                value: (first.value - t.per_hour * hours + wobble).clamp(0.0, 100.0),
+            });
+        }
+    }
+    let now = crate::now_ms();
+    let item = crate::store::IngestItem {
+        agent_id: "demo-history".into(),
+        org_id: warden_shared::DEFAULT_ORG.into(),
+        batch: TelemetryBatch {
+            // Above any earlier demo run's in the same data directory.
+            seq: u64::try_from(now).unwrap_or(1),
+            collector: "demo-history".into(),
+            collected_at_ms: now,
+            samples,
+            ..TelemetryBatch::default()
+        },
+        provenance: Vec::new(),
+    };
+    tokio::task::spawn_blocking(move || store.ingest(&[item], now)).await??;
+    Ok(trends.len())
+}
+
+/// One Patrol run with the saved settings, as the demo's accelerated schedule.
+async fn patrol_once(server: &crate::Server) -> anyhow::Result<crate::store::PatrolRunRecord> {
+    let (store, schedule) = (server.shared.store.clone(), server.api.patrol.clone());
+    let org = warden_shared::DEFAULT_ORG;
+    Ok(tokio::task::spawn_blocking(move || {
+        let settings = crate::patrol::run::run_settings(&store, org, &schedule)?;
+        crate::patrol::run::run(
+            &store,
+            org,
+            &crate::patrol::run::Trigger::Manual,
+            crate::now_ms(),
+            &settings,
+        )
+    })
+    .await??)
 }
 
 /// The demo is the one server path that starts processes: the agents it runs.

@@ -19,22 +19,21 @@ fn finding(server: &ServerProc, query: &str) -> Option<Value> {
         .cloned()
 }
 
-#[test]
-fn patrol_finds_stopped_backups_and_operators_act_on_them() {
-    let tmp = tempfile::tempdir().unwrap();
+/// The PVE simulator with CT 105's backups stopped four days ago, a server, and an agent
+/// reading the simulator, once CT 105's backup age is stored.
+fn fleet(dir: &std::path::Path) -> (PveSim, ServerProc, AgentProc) {
     let sim = PveSim::start(PveSimOptions::fast());
     assert!(sim.stop_backups(105, Duration::from_secs(4 * 86_400)));
-    let server = ServerProc::start(&tmp.path().join("server"), &[]);
-
+    let server = ServerProc::start(&dir.join("server"), &[]);
     let (token_id, secret) = PveSimOptions::fast()
         .token
         .split_once('=')
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .unwrap();
-    let secret_file = tmp.path().join("pve.secret");
+    let secret_file = dir.join("pve.secret");
     warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes()).unwrap();
     let mut agent = AgentProc::new(
-        &tmp.path().join("agent"),
+        &dir.join("agent"),
         &format!(
             "hostname = \"node1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\nenabled = false\n\
              [collectors.proxmox]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{token_id}\"\n\
@@ -56,6 +55,13 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
             .then_some(())
         },
     );
+    (sim, server, agent)
+}
+
+#[test]
+fn patrol_finds_stopped_backups_and_operators_act_on_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_sim, server, _agent) = fleet(tmp.path());
 
     let (s, run) = server.post("/api/ai/patrol/run", None);
     assert_eq!(s, 200, "{run}");
@@ -212,6 +218,132 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
     assert_eq!(st["last_run"]["id"].as_u64(), Some(ids[0]));
     assert!(
         st["next_run_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{st}"
+    );
+}
+
+/// `PUT /api/ai/patrol/settings`: every problem named and nothing changed on a bad body; a
+/// per-resource override applies to its resource only; the interval reschedules; settings
+/// survive a restart. Then `warden findings` and the `suppress` action.
+#[test]
+fn settings_overrides_cli_and_suppress() {
+    const OTHER: &str = "lxc:clustername/106";
+    let tmp = tempfile::tempdir().unwrap();
+    let (_sim, mut server, _agent) = fleet(tmp.path());
+    let put = |server: &ServerProc, body: Value| {
+        let url = format!("http://{}/api/ai/patrol/settings", server.http);
+        warden_tests::http(&url, "PUT", Some(&server.admin_token()), Some(body))
+    };
+
+    let (s, defaults) = server.get("/api/ai/patrol/settings");
+    assert_eq!(s, 200, "{defaults}");
+    assert_eq!(defaults["interval"], "6h");
+    assert_eq!(defaults["thresholds"]["storage"]["warning"], 80.0);
+    assert_eq!(defaults["thresholds"]["backup_max_age_s"], 172_800.0);
+    assert!(defaults["overrides"].as_object().unwrap().is_empty());
+
+    let (s, v) = put(
+        &server,
+        json!({
+            "interval": "1m",
+            "thresholds": {"node": {"warning": 90.0, "critical": 80.0}},
+            "overrides": {"lxc:clustername/106": {"backup_max_age_s": -1.0}, "oops": {}},
+        }),
+    );
+    assert_eq!(s, 400, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    for needle in [
+        "interval \"1m\"",
+        "thresholds.node: warning (90) must be below critical (80)",
+        "overrides.lxc:clustername/106.backup_max_age_s",
+        "overrides.oops: not a resource id",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+    let (s, v) = put(&server, json!({"interval": "1h", "surprise": 1}));
+    assert!(s == 400 && v.to_string().contains("surprise"), "{v}");
+    assert_eq!(server.get("/api/ai/patrol/settings").1, defaults);
+
+    // CT 106's newest backup is ~25 h old: fine by the default 48 h, not by its override.
+    let (s, v) = put(
+        &server,
+        json!({
+            "interval": "1h",
+            "overrides": {OTHER: {"backup_max_age_s": 72_000.0}},
+        }),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, st) = server.get("/api/ai/patrol/status");
+    assert_eq!(st["interval_seconds"], 3600, "{st}");
+    assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
+    let (_, list) = server.get("/api/ai/patrol/findings?category=backup");
+    let mut backup: Vec<&str> = list["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["resource_id"].as_str().unwrap())
+        .collect();
+    backup.sort_unstable();
+    assert_eq!(backup, [CT, OTHER], "{list}");
+
+    // The table: most severe first, one line per finding plus what to do.
+    let out = server.cli(&["findings"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("SEVERITY") && lines[0].contains("RESOURCE"),
+        "{table}"
+    );
+    for id in [CT, OTHER] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("WARNING") && l.contains(id)),
+            "{table}"
+        );
+    }
+    assert!(table.contains("-> Check the backup job"), "{table}");
+    let out = server.cli(&["findings", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, active) = server.get("/api/ai/patrol/findings?status=active");
+    assert_eq!(json, active["findings"]);
+
+    // Suppress: the finding is marked at once and a rule for its resource and category exists.
+    let other = list["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["resource_id"] == OTHER)
+        .unwrap();
+    let (s, v) = server.post(
+        &format!(
+            "/api/ai/patrol/findings/{}/suppress",
+            other["id"].as_str().unwrap()
+        ),
+        None,
+    );
+    assert!(s == 200 && v["suppressed"] == true, "{v}");
+    let (_, rules) = server.get("/api/ai/patrol/suppressions");
+    assert_eq!(rules[0]["id"], v["suppression_id"], "{rules} vs {v}");
+    assert_eq!(
+        (&rules[0]["resource_id"], &rules[0]["category"]),
+        (&json!(OTHER), &json!("backup"))
+    );
+
+    // Saved settings outlive the process; the schedule follows them.
+    server.restart();
+    let (_, saved) = server.get("/api/ai/patrol/settings");
+    assert_eq!(saved["interval"], "1h");
+    assert_eq!(saved["overrides"][OTHER]["backup_max_age_s"], 72_000.0);
+    let (_, st) = server.get("/api/ai/patrol/status");
+    assert_eq!(st["interval_seconds"], 3600, "{st}");
+    let (s, v) = put(&server, json!({"interval": "0"}));
+    assert_eq!(s, 200, "{v}");
+    let (_, st) = server.get("/api/ai/patrol/status");
+    assert_eq!(
+        (&st["scheduled"], &st["next_run_at"]),
+        (&json!(false), &Value::Null),
         "{st}"
     );
 }

@@ -181,13 +181,19 @@ const PVE_NODES: [&str; 3] = ["pve1", "pve2", "pve3"];
 /// Namespace and name prefix of the demo pod that crash-loops (one of the `web` replicas).
 const CRASHLOOP: (&str, &str) = ("shop", "web-");
 
+/// How fast `pve2`'s `local-zfs` fills, percentage points per hour.
+const ZFS_FILL_PER_HOUR: f64 = 6.0;
+/// How full the backup target of the demo's stopped backups is.
+const FULL_TARGET: f64 = 0.93;
+
 /// How PVE words a replication run that cannot reach its target.
 const REPLICATION_ERROR: &str = "command '/usr/bin/ssh -e none -o 'BatchMode=yes' -o 'HostKeyAlias=pve2' root@10.0.0.2 -- pvesr prepare-local-job 100-0 local-zfs:vm-100-disk-0 --last_sync 0' failed: exit code 255";
 
 /// The demo world. Seeded trouble (see docs/demo.md):
 /// - `pve2`'s `local-zfs` fills at a steady 6 points per hour from 71 %;
-/// - `/dev/sdb` (all nodes) loses 2 points of SSD life per hour from 24 %;
-/// - container 104's backups stopped four days ago;
+/// - `/dev/sdb` (all nodes) has 18 % of its SSD life left and loses 2 points per hour;
+/// - container 104's backups stopped four days ago, because their target is full: the
+///   cluster's `pbs` storage (PBS datastore `store1`) is at 93 %;
 /// - PBS datastore `store1`'s garbage collection fails;
 /// - VM 100's replication to pve2 fails;
 /// - a pod in `shop` is in CrashLoopBackOff, restarting about once a minute;
@@ -207,6 +213,13 @@ fn fleet(dir: &Path, node_down_after: Duration) -> anyhow::Result<()> {
         .find(|s| s.node == "pve2" && s.storage == "local-zfs")
         .map(|s| s.total)
         .context("the scaled world has local-zfs")?;
+    let pbs_total = pve
+        .world()
+        .storages
+        .iter()
+        .find(|s| s.storage == "pbs")
+        .map(|s| s.total)
+        .context("the scaled world has the pbs storage")?;
     #[allow(
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
@@ -214,9 +227,12 @@ fn fleet(dir: &Path, node_down_after: Duration) -> anyhow::Result<()> {
     )]
     {
         pve.set_storage_usage("pve2", "local-zfs", (zfs as f64 * 0.71) as u64);
-        pve.set_storage_fill_rate("pve2", "local-zfs", zfs as f64 * 0.06);
+        pve.set_storage_fill_rate("pve2", "local-zfs", zfs as f64 * ZFS_FILL_PER_HOUR / 100.0);
+        for node in PVE_NODES {
+            pve.set_storage_usage(node, "pbs", (pbs_total as f64 * FULL_TARGET) as u64);
+        }
     }
-    pve.set_disk_wearout("/dev/sdb", 24.0);
+    pve.set_disk_wearout("/dev/sdb", 18.0);
     pve.set_disk_wear_rate("/dev/sdb", 2.0);
     pve.stop_backups(104, Duration::from_secs(4 * 86_400));
     pve.with_world(|w| w.replication.push(pve::ReplicationJob::new(100, 0, "pve2")));
@@ -225,6 +241,19 @@ fn fleet(dir: &Path, node_down_after: Duration) -> anyhow::Result<()> {
     let pbs_opts = PbsSimOptions::fast();
     let pbs_token = pbs_opts.token.clone();
     let pbs = PbsSim::start(pbs_opts);
+    let store_total = pbs
+        .world()
+        .datastores
+        .iter()
+        .find(|d| d.name == "store1")
+        .map(|d| d.usage.total)
+        .context("the PBS world has store1")?;
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    pbs.set_datastore_usage("store1", (store_total as f64 * FULL_TARGET) as u64);
     pbs.fail_gc(
         "store1",
         "unable to read chunk directory \"/mnt/datastore/store1/.chunks/3a4f\" - EIO: I/O error",
@@ -263,6 +292,14 @@ fn fleet(dir: &Path, node_down_after: Duration) -> anyhow::Result<()> {
                 "url": kube.url(),
                 "kubeconfig": kubeconfig,
             },
+            // The past that led here, for the demo to fill in (`warden demo` backfills 12 h
+            // of each so trends and sustained levels show at once): percentage points per
+            // hour of each seeded level.
+            "history": [
+                {"resource_id": "storage:pve2/local-zfs", "metric": "storage_used_pct", "per_hour": ZFS_FILL_PER_HOUR},
+                {"resource_id": "storage:demo/pbs", "metric": "storage_used_pct", "per_hour": 0.0},
+                {"resource_id": "pbs-datastore:pbs1/store1", "metric": "datastore_used_pct", "per_hour": 0.0},
+            ],
         })
     );
 
