@@ -121,6 +121,7 @@ impl PatrolSettings {
         if !(1.0..=3650.0).contains(&f.horizon_days) {
             problems.push("forecast.horizon_days must be from 1 to 3650".into());
         }
+        self.silence.check("silence", &mut problems);
         if !(1..=7 * 24 * 60).contains(&self.confirm_minutes) {
             problems.push("confirm_minutes must be from 1 to 10080 (7 days)".into());
         }
