@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub server_names: Vec<String>,
     /// Time between scheduled Patrol runs, `10m` to `7d`; `0` disables the schedule.
     pub patrol_interval: String,
+    /// Time between alert rule evaluations, `1s` to `10m`.
+    pub alert_interval: String,
 }
 
 impl Default for RawConfig {
@@ -45,6 +47,7 @@ impl Default for RawConfig {
             token_ttl: "1h".into(),
             server_names: Vec::new(),
             patrol_interval: "6h".into(),
+            alert_interval: "15s".into(),
         }
     }
 }
@@ -85,6 +88,21 @@ pub struct Config {
     pub protocol: ProtocolVersion,
     /// Time between scheduled Patrol runs; `None` = no schedule.
     pub patrol_interval: Option<Duration>,
+    /// Time between alert rule evaluations.
+    pub alert_interval: Duration,
+}
+
+/// Bounds and default of `alert_interval`.
+const ALERT_MIN: Duration = Duration::from_secs(1);
+const ALERT_MAX: Duration = Duration::from_secs(600);
+const ALERT_DEFAULT: Duration = Duration::from_secs(15);
+
+/// Parses `alert_interval`; the error is the problem to report.
+fn parse_alert_interval(v: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(v.trim()) {
+        Ok(d) if (ALERT_MIN..=ALERT_MAX).contains(&d) => Ok(d),
+        _ => Err(format!("alert_interval = {v:?} must be from 1s to 10m")),
+    }
 }
 
 impl RawConfig {
@@ -126,6 +144,10 @@ impl RawConfig {
                 problems.push(format!("patrol_{e}"));
                 None
             });
+        let alert_interval = parse_alert_interval(&self.alert_interval).unwrap_or_else(|e| {
+            problems.push(e);
+            ALERT_DEFAULT
+        });
         let mut dur = |name: &str, v: &str, min: Duration| match humantime::parse_duration(v) {
             Ok(d) if d >= min => Some(d),
             Ok(_) => {
@@ -185,6 +207,7 @@ impl RawConfig {
                     token_ttl,
                     server_names: self.server_names,
                     patrol_interval,
+                    alert_interval,
                     protocol,
                 })
             }
@@ -257,6 +280,28 @@ mod tests {
             .validate(&newer, Path::new("-"))
             .unwrap_err();
         assert!(err.to_string().contains("--protocol-minor"), "{err}");
+    }
+
+    #[test]
+    fn alert_interval_is_bounded() {
+        let check = |v: &str| {
+            let raw = RawConfig {
+                alert_interval: v.into(),
+                ..RawConfig::default()
+            };
+            raw.validate(&Overrides::default(), Path::new("-"))
+                .map(|c| c.alert_interval)
+        };
+        assert_eq!(check("15s").unwrap(), ALERT_DEFAULT);
+        assert_eq!(check("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(check("10m").unwrap(), Duration::from_secs(600));
+        for bad in ["0", "500ms", "11m", "often"] {
+            let err = check(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("alert_interval") && err.contains("1s to 10m"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

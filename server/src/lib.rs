@@ -1,6 +1,7 @@
 //! `warden` library: PKI, enrollment, QUIC ingest, storage and the HTTP API.
 //! `main.rs` is a thin CLI over [`start`]; tests and `warden demo` drive the same code.
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod demo;
@@ -152,6 +153,15 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             rx.clone(),
         ),
     ));
+    tasks.push(spawn_named(
+        "alerts",
+        alerts::service::run(
+            api.store.clone(),
+            api.patrol_alerts.clone(),
+            cfg.alert_interval,
+            rx.clone(),
+        ),
+    ));
     let app = api::router(api.clone());
     let mut http_rx = rx.clone();
     tasks.push(spawn_named("http", async move {
@@ -224,7 +234,12 @@ async fn patrol_schedule(
         let (store, schedule) = (store.clone(), schedule.clone());
         let outcome = tokio::task::spawn_blocking(move || {
             let settings = patrol::run::run_settings(&store, &org, &schedule)?;
-            patrol::run::run(&store, &org, &trigger, now_ms(), &settings)
+            let r = patrol::run::run(&store, &org, &trigger, now_ms(), &settings)?;
+            // What the run found on the alert's resource is the alert's analysis.
+            if let patrol::run::Trigger::Alert(a) = &trigger {
+                store.attach_alert_analysis(&a.org, &a.alert_id, &r.alert_findings, now_ms())?;
+            }
+            Ok::<_, store::StoreError>(r)
         })
         .await;
         match outcome {

@@ -2,6 +2,7 @@
 //! shape, JSON bodies. `router(state)` is what the server serves and what tests call.
 
 mod agents;
+mod alerts;
 pub mod error;
 mod metrics;
 mod patrol;
@@ -74,6 +75,14 @@ pub fn router(state: ApiState) -> Router {
             "/api/ai/patrol/suppressions/{id}",
             delete(patrol::remove_suppression),
         )
+        .route("/api/alerts", get(alerts::list))
+        .route(
+            "/api/alerts/rules",
+            get(alerts::rules).put(alerts::put_rules),
+        )
+        .route("/api/alerts/{id}", get(alerts::get_one))
+        .route("/api/alerts/{id}/timeline", get(alerts::timeline))
+        .route("/api/alerts/{id}/acknowledge", post(alerts::acknowledge))
         .route("/metrics", get(prometheus::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()

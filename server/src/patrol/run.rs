@@ -8,7 +8,11 @@ use super::heuristics::{self, Thresholds};
 use super::lifecycle;
 use super::silence::{self, SilenceConfig};
 use super::AlertTrigger;
+use super::finding::{Category, Detection, Severity};
 use super::settings::PatrolSettings;
+use crate::alerts::record::AlertRecord;
+use crate::alerts::rules::{Op as AlertOp, Severity as AlertSeverity};
+use crate::store::ResourceRecord;
 use crate::store::{PatrolRunRecord, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -180,6 +184,14 @@ pub fn run(
     let mut detections = correlate::correlate(&snap, &settings.thresholds, detections);
     let mut alert_findings = Vec::new();
     if let Trigger::Alert(a) = trigger {
+        // The detectors judge over their own windows; when they see nothing (yet) on the
+        // alert's resource, the alert's own evidence is the finding.
+        if !detections.iter().any(|d| d.resource_id == a.resource_id)
+            && let Some(alert) = store.alert(org, &a.alert_id)?.filter(|x| x.firing())
+            && let Some(r) = snap.resources.iter().find(|r| r.id == a.resource_id)
+        {
+            detections.push(from_alert(&alert, r));
+        }
         for d in detections.iter_mut().filter(|d| d.resource_id == a.resource_id) {
             d.alert_id = Some(a.alert_id.clone());
             alert_findings.push(d.finding_id());
@@ -217,4 +229,37 @@ pub fn run(
     };
     record.id = store.record_run(org, record.clone())?;
     Ok(record)
+}
+
+/// The finding of a firing alert on `r`: its rule, value and threshold as the evidence.
+fn from_alert(a: &AlertRecord, r: &ResourceRecord) -> Detection {
+    let severity = match a.severity {
+        AlertSeverity::Warning => Severity::Warning,
+        AlertSeverity::Critical => Severity::Critical,
+    };
+    let category = if heuristics::capacity_metric(&r.kind).is_some() {
+        Category::Capacity
+    } else {
+        Category::Performance
+    };
+    let mut d = Detection::on(r, &format!("alert-{}", a.rule_id), severity, category);
+    let side = match a.op {
+        AlertOp::Above => "above",
+        AlertOp::Below => "below",
+    };
+    d.title = format!("{}: {} at {:.1}", a.rule_name, a.metric, a.value);
+    d.description = format!(
+        "Alert {} fired: {} of {} stayed {side} {:.1} for {} s.",
+        a.rule_name, a.metric, r.name, a.threshold, a.for_s
+    );
+    d.recommendation = format!(
+        "Look at what drives {} on {} now (the alert's timeline has the history); \
+         acknowledge the alert once someone is on it.",
+        a.metric, r.name
+    );
+    d.evidence = format!(
+        "{} = {:.1} ({side} {:.1} for >= {} s, alert {})",
+        a.metric, a.value, a.threshold, a.for_s, a.id
+    );
+    d
 }

@@ -47,10 +47,14 @@
 //! | `findings`     | `org US finding_id`                     | JSON [`Finding`]          |
 //! | `suppressions` | `org US rule_id` (16 random hex digits) | JSON [`Suppression`]      |
 //! | `patrol_runs`  | `org US run_id` (16 hex digits)         | JSON [`PatrolRunRecord`]  |
+//! | `alerts`       | `org US alert_id` (16 hex digits)       | JSON [`AlertRecord`]      |
+//! | `alert_rules`  | org                                     | JSON [`RuleSet`]          |
 //! | `patrol_settings` | org                                  | JSON [`PatrolSettings`]   |
 //!
 //! [`Finding`]: crate::patrol::lifecycle::Finding
 //! [`Suppression`]: crate::patrol::lifecycle::Suppression
+//! [`AlertRecord`]: crate::alerts::record::AlertRecord
+//! [`RuleSet`]: crate::alerts::rules::RuleSet
 //! [`PatrolSettings`]: crate::patrol::settings::PatrolSettings
 //! [`Detection::finding_id`]: crate::patrol::finding::Detection::finding_id
 //!
@@ -65,9 +69,9 @@
 //! in the inserting transaction), written as 16 lowercase hex digits so key order is numeric
 //! order; finding ids are [`Detection::finding_id`]s (16 hex digits).
 //! Opening a file with another schema version fails with [`StoreError::UnsupportedSchema`].
-//! The Patrol tables (`findings`, `suppressions`, `patrol_runs`) were added without a version
-//! bump: [`Store::open`] creates missing tables, so older files gain them empty, and older
-//! servers never open them.
+//! The Patrol tables (`findings`, `suppressions`, `patrol_runs`) and the alert tables (`alerts`,
+//! `alert_rules`) were added without a version bump: [`Store::open`] creates missing tables,
+//! so older files gain them empty, and older servers never open them.
 //! Adding a JSON field with a default (as `provenance` in [`ResourceRecord`] was) keeps the
 //! schema version: older records decode with the default, older servers ignore the field.
 //!
@@ -85,6 +89,7 @@
 const CACHE_BYTES: usize = 256 << 20;
 
 mod agents;
+mod alerts;
 mod error;
 mod findings;
 mod ingest;
@@ -172,6 +177,8 @@ impl Store {
             txn.open_table(findings::FINDINGS)?;
             txn.open_table(findings::SUPPRESSIONS)?;
             txn.open_table(findings::PATROL_RUNS)?;
+            txn.open_table(alerts::ALERTS)?;
+            txn.open_table(alerts::ALERT_RULES)?;
             txn.open_table(findings::PATROL_SETTINGS)?;
         }
         txn.commit()?;

@@ -1,0 +1,236 @@
+//! `/api/alerts*`: alerts (filtered, paginated), one alert with its timeline, acknowledge, and
+//! the alert rule set (rules and per-resource overrides), validated field by field.
+
+use super::{ApiState, blocking, error::ApiError};
+use crate::alerts::record::{AlertRecord, AlertStatus, TimelineEntry};
+use crate::alerts::rules::{RuleSet, Severity};
+use crate::{now_ms, rfc3339_ms};
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warden_shared::DEFAULT_ORG;
+
+/// Most alerts per page.
+const MAX_LIMIT: usize = 500;
+/// Longest acknowledgement comment.
+const MAX_COMMENT: usize = 1024;
+
+fn render_entry(e: &TimelineEntry) -> Value {
+    json!({
+        "at": rfc3339_ms(e.at_ms),
+        "event": e.event,
+        "detail": e.detail,
+        "finding_ids": e.finding_ids,
+    })
+}
+
+/// An alert as the API shows it; with `timeline` for the one-alert routes.
+fn render(a: &AlertRecord, timeline: bool) -> Value {
+    let mut v = json!({
+        "id": a.id,
+        "rule_id": a.rule_id,
+        "rule_name": a.rule_name,
+        "resource_id": a.resource_id,
+        "resource_name": a.resource_name,
+        "resource_type": a.resource_type,
+        "node": a.node,
+        "metric": a.metric,
+        "op": a.op,
+        "severity": a.severity,
+        "state": a.status,
+        "acknowledged": a.acknowledged_at_ms.is_some(),
+        "value": a.value,
+        "value_at": rfc3339_ms(a.value_at_ms),
+        "threshold": a.threshold,
+        "for_s": a.for_s,
+        "hysteresis": a.hysteresis,
+        "fired_at": rfc3339_ms(a.fired_at_ms),
+        "acknowledged_at": a.acknowledged_at_ms.and_then(rfc3339_ms),
+        "resolved_at": a.resolved_at_ms.and_then(rfc3339_ms),
+        "resolve_reason": a.resolve_reason,
+        "finding_ids": a.finding_ids,
+        "org_id": a.org_id,
+    });
+    if timeline {
+        v["timeline"] = a.timeline.iter().map(render_entry).collect();
+    }
+    v
+}
+
+/// `state` filter values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum StateFilter {
+    /// Firing alerts (acknowledged or not).
+    #[default]
+    Firing,
+    /// Resolved alerts.
+    Resolved,
+    /// Both.
+    All,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertFilter {
+    #[serde(default)]
+    state: StateFilter,
+    severity: Option<Severity>,
+    resource_id: Option<String>,
+    rule_id: Option<String>,
+    acknowledged: Option<bool>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+impl AlertFilter {
+    fn matches(&self, a: &AlertRecord) -> bool {
+        let state = match self.state {
+            StateFilter::Firing => a.status == AlertStatus::Firing,
+            StateFilter::Resolved => a.status == AlertStatus::Resolved,
+            StateFilter::All => true,
+        };
+        state
+            && self.severity.is_none_or(|s| a.severity == s)
+            && self
+                .resource_id
+                .as_ref()
+                .is_none_or(|r| &a.resource_id == r)
+            && self.rule_id.as_ref().is_none_or(|r| &a.rule_id == r)
+            && self
+                .acknowledged
+                .is_none_or(|ack| a.acknowledged_at_ms.is_some() == ack)
+    }
+}
+
+/// `GET /api/alerts`: firing ones first, then most severe, then newest; filtered, paginated.
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    q: Result<Query<AlertFilter>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(f) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = f.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let store = state.store.clone();
+    let all = blocking(move || store.alerts(DEFAULT_ORG)).await?;
+    let mut list: Vec<&AlertRecord> = all.iter().filter(|a| f.matches(a)).collect();
+    list.sort_by(|a, b| {
+        (b.status == AlertStatus::Firing)
+            .cmp(&(a.status == AlertStatus::Firing))
+            .then(b.severity.cmp(&a.severity))
+            .then(b.fired_at_ms.cmp(&a.fired_at_ms))
+            .then(a.id.cmp(&b.id))
+    });
+    let total = list.len();
+    let page: Vec<Value> = list
+        .into_iter()
+        .skip(f.offset)
+        .take(limit)
+        .map(|a| render(a, false))
+        .collect();
+    Ok(Json(
+        json!({ "total": total, "offset": f.offset, "alerts": page }),
+    ))
+}
+
+async fn find(state: &ApiState, id: String) -> Result<AlertRecord, ApiError> {
+    let store = state.store.clone();
+    let key = id.clone();
+    blocking(move || store.alert(DEFAULT_ORG, &key))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
+}
+
+/// `GET /api/alerts/{id}`: the alert with its timeline.
+pub(super) async fn get_one(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(render(&find(&state, id).await?, true)))
+}
+
+/// `GET /api/alerts/{id}/timeline`: `{id, state, timeline}`.
+pub(super) async fn timeline(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let a = find(&state, id).await?;
+    Ok(Json(json!({
+        "id": a.id,
+        "state": a.status,
+        "timeline": a.timeline.iter().map(render_entry).collect::<Vec<_>>(),
+    })))
+}
+
+/// The optional body of an acknowledgement.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Acknowledge {
+    comment: Option<String>,
+}
+
+/// `POST /api/alerts/{id}/acknowledge` (optional body `{"comment": "..."}`): marks it the
+/// first time; again answers the alert unchanged.
+pub(super) async fn acknowledge(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let ack: Acknowledge = if body.iter().all(u8::is_ascii_whitespace) {
+        Acknowledge::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let comment = ack.comment.map(|c| c.trim().to_owned());
+    if comment
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > MAX_COMMENT || c.chars().any(char::is_control))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "comment must be 1 to {MAX_COMMENT} bytes of printable text"
+        )));
+    }
+    let store = state.store.clone();
+    let key = id.clone();
+    let now = now_ms();
+    blocking(move || store.acknowledge_alert(DEFAULT_ORG, &key, now, comment.as_deref()))
+        .await?
+        .map(|a| Json(render(&a, true)))
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
+}
+
+/// `GET /api/alerts/rules`: the rule set in force (the defaults until one is stored).
+pub(super) async fn rules(State(state): State<ApiState>) -> Result<Json<RuleSet>, ApiError> {
+    let store = state.store.clone();
+    Ok(Json(
+        blocking(move || crate::alerts::service::rules_in_force(&store, DEFAULT_ORG)).await?,
+    ))
+}
+
+/// `PUT /api/alerts/rules`: replaces the whole rule set after validating it; answers it.
+/// The evaluator uses it from its next evaluation.
+pub(super) async fn put_rules(
+    State(state): State<ApiState>,
+    body: Result<Json<RuleSet>, JsonRejection>,
+) -> Result<Json<RuleSet>, ApiError> {
+    let Json(set) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    set.validate()
+        .map_err(|problems| ApiError::BadRequest(problems.join("; ")))?;
+    let store = state.store.clone();
+    let stored = set.clone();
+    blocking(move || store.set_alert_rules(DEFAULT_ORG, &stored)).await?;
+    tracing::info!(
+        rules = set.rules.len(),
+        overrides = set.overrides.len(),
+        "alert rules replaced"
+    );
+    Ok(Json(set))
+}
