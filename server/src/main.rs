@@ -129,6 +129,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 "  cert_ttl    = {}",
                 humantime::format_duration(cfg.cert_ttl)
             );
+            println!(
+                "  patrol_interval = {} (until settings are saved through the API)",
+                warden_server::patrol::settings::format_interval(cfg.patrol_interval)
+            );
+            println!(
+                "  alert_interval  = {}",
+                humantime::format_duration(cfg.alert_interval)
+            );
             Ok(())
         }
         Command::Token(TokenCmd::Create { ttl }) => {
