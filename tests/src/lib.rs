@@ -293,6 +293,27 @@ impl AgentProc {
         )
     }
 
+    /// The agent of PVE node `node1` reading `sim` every 2 s (host and docker off); the API
+    /// token's secret is written next to `dir`.
+    pub fn proxmox(dir: &Path, sim: &sim::pve::PveSim) -> Self {
+        let token = sim::pve::PveSimOptions::fast().token;
+        let (token_id, secret) = token.split_once('=').expect("a PVE token id=secret");
+        let secret_file = dir.with_extension("pve-secret");
+        warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes())
+            .expect("write the PVE token secret");
+        Self::new(
+            dir,
+            &format!(
+                "hostname = \"node1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\nenabled = false\n\
+                 [collectors.proxmox]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{token_id}\"\n\
+                 token_secret_file = \"{}\"\nfingerprint = \"{}\"\nnode = \"node1\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+                sim.base_url(),
+                secret_file.display(),
+                sim.cert_fingerprint()
+            ),
+        )
+    }
+
     /// Runs `warden-agent enroll`; returns the process output.
     pub fn enroll(&self, token: &str, server: Option<SocketAddr>) -> std::process::Output {
         let mut cmd = Command::new(bin("warden-agent"));

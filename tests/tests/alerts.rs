@@ -62,24 +62,7 @@ fn a_filling_storage_fires_an_alert_that_is_acknowledged_analysed_and_resolved()
         &["--config", config.to_str().unwrap()],
     );
 
-    let (token_id, secret) = PveSimOptions::fast()
-        .token
-        .split_once('=')
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .unwrap();
-    let secret_file = tmp.path().join("pve.secret");
-    warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes()).unwrap();
-    let mut agent = AgentProc::new(
-        &tmp.path().join("agent"),
-        &format!(
-            "hostname = \"node1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\nenabled = false\n\
-             [collectors.proxmox]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{token_id}\"\n\
-             token_secret_file = \"{}\"\nfingerprint = \"{}\"\nnode = \"node1\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
-            sim.base_url(),
-            secret_file.display(),
-            sim.cert_fingerprint()
-        ),
-    );
+    let mut agent = AgentProc::proxmox(&tmp.path().join("agent"), &sim);
     agent.enroll_ok(&server.token("10m"));
     agent.start(&[]);
     eventually(WAIT, "node1's local storage usage stored", || {

@@ -25,24 +25,7 @@ fn fleet(dir: &std::path::Path) -> (PveSim, ServerProc, AgentProc) {
     let sim = PveSim::start(PveSimOptions::fast());
     assert!(sim.stop_backups(105, Duration::from_secs(4 * 86_400)));
     let server = ServerProc::start(&dir.join("server"), &[]);
-    let (token_id, secret) = PveSimOptions::fast()
-        .token
-        .split_once('=')
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .unwrap();
-    let secret_file = dir.join("pve.secret");
-    warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes()).unwrap();
-    let mut agent = AgentProc::new(
-        &dir.join("agent"),
-        &format!(
-            "hostname = \"node1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\nenabled = false\n\
-             [collectors.proxmox]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{token_id}\"\n\
-             token_secret_file = \"{}\"\nfingerprint = \"{}\"\nnode = \"node1\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
-            sim.base_url(),
-            secret_file.display(),
-            sim.cert_fingerprint()
-        ),
-    );
+    let mut agent = AgentProc::proxmox(&dir.join("agent"), &sim);
     agent.enroll_ok(&server.token("10m"));
     agent.start(&[]);
     eventually(
