@@ -357,7 +357,7 @@ impl Judge<'_> {
             resource_id: r.id.clone(),
             resource_name: r.name.clone(),
             resource_type: r.kind.clone(),
-            node: node_of(r),
+            node: r.node(),
             metric: self.series.to_owned(),
             op: rule.op,
             severity,
@@ -391,16 +391,3 @@ fn duration(secs: i64) -> String {
     }
 }
 
-/// The node a resource lives on: a node's own name, a `node` attribute, or a node parent.
-fn node_of(r: &ResourceRecord) -> Option<String> {
-    if r.kind == "node" || r.kind == "k8s-node" {
-        return Some(r.name.clone());
-    }
-    if let Some(serde_json::Value::String(n)) = r.attrs.get("node") {
-        return Some(n.clone());
-    }
-    r.parent
-        .as_deref()
-        .and_then(|p| p.strip_prefix("node:"))
-        .map(str::to_owned)
-}

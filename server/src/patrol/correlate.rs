@@ -269,7 +269,8 @@ fn memory_pressure(
         }
     }
     for (host, members) in by_host {
-        let host_id = format!("host:{host}");
+        // The host collector reports the machine as `node:<hostname>`.
+        let host_id = format!("node:{host}");
         let Some(r) = by_id.get(host_id.as_str()) else {
             continue;
         };
@@ -309,7 +310,12 @@ fn memory_pressure(
             "mem_used_pct >= {mem:.1} % for {} min",
             t.window_ms / 60_000
         );
-        roots.push(link(found, &members, root));
+        // The host's own memory finding is the cause; it joins the root too.
+        let cause = found
+            .iter()
+            .position(|d| d.resource_id == host_id && d.key == "node-memory" && unlinked(d));
+        let all: Vec<usize> = cause.into_iter().chain(members).collect();
+        roots.push(link(found, &all, root));
     }
 }
 
@@ -330,7 +336,7 @@ fn storms(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
         let anchor = node.as_deref().and_then(|n| {
             s.resources
                 .iter()
-                .find(|r| r.name == n && matches!(r.kind.as_str(), "node" | "k8s-node" | "host"))
+                .find(|r| r.name == n && matches!(r.kind.as_str(), "node" | "k8s-node"))
         });
         let mut root = match anchor {
             Some(r) => root_on(r, &format!("storm-{key}"), first.category),
@@ -349,7 +355,9 @@ fn storms(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
             }
         };
         let kind = &first.resource_type;
-        let place = node.as_deref().map_or_else(String::new, |n| format!(" on {n}"));
+        let place = node
+            .as_deref()
+            .map_or_else(String::new, |n| format!(" on {n}"));
         root.title = format!(
             "{} {kind}s{place} share one issue: {}",
             members.len(),
@@ -444,7 +452,11 @@ mod tests {
         assert_eq!(root.key, "correlated-backup-target-full");
         assert_eq!(root.resource_id, "storage:demo/pbs");
         assert_eq!(root.severity, Severity::Critical);
-        assert!(root.title.contains("pbs is full: 2 guests"), "{}", root.title);
+        assert!(
+            root.title.contains("pbs is full: 2 guests"),
+            "{}",
+            root.title
+        );
         assert!(root.evidence.contains("93.5"), "{}", root.evidence);
         let linked: Vec<&str> = found
             .iter()
@@ -508,14 +520,17 @@ mod tests {
             .iter()
             .find(|d| d.resource_id == "vm:demo/200")
             .unwrap();
-        assert_eq!(on_pve1.root_id, None, "a guest on another node is not linked");
+        assert_eq!(
+            on_pve1.root_id, None,
+            "a guest on another node is not linked"
+        );
     }
 
     #[test]
     fn container_restarts_under_host_memory_pressure() {
         let mut s = Snapshot {
             now_ms: NOW,
-            resources: vec![record("host:web1", "up")],
+            resources: vec![record("node:web1", "up")],
             ..Snapshot::default()
         };
         for name in ["api", "worker"] {
@@ -523,15 +538,16 @@ mod tests {
             c.attrs.insert("oom_killed".into(), true.into());
             s.resources.push(c);
         }
-        series(&mut s, "host:web1", "mem_used_pct", 96.0);
+        series(&mut s, "node:web1", "mem_used_pct", 96.0);
         let found = run(&s);
         let r = roots(&found);
         assert_eq!(r.len(), 1, "{found:#?}");
         assert_eq!(r[0].key, "correlated-memory-pressure");
         assert_eq!(r[0].severity, Severity::Critical);
-        assert_eq!(r[0].related.len(), 2);
+        assert_eq!(r[0].related.len(), 3, "the host's memory finding and both containers");
+        assert!(found.iter().all(|d| d.source == Source::Correlation || d.root_id.is_some()));
         // Without the pressure the OOM kills stand alone.
-        series(&mut s, "host:web1", "mem_used_pct", 40.0);
+        series(&mut s, "node:web1", "mem_used_pct", 40.0);
         assert!(roots(&run(&s)).is_empty());
     }
 

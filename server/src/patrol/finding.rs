@@ -118,7 +118,7 @@ impl Detection {
             resource_id: r.id.clone(),
             resource_name: r.name.clone(),
             resource_type: r.kind.clone(),
-            node: node_of(r),
+            node: r.node(),
             title: String::new(),
             description: String::new(),
             recommendation: String::new(),
@@ -145,21 +145,6 @@ impl Detection {
         );
         hex::encode(&digest[..8])
     }
-}
-
-/// The node a resource lives on: a node's own name, a `node` attribute (pods, guests), or the
-/// parent when it is a node.
-fn node_of(r: &ResourceRecord) -> Option<String> {
-    if r.kind == "node" || r.kind == "k8s-node" {
-        return Some(r.name.clone());
-    }
-    if let Some(serde_json::Value::String(n)) = r.attrs.get("node") {
-        return Some(n.clone());
-    }
-    r.parent
-        .as_deref()
-        .and_then(|p| p.strip_prefix("node:"))
-        .map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -118,6 +118,23 @@ pub struct ResourceRecord {
     pub provenance: BTreeMap<String, ProvenanceRecord>,
 }
 
+impl ResourceRecord {
+    /// The node it lives on: a node's own name, a `node` attribute (pods, guests), or a
+    /// `node:` parent.
+    pub fn node(&self) -> Option<String> {
+        if self.kind == "node" || self.kind == "k8s-node" {
+            return Some(self.name.clone());
+        }
+        if let Some(serde_json::Value::String(n)) = self.attrs.get("node") {
+            return Some(n.clone());
+        }
+        self.parent
+            .as_deref()
+            .and_then(|p| p.strip_prefix("node:"))
+            .map(str::to_owned)
+    }
+}
+
 /// The source and method of one metric of one resource, as its agent reported them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProvenanceRecord {
