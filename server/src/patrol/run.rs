@@ -1,15 +1,15 @@
 //! One Patrol run against the store: snapshot, detectors, lifecycle, and the run record. The
 //! IO edge around the pure cores; callers run it on a blocking thread.
 
+use super::AlertTrigger;
 use super::anomaly::{self, AnomalyConfig};
 use super::correlate;
+use super::finding::{Category, Detection, Severity};
 use super::forecast::{self, ForecastConfig};
 use super::heuristics::{self, Thresholds};
 use super::lifecycle;
-use super::silence::{self, SilenceConfig};
-use super::AlertTrigger;
-use super::finding::{Category, Detection, Severity};
 use super::settings::PatrolSettings;
+use super::silence::{self, SilenceConfig};
 use crate::alerts::record::AlertRecord;
 use crate::alerts::rules::{Op as AlertOp, Severity as AlertSeverity};
 use crate::store::ResourceRecord;
@@ -192,7 +192,10 @@ pub fn run(
         {
             detections.push(from_alert(&alert, r));
         }
-        for d in detections.iter_mut().filter(|d| d.resource_id == a.resource_id) {
+        for d in detections
+            .iter_mut()
+            .filter(|d| d.resource_id == a.resource_id)
+        {
             d.alert_id = Some(a.alert_id.clone());
             alert_findings.push(d.finding_id());
         }

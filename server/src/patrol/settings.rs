@@ -248,7 +248,10 @@ mod tests {
         assert_eq!(run.thresholds.storage.warning, 82.0);
         let o = &run.overrides["storage:pve1/backup"];
         assert_eq!(o.storage.critical, 98.0);
-        assert_eq!(o.storage.warning, 82.0, "the org's level, not the default's");
+        assert_eq!(
+            o.storage.warning, 82.0,
+            "the org's level, not the default's"
+        );
         assert_eq!(o.node, run.thresholds.node);
     }
 
