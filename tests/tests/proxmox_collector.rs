@@ -2,14 +2,20 @@
 //! known answers with the provenance of every metric, who reports cluster-wide objects, a
 //! migration that keeps the guest's id, a node going away (with one writing agent per
 //! resource throughout), and every failure mode giving degraded health with the last good
-//! values the agent still owns marked stale (never zeros).
+//! values the agent still owns marked stale (never zeros). The slow reads (SMART
+//! temperatures, guest filesystems, certificates) report exact values at their own cadence,
+//! within their budget, and end as Patrol findings when the simulator seeds trouble.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, ProxmoxConfig};
 use warden_shared::telemetry::{HealthStatus, ProvenancedBatch, Resource, TelemetryBatch, Value};
-use warden_tests::collect::{assert_provenance_complete, resource, runtime, start, status, value};
-use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions, ReplicationJob, ZfsPool};
+use warden_tests::collect::{
+    Running, assert_provenance_complete, resource, runtime, start, status, value,
+};
+use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions, ReplicationJob, SmartKind, ZfsPool};
+use warden_tests::{AgentProc, ServerProc, eventually};
 
 const CLUSTER: &str = "clustername";
 
@@ -1026,4 +1032,323 @@ fn a_reporter_the_cluster_lost_leaves_the_cluster_and_its_node_to_the_next() {
         n1.stop();
         n2.stop();
     });
+}
+
+/// Samples by (resource id, metric) → (value, time), gathered from healthy batches until
+/// every `want`ed one has arrived: slow reads that do not fit one run's budget (a loaded
+/// machine) continue in the next.
+async fn gather(
+    r: &mut Running,
+    want: &[(String, String)],
+) -> BTreeMap<(String, String), (f64, i64)> {
+    let mut got = BTreeMap::new();
+    for _ in 0..20 {
+        let b = r
+            .next_provenanced_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+            .await;
+        assert_provenance_complete(&b);
+        for s in &b.batch.samples {
+            got.insert(
+                (s.resource_id.as_str().to_owned(), s.metric.clone()),
+                (s.value, s.ts_ms),
+            );
+        }
+        if want.iter().all(|k| got.contains_key(k)) {
+            return got;
+        }
+    }
+    let missing: Vec<_> = want.iter().filter(|k| !got.contains_key(*k)).collect();
+    panic!("never reported: {missing:?}");
+}
+
+fn key(id: &str, metric: &str) -> (String, String) {
+    (id.to_owned(), metric.to_owned())
+}
+
+/// Trouble seeded in the simulator before an agent for node1 starts: a hot SATA drive, an
+/// NVMe drive, an ACME certificate expiring in 5 days, container 106's root disk at 94.6 %,
+/// and VM 100 moved to node1 with its root filesystem at 90 %. Returns VM 100's root
+/// filesystem size.
+fn seed_trouble(sim: &PveSim) -> u64 {
+    assert!(sim.set_disk_temperature("/dev/sdb", 61));
+    sim.with_world(|w| {
+        let d = w
+            .smart
+            .iter_mut()
+            .find(|d| d.devpath == "/dev/sdc")
+            .unwrap();
+        d.kind = SmartKind::Nvme;
+        d.temperature = Some(47);
+    });
+    assert!(sim.set_cert_expiry("node1", "pveproxy-ssl.pem", sim.now() + 5 * 86_400));
+    assert!(sim.set_guest_disk(106, "/", 7_900_000_000));
+    // On node1, node1's agent asks VM 100's guest agent.
+    assert!(sim.migrate(100, "node1"));
+    let total = sim
+        .world()
+        .guests
+        .iter()
+        .find(|g| g.vmid == 100)
+        .unwrap()
+        .agent
+        .as_ref()
+        .unwrap()
+        .filesystems[0]
+        .total;
+    assert!(sim.set_guest_disk(100, "/", total / 10 * 9));
+    total
+}
+
+#[test]
+fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    seed_trouble(&sim);
+    let world = sim.world();
+    let vm = format!("vm:{CLUSTER}/100");
+    let fs_metric = |m: &str, mount: &str| format!("{m}{{mountpoint=\"{mount}\"}}");
+    let mut want = vec![
+        key("disk:node1/drive-scsi0", "disk_temp_celsius"),
+        key("disk:node1/drive-scsi1", "disk_temp_celsius"),
+        key("disk:node1/drive-scsi2", "disk_temp_celsius"),
+        key(&vm, &fs_metric("guest_fs_used_pct", "/")),
+    ];
+    let certs: Vec<_> = world
+        .certificates
+        .iter()
+        .filter(|c| c.node.as_deref().is_none_or(|n| n == "node1"))
+        .collect();
+    assert_eq!(certs.len(), 3);
+    for c in &certs {
+        let metric = format!("cert_expires_in_seconds{{file=\"{}\"}}", c.filename);
+        want.push(key("node:node1", &metric));
+    }
+    runtime().block_on(async {
+        let mut r = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let got = gather(&mut r, &want).await;
+        let v = |id: &str, metric: &str| got.get(&key(id, metric)).map(|x| x.0);
+
+        // SMART: SAS, SATA (attribute 194) and NVMe text, each exactly.
+        assert_eq!(v("disk:node1/drive-scsi0", "disk_temp_celsius"), Some(31.0));
+        assert_eq!(v("disk:node1/drive-scsi1", "disk_temp_celsius"), Some(61.0));
+        assert_eq!(v("disk:node1/drive-scsi2", "disk_temp_celsius"), Some(47.0));
+
+        // Certificates: the time left when the sample was taken.
+        for c in &certs {
+            let metric = format!("cert_expires_in_seconds{{file=\"{}\"}}", c.filename);
+            let (left, ts) = got[&key("node:node1", &metric)];
+            assert_eq!(left, c.notafter as f64 - ts as f64 / 1000.0, "{metric}");
+        }
+
+        // Containers: the root disk from /cluster/resources, running ones only.
+        for g in world.guests.iter().filter(|g| g.kind.as_str() == "lxc") {
+            let id = format!("lxc:{CLUSTER}/{}", g.vmid);
+            if g.running {
+                assert_eq!(v(&id, "disk_used_bytes"), Some(g.disk as f64), "{id}");
+                assert_eq!(
+                    v(&id, "disk_used_pct"),
+                    Some(g.disk as f64 / g.maxdisk as f64 * 100.0),
+                    "{id}"
+                );
+            } else {
+                assert_eq!(v(&id, "disk_used_pct"), None, "{id}");
+            }
+        }
+        assert_eq!(
+            v(&format!("lxc:{CLUSTER}/106"), "disk_used_bytes"),
+            Some(7.9e9)
+        );
+
+        // VM 100: what its guest agent says, per filesystem; the snap image is left out.
+        let fs = &world
+            .guests
+            .iter()
+            .find(|g| g.vmid == 100)
+            .unwrap()
+            .agent
+            .as_ref()
+            .unwrap()
+            .filesystems;
+        for f in fs.iter().filter(|f| f.fstype != "squashfs") {
+            let m = &f.mountpoint;
+            assert_eq!(
+                v(&vm, &fs_metric("guest_fs_used_bytes", m)),
+                Some(f.used as f64),
+                "{m}"
+            );
+            assert_eq!(
+                v(&vm, &fs_metric("guest_fs_total_bytes", m)),
+                Some(f.total as f64),
+                "{m}"
+            );
+            assert_eq!(
+                v(&vm, &fs_metric("guest_fs_used_pct", m)),
+                Some(f.used as f64 / f.total as f64 * 100.0),
+                "{m}"
+            );
+        }
+        assert!(
+            got.keys().all(|(_, m)| !m.contains("/snap/")),
+            "read-only images skipped"
+        );
+        assert!(
+            got.keys()
+                .all(|(id, m)| !m.starts_with("guest_fs_") || *id == vm),
+            "only VM 100 runs on node1 with an agent"
+        );
+        assert_eq!(
+            v(&vm, "disk_used_pct"),
+            None,
+            "a VM's disk in /cluster/resources is 0"
+        );
+
+        // Slow reads are not repeated every run: a cooler drive shows only at the next SMART
+        // read, minutes away; the certificate countdown goes on every run.
+        assert!(sim.set_disk_temperature("/dev/sdb", 40));
+        for _ in 0..3 {
+            let b = r
+                .next_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
+                .await;
+            assert!(b.samples.iter().all(|s| s.metric != "disk_temp_celsius"));
+            assert!(
+                b.samples
+                    .iter()
+                    .any(|s| s.metric.starts_with("cert_expires_in_seconds"))
+            );
+        }
+        r.stop();
+    });
+}
+
+#[test]
+fn a_hanging_guest_agent_costs_its_budget_not_the_run() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(sim.migrate(100, "node1"));
+    // Longer than the whole run may take (1 s).
+    sim.set_fault(Fault::SlowPath {
+        prefix: "/nodes/node1/qemu/100/agent".into(),
+        delay: Duration::from_secs(3),
+    });
+    let vm = format!("vm:{CLUSTER}/100");
+    runtime().block_on(async {
+        let mut r = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        for _ in 0..3 {
+            let b = r.next_where("a batch", |_| true).await;
+            assert_eq!(status(&b), HealthStatus::Ok, "{:?}", b.health);
+            assert!(value(&b, &vm, "mem_used_bytes").is_some());
+            assert!(b.samples.iter().all(|s| !s.metric.starts_with("guest_fs_")));
+        }
+        // The read stayed due: once the agent answers, the next run has it.
+        sim.clear_faults();
+        r.next_where("VM 100's filesystems", |b| {
+            value(b, &vm, "guest_fs_used_pct{mountpoint=\"/\"}").is_some()
+        })
+        .await;
+        r.stop();
+    });
+}
+
+/// The findings API's (key, severity) per resource id.
+fn findings(server: &ServerProc) -> BTreeMap<String, Vec<(String, String)>> {
+    let (s, v) = server.get("/api/ai/patrol/findings?limit=500");
+    assert_eq!(s, 200, "{v}");
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for f in v["findings"].as_array().unwrap() {
+        out.entry(f["resource_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((
+                f["key"].as_str().unwrap().to_owned(),
+                f["severity"].as_str().unwrap().to_owned(),
+            ));
+    }
+    out
+}
+
+/// End to end: the seeded trouble read by a real agent and stored by a real server becomes
+/// Patrol findings with the default thresholds.
+#[test]
+fn seeded_trouble_becomes_patrol_findings() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    seed_trouble(&sim);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = ServerProc::start(&dir.join("server"), &[]);
+    let (token_id, secret) = PveSimOptions::fast()
+        .token
+        .split_once('=')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap();
+    let secret_file = dir.join("pve.secret");
+    warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes()).unwrap();
+    let mut agent = AgentProc::new(
+        &dir.join("agent"),
+        &format!(
+            "hostname = \"node1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\nenabled = false\n\
+             [collectors.proxmox]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{token_id}\"\n\
+             token_secret_file = \"{}\"\nfingerprint = \"{}\"\nnode = \"node1\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+            sim.base_url(),
+            secret_file.display(),
+            sim.cert_fingerprint()
+        ),
+    );
+    agent.enroll_ok(&server.token("10m"));
+    agent.start(&[]);
+    let stored = |id: &str, metric: &str| {
+        let (s, v) = server.get(&format!("/api/resources/{id}"));
+        s == 200 && v["metrics"][metric]["value"].is_number()
+    };
+    let vm = format!("vm:{CLUSTER}/100");
+    let ct = format!("lxc:{CLUSTER}/106");
+    eventually(Duration::from_secs(30), "the slow reads stored", || {
+        (stored("disk:node1/drive-scsi1", "disk_temp_celsius")
+            && stored(&vm, "guest_fs_used_pct{mountpoint=\"/\"}")
+            && stored(&ct, "disk_used_pct")
+            && stored(
+                "node:node1",
+                "cert_expires_in_seconds{file=\"pveproxy-ssl.pem\"}",
+            ))
+        .then_some(())
+    });
+    let (s, run) = server.post("/api/ai/patrol/run", None);
+    assert_eq!(s, 200, "{run}");
+    let f = findings(&server);
+    let has = |id: &str, key: &str, severity: &str| {
+        f.get(id)
+            .is_some_and(|v| v.contains(&(key.to_owned(), severity.to_owned())))
+    };
+    assert!(has(&ct, "guest-disk", "critical"), "{f:?}");
+    assert!(has(&vm, "guest-disk", "warning"), "{f:?}");
+    assert!(
+        has("disk:node1/drive-scsi1", "disk-temperature", "warning"),
+        "{f:?}"
+    );
+    assert!(has("node:node1", "certificate-expiry", "warning"), "{f:?}");
+    // Healthy neighbours raise nothing of these kinds: the cool drives, the NVMe drive at
+    // 47 °C, the other containers, the CA and node certificate.
+    for (id, list) in &f {
+        for (key, _) in list {
+            if matches!(
+                key.as_str(),
+                "guest-disk" | "disk-temperature" | "certificate-expiry"
+            ) {
+                assert!(
+                    [
+                        ct.as_str(),
+                        vm.as_str(),
+                        "disk:node1/drive-scsi1",
+                        "node:node1"
+                    ]
+                    .contains(&id.as_str()),
+                    "{id}: {key}"
+                );
+            }
+        }
+    }
 }

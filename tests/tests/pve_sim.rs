@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use warden_tests::sim::RawResponse;
-use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions};
+use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions, SmartKind};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/fixtures/pve/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -1054,4 +1054,324 @@ fn v_of_storage(sim: &PveSim, node: &str, storage: &str) -> Value {
         .find(|s| s["storage"] == storage)
         .cloned()
         .unwrap_or_else(|| panic!("{storage} on {node}"))
+}
+
+fn smart(sim: &PveSim, node: &str, disk: &str) -> Value {
+    data(sim, &format!("/nodes/{node}/disks/smart?disk={disk}"))
+}
+
+fn attribute(v: &Value, id: &str) -> Value {
+    v["attributes"]
+        .as_array()
+        .expect("attributes")
+        .iter()
+        .find(|a| a["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// SMART per disk in PVE's three shapes (ATA attributes, NVMe and SAS text), its parameter
+/// checks and privilege, and temperatures that tests can set.
+#[test]
+fn smart_answers_per_drive_type() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    // The fixture's disks: a SAS drive and two SATA drives, all cool.
+    let sas = smart(&sim, "node1", "/dev/sda");
+    assert_eq!(
+        (&sas["health"], &sas["type"]),
+        (&json!("OK"), &json!("text"))
+    );
+    let text = sas["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("Current Drive Temperature:     31 C\n"),
+        "{text}"
+    );
+    let sata = smart(&sim, "node3", "/dev/sdb");
+    assert_eq!(
+        (&sata["health"], &sata["type"]),
+        (&json!("PASSED"), &json!("ata"))
+    );
+    let temp = attribute(&sata, "194");
+    assert_eq!(temp["name"], "Temperature_Celsius");
+    assert_eq!(temp["raw"], "38 (Min/Max 20/45)");
+    assert_eq!(
+        attribute(&sata, "  9")["raw"],
+        "14123",
+        "ids padded as PVE captures them"
+    );
+    for a in sata["attributes"].as_array().expect("attributes") {
+        for key in [
+            "id",
+            "name",
+            "flags",
+            "value",
+            "normalized",
+            "worst",
+            "threshold",
+            "fail",
+            "raw",
+        ] {
+            assert!(a.get(key).is_some(), "{key} missing: {a}");
+        }
+    }
+    let health = data(&sim, "/nodes/node1/disks/smart?disk=/dev/sdb&healthonly=1");
+    assert_eq!(health, json!({"health": "PASSED"}));
+
+    // Set temperatures show on every node's disk with that path.
+    assert!(sim.set_disk_temperature("/dev/sdb", 61));
+    let hot = smart(&sim, "node2", "/dev/sdb");
+    assert_eq!(attribute(&hot, "194")["raw"], "61 (Min/Max 20/61)");
+    assert!(!sim.set_disk_temperature("/dev/sdz", 40));
+    sim.with_world(|w| {
+        let d = w
+            .smart
+            .iter_mut()
+            .find(|d| d.devpath == "/dev/sdc")
+            .expect("sdc");
+        d.kind = SmartKind::Nvme;
+        d.temperature = Some(47);
+    });
+    let nvme = smart(&sim, "node1", "/dev/sdc");
+    assert_eq!(
+        (&nvme["type"], &nvme["wearout"]),
+        (&json!("text"), &json!(97))
+    );
+    assert!(
+        nvme["text"]
+            .as_str()
+            .expect("text")
+            .contains("\nTemperature:                        47 Celsius\n"),
+        "{nvme}"
+    );
+    // A drive reporting no temperature; a disk smartctl cannot read.
+    sim.with_world(|w| {
+        w.smart[0].temperature = None;
+        w.smart.retain(|d| d.devpath != "/dev/sdc");
+    });
+    assert!(
+        smart(&sim, "node1", "/dev/sda")["text"]
+            .as_str()
+            .expect("text")
+            .contains("<not available>")
+    );
+    assert_eq!(
+        smart(&sim, "node1", "/dev/sdc"),
+        json!({"health": "UNKNOWN"})
+    );
+
+    // Parameter checks and errors as PVE words them.
+    let r = sim.get("/nodes/node1/disks/smart");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (400, "Parameter verification failed.")
+    );
+    assert!(r.json().expect("json")["errors"]["disk"].is_string());
+    assert_eq!(sim.get("/nodes/node1/disks/smart?disk=sda").status, 400);
+    let r = sim.get("/nodes/node1/disks/smart?disk=/dev/sdq");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (500, "not a valid block device")
+    );
+    // Sys.Audit on `/`, not on the node.
+    sim.set_fault(Fault::MissingPrivilege {
+        path: "/nodes/node1".into(),
+    });
+    assert_eq!(
+        sim.get("/nodes/node1/disks/smart?disk=/dev/sda").status,
+        200
+    );
+    sim.set_fault(Fault::MissingPrivilege { path: "/".into() });
+    let r = sim.get("/nodes/node1/disks/smart?disk=/dev/sda");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (403, "Permission check failed (/, Sys.Audit)")
+    );
+}
+
+/// `/nodes/{node}/certificates/info`: the cluster CA and the node's certificates in PVE's
+/// order and field set, and expiries tests can set.
+#[test]
+fn certificates_per_node() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let now = sim.now();
+    let certs = |node: &str| data(&sim, &format!("/nodes/{node}/certificates/info"));
+    let v = certs("node2");
+    let files: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["filename"].as_str())
+        .collect();
+    assert_eq!(files, ["pve-root-ca.pem", "pve-ssl.pem"]);
+    for c in v.as_array().expect("array") {
+        for key in [
+            "filename",
+            "fingerprint",
+            "issuer",
+            "notafter",
+            "notbefore",
+            "pem",
+            "public-key-bits",
+            "public-key-type",
+            "san",
+            "subject",
+        ] {
+            assert!(c.get(key).is_some(), "{key} missing: {c}");
+        }
+        // Healthy by default: more than 14 days to go.
+        assert!(c["notafter"].as_i64().expect("notafter") > now + 14 * 86_400);
+    }
+    assert_eq!(v[1]["issuer"], v[0]["subject"], "signed by the cluster CA");
+    assert!(
+        v[1]["subject"]
+            .as_str()
+            .expect("subject")
+            .ends_with("CN=node2.example.lan")
+    );
+    let nodes = data(&sim, "/nodes");
+    let fp = nodes
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|n| n["node"] == "node2")
+        .expect("node2")["ssl_fingerprint"]
+        .clone();
+    assert_eq!(v[1]["fingerprint"], fp);
+
+    // A custom (ACME) certificate appears, expiring when set.
+    assert!(sim.set_cert_expiry("node2", "pveproxy-ssl.pem", now + 5 * 86_400));
+    let v = certs("node2");
+    assert_eq!(v[2]["filename"], "pveproxy-ssl.pem");
+    assert_eq!(v[2]["notafter"], json!(now + 5 * 86_400));
+    assert_eq!(v[2]["notbefore"], json!(now - 85 * 86_400));
+    assert_eq!(v[2]["issuer"], "/C=US/O=Let's Encrypt/CN=R11");
+    assert_eq!(
+        certs("node1").as_array().expect("array").len(),
+        2,
+        "node2's only"
+    );
+    // The CA is every node's.
+    assert!(sim.set_cert_expiry("node3", "pve-root-ca.pem", now + 86_400));
+    assert_eq!(certs("node1")[0]["notafter"], json!(now + 86_400));
+    assert!(sim.set_cert_expiry("node1", "pve-ssl.pem", now - 60));
+    assert_eq!(certs("node1")[1]["notafter"], json!(now - 60));
+    assert!(!sim.set_cert_expiry("node9", "pve-ssl.pem", now));
+    assert!(!sim.set_cert_expiry("node1", "other.pem", now));
+    // A node that is down answers nothing.
+    sim.stop_node("node3");
+    assert_eq!(sim.get("/nodes/node3/certificates/info").status, 595);
+}
+
+/// The guest agent's filesystems of a VM, the errors of a VM without a running agent, and
+/// guest disks tests can fill (containers through `/cluster/resources`).
+#[test]
+fn guest_agent_filesystems_and_guest_disks() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let fsinfo =
+        |node: &str, vmid: u32| sim.get(&format!("/nodes/{node}/qemu/{vmid}/agent/get-fsinfo"));
+    let r = fsinfo("node2", 100);
+    assert_eq!(r.status, 200, "{}", r.reason);
+    let result = r.json().expect("json")["data"]["result"].clone();
+    let fs = result.as_array().expect("result");
+    let mounts: Vec<&str> = fs.iter().filter_map(|f| f["mountpoint"].as_str()).collect();
+    assert_eq!(mounts, ["/", "/boot/efi", "/snap/core22/1380"]);
+    for f in fs {
+        for key in [
+            "name",
+            "mountpoint",
+            "type",
+            "total-bytes",
+            "used-bytes",
+            "disk",
+        ] {
+            assert!(f.get(key).is_some(), "{key} missing: {f}");
+        }
+    }
+    assert_eq!(fs[0]["disk"][0]["serial"], "drive-scsi0");
+    let (used, total) = (
+        fs[0]["used-bytes"].as_u64().expect("used"),
+        fs[0]["total-bytes"].as_u64().expect("total"),
+    );
+    // Healthy by default: well under 75 %.
+    assert!(used * 100 / total < 30, "{used} of {total}");
+    // Only VMs with the agent enabled say so in their status.
+    assert_eq!(
+        data(&sim, "/nodes/node2/qemu/100/status/current")["agent"],
+        1
+    );
+    assert!(
+        data(&sim, "/nodes/node1/qemu/102/status/current")
+            .get("agent")
+            .is_none()
+    );
+
+    assert!(sim.set_guest_disk(100, "/", 30_000_000_000));
+    let r = fsinfo("node2", 100).json().expect("json");
+    assert_eq!(
+        r["data"]["result"][0]["used-bytes"],
+        json!(30_000_000_000u64)
+    );
+    assert!(sim.set_guest_disk(100, "/", u64::MAX));
+    let r = fsinfo("node2", 100).json().expect("json");
+    assert_eq!(r["data"]["result"][0]["used-bytes"], json!(total), "capped");
+    assert!(!sim.set_guest_disk(100, "/home", 1));
+    assert!(!sim.set_guest_disk(102, "/", 1), "no agent");
+
+    let reason = |r: RawResponse| (r.status, r.reason);
+    assert!(sim.set_guest_agent_running(100, false));
+    assert_eq!(
+        reason(fsinfo("node2", 100)),
+        (500, "QEMU guest agent is not running".into())
+    );
+    assert!(!sim.set_guest_agent_running(102, true));
+    assert_eq!(
+        reason(fsinfo("node1", 101)),
+        (500, "VM 101 is not running".into())
+    );
+    sim.set_guest_running(102, true);
+    assert_eq!(
+        reason(fsinfo("node1", 102)),
+        (500, "No QEMU guest agent configured".into())
+    );
+    assert_eq!(fsinfo("node1", 100).status, 500, "not on that node");
+    sim.set_fault(Fault::MissingPrivilege {
+        path: "/vms/100".into(),
+    });
+    assert_eq!(
+        reason(fsinfo("node2", 100)),
+        (
+            403,
+            "Permission check failed (/vms/100, VM.GuestAgent.Audit)".into()
+        )
+    );
+    sim.clear_faults();
+
+    // A container's root disk is `disk` of /cluster/resources, capped at its size.
+    let disk_of = |vmid: u64| {
+        data(&sim, "/cluster/resources?type=vm")
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|g| g["vmid"] == vmid)
+            .expect("guest")["disk"]
+            .clone()
+    };
+    assert!(sim.set_guest_disk(106, "/", 7_900_000_000));
+    assert_eq!(disk_of(106), json!(7_900_000_000u64));
+    assert!(sim.set_guest_disk(106, "/", u64::MAX));
+    assert_eq!(disk_of(106), json!(8_350_298_112u64));
+    assert!(!sim.set_guest_disk(106, "/var", 1));
+    assert!(!sim.set_guest_disk(4242, "/", 1));
+
+    // A hanging agent: only its answers are slow.
+    sim.set_fault(Fault::SlowPath {
+        prefix: "/nodes/node2/qemu/100/agent".into(),
+        delay: Duration::from_millis(300),
+    });
+    assert!(sim.set_guest_agent_running(100, true));
+    let t = Instant::now();
+    assert_eq!(sim.get("/nodes/node2/qemu/100/status/current").status, 200);
+    assert!(t.elapsed() < Duration::from_millis(300));
+    assert_eq!(fsinfo("node2", 100).status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(300));
 }

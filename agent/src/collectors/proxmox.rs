@@ -34,12 +34,24 @@
 //! follows the guest, which a failed run cannot see. Nothing is ever reported as zero for
 //! "unknown". In a network partition each side has its own view and reporter; the rule holds
 //! per view.
+//!
+//! Slow reads: what changes slowly and costs the node something per read runs at its own
+//! cadence, not every run: SMART data per disk (a `smartctl` run each; disk temperature)
+//! and each own running VM's filesystems through its guest agent (a round trip into the
+//! guest, up to seconds when the agent hangs) every 5 minutes, the node's certificates once
+//! an hour. A read is due again only after it succeeded, so a failing one keeps the run
+//! `Degraded` with its reason; they share a quarter of the run's timeout, and what does not
+//! fit waits for the next run. Their schedule advances only with a successful run, whose
+//! samples reach the server. The time a certificate has left is sent every run, computed
+//! from the last answer (its expiry does not change between readings).
 
 use super::proxmox_api::{
     ApiClient, Endpoint, Product, label_value, mark_stale, num, nums, pct, put, settle,
 };
 use super::{Collected, Collector, CollectorError, ProxmoxConfig, resource_id};
 use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use tracing::warn;
 use warden_shared::ResourceId;
 use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Provenance, Resource, Value};
@@ -130,6 +142,12 @@ const PROVENANCE: &[Provenance] = &[
         "GET /nodes/{node}/tasks?errors=1&limit=500&since=<now - 24 h>: entries, counted \
          (at most 500)",
     ),
+    node(
+        "cert_expires_in_seconds",
+        "GET /nodes/{node}/certificates/info (once an hour): notafter - now per certificate \
+         (label file = filename: pve-root-ca.pem, pve-ssl.pem, pveproxy-ssl.pem), sent every \
+         run from the last answer",
+    ),
     vm("cpu_pct", GUEST_CPU),
     vm("mem_used_bytes", GUEST_MEM_USED),
     vm("mem_used_pct", GUEST_MEM_PCT),
@@ -145,6 +163,23 @@ const PROVENANCE: &[Provenance] = &[
         "guest_mem_used_bytes",
         "GET /nodes/{node}/qemu/{vmid}/status/current (running VMs of the agent's node): \
          ballooninfo.total_mem - ballooninfo.free_mem, absent without a balloon driver",
+    ),
+    vm(
+        "guest_fs_used_bytes",
+        "GET /nodes/{node}/qemu/{vmid}/agent/get-fsinfo (running VMs of the agent's node whose \
+         guest agent is enabled, per status/current agent = 1; each every 5 minutes): \
+         result[].used-bytes per filesystem (label mountpoint; read-only images such as \
+         squashfs and iso9660 skipped, one mount per device)",
+    ),
+    vm(
+        "guest_fs_total_bytes",
+        "GET /nodes/{node}/qemu/{vmid}/agent/get-fsinfo (as guest_fs_used_bytes): \
+         result[].total-bytes (excludes blocks reserved for root, like df)",
+    ),
+    vm(
+        "guest_fs_used_pct",
+        "GET /nodes/{node}/qemu/{vmid}/agent/get-fsinfo (as guest_fs_used_bytes): \
+         result[].used-bytes / total-bytes x 100",
     ),
     vm("backup_failed_24h", GUEST_BACKUP_FAILED),
     vm(
@@ -167,6 +202,14 @@ const PROVENANCE: &[Provenance] = &[
     lxc("uptime_seconds", GUEST_UPTIME),
     lxc("mem_total_bytes", GUEST_MEM_TOTAL),
     lxc("disk_total_bytes", GUEST_DISK_TOTAL),
+    lxc(
+        "disk_used_bytes",
+        "GET /cluster/resources (reporter): disk (the root disk), running containers only",
+    ),
+    lxc(
+        "disk_used_pct",
+        "GET /cluster/resources (reporter): disk / maxdisk x 100, running containers only",
+    ),
     lxc("backup_failed_24h", GUEST_BACKUP_FAILED),
     lxc(
         "backup_last_age_seconds",
@@ -225,7 +268,29 @@ const PROVENANCE: &[Provenance] = &[
         "GET /nodes/{node}/disks/list: wearout (percent of life left, 100 = new), absent \
          when PVE says N/A",
     ),
+    disk(
+        "disk_temp_celsius",
+        "GET /nodes/{node}/disks/smart?disk={devpath} (each disk every 5 minutes): ATA \
+         attribute 194 (else 190 Airflow_Temperature_Cel), first number of raw; NVMe text \
+         'Temperature: N Celsius'; SAS text 'Current Drive Temperature: N C'; absent when \
+         the drive reports none (or 0)",
+    ),
 ];
+
+/// How often each disk's SMART data is read: a `smartctl` run on the node per disk.
+const SMART_EVERY_MS: i64 = 5 * 60_000;
+/// How often each VM's filesystems are read through its guest agent.
+const GUEST_FS_EVERY_MS: i64 = 5 * 60_000;
+/// How often the node's certificates are read.
+const CERTS_EVERY_MS: i64 = 3_600_000;
+/// How long guest-agent reads pause after a 403: PVE 8 requires `VM.Monitor` for them, which
+/// `PVEAuditor` lacks (PVE 9's `VM.GuestAgent.Audit` is in it).
+const AGENT_DENIED_PAUSE_MS: i64 = 3_600_000;
+/// Filesystems a guest agent may list whose usage means nothing: read-only images, always
+/// full (snap packages, a cloud-init or installer CD).
+const IMAGE_FS: &[&str] = &["squashfs", "iso9660", "udf"];
+/// Most filesystems reported per VM (a Kubernetes node may mount hundreds of volumes).
+const MAX_GUEST_FS: usize = 32;
 
 /// Reads the Proxmox VE API of this node.
 pub(crate) struct ProxmoxCollector {
@@ -240,6 +305,61 @@ pub(crate) struct ProxmoxCollector {
     /// Whether the last view read was a standalone node's: then no other agent can own
     /// anything this one reports.
     standalone: bool,
+    /// The schedule of slow reads as of the last successful run.
+    slow: SlowReads,
+    /// The schedule the current run leaves, committed when it succeeds.
+    next_slow: Option<SlowReads>,
+}
+
+/// A read done at its own cadence (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SlowRead {
+    /// `/nodes/{node}/certificates/info`.
+    Certificates,
+    /// `/nodes/{node}/disks/smart` of one device path.
+    Smart(String),
+    /// `/nodes/{node}/qemu/{vmid}/agent/get-fsinfo` of one VM.
+    GuestFs(u32),
+}
+
+/// When slow reads are due, and what is kept between them.
+#[derive(Debug, Clone, Default)]
+struct SlowReads {
+    /// When each read is due next, ms since the epoch; a read not listed is due now.
+    due: BTreeMap<SlowRead, i64>,
+    /// Guest-agent reads pause until then (ms), after a 403.
+    agent_denied_until_ms: i64,
+    /// The certificates of the last successful read: file name (label-safe), expiry (epoch s).
+    certs: Vec<(String, f64)>,
+}
+
+impl SlowReads {
+    fn is_due(&self, read: &SlowRead, now_ms: i64) -> bool {
+        self.due.get(read).is_none_or(|t| *t <= now_ms)
+    }
+}
+
+/// The time slow reads may take in one run.
+struct Budget {
+    until: tokio::time::Instant,
+}
+
+impl Budget {
+    /// `d` from now, but never past `deadline`.
+    fn new(d: std::time::Duration, deadline: tokio::time::Instant) -> Self {
+        Self {
+            until: (tokio::time::Instant::now() + d).min(deadline),
+        }
+    }
+
+    /// `read`'s outcome, or `None` when the budget runs out first (or already has).
+    async fn run<T>(&self, read: impl Future<Output = T>) -> Option<T> {
+        let left = self
+            .until
+            .checked_duration_since(tokio::time::Instant::now())
+            .filter(|d| !d.is_zero())?;
+        tokio::time::timeout(left, read).await.ok()
+    }
 }
 
 impl ProxmoxCollector {
@@ -259,10 +379,13 @@ impl ProxmoxCollector {
             last_good: Vec::new(),
             view: None,
             standalone: false,
+            slow: SlowReads::default(),
+            next_slow: None,
         }
     }
 
     async fn read(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
+        let started = tokio::time::Instant::now();
         self.view = None;
         let status: Vec<ClusterStatusEntry> = self.api.get("/cluster/status").await?;
         let view = ClusterView::from_status(&status, &self.node);
@@ -299,7 +422,7 @@ impl ProxmoxCollector {
             }
             Err(e) => out.problems.push(e.to_string()),
         }
-        self.disks(&mut out, &node_id, now_ms).await;
+        let disks = self.disks(&mut out, &node_id, now_ms).await;
         self.zfs_pools(&mut out, &node_id, now_ms).await;
         match self
             .api
@@ -354,7 +477,8 @@ impl ProxmoxCollector {
                 }
             }
         };
-        self.balloon_memory(&mut out, &view, &resources, now_ms)
+        let agent_vms = self
+            .balloon_memory(&mut out, &view, &resources, now_ms)
             .await;
         self.replication(&mut out, &view, &resources, now_ms).await;
         self.failed_tasks(&mut out, &node_id, &view, &resources, now_s)
@@ -362,19 +486,175 @@ impl ProxmoxCollector {
         for pool in backup_pools {
             self.backups(&mut out, &view, &pool, now_s).await;
         }
+
+        // Slow reads come last, within their own budget: the rest of the run is done by then.
+        // The budget also ends well before `settle` (at 90 % of the timeout) would fail the
+        // whole run.
+        let mut slow = self.slow.clone();
+        let budget = Budget::new(self.timeout / 4, started + self.timeout.mul_f64(0.8));
+        self.certificates(&mut out, &mut slow, &budget, &node_id, now_ms)
+            .await;
+        if let Some(disks) = &disks {
+            self.smart(&mut out, &mut slow, &budget, disks, now_ms)
+                .await;
+        }
+        self.guest_filesystems(&mut out, &mut slow, &budget, &view, &agent_vms, now_ms)
+            .await;
+        self.next_slow = Some(slow);
         Ok(out)
     }
 
-    /// Physical disks of this node with SMART health and wear-out.
-    async fn disks(&mut self, out: &mut Collected, node_id: &ResourceId, now_ms: i64) {
+    /// The node's certificates: read once an hour, and every run the time each has left
+    /// according to the last answer, as `cert_expires_in_seconds{file="…"}` on the node.
+    async fn certificates(
+        &mut self,
+        out: &mut Collected,
+        slow: &mut SlowReads,
+        budget: &Budget,
+        node_id: &ResourceId,
+        now_ms: i64,
+    ) {
+        if slow.is_due(&SlowRead::Certificates, now_ms) {
+            let path = format!("/nodes/{}/certificates/info", self.node);
+            match budget.run(self.api.get::<Vec<CertInfo>>(&path)).await {
+                // Out of time: the next run reads them.
+                None => {}
+                Some(Ok(certs)) => {
+                    slow.certs = certs
+                        .into_iter()
+                        .filter_map(|c| Some((label_value(&c.filename?), c.notafter?)))
+                        .collect();
+                    slow.due
+                        .insert(SlowRead::Certificates, now_ms + CERTS_EVERY_MS);
+                }
+                Some(Err(e)) => out.problems.push(e.to_string()),
+            }
+        }
+        let now_s = now_ms as f64 / 1000.0;
+        for (file, not_after) in &slow.certs {
+            out.sample(
+                node_id,
+                format!("cert_expires_in_seconds{{file=\"{file}\"}}"),
+                now_ms,
+                not_after - now_s,
+            );
+        }
+    }
+
+    /// Temperature of this node's disks from SMART (`disk_temp_celsius`), each disk every
+    /// [`SMART_EVERY_MS`].
+    async fn smart(
+        &mut self,
+        out: &mut Collected,
+        slow: &mut SlowReads,
+        budget: &Budget,
+        disks: &[(String, ResourceId)],
+        now_ms: i64,
+    ) {
+        slow.due.retain(|read, _| match read {
+            SlowRead::Smart(d) => disks.iter().any(|(p, _)| p == d),
+            _ => true,
+        });
+        for (devpath, id) in disks {
+            let read = SlowRead::Smart(devpath.clone());
+            // PVE accepts only such paths; another one would fail every time.
+            if !slow.is_due(&read, now_ms) || !is_block_device_path(devpath) {
+                continue;
+            }
+            let path = format!("/nodes/{}/disks/smart?disk={devpath}", self.node);
+            match budget.run(self.api.get::<SmartData>(&path)).await {
+                None => break,
+                Some(Ok(data)) => {
+                    put(
+                        out,
+                        id,
+                        "disk_temp_celsius",
+                        now_ms,
+                        smart_temperature(&data),
+                    );
+                    slow.due.insert(read, now_ms + SMART_EVERY_MS);
+                }
+                Some(Err(e)) => out.problems.push(e.to_string()),
+            }
+        }
+    }
+
+    /// The filesystems of this node's running VMs with an enabled guest agent (`vms`), each
+    /// VM every [`GUEST_FS_EVERY_MS`] (see [`guest_fs_samples`]). A guest agent that is not
+    /// running or does not answer is the guest's business, not a problem of the run; a 403
+    /// pauses these reads for [`AGENT_DENIED_PAUSE_MS`].
+    async fn guest_filesystems(
+        &mut self,
+        out: &mut Collected,
+        slow: &mut SlowReads,
+        budget: &Budget,
+        view: &ClusterView,
+        vms: &[u32],
+        now_ms: i64,
+    ) {
+        slow.due.retain(|read, _| match read {
+            SlowRead::GuestFs(v) => vms.contains(v),
+            _ => true,
+        });
+        if now_ms < slow.agent_denied_until_ms {
+            return;
+        }
+        for &vmid in vms {
+            let read = SlowRead::GuestFs(vmid);
+            if !slow.is_due(&read, now_ms) {
+                continue;
+            }
+            let path = format!("/nodes/{}/qemu/{vmid}/agent/get-fsinfo", self.node);
+            match budget
+                .run(self.api.get::<AgentResult<Vec<GuestFsInfo>>>(&path))
+                .await
+            {
+                None => break,
+                Some(Ok(answer)) => {
+                    if let Ok(id) = canonical::guest(ResourceKind::Vm, &view.cluster, vmid) {
+                        guest_fs_samples(out, &id, &answer.result, now_ms);
+                    }
+                    slow.due.insert(read, now_ms + GUEST_FS_EVERY_MS);
+                }
+                Some(Err(CollectorError::Proxmox(m))) if m.contains("(403 ") => {
+                    warn!(
+                        node = %self.node,
+                        error = %m,
+                        "guest agent reads are not permitted, so VM filesystem usage is not \
+                         collected (PVE 9: VM.GuestAgent.Audit, in PVEAuditor; PVE 8: \
+                         VM.Monitor); retrying in an hour"
+                    );
+                    slow.agent_denied_until_ms = now_ms + AGENT_DENIED_PAUSE_MS;
+                    break;
+                }
+                Some(Err(CollectorError::Proxmox(m))) if agent_unavailable(&m) => {
+                    slow.due.insert(read, now_ms + GUEST_FS_EVERY_MS);
+                }
+                Some(Err(e)) => out.problems.push(e.to_string()),
+            }
+        }
+    }
+
+    /// Physical disks of this node with SMART health and wear-out; returns their device
+    /// paths and ids, or `None` when the list could not be read.
+    async fn disks(
+        &mut self,
+        out: &mut Collected,
+        node_id: &ResourceId,
+        now_ms: i64,
+    ) -> Option<Vec<(String, ResourceId)>> {
         let disks = match self
             .api
             .get::<Vec<DiskEntry>>(&format!("/nodes/{}/disks/list", self.node))
             .await
         {
             Ok(d) => d,
-            Err(e) => return out.problems.push(e.to_string()),
+            Err(e) => {
+                out.problems.push(e.to_string());
+                return None;
+            }
         };
+        let mut seen = Vec::new();
         for d in disks {
             let Some(devpath) = d.devpath.clone() else {
                 continue;
@@ -397,6 +677,7 @@ impl ProxmoxCollector {
             // PVE's `wearout` is the percent of life left (100 = new; its GUI shows 100 minus
             // this), or "N/A" (then: unknown).
             put(out, &id, "disk_wearout_pct", now_ms, d.wearout);
+            seen.push((devpath.clone(), id.clone()));
             out.resources.push(Resource {
                 id,
                 name: devpath.clone(),
@@ -415,6 +696,7 @@ impl ProxmoxCollector {
                 ],
             });
         }
+        Some(seen)
     }
 
     /// This node's ZFS pools (see [`zfs_resource`]); for a pool that is not `ONLINE` also
@@ -529,8 +811,7 @@ impl ProxmoxCollector {
             Ok(e) => e,
             Err(e) => return out.problems.push(e.to_string()),
         };
-        let mut newest: std::collections::BTreeMap<(u32, ResourceKind), (i64, u32)> =
-            Default::default();
+        let mut newest: BTreeMap<(u32, ResourceKind), (i64, u32)> = Default::default();
         for e in &entries {
             let (Some(vmid), Some(ctime)) = (e.vmid, e.ctime) else {
                 continue;
@@ -565,13 +846,15 @@ impl ProxmoxCollector {
 
     /// The memory running VMs on this node see themselves (balloon driver), as
     /// `guest_mem_used_bytes` / `guest_mem_total_bytes`; absent where the guest has no driver.
+    /// Returns those VMs whose guest agent is enabled.
     async fn balloon_memory(
         &mut self,
         out: &mut Collected,
         view: &ClusterView,
         resources: &[ClusterResource],
         now_ms: i64,
-    ) {
+    ) -> Vec<u32> {
+        let mut with_agent = Vec::new();
         let own_vms: Vec<u32> = resources
             .iter()
             .filter(|r| r.kind == "qemu" && r.node.as_deref() == Some(self.node.as_str()))
@@ -582,6 +865,9 @@ impl ProxmoxCollector {
             let path = format!("/nodes/{}/qemu/{vmid}/status/current", self.node);
             match self.api.get::<GuestStatus>(&path).await {
                 Ok(st) => {
+                    if st.agent == Some(1.0) {
+                        with_agent.push(vmid);
+                    }
                     let Some(b) = st.ballooninfo else { continue };
                     let (Some(total), Some(free)) = (b.total_mem, b.free_mem) else {
                         continue;
@@ -594,6 +880,7 @@ impl ProxmoxCollector {
                 Err(e) => out.problems.push(e.to_string()),
             }
         }
+        with_agent
     }
 
     /// Whether a resource of the last good run is still this agent's to write, in a run that
@@ -638,9 +925,13 @@ impl Collector for ProxmoxCollector {
         // `settle` bounds the run; it gets nothing to fall back on, because what a failed run
         // may re-send depends on who owns what now (see the module doc).
         let mut fresh = Vec::new();
+        self.next_slow = None;
         match settle(&mut fresh, self.timeout, self.read(now_ms)).await {
             Ok(out) => {
                 self.last_good = fresh;
+                if let Some(slow) = self.next_slow.take() {
+                    self.slow = slow;
+                }
                 Ok(out)
             }
             Err(e) => {
@@ -873,7 +1164,7 @@ struct CephStatus {
 struct CephHealth {
     status: Option<String>,
     #[serde(default)]
-    checks: std::collections::BTreeMap<String, serde_json::Value>,
+    checks: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -905,6 +1196,63 @@ struct HaEntry {
 #[derive(Deserialize)]
 struct GuestStatus {
     ballooninfo: Option<BalloonInfo>,
+    /// 1 when the guest agent is enabled in the VM's configuration.
+    #[serde(default, deserialize_with = "num")]
+    agent: Option<f64>,
+}
+
+/// One entry of `/nodes/{node}/certificates/info` (pve-common `PVE::Certificate`).
+#[derive(Deserialize)]
+struct CertInfo {
+    /// `pve-root-ca.pem`, `pve-ssl.pem` or `pveproxy-ssl.pem`.
+    filename: Option<String>,
+    /// Expiry, epoch seconds.
+    #[serde(default, deserialize_with = "num")]
+    notafter: Option<f64>,
+}
+
+/// `/nodes/{node}/disks/smart` (pve-storage `PVE::Diskmanage::get_smart_data`): ATA drives as
+/// `type: "ata"` with the attribute table, NVMe and SAS drives as `type: "text"` with
+/// `smartctl`'s text; only `health` when `smartctl` failed.
+#[derive(Deserialize)]
+struct SmartData {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    attributes: Vec<SmartAttribute>,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SmartAttribute {
+    /// The attribute number, as text (`"194"`, `"  9"`).
+    #[serde(default, deserialize_with = "num")]
+    id: Option<f64>,
+    name: Option<String>,
+    /// `smartctl`'s raw column, e.g. `38 (Min/Max 20/45)`.
+    #[serde(default)]
+    raw: serde_json::Value,
+}
+
+/// The `{"result": …}` of guest agent commands.
+#[derive(Deserialize)]
+struct AgentResult<T> {
+    result: T,
+}
+
+/// One filesystem of `guest-get-fsinfo` (QEMU guest agent).
+#[derive(Deserialize)]
+struct GuestFsInfo {
+    /// The device (`sda1`, `dm-0`; a volume GUID path on Windows).
+    name: Option<String>,
+    mountpoint: Option<String>,
+    #[serde(rename = "type")]
+    fstype: Option<String>,
+    /// Capacity available to users (without blocks reserved for root), bytes.
+    #[serde(rename = "total-bytes", default, deserialize_with = "num")]
+    total: Option<f64>,
+    #[serde(rename = "used-bytes", default, deserialize_with = "num")]
+    used: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -1260,6 +1608,100 @@ fn replication_job(
     });
 }
 
+/// A drive's temperature from PVE's SMART answer, °C: ATA attribute 194 (the drive's own
+/// sensor; `..._x10` variants in tenths), else 190 (airflow); NVMe `Temperature: N Celsius`;
+/// SAS `Current Drive Temperature: N C`. 0 and implausible values are a sensor that reports
+/// nothing, so unknown.
+fn smart_temperature(s: &SmartData) -> Option<f64> {
+    let t = if s.kind.as_deref() == Some("ata") {
+        [194.0, 190.0].iter().find_map(|id| {
+            let a = s.attributes.iter().find(|a| a.id == Some(*id))?;
+            let raw = match &a.raw {
+                serde_json::Value::Number(n) => n.as_f64(),
+                serde_json::Value::String(t) => leading_number(t),
+                _ => None,
+            }?;
+            let tenths = a.name.as_deref().is_some_and(|n| n.ends_with("_x10"));
+            Some(if tenths { raw / 10.0 } else { raw })
+        })
+    } else {
+        s.text.as_deref().and_then(|text| {
+            text.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                matches!(key.trim(), "Temperature" | "Current Drive Temperature")
+                    .then(|| leading_number(value))
+                    .flatten()
+            })
+        })
+    };
+    t.filter(|t| *t > 0.0 && *t < 150.0)
+}
+
+/// The first whole number in `s` (`" 38 (Min/Max 20/45)"` → 38).
+fn leading_number(s: &str) -> Option<f64> {
+    let s = s.trim_start();
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    s[..end].parse().ok()
+}
+
+/// PVE's pattern for `disks/smart`'s `disk` parameter.
+fn is_block_device_path(p: &str) -> bool {
+    p.strip_prefix("/dev/").is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '/')
+    })
+}
+
+/// Whether a guest-agent error says the agent cannot answer (not running, not configured,
+/// hung, the VM stopped meanwhile): the guest's state, not a failure of the run.
+fn agent_unavailable(message: &str) -> bool {
+    ["guest agent", "is not running", "got timeout"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+/// A VM's filesystems as `guest_fs_used_bytes`, `guest_fs_total_bytes` and
+/// `guest_fs_used_pct`, labelled `mountpoint`: read-only images ([`IMAGE_FS`]) and
+/// filesystems without a size are skipped, a device mounted twice (bind mounts, btrfs
+/// subvolumes) counts once at its shortest mount point, and at most [`MAX_GUEST_FS`].
+fn guest_fs_samples(out: &mut Collected, id: &ResourceId, fs: &[GuestFsInfo], now_ms: i64) {
+    let mut fs: Vec<(&GuestFsInfo, String)> = fs
+        .iter()
+        .filter(|f| {
+            f.fstype
+                .as_deref()
+                .is_none_or(|t| !IMAGE_FS.contains(&t.to_ascii_lowercase().as_str()))
+        })
+        .filter(|f| f.total.is_some_and(|t| t > 0.0) && f.used.is_some())
+        .filter_map(|f| {
+            let label = label_value(f.mountpoint.as_deref()?);
+            (!label.is_empty()).then_some((f, label))
+        })
+        .collect();
+    fs.sort_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.1.cmp(&b.1)));
+    let mut devices = HashSet::new();
+    let mut mounts = HashSet::new();
+    for (f, mount) in fs {
+        if f.name.as_ref().is_some_and(|d| !devices.insert(d.as_str()))
+            || !mounts.insert(mount.clone())
+        {
+            continue;
+        }
+        if mounts.len() > MAX_GUEST_FS {
+            break;
+        }
+        let label = |m: &str| format!("{m}{{mountpoint=\"{mount}\"}}");
+        put(out, id, &label("guest_fs_used_bytes"), now_ms, f.used);
+        put(out, id, &label("guest_fs_total_bytes"), now_ms, f.total);
+        put(
+            out,
+            id,
+            &label("guest_fs_used_pct"),
+            now_ms,
+            pct(f.used, f.total),
+        );
+    }
+}
+
 fn holds_backups(content: Option<&str>) -> bool {
     content.is_some_and(|c| c.split(',').any(|c| c.trim() == "backup"))
 }
@@ -1412,6 +1854,12 @@ fn cluster_objects(
                 }
                 put(out, &id, "mem_total_bytes", now_ms, r.maxmem);
                 put(out, &id, "disk_total_bytes", now_ms, r.maxdisk);
+                // A container's root disk usage is real; a VM's `disk` is 0 unless PVE asks
+                // its guest agent, so VMs get theirs from the agent (`guest_fs_*`).
+                if running && kind == ResourceKind::SystemContainer {
+                    put(out, &id, "disk_used_bytes", now_ms, r.disk);
+                    put(out, &id, "disk_used_pct", now_ms, pct(r.disk, r.maxdisk));
+                }
                 out.resources.push(Resource {
                     id,
                     name: r.name.clone().unwrap_or_else(|| vmid.to_string()),
@@ -1837,6 +2285,12 @@ mod tests {
         failing: Vec<&'static str>,
         /// No cluster: `/cluster/status` lists only `pve1`.
         standalone: bool,
+        /// Path prefixes that answer `403 Permission check failed`.
+        denied: Vec<&'static str>,
+        /// VM 100's guest agent is not running (500).
+        agent_down: bool,
+        /// Requests per path (without the query).
+        hits: BTreeMap<String, usize>,
     }
 
     impl Default for FakePve {
@@ -1845,17 +2299,27 @@ mod tests {
                 offline: vec!["pve3"],
                 failing: Vec::new(),
                 standalone: false,
+                denied: Vec::new(),
+                agent_down: false,
+                hits: BTreeMap::new(),
             }
         }
     }
 
     impl FakePve {
         /// `(status, body)` for a path with its query.
-        fn answer(&self, path: &str) -> (u16, String) {
+        fn answer(&mut self, path: &str) -> (u16, String) {
+            let bare = path.split('?').next().unwrap_or_default();
+            *self.hits.entry(bare.to_owned()).or_default() += 1;
             if self.failing.iter().any(|p| path.starts_with(p)) {
                 return (595, String::new());
             }
-            let path = path.split('?').next().unwrap_or_default();
+            if self.denied.iter().any(|p| path.starts_with(p)) {
+                let body =
+                    r#"{"data":null,"message":"Permission check failed (/vms/100, VM.Monitor)\n"}"#;
+                return (403, body.to_owned());
+            }
+            let path = bare;
             let node = |name: &str| {
                 let online = !self.offline.contains(&name);
                 format!(
@@ -1893,6 +2357,28 @@ mod tests {
                     "model":"SSD","health":"PASSED","used":"ZFS","type":"ssd",
                     "size":1000,"wearout":97}]"#
                     .to_owned(),
+                "/nodes/pve1/disks/smart" => r#"{"health":"PASSED","type":"ata","attributes":[
+                    {"id":"  9","name":"Power_On_Hours","flags":"-O--CK","value":97,
+                     "normalized":97,"worst":97,"threshold":0,"fail":"-","raw":"14123"},
+                    {"id":"194","name":"Temperature_Celsius","flags":"-O---K","value":62,
+                     "normalized":62,"worst":55,"threshold":0,"fail":"-",
+                     "raw":"38 (Min/Max 20/45)"}]}"#
+                    .to_owned(),
+                "/nodes/pve1/certificates/info" => format!(
+                    r#"[{{"filename":"pve-root-ca.pem","notafter":{},"notbefore":1}},
+                        {{"filename":"pve-ssl.pem","notafter":{},"notbefore":1,
+                          "subject":"/OU=PVE Cluster Node/CN=pve1"}}]"#,
+                    NOW_S + 3000 * 86_400,
+                    NOW_S + 400 * 86_400
+                ),
+                "/nodes/pve1/qemu/100/agent/get-fsinfo" if self.agent_down => {
+                    let body = r#"{"data":null,"message":"QEMU guest agent is not running\n"}"#;
+                    return (500, body.to_owned());
+                }
+                "/nodes/pve1/qemu/100/agent/get-fsinfo" => r#"{"result":[
+                    {"name":"sda1","mountpoint":"/","type":"ext4","total-bytes":1000,
+                     "used-bytes":250,"disk":[{"bus-type":"scsi","serial":"drive-scsi0"}]}]}"#
+                    .to_owned(),
                 "/nodes/pve1/disks/zfs" => r#"[{"name":"rpool","size":1000,"alloc":100,
                     "free":900,"frag":3,"dedup":1.0,"health":"ONLINE"}]"#
                     .to_owned(),
@@ -1901,7 +2387,8 @@ mod tests {
                     {"type":"qemu","vmid":100,"node":"pve1","status":"running","name":"v",
                      "cpu":0.5,"maxcpu":2,"mem":100,"maxmem":200,"maxdisk":1000,"uptime":60},
                     {"type":"lxc","vmid":101,"node":"pve1","status":"running","name":"ct",
-                     "cpu":0.1,"maxcpu":1,"mem":50,"maxmem":100,"maxdisk":500,"uptime":30},
+                     "cpu":0.1,"maxcpu":1,"mem":50,"maxmem":100,"disk":125,"maxdisk":500,
+                     "uptime":30},
                     {"type":"storage","storage":"nfs","node":"pve1","shared":1,
                      "status":"available","content":"backup","plugintype":"nfs",
                      "disk":10,"maxdisk":100}]"#
@@ -1912,7 +2399,7 @@ mod tests {
                     "osdmap":{"num_osds":3,"num_up_osds":3,"num_in_osds":3}}"#
                     .to_owned(),
                 "/nodes/pve1/qemu/100/status/current" => {
-                    r#"{"ballooninfo":{"total_mem":200,"free_mem":50}}"#.to_owned()
+                    r#"{"agent":1,"ballooninfo":{"total_mem":200,"free_mem":50}}"#.to_owned()
                 }
                 "/nodes/pve1/replication" => format!(
                     r#"[{{"id":"100-0","guest":100,"vmtype":"qemu","target":"pve2",
@@ -2107,6 +2594,265 @@ mod tests {
             .filter(|id| !id.starts_with("replication:"))
             .collect();
         assert_eq!(ids(&out), all);
+        server.abort();
+    }
+
+    #[test]
+    fn smart_temperatures_of_ata_nvme_and_sas_drives() {
+        let temp = |v: serde_json::Value| smart_temperature(&serde_json::from_value(v).unwrap());
+        let ata = |attrs: &[(&str, &str, serde_json::Value)]| {
+            let attributes: Vec<serde_json::Value> = attrs
+                .iter()
+                .map(|(id, name, raw)| serde_json::json!({"id": id, "name": name, "raw": raw}))
+                .collect();
+            serde_json::json!({"health": "PASSED", "type": "ata", "attributes": attributes})
+        };
+        let text = |t: &str| serde_json::json!({"health": "PASSED", "type": "text", "text": t});
+        // smartctl's default raw format for 194 (preferred to 190), a plain number, a number.
+        assert_eq!(
+            temp(ata(&[
+                ("  5", "Reallocated_Sector_Ct", "0".into()),
+                ("190", "Airflow_Temperature_Cel", "35".into()),
+                ("194", "Temperature_Celsius", "38 (Min/Max 20/45)".into()),
+            ])),
+            Some(38.0)
+        );
+        assert_eq!(
+            temp(ata(&[("194", "Temperature_Celsius", 41.into())])),
+            Some(41.0)
+        );
+        // Only the airflow sensor; a drive reporting tenths of a degree.
+        assert_eq!(
+            temp(ata(&[(
+                "190",
+                "Airflow_Temperature_Cel",
+                "33 (Min/Max 25/40)".into()
+            )])),
+            Some(33.0)
+        );
+        assert_eq!(
+            temp(ata(&[("194", "Temperature_Celsius_x10", "385".into())])),
+            Some(38.5)
+        );
+        // NVMe: the composite temperature, not the per-sensor lines.
+        let nvme = "SMART/Health Information (NVMe Log 0x02)\n\
+                    Critical Warning:                   0x00\n\
+                    Temperature:                        47 Celsius\n\
+                    Available Spare:                    100%\n\
+                    Percentage Used:                    2%\n\
+                    Temperature Sensor 1:               52 Celsius\n";
+        assert_eq!(temp(text(nvme)), Some(47.0));
+        let sas = "Current Drive Temperature:     34 C\nDrive Trip Temperature:        65 C\n";
+        assert_eq!(temp(text(sas)), Some(34.0));
+        // No sensor, a sensor that says 0, smartctl failing (only a health), a raw48 value.
+        assert_eq!(
+            temp(text("Current Drive Temperature:     <not available>\n")),
+            None
+        );
+        assert_eq!(
+            temp(ata(&[("194", "Temperature_Celsius", "0".into())])),
+            None
+        );
+        assert_eq!(temp(serde_json::json!({"health": "UNKNOWN"})), None);
+        assert_eq!(
+            temp(ata(&[(
+                "194",
+                "Temperature_Celsius",
+                "1099511627812".into()
+            )])),
+            None,
+            "a raw48 value is not a temperature"
+        );
+        assert!(is_block_device_path("/dev/sda") && is_block_device_path("/dev/cciss/c0d0"));
+        assert!(!is_block_device_path("/dev/") && !is_block_device_path("/dev/sd a&x=1"));
+    }
+
+    #[test]
+    fn guest_filesystems_skip_images_and_second_mounts() {
+        let fs: Vec<GuestFsInfo> = serde_json::from_str(
+            r#"[
+            {"name":"sda1","mountpoint":"/","type":"ext4","total-bytes":31500000000,
+             "used-bytes":9000000000,"total-bytes-privileged":33000000000,
+             "disk":[{"bus-type":"scsi","bus":0,"target":0,"unit":0,"serial":"drive-scsi0",
+                      "dev":"/dev/sda1"}]},
+            {"name":"sda15","mountpoint":"/boot/efi","type":"vfat","total-bytes":109422592,
+             "used-bytes":6334464,"disk":[]},
+            {"name":"loop0","mountpoint":"/snap/core22/1380","type":"squashfs",
+             "total-bytes":77463552,"used-bytes":77463552,"disk":[]},
+            {"name":"sr0","mountpoint":"/media/cdrom","type":"iso9660","total-bytes":374784,
+             "used-bytes":374784,"disk":[]},
+            {"name":"sda1","mountpoint":"/var/lib/docker/volumes","type":"ext4",
+             "total-bytes":31500000000,"used-bytes":9000000000,"disk":[]},
+            {"name":"sdb","mountpoint":"/data","type":"xfs","disk":[]},
+            {"name":"\\\\?\\Volume{7d4f2e15-0000-0000-0000-100000000000}\\","mountpoint":"C:\\",
+             "type":"NTFS","total-bytes":"63757611008","used-bytes":"31878805504","disk":[]}
+        ]"#,
+        )
+        .unwrap();
+        let id = canonical::guest(ResourceKind::Vm, "c", 100).unwrap();
+        let mut out = Collected::default();
+        guest_fs_samples(&mut out, &id, &fs, 7);
+        let mut got: Vec<(&str, f64)> = out
+            .samples
+            .iter()
+            .filter(|s| s.metric.starts_with("guest_fs_used_pct"))
+            .map(|s| (s.metric.as_str(), (s.value * 10.0).round() / 10.0))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(b.0));
+        assert_eq!(
+            got,
+            vec![
+                (r#"guest_fs_used_pct{mountpoint="/"}"#, 28.6),
+                (r#"guest_fs_used_pct{mountpoint="/boot/efi"}"#, 5.8),
+                (r#"guest_fs_used_pct{mountpoint="C:"}"#, 50.0),
+            ]
+        );
+        assert_eq!(
+            value(&out, "vm:c/100", r#"guest_fs_total_bytes{mountpoint="/"}"#),
+            Some(31_500_000_000.0)
+        );
+        assert_eq!(
+            value(&out, "vm:c/100", r#"guest_fs_used_bytes{mountpoint="C:"}"#),
+            Some(31_878_805_504.0)
+        );
+        // Many volumes (a Kubernetes node): at most MAX_GUEST_FS.
+        let many: Vec<GuestFsInfo> = (0..100)
+            .map(|i| GuestFsInfo {
+                name: Some(format!("sd{i}")),
+                mountpoint: Some(format!("/var/lib/kubelet/pods/{i:03}")),
+                fstype: Some("ext4".into()),
+                total: Some(100.0),
+                used: Some(1.0),
+            })
+            .collect();
+        let mut out = Collected::default();
+        guest_fs_samples(&mut out, &id, &many, 7);
+        assert_eq!(out.samples.len(), 3 * MAX_GUEST_FS);
+    }
+
+    fn hits(pve: &Mutex<FakePve>, path: &str) -> usize {
+        pve.lock().unwrap().hits.get(path).copied().unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn slow_reads_keep_their_own_cadence() {
+        let (mut c, pve, server, _dir) = fake_pve1().await;
+        let smart = "/nodes/pve1/disks/smart";
+        let certs = "/nodes/pve1/certificates/info";
+        let fsinfo = "/nodes/pve1/qemu/100/agent/get-fsinfo";
+        let at = |minutes: i64| NOW_S * 1000 + minutes * 60_000;
+        let out = c.collect(at(0)).await.unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(value(&out, "disk:pve1/S1", "disk_temp_celsius"), Some(38.0));
+        let cert = r#"cert_expires_in_seconds{file="pve-ssl.pem"}"#;
+        assert_eq!(value(&out, "node:pve1", cert), Some(400.0 * 86_400.0));
+        assert_eq!(
+            value(
+                &out,
+                "node:pve1",
+                r#"cert_expires_in_seconds{file="pve-root-ca.pem"}"#
+            ),
+            Some(3000.0 * 86_400.0)
+        );
+        assert_eq!(
+            value(&out, "vm:c/100", r#"guest_fs_used_pct{mountpoint="/"}"#),
+            Some(25.0)
+        );
+        assert_eq!(value(&out, "lxc:c/101", "disk_used_bytes"), Some(125.0));
+        assert_eq!(value(&out, "lxc:c/101", "disk_used_pct"), Some(25.0));
+        assert_eq!(
+            value(&out, "vm:c/100", "disk_used_pct"),
+            None,
+            "a VM's disk is 0"
+        );
+        let once = [(smart, 1), (certs, 1), (fsinfo, 1)];
+        for (p, n) in once {
+            assert_eq!(hits(&pve, p), n, "{p}");
+        }
+
+        // A minute later: nothing slow is read again; the certificate countdown goes on.
+        let out = c.collect(at(1)).await.unwrap();
+        for (p, n) in once {
+            assert_eq!(hits(&pve, p), n, "{p}");
+        }
+        assert_eq!(
+            value(&out, "node:pve1", cert),
+            Some(400.0 * 86_400.0 - 60.0)
+        );
+        assert_eq!(value(&out, "disk:pve1/S1", "disk_temp_celsius"), None);
+        assert_eq!(
+            hits(&pve, "/nodes/pve1/status"),
+            2,
+            "the rest runs every time"
+        );
+
+        // A failed run leaves the schedule as it was: the next good run reads what is due.
+        pve.lock().unwrap().failing = vec!["/nodes/pve1/status"];
+        let out = c.collect(at(5)).await.unwrap();
+        assert!(out.samples.is_empty());
+        assert_eq!((hits(&pve, smart), hits(&pve, fsinfo)), (1, 1));
+        pve.lock().unwrap().failing.clear();
+        let out = c.collect(at(6)).await.unwrap();
+        assert_eq!((hits(&pve, smart), hits(&pve, fsinfo)), (2, 2));
+        assert_eq!(value(&out, "disk:pve1/S1", "disk_temp_celsius"), Some(38.0));
+        assert_eq!(hits(&pve, certs), 1);
+
+        // A failing read stays due, so the run says why until it works again.
+        pve.lock().unwrap().failing = vec![smart];
+        let out = c.collect(at(11)).await.unwrap();
+        assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+        assert!(
+            out.problems[0].contains("disks/smart"),
+            "{:?}",
+            out.problems
+        );
+        let out = c.collect(at(12)).await.unwrap();
+        assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+        pve.lock().unwrap().failing.clear();
+        let out = c.collect(at(13)).await.unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(value(&out, "disk:pve1/S1", "disk_temp_celsius"), Some(38.0));
+
+        // An hour after the first read, the certificates are read again.
+        c.collect(at(61)).await.unwrap();
+        assert_eq!(hits(&pve, certs), 2);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn guest_agent_trouble_is_the_guests_not_the_runs() {
+        let (mut c, pve, server, _dir) = fake_pve1().await;
+        let fsinfo = "/nodes/pve1/qemu/100/agent/get-fsinfo";
+        let at = |minutes: i64| NOW_S * 1000 + minutes * 60_000;
+        let fs_samples = |out: &Collected| {
+            out.samples
+                .iter()
+                .filter(|s| s.metric.starts_with("guest_fs_"))
+                .count()
+        };
+        pve.lock().unwrap().agent_down = true;
+        let out = c.collect(at(0)).await.unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(fs_samples(&out), 0);
+        // Asked again at the usual cadence, not every run.
+        c.collect(at(1)).await.unwrap();
+        assert_eq!(hits(&pve, fsinfo), 1);
+        pve.lock().unwrap().agent_down = false;
+        let out = c.collect(at(5)).await.unwrap();
+        assert_eq!(hits(&pve, fsinfo), 2);
+        assert_eq!(fs_samples(&out), 3);
+
+        // Not permitted (PVE 8 without VM.Monitor): no problem, and no retry for an hour.
+        pve.lock().unwrap().denied = vec!["/nodes/pve1/qemu/100/agent"];
+        let out = c.collect(at(10)).await.unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(hits(&pve, fsinfo), 3);
+        c.collect(at(30)).await.unwrap();
+        assert_eq!(hits(&pve, fsinfo), 3);
+        pve.lock().unwrap().denied.clear();
+        let out = c.collect(at(71)).await.unwrap();
+        assert_eq!(hits(&pve, fsinfo), 4);
+        assert_eq!(fs_samples(&out), 3);
         server.abort();
     }
 }

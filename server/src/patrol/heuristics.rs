@@ -1,6 +1,8 @@
 //! Threshold heuristics: pure detectors over a [`Snapshot`] (resource state, recent history,
 //! `now`). A level must hold over a whole window, not in one sample; a state (a failed job, a
-//! crash loop) is read from the latest report. Thresholds come from [`Thresholds`].
+//! crash loop) is read from the latest report. So are three levels that move slowly and are
+//! read at a slow cadence (guest disk usage, disk temperature, certificate expiry; see each
+//! detector for why one reading is enough). Thresholds come from [`Thresholds`].
 
 use super::finding::{Category, Detection, Severity};
 use crate::store::{AgentRecord, ResourceRecord};
@@ -55,6 +57,22 @@ pub struct Thresholds {
     pub backup_max_age_s: f64,
     /// SMART wear-out (percent of life left) below this.
     pub wearout_min_pct: f64,
+    /// Guest disk used (the fullest filesystem of a VM, a container's root disk): watch at
+    /// 75 %.
+    pub guest_disk_watch: f64,
+    /// Guest disk used: warning 85 %, critical 92 %.
+    pub guest_disk: Levels,
+    /// Temperature of a hard disk or SATA/SAS SSD, °C: warning 55, critical 65 (the usual
+    /// maximum operating temperature of hard disks is 55–60 °C).
+    pub disk_temp_c: Levels,
+    /// Temperature of an NVMe drive, °C: warning 70, critical 80. NVMe drives run hotter
+    /// (50–60 °C under load is normal) and throttle themselves from about 70–80 °C, so the
+    /// disk levels would flag healthy drives.
+    pub nvme_temp_c: Levels,
+    /// A certificate expiring within this many days is a warning.
+    pub cert_warning_days: f64,
+    /// Within this many days, or expired: critical.
+    pub cert_critical_days: f64,
 }
 
 impl Default for Thresholds {
@@ -76,6 +94,21 @@ impl Default for Thresholds {
             },
             backup_max_age_s: 48.0 * 3600.0,
             wearout_min_pct: 20.0,
+            guest_disk_watch: 75.0,
+            guest_disk: Levels {
+                warning: 85.0,
+                critical: 92.0,
+            },
+            disk_temp_c: Levels {
+                warning: 55.0,
+                critical: 65.0,
+            },
+            nvme_temp_c: Levels {
+                warning: 70.0,
+                critical: 80.0,
+            },
+            cert_warning_days: 14.0,
+            cert_critical_days: 3.0,
         }
     }
 }
@@ -100,9 +133,13 @@ pub fn detect(
             "vm" | "lxc" => {
                 backup_age(t, r, &mut out);
                 guest_memory(s, t, r, &mut out);
+                guest_disk(t, r, &mut out);
             }
             "pod" => pod(s.now_ms, r, &mut out),
-            "disk" => disk(t, r, &mut out),
+            "disk" => {
+                disk(t, r, &mut out);
+                disk_temperature(t, r, &mut out);
+            }
             "docker" => container(s, r, &mut out),
             "k8s-node" => k8s_node(r, &mut out),
             "k8s-workload" => workload(r, &mut out),
@@ -110,6 +147,8 @@ pub fn detect(
             "replication" => replication(r, &mut out),
             _ => {}
         }
+        // Any resource that reports certificates: PVE nodes today, PBS hosts alike.
+        certificates(s.now_ms, t, r, &mut out);
     }
     out
 }
@@ -540,6 +579,295 @@ fn disk(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
     out.push(d);
 }
 
+const GIB: f64 = 1_073_741_824.0;
+
+/// The latest value of `metric`.
+fn latest_value(r: &ResourceRecord, metric: &str) -> Option<f64> {
+    r.latest.get(metric).map(|l| l.value)
+}
+
+/// The members of the labelled family `metric{label="…"}` as (label value, value, sample
+/// time), from the newest reading only: a member that is no longer reported (a filesystem
+/// unmounted, a certificate file removed) keeps its last sample in `latest` for ever, and
+/// must not raise findings from there. One reading sends all members with one timestamp.
+fn newest_family<'a>(r: &'a ResourceRecord, metric: &str, label: &str) -> Vec<(&'a str, f64, i64)> {
+    let prefix = format!("{metric}{{{label}=\"");
+    let members: Vec<(&str, f64, i64)> = r
+        .latest
+        .iter()
+        .filter_map(|(m, l)| {
+            let v = m.strip_prefix(prefix.as_str())?.strip_suffix("\"}")?;
+            Some((v, l.value, l.ts_ms))
+        })
+        .collect();
+    let newest = members.iter().map(|m| m.2).max().unwrap_or(0);
+    members.into_iter().filter(|m| m.2 == newest).collect()
+}
+
+/// One filesystem of a guest, as its guest-disk rule sees it.
+struct GuestFs<'a> {
+    /// Mount point (`/` for a container's root disk; `C:` on Windows).
+    mount: &'a str,
+    /// The metric the percentage came from, for the evidence.
+    metric: String,
+    pct: f64,
+    used: Option<f64>,
+    total: Option<f64>,
+}
+
+impl GuestFs<'_> {
+    fn evidence(&self) -> String {
+        match (self.used, self.total) {
+            (Some(u), Some(t)) => format!(
+                "{} = {:.1} % ({:.1} of {:.1} GiB)",
+                self.metric,
+                self.pct,
+                u / GIB,
+                t / GIB
+            ),
+            _ => format!("{} = {:.1} %", self.metric, self.pct),
+        }
+    }
+}
+
+/// A guest's filesystems: a container's root disk (`disk_used_pct`, from PVE) and what a VM's
+/// guest agent reports (`guest_fs_used_pct{mountpoint="…"}`, newest reading only).
+fn guest_filesystems(r: &ResourceRecord) -> Vec<GuestFs<'_>> {
+    let mut out = Vec::new();
+    if let Some(pct) = latest_value(r, "disk_used_pct") {
+        out.push(GuestFs {
+            mount: "/",
+            metric: "disk_used_pct".into(),
+            pct,
+            used: latest_value(r, "disk_used_bytes"),
+            total: latest_value(r, "disk_total_bytes"),
+        });
+    }
+    for (mount, pct, _) in newest_family(r, "guest_fs_used_pct", "mountpoint") {
+        let labelled = |m: &str| latest_value(r, &format!("{m}{{mountpoint=\"{mount}\"}}"));
+        out.push(GuestFs {
+            mount,
+            metric: format!("guest_fs_used_pct{{mountpoint=\"{mount}\"}}"),
+            pct,
+            used: labelled("guest_fs_used_bytes"),
+            total: labelled("guest_fs_total_bytes"),
+        });
+    }
+    out
+}
+
+/// The VMID of a guest: its `vmid` attribute, else the end of its id (`lxc:c/104`).
+fn vmid(r: &ResourceRecord) -> String {
+    r.attrs
+        .get("vmid")
+        .and_then(serde_json::Value::as_i64)
+        .map_or_else(
+            || r.id.rsplit('/').next().unwrap_or_default().to_owned(),
+            |v| v.to_string(),
+        )
+}
+
+/// Guest disk usage: the fullest filesystem of a VM (from its guest agent) or a container's
+/// root disk, against `guest_disk_watch` and `guest_disk`. Read from the latest reading, not
+/// held over a window: disk usage moves slowly, the collector reads VMs' filesystems only
+/// every few minutes (too sparse for a 10-minute window), and a full disk is a problem from
+/// its first reading.
+fn guest_disk(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let mut fs = guest_filesystems(r);
+    fs.sort_by(|a, b| b.pct.total_cmp(&a.pct));
+    let Some(worst) = fs.first() else {
+        return;
+    };
+    let severity = match level(worst.pct, t.guest_disk) {
+        Some(sev) => sev,
+        None if worst.pct >= t.guest_disk_watch => Severity::Watch,
+        None => return,
+    };
+    let container = r.kind == "lxc";
+    let what = if container { "container" } else { "VM" };
+    let id = vmid(r);
+    let mut d = Detection::on(r, "guest-disk", severity, Category::Capacity);
+    d.title = format!("{}: {} is {:.0} % full", r.name, worst.mount, worst.pct);
+    let size = match (worst.used, worst.total) {
+        (Some(u), Some(t)) => format!(" ({:.1} of {:.1} GiB used)", u / GIB, t / GIB),
+        _ => String::new(),
+    };
+    d.description = format!(
+        "The filesystem {} of {what} {id} ({}) is {:.1} % full{size}; writes inside the guest \
+         fail once it is full.",
+        worst.mount, r.name, worst.pct
+    );
+    // How much to grow for the fullest filesystem to drop just under the watch level.
+    let target = (t.guest_disk_watch - 5.0).max(10.0) / 100.0;
+    let grow = match (worst.used, worst.total) {
+        (Some(u), Some(total)) => ((u / target - total) / GIB).ceil().max(1.0),
+        _ => 8.0,
+    };
+    d.recommendation = if container {
+        format!(
+            "Grow the container's root disk with `pct resize {id} rootfs +{grow:.0}G`, or free \
+             space inside it (logs, package caches, old data)."
+        )
+    } else {
+        format!(
+            "Free space inside the guest (logs, package caches, old data), or grow the virtual \
+             disk that holds {} with `qm disk resize {id} <disk> +{grow:.0}G` (e.g. scsi0) and \
+             then the partition and filesystem inside the guest.",
+            worst.mount
+        )
+    };
+    let over: Vec<String> = fs
+        .iter()
+        .filter(|f| f.pct >= t.guest_disk_watch)
+        .map(GuestFs::evidence)
+        .collect();
+    d.evidence = format!(
+        "{} (watch {:.0} %, warning {:.0} %, critical {:.0} %)",
+        over.join("; "),
+        t.guest_disk_watch,
+        t.guest_disk.warning,
+        t.guest_disk.critical
+    );
+    out.push(d);
+}
+
+/// Disk temperature from SMART (`disk_temp_celsius`), against `nvme_temp_c` for NVMe drives
+/// and `disk_temp_c` for the rest. The latest reading counts: the collector reads SMART every
+/// few minutes, and a drive's temperature changes slowly (its thermal mass smooths out
+/// seconds-long spikes), so one reading over the limit already means minutes over it.
+fn disk_temperature(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let Some(temp) = latest_value(r, "disk_temp_celsius") else {
+        return;
+    };
+    let nvme = text(r, "type") == Some("nvme") || r.name.starts_with("/dev/nvme");
+    let (limits, class) = if nvme {
+        (t.nvme_temp_c, "NVMe")
+    } else {
+        (t.disk_temp_c, "disk")
+    };
+    let Some(severity) = level(temp, limits) else {
+        return;
+    };
+    let (which, at) = if severity == Severity::Critical {
+        ("critical", limits.critical)
+    } else {
+        ("warning", limits.warning)
+    };
+    let mut d = Detection::on(r, "disk-temperature", severity, Category::Reliability);
+    let node = d.node.clone();
+    d.title = format!("{}: {temp:.0} °C", r.name);
+    let model = text(r, "model")
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    d.description = format!(
+        "The {class} {}{model} reports {temp:.0} °C, at or above the {which} level of \
+         {at:.0} °C; hot drives wear out faster, throttle and fail earlier.",
+        r.name
+    );
+    d.recommendation = format!(
+        "Check the cooling of {}: fans, airflow and dust filters, drive spacing, room \
+         temperature. Move heavy I/O off the drive until it is back under {:.0} °C.",
+        node.as_deref().unwrap_or("its host"),
+        limits.warning
+    );
+    d.evidence = format!(
+        "disk_temp_celsius = {temp:.0} ({class} levels: warning {:.0} °C, critical {:.0} °C)",
+        limits.warning, limits.critical
+    );
+    out.push(d);
+}
+
+/// A duration in the largest unit that fits: days, hours or minutes.
+fn span(secs: f64) -> String {
+    let s = secs.abs();
+    let (n, unit) = if s >= 86_400.0 {
+        (s / 86_400.0, "day")
+    } else if s >= 3600.0 {
+        (s / 3600.0, "hour")
+    } else {
+        (s / 60.0, "minute")
+    };
+    let n = n.floor();
+    if n == 1.0 {
+        format!("1 {unit}")
+    } else {
+        format!("{n:.0} {unit}s")
+    }
+}
+
+/// What to do about a certificate file of a Proxmox node, by its name.
+fn renew_advice(file: &str) -> &'static str {
+    match file {
+        "pveproxy-ssl.pem" => {
+            "Renew the API and web GUI certificate: with ACME run `pvenode acme cert renew` \
+             (and find out why the daily automatic renewal did not: `journalctl -u \
+             pve-daily-update`); a custom certificate must be replaced by uploading a new one \
+             (node > System > Certificates)."
+        }
+        "pve-ssl.pem" => {
+            "Renew the node certificate signed by the cluster CA with `pvecm updatecerts \
+             --force`, then `systemctl restart pveproxy`."
+        }
+        "pve-root-ca.pem" => {
+            "The cluster CA expires: plan its renewal (Proxmox VE certificate management \
+             docs); node certificates it signed stop being trusted with it."
+        }
+        // Proxmox Backup Server's API and GUI certificate.
+        "proxy.pem" => {
+            "Renew the Proxmox Backup Server certificate: with ACME run `proxmox-backup-manager \
+             acme cert order`, a self-signed one is regenerated by `proxmox-backup-manager cert \
+             update --force`; then `systemctl reload proxmox-backup-proxy`."
+        }
+        _ => "Renew or replace the certificate before it expires.",
+    }
+}
+
+/// Certificates expiring soon (`cert_expires_in_seconds{file="…"}`, any resource kind):
+/// warning within `cert_warning_days`, critical within `cert_critical_days` or expired. The
+/// collector reads certificates rarely (they change rarely) and sends the time left at each
+/// run; the time left now is counted down from when the sample was taken, so it stays exact
+/// between readings. One finding per resource, for its certificate expiring first.
+fn certificates(now_ms: i64, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let mut expiring: Vec<(&str, f64)> = newest_family(r, "cert_expires_in_seconds", "file")
+        .into_iter()
+        .map(|(file, left, ts)| (file, left - (now_ms - ts) as f64 / 1000.0))
+        .filter(|(_, left)| *left < t.cert_warning_days * 86_400.0)
+        .collect();
+    expiring.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let Some(&(file, left)) = expiring.first() else {
+        return;
+    };
+    let severity = if left < t.cert_critical_days * 86_400.0 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let mut d = Detection::on(r, "certificate-expiry", severity, Category::Security);
+    let when = if left <= 0.0 {
+        format!("expired {} ago", span(left))
+    } else {
+        format!("expires in {}", span(left))
+    };
+    d.title = format!("{}: certificate {file} {when}", r.name);
+    d.description = format!(
+        "The certificate {file} of {} {when}; TLS clients (browsers, API clients, other \
+         cluster nodes) reject an expired certificate.",
+        r.name
+    );
+    d.recommendation = renew_advice(file).into();
+    let all: Vec<String> = expiring
+        .iter()
+        .map(|(f, l)| format!("{f}: {:.1} days left", l / 86_400.0))
+        .collect();
+    d.evidence = format!(
+        "cert_expires_in_seconds: {} (warning under {:.0} days, critical under {:.0})",
+        all.join("; "),
+        t.cert_warning_days,
+        t.cert_critical_days
+    );
+    out.push(d);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,5 +1141,306 @@ mod tests {
         );
         assert!(found[9].title.contains("5 times"), "{}", found[9].title);
         assert_eq!(found[10].node.as_deref(), Some("pve1"));
+    }
+
+    fn latest_at(r: &mut ResourceRecord, metric: &str, value: f64, ts_ms: i64) {
+        r.latest
+            .insert(metric.into(), LatestSample { ts_ms, value });
+    }
+
+    fn found(resources: Vec<ResourceRecord>, t: &Thresholds) -> Vec<Detection> {
+        let s = Snapshot {
+            now_ms: NOW,
+            resources,
+            ..Snapshot::default()
+        };
+        detect(&s, t, &BTreeMap::new())
+    }
+
+    fn sev(found: &[Detection], id: &str, key: &str) -> Option<Severity> {
+        found
+            .iter()
+            .find(|d| d.resource_id == id && d.key == key)
+            .map(|d| d.severity)
+    }
+
+    const GIB: f64 = 1_073_741_824.0;
+
+    /// A container whose root disk is `pct` % of 8 GiB full.
+    fn container(vmid: u32, pct: f64) -> ResourceRecord {
+        let mut r = record(&format!("lxc:c/{vmid}"), "running");
+        r.attrs.insert("vmid".into(), vmid.into());
+        latest(&mut r, "disk_used_pct", pct);
+        latest(&mut r, "disk_used_bytes", 8.0 * GIB * pct / 100.0);
+        latest(&mut r, "disk_total_bytes", 8.0 * GIB);
+        r
+    }
+
+    fn vm_fs(r: &mut ResourceRecord, mount: &str, used_gib: f64, total_gib: f64, ts: i64) {
+        let m = |name: &str| format!("{name}{{mountpoint=\"{mount}\"}}");
+        latest_at(r, &m("guest_fs_used_bytes"), used_gib * GIB, ts);
+        latest_at(r, &m("guest_fs_total_bytes"), total_gib * GIB, ts);
+        latest_at(r, &m("guest_fs_used_pct"), used_gib / total_gib * 100.0, ts);
+    }
+
+    #[test]
+    fn guest_disk_levels_from_the_latest_reading() {
+        let t = Thresholds::default();
+        // Edges: watch from 75 %, warning from 85 %, critical from 92 %.
+        let edges = [
+            (74.9, None),
+            (75.0, Some(Severity::Watch)),
+            (84.9, Some(Severity::Watch)),
+            (85.0, Some(Severity::Warning)),
+            (91.9, Some(Severity::Warning)),
+            (92.0, Some(Severity::Critical)),
+        ];
+        for (pct, want) in edges {
+            let f = found(vec![container(104, pct)], &t);
+            assert_eq!(sev(&f, "lxc:c/104", "guest-disk"), want, "{pct} %");
+        }
+
+        let f = found(vec![container(104, 95.0)], &t);
+        let d = &f[0];
+        assert_eq!(d.category, Category::Capacity);
+        assert_eq!(d.title, "104: / is 95 % full");
+        assert!(
+            d.evidence
+                .starts_with("disk_used_pct = 95.0 % (7.6 of 8.0 GiB)"),
+            "{}",
+            d.evidence
+        );
+        // 7.6 GiB at 70 % needs 10.9 GiB: 3 more.
+        assert!(
+            d.recommendation.contains("`pct resize 104 rootfs +3G`"),
+            "{}",
+            d.recommendation
+        );
+
+        // A VM: its fullest filesystem counts, all over the watch level are in the evidence.
+        let mut vm = record("vm:c/100", "running");
+        vm.attrs.insert("vmid".into(), 100.into());
+        vm_fs(&mut vm, "/", 40.0, 50.0, NOW);
+        vm_fs(&mut vm, "/var", 8.8, 10.0, NOW);
+        vm_fs(&mut vm, "/boot/efi", 0.1, 0.5, NOW);
+        // Unmounted since: its last sample is older than the newest reading and ignored.
+        let mut gone = record("vm:c/101", "running");
+        vm_fs(&mut gone, "/mnt/old", 9.9, 10.0, NOW - 600_000);
+        vm_fs(&mut gone, "/", 1.0, 10.0, NOW);
+        let healthy = container(105, 40.0);
+        let f = found(vec![vm, gone, healthy], &t);
+        assert_eq!(f.len(), 1, "{f:?}");
+        let d = &f[0];
+        assert_eq!(
+            (d.resource_id.as_str(), d.severity),
+            ("vm:c/100", Severity::Warning)
+        );
+        assert_eq!(d.title, "100: /var is 88 % full");
+        assert_eq!(
+            d.evidence,
+            "guest_fs_used_pct{mountpoint=\"/var\"} = 88.0 % (8.8 of 10.0 GiB); \
+             guest_fs_used_pct{mountpoint=\"/\"} = 80.0 % (40.0 of 50.0 GiB) \
+             (watch 75 %, warning 85 %, critical 92 %)"
+        );
+        assert!(
+            d.recommendation.contains("`qm disk resize 100 <disk> +3G`"),
+            "{}",
+            d.recommendation
+        );
+
+        // Per-resource thresholds apply.
+        let mut loose = t.clone();
+        loose.guest_disk_watch = 96.0;
+        loose.guest_disk = Levels {
+            warning: 97.0,
+            critical: 99.0,
+        };
+        let s = Snapshot {
+            now_ms: NOW,
+            resources: vec![container(104, 95.0), container(106, 95.0)],
+            ..Snapshot::default()
+        };
+        let overrides = BTreeMap::from([("lxc:c/104".to_owned(), loose)]);
+        let f = detect(&s, &t, &overrides);
+        let ids: Vec<&str> = f.iter().map(|d| d.resource_id.as_str()).collect();
+        assert_eq!(ids, vec!["lxc:c/106"]);
+    }
+
+    #[test]
+    fn disk_temperature_has_its_own_levels_for_nvme() {
+        let t = Thresholds::default();
+        let disk = |id: &str, kind: &str, temp: Option<f64>| {
+            let mut r = record(id, "healthy");
+            r.parent = Some("node:pve1".into());
+            r.attrs.insert("type".into(), kind.into());
+            r.attrs.insert("model".into(), "ST4000VN008".into());
+            if let Some(v) = temp {
+                latest(&mut r, "disk_temp_celsius", v);
+            }
+            r
+        };
+        for (temp, want) in [
+            (54.0, None),
+            (55.0, Some(Severity::Warning)),
+            (64.0, Some(Severity::Warning)),
+            (65.0, Some(Severity::Critical)),
+        ] {
+            let f = found(vec![disk("disk:pve1/Z1", "hdd", Some(temp))], &t);
+            assert_eq!(sev(&f, "disk:pve1/Z1", "disk-temperature"), want, "{temp}");
+        }
+        for (temp, want) in [
+            (65.0, None),
+            (70.0, Some(Severity::Warning)),
+            (80.0, Some(Severity::Critical)),
+        ] {
+            let f = found(vec![disk("disk:pve1/N1", "nvme", Some(temp))], &t);
+            assert_eq!(sev(&f, "disk:pve1/N1", "disk-temperature"), want, "{temp}");
+        }
+        // Without PVE's type, the device name tells an NVMe drive.
+        let mut by_name = disk("disk:pve1/N2", "unknown", Some(65.0));
+        by_name.name = "/dev/nvme1n1".into();
+        let f = found(vec![by_name, disk("disk:pve1/U", "ssd", None)], &t);
+        assert!(f.is_empty(), "{f:?}");
+
+        let f = found(vec![disk("disk:pve1/Z1", "hdd", Some(58.0))], &t);
+        let d = &f[0];
+        assert_eq!(d.category, Category::Reliability);
+        assert_eq!(d.title, "Z1: 58 °C");
+        assert_eq!(d.node.as_deref(), Some("pve1"));
+        assert!(d.description.contains("(ST4000VN008)"), "{}", d.description);
+        assert!(d.recommendation.contains("cooling of pve1"));
+        assert_eq!(
+            d.evidence,
+            "disk_temp_celsius = 58 (disk levels: warning 55 °C, critical 65 °C)"
+        );
+        // A worn and hot drive: two findings, each under its own key.
+        let mut both = disk("disk:pve1/Z2", "ssd", Some(66.0));
+        latest(&mut both, "disk_wearout_pct", 5.0);
+        let f = found(vec![both], &t);
+        let keys: Vec<(&str, Severity)> = f.iter().map(|d| (d.key.as_str(), d.severity)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("disk-wearout", Severity::Critical),
+                ("disk-temperature", Severity::Critical)
+            ]
+        );
+    }
+
+    #[test]
+    fn certificates_count_down_from_their_reading() {
+        let t = Thresholds::default();
+        let day = 86_400.0;
+        let node = |name: &str, certs: &[(&str, f64)], read_ms: i64| {
+            let mut r = record(&format!("node:{name}"), "online");
+            for (file, left) in certs {
+                latest_at(
+                    &mut r,
+                    &format!("cert_expires_in_seconds{{file=\"{file}\"}}"),
+                    *left,
+                    read_ms,
+                );
+            }
+            r
+        };
+        let resources = vec![
+            // 15 days left two days ago: 13 now.
+            node(
+                "pve1",
+                &[
+                    ("pve-ssl.pem", 400.0 * day),
+                    ("pveproxy-ssl.pem", 15.0 * day),
+                ],
+                NOW - 2 * 86_400_000,
+            ),
+            node("pve2", &[("pveproxy-ssl.pem", -2.5 * day)], NOW),
+            // Exactly 14 days is not within 14 days.
+            node("pve3", &[("pveproxy-ssl.pem", 14.0 * day)], NOW),
+            node("pve4", &[("pve-ssl.pem", 2.9 * day)], NOW),
+            // Any kind that reports certificates (a PBS host here).
+            node("pbs1", &[("proxy.pem", 10.0 * day)], NOW),
+        ];
+        let mut gone = node("pve5", &[("pveproxy-ssl.pem", 1.0 * day)], NOW - 7_200_000);
+        // The custom certificate was removed since; only the newest reading counts.
+        latest(
+            &mut gone,
+            "cert_expires_in_seconds{file=\"pve-ssl.pem\"}",
+            500.0 * day,
+        );
+        let mut resources = resources;
+        resources.push(gone);
+        let f = found(resources, &t);
+        let got: Vec<(&str, Severity)> = f
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("node:pve1", Severity::Warning),
+                ("node:pve2", Severity::Critical),
+                ("node:pve4", Severity::Critical),
+                ("node:pbs1", Severity::Warning),
+            ]
+        );
+        assert!(
+            f.iter()
+                .all(|d| d.key == "certificate-expiry" && d.category == Category::Security)
+        );
+        assert_eq!(
+            f[0].title,
+            "pve1: certificate pveproxy-ssl.pem expires in 13 days"
+        );
+        assert_eq!(
+            f[0].evidence,
+            "cert_expires_in_seconds: pveproxy-ssl.pem: 13.0 days left (warning under 14 days, \
+             critical under 3)"
+        );
+        assert!(f[0].recommendation.contains("pvenode acme cert renew"));
+        assert_eq!(
+            f[1].title,
+            "pve2: certificate pveproxy-ssl.pem expired 2 days ago"
+        );
+        assert_eq!(
+            f[2].title,
+            "pve4: certificate pve-ssl.pem expires in 2 days"
+        );
+        assert!(f[2].recommendation.contains("pvecm updatecerts --force"));
+        assert!(f[3].recommendation.contains("proxmox-backup-manager"));
+        assert_eq!(span(90.0 * 60.0), "1 hour");
+        assert_eq!(span(-125.0), "2 minutes");
+    }
+
+    #[test]
+    fn a_healthy_fleet_raises_nothing_and_old_settings_take_the_new_defaults() {
+        let t = Thresholds::default();
+        let mut vm = record("vm:c/100", "running");
+        vm_fs(&mut vm, "/", 10.0, 50.0, NOW);
+        let mut hdd = record("disk:pve1/Z1", "healthy");
+        latest(&mut hdd, "disk_temp_celsius", 38.0);
+        let mut node = record("node:pve1", "online");
+        latest(
+            &mut node,
+            "cert_expires_in_seconds{file=\"pve-ssl.pem\"}",
+            500.0 * 86_400.0,
+        );
+        let f = found(vec![container(104, 30.0), vm, hdd, node], &t);
+        assert!(f.is_empty(), "{f:?}");
+
+        // Settings stored before these thresholds existed read with their defaults.
+        let old: Thresholds = serde_json::from_value(serde_json::json!({
+            "window_ms": 600_000,
+            "storage_watch": 70.0,
+            "wearout_min_pct": 20.0
+        }))
+        .unwrap();
+        assert_eq!(old, t);
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["guest_disk_watch"], 75.0);
+        assert_eq!(v["guest_disk"]["critical"], 92.0);
+        assert_eq!(v["disk_temp_c"]["warning"], 55.0);
+        assert_eq!(v["nvme_temp_c"]["warning"], 70.0);
+        assert_eq!(v["cert_warning_days"], 14.0);
+        assert_eq!(v["cert_critical_days"], 3.0);
     }
 }

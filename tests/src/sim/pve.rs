@@ -7,7 +7,11 @@
 //! Replication (`/cluster/replication`, `/nodes/{node}/replication[/{id}/status]`) and ZFS
 //! (`/nodes/{node}/disks/zfs[/{name}]`) have no public captures; their field sets follow the
 //! PVE sources (pve-manager `PVE/API2/Replication.pm`, pve-guest-common
-//! `PVE/ReplicationState.pm`, pve-storage `PVE/API2/Disks/ZFS.pm`).
+//! `PVE/ReplicationState.pm`, pve-storage `PVE/API2/Disks/ZFS.pm`). So do SMART
+//! (`/nodes/{node}/disks/smart`, pve-storage `PVE::Diskmanage::get_smart_data`), certificates
+//! (`/nodes/{node}/certificates/info`, pve-manager `PVE/API2/Certificates.pm` and pve-common
+//! `PVE::Certificate::get_certificate_info`) and the guest agent's filesystems
+//! (`/nodes/{node}/qemu/{vmid}/agent/get-fsinfo`, QEMU's `guest-get-fsinfo`).
 //!
 //! Time-based behaviour (a storage filling at a steady rate, a disk wearing out, HA
 //! timestamps, new tasks) follows the simulator's clock: the wall clock, or frozen and
@@ -22,6 +26,9 @@
 //! sim.migrate(100, "node3");
 //! sim.set_storage_fill_rate("node1", "local", 50e9); // bytes per hour
 //! sim.stop_backups(105, Duration::from_secs(3 * 86_400));
+//! sim.set_guest_disk(106, "/", 7_900_000_000); // CT 106's root disk nearly full
+//! sim.set_disk_temperature("/dev/sdb", 61);
+//! sim.set_cert_expiry("node1", "pveproxy-ssl.pem", sim.now() + 5 * 86_400);
 //! sim.set_fault(Fault::MalformedJson);
 //! ```
 
@@ -128,7 +135,100 @@ pub struct Guest {
     pub pid: u32,
     /// Managed by the HA stack.
     pub ha_managed: bool,
+    /// QEMU guest agent, when enabled in the VM's configuration (VMs only).
+    pub agent: Option<GuestAgent>,
 }
+
+/// The QEMU guest agent of a VM (`agent: 1` in its configuration).
+#[derive(Clone, Debug)]
+pub struct GuestAgent {
+    /// Whether it answers inside the guest; if not, PVE says `QEMU guest agent is not running`.
+    pub running: bool,
+    /// What `guest-get-fsinfo` lists.
+    pub filesystems: Vec<GuestFs>,
+}
+
+/// One filesystem as `guest-get-fsinfo` reports it.
+#[derive(Clone, Debug)]
+pub struct GuestFs {
+    /// Device (`sda1`, `dm-0`, `loop0`).
+    pub name: String,
+    /// Mount point.
+    pub mountpoint: String,
+    /// Filesystem type (`ext4`, `vfat`, `squashfs`, `NTFS`).
+    pub fstype: String,
+    /// `total-bytes`: the capacity users may fill (without blocks reserved for root).
+    pub total: u64,
+    /// `used-bytes`.
+    pub used: u64,
+    /// Serial of the virtual disk it lives on (`drive-scsi0`), if any.
+    pub serial: Option<String>,
+}
+
+impl GuestFs {
+    /// A filesystem `mountpoint` on device `name` of `fstype`.
+    pub fn new(name: &str, mountpoint: &str, fstype: &str, total: u64, used: u64) -> Self {
+        Self {
+            name: name.to_owned(),
+            mountpoint: mountpoint.to_owned(),
+            fstype: fstype.to_owned(),
+            total,
+            used,
+            serial: None,
+        }
+    }
+}
+
+/// How `smartctl` reads a drive, which decides the shape of PVE's SMART answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmartKind {
+    /// SATA: `type: "ata"` and the attribute table (temperature in attribute 194).
+    Ata,
+    /// NVMe: `type: "text"`, the health log as text (`Temperature: 41 Celsius`).
+    Nvme,
+    /// SAS/SCSI: `type: "text"` (`Current Drive Temperature: 34 C`).
+    Sas,
+}
+
+/// SMART data of one disk of [`World::disks`] (every node's disk with that path).
+#[derive(Clone, Debug)]
+pub struct DiskSmart {
+    /// `devpath` of the disk.
+    pub devpath: String,
+    /// Shape of the answer.
+    pub kind: SmartKind,
+    /// `PASSED`, `FAILED` (ATA, NVMe) or `OK` (SAS).
+    pub health: String,
+    /// Current temperature, °C; `None`: the drive reports none.
+    pub temperature: Option<u32>,
+    /// Power-on hours.
+    pub power_on_hours: u32,
+}
+
+/// A certificate file of `/nodes/{node}/certificates/info`.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    /// Node whose `/etc/pve/nodes/<node>/` holds it; `None` for the cluster CA
+    /// (`/etc/pve/pve-root-ca.pem`), which every node lists.
+    pub node: Option<String>,
+    /// `pve-root-ca.pem`, `pve-ssl.pem` or `pveproxy-ssl.pem`.
+    pub filename: String,
+    /// Subject, OpenSSL one-line form.
+    pub subject: String,
+    /// Issuer, OpenSSL one-line form.
+    pub issuer: String,
+    /// Start of validity, epoch s.
+    pub notbefore: i64,
+    /// End of validity, epoch s.
+    pub notafter: i64,
+    /// Subject alternative names.
+    pub san: Vec<String>,
+    /// SHA-256 fingerprint, colon-separated hex.
+    pub fingerprint: String,
+}
+
+/// Certificate file names PVE lists, in its order.
+pub const CERT_FILES: [&str; 3] = ["pve-root-ca.pem", "pve-ssl.pem", "pveproxy-ssl.pem"];
 
 /// One storage as seen from one node (shared storages appear once per node, as in PVE).
 #[derive(Clone, Debug)]
@@ -377,6 +477,11 @@ pub struct World {
     pub zfs_pools: Vec<ZfsPool>,
     /// Wear-out declines of entries in `disks`, by device path.
     pub disk_wear: Vec<DiskWear>,
+    /// SMART data of entries in `disks`; a disk without one answers as a drive whose
+    /// `smartctl` failed (`health: UNKNOWN`).
+    pub smart: Vec<DiskSmart>,
+    /// Certificates of the nodes and the cluster CA.
+    pub certificates: Vec<Certificate>,
 }
 
 /// A switchable misbehaviour.
@@ -395,6 +500,14 @@ pub enum Fault {
     ServerError(String),
     /// Every answer is delayed by this much.
     Slow(Duration),
+    /// Answers to requests whose path (under `/api2/json`, without the query) starts with
+    /// `prefix` are delayed by `delay`, e.g. a guest agent that hangs.
+    SlowPath {
+        /// Path prefix, e.g. `/nodes/node1/qemu/100/agent`.
+        prefix: String,
+        /// Delay.
+        delay: Duration,
+    },
     /// Every 200 answer body is cut in half.
     MalformedJson,
     /// The node is unreachable: its `/nodes/{node}/…` calls get `595 No route to host`, and it
@@ -557,6 +670,87 @@ fn guest(vmid: u32, kind: GuestKind, name: &str, node: &str, running: bool) -> G
         diskwrite: 0,
         pid: 0,
         ha_managed: false,
+        agent: None,
+    }
+}
+
+/// A Debian guest's filesystems on a disk of `disk_bytes`, `used` bytes on `/`: the root
+/// filesystem, the EFI partition, and a snap package's read-only image (always full).
+pub fn linux_filesystems(disk_bytes: u64, used: u64) -> Vec<GuestFs> {
+    // ext4 keeps 5 % for root, which `total-bytes` leaves out; the EFI partition takes 512 MiB.
+    let root_total = (disk_bytes.saturating_sub(536_870_912)) / 100 * 95;
+    let mut root = GuestFs::new("sda1", "/", "ext4", root_total, used.min(root_total));
+    root.serial = Some("drive-scsi0".to_owned());
+    let mut efi = GuestFs::new("sda15", "/boot/efi", "vfat", 109_422_592, 6_334_464);
+    efi.serial = Some("drive-scsi0".to_owned());
+    vec![
+        root,
+        efi,
+        GuestFs::new(
+            "loop0",
+            "/snap/core22/1380",
+            "squashfs",
+            77_463_552,
+            77_463_552,
+        ),
+    ]
+}
+
+/// SMART of a SATA drive at `celsius` °C.
+fn ata(devpath: &str, celsius: u32) -> DiskSmart {
+    DiskSmart {
+        devpath: devpath.to_owned(),
+        kind: SmartKind::Ata,
+        health: "PASSED".to_owned(),
+        temperature: Some(celsius),
+        power_on_hours: 14_123,
+    }
+}
+
+/// The certificates of a node joined `age_days` ago: `pve-ssl.pem`, signed by the cluster CA
+/// for two years, as `pvecm` creates it.
+fn node_certificate(n: &Node, t: i64, age_days: i64) -> Certificate {
+    let issued = t - age_days * 86_400;
+    Certificate {
+        node: Some(n.name.clone()),
+        filename: "pve-ssl.pem".to_owned(),
+        subject: format!(
+            "/OU=PVE Cluster Node/O=Proxmox Virtual Environment/CN={}.example.lan",
+            n.name
+        ),
+        issuer: CA_SUBJECT.to_owned(),
+        notbefore: issued,
+        notafter: issued + 2 * 365 * 86_400,
+        san: vec![
+            "127.0.0.1".to_owned(),
+            "0000:0000:0000:0000:0000:0000:0000:0001".to_owned(),
+            "localhost".to_owned(),
+            n.ip.clone(),
+            n.name.clone(),
+            format!("{}.example.lan", n.name),
+        ],
+        fingerprint: n.ssl_fingerprint.clone(),
+    }
+}
+
+/// The cluster CA's subject (pve-cluster `PVE::Cluster::Setup::gen_pveca_cert`).
+const CA_SUBJECT: &str = concat!(
+    "/CN=Proxmox Virtual Environment",
+    "/OU=3f0d1c52-8b2e-4a7d-9a41-5e2f7c6b1d90/O=PVE Cluster Manager CA"
+);
+
+/// The cluster CA, created `age_days` ago for ten years.
+fn cluster_ca(t: i64, age_days: i64) -> Certificate {
+    let issued = t - age_days * 86_400;
+    Certificate {
+        node: None,
+        filename: "pve-root-ca.pem".to_owned(),
+        subject: CA_SUBJECT.to_owned(),
+        issuer: CA_SUBJECT.to_owned(),
+        notbefore: issued,
+        notafter: issued + 10 * 365 * 86_400,
+        san: Vec::new(),
+        fingerprint: "6B:2E:91:0C:D4:7A:33:58:E1:9F:02:BB:46:C8:7D:15:A0:E3:5C:98:21:4F:6D:B7:0E:83:19:CA:52:F6:7B:D4".to_owned(),
     }
 }
 
@@ -565,7 +759,9 @@ impl Default for World {
     /// (values copied from the captures), plus containers shaped like
     /// `nodes_node_lxc.strings.json`, the storages of `nodes_node_storage.pve9.json`, a PBS
     /// storage with backups shaped like `storage_content.backup_pbs.json`, and vzdump tasks
-    /// shaped like `nodes_node_tasks.vzdump_ok.pve9.json`.
+    /// shaped like `nodes_node_tasks.vzdump_ok.pve9.json`. Healthy where the captures say
+    /// nothing: the disks run at 31–38 °C, VM 100's guest agent reports its root filesystem
+    /// 23 % full, and the certificates have most of their life ahead.
     fn default() -> Self {
         let t = now();
         let nodes = vec![
@@ -631,6 +827,10 @@ impl Default for World {
         g100.diskwrite = 6_059_209_728;
         g100.pid = 1_563_102;
         g100.ha_managed = true;
+        g100.agent = Some(GuestAgent {
+            running: true,
+            filesystems: linux_filesystems(g100.maxdisk, 7_344_300_032),
+        });
         let mut g101 = guest(101, GuestKind::Qemu, "leap154", "node1", false);
         g101.maxcpu = 4;
         g101.maxmem = 16_777_216_000;
@@ -772,6 +972,21 @@ impl Default for World {
             .map(|n| rpool(&n.name))
             .chain([tank_degraded("node1")])
             .collect();
+        // The fixture's disks as a SAS drive and two SATA drives, all comfortably cool.
+        let smart = vec![
+            DiskSmart {
+                devpath: "/dev/sda".to_owned(),
+                kind: SmartKind::Sas,
+                health: "OK".to_owned(),
+                temperature: Some(31),
+                power_on_hours: 20_411,
+            },
+            ata("/dev/sdb", 38),
+            ata("/dev/sdc", 36),
+        ];
+        let certificates = std::iter::once(cluster_ca(t, 400))
+            .chain(nodes.iter().map(|n| node_certificate(n, t, 400)))
+            .collect();
 
         Self {
             cluster_name: Some("clustername".to_owned()),
@@ -791,6 +1006,8 @@ impl Default for World {
             replication,
             zfs_pools,
             disk_wear: Vec::new(),
+            smart,
+            certificates,
         }
     }
 }
@@ -800,7 +1017,8 @@ impl World {
     /// them, cloned from the default world's shapes: each node gets the default node's
     /// figures, its local storages and the shared ones; every running guest has a backup from
     /// yesterday and the day before on `pbs`; each node has a healthy `rpool`; no replication
-    /// jobs. Used by benchmarks (hundreds of nodes) and the demo fleet.
+    /// jobs; each node has its certificate (330 more days to go). Used by benchmarks (hundreds
+    /// of nodes) and the demo fleet.
     pub fn scaled(cluster: &str, node_names: &[String], guests: usize) -> Self {
         let mut w = Self::default();
         let t = now();
@@ -876,6 +1094,9 @@ impl World {
         }
         w.replication.clear();
         w.zfs_pools = node_names.iter().map(|name| rpool(name)).collect();
+        w.certificates = std::iter::once(cluster_ca(t, 400))
+            .chain(w.nodes.iter().map(|n| node_certificate(n, t, 400)))
+            .collect();
         w
     }
 }
@@ -1363,6 +1584,105 @@ impl PveSimHandle {
         })
     }
 
+    /// Sets how full a guest's disk is, `used` bytes capped at its size: a container's root
+    /// disk (`mountpoint` `/`; `disk` in `/cluster/resources`) or the filesystem at
+    /// `mountpoint` that a VM's guest agent reports. Returns false if the guest, or the VM's
+    /// agent or that filesystem, does not exist.
+    pub fn set_guest_disk(&self, vmid: u32, mountpoint: &str, used: u64) -> bool {
+        self.with_world(|w| {
+            let Some(g) = w.guests.iter_mut().find(|g| g.vmid == vmid) else {
+                return false;
+            };
+            match (g.kind, g.agent.as_mut()) {
+                (GuestKind::Lxc, _) if mountpoint == "/" => {
+                    g.disk = used.min(g.maxdisk);
+                    true
+                }
+                (GuestKind::Qemu, Some(agent)) => {
+                    let Some(fs) = agent
+                        .filesystems
+                        .iter_mut()
+                        .find(|f| f.mountpoint == mountpoint)
+                    else {
+                        return false;
+                    };
+                    fs.used = used.min(fs.total);
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// Starts or stops the guest agent inside a VM (its configuration keeps it enabled).
+    /// Returns false if the VM has no agent configured.
+    pub fn set_guest_agent_running(&self, vmid: u32, running: bool) -> bool {
+        self.with_world(|w| {
+            let agent = w
+                .guests
+                .iter_mut()
+                .find(|g| g.vmid == vmid)
+                .and_then(|g| g.agent.as_mut());
+            agent.map(|a| a.running = running).is_some()
+        })
+    }
+
+    /// Sets a disk's temperature, °C (the disk with this path on every node); a disk without
+    /// SMART data gets a SATA drive's. Returns false if no disk has this `devpath`.
+    pub fn set_disk_temperature(&self, devpath: &str, celsius: u32) -> bool {
+        self.with_world(|w| {
+            if !has_disk(&w.disks, devpath) {
+                return false;
+            }
+            match w.smart.iter_mut().find(|d| d.devpath == devpath) {
+                Some(d) => d.temperature = Some(celsius),
+                None => w.smart.push(ata(devpath, celsius)),
+            }
+            true
+        })
+    }
+
+    /// Sets when certificate `filename` of `node` expires, epoch s (the cluster CA,
+    /// `pve-root-ca.pem`, is every node's). A `pveproxy-ssl.pem` that does not exist yet
+    /// appears, as a 90-day Let's Encrypt certificate ending then. Returns false for an
+    /// unknown node or file name.
+    pub fn set_cert_expiry(&self, node: &str, filename: &str, not_after: i64) -> bool {
+        self.with_world(|w| {
+            let Some(n) = w.nodes.iter().find(|n| n.name == node).cloned() else {
+                return false;
+            };
+            if !CERT_FILES.contains(&filename) {
+                return false;
+            }
+            let owner = (filename != "pve-root-ca.pem").then(|| node.to_owned());
+            if let Some(c) = w
+                .certificates
+                .iter_mut()
+                .find(|c| c.filename == filename && c.node == owner)
+            {
+                c.notafter = not_after;
+                return true;
+            }
+            let mut c = match filename {
+                "pve-root-ca.pem" => cluster_ca(not_after, 0),
+                "pve-ssl.pem" => node_certificate(&n, not_after, 0),
+                _ => Certificate {
+                    node: owner,
+                    filename: filename.to_owned(),
+                    subject: format!("/CN={}.example.lan", n.name),
+                    issuer: "/C=US/O=Let's Encrypt/CN=R11".to_owned(),
+                    notbefore: not_after - 90 * 86_400,
+                    notafter: not_after,
+                    san: vec![format!("{}.example.lan", n.name)],
+                    fingerprint: "3A:91:C4:0F:7E:22:D8:B5:61:0C:AF:93:4E:17:D2:68:B0:5F:E9:3C:72:A4:08:DD:1B:96:C3:5E:40:F7:2A:89".to_owned(),
+                },
+            };
+            c.notafter = not_after;
+            w.certificates.push(c);
+            true
+        })
+    }
+
     /// Powers a node off: offline in cluster views, its calls answer 595.
     pub fn stop_node(&self, name: &str) {
         self.set_node_online(name, false);
@@ -1480,6 +1800,11 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
         .iter()
         .filter_map(|f| match f {
             Fault::Slow(d) => Some(*d),
+            Fault::SlowPath { prefix, delay } => req
+                .path
+                .strip_prefix(API_PREFIX)
+                .is_some_and(|p| p.starts_with(prefix.as_str()))
+                .then_some(*delay),
             _ => None,
         })
         .sum();
@@ -1710,6 +2035,7 @@ fn node_route(st: &State, node: &str, rest: &[&str], req: &Request) -> Reply {
                 ),
             }
         }
+        ["qemu", vmid, "agent", "get-fsinfo"] => guest_fsinfo(st, node, vmid),
         ["storage"] => {
             let list = w
                 .storages
@@ -1769,6 +2095,15 @@ fn node_route(st: &State, node: &str, rest: &[&str], req: &Request) -> Reply {
             }
             Reply::Data(disks_at(w, st.now()))
         }
+        // Sys.Audit on `/`, not on the node (pve-storage `PVE/API2/Disks.pm`).
+        ["disks", "smart"] => {
+            if st.denied("/") {
+                return forbidden("/", "Sys.Audit");
+            }
+            disk_smart(w, req)
+        }
+        // Any authenticated user may read them (`user => 'all'`).
+        ["certificates", "info"] => Reply::Data(certificates_info(w, node)),
         // PVE checks Sys.Audit on `/` for both (pve-storage `PVE/API2/Disks/ZFS.pm`).
         ["disks", "zfs"] => {
             if st.denied("/") {
@@ -2000,12 +2335,16 @@ fn guest_status(g: &Guest) -> Value {
     let mut v = match g.kind {
         GuestKind::Qemu => {
             let mut v = json!({
-                "agent": 1, "diskwrite": g.diskwrite, "cpus": g.maxcpu, "ha": ha, "maxmem": g.maxmem,
+                "diskwrite": g.diskwrite, "cpus": g.maxcpu, "ha": ha, "maxmem": g.maxmem,
                 "uptime": g.uptime, "cpu": g.cpu,
                 "qmpstatus": status, "status": status, "maxdisk": g.maxdisk, "diskread": g.diskread,
                 "vmid": g.vmid, "mem": g.mem, "name": g.name, "netout": g.netout, "netin": g.netin,
                 "disk": g.disk
             });
+            // Only when enabled in the configuration.
+            if g.agent.is_some() {
+                v["agent"] = json!(1);
+            }
             if g.running {
                 v["pid"] = json!(g.pid);
                 v["running-machine"] = json!("pc-i440fx-8.0+pve0");
@@ -2073,6 +2412,201 @@ fn disks_at(w: &World, t: i64) -> Value {
         }
     }
     disks
+}
+
+/// `/nodes/{node}/qemu/{vmid}/agent/get-fsinfo`: `{"result": [...]}` from the guest agent,
+/// or PVE's errors for a VM that is not there, not running, or without a running agent.
+fn guest_fsinfo(st: &State, node: &str, vmid: &str) -> Reply {
+    let acl = format!("/vms/{vmid}");
+    // PVE 9; PVE 8 asked for VM.Monitor.
+    if st.denied(&acl) {
+        return forbidden(&acl, "VM.GuestAgent.Audit");
+    }
+    let g = vmid.parse::<u32>().ok().and_then(|id| {
+        st.world
+            .guests
+            .iter()
+            .find(|g| g.vmid == id && g.node == node && g.kind == GuestKind::Qemu)
+    });
+    let Some(g) = g else {
+        return err(
+            500,
+            format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
+        );
+    };
+    if !g.running {
+        return err(500, format!("VM {vmid} is not running"));
+    }
+    let Some(agent) = &g.agent else {
+        return err(500, "No QEMU guest agent configured");
+    };
+    if !agent.running {
+        return err(500, "QEMU guest agent is not running");
+    }
+    let result: Vec<Value> = agent
+        .filesystems
+        .iter()
+        .map(|f| {
+            let disk: Vec<Value> = f
+                .serial
+                .iter()
+                .map(|serial| {
+                    json!({
+                        "bus-type": "scsi", "bus": 0, "target": 0, "unit": 0,
+                        "pci-controller": {"domain": 0, "bus": 9, "slot": 1, "function": 0},
+                        "serial": serial, "dev": format!("/dev/{}", f.name)
+                    })
+                })
+                .collect();
+            json!({
+                "name": f.name, "mountpoint": f.mountpoint, "type": f.fstype,
+                "total-bytes": f.total, "used-bytes": f.used, "disk": disk
+            })
+        })
+        .collect();
+    Reply::Data(json!({ "result": result }))
+}
+
+/// `/nodes/{node}/disks/smart?disk=<devpath>[&healthonly=1]` (`get_smart_data`'s answer; a
+/// failing `smartctl` leaves only `health: UNKNOWN`).
+fn disk_smart(w: &World, req: &Request) -> Reply {
+    let Some(devpath) = req.query("disk") else {
+        return param_error("disk", "property is missing and it is not optional");
+    };
+    let valid = devpath.strip_prefix("/dev/").is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '/')
+    });
+    if !valid {
+        return param_error("disk", "value does not match the regex pattern");
+    }
+    if !has_disk(&w.disks, devpath) {
+        return err(500, "not a valid block device");
+    }
+    let Some(d) = w.smart.iter().find(|d| d.devpath == devpath) else {
+        return Reply::Data(json!({"health": "UNKNOWN"}));
+    };
+    if req.query("healthonly").is_some_and(|v| v == "1") {
+        return Reply::Data(json!({"health": d.health}));
+    }
+    Reply::Data(smart_answer(d))
+}
+
+fn param_error(param: &str, what: &str) -> Reply {
+    Reply::Error {
+        status: 400,
+        reason: "Parameter verification failed.".to_owned(),
+        errors: Some(json!({ param: what })),
+    }
+}
+
+/// PVE's parse of `smartctl -H -A -f brief`: ATA attributes with their columns (`id` as the
+/// padded text PVE captures), or the text after `START OF SMART DATA SECTION` with `wearout`
+/// from NVMe's `Percentage Used`.
+fn smart_answer(d: &DiskSmart) -> Value {
+    match d.kind {
+        SmartKind::Ata => {
+            let attr = |id: u32, name: &str, flags: &str, value: u32, worst: u32, raw: String| {
+                json!({
+                    "id": format!("{id:>3}"), "name": name, "flags": flags, "value": value,
+                    "normalized": value, "worst": worst, "threshold": 0, "fail": "-", "raw": raw
+                })
+            };
+            let mut attributes = vec![
+                attr(5, "Reallocated_Sector_Ct", "PO--CK", 100, 100, "0".into()),
+                attr(
+                    9,
+                    "Power_On_Hours",
+                    "-O--CK",
+                    97,
+                    97,
+                    d.power_on_hours.to_string(),
+                ),
+                attr(12, "Power_Cycle_Count", "-O--CK", 99, 99, "41".into()),
+                attr(177, "Wear_Leveling_Count", "PO--C-", 99, 99, "12".into()),
+            ];
+            if let Some(t) = d.temperature {
+                let value = 100u32.saturating_sub(t);
+                attributes.push(attr(
+                    194,
+                    "Temperature_Celsius",
+                    "-O---K",
+                    value,
+                    value.saturating_sub(7),
+                    format!("{t} (Min/Max 20/{})", t.max(45)),
+                ));
+            }
+            attributes.push(attr(
+                199,
+                "UDMA_CRC_Error_Count",
+                "-O--CK",
+                100,
+                100,
+                "0".into(),
+            ));
+            json!({"health": d.health, "type": "ata", "attributes": attributes})
+        }
+        SmartKind::Nvme => {
+            let temp = d
+                .temperature
+                .map(|t| format!("Temperature:                        {t} Celsius\n"))
+                .unwrap_or_default();
+            let text = format!(
+                "SMART/Health Information (NVMe Log 0x02)\n\
+                 Critical Warning:                   0x00\n\
+                 {temp}\
+                 Available Spare:                    100%\n\
+                 Available Spare Threshold:          10%\n\
+                 Percentage Used:                    3%\n\
+                 Data Units Read:                    21,371,492 [10.9 TB]\n\
+                 Data Units Written:                 31,574,153 [16.1 TB]\n\
+                 Power Cycles:                       41\n\
+                 Power On Hours:                     {}\n\
+                 Unsafe Shutdowns:                   7\n\
+                 Media and Data Integrity Errors:    0\n\
+                 Error Information Log Entries:      0\n",
+                d.power_on_hours
+            );
+            json!({"health": d.health, "type": "text", "text": text, "wearout": 97})
+        }
+        SmartKind::Sas => {
+            let temp = d.temperature.map_or_else(
+                || "Current Drive Temperature:     <not available>\n".to_owned(),
+                |t| format!("Current Drive Temperature:     {t} C\n"),
+            );
+            let text = format!(
+                "{temp}Drive Trip Temperature:        65 C\n\n\
+                 Accumulated power on time, hours:minutes {}:12\n\
+                 Elements in grown defect list: 0\n",
+                d.power_on_hours
+            );
+            json!({"health": d.health, "type": "text", "text": text})
+        }
+    }
+}
+
+/// `/nodes/{node}/certificates/info`: the cluster CA, then the node's own files, in PVE's
+/// order; `pem` is a placeholder (nothing reads it).
+fn certificates_info(w: &World, node: &str) -> Value {
+    let mut list: Vec<&Certificate> = w
+        .certificates
+        .iter()
+        .filter(|c| c.node.as_deref().is_none_or(|n| n == node))
+        .collect();
+    list.sort_by_key(|c| CERT_FILES.iter().position(|f| *f == c.filename));
+    Value::Array(
+        list.into_iter()
+            .map(|c| {
+                json!({
+                    "filename": c.filename, "fingerprint": c.fingerprint, "issuer": c.issuer,
+                    "notafter": c.notafter, "notbefore": c.notbefore,
+                    "pem": "-----BEGIN CERTIFICATE-----\nMIIC (simulated)\n\
+                             -----END CERTIFICATE-----\n",
+                    "public-key-bits": 2048, "public-key-type": "rsaEncryption",
+                    "san": c.san, "subject": c.subject
+                })
+            })
+            .collect(),
+    )
 }
 
 /// `zpool list -HpPLo name,size,alloc,free,frag,dedup,health` as PVE returns it.
