@@ -129,7 +129,10 @@ pub fn detect(
                 storage(s, t, r, &mut out);
                 pbs_jobs(r, &mut out);
             }
-            "node" => node(s, t, r, &mut out),
+            "node" => {
+                node_offline(s.now_ms, r, &mut out);
+                node(s, t, r, &mut out);
+            }
             "vm" | "lxc" => {
                 backup_age(t, r, &mut out);
                 guest_memory(s, t, r, &mut out);
@@ -137,6 +140,7 @@ pub fn detect(
             }
             "pod" => pod(s.now_ms, r, &mut out),
             "disk" => {
+                disk_health(r, &mut out);
                 disk(t, r, &mut out);
                 disk_temperature(t, r, &mut out);
             }
@@ -553,6 +557,47 @@ fn replication(r: &ResourceRecord, out: &mut Vec<Detection>) {
             .get("fail_count")
             .map_or("?".to_owned(), ToString::to_string)
     );
+    out.push(d);
+}
+
+/// A node its cluster reports offline (PVE's `/cluster/status`): down, fenced or cut off.
+fn node_offline(now_ms: i64, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    if r.status != "offline" {
+        return;
+    }
+    let mut d = Detection::on(r, "node-offline", Severity::Critical, Category::Reliability);
+    let since = minutes(now_ms - r.updated_at_ms);
+    d.title = format!("{} is offline", r.name);
+    d.description = format!(
+        "The cluster reports {} offline: its guests are down or being recovered by HA, and \
+         it holds no quorum vote.",
+        r.name
+    );
+    d.recommendation = format!(
+        "Check {}'s power and network (IPMI or console first); once it is back, `pvecm status` \
+         shows it in the quorum again.",
+        r.name
+    );
+    d.evidence = format!("cluster status = offline (reported {since} min ago)");
+    out.push(d);
+}
+
+/// A disk whose SMART self-assessment failed (PVE reports health `FAILED`).
+fn disk_health(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    if r.status != "failing" {
+        return;
+    }
+    let mut d = Detection::on(r, "disk-health", Severity::Critical, Category::Reliability);
+    let model = text(r, "model").unwrap_or("disk");
+    d.title = format!("{}: SMART health check failed", r.name);
+    d.description = format!(
+        "The {model} {} failed its SMART self-assessment: the drive predicts its own failure.",
+        r.name
+    );
+    d.recommendation = "Replace the disk now; check that its pool or array is redundant and \
+                        that recent backups of what it holds exist."
+        .into();
+    d.evidence = format!("SMART health = {}", text(r, "health").unwrap_or("FAILED"));
     out.push(d);
 }
 
@@ -1181,6 +1226,35 @@ mod tests {
         latest_at(r, &m("guest_fs_used_bytes"), used_gib * GIB, ts);
         latest_at(r, &m("guest_fs_total_bytes"), total_gib * GIB, ts);
         latest_at(r, &m("guest_fs_used_pct"), used_gib / total_gib * 100.0, ts);
+    }
+
+    #[test]
+    fn offline_nodes_and_failing_disks_are_critical() {
+        let mut pve3 = record("node:pve3", "offline");
+        pve3.updated_at_ms = NOW - 4 * 60_000;
+        let mut sdb = record("disk:pve1/S3Z9NB0K", "failing");
+        sdb.name = "/dev/sdb".into();
+        sdb.attrs.insert("health".into(), "FAILED".into());
+        let list = found(
+            vec![
+                pve3,
+                record("node:pve1", "online"),
+                sdb,
+                record("disk:pve1/S3Z9NB0J", "healthy"),
+            ],
+            &Thresholds::default(),
+        );
+        assert_eq!(list.len(), 2, "{list:#?}");
+        assert_eq!(
+            sev(&list, "node:pve3", "node-offline"),
+            Some(Severity::Critical)
+        );
+        assert_eq!(
+            sev(&list, "disk:pve1/S3Z9NB0K", "disk-health"),
+            Some(Severity::Critical)
+        );
+        let node = list.iter().find(|d| d.key == "node-offline").unwrap();
+        assert!(node.evidence.contains("4 min ago"), "{}", node.evidence);
     }
 
     #[test]

@@ -203,10 +203,20 @@ fn check_thresholds(field: &str, t: &Thresholds, problems: &mut Vec<String>) {
             "{field}.window_ms must be from 60000 (1 minute) to 86400000 (1 day)"
         ));
     }
-    if t.storage_watch >= t.storage.warning {
+    for (watch, name, level) in [
+        (t.storage_watch, "storage", t.storage.warning),
+        (t.guest_disk_watch, "guest_disk", t.guest_disk.warning),
+    ] {
+        if watch >= level {
+            problems.push(format!(
+                "{field}.{name}_watch ({watch}) must be below {name}.warning ({level})"
+            ));
+        }
+    }
+    if t.cert_critical_days >= t.cert_warning_days {
         problems.push(format!(
-            "{field}.storage_watch ({}) must be below storage.warning ({})",
-            t.storage_watch, t.storage.warning
+            "{field}.cert_critical_days ({}) must be below cert_warning_days ({})",
+            t.cert_critical_days, t.cert_warning_days
         ));
     }
 }
