@@ -145,7 +145,7 @@ fn node_down(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) 
             .filter(|(_, d)| {
                 unlinked(d)
                     && d.node.as_deref() == Some(node.name.as_str())
-                    && same_world(&d.resource_type, &node.kind)
+                    && follows_from_down(&d.resource_type, &node.kind)
             })
             .map(|(i, _)| i)
             .collect();
@@ -154,7 +154,7 @@ fn node_down(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) 
         }
         let mut root = root_on(node, "correlated-node-down", Category::Reliability);
         root.title = format!(
-            "{} is down ({}); {} findings on it follow from that",
+            "{} is down ({}): {} findings linked",
             node.name,
             node.status,
             members.len()
@@ -174,11 +174,16 @@ fn node_down(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) 
     }
 }
 
-/// Whether a finding on a resource of type `kind` can live on a node of type `node_kind` (PVE
-/// guests on PVE nodes, pods on Kubernetes nodes).
-fn same_world(kind: &str, node_kind: &str) -> bool {
-    let k8s = matches!(kind, "pod" | "k8s-workload" | "pvc" | "job" | "k8s-node");
-    k8s == (node_kind == "k8s-node")
+/// Whether a finding on a resource of type `kind` follows from its node (of type
+/// `node_kind`) being down: the node's own findings, its agent's, and what runs on it (PVE
+/// guests on PVE nodes, pods on Kubernetes nodes). A worn disk or a full pool is not.
+fn follows_from_down(kind: &str, node_kind: &str) -> bool {
+    kind == node_kind
+        || kind == "agent"
+        || match node_kind {
+            "node" => matches!(kind, "vm" | "lxc" | "replication"),
+            _ => kind == "pod",
+        }
 }
 
 fn saturated_node(found: &mut [Detection], roots: &mut Vec<Detection>) {
@@ -498,6 +503,42 @@ mod tests {
     }
 
     #[test]
+    fn a_down_pve_node_links_its_guests_not_its_worn_disk() {
+        let mut disk = record("disk:pve3/S3Z9", "healthy");
+        disk.parent = Some("node:pve3".into());
+        disk.latest.insert(
+            "disk_wearout_pct".into(),
+            LatestSample {
+                ts_ms: NOW,
+                value: 12.0,
+            },
+        );
+        let s = Snapshot {
+            now_ms: NOW,
+            resources: vec![
+                record("node:pve3", "offline"),
+                guest(104, "pve3", "local", 4.0 * 86_400.0),
+                disk,
+            ],
+            ..Snapshot::default()
+        };
+        let found = run(&s);
+        let r = roots(&found);
+        assert_eq!(r.len(), 1, "{found:#?}");
+        assert_eq!(r[0].key, "correlated-node-down");
+        let linked = |key: &str| {
+            found
+                .iter()
+                .find(|d| d.key == key)
+                .unwrap()
+                .root_id
+                .is_some()
+        };
+        assert!(linked("node-offline") && linked("backup-age"));
+        assert!(!linked("disk-wearout"), "a worn disk is its own problem");
+    }
+
+    #[test]
     fn guests_slowed_by_a_saturated_node() {
         let mut vm = record("vm:demo/100", "running");
         vm.attrs.insert("node".into(), "pve2".into());
@@ -544,8 +585,16 @@ mod tests {
         assert_eq!(r.len(), 1, "{found:#?}");
         assert_eq!(r[0].key, "correlated-memory-pressure");
         assert_eq!(r[0].severity, Severity::Critical);
-        assert_eq!(r[0].related.len(), 3, "the host's memory finding and both containers");
-        assert!(found.iter().all(|d| d.source == Source::Correlation || d.root_id.is_some()));
+        assert_eq!(
+            r[0].related.len(),
+            3,
+            "the host's memory finding and both containers"
+        );
+        assert!(
+            found
+                .iter()
+                .all(|d| d.source == Source::Correlation || d.root_id.is_some())
+        );
         // Without the pressure the OOM kills stand alone.
         series(&mut s, "node:web1", "mem_used_pct", 40.0);
         assert!(roots(&run(&s)).is_empty());
