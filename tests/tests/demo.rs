@@ -104,6 +104,72 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
     let node = find(&list, "node:pve1").unwrap();
     assert_eq!(node["metrics"]["cpu_pct"]["source"], "proxmox", "{node}");
 
+    // Within a minute Patrol has turned each piece of trouble into a finding with real
+    // numbers and advice, the full storage has a forecast, and the stopped backups are linked
+    // to their full target (docs/demo.md).
+    let want = [
+        ("storage:pve2/local-zfs", "storage-forecast"),
+        ("storage:demo/pbs", "correlated-backup-target-full"),
+        ("lxc:demo/104", "backup-age"),
+        ("pbs-datastore:pbs1/store1", "pbs-gc-failed"),
+        ("replication:demo/100-0", "replication-failing"),
+        ("pod", "pod-crashloop"),
+        ("disk", "disk-wearout"),
+        ("node:pve3", "node-offline"),
+    ];
+    let findings = eventually(
+        Duration::from_secs(60),
+        "a finding for each seeded problem",
+        || {
+            let (_, v) = http(
+                &format!("http://{http_addr}/api/ai/patrol/findings?include_linked=true&limit=500"),
+                "GET",
+                Some(token.trim()),
+                None,
+            );
+            let list = v["findings"].as_array().cloned().unwrap_or_default();
+            want.iter()
+                .all(|(on, key)| {
+                    list.iter().any(|f| {
+                        f["key"] == *key && (f["resource_id"] == *on || f["resource_type"] == *on)
+                    })
+                })
+                .then_some(list)
+        },
+    );
+    for (on, key) in want {
+        let f = findings
+            .iter()
+            .find(|f| f["key"] == key && (f["resource_id"] == on || f["resource_type"] == on))
+            .unwrap();
+        let evidence = f["evidence"].as_str().unwrap();
+        assert!(evidence.chars().any(|c| c.is_ascii_digit()), "{f}");
+        assert!(f["recommendation"].as_str().unwrap().len() > 20, "{f}");
+    }
+    let forecast = findings
+        .iter()
+        .find(|f| f["key"] == "storage-forecast")
+        .unwrap();
+    // 71 % filling at 6 points an hour: full in about 5 hours.
+    let days = forecast["capacity_forecast"]["days_to_full"]
+        .as_f64()
+        .unwrap();
+    assert!((0.1..0.4).contains(&days), "{forecast}");
+    let root = findings
+        .iter()
+        .find(|f| f["key"] == "correlated-backup-target-full")
+        .unwrap();
+    let ct104 = findings
+        .iter()
+        .find(|f| f["resource_id"] == "lxc:demo/104")
+        .unwrap();
+    assert_eq!(ct104["root_id"], root["id"], "{ct104}");
+    assert!(
+        root["related"].as_array().unwrap().contains(&ct104["id"]),
+        "{root}"
+    );
+    assert_eq!(root["source"], "correlation");
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(demo.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGINT,
