@@ -390,4 +390,3 @@ fn duration(secs: i64) -> String {
         s => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }
-

@@ -16,12 +16,15 @@ pub struct Snapshot {
     pub now_ms: i64,
     /// Current state of every resource.
     pub resources: Vec<ResourceRecord>,
-    /// Recent history, `(resource id, metric)` → `(ms, value)` in time order.
+    /// Recent history, `(resource id, metric)` → `(ms, value)` in time order: one point per
+    /// minute with samples, stamped with the minute's start, holding the minute's average (for
+    /// a counter such as `restart_count`, its highest value: the reading at the minute's end).
     pub history: BTreeMap<(String, String), Vec<(i64, f64)>>,
-    /// Days of history of capacity metrics at a coarse step, for forecasts.
+    /// Days of history of capacity metrics, for forecasts: hourly averages, then 5-minute
+    /// averages for the last few hours (points stamped with their bucket's start).
     pub trend_history: BTreeMap<(String, String), Vec<(i64, f64)>>,
     /// Days of hourly averages of the metrics anomaly baselines learn from
-    /// ([`super::anomaly::METRICS`]).
+    /// ([`super::anomaly::METRICS`]), whole hours up to the current one (which is left out).
     pub baseline_history: BTreeMap<(String, String), Vec<(i64, f64)>>,
     /// The organisation's agents (revoked ones included), with when each was last heard from
     /// and the health of each of its collectors.
@@ -517,8 +520,11 @@ fn pbs_jobs(r: &ResourceRecord, out: &mut Vec<Detection>) {
         if l.value != 0.0 {
             continue;
         }
+        // The collector names it after the job (`verify/v-fast_last_state`); GC has no id.
         let kind = job.split('/').next().unwrap_or(job);
-        let state = text(r, &format!("{kind}_last_state")).unwrap_or("failed");
+        let state = text(r, &format!("{job}_last_state"))
+            .or_else(|| text(r, &format!("{kind}_last_state")))
+            .unwrap_or("failed");
         let mut d = Detection::on(
             r,
             &format!("pbs-{job}-failed"),

@@ -122,6 +122,7 @@ impl PatrolSettings {
             problems.push("forecast.horizon_days must be from 1 to 3650".into());
         }
         self.silence.check("silence", &mut problems);
+        self.anomaly.check(&mut problems);
         if !(1..=7 * 24 * 60).contains(&self.confirm_minutes) {
             problems.push("confirm_minutes must be from 1 to 10080 (7 days)".into());
         }

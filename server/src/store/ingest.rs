@@ -4,12 +4,15 @@
 //! name is built in a reused buffer and mapped to its id through the in-memory cache, so a
 //! sample of a known series costs no allocation. Agent seqs, agent records and resource records
 //! touched by the call are read once, updated in memory and written back once, before the commit.
+//! A sample in a minute that is already rolled up into the tiers updates them in the same
+//! transaction; after the commit, closed minutes and hours are rolled up (`rollup.rs`).
 
 use super::keys::{
-    AGENT_SEQ, AGENTS, META, NEXT_SERIES_KEY, RESOURCES, SAMPLES, SERIES, decode, encode,
-    resource_key, sample_key, series_name,
+    AGENT_SEQ, AGENTS, META, NEXT_SERIES_KEY, RESOURCES, SAMPLES, SERIES, bucket_of, decode,
+    encode, metric_key, metric_of_series, resource_key, sample_key, series_name,
 };
 use super::records::attr_to_json;
+use super::rollup::{self, Late};
 use super::{
     AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
     ResourceRecord, Store, StoreError,
@@ -61,6 +64,9 @@ impl Store {
             let mut resource_table = txn.open_table(RESOURCES)?;
             let mut agent_table = txn.open_table(AGENTS)?;
 
+            // Samples before the minute watermark are late: they update the tiers below.
+            let rolled = rollup::marks(&meta_table)?;
+            let mut late = Late::default();
             let mut seqs: HashMap<&str, u64> = HashMap::new();
             let mut agents: HashMap<&str, Option<AgentRecord>> = HashMap::new();
             let mut resources = ResourceCache::new();
@@ -93,7 +99,13 @@ impl Store {
                         Some(id) => *id,
                         None => series.resolve(&name, &mut series_table, &meta_table)?,
                     };
-                    sample_table.insert(&sample_key(id, s.ts_ms), s.value)?;
+                    let replaced = sample_table
+                        .insert(&sample_key(id, s.ts_ms), s.value)?
+                        .is_some();
+                    let minute = bucket_of(s.ts_ms);
+                    if rolled.is_some_and(|m| minute < m.minutes) {
+                        late.add(minute, metric_key(&s.metric), id, s.value, replaced);
+                    }
                 }
 
                 let org_cache = resources.entry(item.org_id.clone()).or_default();
@@ -125,6 +137,9 @@ impl Store {
                 });
             }
 
+            if let Some(marks) = rolled {
+                late.apply(&txn, &sample_table, marks)?;
+            }
             if let Some(next) = series.next {
                 meta_table.insert(NEXT_SERIES_KEY, next)?;
             }
@@ -149,6 +164,13 @@ impl Store {
             cache.clear();
         }
         cache.extend(series.resolved);
+        drop(cache);
+        self.tiers.learn(&series.allocated);
+        // The batches are stored whatever happens here: a failed roll-up is retried after the
+        // next commit, and readers fall back to raw samples meanwhile.
+        if let Err(e) = self.roll_up(now_ms) {
+            tracing::warn!(error = %e, "rolling up metric tiers failed; retrying after the next ingest");
+        }
         Ok(outcomes)
     }
 
@@ -170,6 +192,8 @@ struct SeriesAlloc {
     resolved: HashMap<String, u64>,
     /// Next id to allocate, once read from `meta`.
     next: Option<u64>,
+    /// Ids allocated by this transaction, with their metric keys.
+    allocated: Vec<(u64, u64)>,
 }
 
 impl SeriesAlloc {
@@ -193,6 +217,8 @@ impl SeriesAlloc {
                 };
                 table.insert(name, next)?;
                 self.next = Some(next + 1);
+                self.allocated
+                    .push((next, metric_key(metric_of_series(name))));
                 next
             }
         };

@@ -30,12 +30,33 @@ pub(super) const SERIES: TableDefinition<&str, u64> = TableDefinition::new("seri
 /// Samples by [`sample_key`] -> value.
 pub(super) const SAMPLES: TableDefinition<&[u8; 24], f64> = TableDefinition::new("samples");
 
+/// Minute tier: per-series aggregates of each minute, by [`tier_key`] -> [`super::Aggregate`]
+/// bytes ([`super::Aggregate::encode`]).
+pub(super) const MINUTES: TableDefinition<&[u8; 24], &[u8; 32]> =
+    TableDefinition::new("samples_1m");
+/// Hour tier: per-series aggregates of each hour, rolled up from [`MINUTES`], one row per
+/// series and UTC day: [`tier_key`] with the day -> [`super::rollup::Day`] bytes.
+pub(super) const HOURS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("samples_1h");
+
 /// Key of the next unallocated series id in [`META`] (absent = 1).
 pub(super) const NEXT_SERIES_KEY: &str = "next_series_id";
+/// Key in [`META`] of the first minute (a [`bucket_of`] value, sign bit flipped) not yet rolled
+/// into [`MINUTES`]; absent until the first roll-up.
+pub(super) const MINUTES_ROLLED_KEY: &str = "minutes_rolled_until";
+/// Key in [`META`] of the first hour (minute bucket / 60, sign bit flipped) not yet rolled into
+/// [`HOURS`]; absent until the first roll-up.
+pub(super) const HOURS_ROLLED_KEY: &str = "hours_rolled_until";
+/// Key in [`META`] of the first minute (sign bit flipped) whose rows [`MINUTES`] still holds;
+/// older minute rows are deleted. Absent until the first roll-up.
+pub(super) const MINUTES_KEPT_KEY: &str = "minutes_kept_from";
 
 /// Width of a sample time bucket. Samples are clustered by bucket first, so one commit's writes
 /// land in the few pages of the current bucket instead of at the tail of every series.
 pub(super) const BUCKET_MS: i64 = 60_000;
+/// Minute buckets in an hour bucket.
+pub(super) const MINUTES_PER_HOUR: i64 = 60;
+/// Hours in a row of the hour tier (a UTC day).
+pub(super) const HOURS_PER_DAY: i64 = 24;
 
 /// `org US resource_id`: the key of a resource.
 pub(super) fn resource_key(org: &str, id: &str) -> String {
@@ -95,6 +116,52 @@ pub(super) fn parse_sample_key(k: &[u8; 24]) -> (i64, u64, i64) {
         u64::from_be_bytes(w)
     };
     (unflip(word(0)), word(8), unflip(word(16)))
+}
+
+/// The key of a tier row: `bucket | metric key | series id`, each 8 bytes big-endian, the
+/// bucket's sign bit flipped. `bucket` is a minute ([`bucket_of`]) or a day (hour / 24).
+/// Rows of one bucket and metric are contiguous, so one range read returns a metric of every
+/// series of that bucket.
+pub(super) fn tier_key(bucket: i64, metric: u64, series: u64) -> [u8; 24] {
+    let mut k = [0; 24];
+    k[..8].copy_from_slice(&flip(bucket).to_be_bytes());
+    k[8..16].copy_from_slice(&metric.to_be_bytes());
+    k[16..].copy_from_slice(&series.to_be_bytes());
+    k
+}
+
+/// Splits a tier key into (bucket, metric key, series id).
+pub(super) fn parse_tier_key(k: &[u8; 24]) -> (i64, u64, u64) {
+    let word = |i: usize| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&k[i..i + 8]);
+        u64::from_be_bytes(w)
+    };
+    (unflip(word(0)), word(8), word(16))
+}
+
+/// The metric key of a metric name (labels included): 64-bit FNV-1a of its bytes. It is
+/// stored in tier keys, so it must never change. Two names with the same key only share key
+/// ranges; readers always match series ids too.
+pub(super) fn metric_key(metric: &str) -> u64 {
+    metric.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The metric part of a [`series_name`].
+pub(super) fn metric_of_series(name: &str) -> &str {
+    name.rsplit(SEP).next().unwrap_or(name)
+}
+
+/// A bucket number as stored in [`META`] (sign bit flipped, like keys).
+pub(super) fn bucket_to_meta(bucket: i64) -> u64 {
+    flip(bucket)
+}
+
+/// The inverse of [`bucket_to_meta`].
+pub(super) fn bucket_from_meta(v: u64) -> i64 {
+    unflip(v)
 }
 
 fn flip(v: i64) -> u64 {

@@ -37,13 +37,15 @@
 //!
 //! | table          | key                                     | value                     |
 //! |----------------|-----------------------------------------|---------------------------|
-//! | `meta`         | `schema_version`, `next_series_id`      | `u64`                     |
+//! | `meta`         | `schema_version`, `next_series_id`, tier watermarks | `u64`         |
 //! | `tokens`       | token id                                | JSON [`TokenRecord`]      |
 //! | `agents`       | agent id                                | JSON [`AgentRecord`]      |
 //! | `agent_seq`    | agent id                                | `u64` last stored seq     |
 //! | `resources`    | `org US resource_id`                    | JSON [`ResourceRecord`]   |
 //! | `series`       | `org US resource_id US metric`          | `u64` series id           |
 //! | `samples`      | `[u8; 24]`: `bucket \| series id \| ts` | `f64`                     |
+//! | `samples_1m`   | `[u8; 24]`: `minute \| metric key \| series id` | `[u8; 32]` [`Aggregate`] |
+//! | `samples_1h`   | `[u8; 24]`: `hour \| metric key \| series id` | `[u8; 32]` [`Aggregate`] |
 //! | `findings`     | `org US finding_id`                     | JSON [`Finding`]          |
 //! | `suppressions` | `org US rule_id` (16 random hex digits) | JSON [`Suppression`]      |
 //! | `patrol_runs`  | `org US run_id` (16 hex digits)         | JSON [`PatrolRunRecord`]  |
@@ -65,12 +67,34 @@
 //! pages of the current minute (ordering by series first made every commit rewrite the tail page
 //! of every series and fell to ~80k samples/s at 10M samples). A range read of one series does
 //! one B-tree seek per populated minute and skips empty stretches.
+//!
+//! **Downsampled tiers** (`rollup.rs`, invariants there): `samples_1m` and `samples_1h` hold
+//! per-series count, sum, min and max of each minute and hour. Their keys are time-first too,
+//! then a metric key (64-bit FNV-1a of the metric name), then the series id, so:
+//! - writes stay local: a closed minute is rolled up once, after the ingest commit, from one
+//!   contiguous range of raw samples and appended as one block; an hour once all its minutes
+//!   are, from the minute tier; only late samples (before the minute watermark) update rows in
+//!   place, in their ingest transaction;
+//! - bulk reads are cheap: one range read returns a metric of every series for one bucket, so
+//!   Patrol reads a week of hourly CPU of the whole fleet with 168 range reads, not one seek
+//!   per series and populated minute (10,080 per series for a week). A series-first hour tier
+//!   would read one series with one seek, but its hourly roll-up would rewrite the tail page of
+//!   every series (one page per series per hour) instead of appending one block;
+//! - a minute row costs ~2x a raw sample on disk, so minute rows are kept for 50 hours (twice
+//!   Patrol's longest window plus margin); hour rows are kept like raw samples. There is no
+//!   retention of raw samples yet, so nothing else is pruned.
+//!
+//! Readers combine tiers and raw samples by the watermarks and are exact whatever has been
+//! rolled up; a file from before the tiers (no watermarks) reads from raw samples and is
+//! rolled up over the next ingest commits, a bounded step each. A downgrade to a server without
+//! tiers followed by an upgrade leaves the samples the older server stored in already rolled-up
+//! minutes out of the tiers.
 //! A Patrol run id is a per-org `u64` counting up from 1 (the org's newest stored id + 1, read
 //! in the inserting transaction), written as 16 lowercase hex digits so key order is numeric
 //! order; finding ids are [`Detection::finding_id`]s (16 hex digits).
 //! Opening a file with another schema version fails with [`StoreError::UnsupportedSchema`].
-//! The Patrol tables (`findings`, `suppressions`, `patrol_runs`) and the alert tables (`alerts`,
-//! `alert_rules`) were added without a version bump: [`Store::open`] creates missing tables,
+//! The Patrol tables (`findings`, `suppressions`, `patrol_runs`), the alert tables (`alerts`,
+//! `alert_rules`) and the tiers (`samples_1m`, `samples_1h`) were added without a version bump: [`Store::open`] creates missing tables,
 //! so older files gain them empty, and older servers never open them.
 //! Adding a JSON field with a default (as `provenance` in [`ResourceRecord`] was) keeps the
 //! schema version: older records decode with the default, older servers ignore the field.
@@ -96,15 +120,18 @@ mod ingest;
 mod keys;
 mod query;
 mod records;
+mod rollup;
 #[cfg(test)]
 mod tests;
 
 pub use error::StoreError;
 pub use findings::PatrolRunRecord;
+pub use query::{AggregateQuery, Aggregates, StoreView};
 pub use records::{
     AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
     ResourceRecord, TokenRecord, TokenRefusal,
 };
+pub use rollup::{Aggregate, RollUp};
 
 use keys::{
     AGENT_SEQ, AGENTS, META, RESOURCES, SAMPLES, SCHEMA_KEY, SCHEMA_VERSION, SERIES, TOKENS,
@@ -122,6 +149,8 @@ pub struct Store {
     /// Only entries whose transaction committed are added, so it never names an id the file
     /// does not have.
     series_ids: Mutex<HashMap<String, u64>>,
+    /// In-memory state of the downsampled tiers (`rollup.rs`).
+    tiers: rollup::Tiers,
 }
 
 impl std::fmt::Debug for Store {
@@ -174,6 +203,8 @@ impl Store {
             txn.open_table(RESOURCES)?;
             txn.open_table(SERIES)?;
             txn.open_table(SAMPLES)?;
+            txn.open_table(keys::MINUTES)?;
+            txn.open_table(keys::HOURS)?;
             txn.open_table(findings::FINDINGS)?;
             txn.open_table(findings::SUPPRESSIONS)?;
             txn.open_table(findings::PATROL_RUNS)?;
@@ -186,6 +217,7 @@ impl Store {
         Ok(Self {
             db,
             series_ids: Mutex::new(HashMap::new()),
+            tiers: rollup::Tiers::default(),
         })
     }
 

@@ -1,15 +1,23 @@
-//! Read side: resources of an org and metric history of one series.
+//! Read side: resources of an org, metric history of one series, and [`StoreView`], one read
+//! transaction for bulk reads of many series from the downsampled tiers (Patrol's snapshot).
 
 use super::keys::{
-    RESOURCES, SAMPLES, SERIES, bucket_of, decode, key_at, org_resource_range, parse_sample_key,
-    resource_key, series_name,
+    BUCKET_MS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PER_HOUR, RESOURCES, SAMPLES, SEP,
+    SERIES, bucket_of, decode, key_at, metric_key, org_resource_range, parse_sample_key,
+    parse_tier_key, resource_key, series_name, tier_key,
 };
+use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};
 use super::{ProvenanceRecord, ResourceRecord, Store, StoreError};
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use warden_shared::telemetry::metric_base;
 
 const RESOURCE: &str = "resource";
+const HOUR_MS: i64 = BUCKET_MS * MINUTES_PER_HOUR;
+/// Up to this many series of a query, tier rows are read with one point lookup per series and
+/// bucket; above it, with one range read per bucket over the metric's rows of all series.
+const POINT_READS_MAX: usize = 8;
 
 impl Store {
     /// All resources of `org`, sorted by id.
@@ -17,16 +25,18 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn list_resources(&self, org: &str) -> Result<Vec<ResourceRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(RESOURCES)?;
-        let (lo, hi) = org_resource_range(org);
-        table
-            .range(lo.as_str()..hi.as_str())?
-            .map(|entry| {
-                let (k, v) = entry?;
-                decode(RESOURCE, k.value(), v.value())
-            })
-            .collect()
+        self.view()?.resources(org)
+    }
+
+    /// A consistent view of the store for many reads: one read transaction. Writers are not
+    /// blocked by it, and it does not see their later commits.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn view(&self) -> Result<StoreView, StoreError> {
+        Ok(StoreView {
+            txn: self.db.begin_read()?,
+        })
     }
 
     /// One resource of `org`.
@@ -183,8 +193,8 @@ fn full(points: &[(i64, f64)], limit: usize) -> ControlFlow<()> {
 ///
 /// One range read per bucket that holds any sample at all: a read that leaves the bucket
 /// lands on the next populated one, so empty stretches of time cost nothing.
-fn scan_series(
-    table: &ReadOnlyTable<&[u8; 24], f64>,
+pub(super) fn scan_series(
+    table: &impl ReadableTable<&'static [u8; 24], f64>,
     series: u64,
     from_ms: i64,
     to_ms: i64,
@@ -216,6 +226,384 @@ fn scan_series(
         match next {
             Some(n) => bucket = n,
             None => break,
+        }
+    }
+    Ok(())
+}
+
+/// One read transaction over the store; see [`Store::view`].
+pub struct StoreView {
+    txn: ReadTransaction,
+}
+
+impl std::fmt::Debug for StoreView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreView").finish_non_exhaustive()
+    }
+}
+
+/// Aggregates of one metric of several resources over a time range, in buckets of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateQuery<'a> {
+    /// The metric (labels included).
+    pub metric: &'a str,
+    /// Canonical ids of the resources.
+    pub resources: Vec<&'a str>,
+    /// Samples with `from_ms <= ts <= to_ms` count.
+    pub from_ms: i64,
+    /// See `from_ms`.
+    pub to_ms: i64,
+    /// Bucket width, ms; buckets start at multiples of it since the epoch. A multiple of an
+    /// hour reads the hour tier, a multiple of a minute the minute tier; any other step reads
+    /// raw samples only.
+    pub step_ms: i64,
+}
+
+/// What [`StoreView::aggregates`] returns: per query, per resource, `(bucket start, aggregate)`.
+pub type Aggregates = Vec<Vec<Vec<(i64, Aggregate)>>>;
+
+/// Per-slot bucket lists being filled by a read.
+struct Buckets {
+    step: i64,
+    out: Vec<Vec<(i64, Aggregate)>>,
+}
+
+impl Buckets {
+    /// Adds `a`, whose samples lie in the bucket of `at_ms`. Callers add each slot's data in
+    /// time order.
+    fn add(&mut self, slot: usize, at_ms: i64, a: &Aggregate) {
+        self.add_to(slot, self.bucket(at_ms), a);
+    }
+
+    /// The start of the bucket of `at_ms`.
+    fn bucket(&self, at_ms: i64) -> i64 {
+        at_ms.div_euclid(self.step) * self.step
+    }
+
+    /// Adds `a` to the bucket that starts at `bucket`.
+    fn add_to(&mut self, slot: usize, bucket: i64, a: &Aggregate) {
+        let points = &mut self.out[slot];
+        match points.last_mut() {
+            Some((b, acc)) if *b == bucket => acc.merge(a),
+            _ => points.push((bucket, *a)),
+        }
+    }
+}
+
+impl StoreView {
+    /// All resources of `org`, sorted by id.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn resources(&self, org: &str) -> Result<Vec<ResourceRecord>, StoreError> {
+        let table = self.txn.open_table(RESOURCES)?;
+        let (lo, hi) = org_resource_range(org);
+        table
+            .range(lo.as_str()..hi.as_str())?
+            .map(|entry| {
+                let (k, v) = entry?;
+                decode(RESOURCE, k.value(), v.value())
+            })
+            .collect()
+    }
+
+    /// For each query, for each of its resources (in order), the non-empty buckets of the
+    /// metric's samples with `from_ms <= ts <= to_ms`, ascending: `(bucket start, aggregate)`.
+    /// A resource without the metric gets no buckets.
+    ///
+    /// The result is the same whichever tiers hold the data (up to rounding of sums): whole
+    /// hours come from the hour tier where the step allows and they are rolled up, whole
+    /// minutes from the minute tier where rolled up and still kept (50 hours), and the rest
+    /// (partial minutes at the ends of the range, minutes not rolled up yet or no longer kept)
+    /// from raw samples. Series ids are found with
+    /// one scan of the org's series. A query costs one range read (or, for eight resources
+    /// or fewer, one lookup per resource) per minute of the minute tier and per day of the
+    /// hour tier it covers, whether or not it holds data, so keep ranges bounded.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidStep`] if a step is not positive; storage failures.
+    pub fn aggregates(
+        &self,
+        org: &str,
+        queries: &[AggregateQuery<'_>],
+    ) -> Result<Aggregates, StoreError> {
+        if let Some(q) = queries.iter().find(|q| q.step_ms <= 0) {
+            return Err(StoreError::InvalidStep(q.step_ms));
+        }
+        let ids = self.series_ids(org, queries)?;
+        let rolled = marks(&self.txn.open_table(META)?)?;
+        let tables = Tables {
+            samples: self.txn.open_table(SAMPLES)?,
+            minutes: self.txn.open_table(MINUTES)?,
+            hours: self.txn.open_table(HOURS)?,
+        };
+        queries
+            .iter()
+            .zip(ids)
+            .map(|(q, ids)| tables.read(q, &ids, rolled))
+            .collect()
+    }
+
+    /// The series id of each (query, resource), `None` for a series without samples.
+    fn series_ids(
+        &self,
+        org: &str,
+        queries: &[AggregateQuery<'_>],
+    ) -> Result<Vec<Vec<Option<u64>>>, StoreError> {
+        let mut ids: Vec<Vec<Option<u64>>> = queries
+            .iter()
+            .map(|q| vec![None; q.resources.len()])
+            .collect();
+        // metric -> [(query, resource -> slot)]
+        type Slots<'q> = Vec<(usize, HashMap<&'q str, usize>)>;
+        let mut wanted: HashMap<&str, Slots<'_>> = HashMap::new();
+        for (i, q) in queries.iter().enumerate() {
+            let slots = q
+                .resources
+                .iter()
+                .enumerate()
+                .map(|(s, r)| (*r, s))
+                .collect();
+            wanted.entry(q.metric).or_default().push((i, slots));
+        }
+        if wanted.is_empty() {
+            return Ok(ids);
+        }
+        let table = self.txn.open_table(SERIES)?;
+        let (lo, hi) = org_resource_range(org);
+        for entry in table.range(lo.as_str()..hi.as_str())? {
+            let (name, id) = entry?;
+            let name = name.value();
+            // `org US resource US metric`; neither the org nor a resource id contains US.
+            let Some((resource, metric)) =
+                name.get(lo.len()..).and_then(|rest| rest.split_once(SEP))
+            else {
+                continue;
+            };
+            let Some(queries) = wanted.get(metric) else {
+                continue;
+            };
+            for (q, slots) in queries {
+                if let Some(&slot) = slots.get(resource) {
+                    ids[*q][slot] = Some(id.value());
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// The history tables of one read transaction.
+struct Tables {
+    samples: ReadOnlyTable<&'static [u8; 24], f64>,
+    minutes: ReadOnlyTable<&'static [u8; 24], &'static [u8; 32]>,
+    hours: ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
+}
+
+impl Tables {
+    /// One query; `rolled` are the tiers' watermarks.
+    fn read(
+        &self,
+        q: &AggregateQuery<'_>,
+        ids: &[Option<u64>],
+        rolled: Option<Marks>,
+    ) -> Result<Vec<Vec<(i64, Aggregate)>>, StoreError> {
+        // Room for every bucket of the range (bounded), so the lists are not reallocated.
+        let room = usize::try_from(q.to_ms.saturating_sub(q.from_ms) / q.step_ms + 2)
+            .unwrap_or(0)
+            .min(4096);
+        let mut buckets = Buckets {
+            step: q.step_ms,
+            out: ids
+                .iter()
+                .map(|id| Vec::with_capacity(if id.is_some() { room } else { 0 }))
+                .collect(),
+        };
+        // Sorted by series id, the order of tier rows within a bucket.
+        let mut wanted: Vec<(u64, usize)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, id)| id.map(|id| (id, slot)))
+            .collect();
+        wanted.sort_unstable();
+        if wanted.is_empty() || q.from_ms > q.to_ms {
+            return Ok(buckets.out);
+        }
+        let (first, end) = whole_minutes(q.from_ms, q.to_ms);
+        let Some(marks) = rolled.filter(|_| q.step_ms % BUCKET_MS == 0 && first < end) else {
+            self.raw(&wanted, q.from_ms, q.to_ms, &mut buckets)?;
+            return Ok(buckets.out);
+        };
+        let metric = metric_key(q.metric);
+        // Each slot's data is added in time order: a partial first minute from raw samples,
+        // the rolled-up minutes (whole hours from the hour tier where the step allows, other
+        // minutes from the minute tier while it keeps them, else raw), then the minutes not
+        // rolled up yet and a partial last minute from raw samples.
+        if q.from_ms < first * BUCKET_MS {
+            self.raw(&wanted, q.from_ms, first * BUCKET_MS - 1, &mut buckets)?;
+        }
+        let tier_end = end.min(marks.minutes).max(first);
+        let (hours_from, hours_to) = if q.step_ms % HOUR_MS == 0 {
+            let lo = first.div_euclid(MINUTES_PER_HOUR)
+                + i64::from(first.rem_euclid(MINUTES_PER_HOUR) != 0);
+            let hi = tier_end.div_euclid(MINUTES_PER_HOUR).min(marks.hours);
+            (lo, hi.max(lo))
+        } else {
+            (0, 0)
+        };
+        if hours_from < hours_to {
+            let (m0, m1) = (hours_from * MINUTES_PER_HOUR, hours_to * MINUTES_PER_HOUR);
+            self.minutes(metric, &wanted, first, m0, marks.kept, &mut buckets)?;
+            hour_tier(
+                &self.hours,
+                metric,
+                &wanted,
+                hours_from,
+                hours_to,
+                &mut buckets,
+            )?;
+            self.minutes(metric, &wanted, m1, tier_end, marks.kept, &mut buckets)?;
+        } else {
+            self.minutes(metric, &wanted, first, tier_end, marks.kept, &mut buckets)?;
+        }
+        if tier_end * BUCKET_MS <= q.to_ms {
+            self.raw(&wanted, tier_end * BUCKET_MS, q.to_ms, &mut buckets)?;
+        }
+        Ok(buckets.out)
+    }
+
+    /// Rolled-up minutes `from..to`: from raw samples before `kept`, then from the minute tier.
+    fn minutes(
+        &self,
+        metric: u64,
+        wanted: &[(u64, usize)],
+        from: i64,
+        to: i64,
+        kept: i64,
+        buckets: &mut Buckets,
+    ) -> Result<(), StoreError> {
+        let split = kept.clamp(from, to.max(from));
+        if from < split {
+            self.raw(wanted, from * BUCKET_MS, split * BUCKET_MS - 1, buckets)?;
+        }
+        tier(&self.minutes, metric, wanted, split, to, BUCKET_MS, buckets)
+    }
+
+    /// Raw samples of the wanted series with `from <= ts <= to`.
+    fn raw(
+        &self,
+        wanted: &[(u64, usize)],
+        from_ms: i64,
+        to_ms: i64,
+        buckets: &mut Buckets,
+    ) -> Result<(), StoreError> {
+        for &(series, slot) in wanted {
+            scan_series(&self.samples, series, from_ms, to_ms, |ts, v| {
+                buckets.add(slot, ts, &Aggregate::of(v));
+                ControlFlow::Continue(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Tier rows of buckets `from..to` (each `width` ms) of the wanted series of `metric`;
+/// `wanted` is sorted by series id.
+fn tier(
+    table: &ReadOnlyTable<&'static [u8; 24], &'static [u8; 32]>,
+    metric: u64,
+    wanted: &[(u64, usize)],
+    from: i64,
+    to: i64,
+    width: i64,
+    buckets: &mut Buckets,
+) -> Result<(), StoreError> {
+    if from >= to {
+        return Ok(());
+    }
+    if wanted.len() <= POINT_READS_MAX {
+        for &(series, slot) in wanted {
+            for b in from..to {
+                if let Some(v) = table.get(&tier_key(b, metric, series))? {
+                    buckets.add(slot, b * width, &Aggregate::decode(v.value()));
+                }
+            }
+        }
+        return Ok(());
+    }
+    let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].0);
+    for b in from..to {
+        let at = buckets.bucket(b * width);
+        let lo = tier_key(b, metric, first);
+        let hi = tier_key(b, metric, last);
+        // Rows and wanted series are both sorted by series id: merge them.
+        let mut next = wanted.iter().peekable();
+        for entry in table.range::<&[u8; 24]>(&lo..=&hi)? {
+            let (k, v) = entry?;
+            let (_, _, series) = parse_tier_key(k.value());
+            while next.next_if(|w| w.0 < series).is_some() {}
+            let Some(&&(id, slot)) = next.peek() else {
+                break;
+            };
+            if id == series {
+                buckets.add_to(slot, at, &Aggregate::decode(v.value()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hours `from..to` of the wanted series of `metric` from the hour tier (one row per series
+/// and day); `wanted` is sorted by series id.
+fn hour_tier(
+    table: &ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
+    metric: u64,
+    wanted: &[(u64, usize)],
+    from: i64,
+    to: i64,
+    buckets: &mut Buckets,
+) -> Result<(), StoreError> {
+    if from >= to {
+        return Ok(());
+    }
+    let days = from.div_euclid(HOURS_PER_DAY)..=(to - 1).div_euclid(HOURS_PER_DAY);
+    let add = |buckets: &mut Buckets, slot: usize, day: i64, row: &[u8]| {
+        let row = Day::decode(row)?;
+        for (h, a) in (day * HOURS_PER_DAY..).zip(row.0) {
+            if let Some(a) = a
+                && (from..to).contains(&h)
+            {
+                let at = buckets.bucket(h * HOUR_MS);
+                buckets.add_to(slot, at, &a);
+            }
+        }
+        Ok::<_, StoreError>(())
+    };
+    if wanted.len() <= POINT_READS_MAX {
+        for &(series, slot) in wanted {
+            for day in days.clone() {
+                if let Some(v) = table.get(&tier_key(day, metric, series))? {
+                    add(buckets, slot, day, v.value())?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].0);
+    for day in days {
+        let lo = tier_key(day, metric, first);
+        let hi = tier_key(day, metric, last);
+        let mut next = wanted.iter().peekable();
+        for entry in table.range::<&[u8; 24]>(&lo..=&hi)? {
+            let (k, v) = entry?;
+            let (_, _, series) = parse_tier_key(k.value());
+            while next.next_if(|w| w.0 < series).is_some() {}
+            let Some(&&(id, slot)) = next.peek() else {
+                break;
+            };
+            if id == series {
+                add(buckets, slot, day, v.value())?;
+            }
         }
     }
     Ok(())

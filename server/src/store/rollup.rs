@@ -1,0 +1,780 @@
+//! Downsampled tiers of metric history: per-series aggregates (count, sum, min, max) of each
+//! minute (`samples_1m`, kept for [`MINUTE_TIER_KEEP_MINUTES`]) and each hour (`samples_1h`,
+//! kept like raw samples), so reads over days cost one row per series and hour instead of one
+//! B-tree seek per populated minute.
+//!
+//! # Invariants
+//!
+//! - **Watermarks** ([`Marks`], in `meta`): `kept <= hours * 60 <= minutes`, `kept` a multiple
+//!   of 60. For every minute in `kept..minutes` the minute tier holds, for every series with
+//!   samples in it, exactly the aggregate of those samples; for every hour before `hours` the
+//!   hour tier holds the aggregate of its samples. Outside those ranges the tiers have no rows:
+//!   readers take minutes from `minutes` on from the raw samples, and minutes before `kept`
+//!   from the hour tier (whole hours) or the raw samples. So readers are correct whatever the
+//!   watermarks are, and a file written before the tiers existed (no watermarks) reads exactly
+//!   as before.
+//! - **Roll-up.** [`Store::roll_up`] moves `minutes` up to the minute before the current one
+//!   (a minute stays open for [`GRACE_MINUTES`] after it ends, so batches in flight are not
+//!   late) by reading the raw samples of the closed minutes in key order, one contiguous
+//!   range; moves `hours` up to the last hour all of whose minutes are rolled up, from the
+//!   minute tier; and moves `kept` up to [`MINUTE_TIER_KEEP_MINUTES`] before now (never past
+//!   `hours`), deleting older minute rows. It runs in its own write transaction after each
+//!   ingest commit and does at most about [`STEP_ROWS`] rows of work per call, so a backlog (a
+//!   file from before the tiers, a server that was down) is caught up over several calls
+//!   instead of stalling one commit.
+//! - **Late samples.** A sample stored in a minute before `minutes` updates the tiers in the
+//!   ingest transaction that stores it: the minute's row (if the minute is still kept) and,
+//!   if the hour is before `hours`, the hour's row get the new samples added; if a sample
+//!   replaced a stored value, both are recomputed instead (a replaced minimum cannot be taken
+//!   out), the minute from its raw samples, the hour from its minutes (or raw samples).
+//!   Replays that the per-agent seq check skips change nothing.
+//! - **Exactness.** Counts, minima and maxima equal those of the raw samples; sums too up to
+//!   floating-point rounding (they are added in a different order).
+//!
+//! A tier row is keyed `bucket | metric key | series id` ([`tier_key`]): rows of one bucket and
+//! metric are contiguous, so Patrol reads a metric of the whole fleet for one bucket with one
+//! range read, roll-ups append whole buckets at the end of the table, and pruning deletes from
+//! its start.
+
+use super::keys::{
+    BUCKET_MS, HOURS, HOURS_PER_DAY, HOURS_ROLLED_KEY, META, MINUTES, MINUTES_KEPT_KEY,
+    MINUTES_PER_HOUR, MINUTES_ROLLED_KEY, SAMPLES, SERIES, bucket_from_meta, bucket_of,
+    bucket_to_meta, key_at, metric_key, metric_of_series, parse_sample_key, parse_tier_key,
+    tier_key,
+};
+use super::{Store, StoreError};
+use redb::{ReadableTable, Table, WriteTransaction};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Whole minutes a minute stays open after it ends before it is rolled up.
+pub(super) const GRACE_MINUTES: i64 = 1;
+/// How long minute rows are kept: twice Patrol's longest window (one day) plus two hours.
+/// Older minutes are read from the hour tier or the raw samples.
+pub(super) const MINUTE_TIER_KEEP_MINUTES: i64 = 50 * MINUTES_PER_HOUR;
+/// Rows a roll-up call reads or deletes at most before it stops at the next bucket boundary
+/// (it always finishes the bucket it is in): a few hundred milliseconds of work.
+const STEP_ROWS: usize = 500_000;
+
+type Samples<'t> = Table<'t, &'static [u8; 24], f64>;
+type TierTable<'t> = Table<'t, &'static [u8; 24], &'static [u8; 32]>;
+type HourTable<'t> = Table<'t, &'static [u8; 24], &'static [u8]>;
+
+/// Count, sum, minimum and maximum of the samples of one series in a time bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aggregate {
+    /// Samples aggregated (at least 1).
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Aggregate {
+    /// The aggregate of one sample.
+    pub fn of(v: f64) -> Self {
+        Self {
+            count: 1,
+            sum: v,
+            min: v,
+            max: v,
+        }
+    }
+
+    /// Adds one sample.
+    pub fn add(&mut self, v: f64) {
+        self.count += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    /// Adds the samples of `other`.
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    /// The average.
+    pub fn mean(&self) -> f64 {
+        self.sum / self.count as f64
+    }
+
+    /// Stored form: count, sum, min, max, 8 bytes little-endian each.
+    pub(super) fn encode(&self) -> [u8; 32] {
+        let mut b = [0; 32];
+        b[..8].copy_from_slice(&self.count.to_le_bytes());
+        b[8..16].copy_from_slice(&self.sum.to_le_bytes());
+        b[16..24].copy_from_slice(&self.min.to_le_bytes());
+        b[24..].copy_from_slice(&self.max.to_le_bytes());
+        b
+    }
+
+    /// The inverse of [`Self::encode`].
+    pub(super) fn decode(b: &[u8; 32]) -> Self {
+        let word = |i: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            w
+        };
+        Self {
+            count: u64::from_le_bytes(word(0)),
+            sum: f64::from_le_bytes(word(8)),
+            min: f64::from_le_bytes(word(16)),
+            max: f64::from_le_bytes(word(24)),
+        }
+    }
+}
+
+/// The hours of one series on one UTC day: a row of the hour tier. Stored as a `u32` bitmap
+/// of the hours present (little-endian, bit `h` = hour `h` of the day), then their
+/// [`Aggregate`]s in hour order. One row per day keeps reads of a week to eight rows a series.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(super) struct Day(pub(super) [Option<Aggregate>; HOURS_PER_DAY as usize]);
+
+impl Day {
+    pub(super) fn decode(b: &[u8]) -> Result<Self, StoreError> {
+        let bad = || StoreError::Corrupt(format!("hour tier row of {} bytes", b.len()));
+        let mask: [u8; 4] = b.get(..4).and_then(|m| m.try_into().ok()).ok_or_else(bad)?;
+        let mask = u32::from_le_bytes(mask);
+        let mut day = Self::default();
+        let mut at = 4;
+        for (h, slot) in day.0.iter_mut().enumerate() {
+            if mask & (1 << h) != 0 {
+                let a: &[u8; 32] = b
+                    .get(at..at + 32)
+                    .and_then(|a| a.try_into().ok())
+                    .ok_or_else(bad)?;
+                *slot = Some(Aggregate::decode(a));
+                at += 32;
+            }
+        }
+        if at != b.len() || mask >> HOURS_PER_DAY != 0 {
+            return Err(bad());
+        }
+        Ok(day)
+    }
+
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut mask = 0u32;
+        let mut out = vec![0; 4];
+        for (h, a) in self.0.iter().enumerate() {
+            if let Some(a) = a {
+                mask |= 1 << h;
+                out.extend_from_slice(&a.encode());
+            }
+        }
+        out[..4].copy_from_slice(&mask.to_le_bytes());
+        out
+    }
+}
+
+/// The key of the hour tier row holding `hour`, and the hour's index in it.
+pub(super) fn hour_key(hour: i64, metric: u64, series: u64) -> ([u8; 24], usize) {
+    let day = hour.div_euclid(HOURS_PER_DAY);
+    let index = usize::try_from(hour.rem_euclid(HOURS_PER_DAY)).unwrap_or(0);
+    (tier_key(day, metric, series), index)
+}
+
+/// Replaces one hour of one series in the hour tier by `f` of its current aggregate (`None`
+/// removes it), with one lookup for an existing row.
+fn update_hour(
+    hours: &mut HourTable<'_>,
+    hour: i64,
+    metric: u64,
+    series: u64,
+    f: impl FnOnce(Option<Aggregate>) -> Option<Aggregate>,
+) -> Result<(), StoreError> {
+    let (key, i) = hour_key(hour, metric, series);
+    let mut f = Some(f);
+    let mut apply = |v: Option<Aggregate>| f.take().and_then(|f| f(v));
+    if let Some(mut row) = hours.get_mut(&key)? {
+        let mut day = Day::decode(row.value())?;
+        day.0[i] = apply(day.0[i]);
+        if day.0.iter().any(Option::is_some) {
+            row.insert(day.encode().as_slice())?;
+            return Ok(());
+        }
+    } else {
+        let mut day = Day::default();
+        day.0[i] = apply(None);
+        if day.0[i].is_some() {
+            hours.insert(&key, day.encode().as_slice())?;
+        }
+        return Ok(());
+    }
+    // The row's last hour went.
+    hours.remove(&key)?;
+    Ok(())
+}
+
+/// Folds `a` into `acc`.
+fn fold(acc: &mut Option<Aggregate>, a: &Aggregate) {
+    match acc {
+        Some(x) => x.merge(a),
+        None => *acc = Some(*a),
+    }
+}
+
+/// What one [`Store::roll_up`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollUp {
+    /// Minutes with samples rolled into the minute tier.
+    pub minutes: u64,
+    /// Hours with samples rolled into the hour tier.
+    pub hours: u64,
+    /// Rows read or deleted.
+    pub rows: u64,
+    /// Work is left for the next call.
+    pub pending: bool,
+}
+
+/// The watermarks of the tiers, as bucket numbers (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Marks {
+    /// First minute not rolled into the minute tier.
+    pub(super) minutes: i64,
+    /// First hour not rolled into the hour tier.
+    pub(super) hours: i64,
+    /// First minute whose rows the minute tier still holds.
+    pub(super) kept: i64,
+}
+
+impl Marks {
+    /// Whether a roll-up at minute `target` has nothing to do.
+    fn done(&self, target: i64) -> bool {
+        self.minutes >= target
+            && self.hours >= self.minutes.div_euclid(MINUTES_PER_HOUR)
+            && self.kept >= prune_target(target, self.hours)
+    }
+}
+
+/// The `kept` watermark a roll-up at minute `target` aims for.
+fn prune_target(target: i64, hours: i64) -> i64 {
+    let keep_from = (target - MINUTE_TIER_KEEP_MINUTES).div_euclid(MINUTES_PER_HOUR);
+    keep_from.min(hours) * MINUTES_PER_HOUR
+}
+
+/// In-memory state of the tiers, shared by ingest and roll-ups.
+#[derive(Debug, Default)]
+pub(super) struct Tiers(Mutex<TierState>);
+
+#[derive(Debug, Default)]
+struct TierState {
+    /// Metric key by series id (0 = unknown), loaded from the `series` table on first use and
+    /// extended by ingest with the ids it allocates (after they commit).
+    metric_keys: Option<Vec<u64>>,
+    /// The committed watermarks, once read: lets a call with nothing due return without a
+    /// write transaction.
+    marks: Option<Marks>,
+}
+
+impl Tiers {
+    /// A panic while the lock was held cannot leave a wrong entry behind (entries are added
+    /// after commits only), so a poisoned lock is still safe to use.
+    fn lock(&self) -> MutexGuard<'_, TierState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records series ids allocated by a committed transaction, with their metric keys.
+    pub(super) fn learn(&self, allocated: &[(u64, u64)]) {
+        if allocated.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        if let Some(keys) = &mut state.metric_keys {
+            for &(id, key) in allocated {
+                set_key(keys, id, key);
+            }
+        }
+    }
+}
+
+fn set_key(keys: &mut Vec<u64>, id: u64, key: u64) {
+    let Ok(i) = usize::try_from(id) else {
+        return;
+    };
+    if keys.len() <= i {
+        keys.resize(i + 1, 0);
+    }
+    keys[i] = key;
+}
+
+/// The metric keys of all series, from the `series` table.
+fn load_metric_keys(series: &Table<'_, &str, u64>) -> Result<Vec<u64>, StoreError> {
+    let mut keys = Vec::new();
+    for entry in series.iter()? {
+        let (name, id) = entry?;
+        set_key(
+            &mut keys,
+            id.value(),
+            metric_key(metric_of_series(name.value())),
+        );
+    }
+    Ok(keys)
+}
+
+/// The watermarks as stored; `None` before the first roll-up.
+pub(super) fn marks(
+    meta: &impl ReadableTable<&'static str, u64>,
+) -> Result<Option<Marks>, StoreError> {
+    let get = |key: &str| -> Result<Option<i64>, StoreError> {
+        Ok(meta.get(key)?.map(|v| bucket_from_meta(v.value())))
+    };
+    Ok(
+        match (
+            get(MINUTES_ROLLED_KEY)?,
+            get(HOURS_ROLLED_KEY)?,
+            get(MINUTES_KEPT_KEY)?,
+        ) {
+            (Some(minutes), Some(hours), Some(kept)) => Some(Marks {
+                minutes,
+                hours,
+                kept,
+            }),
+            _ => None,
+        },
+    )
+}
+
+impl Store {
+    /// Rolls the closed minutes (those that ended [`GRACE_MINUTES`] or more before the minute
+    /// of `now_ms`) into the minute tier and the hours whose minutes are all rolled up into
+    /// the hour tier, and deletes minute rows older than [`MINUTE_TIER_KEEP_MINUTES`], in one
+    /// write transaction, stopping after about half a million rows of work; [`RollUp::pending`]
+    /// says whether there is more. [`Store::ingest`] calls it after each commit, so a running
+    /// server keeps the tiers current; reads never depend on it.
+    ///
+    /// # Errors
+    /// Storage failures (nothing of the call is stored) and [`StoreError::Corrupt`] for a
+    /// sample whose series is not in the `series` table.
+    pub fn roll_up(&self, now_ms: i64) -> Result<RollUp, StoreError> {
+        self.roll_up_bounded(now_ms, STEP_ROWS)
+    }
+
+    pub(super) fn roll_up_bounded(
+        &self,
+        now_ms: i64,
+        max_rows: usize,
+    ) -> Result<RollUp, StoreError> {
+        let target = bucket_of(now_ms) - GRACE_MINUTES;
+        let mut state = self.tiers.lock();
+        if state.marks.is_some_and(|m| m.done(target)) {
+            return Ok(RollUp::default());
+        }
+        let mut out = RollUp::default();
+        let txn = self.db.begin_write()?;
+        let marks = {
+            let mut meta = txn.open_table(META)?;
+            let samples = txn.open_table(SAMPLES)?;
+            let series = txn.open_table(SERIES)?;
+            let mut minutes = txn.open_table(MINUTES)?;
+            let mut hours = txn.open_table(HOURS)?;
+            let mut marks = match marks(&meta)? {
+                Some(m) => m,
+                None => {
+                    // Nothing rolled up yet (a new file, or one from before the tiers): start
+                    // at the oldest sample, which rolls up all existing history.
+                    let first = samples.first()?.map(|(k, _)| parse_sample_key(k.value()).0);
+                    let hour = first
+                        .unwrap_or(target)
+                        .min(target)
+                        .div_euclid(MINUTES_PER_HOUR);
+                    let minute = hour * MINUTES_PER_HOUR;
+                    Marks {
+                        minutes: minute,
+                        hours: hour,
+                        kept: minute,
+                    }
+                }
+            };
+            if marks.minutes < target {
+                if state.metric_keys.is_none() {
+                    state.metric_keys = Some(load_metric_keys(&series)?);
+                }
+                let keys = state.metric_keys.get_or_insert_with(Vec::new);
+                let mut rows = MinuteRows {
+                    keys,
+                    series: &series,
+                    pending: Vec::new(),
+                };
+                marks.minutes = rows.roll(
+                    &samples,
+                    &mut minutes,
+                    marks.minutes,
+                    target,
+                    max_rows,
+                    &mut out,
+                )?;
+            }
+            let budget = |out: &RollUp| {
+                max_rows
+                    .saturating_sub(usize::try_from(out.rows).unwrap_or(usize::MAX))
+                    .max(1)
+            };
+            let hour_target = marks.minutes.div_euclid(MINUTES_PER_HOUR);
+            if marks.hours < hour_target {
+                marks.hours = roll_hours(
+                    &minutes,
+                    &mut hours,
+                    marks.hours,
+                    hour_target,
+                    budget(&out),
+                    &mut out,
+                )?;
+            }
+            let prune_to = prune_target(target, marks.hours);
+            if marks.kept < prune_to {
+                marks.kept =
+                    prune_minutes(&mut minutes, marks.kept, prune_to, budget(&out), &mut out)?;
+            }
+            meta.insert(MINUTES_ROLLED_KEY, bucket_to_meta(marks.minutes))?;
+            meta.insert(HOURS_ROLLED_KEY, bucket_to_meta(marks.hours))?;
+            meta.insert(MINUTES_KEPT_KEY, bucket_to_meta(marks.kept))?;
+            marks
+        };
+        txn.commit()?;
+        state.marks = Some(marks);
+        out.pending = !marks.done(target);
+        if out.rows > 0 {
+            tracing::debug!(
+                minutes = out.minutes,
+                hours = out.hours,
+                rows = out.rows,
+                pending = out.pending,
+                "metric tiers rolled up"
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Minute-tier rows being built by a roll-up.
+struct MinuteRows<'a, 't> {
+    keys: &'a mut Vec<u64>,
+    series: &'a Table<'t, &'static str, u64>,
+    /// Rows of the minute being read, flushed (sorted) when it ends.
+    pending: Vec<([u8; 24], [u8; 32])>,
+}
+
+impl MinuteRows<'_, '_> {
+    /// Rolls minutes `from..to` of the raw samples into `minutes`, stopping at a minute
+    /// boundary once `max_rows` samples are read; returns the first minute not rolled up.
+    fn roll(
+        &mut self,
+        samples: &Samples<'_>,
+        minutes: &mut TierTable<'_>,
+        from: i64,
+        to: i64,
+        max_rows: usize,
+        out: &mut RollUp,
+    ) -> Result<i64, StoreError> {
+        let lo = key_at(from, 0, i64::MIN);
+        let hi = key_at(to, 0, i64::MIN);
+        // The (minute, series) group being summed.
+        let mut group: Option<(i64, u64, Aggregate)> = None;
+        let mut read = 0usize;
+        for entry in samples.range::<&[u8; 24]>(&lo..&hi)? {
+            let (k, v) = entry?;
+            let (minute, series, _) = parse_sample_key(k.value());
+            let value = v.value();
+            if let Some((gm, gs, agg)) = &mut group {
+                if *gm == minute && *gs == series {
+                    agg.add(value);
+                    read += 1;
+                    continue;
+                }
+                let (gm, gs, agg) = (*gm, *gs, *agg);
+                self.push(gm, gs, &agg)?;
+                if gm != minute {
+                    self.flush(minutes)?;
+                    out.minutes += 1;
+                    if read >= max_rows {
+                        out.rows += read as u64;
+                        // Every minute before this one is rolled up.
+                        return Ok(minute);
+                    }
+                }
+            }
+            group = Some((minute, series, Aggregate::of(value)));
+            read += 1;
+        }
+        if let Some((gm, gs, agg)) = group {
+            self.push(gm, gs, &agg)?;
+            self.flush(minutes)?;
+            out.minutes += 1;
+        }
+        out.rows += read as u64;
+        Ok(to)
+    }
+
+    fn push(&mut self, minute: i64, series: u64, agg: &Aggregate) -> Result<(), StoreError> {
+        let key = self.metric_key(series)?;
+        self.pending
+            .push((tier_key(minute, key, series), agg.encode()));
+        Ok(())
+    }
+
+    /// The metric key of `series`; reloads the keys once if it is unknown.
+    fn metric_key(&mut self, series: u64) -> Result<u64, StoreError> {
+        let get = |keys: &[u64]| {
+            usize::try_from(series)
+                .ok()
+                .and_then(|i| keys.get(i))
+                .copied()
+                .filter(|&k| k != 0)
+        };
+        if let Some(k) = get(self.keys) {
+            return Ok(k);
+        }
+        *self.keys = load_metric_keys(self.series)?;
+        get(self.keys).ok_or_else(|| {
+            StoreError::Corrupt(format!("samples of series {series} that has no name"))
+        })
+    }
+
+    /// Writes the rows of one minute in key order.
+    fn flush(&mut self, minutes: &mut TierTable<'_>) -> Result<(), StoreError> {
+        self.pending.sort_unstable_by_key(|r| r.0);
+        for (k, v) in self.pending.drain(..) {
+            minutes.insert(&k, &v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rolls hours `from..to` of the minute tier into `hours`, skipping hours without rows and
+/// stopping after an hour once `max_rows` rows are read; returns the first hour not rolled up.
+fn roll_hours(
+    minutes: &TierTable<'_>,
+    hours: &mut HourTable<'_>,
+    from: i64,
+    to: i64,
+    max_rows: usize,
+    out: &mut RollUp,
+) -> Result<i64, StoreError> {
+    let mut hour = from;
+    let mut read = 0usize;
+    let mut acc: HashMap<(u64, u64), Aggregate> = HashMap::new();
+    while hour < to && read < max_rows {
+        // The next hour with any minute row.
+        let lo = tier_key(hour * MINUTES_PER_HOUR, 0, 0);
+        let next = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
+            Some(entry) => parse_tier_key(entry?.0.value())
+                .0
+                .div_euclid(MINUTES_PER_HOUR),
+            None => to,
+        };
+        if next >= to {
+            hour = to;
+            break;
+        }
+        hour = next;
+        let lo = tier_key(hour * MINUTES_PER_HOUR, 0, 0);
+        let hi = tier_key((hour + 1) * MINUTES_PER_HOUR, 0, 0);
+        // Minutes in order, so each series' minutes are added in time order.
+        for entry in minutes.range::<&[u8; 24]>(&lo..&hi)? {
+            let (k, v) = entry?;
+            let (_, metric, series) = parse_tier_key(k.value());
+            let a = Aggregate::decode(v.value());
+            acc.entry((metric, series))
+                .and_modify(|x| x.merge(&a))
+                .or_insert(a);
+            read += 1;
+        }
+        let mut rows: Vec<_> = acc.drain().collect();
+        rows.sort_unstable_by_key(|r| r.0);
+        for ((metric, series), a) in rows {
+            update_hour(hours, hour, metric, series, |_| Some(a))?;
+        }
+        out.hours += 1;
+        hour += 1;
+    }
+    out.rows += read as u64;
+    Ok(hour)
+}
+
+/// Deletes the minute rows of hours `from..to` (minute numbers, whole hours), an hour at a
+/// time until `max_rows` rows are deleted; returns the first minute still kept.
+fn prune_minutes(
+    minutes: &mut TierTable<'_>,
+    from: i64,
+    to: i64,
+    max_rows: usize,
+    out: &mut RollUp,
+) -> Result<i64, StoreError> {
+    let mut minute = from;
+    let mut deleted = 0usize;
+    while minute < to && deleted < max_rows {
+        // Skip to the hour of the oldest row left (the table may start long after `from`).
+        let lo = tier_key(minute, 0, 0);
+        let oldest = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
+            Some(entry) => parse_tier_key(entry?.0.value()).0,
+            None => to,
+        };
+        if oldest >= to {
+            minute = to;
+            break;
+        }
+        minute = minute.max(oldest.div_euclid(MINUTES_PER_HOUR) * MINUTES_PER_HOUR);
+        let end = (minute + MINUTES_PER_HOUR).min(to);
+        let lo = tier_key(minute, 0, 0);
+        let hi = tier_key(end, 0, 0);
+        minutes.retain_in::<&[u8; 24], _>(&lo..&hi, |_, _| {
+            deleted += 1;
+            false
+        })?;
+        minute = end;
+    }
+    out.rows += deleted as u64;
+    Ok(minute)
+}
+
+/// Samples of one ingest transaction stored in minutes that are already rolled up.
+#[derive(Debug, Default)]
+pub(super) struct Late {
+    /// (minute, metric key, series) -> (a sample replaced a stored value, the new samples).
+    cells: HashMap<(i64, u64, u64), (bool, Aggregate)>,
+}
+
+impl Late {
+    /// Notes a sample of `series` (metric key `metric`) stored in `minute`.
+    pub(super) fn add(
+        &mut self,
+        minute: i64,
+        metric: u64,
+        series: u64,
+        value: f64,
+        replaced: bool,
+    ) {
+        self.cells
+            .entry((minute, metric, series))
+            .and_modify(|(r, a)| {
+                *r |= replaced;
+                a.add(value);
+            })
+            .or_insert((replaced, Aggregate::of(value)));
+    }
+
+    /// Brings the tiers up to date with the noted samples, in the transaction that stored
+    /// them.
+    pub(super) fn apply(
+        self,
+        txn: &WriteTransaction,
+        samples: &Samples<'_>,
+        marks: Marks,
+    ) -> Result<(), StoreError> {
+        if self.cells.is_empty() {
+            return Ok(());
+        }
+        let mut minutes = txn.open_table(MINUTES)?;
+        let mut hours = txn.open_table(HOURS)?;
+        let mut cells: Vec<_> = self.cells.into_iter().collect();
+        cells.sort_unstable_by_key(|c| c.0);
+        // (hour, metric, series) -> (a sample was replaced, the new samples).
+        let mut changes: HashMap<(i64, u64, u64), (bool, Aggregate)> = HashMap::new();
+        for ((minute, metric, series), (replaced, added)) in cells {
+            if minute >= marks.kept {
+                let key = tier_key(minute, metric, series);
+                if replaced {
+                    // A replaced value cannot be taken out of the minimum: recompute.
+                    match raw_aggregate(samples, minute, series)? {
+                        Some(a) => minutes.insert(&key, &a.encode())?,
+                        None => minutes.remove(&key)?,
+                    };
+                } else if let Some(mut row) = minutes.get_mut(&key)? {
+                    let mut a = Aggregate::decode(row.value());
+                    a.merge(&added);
+                    row.insert(&a.encode())?;
+                } else {
+                    minutes.insert(&key, &added.encode())?;
+                }
+            }
+            let hour = minute.div_euclid(MINUTES_PER_HOUR);
+            if hour < marks.hours {
+                changes
+                    .entry((hour, metric, series))
+                    .and_modify(|(r, a)| {
+                        *r |= replaced;
+                        a.merge(&added);
+                    })
+                    .or_insert((replaced, added));
+            }
+        }
+        let mut changes: Vec<_> = changes.into_iter().collect();
+        changes.sort_unstable_by_key(|c| c.0);
+        for ((hour, metric, series), (replaced, added)) in changes {
+            if replaced {
+                let agg = recompute_hour(samples, &minutes, marks, hour, metric, series)?;
+                update_hour(&mut hours, hour, metric, series, |_| agg)?;
+            } else {
+                // Only samples were added: the hour gets them.
+                update_hour(&mut hours, hour, metric, series, |mut agg| {
+                    fold(&mut agg, &added);
+                    agg
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The aggregate of one series in `hour`: from its minute rows while they are kept, else from
+/// its raw samples.
+fn recompute_hour(
+    samples: &Samples<'_>,
+    minutes: &TierTable<'_>,
+    marks: Marks,
+    hour: i64,
+    metric: u64,
+    series: u64,
+) -> Result<Option<Aggregate>, StoreError> {
+    let first = hour * MINUTES_PER_HOUR;
+    let mut acc = None;
+    if first >= marks.kept {
+        for m in first..first + MINUTES_PER_HOUR {
+            if let Some(v) = minutes.get(&tier_key(m, metric, series))? {
+                fold(&mut acc, &Aggregate::decode(v.value()));
+            }
+        }
+    } else {
+        let to = (first + MINUTES_PER_HOUR) * BUCKET_MS - 1;
+        super::query::scan_series(samples, series, first * BUCKET_MS, to, |_, v| {
+            fold(&mut acc, &Aggregate::of(v));
+            ControlFlow::Continue(())
+        })?;
+    }
+    Ok(acc)
+}
+
+/// The aggregate of the raw samples of `series` in `minute`.
+fn raw_aggregate(
+    samples: &Samples<'_>,
+    minute: i64,
+    series: u64,
+) -> Result<Option<Aggregate>, StoreError> {
+    let lo = key_at(minute, series, i64::MIN);
+    let hi = key_at(minute, series, i64::MAX);
+    let mut acc: Option<Aggregate> = None;
+    for entry in samples.range::<&[u8; 24]>(&lo..=&hi)? {
+        fold(&mut acc, &Aggregate::of(entry?.1.value()));
+    }
+    Ok(acc)
+}
+
+/// Minutes of the ms range `[from, to]` (inclusive) that lie wholly inside it: `(first, end)`
+/// with `end` exclusive; empty when `first >= end`.
+pub(super) fn whole_minutes(from_ms: i64, to_ms: i64) -> (i64, i64) {
+    let first = from_ms.div_euclid(BUCKET_MS) + i64::from(from_ms.rem_euclid(BUCKET_MS) != 0);
+    let end = to_ms.saturating_add(1).div_euclid(BUCKET_MS);
+    (first, end)
+}
+
+#[cfg(test)]
+mod tests;
