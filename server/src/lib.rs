@@ -146,12 +146,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     ));
     tasks.push(spawn_named(
         "patrol",
-        patrol_schedule(
-            api.store.clone(),
-            api.patrol.clone(),
-            alert_rx,
-            rx.clone(),
-        ),
+        patrol_schedule(api.store.clone(), api.patrol.clone(), alert_rx, rx.clone()),
     ));
     tasks.push(spawn_named(
         "alerts",

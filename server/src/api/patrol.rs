@@ -93,9 +93,7 @@ pub(super) async fn findings(
         })
         .filter(|x| f.status.is_none_or(|s| x.status == s))
         // Storm control: what a root finding explains is listed under it, not beside it.
-        .filter(|x| {
-            f.include_linked || f.resource_id.is_some() || x.detection.root_id.is_none()
-        })
+        .filter(|x| f.include_linked || f.resource_id.is_some() || x.detection.root_id.is_none())
         .collect();
     list.sort_by(|a, b| {
         b.detection
