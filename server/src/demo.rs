@@ -348,9 +348,13 @@ async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<us
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        let steps = BACKFILL_HOURS * 3_600_000 / BACKFILL_STEP_MS;
-        for i in 1..=steps {
-            let back_ms = i * BACKFILL_STEP_MS;
+        // A point a minute for the last half hour (so 10-minute windows are covered), then
+        // one every 5 minutes.
+        let fine = (1..=30).map(|m| m * 60_000);
+        let coarse =
+            (7..=BACKFILL_HOURS * 3_600_000 / BACKFILL_STEP_MS).map(|i| i * BACKFILL_STEP_MS);
+        for (i, back_ms) in fine.chain(coarse).enumerate() {
+            let i = i64::try_from(i).unwrap_or(0);
             #[allow(clippy::cast_precision_loss)]
             let hours = back_ms as f64 / 3_600_000.0;
             // A little deterministic wobble, as real usage has.
