@@ -54,7 +54,8 @@ pub(super) const GRACE_MINUTES: i64 = 1;
 /// Older minutes are read from the hour tier or the raw samples.
 pub(super) const MINUTE_TIER_KEEP_MINUTES: i64 = 50 * MINUTES_PER_HOUR;
 /// Rows a roll-up call reads or deletes at most before it stops at the next bucket boundary
-/// (it always finishes the bucket it is in): a few hundred milliseconds of work.
+/// (it always finishes the bucket it is in): at most about half a second of work (0.54 s a
+/// call when catching up a 64M-sample file from before the tiers, docs/PERFORMANCE.md).
 const STEP_ROWS: usize = 500_000;
 
 type Samples<'t> = Table<'t, &'static [u8; 24], f64>;
@@ -344,9 +345,9 @@ pub(super) fn marks(
 }
 
 impl Store {
-    /// Rolls the closed minutes (those that ended [`GRACE_MINUTES`] or more before the minute
+    /// Rolls the closed minutes (those that ended a minute or more before the minute
     /// of `now_ms`) into the minute tier and the hours whose minutes are all rolled up into
-    /// the hour tier, and deletes minute rows older than [`MINUTE_TIER_KEEP_MINUTES`], in one
+    /// the hour tier, and deletes minute rows older than 50 hours, in one
     /// write transaction, stopping after about half a million rows of work; [`RollUp::pending`]
     /// says whether there is more. [`Store::ingest`] calls it after each commit, so a running
     /// server keeps the tiers current; reads never depend on it.
