@@ -12,8 +12,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use warden_shared::DEFAULT_ORG;
 
-/// Most alerts per page.
-const MAX_LIMIT: usize = 500;
 /// Longest acknowledgement comment.
 const MAX_COMMENT: usize = 1024;
 
@@ -112,12 +110,7 @@ pub(super) async fn list(
     q: Result<Query<AlertFilter>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(f) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = f.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_LIMIT}, got {limit}"
-        )));
-    }
+    let limit = super::page_limit(f.limit)?;
     let store = state.store.clone();
     let all = blocking(move || store.alerts(DEFAULT_ORG)).await?;
     let mut list: Vec<&AlertRecord> = all.iter().filter(|a| f.matches(a)).collect();

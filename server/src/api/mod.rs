@@ -122,6 +122,17 @@ async fn auth(
     Ok(next.run(req).await)
 }
 
+/// The page size of a paginated list: `limit` (default 100), at most 500.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    const MAX: usize = 500;
+    match limit.unwrap_or(100) {
+        n @ 1..=MAX => Ok(n),
+        n => Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX}, got {n}"
+        ))),
+    }
+}
+
 /// Runs a blocking store call off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,

@@ -14,9 +14,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use warden_shared::DEFAULT_ORG;
 
-/// Most findings per page.
-const MAX_LIMIT: usize = 500;
-
 /// A finding as the contract shapes it, plus lifecycle extras.
 fn render(f: &Finding) -> Value {
     let d = &f.detection;
@@ -74,12 +71,7 @@ pub(super) async fn findings(
     q: Result<Query<FindingFilter>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(f) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = f.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_LIMIT}, got {limit}"
-        )));
-    }
+    let limit = super::page_limit(f.limit)?;
     let store = state.store.clone();
     let all = blocking(move || store.findings(DEFAULT_ORG)).await?;
     let mut list: Vec<&Finding> = all
