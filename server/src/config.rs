@@ -34,6 +34,24 @@ pub struct RawConfig {
     pub patrol_interval: String,
     /// Time between alert rule evaluations, `1s` to `10m`.
     pub alert_interval: String,
+    /// How long audit events are kept, at least `1h` (default `90d`).
+    pub audit_retention: String,
+    /// A signed audit checkpoint every this many events of a chain (default 1000) ...
+    pub audit_checkpoint_every: u64,
+    /// ... or after this long with new events, whichever comes first (default `60s`).
+    pub audit_checkpoint_interval: String,
+    /// The 0600 file holding the audit key-encryption key, used when neither the systemd
+    /// credential `audit-kek` nor `WARDEN_AUDIT_KEK` is set.
+    pub audit_kek_file: PathBuf,
+    /// How long a webhook receiver may take to answer one delivery (default `10s`).
+    pub webhook_timeout: String,
+    /// First retry delay of a failed webhook delivery, doubled per attempt (default `1s`).
+    pub webhook_retry_base: String,
+    /// Longest retry delay (default `5m`).
+    pub webhook_retry_max: String,
+    /// Attempts before a delivery moves to the dead-letter list (default 20, ~1 h at the
+    /// default delays).
+    pub webhook_max_attempts: u32,
 }
 
 impl Default for RawConfig {
@@ -48,6 +66,14 @@ impl Default for RawConfig {
             server_names: Vec::new(),
             patrol_interval: "6h".into(),
             alert_interval: "15s".into(),
+            audit_retention: "90d".into(),
+            audit_checkpoint_every: 1000,
+            audit_checkpoint_interval: "60s".into(),
+            audit_kek_file: crate::audit::keys::DEFAULT_KEK_FILE.into(),
+            webhook_timeout: "10s".into(),
+            webhook_retry_base: "1s".into(),
+            webhook_retry_max: "5m".into(),
+            webhook_max_attempts: 20,
         }
     }
 }
@@ -90,6 +116,34 @@ pub struct Config {
     pub patrol_interval: Option<Duration>,
     /// Time between alert rule evaluations.
     pub alert_interval: Duration,
+    /// Audit log settings.
+    pub audit: crate::audit::AuditConfig,
+    /// Webhook delivery settings.
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// First retry delay (doubled per attempt, with jitter).
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Attempts before dead-lettering.
+    pub max_attempts: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_attempts: 20,
+        }
+    }
 }
 
 /// Bounds and default of `alert_interval`.
@@ -164,6 +218,48 @@ impl RawConfig {
         };
         let cert_ttl = dur("cert_ttl", &self.cert_ttl, Duration::from_secs(10));
         let token_ttl = dur("token_ttl", &self.token_ttl, Duration::from_secs(10));
+        let retention = dur(
+            "audit_retention",
+            &self.audit_retention,
+            Duration::from_secs(3600),
+        );
+        let cp_interval = dur(
+            "audit_checkpoint_interval",
+            &self.audit_checkpoint_interval,
+            Duration::from_secs(1),
+        );
+        let wh_timeout = dur(
+            "webhook_timeout",
+            &self.webhook_timeout,
+            Duration::from_secs(1),
+        );
+        let wh_base = dur(
+            "webhook_retry_base",
+            &self.webhook_retry_base,
+            Duration::from_millis(10),
+        );
+        let wh_max = dur(
+            "webhook_retry_max",
+            &self.webhook_retry_max,
+            Duration::from_millis(10),
+        );
+        if !(1..=1_000_000).contains(&self.audit_checkpoint_every) {
+            problems.push(format!(
+                "audit_checkpoint_every = {} must be from 1 to 1000000",
+                self.audit_checkpoint_every
+            ));
+        }
+        if !(1..=1000).contains(&self.webhook_max_attempts) {
+            problems.push(format!(
+                "webhook_max_attempts = {} must be from 1 to 1000",
+                self.webhook_max_attempts
+            ));
+        }
+        if let (Some(b), Some(m)) = (wh_base, wh_max)
+            && m < b
+        {
+            problems.push("webhook_retry_max must not be shorter than webhook_retry_base".into());
+        }
         for a in &self.advertise {
             if a.rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -189,10 +285,34 @@ impl RawConfig {
             },
             None => ProtocolVersion::CURRENT,
         };
-        match (http, quic, cert_ttl, token_ttl) {
-            (Some(http_listen), Some(quic_listen), Some(cert_ttl), Some(token_ttl))
-                if problems.is_empty() =>
-            {
+        let audit = retention
+            .zip(cp_interval)
+            .map(
+                |(retention, checkpoint_interval)| crate::audit::AuditConfig {
+                    retention,
+                    checkpoint_every: self.audit_checkpoint_every,
+                    checkpoint_interval,
+                    kek_file: self.audit_kek_file.clone(),
+                },
+            );
+        let webhooks = match (wh_timeout, wh_base, wh_max) {
+            (Some(timeout), Some(retry_base), Some(retry_max)) => Some(WebhookConfig {
+                timeout,
+                retry_base,
+                retry_max,
+                max_attempts: self.webhook_max_attempts,
+            }),
+            _ => None,
+        };
+        match (http, quic, cert_ttl, token_ttl, audit, webhooks) {
+            (
+                Some(http_listen),
+                Some(quic_listen),
+                Some(cert_ttl),
+                Some(token_ttl),
+                Some(audit),
+                Some(webhooks),
+            ) if problems.is_empty() => {
                 let advertise = if self.advertise.is_empty() {
                     vec![default_advertise(quic_listen)]
                 } else {
@@ -209,6 +329,8 @@ impl RawConfig {
                     patrol_interval,
                     alert_interval,
                     protocol,
+                    audit,
+                    webhooks,
                 })
             }
             _ => Err(ConfigError {

@@ -41,7 +41,20 @@ pub async fn run(args: DemoArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()
         quic_listen: Some(args.quic.clone()),
         ..Default::default()
     };
-    let cfg = RawConfig::default().validate(&overrides, Path::new("<demo>"))?;
+    // The demo keeps its own audit key-encryption key, so its audit log is signed.
+    std::fs::create_dir_all(&dir)?;
+    let kek_file = dir.join("audit-kek");
+    if !kek_file.exists() {
+        warden_io::fs::write_private(
+            &kek_file,
+            hex::encode(rand::random::<[u8; 32]>()).as_bytes(),
+        )?;
+    }
+    let raw = RawConfig {
+        audit_kek_file: kek_file,
+        ..RawConfig::default()
+    };
+    let cfg = raw.validate(&overrides, Path::new("<demo>"))?;
     let server = crate::start(cfg).await?;
     let result = run_fleet(&args, &dir, &agent_bin, &sim_bin, &server).await;
     server.shutdown().await;

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod enroll;
@@ -89,6 +90,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             .with_context(|| format!("opening database in {}", cfg.data_dir.display()))?,
     );
     let writer = ingest::writer::spawn(store.clone()).context("starting the ingest writer")?;
+    let signing = {
+        let (dir, kek) = (cfg.data_dir.clone(), cfg.audit.kek_file.clone());
+        tokio::task::spawn_blocking(move || audit::keys::load(&dir, &kek, true)).await?
+    };
+    let auditor = audit::Auditor::start(store.clone(), signing, cfg.audit.clone())
+        .context("starting the audit writer")?;
     let live = Arc::new(ingest::live::LiveAgents::default());
     let shared = Arc::new(ingest::Shared {
         store: store.clone(),
@@ -97,6 +104,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         live: live.clone(),
         cert_ttl: cfg.cert_ttl,
         protocol: cfg.protocol,
+        audit: auditor.clone(),
     });
     let reset_secret = secret_file(&cfg.data_dir.join(RESET_KEY_FILE))?;
     let endpoint = ingest::bind(cfg.quic_listen, &pki, &cfg.server_names, &reset_secret)?;
@@ -137,27 +145,28 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         stats: writer.stats.clone(),
         patrol: schedule,
         patrol_alerts,
+        audit: auditor.clone(),
+        logins: Arc::default(),
     };
     let (shutdown, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    tasks.push(spawn_named(
-        "quic",
-        ingest::serve(endpoint, shared.clone(), rx.clone()),
-    ));
-    tasks.push(spawn_named(
-        "patrol",
-        patrol_schedule(api.store.clone(), api.patrol.clone(), alert_rx, rx.clone()),
-    ));
-    tasks.push(spawn_named(
-        "alerts",
-        alerts::service::run(
-            api.store.clone(),
-            api.patrol_alerts.clone(),
-            cfg.alert_interval,
-            rx.clone(),
+    let mut tasks = vec![
+        spawn_named("quic", ingest::serve(endpoint, shared.clone(), rx.clone())),
+        spawn_named(
+            "patrol",
+            patrol_schedule(api.store.clone(), api.patrol.clone(), alert_rx, rx.clone()),
         ),
-    ));
-    let app = api::router(api.clone());
+        spawn_named(
+            "alerts",
+            alerts::service::run(
+                api.store.clone(),
+                api.patrol_alerts.clone(),
+                cfg.alert_interval,
+                rx.clone(),
+            ),
+        ),
+        spawn_named("audit", audit::maintain(auditor.clone(), rx.clone())),
+    ];
+    let app = api::router(api.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut http_rx = rx.clone();
     tasks.push(spawn_named("http", async move {
         let stop = async move {

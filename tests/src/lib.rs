@@ -88,23 +88,47 @@ pub struct ServerProc {
     /// QUIC address.
     pub quic: SocketAddr,
     extra: Vec<String>,
+    /// The audit key-encryption key passed as `WARDEN_AUDIT_KEK` (`None`: signing is
+    /// unavailable).
+    pub kek: Option<String>,
     child: Option<Child>,
     runs: u32,
 }
 
+/// The audit key-encryption key test servers get.
+pub const TEST_KEK: &str = "warden-tests-audit-kek-0123456789";
+
 impl ServerProc {
     /// Starts a server with fresh ports in `dir`; `extra` goes after `run`.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_kek(dir, extra, Some(TEST_KEK))
+    }
+
+    /// [`ServerProc::start`] with another audit KEK, or none (signing unavailable).
+    pub fn start_with_kek(dir: &Path, extra: &[&str], kek: Option<&str>) -> Self {
         let mut s = Self {
             dir: dir.to_path_buf(),
             http: free_tcp(),
             quic: free_udp(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            kek: kek.map(str::to_owned),
             child: None,
             runs: 0,
         };
         s.spawn();
         s
+    }
+
+    /// The `warden` command with this server's audit KEK in its environment.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("warden"));
+        cmd.env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("WARDEN_AUDIT_KEK")
+            .env("RUST_LOG", "info,warden_server=debug");
+        if let Some(k) = &self.kek {
+            cmd.env("WARDEN_AUDIT_KEK", k);
+        }
+        cmd
     }
 
     /// The log file of the current run.
@@ -116,8 +140,8 @@ impl ServerProc {
         std::fs::create_dir_all(&self.dir).expect("mkdir");
         self.runs += 1;
         let log = std::fs::File::create(self.log_path()).expect("log");
-        let child = Command::new(bin("warden"))
-            .env("RUST_LOG", "info,warden_server=debug")
+        let child = self
+            .command()
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("run")
@@ -227,7 +251,7 @@ impl ServerProc {
             ),
         )
         .expect("cli cfg");
-        Command::new(bin("warden"))
+        self.command()
             .arg("--config")
             .arg(&cfg)
             .arg("--data-dir")

@@ -25,7 +25,7 @@ pub(super) struct HistoryQuery {
     step: Option<String>,
 }
 
-fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }

@@ -41,6 +41,8 @@ pub struct Shared {
     /// Highest protocol version offered to agents ([`ProtocolVersion::CURRENT`] except in
     /// compatibility tests, which pose as an older server).
     pub protocol: ProtocolVersion,
+    /// The audit log (enrollments, renewals, refused agents).
+    pub audit: Arc<crate::audit::Auditor>,
 }
 
 /// Binds the QUIC endpoint with a large receive buffer (handshake bursts overflow the

@@ -52,8 +52,12 @@
 //! | `alerts`       | `org US alert_id` (16 hex digits)       | JSON [`AlertRecord`]      |
 //! | `alert_rules`  | org                                     | JSON [`RuleSet`]          |
 //! | `patrol_settings` | org                                  | JSON [`PatrolSettings`]   |
+//! | `audit_events` | `org US seq` (16 hex digits)            | prev hash, HMAC, fields JSON (`audit.rs`) |
+//! | `audit_checkpoints` | `org US tree_size` (16 hex digits) | JSON [`Checkpoint`]       |
+//! | `audit_heads`  | org                                     | JSON [`AuditHead`]        |
 //!
 //! [`Finding`]: crate::patrol::lifecycle::Finding
+//! [`Checkpoint`]: crate::audit::event::Checkpoint
 //! [`Suppression`]: crate::patrol::lifecycle::Suppression
 //! [`AlertRecord`]: crate::alerts::record::AlertRecord
 //! [`RuleSet`]: crate::alerts::rules::RuleSet
@@ -127,6 +131,7 @@ const CACHE_BYTES: usize = 256 << 20;
 
 mod agents;
 mod alerts;
+mod audit;
 mod error;
 mod findings;
 mod ingest;
@@ -137,6 +142,7 @@ mod rollup;
 #[cfg(test)]
 mod tests;
 
+pub use audit::{AuditFilter, AuditRow, Head as AuditHead, Pruned, StoredEvent};
 pub use error::StoreError;
 pub use findings::PatrolRunRecord;
 pub use query::{AggregateQuery, Aggregates, StoreView};
@@ -224,6 +230,9 @@ impl Store {
             txn.open_table(alerts::ALERTS)?;
             txn.open_table(alerts::ALERT_RULES)?;
             txn.open_table(findings::PATROL_SETTINGS)?;
+            txn.open_table(audit::AUDIT_EVENTS)?;
+            txn.open_table(audit::AUDIT_CHECKPOINTS)?;
+            txn.open_table(audit::AUDIT_HEADS)?;
         }
         txn.commit()?;
         tracing::debug!(path = %path.display(), "store opened");

@@ -1,0 +1,301 @@
+//! The audit log: the one entry point every security-relevant or mutating act goes through
+//! ([`Auditor::record`]), its group-committing writer, and the maintenance task that writes
+//! checkpoints on time and prunes by retention. Events, hashing and keys are in `event.rs`,
+//! the key file in `keys.rs`, chain verification in `verify.rs`, tables in `store/audit.rs`.
+//!
+//! # Invariants
+//! - `record` returns only after the event is durable (committed), so an audited request
+//!   answers after its event is stored; concurrent events share one commit.
+//! - Every event of an org joins that org's chain in commit order; nothing else writes the
+//!   audit tables except pruning, which only removes a prefix behind a bridge checkpoint.
+//! - Secrets never enter `details`: callers pass ids, names and counts, never token values,
+//!   keys or webhook secrets.
+
+pub mod event;
+pub mod keys;
+pub mod verify;
+
+use crate::store::Store;
+use event::{Actor, Event, Keys, NewEvent};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+/// Audit settings from the config file.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// How long events are kept.
+    pub retention: Duration,
+    /// A checkpoint every this many events of a chain.
+    pub checkpoint_every: u64,
+    /// ... or after this long with new events, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// The KEK file (after the systemd credential and the environment variable).
+    pub kek_file: std::path::PathBuf,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(90 * 86_400),
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            kek_file: keys::DEFAULT_KEK_FILE.into(),
+        }
+    }
+}
+
+/// Events a commit takes at most.
+const BATCH: usize = 1024;
+/// Pending events before `record` waits (backpressure).
+const QUEUE: usize = 8192;
+/// Events one pruning transaction deletes at most.
+const PRUNE_STEP: usize = 10_000;
+
+struct Pending {
+    event: NewEvent,
+    done: oneshot::Sender<Option<Event>>,
+}
+
+/// The audit log's entry point. Shared in an `Arc`.
+pub struct Auditor {
+    store: Arc<Store>,
+    keys: Option<Arc<Keys>>,
+    unavailable: Option<String>,
+    tx: mpsc::Sender<Pending>,
+    appended: watch::Sender<u64>,
+    cfg: AuditConfig,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("signed", &self.keys.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auditor {
+    /// Starts the writer thread. With signing unavailable, logs a loud warning: events are
+    /// then stored unsigned and never verify as `verified`.
+    ///
+    /// # Errors
+    /// If the writer thread cannot be spawned.
+    pub fn start(
+        store: Arc<Store>,
+        signing: keys::Signing,
+        cfg: AuditConfig,
+    ) -> std::io::Result<Arc<Self>> {
+        let (keys, unavailable) = match signing {
+            keys::Signing::Ready { keys, source } => {
+                info!(kek = %source, key_id = keys.key_id(), "audit events are signed");
+                (Some(Arc::from(keys)), None)
+            }
+            keys::Signing::Unavailable(why) => {
+                warn!(
+                    reason = %why,
+                    "AUDIT SIGNING UNAVAILABLE: audit events are stored UNSIGNED and will \
+                     verify as \"unsigned\", never \"verified\"; see docs/audit.md"
+                );
+                (None, Some(why))
+            }
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (appended, _) = watch::channel(0);
+        let me = Arc::new(Self {
+            store,
+            keys,
+            unavailable,
+            tx,
+            appended,
+            cfg,
+        });
+        let writer = Writer {
+            store: me.store.clone(),
+            keys: me.keys.clone(),
+            every: me.cfg.checkpoint_every,
+            appended: me.appended.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(me)
+    }
+
+    /// Records an event and waits until it is durable. A failure to store it is logged
+    /// (never returned: the act itself already happened) and gives `None`.
+    pub async fn record(&self, event: NewEvent) -> Option<Event> {
+        let action = event.action.clone();
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Pending { event, done }).await.is_err() {
+            error!(action = %action, "audit writer is gone; event not recorded");
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
+    /// [`Auditor::record`] for synchronous callers (never from an async thread).
+    pub fn record_blocking(&self, event: NewEvent) -> Option<Event> {
+        let (done, rx) = oneshot::channel();
+        self.tx.blocking_send(Pending { event, done }).ok()?;
+        rx.blocking_recv().ok().flatten()
+    }
+
+    /// The signing keys, if signing works.
+    pub fn keys(&self) -> Option<&Keys> {
+        self.keys.as_deref()
+    }
+
+    /// Why signing is unavailable (`None`: events are signed).
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Changes whenever events or checkpoints were committed (webhook delivery waits on it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AuditConfig {
+        &self.cfg
+    }
+
+    /// Writes a checkpoint at every chain's head that has none yet. Returns how many.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn checkpoint_all(&self, now_ms: i64) -> Result<usize, crate::store::StoreError> {
+        let mut made = 0;
+        for (org, _) in self.store.audit_heads()? {
+            if let Some((_, true)) = self.store.audit_checkpoint(&org, self.keys(), now_ms)? {
+                made += 1;
+            }
+        }
+        if made > 0 {
+            self.appended.send_modify(|n| *n += 1);
+        }
+        Ok(made)
+    }
+
+    /// Prunes every chain's events older than the retention; records what it removed.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn prune(&self, now_ms: i64) -> Result<u64, crate::store::StoreError> {
+        let before = now_ms
+            .saturating_sub(i64::try_from(self.cfg.retention.as_millis()).unwrap_or(i64::MAX));
+        let mut total = 0;
+        for (org, _) in self.store.audit_heads()? {
+            let (mut events, mut bridge) = (0, None);
+            loop {
+                let p = self
+                    .store
+                    .audit_prune(&org, before, PRUNE_STEP, self.keys(), now_ms)?;
+                events += p.events;
+                bridge = p.bridge.or(bridge);
+                if p.events < PRUNE_STEP as u64 {
+                    break;
+                }
+            }
+            if events > 0 {
+                total += events;
+                let mut e = NewEvent::new(
+                    Actor::system("retention"),
+                    "audit.prune",
+                    format!("audit:{org}"),
+                )
+                .details(serde_json::json!({
+                    "events": events,
+                    "bridge_checkpoint": bridge,
+                    "retention_days": self.cfg.retention.as_secs() / 86_400,
+                }));
+                e.org_id = org;
+                self.record_blocking(e);
+            }
+        }
+        Ok(total)
+    }
+}
+
+struct Writer {
+    store: Arc<Store>,
+    keys: Option<Arc<Keys>>,
+    every: u64,
+    appended: watch::Sender<u64>,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Pending>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let (events, waiters): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.event, p.done)).unzip();
+            let n = events.len();
+            match self
+                .store
+                .audit_append(events, self.keys.as_deref(), crate::now_ms(), self.every)
+            {
+                Ok(stored) => {
+                    self.appended.send_modify(|c| *c += n as u64);
+                    for (done, e) in waiters.into_iter().zip(stored) {
+                        let _ = done.send(Some(e));
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, events = n, "audit events could not be stored");
+                    for done in waiters {
+                        let _ = done.send(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes checkpoints every `checkpoint_interval` (when a chain has new events) and prunes
+/// by retention hourly, until shutdown.
+pub async fn maintain(auditor: Arc<Auditor>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(auditor.cfg.checkpoint_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            _ = tick.tick() => {}
+        }
+        let prune_due = last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+        let a = auditor.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let now = crate::now_ms();
+            let pruned = if prune_due { a.prune(now)? } else { 0 };
+            let made = a.checkpoint_all(now)?;
+            Ok::<_, crate::store::StoreError>((pruned, made))
+        })
+        .await;
+        match done {
+            Ok(Ok((pruned, made))) => {
+                if prune_due {
+                    last_prune = Some(tokio::time::Instant::now());
+                }
+                if pruned > 0 || made > 0 {
+                    info!(pruned, checkpoints = made, "audit maintenance");
+                }
+            }
+            Ok(Err(e)) => error!(error = %e, "audit maintenance failed"),
+            Err(e) => error!(error = %e, "audit maintenance panicked"),
+        }
+    }
+}
