@@ -4,6 +4,7 @@
 //! The token is checked, and marked used, in the same store transaction that creates the
 //! agent; a refused enrollment writes nothing. The token secret is never logged.
 
+use crate::audit::event::{Actor, NewEvent};
 use crate::ingest::Shared;
 use crate::store::{AgentRecord, Store, TokenRecord, TokenRefusal};
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub fn create_token(
         expires_unix: token.expires_unix,
         used_at_ms: None,
         used_by: None,
+        revoked_at_ms: None,
     })?;
     Ok(token)
 }
@@ -61,7 +63,17 @@ async fn exchange(conn: &quinn::Connection, shared: &Shared) -> anyhow::Result<(
     let req: EnrollRequest = framed::read(&mut recv)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no enrollment request"))?;
+    let token_id = JoinToken::parse(&req.token).ok().map(|t| t.id);
+    let hostname = req.hostname.chars().take(64).collect::<String>();
     let response = decide(req, shared).await;
+    audit(
+        shared,
+        conn.remote_address().ip(),
+        token_id,
+        &hostname,
+        &response,
+    )
+    .await;
     if let EnrollResponse::Refused { reason } = &response {
         warn!(reason = %reason, "enrollment refused");
     }
@@ -70,6 +82,55 @@ async fn exchange(conn: &quinn::Connection, shared: &Shared) -> anyhow::Result<(
     // Let the agent read the answer and close first.
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
     Ok(())
+}
+
+/// Audits an enrollment: `token.use` and `agent.enroll` when accepted; a refusal as a failed
+/// `agent.enroll` (rate-limited per address, since anyone can try).
+async fn audit(
+    shared: &Shared,
+    ip: std::net::IpAddr,
+    token_id: Option<String>,
+    hostname: &str,
+    response: &EnrollResponse,
+) {
+    let token = token_id.unwrap_or_else(|| "-".into());
+    match response {
+        EnrollResponse::Accepted {
+            agent_id,
+            org_id,
+            not_after_unix,
+            ..
+        } => {
+            let mut used = NewEvent::new(Actor::agent(agent_id), "token.use", &token)
+                .from_ip(Some(ip))
+                .details(serde_json::json!({ "agent_id": agent_id }));
+            used.org_id.clone_from(org_id);
+            let mut enrolled = NewEvent::new(Actor::agent(agent_id), "agent.enroll", agent_id)
+                .from_ip(Some(ip))
+                .details(serde_json::json!({
+                    "hostname": hostname,
+                    "token_id": token,
+                    "certificate_expires_at": crate::rfc3339_ms(not_after_unix * 1000),
+                }));
+            enrolled.org_id.clone_from(org_id);
+            shared.audit.record(used).await;
+            shared.audit.record(enrolled).await;
+        }
+        EnrollResponse::Refused { reason } => {
+            if let Some(attempts) =
+                shared
+                    .audit
+                    .limiter()
+                    .failure("enroll", Some(ip), crate::now_ms())
+            {
+                let e = NewEvent::new(Actor::anonymous(), "agent.enroll", format!("token:{token}"))
+                    .from_ip(Some(ip))
+                    .failed(reason.clone())
+                    .details(serde_json::json!({ "hostname": hostname, "attempts": attempts }));
+                shared.audit.record(e).await;
+            }
+        }
+    }
 }
 
 async fn decide(req: EnrollRequest, shared: &Shared) -> EnrollResponse {
@@ -186,6 +247,7 @@ fn refusal_message(r: &TokenRefusal) -> String {
         TokenRefusal::Unknown => "join token is not known to this server; create one with `warden token create`".into(),
         TokenRefusal::Forged => "join token is invalid (its secret does not match); create a new one with `warden token create`".into(),
         TokenRefusal::AlreadyUsed { at_ms } => format!("join token was already used at {}; tokens are one-time, create a new one with `warden token create`", when(*at_ms)),
+        TokenRefusal::Revoked { at_ms } => format!("join token was revoked at {}; create a new one with `warden token create`", when(*at_ms)),
         TokenRefusal::Expired { at_unix } => format!("join token expired at {}; create a new one with `warden token create`", when(at_unix * 1000)),
     }
 }

@@ -146,7 +146,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         patrol: schedule,
         patrol_alerts,
         audit: auditor.clone(),
-        logins: Arc::default(),
     };
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = vec![

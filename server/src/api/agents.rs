@@ -1,9 +1,9 @@
 //! `/api/agents`: the fleet, with live connection state; revocation.
 
-use super::{ApiState, blocking, error::ApiError};
+use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 use tracing::info;
 
@@ -53,6 +53,7 @@ pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, A
 
 pub(super) async fn revoke(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
@@ -65,8 +66,17 @@ pub(super) async fn revoke(
             }
         })
     })
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
+    .await?;
+    let event = caller.event("agent.revoke", &id);
+    let Some(updated) = updated else {
+        state.audit.record(event.failed("no such agent")).await;
+        return Err(ApiError::NotFound(format!("no agent {id}")));
+    };
+    let mut event = event.details(
+        json!({ "hostname": updated.hostname, "certificate_serial": updated.cert_serial }),
+    );
+    event.org_id.clone_from(&updated.org_id);
+    state.audit.record(event).await;
     state.live.disconnect(
         &id,
         warden_shared::close::AGENT_REVOKED,

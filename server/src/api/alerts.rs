@@ -1,13 +1,13 @@
 //! `/api/alerts*`: alerts (filtered, paginated), one alert with its timeline, acknowledge, and
 //! the alert rule set (rules and per-resource overrides), validated field by field.
 
-use super::{ApiState, blocking, error::ApiError};
+use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::alerts::record::{AlertRecord, AlertStatus, TimelineEntry};
 use crate::alerts::rules::{RuleSet, Severity};
 use crate::{now_ms, rfc3339_ms};
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use warden_shared::DEFAULT_ORG;
@@ -173,6 +173,7 @@ pub(super) struct Acknowledge {
 /// first time; again answers the alert unchanged.
 pub(super) async fn acknowledge(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -194,10 +195,18 @@ pub(super) async fn acknowledge(
     let store = state.store.clone();
     let key = id.clone();
     let now = now_ms();
-    blocking(move || store.acknowledge_alert(DEFAULT_ORG, &key, now, comment.as_deref()))
+    let details = json!({ "comment": comment });
+    let a = blocking(move || store.acknowledge_alert(DEFAULT_ORG, &key, now, comment.as_deref()))
         .await?
-        .map(|a| Json(render(&a, true)))
-        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
+    let mut details = details;
+    details["resource_id"] = json!(a.resource_id);
+    details["rule_id"] = json!(a.rule_id);
+    state
+        .audit
+        .record(caller.event("alert.acknowledge", &id).details(details))
+        .await;
+    Ok(Json(render(&a, true)))
 }
 
 /// `GET /api/alerts/rules`: the rule set in force (the defaults until one is stored).
@@ -212,14 +221,32 @@ pub(super) async fn rules(State(state): State<ApiState>) -> Result<Json<RuleSet>
 /// The evaluator uses it from its next evaluation.
 pub(super) async fn put_rules(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<RuleSet>, JsonRejection>,
 ) -> Result<Json<RuleSet>, ApiError> {
-    let Json(set) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    set.validate()
-        .map_err(|problems| ApiError::BadRequest(problems.join("; ")))?;
+    let event = caller.event("alert.rules.update", "alert-rules");
+    let checked = body
+        .map_err(|e| e.body_text())
+        .and_then(|Json(set)| set.validate().map(|()| set).map_err(|p| p.join("; ")));
+    let set = match checked {
+        Ok(set) => set,
+        Err(problems) => {
+            state.audit.record(event.failed(problems.clone())).await;
+            return Err(ApiError::BadRequest(problems));
+        }
+    };
     let store = state.store.clone();
     let stored = set.clone();
-    blocking(move || store.set_alert_rules(DEFAULT_ORG, &stored)).await?;
+    let before = blocking(move || {
+        let before = crate::alerts::service::rules_in_force(&store, DEFAULT_ORG)?;
+        store.set_alert_rules(DEFAULT_ORG, &stored)?;
+        Ok(before)
+    })
+    .await?;
+    state
+        .audit
+        .record(event.details(json!({ "before": before, "after": set })))
+        .await;
     tracing::info!(
         rules = set.rules.len(),
         overrides = set.overrides.len(),

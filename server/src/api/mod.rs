@@ -49,8 +49,6 @@ pub struct ApiState {
     pub patrol_alerts: tokio::sync::mpsc::Sender<crate::patrol::AlertTrigger>,
     /// The audit log's entry point.
     pub audit: Arc<crate::audit::Auditor>,
-    /// Sign-ins already audited, and the last audited failure, per client address.
-    pub logins: Arc<auth::Logins>,
 }
 
 /// Builds the router.
@@ -59,7 +57,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/agents", get(agents::list))
         .route("/api/agents/{id}/revoke", post(agents::revoke))
         .route("/api/agents/{id}/ping", post(agents::ping))
-        .route("/api/tokens", post(tokens::create))
+        .route("/api/tokens", post(tokens::create).get(tokens::list))
+        .route("/api/tokens/{id}", delete(tokens::revoke))
         .route("/api/resources", get(resources::list))
         .route("/api/resources/{*id}", get(resources::get_one))
         .route("/api/metrics/history", get(metrics::history))

@@ -1,15 +1,15 @@
 //! `/api/ai/patrol/*`: Patrol's findings in the fixed JSON shape (DESIGN §1.1), operator
 //! actions on them, suppression rules, and runs.
 
-use super::{ApiState, blocking, error::ApiError};
+use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::patrol::finding::{Category, Severity};
 use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
 use crate::patrol::run::{Trigger, run, run_settings, saved_settings};
 use crate::patrol::settings::PatrolSettings;
 use crate::{now_ms, rfc3339_ms};
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use warden_shared::DEFAULT_ORG;
@@ -107,13 +107,21 @@ pub(super) async fn findings(
 }
 
 /// `POST /api/ai/patrol/run`: runs Patrol now.
-pub(super) async fn run_now(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn run_now(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     let (store, schedule) = (state.store.clone(), state.patrol.clone());
     let rec = blocking(move || {
         let settings = run_settings(&store, DEFAULT_ORG, &schedule)?;
         run(&store, DEFAULT_ORG, &Trigger::Manual, now_ms(), &settings)
     })
     .await?;
+    let e = caller.event("patrol.run", format!("patrol-run:{}", rec.id));
+    state
+        .audit
+        .record(e.details(json!({ "new": rec.new, "resolved": rec.resolved })))
+        .await;
     Ok(Json(render_run(&rec)))
 }
 
@@ -164,17 +172,36 @@ pub(super) async fn settings(State(state): State<ApiState>) -> Result<Json<Value
 /// after checking every field; a bad body changes nothing and names each problem.
 pub(super) async fn put_settings(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<PatrolSettings>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(new) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let (interval, _) = new
-        .validate()
-        .map_err(|problems| ApiError::BadRequest(problems.join("; ")))?;
-    let store = state.store.clone();
+    let event = caller.event("patrol.settings.update", "patrol-settings");
+    let checked = body.map_err(|e| e.body_text()).and_then(|Json(new)| {
+        new.validate()
+            .map(|(i, _)| (new, i))
+            .map_err(|p| p.join("; "))
+    });
+    let (new, interval) = match checked {
+        Ok(ok) => ok,
+        Err(problems) => {
+            state.audit.record(event.failed(problems.clone())).await;
+            return Err(ApiError::BadRequest(problems));
+        }
+    };
+    let (store, schedule) = (state.store.clone(), state.patrol.clone());
     let saved = new.clone();
-    blocking(move || store.set_patrol_settings(DEFAULT_ORG, &saved)).await?;
+    let before = blocking(move || {
+        let before = saved_settings(&store, DEFAULT_ORG, &schedule)?;
+        store.set_patrol_settings(DEFAULT_ORG, &saved)?;
+        Ok(before)
+    })
+    .await?;
     state.patrol.set_interval(interval);
     tracing::info!(interval = %new.interval, overrides = new.overrides.len(), "patrol settings changed");
+    state
+        .audit
+        .record(event.details(json!({ "before": before, "after": new })))
+        .await;
     Ok(Json(serde_json::to_value(new).unwrap_or_default()))
 }
 
@@ -191,6 +218,7 @@ pub(super) struct Action {
 /// `snooze` (`until`, RFC 3339), `note` (`text`), `resolve`.
 pub(super) async fn act(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -202,6 +230,7 @@ pub(super) async fn act(
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
     };
     let now = now_ms();
+    let mut a_reason = None;
     // Validate before touching the store, so a bad request changes nothing.
     let op: Box<dyn FnOnce(&mut Finding) + Send> = match action.as_str() {
         "acknowledge" => Box::new(move |f| f.acknowledge(now)),
@@ -212,6 +241,7 @@ pub(super) async fn act(
                         .into(),
                 )
             })?;
+            a_reason = Some(reason);
             Box::new(move |f| f.dismiss(reason, now))
         }
         "snooze" => {
@@ -270,6 +300,25 @@ pub(super) async fn act(
     })
     .await?;
     let (f, rule) = updated.ok_or_else(|| ApiError::NotFound(format!("no finding {id}")))?;
+    let mut details = json!({
+        "resource_id": f.detection.resource_id,
+        "key": f.detection.key,
+        "status": f.status,
+    });
+    match action.as_str() {
+        "dismiss" => details["reason"] = json!(a_reason),
+        "snooze" => details["until"] = json!(f.snoozed_until_ms.and_then(rfc3339_ms)),
+        "suppress" => details["suppression_id"] = json!(rule),
+        _ => {}
+    }
+    state
+        .audit
+        .record(
+            caller
+                .event(&format!("finding.{action}"), &id)
+                .details(details),
+        )
+        .await;
     let mut v = render(&f);
     if let Some(rule) = rule {
         v["suppression_id"] = json!(rule);
@@ -291,6 +340,7 @@ pub(super) async fn suppressions(State(state): State<ApiState>) -> Result<Json<V
 /// `POST /api/ai/patrol/suppressions` with `resource_id` and/or `category`.
 pub(super) async fn add_suppression(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<Suppression>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(rule) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -302,6 +352,11 @@ pub(super) async fn add_suppression(
     let store = state.store.clone();
     let shown = rule.clone();
     let id = blocking(move || store.add_suppression(DEFAULT_ORG, &rule)).await?;
+    let details = json!({ "resource_id": shown.resource_id, "category": shown.category });
+    state
+        .audit
+        .record(caller.event("suppression.create", &id).details(details))
+        .await;
     Ok(Json(
         json!({"id": id, "resource_id": shown.resource_id, "category": shown.category}),
     ))
@@ -310,11 +365,16 @@ pub(super) async fn add_suppression(
 /// `DELETE /api/ai/patrol/suppressions/{id}`.
 pub(super) async fn remove_suppression(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
     let key = id.clone();
     if blocking(move || store.remove_suppression(DEFAULT_ORG, &key)).await? {
+        state
+            .audit
+            .record(caller.event("suppression.delete", &id))
+            .await;
         Ok(Json(json!({"removed": id})))
     } else {
         Err(ApiError::NotFound(format!("no suppression {id}")))

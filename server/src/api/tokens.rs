@@ -1,10 +1,13 @@
-//! `POST /api/tokens`: creates a one-time join token. The token is shown in this response
-//! only; the server keeps just its hash.
+//! `/api/tokens`: creates one-time join tokens (the token is shown in the create response
+//! only; the server keeps just its hash), lists them (metadata only) and revokes unused ones.
+//! Creation and revocation are audited (`token.create`, `token.revoke`); the first use is
+//! audited by enrollment (`token.use`).
 
-use super::{ApiState, error::ApiError};
+use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
-use axum::Json;
-use axum::extract::State;
+use crate::store::TokenRecord;
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
@@ -18,6 +21,7 @@ pub(super) struct CreateToken {
 
 pub(super) async fn create(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: CreateToken = if body.iter().all(u8::is_ascii_whitespace) {
@@ -44,11 +48,83 @@ pub(super) async fn create(
     })
     .await??;
     info!(token_id = %token.id, ttl_s = ttl.as_secs(), "join token created");
+    let expires_at = rfc3339_ms(token.expires_unix * 1000);
+    state
+        .audit
+        .record(caller.event("token.create", &token.id).details(json!({
+            "kind": "join",
+            "ttl_s": ttl.as_secs(),
+            "expires_at": expires_at,
+        })))
+        .await;
     Ok(Json(json!({
         "id": token.id,
         "token": token.encode(),
-        "expires_at": rfc3339_ms(token.expires_unix * 1000),
+        "expires_at": expires_at,
         "server_addresses": token.addrs,
         "ca_fingerprint": warden_shared::token::fingerprint_hex(&token.ca_fingerprint),
     })))
+}
+
+/// A token's metadata as the API shows it (never its secret or hash).
+fn render(t: &TokenRecord) -> Value {
+    let now = crate::now_ms();
+    let state = if t.used_at_ms.is_some() {
+        "used"
+    } else if t.revoked_at_ms.is_some() {
+        "revoked"
+    } else if now >= t.expires_unix.saturating_mul(1000) {
+        "expired"
+    } else {
+        "active"
+    };
+    json!({
+        "id": t.id,
+        "org_id": t.org_id,
+        "state": state,
+        "created_at": rfc3339_ms(t.created_at_ms),
+        "expires_at": rfc3339_ms(t.expires_unix * 1000),
+        "used_at": t.used_at_ms.and_then(rfc3339_ms),
+        "used_by": t.used_by,
+        "revoked_at": t.revoked_at_ms.and_then(rfc3339_ms),
+    })
+}
+
+/// `GET /api/tokens`: every join token, newest first.
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let mut list = blocking(move || store.list_tokens()).await?;
+    list.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(a.id.cmp(&b.id)));
+    Ok(Json(
+        json!({ "tokens": list.iter().map(render).collect::<Vec<_>>() }),
+    ))
+}
+
+/// `DELETE /api/tokens/{id}`: revokes an unused join token.
+pub(super) async fn revoke(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let now = crate::now_ms();
+    let key = id.clone();
+    let rec = blocking(move || store.revoke_token(&key, now)).await?;
+    let event = caller.event("token.revoke", &id);
+    let Some(rec) = rec else {
+        state.audit.record(event.failed("no such token")).await;
+        return Err(ApiError::NotFound(format!("no join token {id}")));
+    };
+    if let Some(agent) = &rec.used_by {
+        state
+            .audit
+            .record(event.failed(format!("already used by agent {agent}")))
+            .await;
+        return Err(ApiError::BadRequest(format!(
+            "join token {id} was already used by agent {agent}; revoke the agent instead"
+        )));
+    }
+    state.audit.record(event).await;
+    info!(token_id = %id, "join token revoked");
+    Ok(Json(render(&rec)))
 }

@@ -13,6 +13,7 @@
 
 pub mod event;
 pub mod keys;
+pub mod limit;
 pub mod verify;
 
 use crate::store::Store;
@@ -66,6 +67,7 @@ pub struct Auditor {
     tx: mpsc::Sender<Pending>,
     appended: watch::Sender<u64>,
     cfg: AuditConfig,
+    limiter: limit::Limiter,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -110,6 +112,7 @@ impl Auditor {
             tx,
             appended,
             cfg,
+            limiter: limit::Limiter::default(),
         });
         let writer = Writer {
             store: me.store.clone(),
@@ -160,6 +163,11 @@ impl Auditor {
     /// Changes whenever events or checkpoints were committed (webhook delivery waits on it).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
+    }
+
+    /// Rate limits for audited failures of unauthenticated clients.
+    pub fn limiter(&self) -> &limit::Limiter {
+        &self.limiter
     }
 
     /// The settings.

@@ -2,6 +2,7 @@
 //! in order after durable commit, control requests both ways.
 
 use super::{Shared, live::ControlCall};
+use crate::audit::event::{Actor, NewEvent};
 use crate::pki::PeerIdentity;
 use crate::store::IngestItem;
 use futures_util::StreamExt;
@@ -254,14 +255,26 @@ async fn answer(
                         not_after_unix = cert.not_after_unix,
                         "agent certificate renewed"
                     );
+                    let mut e = NewEvent::new(Actor::agent(agent_id), "agent.renew", agent_id)
+                        .details(serde_json::json!({
+                            "certificate_expires_at": crate::rfc3339_ms(cert.not_after_unix * 1000),
+                        }));
+                    e.org_id = org_id.to_owned();
+                    shared.audit.record(e).await;
                     ServerResponse::Certificate {
                         cert_pem: cert.pem,
                         not_after_unix: cert.not_after_unix,
                     }
                 }
-                Err(e) => ServerResponse::Error {
-                    message: e.to_string(),
-                },
+                Err(e) => {
+                    let mut ev = NewEvent::new(Actor::agent(agent_id), "agent.renew", agent_id)
+                        .failed(e.to_string());
+                    ev.org_id = org_id.to_owned();
+                    shared.audit.record(ev).await;
+                    ServerResponse::Error {
+                        message: e.to_string(),
+                    }
+                }
             }
         }
     }

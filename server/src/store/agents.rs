@@ -48,8 +48,50 @@ impl Store {
             .transpose()
     }
 
+    /// Every join token (metadata only; secrets are never stored), in id order.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tokens = txn.open_table(TOKENS)?;
+        tokens
+            .iter()?
+            .map(|e| {
+                let (k, v) = e?;
+                decode(TOKEN, k.value(), v.value())
+            })
+            .collect()
+    }
+
+    /// Revokes an unused join token at `now_ms` (revoking twice keeps the first time).
+    /// Returns the record (`None`: no such token); a used token is returned unchanged.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Option<TokenRecord>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let rec = {
+            let mut tokens = txn.open_table(TOKENS)?;
+            let rec: Option<TokenRecord> = tokens
+                .get(id)?
+                .map(|v| decode(TOKEN, id, v.value()))
+                .transpose()?;
+            match rec {
+                Some(mut t) if t.used_at_ms.is_none() && t.revoked_at_ms.is_none() => {
+                    t.revoked_at_ms = Some(now_ms);
+                    tokens.insert(id, encode(TOKEN, &t)?.as_slice())?;
+                    Some(t)
+                }
+                other => other,
+            }
+        };
+        txn.commit()?;
+        Ok(rec)
+    }
+
     /// Redeems a join token in one write transaction: checks it (in this order: unknown id,
-    /// forged secret, already used, expired at `now_ms`), marks it used by the new agent and
+    /// forged secret, already used, revoked, expired at `now_ms`), marks it used by the new agent and
     /// inserts `make_agent(&token)`'s record. Nothing is written when the token is refused.
     ///
     /// # Errors
@@ -76,6 +118,10 @@ impl Store {
                     used_at_ms: Some(at_ms),
                     ..
                 }) => Err(TokenRefusal::AlreadyUsed { at_ms }),
+                Some(TokenRecord {
+                    revoked_at_ms: Some(at_ms),
+                    ..
+                }) => Err(TokenRefusal::Revoked { at_ms }),
                 Some(t) if now_ms >= t.expires_unix.saturating_mul(1000) => {
                     Err(TokenRefusal::Expired {
                         at_unix: t.expires_unix,

@@ -65,6 +65,9 @@ pub struct TokenRecord {
     pub used_at_ms: Option<i64>,
     /// The agent id it was redeemed for.
     pub used_by: Option<String>,
+    /// When it was revoked (an unused token can be revoked; it is refused afterwards).
+    #[serde(default)]
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// Why a join token was refused. Nothing is written when a token is refused.
@@ -76,6 +79,11 @@ pub enum TokenRefusal {
     Forged,
     /// The token was already redeemed.
     AlreadyUsed {
+        /// When.
+        at_ms: i64,
+    },
+    /// The token was revoked.
+    Revoked {
         /// When.
         at_ms: i64,
     },

@@ -43,6 +43,7 @@ fn token(id: &str, secret: u8) -> TokenRecord {
         expires_unix: NOW / 1000 + 3600,
         used_at_ms: None,
         used_by: None,
+        revoked_at_ms: None,
     }
 }
 
