@@ -146,6 +146,12 @@ fn api_authenticates_validates_and_serves_telemetry() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(stored > 0, "{text}");
+    assert!(text.contains("warden_audit_signing_enabled 1"), "{text}");
+    assert!(
+        text.contains("warden_audit_write_failures_total 0"),
+        "{text}"
+    );
+    assert!(text.contains("warden_audit_events_total "), "{text}");
 }
 
 #[test]

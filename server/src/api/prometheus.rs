@@ -22,6 +22,25 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse 
         "Agents with a live QUIC session.",
         state.live.len() as u64,
     );
+    let audit = state.audit.stats();
+    put(
+        "warden_audit_events_total",
+        "counter",
+        "Audit events durably stored.",
+        audit.stored.load(Ordering::Relaxed),
+    );
+    put(
+        "warden_audit_write_failures_total",
+        "counter",
+        "Audit events that could not be stored (see the log).",
+        audit.failed.load(Ordering::Relaxed),
+    );
+    put(
+        "warden_audit_signing_enabled",
+        "gauge",
+        "1 when audit events are signed, 0 when signing is unavailable.",
+        u64::from(state.audit.keys().is_some()),
+    );
     put(
         "warden_ingest_samples_total",
         "counter",

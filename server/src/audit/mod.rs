@@ -19,6 +19,7 @@ pub mod verify;
 use crate::store::Store;
 use event::{Actor, Event, Keys, NewEvent};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
@@ -68,6 +69,16 @@ pub struct Auditor {
     appended: watch::Sender<u64>,
     cfg: AuditConfig,
     limiter: limit::Limiter,
+    stats: Arc<Stats>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events durably stored.
+    pub stored: AtomicU64,
+    /// Events that could not be stored.
+    pub failed: AtomicU64,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -113,12 +124,14 @@ impl Auditor {
             appended,
             cfg,
             limiter: limit::Limiter::default(),
+            stats: Arc::default(),
         });
         let writer = Writer {
             store: me.store.clone(),
             keys: me.keys.clone(),
             every: me.cfg.checkpoint_every,
             appended: me.appended.clone(),
+            stats: me.stats.clone(),
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -168,6 +181,11 @@ impl Auditor {
     /// Rate limits for audited failures of unauthenticated clients.
     pub fn limiter(&self) -> &limit::Limiter {
         &self.limiter
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// The settings.
@@ -237,6 +255,7 @@ struct Writer {
     keys: Option<Arc<Keys>>,
     every: u64,
     appended: watch::Sender<u64>,
+    stats: Arc<Stats>,
 }
 
 impl Writer {
@@ -257,12 +276,14 @@ impl Writer {
                 .audit_append(events, self.keys.as_deref(), crate::now_ms(), self.every)
             {
                 Ok(stored) => {
+                    self.stats.stored.fetch_add(n as u64, Ordering::Relaxed);
                     self.appended.send_modify(|c| *c += n as u64);
                     for (done, e) in waiters.into_iter().zip(stored) {
                         let _ = done.send(Some(e));
                     }
                 }
                 Err(e) => {
+                    self.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
                     error!(error = %e, events = n, "audit events could not be stored");
                     for done in waiters {
                         let _ = done.send(None);
@@ -305,5 +326,127 @@ pub async fn maintain(auditor: Arc<Auditor>, mut shutdown: watch::Receiver<bool>
             Ok(Err(e)) => error!(error = %e, "audit maintenance failed"),
             Err(e) => error!(error = %e, "audit maintenance panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use event::KEY_MATERIAL_LEN;
+
+    const DAY: i64 = 86_400_000;
+
+    fn auditor(dir: &std::path::Path) -> Arc<Auditor> {
+        try_auditor(dir).expect("store opens")
+    }
+
+    fn try_auditor(dir: &std::path::Path) -> Option<Arc<Auditor>> {
+        let store = Arc::new(Store::open(&dir.join("a.redb")).ok()?);
+        let keys = Keys::from_material(&[3; KEY_MATERIAL_LEN]).unwrap();
+        let signing = keys::Signing::Ready {
+            keys: Box::new(keys),
+            source: keys::KekSource::Env,
+        };
+        let cfg = AuditConfig {
+            checkpoint_every: 4,
+            ..AuditConfig::default()
+        };
+        Auditor::start(store, signing, cfg).ok()
+    }
+
+    #[test]
+    fn retention_prunes_behind_a_bridge_and_the_rest_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = auditor(dir.path());
+        let now = 400 * DAY;
+        // 10 events 100 days ago, 5 events yesterday (appended directly with their time).
+        for (n, at) in [(10, now - 100 * DAY), (5, now - DAY)] {
+            let events = (0..n)
+                .map(|i| NewEvent::new(Actor::admin(), "token.create", format!("t{i}")))
+                .collect();
+            a.store().audit_append(events, a.keys(), at, 4).unwrap();
+        }
+        let pruned = a.prune(now).unwrap();
+        assert_eq!(pruned, 10);
+        let org = warden_shared::DEFAULT_ORG;
+        let left = a.store().audit_range(org, 0, u64::MAX, 100).unwrap();
+        assert_eq!(left.first().unwrap().seq, 11);
+        // The prune itself is on record, and the bridge checkpoint anchors the rest.
+        let last = left.last().unwrap().event().unwrap();
+        assert_eq!(last.fields.action, "audit.prune");
+        assert_eq!(last.fields.details["events"], 10);
+        assert_eq!(last.fields.details["bridge_checkpoint"], 10);
+        let cps = a.store().audit_checkpoints(org, 0, u64::MAX).unwrap();
+        assert_eq!(cps.first().unwrap().tree_size, 10);
+        assert_eq!(cps[0].verify_self(), Some(true));
+        let report = a.store().audit_verify(org, None, None, a.keys()).unwrap();
+        assert_eq!(report.state, verify::State::Verified, "{report:?}");
+        assert_eq!((report.first_seq, report.checked), (Some(11), 6));
+        // Nothing more is old enough.
+        assert_eq!(a.prune(now).unwrap(), 0);
+    }
+
+    #[test]
+    fn checkpoints_come_by_count_and_on_demand_and_recording_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = auditor(dir.path());
+        let mut rx = a.subscribe();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let stored = rt.block_on(async {
+            let mut out = Vec::new();
+            for i in 0..5 {
+                out.push(
+                    a.record(NewEvent::new(
+                        Actor::admin(),
+                        "token.create",
+                        format!("t{i}"),
+                    ))
+                    .await
+                    .unwrap(),
+                );
+            }
+            out
+        });
+        assert_eq!(
+            stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        let org = warden_shared::DEFAULT_ORG;
+        let sizes = |a: &Auditor| -> Vec<u64> {
+            a.store()
+                .audit_checkpoints(org, 0, u64::MAX)
+                .unwrap()
+                .iter()
+                .map(|c| c.tree_size)
+                .collect()
+        };
+        assert_eq!(sizes(&a), [4]);
+        assert_eq!(a.checkpoint_all(1).unwrap(), 1);
+        assert_eq!(sizes(&a), [4, 5]);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(a.checkpoint_all(2).unwrap(), 0, "the head already has one");
+        assert_eq!(a.stats().stored.load(Ordering::Relaxed), 5);
+        // Reopened, the chain continues (the writer thread lets go of the store once the
+        // auditor is gone).
+        drop(a);
+        let again = (0..200)
+            .find_map(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                try_auditor(dir.path())
+            })
+            .expect("store reopens");
+        let e = again
+            .record_blocking(NewEvent::new(Actor::admin(), "token.revoke", "t0"))
+            .unwrap();
+        assert_eq!(e.seq, 6);
+        let report = again
+            .store()
+            .audit_verify(org, None, None, again.keys())
+            .unwrap();
+        assert_eq!(report.state, verify::State::Verified, "{report:?}");
     }
 }
