@@ -233,11 +233,19 @@ pub(super) async fn verify_range(
     let report = tokio::task::spawn_blocking(move || {
         let from = bound(&st, &org, q.from.as_deref(), "from", false)?;
         let to = bound(&st, &org, q.to.as_deref(), "to", true)?;
+        let numeric = |v: &Option<String>| v.as_deref().is_some_and(|s| s.parse::<u64>().is_ok());
         if let (Some(f), Some(t)) = (from, to)
             && f > t
-            && q.from.as_deref().is_some_and(|s| s.parse::<u64>().is_ok())
+            && numeric(&q.from)
+            && numeric(&q.to)
         {
             return Err(ApiError::BadRequest(format!("from {f} is after to {t}")));
+        }
+        let head = st.audit.store().audit_head(&org)?.map_or(0, |h| h.seq);
+        if from.unwrap_or(1).max(1) > to.unwrap_or(head).min(head) {
+            return Err(ApiError::NotFound(format!(
+                "no audit events in that range (the log ends at {head})"
+            )));
         }
         Ok::<_, ApiError>(
             st.audit
