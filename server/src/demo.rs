@@ -4,6 +4,7 @@
 //! per system through the real token + QUIC path (plus one for this machine and its Docker
 //! containers), prints where to look, and stops everything on Ctrl-C. See `docs/demo.md`.
 
+use crate::audit::event::{Actor, NewEvent};
 use crate::config::{Overrides, RawConfig};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -234,6 +235,9 @@ async fn run_fleet(
                     Duration::from_secs(600),
                     crate::now_ms(),
                 )?;
+                let created = NewEvent::new(Actor::system("demo"), "token.create", &token.id)
+                    .details(serde_json::json!({ "kind": "join", "ttl_s": 600, "for": agent.name }));
+                server.api.audit.record(created).await;
                 let out = demo_command(agent_bin)
                     .arg("--config")
                     .arg(&config)

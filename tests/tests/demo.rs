@@ -170,6 +170,27 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
     );
     assert_eq!(root["source"], "correlation");
 
+    // Each enrollment is on the signed audit record, which verifies end to end.
+    let audit = |path: &str| {
+        http(
+            &format!("http://{http_addr}{path}"),
+            "GET",
+            Some(token.trim()),
+            None,
+        )
+        .1
+    };
+    let enrolled = audit("/api/audit?action=agent.enroll&outcome=success");
+    assert_eq!(
+        enrolled["events"].as_array().unwrap().len(),
+        6,
+        "{enrolled}"
+    );
+    let created = audit("/api/audit?action=token.create&actor=system:demo");
+    assert_eq!(created["events"].as_array().unwrap().len(), 6, "{created}");
+    let whole = audit("/api/audit/verify");
+    assert_eq!(whole["state"], "verified", "{whole}");
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(demo.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGINT,
