@@ -197,39 +197,55 @@ fn problem(seq: u64, reason: Reason, detail: impl Into<String>) -> Option<Proble
 }
 
 fn first_problem(links: &[Link], anchors: &Anchors<'_>) -> Option<Problem> {
-    // Checkpoints first: one with a bad or foreign signature is reported at its tree size.
+    // A checkpoint with a bad or foreign signature is a problem at its tree size; it is not
+    // trusted for anything else. The lowest bad sequence number wins.
     let mut trusted = Vec::new();
+    let mut bad_checkpoint: Option<Problem> = None;
     for cp in anchors.checkpoints {
         let ok = match anchors.public_key {
             Some(pk) => cp.verify_with(pk),
             None => cp.verify_self(),
         };
-        match ok {
-            Some(true) => trusted.push(cp),
+        let found = match ok {
+            // Unsigned checkpoints still bound the length of the log.
+            Some(true) | None => {
+                trusted.push(cp);
+                continue;
+            }
             Some(false)
                 if anchors.public_key.is_some()
                     && cp.public_key.as_deref() != anchors.public_key =>
             {
-                return problem(
+                problem(
                     cp.tree_size,
                     Reason::KeyReplaced,
                     format!(
                         "checkpoint at {} is signed with another key than the trusted one",
                         cp.tree_size
                     ),
-                );
+                )
             }
-            Some(false) => {
-                return problem(
-                    cp.tree_size,
-                    Reason::Edited,
-                    format!("checkpoint at {} has an invalid signature", cp.tree_size),
-                );
-            }
-            // Unsigned checkpoints still bound the length of the log.
-            None => trusted.push(cp),
+            Some(false) => problem(
+                cp.tree_size,
+                Reason::Edited,
+                format!("checkpoint at {} has an invalid signature", cp.tree_size),
+            ),
+        };
+        if bad_checkpoint
+            .as_ref()
+            .is_none_or(|b| found.as_ref().is_some_and(|f| f.seq < b.seq))
+        {
+            bad_checkpoint = found;
         }
     }
+    match (walk(links, anchors, &trusted), bad_checkpoint) {
+        (Some(a), Some(b)) => Some(if b.seq < a.seq { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The events in order, against the trusted checkpoints.
+fn walk(links: &[Link], anchors: &Anchors<'_>, trusted: &[&Checkpoint]) -> Option<Problem> {
     let first_seq = links.first().map_or(0, |l| l.seq);
     let mut prev = anchors.prev.or_else(|| {
         trusted
