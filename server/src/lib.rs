@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod patrol;
 pub mod pki;
 pub mod store;
+pub mod webhooks;
 
 use anyhow::Context;
 use config::Config;
@@ -164,6 +165,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             ),
         ),
         spawn_named("audit", audit::maintain(auditor.clone(), rx.clone())),
+        spawn_named(
+            "webhooks",
+            webhooks::run(cfg.webhooks.clone(), auditor.clone(), rx.clone()),
+        ),
     ];
     let app = api::router(api.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut http_rx = rx.clone();

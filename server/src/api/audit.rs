@@ -287,7 +287,7 @@ pub(super) async fn checkpoint_now(State(state): State<ApiState>) -> Result<Json
             .store()
             .audit_checkpoint(DEFAULT_ORG, audit.keys(), crate::now_ms())?;
         if made.as_ref().is_some_and(|m| m.1) {
-            audit.checkpoint_all(crate::now_ms())?;
+            audit.notify();
         }
         Ok(made)
     })

@@ -12,6 +12,7 @@
 //!   keys or webhook secrets.
 
 pub mod event;
+pub mod export;
 pub mod keys;
 pub mod limit;
 pub mod verify;
@@ -178,6 +179,11 @@ impl Auditor {
         self.appended.subscribe()
     }
 
+    /// Wakes the subscribers (after a checkpoint written outside the maintenance task).
+    pub fn notify(&self) {
+        self.appended.send_modify(|n| *n += 1);
+    }
+
     /// Rate limits for audited failures of unauthenticated clients.
     pub fn limiter(&self) -> &limit::Limiter {
         &self.limiter
@@ -205,7 +211,7 @@ impl Auditor {
             }
         }
         if made > 0 {
-            self.appended.send_modify(|n| *n += 1);
+            self.notify();
         }
         Ok(made)
     }

@@ -55,6 +55,11 @@
 //! | `audit_events` | `org US seq` (16 hex digits)            | prev hash, HMAC, fields JSON (`audit.rs`) |
 //! | `audit_checkpoints` | `org US tree_size` (16 hex digits) | JSON [`Checkpoint`]       |
 //! | `audit_heads`  | org                                     | JSON [`AuditHead`]        |
+//! | `webhooks`     | `org US endpoint_id` (16 hex digits)    | JSON [`WebhookEndpoint`]  |
+//! | `webhook_state` | `org US endpoint_id`                   | JSON [`WebhookState`] (outbox cursor) |
+//! | `webhook_dead_letters` | `org US endpoint_id US delivery_seq` (16 hex digits) | JSON [`DeadLetter`] |
+//! | `webhook_requeued` | as `webhook_dead_letters`           | JSON [`Requeued`]         |
+//! | `webhook_deliveries` | `org US endpoint_id US log_seq` (16 hex digits, newest 1000) | JSON [`DeliveryLog`] |
 //!
 //! [`Finding`]: crate::patrol::lifecycle::Finding
 //! [`Checkpoint`]: crate::audit::event::Checkpoint
@@ -132,6 +137,8 @@ const CACHE_BYTES: usize = 256 << 20;
 mod agents;
 mod alerts;
 mod audit;
+#[cfg(test)]
+mod audit_tests;
 mod error;
 mod findings;
 mod ingest;
@@ -141,6 +148,7 @@ mod records;
 mod rollup;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 pub use audit::{AuditFilter, AuditRow, Head as AuditHead, Pruned, StoredEvent};
 pub use error::StoreError;
@@ -151,6 +159,10 @@ pub use records::{
     ResourceRecord, TokenRecord, TokenRefusal,
 };
 pub use rollup::{Aggregate, RollUp};
+pub use webhooks::{
+    DEAD_KEEP, DeadLetter, DeliveryLog, LOG_KEEP, Requeued, RequeuedChange, Retry, WebhookCommit,
+    WebhookEndpoint, WebhookState,
+};
 
 use keys::{
     AGENT_SEQ, AGENTS, META, RESOURCES, SAMPLES, SCHEMA_KEY, SCHEMA_VERSION, SERIES, TOKENS,
@@ -233,6 +245,11 @@ impl Store {
             txn.open_table(audit::AUDIT_EVENTS)?;
             txn.open_table(audit::AUDIT_CHECKPOINTS)?;
             txn.open_table(audit::AUDIT_HEADS)?;
+            txn.open_table(webhooks::WEBHOOKS)?;
+            txn.open_table(webhooks::WEBHOOK_STATE)?;
+            txn.open_table(webhooks::WEBHOOK_DEAD)?;
+            txn.open_table(webhooks::WEBHOOK_REQUEUED)?;
+            txn.open_table(webhooks::WEBHOOK_LOG)?;
         }
         txn.commit()?;
         tracing::debug!(path = %path.display(), "store opened");
