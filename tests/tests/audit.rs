@@ -234,7 +234,10 @@ fn audited_acts_are_signed_chained_filterable_and_verifiable() {
     assert_eq!(whole["first_bad_seq"], Value::Null);
     assert_eq!(server.get("/api/audit/verify?from=4&to=2").0, 400);
     assert_eq!(server.get("/api/audit/verify?from=99999").0, 404);
-    assert_eq!(server.get("/api/audit/verify?from=2999-01-01T00:00:00Z").0, 404);
+    assert_eq!(
+        server.get("/api/audit/verify?from=2999-01-01T00:00:00Z").0,
+        404
+    );
     assert_eq!(server.get("/api/audit/verify?from=soon").0, 400);
     let (_, part) = server.get("/api/audit/verify?from=2&to=4");
     assert_eq!(
