@@ -115,6 +115,21 @@ impl Auditor {
                 (None, Some(why))
             }
         };
+        // A checkpoint beyond the head means the tail was cut off while the server was down.
+        for (org, _) in store.audit_heads().unwrap_or_default() {
+            match store.audit_guard_head(&org) {
+                Ok(Some((head, covered))) => error!(
+                    org = %org,
+                    head,
+                    checkpoint = covered,
+                    "AUDIT LOG TRUNCATED: events after {head} are gone but a signed checkpoint \
+                     covers {covered}; new events continue after {covered} and verification \
+                     reports the gap"
+                ),
+                Ok(None) => {}
+                Err(e) => error!(org = %org, error = %e, "cannot check the audit head"),
+            }
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let (appended, _) = watch::channel(0);
         let me = Arc::new(Self {

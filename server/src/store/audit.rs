@@ -129,14 +129,14 @@ impl StoredEvent {
         })
     }
 
-    /// The verification link. Fields are parsed only when the signature does not match
-    /// (to tell a moved event or a replaced key from an edit).
+    /// The verification link. Fields are parsed only when the signature was not checked and
+    /// found valid (to tell a moved event or a replaced key from an edit).
     pub fn link(&self, keys: Option<&Keys>) -> Link {
         let hash = self.hash();
         let sig_hex = self.signature.map(hex::encode);
         let mut sig = verify::sig_state(keys, &hash, sig_hex.as_deref(), None);
         let mut id_seq = Some(self.seq);
-        if sig == Sig::Invalid {
+        if sig != Sig::Valid {
             let parsed: Option<Fields> = serde_json::from_slice(&self.fields_json).ok();
             id_seq = parsed.as_ref().and_then(|f| verify::id_seq(&f.id));
             sig = verify::sig_state(
@@ -252,15 +252,19 @@ impl Store {
             for e in events {
                 let head = match heads.get(&e.org_id) {
                     Some(h) => *h,
-                    None => heads_t
+                    None => match heads_t
                         .get(e.org_id.as_str())?
                         .map(|v| decode::<Head>(HEAD, &e.org_id, v.value()))
                         .transpose()?
-                        .unwrap_or(Head {
+                    {
+                        Some(h) => h,
+                        // No head row: a new chain, or a lost row; never reuse a stored seq.
+                        None => last_stored(&table, &e.org_id)?.unwrap_or(Head {
                             seq: 0,
                             hash: [0; 32],
                             ts_ms: i64::MIN,
                         }),
+                    },
                 };
                 let seq = head.seq + 1;
                 let fields = Fields {
@@ -345,6 +349,53 @@ impl Store {
         t.get(org)?
             .map(|v| decode(HEAD, org, v.value()))
             .transpose()
+    }
+
+    /// Moves `org`'s head forward to its newest checkpoint when that checkpoint covers more
+    /// events than the head (the tail was cut off). New events then continue after the
+    /// checkpoint, so the lost events stay a visible gap that verification names, instead of
+    /// new events silently taking their sequence numbers. Returns `(old head, checkpoint)`
+    /// when it moved the head.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn audit_guard_head(&self, org: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let moved = {
+            let mut heads = txn.open_table(AUDIT_HEADS)?;
+            let head = heads
+                .get(org)?
+                .map(|v| decode::<Head>(HEAD, org, v.value()))
+                .transpose()?;
+            let cps = txn.open_table(AUDIT_CHECKPOINTS)?;
+            let (lo, hi) = (event_key(org, 0), event_key(org, u64::MAX));
+            let newest = cps
+                .range(lo.as_str()..=hi.as_str())?
+                .next_back()
+                .transpose()?
+                .map(|(k, v)| decode::<Checkpoint>(CHECKPOINT, k.value(), v.value()))
+                .transpose()?;
+            match (head, newest) {
+                (head, Some(cp))
+                    if cp.tree_size > head.map_or(0, |h| h.seq)
+                        && let Some(hash) = crate::audit::event::parse_hash(&cp.head_hash) =>
+                {
+                    let old = head.map_or(0, |h| h.seq);
+                    let moved = Head {
+                        seq: cp.tree_size,
+                        hash,
+                        ts_ms: head.map_or(cp.ts_ms, |h| h.ts_ms.max(cp.ts_ms)),
+                    };
+                    heads.insert(org, encode(HEAD, &moved)?.as_slice())?;
+                    Some((old, cp.tree_size))
+                }
+                _ => None,
+            }
+        };
+        if moved.is_some() {
+            txn.commit()?;
+        }
+        Ok(moved)
     }
 
     /// Up to `limit` stored events of `org` with `from <= seq <= to`, in seq order.
@@ -579,12 +630,20 @@ impl Store {
                 .get(org)?
                 .map(|v| decode::<Head>(HEAD, org, v.value()))
                 .transpose()?;
+            let last_hash = links.last().map(|l| l.hash);
             if let Some(h) = head.filter(|h| h.seq > last) {
                 report.state = verify::State::Failed;
                 report.problem = Some(verify::Problem {
                     seq: last + 1,
                     reason: verify::Reason::Truncated,
                     detail: format!("the log ends at {last} but its head is at {}", h.seq),
+                });
+            } else if head.is_some_and(|h| h.seq == last && Some(h.hash) != last_hash) {
+                report.state = verify::State::Failed;
+                report.problem = Some(verify::Problem {
+                    seq: last,
+                    reason: verify::Reason::Edited,
+                    detail: format!("event {last} no longer matches the recorded head hash"),
                 });
             }
         }
@@ -648,6 +707,24 @@ impl Store {
         txn.commit()?;
         Ok(pruned)
     }
+}
+
+/// The head as the events table has it (its last event), for a chain without a head row.
+fn last_stored(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    org: &str,
+) -> Result<Option<Head>, StoreError> {
+    let (lo, hi) = (event_key(org, 0), event_key(org, u64::MAX));
+    let Some(entry) = table.range(lo.as_str()..=hi.as_str())?.next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = entry?;
+    let s = StoredEvent::decode(seq_of(k.value()), v.value())?;
+    Ok(Some(Head {
+        seq: s.seq,
+        hash: s.hash(),
+        ts_ms: s.event()?.fields.ts_ms,
+    }))
 }
 
 fn make_checkpoint(org: &str, head: &Head, keys: Option<&Keys>, now_ms: i64) -> Checkpoint {

@@ -379,3 +379,50 @@ fn the_chain_continues_across_a_reopen() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_lost_head_row_never_reuses_a_seq_and_a_head_behind_a_checkpoint_moves_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let k = keys();
+    store.audit_append(many(5), Some(&k), NOW, 5).unwrap();
+    // Someone deletes the head row: the next event still follows the last stored one.
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(super::audit::AUDIT_HEADS)
+            .unwrap()
+            .remove(ORG)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let e = store.audit_append(many(1), Some(&k), NOW, 5).unwrap();
+    assert_eq!(e[0].seq, 6);
+    assert_eq!(store.audit_guard_head(ORG).unwrap(), None);
+    // The tail (4..=6) cut off and the head rewritten to 3; the checkpoint at 5 remains.
+    {
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(AUDIT_EVENTS).unwrap();
+            for seq in 4..=6u64 {
+                t.remove(format!("{ORG}\u{1f}{seq:016x}").as_str()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let head3 = store.audit_range(ORG, 3, 3, 1).unwrap()[0].hash();
+    {
+        let txn = store.db.begin_write().unwrap();
+        let head = serde_json::json!({ "seq": 3, "hash": hex::encode(head3), "ts_ms": NOW });
+        txn.open_table(super::audit::AUDIT_HEADS)
+            .unwrap()
+            .insert(ORG, serde_json::to_vec(&head).unwrap().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    assert_eq!(store.audit_guard_head(ORG).unwrap(), Some((3, 5)));
+    let e = store.audit_append(many(1), Some(&k), NOW, 0).unwrap();
+    assert_eq!(e[0].seq, 6, "new events continue after the checkpoint");
+    let r = store.audit_verify(ORG, None, None, Some(&k)).unwrap();
+    let p = r.problem.expect("the gap is reported");
+    assert_eq!((p.seq, p.reason), (4, Reason::Missing));
+}
