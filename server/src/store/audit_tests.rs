@@ -389,7 +389,7 @@ fn a_lost_head_row_never_reuses_a_seq_and_a_head_behind_a_checkpoint_moves_past_
     // Someone deletes the head row: the next event still follows the last stored one.
     {
         let txn = store.db.begin_write().unwrap();
-        txn.open_table(super::audit::AUDIT_HEADS)
+        txn.open_table(audit::AUDIT_HEADS)
             .unwrap()
             .remove(ORG)
             .unwrap();
@@ -413,7 +413,7 @@ fn a_lost_head_row_never_reuses_a_seq_and_a_head_behind_a_checkpoint_moves_past_
     {
         let txn = store.db.begin_write().unwrap();
         let head = serde_json::json!({ "seq": 3, "hash": hex::encode(head3), "ts_ms": NOW });
-        txn.open_table(super::audit::AUDIT_HEADS)
+        txn.open_table(audit::AUDIT_HEADS)
             .unwrap()
             .insert(ORG, serde_json::to_vec(&head).unwrap().as_slice())
             .unwrap();
