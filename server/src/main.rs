@@ -104,6 +104,13 @@ enum TokenCmd {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// List join tokens (ids and state; secrets are never stored).
+    List,
+    /// Revoke an unused join token.
+    Revoke {
+        /// Token id, as shown by `warden token list`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +204,34 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 "one-time join token, expires {}. On the new host run:\n  warden-agent enroll --token {token}",
                 v["expires_at"].as_str().unwrap_or("?")
             );
+            Ok(())
+        }
+        Command::Token(TokenCmd::List) => {
+            let cfg = load(&cli, Overrides::default())?;
+            let v = call(&cfg, reqwest::Method::GET, "/api/tokens", None).await?;
+            let s = |t: &serde_json::Value, k: &str| t[k].as_str().unwrap_or("-").to_owned();
+            println!("{:<18} {:<8} {:<26} USED BY", "ID", "STATE", "EXPIRES");
+            for t in v["tokens"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<18} {:<8} {:<26} {}",
+                    s(t, "id"),
+                    s(t, "state"),
+                    s(t, "expires_at"),
+                    s(t, "used_by")
+                );
+            }
+            Ok(())
+        }
+        Command::Token(TokenCmd::Revoke { id }) => {
+            let cfg = load(&cli, Overrides::default())?;
+            call(
+                &cfg,
+                reqwest::Method::DELETE,
+                &format!("/api/tokens/{id}"),
+                None,
+            )
+            .await?;
+            println!("join token {id} revoked");
             Ok(())
         }
         Command::Agent(AgentCmd::List) => {

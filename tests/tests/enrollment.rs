@@ -23,6 +23,26 @@ fn happy_path_enrolls_connects_and_reports() {
     let mut agent = AgentProc::simulated(&tmp.path().join("a1"), "sim-one", "1s");
     let id = agent.enroll_ok(&token);
     assert!(id.starts_with("sim-one-"), "{id}");
+    // `warden token list|revoke`: the used token shows its agent; a spare one is revoked.
+    let spare = String::from_utf8(server.cli(&["token", "create"]).stdout).unwrap();
+    let spare_id = JoinToken::parse(spare.trim()).unwrap().id;
+    let out = server.cli(&["token", "revoke", &spare_id]);
+    assert!(out.status.success(), "token revoke: {}", stderr(&out));
+    let out = server.cli(&["token", "list"]);
+    let list = String::from_utf8(out.stdout).unwrap();
+    let row = |tid: &str| -> Vec<String> {
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(tid))
+            .unwrap_or_default();
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    assert_eq!(row(&parsed.id)[1], "used", "{list}");
+    assert_eq!(row(&parsed.id)[3], id, "{list}");
+    assert_eq!(row(&spare_id)[1], "revoked", "{list}");
+    let out = server.cli(&["token", "revoke", &parsed.id]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
     // Key files are private.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(agent.dir.join("identity/agent.key"))
