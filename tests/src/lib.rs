@@ -187,6 +187,28 @@ impl ServerProc {
         )
     }
 
+    /// GET `path` with the admin token as text (e.g. `/metrics`).
+    pub fn get_text(&self, path: &str) -> String {
+        install_crypto();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            reqwest::Client::new()
+                .get(format!("http://{}{path}", self.http))
+                .bearer_auth(self.admin_token())
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .expect("GET")
+                .text()
+                .await
+                .expect("body")
+        })
+    }
+
     /// POST `path` with the admin token and optional JSON body.
     pub fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
         http(

@@ -94,6 +94,18 @@ fn audited_acts_are_signed_chained_filterable_and_verifiable() {
     assert_eq!(s, 200);
     let (s, _) = server.post(&format!("/api/agents/{agent_id}/revoke"), None);
     assert_eq!(s, 200);
+    // The revoked agent tries to connect: refused, and on record.
+    let mut agent = agent;
+    agent.start(&[]);
+    warden_tests::eventually(
+        std::time::Duration::from_secs(20),
+        "agent.connect refusal audited",
+        || {
+            let (_, v) = server.get("/api/audit?action=agent.connect&outcome=failure");
+            let e = v["events"].as_array()?.first()?.clone();
+            (e["target"] == agent_id.as_str()).then_some(e)
+        },
+    );
 
     let events = all_events(&server, "");
     let got = actions(&events);
@@ -106,6 +118,7 @@ fn audited_acts_are_signed_chained_filterable_and_verifiable() {
         "patrol.settings.update",
         "suppression.create",
         "agent.revoke",
+        "agent.connect",
     ] {
         assert!(got.iter().any(|a| a == want), "no {want} in {got:?}");
     }
@@ -188,12 +201,12 @@ fn audited_acts_are_signed_chained_filterable_and_verifiable() {
     );
     assert_eq!(
         only(&format!("&target={agent_id}")),
-        ["agent.enroll", "agent.revoke"]
+        ["agent.enroll", "agent.revoke", "agent.connect"]
     );
     assert!(
         only("&actor=agent")
             .iter()
-            .all(|a| a == "token.use" || a == "agent.enroll")
+            .all(|a| ["token.use", "agent.enroll", "agent.connect"].contains(&a.as_str()))
     );
     assert!(only("&since=2999-01-01T00:00:00Z").is_empty());
     assert_eq!(only("&until=2000-01-01T00:00:00Z").len(), 0);

@@ -437,6 +437,23 @@ fn a_receiver_that_comes_up_late_gets_every_event_in_order() {
         "{v}"
     );
     assert_eq!(v["status"]["pending_attempts"], 0, "{v}");
+    // The same on /metrics: delivered, failed attempts, and no lag once caught up.
+    let metrics = eventually(WAIT, "webhook lag 0 on /metrics", || {
+        let text = server.get_text("/metrics");
+        text.contains(&format!("warden_webhook_lag_events{{endpoint=\"{id}\"}} 0"))
+            .then_some(text)
+    });
+    let value = |name: &str| -> u64 {
+        let prefix = format!("{name}{{endpoint=\"{id}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(value("warden_webhook_delivered_total") >= msgs.len() as u64);
+    assert!(value("warden_webhook_failed_attempts_total") >= 3);
+    assert_eq!(value("warden_webhook_dead_letters"), 0);
 }
 
 #[test]

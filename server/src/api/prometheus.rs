@@ -1,6 +1,7 @@
 //! `GET /metrics`: the server's own counters in Prometheus text format.
 
 use super::ApiState;
+use crate::store::WebhookState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -65,5 +66,58 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse 
         "Store commits (group commits).",
         s.commits.load(Ordering::Relaxed),
     );
+    webhooks(&state, &mut out).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Per-endpoint webhook delivery: messages delivered, failed attempts, dead letters, and how
+/// many audit events the endpoint is behind (alert on a growing lag).
+async fn webhooks(state: &ApiState, out: &mut String) {
+    let store = state.store.clone();
+    let read = super::blocking(move || {
+        let org = warden_shared::DEFAULT_ORG;
+        Ok((store.webhook_list(org)?, store.audit_head(org)?))
+    })
+    .await;
+    let Ok((list, head)) = read else {
+        return;
+    };
+    let head = head.map_or(0, |h| h.seq);
+    let metrics: [(&str, &str, &str, fn(&WebhookState, usize, u64) -> u64); 4] = [
+        (
+            "warden_webhook_delivered_total",
+            "counter",
+            "Webhook messages delivered.",
+            |s, _, _| s.delivered,
+        ),
+        (
+            "warden_webhook_failed_attempts_total",
+            "counter",
+            "Failed webhook delivery attempts.",
+            |s, _, _| s.failed_attempts,
+        ),
+        (
+            "warden_webhook_dead_letters",
+            "gauge",
+            "Webhook messages in the dead-letter list.",
+            |_, d, _| d as u64,
+        ),
+        (
+            "warden_webhook_lag_events",
+            "gauge",
+            "Audit events not yet passed to the endpoint.",
+            |s, _, head| head.saturating_sub(s.event_seq),
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (ep, st, dead) in &list {
+            let _ = writeln!(
+                out,
+                "{name}{{endpoint=\"{}\"}} {}",
+                ep.id,
+                value(st, *dead, head)
+            );
+        }
+    }
 }

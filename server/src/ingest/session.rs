@@ -74,19 +74,32 @@ async fn drive(
     let record = blocking(move || store.get_agent(&agent_id))
         .await?
         .map_err(|_| End::new(close::PROTOCOL_ERROR, "server storage error"))?;
-    let record = match record {
-        Some(r) if r.revoked_at_ms.is_none() && r.org_id == id.org_id => r,
-        Some(r) if r.revoked_at_ms.is_some() => {
-            return Err(End::new(
-                close::AGENT_REVOKED,
-                format!("agent {} is revoked", r.id),
-            ));
-        }
-        _ => {
-            return Err(End::new(
-                close::AGENT_REVOKED,
-                format!("agent {} is unknown to this server", id.agent_id),
-            ));
+    let refused = match record {
+        Some(r) if r.revoked_at_ms.is_none() && r.org_id == id.org_id => Ok(r),
+        Some(r) if r.revoked_at_ms.is_some() => Err(format!("agent {} is revoked", r.id)),
+        _ => Err(format!("agent {} is unknown to this server", id.agent_id)),
+    };
+    let record = match refused {
+        Ok(r) => r,
+        Err(reason) => {
+            // A refused certificate holder is security-relevant; audited at most once a
+            // minute per address, since a revoked agent retries.
+            let ip = conn.remote_address().ip();
+            if let Some(attempts) =
+                shared
+                    .audit
+                    .limiter()
+                    .failure("connect", Some(ip), crate::now_ms())
+            {
+                let mut e =
+                    NewEvent::new(Actor::agent(&id.agent_id), "agent.connect", &id.agent_id)
+                        .from_ip(Some(ip))
+                        .failed(reason.clone())
+                        .details(serde_json::json!({ "attempts": attempts }));
+                e.org_id.clone_from(&id.org_id);
+                shared.audit.record(e).await;
+            }
+            return Err(End::new(close::AGENT_REVOKED, reason));
         }
     };
 
