@@ -70,6 +70,9 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
+/// One endpoint's figure from its state, dead-letter count and the audit head.
+type Value = fn(&WebhookState, usize, u64) -> u64;
+
 /// Per-endpoint webhook delivery: messages delivered, failed attempts, dead letters, and how
 /// many audit events the endpoint is behind (alert on a growing lag).
 async fn webhooks(state: &ApiState, out: &mut String) {
@@ -83,7 +86,7 @@ async fn webhooks(state: &ApiState, out: &mut String) {
         return;
     };
     let head = head.map_or(0, |h| h.seq);
-    let metrics: [(&str, &str, &str, fn(&WebhookState, usize, u64) -> u64); 4] = [
+    let metrics: [(&str, &str, &str, Value); 4] = [
         (
             "warden_webhook_delivered_total",
             "counter",
