@@ -91,6 +91,8 @@ pub struct ServerProc {
     /// The audit key-encryption key passed as `WARDEN_AUDIT_KEK` (`None`: signing is
     /// unavailable).
     pub kek: Option<String>,
+    /// `CREDENTIALS_DIRECTORY` for the server (systemd credentials), if any.
+    pub credentials: Option<PathBuf>,
     child: Option<Child>,
     runs: u32,
 }
@@ -112,6 +114,7 @@ impl ServerProc {
             quic: free_udp(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             kek: kek.map(str::to_owned),
+            credentials: None,
             child: None,
             runs: 0,
         };
@@ -127,6 +130,9 @@ impl ServerProc {
             .env("RUST_LOG", "info,warden_server=debug");
         if let Some(k) = &self.kek {
             cmd.env("WARDEN_AUDIT_KEK", k);
+        }
+        if let Some(c) = &self.credentials {
+            cmd.env("CREDENTIALS_DIRECTORY", c);
         }
         cmd
     }

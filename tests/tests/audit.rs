@@ -320,3 +320,77 @@ fn without_a_key_encryption_key_events_are_unsigned_and_never_verified() {
     assert_eq!(whole["verified"], false);
     assert_eq!(whole["unsigned"], events.len() as u64);
 }
+
+#[test]
+fn the_key_encryption_key_comes_from_the_credential_then_the_environment_then_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("server");
+    let (cred_kek, env_kek) = ("credential-kek-0123456789", "environment-kek-0123456789");
+    let creds = tmp.path().join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("audit-kek"), format!("{cred_kek}\n")).unwrap();
+    let kek_file = tmp.path().join("audit-kek");
+    let cfg = tmp.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!("audit_kek_file = {:?}\n", kek_file.display().to_string()),
+    )
+    .unwrap();
+    let key_id = |s: &ServerProc| {
+        let (_, v) = s.get("/api/audit/status");
+        v["signing"]["key_id"].as_str().map(str::to_owned)
+    };
+
+    // The credential wins over the environment variable; the key is created under it.
+    let mut server = ServerProc::start_with_kek(&dir, &["--config", cfg.to_str().unwrap()], None);
+    server.kek = Some(env_kek.into());
+    server.credentials = Some(creds.clone());
+    server.restart();
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    assert!(log.contains("systemd credential"), "{log}");
+    let id = key_id(&server).expect("signed under the credential");
+    assert!(
+        !log.contains(cred_kek) && !log.contains(env_kek),
+        "a KEK reached the log"
+    );
+
+    // The environment variable alone, with the credential's value: the same key.
+    server.credentials = None;
+    server.kek = Some(cred_kek.into());
+    server.restart();
+    assert_eq!(key_id(&server).as_deref(), Some(id.as_str()));
+    // The environment variable with another value cannot open it: unsigned, file untouched.
+    server.kek = Some(env_kek.into());
+    server.restart();
+    assert_eq!(key_id(&server), None);
+    let (_, v) = server.get("/api/audit/status");
+    assert!(
+        v["signing"]["unavailable_reason"]
+            .as_str()
+            .unwrap()
+            .contains("wrong KEK"),
+        "{v}"
+    );
+
+    // The file last: refused while others can read it, used once it is 0600.
+    use std::os::unix::fs::PermissionsExt;
+    server.kek = None;
+    std::fs::write(&kek_file, cred_kek).unwrap();
+    std::fs::set_permissions(&kek_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    server.restart();
+    let (_, v) = server.get("/api/audit/status");
+    assert!(
+        v["signing"]["unavailable_reason"]
+            .as_str()
+            .unwrap()
+            .contains("0600"),
+        "{v}"
+    );
+    std::fs::set_permissions(&kek_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    server.restart();
+    assert_eq!(key_id(&server).as_deref(), Some(id.as_str()));
+    let (_, whole) = server.get("/api/audit/verify");
+    // Events stored while signing was unavailable stay unsigned: never "verified".
+    assert_eq!(whole["state"], "unsigned", "{whole}");
+    assert_eq!(whole["first_bad_seq"], Value::Null, "{whole}");
+}
