@@ -33,7 +33,12 @@ fn actions(events: &[Value]) -> Vec<String> {
 #[test]
 fn audited_acts_are_signed_chained_filterable_and_verifiable() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = ServerProc::start(&tmp.path().join("server"), &[]);
+    let cfg = tmp.path().join("server.toml");
+    std::fs::write(&cfg, "audit_checkpoint_interval = \"1s\"\n").unwrap();
+    let mut server = ServerProc::start(
+        &tmp.path().join("server"),
+        &["--config", cfg.to_str().unwrap()],
+    );
     let base = format!("http://{}", server.http);
 
     // A bad token is audited as a failed sign-in (with the address), never as its value.
@@ -258,6 +263,21 @@ fn audited_acts_are_signed_chained_filterable_and_verifiable() {
         (Some(3), Some(2))
     );
 
+    // Checkpoints come on time (every second here) once the chain has grown.
+    warden_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "a timed checkpoint at the head",
+        || {
+            let (_, st) = server.get("/api/audit/status");
+            let head = st["chains"][0]["head_seq"].as_u64()?;
+            let (_, cps) = server.get("/api/audit/checkpoints");
+            cps["checkpoints"]
+                .as_array()?
+                .iter()
+                .any(|c| c["tree_size"] == head)
+                .then_some(())
+        },
+    );
     // A checkpoint at the head, signed with the key the status names.
     let (s, cp) = server.post("/api/audit/checkpoints", None);
     assert_eq!(s, 200, "{cp}");
