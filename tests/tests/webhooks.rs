@@ -750,4 +750,13 @@ fn bad_settings_are_refused_and_secrets_never_shown() {
         }
         assert!(!log.contains(secret), "a secret in the server log");
     }
+    // At rest the secrets are sealed with the audit keys: the database file holds none of
+    // them in the clear.
+    let db = std::fs::read(server.dir.join("warden.redb")).unwrap();
+    for secret in [provided, rotated, generated.as_str()] {
+        assert!(
+            !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} is stored in the clear"
+        );
+    }
 }

@@ -193,7 +193,8 @@ async fn create(
         return Err(bad(&problems));
     }
     let generated = s.secret.is_none();
-    let secret = s.secret.clone().unwrap_or_else(validate::generate_secret);
+    let plain = s.secret.clone().unwrap_or_else(validate::generate_secret);
+    let secret = seal(&state, &plain);
     let now = crate::now_ms();
     let ep = WebhookEndpoint {
         id: hex::encode(rand::random::<[u8; 8]>()),
@@ -224,7 +225,7 @@ async fn create(
     let mut v = render(&ep, &st, 0);
     if generated {
         // The only time the server shows a secret: the one it just made.
-        v["secret"] = ep.secret.into();
+        v["secret"] = plain.into();
     }
     Ok(Json(v))
 }
@@ -273,6 +274,7 @@ async fn update(
         return Err(bad(&problems));
     }
     let changed = s.named();
+    let sealed = s.secret.as_deref().map(|x| seal(&state, x));
     let store = state.store.clone();
     let key = id.clone();
     let now = crate::now_ms();
@@ -281,7 +283,7 @@ async fn update(
             if let Some(u) = s.url {
                 ep.url = u;
             }
-            if let Some(x) = s.secret {
+            if let Some(x) = sealed {
                 ep.secret = x;
             }
             if let Some(e) = s.events {
@@ -435,4 +437,13 @@ async fn retry(
         "id": id,
         "requeued": render_dead(&letter),
     })))
+}
+
+/// A secret as stored: sealed with the audit keys (so a copy of the data directory alone
+/// does not reveal it), or as it is while signing is unavailable.
+fn seal(state: &ApiState, secret: &str) -> String {
+    state
+        .audit
+        .keys()
+        .map_or_else(|| secret.to_owned(), |k| k.seal_secret(secret))
 }

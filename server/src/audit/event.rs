@@ -12,8 +12,9 @@
 //! A checkpoint signs `"warden-audit-checkpoint-v1\n{org}\n{tree_size}\n{head_hash hex}\n
 //! {ts_ms}"` with Ed25519; `head_hash` is the hash of event `tree_size`.
 
-use ring::hmac;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
+use ring::{hkdf, hmac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -291,11 +292,41 @@ impl Checkpoint {
     }
 }
 
-/// The audit signing keys: HMAC for events, Ed25519 for checkpoints.
+/// The audit signing keys: HMAC for events, Ed25519 for checkpoints, and an AES-256-GCM
+/// key (derived from the same material) that seals other secrets at rest, such as webhook
+/// secrets.
 pub struct Keys {
     hmac: hmac::Key,
     key_id: String,
     ed: Ed25519KeyPair,
+    sealing: LessSafeKey,
+}
+
+/// Prefix of a secret sealed with [`Keys::seal_secret`].
+const SEALED_PREFIX: &str = "sealed1:";
+
+/// A stored secret in the clear: sealed ones are opened with `keys`, others (stored while
+/// signing was unavailable) are returned as they are.
+///
+/// # Errors
+/// A sealed secret without keys, or one the keys cannot open.
+pub fn open_stored_secret(keys: Option<&Keys>, stored: &str) -> Result<String, &'static str> {
+    let Some(sealed) = stored.strip_prefix(SEALED_PREFIX) else {
+        return Ok(stored.to_owned());
+    };
+    let keys = keys.ok_or("the secret is sealed and the audit keys are unavailable (no KEK)")?;
+    let mut buf = hex::decode(sealed).map_err(|_| "the sealed secret is damaged")?;
+    if buf.len() < NONCE_LEN {
+        return Err("the sealed secret is damaged");
+    }
+    let (nonce, ct) = buf.split_at_mut(NONCE_LEN);
+    let nonce =
+        Nonce::try_assume_unique_for_key(nonce).map_err(|_| "the sealed secret is damaged")?;
+    let plain = keys
+        .sealing
+        .open_in_place(nonce, Aad::empty(), ct)
+        .map_err(|_| "the sealed secret does not open with these audit keys")?;
+    String::from_utf8(plain.to_vec()).map_err(|_| "the sealed secret is damaged")
 }
 
 impl std::fmt::Debug for Keys {
@@ -317,10 +348,15 @@ impl Keys {
     pub fn from_material(material: &[u8; KEY_MATERIAL_LEN]) -> Result<Self, String> {
         let (mac, seed) = material.split_at(32);
         let ed = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| e.to_string())?;
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"warden-sealed-secrets-v1").extract(material);
+        let okm = prk
+            .expand(&[b"aes-256-gcm"], &AES_256_GCM)
+            .map_err(|_| "hkdf output length".to_owned())?;
         Ok(Self {
             hmac: hmac::Key::new(hmac::HMAC_SHA256, mac),
             key_id: hex::encode(&Sha256::digest(mac)[..8]),
             ed,
+            sealing: LessSafeKey::new(UnboundKey::from(okm)),
         })
     }
 
@@ -344,6 +380,17 @@ impl Keys {
     /// Ed25519 public key, hex.
     pub fn public_key(&self) -> String {
         hex::encode(self.ed.public_key().as_ref())
+    }
+
+    /// Seals a secret for storage (AES-256-GCM, random nonce); [`open_stored_secret`] opens
+    /// it.
+    pub fn seal_secret(&self, plain: &str) -> String {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut buf = plain.as_bytes().to_vec();
+        self.sealing
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
+            .expect("sealing a short secret cannot fail");
+        format!("{SEALED_PREFIX}{}{}", hex::encode(nonce), hex::encode(buf))
     }
 
     /// Signs a checkpoint in place (sets `public_key` and `signature`).
@@ -406,6 +453,35 @@ mod tests {
             json.ends_with(r#""key_id":null,"details":{"a":[1.5,"x"],"z":1}}"#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_keys_and_plain_ones_pass_through() {
+        let (a, b) = (keys(1), keys(2));
+        let sealed = a.seal_secret("whsec_0123456789abcdef");
+        assert!(!sealed.contains("0123456789abcdef"), "{sealed}");
+        assert_ne!(
+            sealed,
+            a.seal_secret("whsec_0123456789abcdef"),
+            "random nonce"
+        );
+        assert_eq!(
+            open_stored_secret(Some(&a), &sealed).unwrap(),
+            "whsec_0123456789abcdef"
+        );
+        assert!(open_stored_secret(Some(&b), &sealed).is_err());
+        assert!(
+            open_stored_secret(None, &sealed)
+                .unwrap_err()
+                .contains("no KEK")
+        );
+        assert_eq!(
+            open_stored_secret(None, "plain-secret").unwrap(),
+            "plain-secret"
+        );
+        let mut damaged = sealed.clone();
+        damaged.push('0');
+        assert!(open_stored_secret(Some(&a), &damaged).is_err());
     }
 
     #[test]

@@ -22,8 +22,9 @@
 //!   delivered or dead-lettered.
 //! - **One dispatcher per enabled endpoint.** The supervisor stops a dispatcher and waits for
 //!   it before starting another for the same endpoint, so the outbox state has one writer.
-//! - **Secrets stay put.** The endpoint secret is read from the store to sign and is never
-//!   logged, returned by the API after creation, or put into audit details.
+//! - **Secrets stay put.** The endpoint secret is stored sealed with the audit keys
+//!   ([`crate::audit::event::Keys::seal_secret`]), opened only to sign, and never logged,
+//!   returned by the API after creation, or put into audit details.
 //!
 //! # Retries
 //! Any answer but 2xx, a timeout or a connection error is a failed attempt; the next one

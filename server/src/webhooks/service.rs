@@ -4,6 +4,7 @@
 
 use super::plan::{self, Message};
 use crate::audit::Auditor;
+use crate::audit::event::open_stored_secret;
 use crate::config::WebhookConfig;
 use crate::store::{
     DeadLetter, DeliveryLog, Requeued, RequeuedChange, Retry, Store, StoreError, WebhookCommit,
@@ -120,6 +121,7 @@ async fn reconcile(
             store: store.clone(),
             cfg: cfg.clone(),
             client: client.clone(),
+            auditor: auditor.clone(),
         };
         let signals = Signals {
             endpoint: endpoint_rx,
@@ -179,6 +181,8 @@ struct Dispatcher {
     store: Arc<Store>,
     cfg: WebhookConfig,
     client: reqwest::Client,
+    /// Opens sealed endpoint secrets.
+    auditor: Arc<Auditor>,
 }
 
 impl Dispatcher {
@@ -546,13 +550,15 @@ impl Dispatcher {
         kind: &str,
     ) -> Result<u16, Failure> {
         let t = crate::now_ms() / 1000;
+        let secret = open_stored_secret(self.auditor.keys(), &ep.secret)
+            .map_err(|e| (None, e.to_owned()))?;
         let resp = self
             .client
             .post(&ep.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(
                 plan::SIGNATURE_HEADER,
-                plan::signature_header(ep.secret.as_bytes(), t, body),
+                plan::signature_header(secret.as_bytes(), t, body),
             )
             .header(plan::DELIVERY_HEADER, format!("{}-{delivery_seq}", ep.id))
             .header(plan::EVENT_HEADER, kind)
