@@ -426,3 +426,50 @@ fn a_lost_head_row_never_reuses_a_seq_and_a_head_behind_a_checkpoint_moves_past_
     let p = r.problem.expect("the gap is reported");
     assert_eq!((p.seq, p.reason), (4, Reason::Missing));
 }
+
+#[test]
+fn a_long_chain_verifies_in_two_halves_and_names_problems_in_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let k = keys();
+    for _ in 0..5 {
+        store
+            .audit_append(many(5_000), Some(&k), NOW, 1000)
+            .unwrap();
+    }
+    let r = store.audit_verify(ORG, None, None, Some(&k)).unwrap();
+    assert_eq!(
+        (r.state, r.checked, r.checkpoint),
+        (State::Verified, 25_000, Some(25_000))
+    );
+    let delete = |seq: u64| {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(AUDIT_EVENTS)
+            .unwrap()
+            .remove(format!("{ORG}\u{1f}{seq:016x}").as_str())
+            .unwrap();
+        txn.commit().unwrap();
+    };
+    // The split falls at 12,500: a gap in the upper half, then one in the lower half.
+    delete(20_000);
+    let p = store
+        .audit_verify(ORG, None, None, Some(&k))
+        .unwrap()
+        .problem
+        .unwrap();
+    assert_eq!((p.seq, p.reason), (20_000, Reason::Missing));
+    delete(12_501);
+    let p = store
+        .audit_verify(ORG, None, None, Some(&k))
+        .unwrap()
+        .problem
+        .unwrap();
+    assert_eq!((p.seq, p.reason), (12_501, Reason::Missing));
+    delete(3);
+    let p = store
+        .audit_verify(ORG, None, None, Some(&k))
+        .unwrap()
+        .problem
+        .unwrap();
+    assert_eq!((p.seq, p.reason), (3, Reason::Missing));
+}
