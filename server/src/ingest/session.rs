@@ -189,7 +189,7 @@ async fn drive(
                     acks.push_back(shared.writer.enqueue(item).await);
                 }
                 Some(Ok(AgentMessage::Request { id: rid, body })) => {
-                    let body = answer(body, protocol, &record.id, &record.org_id, shared).await;
+                    let body = answer(body, protocol, &record.id, &record.org_id, conn.remote_address().ip(), shared).await;
                     if framed::write(&mut send, &ServerMessage::Response { id: rid, body }).await.is_err() {
                         break Ok(());
                     }
@@ -236,6 +236,7 @@ async fn answer(
     protocol: ProtocolVersion,
     agent_id: &str,
     org_id: &str,
+    ip: std::net::IpAddr,
     shared: &Shared,
 ) -> ServerResponse {
     match req {
@@ -269,6 +270,7 @@ async fn answer(
                         "agent certificate renewed"
                     );
                     let mut e = NewEvent::new(Actor::agent(agent_id), "agent.renew", agent_id)
+                        .from_ip(Some(ip))
                         .details(serde_json::json!({
                             "certificate_expires_at": crate::rfc3339_ms(cert.not_after_unix * 1000),
                         }));
@@ -281,6 +283,7 @@ async fn answer(
                 }
                 Err(e) => {
                     let mut ev = NewEvent::new(Actor::agent(agent_id), "agent.renew", agent_id)
+                        .from_ip(Some(ip))
                         .failed(e.to_string());
                     ev.org_id = org_id.to_owned();
                     shared.audit.record(ev).await;
