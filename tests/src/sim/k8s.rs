@@ -617,7 +617,7 @@ fn fixture(text: &'static str) -> Value {
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
     cache
         .entry(text.as_ptr() as usize)
-        // The fixtures are checked-in JSON files; `tests/tests/k8s_sim.rs` parses each of
+        // The fixtures are checked-in JSON files; `tests/tests/it/k8s_sim.rs` parses each of
         // them, so a broken one fails loudly there. A null template would only give odd
         // bodies.
         .or_insert_with(|| serde_json::from_str(text).unwrap_or(Value::Null))

@@ -1,0 +1,24 @@
+//! The one process-level test binary: each module was its own test target, and linking
+//! twenty-one binaries against the whole workspace cost minutes and gigabytes on CI.
+
+mod alerts;
+mod api;
+mod audit;
+mod audit_tamper;
+mod cli;
+mod demo;
+mod docker_collector;
+mod durability;
+mod enrollment;
+mod k8s_sim;
+mod kubernetes_collector;
+mod patrol;
+mod patrol_fleet;
+mod pbs_collector;
+mod pbs_sim;
+mod proxmox_collector;
+mod pve_sim;
+mod spool;
+mod tidy;
+mod transport;
+mod webhooks;
