@@ -507,6 +507,48 @@ impl Tables {
     }
 }
 
+/// Calls `f(slot, period, row)` for every stored tier row of the wanted series of `metric` in
+/// `periods` (tier keys are period, metric, series); `wanted` is sorted by series id. A few
+/// series are read with point lookups; more with one range read per period, merged with
+/// `wanted`.
+fn tier_rows<V: redb::Value + 'static>(
+    table: &ReadOnlyTable<&'static [u8; 24], V>,
+    metric: u64,
+    wanted: &[(u64, usize)],
+    periods: std::ops::RangeInclusive<i64>,
+    mut f: impl FnMut(usize, i64, V::SelfType<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if wanted.len() <= POINT_READS_MAX {
+        for &(series, slot) in wanted {
+            for p in periods.clone() {
+                if let Some(v) = table.get(&tier_key(p, metric, series))? {
+                    f(slot, p, v.value())?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].0);
+    for p in periods {
+        let lo = tier_key(p, metric, first);
+        let hi = tier_key(p, metric, last);
+        // Rows and wanted series are both sorted by series id: merge them.
+        let mut next = wanted.iter().peekable();
+        for entry in table.range::<&[u8; 24]>(&lo..=&hi)? {
+            let (k, v) = entry?;
+            let (_, _, series) = parse_tier_key(k.value());
+            while next.next_if(|w| w.0 < series).is_some() {}
+            let Some(&&(id, slot)) = next.peek() else {
+                break;
+            };
+            if id == series {
+                f(slot, p, v.value())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Tier rows of buckets `from..to` (each `width` ms) of the wanted series of `metric`;
 /// `wanted` is sorted by series id.
 fn tier(
@@ -521,36 +563,10 @@ fn tier(
     if from >= to {
         return Ok(());
     }
-    if wanted.len() <= POINT_READS_MAX {
-        for &(series, slot) in wanted {
-            for b in from..to {
-                if let Some(v) = table.get(&tier_key(b, metric, series))? {
-                    buckets.add(slot, b * width, &Aggregate::decode(v.value()));
-                }
-            }
-        }
-        return Ok(());
-    }
-    let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].0);
-    for b in from..to {
-        let at = buckets.bucket(b * width);
-        let lo = tier_key(b, metric, first);
-        let hi = tier_key(b, metric, last);
-        // Rows and wanted series are both sorted by series id: merge them.
-        let mut next = wanted.iter().peekable();
-        for entry in table.range::<&[u8; 24]>(&lo..=&hi)? {
-            let (k, v) = entry?;
-            let (_, _, series) = parse_tier_key(k.value());
-            while next.next_if(|w| w.0 < series).is_some() {}
-            let Some(&&(id, slot)) = next.peek() else {
-                break;
-            };
-            if id == series {
-                buckets.add_to(slot, at, &Aggregate::decode(v.value()));
-            }
-        }
-    }
-    Ok(())
+    tier_rows(table, metric, wanted, from..=to - 1, |slot, b, row| {
+        buckets.add(slot, b * width, &Aggregate::decode(row));
+        Ok(())
+    })
 }
 
 /// Hours `from..to` of the wanted series of `metric` from the hour tier (one row per series
@@ -567,44 +583,14 @@ fn hour_tier(
         return Ok(());
     }
     let days = from.div_euclid(HOURS_PER_DAY)..=(to - 1).div_euclid(HOURS_PER_DAY);
-    let add = |buckets: &mut Buckets, slot: usize, day: i64, row: &[u8]| {
-        let row = Day::decode(row)?;
-        for (h, a) in (day * HOURS_PER_DAY..).zip(row.0) {
+    tier_rows(table, metric, wanted, days, |slot, day, row| {
+        for (h, a) in (day * HOURS_PER_DAY..).zip(Day::decode(row)?.0) {
             if let Some(a) = a
                 && (from..to).contains(&h)
             {
-                let at = buckets.bucket(h * HOUR_MS);
-                buckets.add_to(slot, at, &a);
+                buckets.add(slot, h * HOUR_MS, &a);
             }
         }
-        Ok::<_, StoreError>(())
-    };
-    if wanted.len() <= POINT_READS_MAX {
-        for &(series, slot) in wanted {
-            for day in days.clone() {
-                if let Some(v) = table.get(&tier_key(day, metric, series))? {
-                    add(buckets, slot, day, v.value())?;
-                }
-            }
-        }
-        return Ok(());
-    }
-    let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].0);
-    for day in days {
-        let lo = tier_key(day, metric, first);
-        let hi = tier_key(day, metric, last);
-        let mut next = wanted.iter().peekable();
-        for entry in table.range::<&[u8; 24]>(&lo..=&hi)? {
-            let (k, v) = entry?;
-            let (_, _, series) = parse_tier_key(k.value());
-            while next.next_if(|w| w.0 < series).is_some() {}
-            let Some(&&(id, slot)) = next.peek() else {
-                break;
-            };
-            if id == series {
-                add(buckets, slot, day, v.value())?;
-            }
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
