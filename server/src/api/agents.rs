@@ -8,12 +8,15 @@ use serde_json::{Value, json};
 use tracing::info;
 
 pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    // Sessions first: a session registers after its hello is stored, so every agent seen
+    // connected here shows that hello in the store read that follows.
+    let live = state.live.connected();
     let store = state.store.clone();
     let agents = blocking(move || store.list_agents()).await?;
     let out: Vec<Value> = agents
         .into_iter()
         .map(|a| {
-            let since = state.live.connected_since(&a.id);
+            let since = live.get(&a.id).copied();
             let collectors: serde_json::Map<String, Value> = a
                 .collectors
                 .iter()

@@ -76,9 +76,12 @@ impl LiveAgents {
         }
     }
 
-    /// When the agent's current session started, if connected.
-    pub fn connected_since(&self, agent: &str) -> Option<i64> {
-        self.lock().get(agent).map(|e| e.since_ms)
+    /// Every connected agent with when its session started.
+    pub fn connected(&self) -> HashMap<String, i64> {
+        self.lock()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.since_ms))
+            .collect()
     }
 
     /// Number of live sessions.
