@@ -35,7 +35,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use warden_server::audit::event::{Actor, Event, NewEvent};
+use warden_server::audit::event::{Actor, Event, Keys, NewEvent};
+use warden_server::audit::export::{self, ExportSpec, Trust};
 use warden_server::audit::keys::{self as audit_keys, Signing};
 use warden_server::audit::verify::State;
 use warden_server::audit::{AuditConfig, Auditor};
@@ -264,7 +265,61 @@ fn chain(args: &Args, dir: &Path) -> anyhow::Result<(f64, f64)> {
         "audit-bench: verify_s_median={median:.3} verify_s_first={first:.3} runs={}",
         runs.len()
     );
+    offline(args, &store, keys, &dir.join("export.jsonl"))?;
     Ok((rate, median))
+}
+
+/// `warden audit export` and `warden audit verify` of the whole chain, in-process: the
+/// export's time and size, and the verifier's time and peak memory above what the process
+/// held before it (the kernel's high-water mark, reset first).
+fn offline(args: &Args, store: &Store, keys: &Keys, path: &Path) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let spec = ExportSpec {
+        org: ORG.into(),
+        from: None,
+        to: None,
+        public_key: Some(keys.public_key()),
+        exported_at: "2026-01-01T00:00:00Z".into(),
+    };
+    export::export_store(store, spec, out, &mut |_, _| {})?;
+    let export_s = t.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(path)?.len();
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak RSS")?;
+    let before = status_kib("VmRSS")?;
+    let t = Instant::now();
+    let trust = Trust {
+        checkpoint: None,
+        public_key: None,
+        keys: Some(keys),
+    };
+    let verdict = export::verify_path(path, &trust)?;
+    let verify_s = t.elapsed().as_secs_f64();
+    let peak = status_kib("VmHWM")?;
+    ensure!(
+        verdict.report.state == State::Verified && verdict.report.checked == args.events,
+        "the export did not verify: {:?}",
+        verdict.report
+    );
+    println!(
+        "audit-bench: offline events={} export_s={export_s:.2} file_mib={:.1} verify_s={verify_s:.2} verify_peak_mib_above_base={:.1} bytes_per_event_held={:.0}",
+        args.events,
+        bytes as f64 / MIB,
+        peak.saturating_sub(before) as f64 / 1024.0,
+        peak.saturating_sub(before) as f64 * 1024.0 / args.events as f64
+    );
+    std::fs::remove_file(path)?;
+    Ok(())
+}
+
+/// A `/proc/self/status` memory line, in KiB.
+fn status_kib(key: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {key} in /proc/self/status"))
 }
 
 // ---------------------------------------------------------------------------------------
