@@ -5,7 +5,9 @@
 //!    each, as the auditor's writer commits them), into a fresh store.
 //! 2. **Verify** (target: 1,000,000 events in ≤ 2 s): that chain verified `--verify-runs`
 //!    times with [`Store::audit_verify`] (whole chain, HMAC key and checkpoints checked) after
-//!    reopening the store (redb's cache starts cold; the OS page cache is warm).
+//!    reopening the store (redb's cache starts cold; the OS page cache is warm). Then the
+//!    offline path: the chain exported to a file and verified from it, with the verifier's
+//!    time and peak memory.
 //! 3. **Through the auditor**: [`Auditor::record`] from 1, 8, 64, ... concurrent tokio tasks
 //!    for `--record-seconds` each, into another fresh store: events/s (group commit) and the
 //!    latency distribution of one call, which is exactly what an audited handler waits for
