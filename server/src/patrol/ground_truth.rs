@@ -3,13 +3,14 @@
 //!
 //! The fleet is what the collectors send, with the ids, attributes and metric names of
 //! `agent/src/collectors/*.rs`: a five-node Proxmox VE cluster (nodes, 100 VMs and containers,
-//! node-local and shared storage, ZFS pools, disks with SMART data, replication jobs,
-//! certificates, backups), a Proxmox Backup Server (datastores, jobs, backup groups), four
-//! Docker hosts (their node, engine and containers) and a Kubernetes cluster (nodes, pods,
-//! workloads, jobs, volume claims): about 380 resources from 11 agents, each series with the
-//! history [`super::snapshot`] reads (per-minute points over the last hour, seven days of
-//! hourly and recent 5-minute averages of capacity metrics, seven days of hourly averages of
-//! baseline metrics), daily cycles, nightly jobs and deterministic noise (xorshift, seeded).
+//! node-local and shared storage, ZFS pools, Ceph, disks with SMART data, replication jobs,
+//! certificates, backups), a Proxmox Backup Server (datastores, jobs, backup groups, its host's
+//! filesystems), four Docker hosts (their node, engine and containers) and a Kubernetes
+//! cluster (nodes, pods, workloads, jobs, volume claims): about 380 resources from 11 agents,
+//! each series with the history [`super::snapshot`] reads (per-minute points over the last
+//! hour, seven days of hourly and recent 5-minute averages of capacity metrics, seven days of
+//! hourly averages of baseline metrics), daily cycles, nightly jobs and deterministic noise
+//! (xorshift, seeded).
 //!
 //! - **Control fleet**: healthy. Patrol must find nothing in it, whatever the seed and the hour.
 //! - **Troubled fleet**: the control fleet with [`Trouble`]s seeded, each with the findings it
@@ -278,9 +279,15 @@ enum Trouble {
     BackupTargetFull,
     /// Last night's backup of the six guests 106..=126 of pve3 failed.
     BackupStorm,
+    /// pve1's ZFS pool `tank` DEGRADED: ZFS faulted one of its two hard disks.
+    ZfsDegraded,
+    /// Ceph HEALTH_WARN: one of its 15 OSDs down, placement groups degraded.
+    CephWarning,
+    /// The PBS host's root filesystem 91 % full (task logs).
+    HostFsFull,
 }
 
-const ALL: [Trouble; 35] = [
+const ALL: [Trouble; 38] = [
     Trouble::StorageWarning,
     Trouble::ZfsPoolFull,
     Trouble::NodeCpu,
@@ -316,6 +323,9 @@ const ALL: [Trouble; 35] = [
     Trouble::BackupFrozen,
     Trouble::BackupTargetFull,
     Trouble::BackupStorm,
+    Trouble::ZfsDegraded,
+    Trouble::CephWarning,
+    Trouble::HostFsFull,
 ];
 
 /// Guests whose backups fail in [`Trouble::BackupStorm`] (all on pve3).
@@ -702,6 +712,51 @@ impl Gen {
         for vmid in FIRST_VMID..FIRST_VMID + GUESTS {
             self.guest(vmid);
         }
+        self.ceph();
+    }
+
+    /// The cluster's Ceph, reported by the reporter: three OSDs on each node (their disks are
+    /// not modelled). Its values draw nothing from the fleet's randomness, so the rest of the
+    /// fleet is the same with or without it.
+    fn ceph(&mut self) {
+        let warn = self.has(Trouble::CephWarning);
+        let (status, health, checks) = if warn {
+            ("warning", "HEALTH_WARN", "OSD_DOWN,PG_DEGRADED")
+        } else {
+            ("healthy", "HEALTH_OK", "")
+        };
+        let i = self.add(
+            "pve1",
+            "proxmox",
+            &format!("storage:{CLUSTER}/ceph"),
+            "ceph",
+            None,
+            status,
+            json!({"plugin": "ceph", "health": health, "health_checks": checks}),
+        );
+        let shape = Shape {
+            level: 46.0,
+            per_day: 0.0,
+            daily: 0.0,
+            peak_hour: 0.0,
+            wobble: 0.1,
+            noise: 0.2,
+            step: None,
+            bump: None,
+            key: hash("ceph"),
+        };
+        let total = 5.0 * 3.0 * 3.84e12;
+        let pct = self.pct(i, "storage_used_pct", shape);
+        self.gauge(i, "storage_total_bytes", total);
+        self.gauge(i, "storage_used_bytes", total * pct / 100.0);
+        let up = if warn { 14.0 } else { 15.0 };
+        for (m, v) in [
+            ("ceph_osds_total", 15.0),
+            ("ceph_osds_up", up),
+            ("ceph_osds_in", 15.0),
+        ] {
+            self.gauge(i, m, v);
+        }
     }
 
     fn pve_node(&mut self, node: &str) {
@@ -909,14 +964,36 @@ impl Gen {
         // ZFS pools.
         for (pool, size) in [("rpool", 446.0 * GIB), ("tank", 14.5 * TIB)] {
             let pid = format!("storage:{node}/zfs:{pool}");
+            let mut attrs = json!({"plugin": "zfs", "pool": pool, "health": "ONLINE"});
+            let degraded = node == "pve1" && pool == "tank" && self.has(Trouble::ZfsDegraded);
+            if degraded {
+                // What the collector adds for a pool that is not ONLINE (`zpool status`).
+                let disk = format!("WWZ5{:06}", hash(&format!("{node}/dev/sdd")) % 1_000_000);
+                attrs = json!({
+                    "plugin": "zfs",
+                    "pool": pool,
+                    "health": "DEGRADED",
+                    "zpool_status": "One or more devices are faulted in response to persistent \
+                                     errors. Sufficient replicas exist for the pool to continue \
+                                     functioning in a degraded state.",
+                    "zpool_action": "Replace the faulted device, or use 'zpool clear' to mark \
+                                     the device repaired.",
+                    "zpool_scan": "scrub repaired 0B in 09:41:07 with 0 errors on Sun Jan 10 \
+                                   10:05:08 2027",
+                    "zpool_errors": "No known data errors",
+                    "zpool_bad_devices": format!(
+                        "ata-ST8000VN004-3CP101_{disk} (FAULTED, too many errors)"
+                    ),
+                });
+            }
             let j = self.add(
                 node,
                 "proxmox",
                 &pid,
                 pool,
                 Some(&id),
-                "online",
-                json!({"plugin": "zfs", "pool": pool, "health": "ONLINE"}),
+                if degraded { "degraded" } else { "online" },
+                attrs,
             );
             let level = self.rng.range(8.0, 55.0);
             let mut s = self.shape(0.0, 0.0, 0.0).flat(level, 0.2);
@@ -1214,7 +1291,7 @@ impl Gen {
 
     fn pbs(&mut self) {
         self.agent(PBS, &["host", "pbs"]);
-        self.host_node(PBS, 16.0, 8.0);
+        let host = self.host_node(PBS, 16.0, 8.0);
         let read = self.run_ms(PBS, "pbs");
         for (store, total) in [
             ("store1", 16.0 * TIB),
@@ -1271,6 +1348,11 @@ impl Gen {
             let pct = self.pct(j, "datastore_used_pct", s);
             self.gauge(j, "datastore_total_bytes", total);
             self.gauge(j, "datastore_used_bytes", total * pct / 100.0);
+            // The host collector sees the datastore's filesystem where PBS mounts it.
+            let m = |name: &str| format!("{name}{{mount=\"/mnt/datastore/{store}\"}}");
+            self.gauge(host, &m("fs_total_bytes"), total);
+            self.gauge(host, &m("fs_used_bytes"), total * pct / 100.0);
+            self.gauge(host, &m("fs_used_pct"), pct);
             let v = self.rng.range(6.0, 22.0);
             self.gauge(j, "datastore_dedup_factor", v);
             let v = self.rng.range(400.0, 2000.0);
@@ -1294,6 +1376,7 @@ impl Gen {
             self.gauge(j, "snapshots_verify_failed", 0.0);
             self.gauge(j, "snapshots_unverified", groups as f64);
         }
+        self.snap.resources[host].attrs["filesystems"] = json!(5);
     }
 
     /// The backup groups of one datastore; returns how many.
@@ -1375,7 +1458,7 @@ impl Gen {
                 "os": "Debian GNU/Linux 12 (bookworm)",
                 "kernel": "6.1.0-28-amd64",
                 "cpu_count": cpus,
-                "filesystems": "/, /boot/efi",
+                "filesystems": 2,
             }),
         );
         let level = cpu_level + self.rng.range(0.0, 10.0);
@@ -1412,7 +1495,11 @@ impl Gen {
         let v = self.rng.range(5.0, 200.0) * 86_400.0;
         self.gauge(i, "uptime_seconds", v);
         for (mount, total_gib) in [("/", 120.0), ("/boot/efi", 0.5)] {
-            let pct = self.rng.range(6.0, 55.0);
+            let mut pct = self.rng.range(6.0, 55.0);
+            if host == PBS && mount == "/" && self.has(Trouble::HostFsFull) {
+                // Years of task logs under /var/log/proxmox-backup.
+                pct = 91.0;
+            }
             let total = total_gib * GIB;
             let m = |name: &str| format!("{name}{{mount=\"{mount}\"}}");
             self.gauge(i, &m("fs_total_bytes"), total);
@@ -2310,6 +2397,21 @@ fn expected(t: Trouble) -> Vec<Expect> {
             }
             out
         }
+        Trouble::ZfsDegraded => vec![
+            want("storage:pve1/zfs:tank", "zfs-pool-health", Warning)
+                .text("health DEGRADED")
+                .text("(FAULTED, too many errors)"),
+        ],
+        Trouble::CephWarning => vec![
+            want(&format!("storage:{CLUSTER}/ceph"), "ceph-health", Warning)
+                .text("checks: OSD_DOWN,PG_DEGRADED")
+                .text("OSDs: 1 down, 0 out"),
+        ],
+        Trouble::HostFsFull => vec![
+            want(&format!("node:{PBS}"), "host-fs:/", Warning)
+                .num("fs_used_pct{mount=\"/\"} = ", 90.9, 91.1)
+                .text("(109.2 of 120.0 GiB)"),
+        ],
         Trouble::BackupStorm => {
             let mut out = vec![
                 want("node:pve3", "storm-backup-failed", Warning)

@@ -1,8 +1,8 @@
 //! Threshold heuristics: pure detectors over a [`Snapshot`] (resource state, recent history,
 //! `now`). A level must hold over a whole window, not in one sample; a state (a failed job, a
-//! crash loop) is read from the latest report. So are three levels that move slowly and are
-//! read at a slow cadence (guest disk usage, disk temperature, certificate expiry; see each
-//! detector for why one reading is enough). Thresholds come from [`Thresholds`].
+//! crash loop, a pool's health) is read from the latest report. So are levels that move slowly
+//! (guest and host filesystem usage, disk temperature, certificate expiry; see each detector
+//! for why one reading is enough). Thresholds come from [`Thresholds`].
 
 use super::finding::{Category, Detection, Severity};
 use crate::store::{AgentRecord, ResourceRecord};
@@ -76,6 +76,9 @@ pub struct Thresholds {
     pub cert_warning_days: f64,
     /// Within this many days, or expired: critical.
     pub cert_critical_days: f64,
+    /// A host's own filesystems (the host collector's `fs_used_pct{mount="…"}`): warning
+    /// 85 %, critical 95 %.
+    pub host_fs: Levels,
 }
 
 impl Default for Thresholds {
@@ -112,6 +115,10 @@ impl Default for Thresholds {
             },
             cert_warning_days: 14.0,
             cert_critical_days: 3.0,
+            host_fs: Levels {
+                warning: 85.0,
+                critical: 95.0,
+            },
         }
     }
 }
@@ -124,10 +131,15 @@ pub fn detect(
     overrides: &BTreeMap<String, Thresholds>,
 ) -> Vec<Detection> {
     let mut out = Vec::new();
+    let watched = storage_mounts(&s.resources);
     for r in &s.resources {
         let t = overrides.get(&r.id).unwrap_or(t);
         match r.kind.as_str() {
-            "storage" => storage(s, t, r, &mut out),
+            "storage" => {
+                storage(s, t, r, &mut out);
+                zfs_pool(r, &mut out);
+                ceph(r, &mut out);
+            }
             "pbs-datastore" => {
                 storage(s, t, r, &mut out);
                 pbs_jobs(r, &mut out);
@@ -135,6 +147,8 @@ pub fn detect(
             "node" => {
                 node_offline(s.now_ms, r, &mut out);
                 node(s, t, r, &mut out);
+                let watched = watched.get(r.id.as_str()).map_or(&[][..], Vec::as_slice);
+                host_fs(t, r, watched, &mut out);
             }
             "vm" | "lxc" => {
                 backup_age(t, r, &mut out);
@@ -220,6 +234,140 @@ fn storage(s: &Snapshot, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detec
                         before writes start failing."
         .into();
     d.evidence = format!("{metric} >= {v:.1} % for {} min", minutes(t.window_ms));
+    out.push(d);
+}
+
+/// A ZFS pool (`storage:<node>/zfs:<pool>`) that is not online. The collector's status is the
+/// pool's health in lower case: `degraded` (redundancy lost, data still served) is a warning;
+/// `faulted`, `unavail`, `removed`, `offline` (the pool cannot serve data) and `suspended`
+/// (I/O stopped after device failures) are critical.
+fn zfs_pool(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    if text(r, "plugin") != Some("zfs") {
+        return;
+    }
+    let severity = match r.status.as_str() {
+        "degraded" => Severity::Warning,
+        "faulted" | "unavail" | "removed" | "offline" | "suspended" => Severity::Critical,
+        _ => return,
+    };
+    let pool = text(r, "pool").unwrap_or(&r.name);
+    let health = r.status.to_ascii_uppercase();
+    let bad = text(r, "zpool_bad_devices").filter(|b| !b.is_empty());
+    let mut d = Detection::on(r, "zfs-pool-health", severity, Category::Reliability);
+    let on = d
+        .node
+        .as_deref()
+        .map(|n| format!(" on {n}"))
+        .unwrap_or_default();
+    d.title = format!("ZFS pool {pool}{on} is {health}");
+    let what = match r.status.as_str() {
+        "degraded" => "has lost redundancy: it still serves data, but one more failure can lose it",
+        "suspended" => "has suspended all I/O after device failures: what uses it hangs",
+        _ => "cannot serve data: guests and services on it fail",
+    };
+    let zfs_says = text(r, "zpool_status")
+        .map(|t| format!(" ZFS: {t}"))
+        .unwrap_or_default();
+    d.description = format!("The ZFS pool {pool}{on} {what}.{zfs_says}");
+    // The first device that is not online, as `zpool replace` takes it.
+    let device = bad
+        .and_then(|b| b.split(" (").next())
+        .unwrap_or("<failed device>");
+    let mut advice = match r.status.as_str() {
+        "degraded" => format!(
+            "Run `zpool status -x {pool}`{on} to see the failed device, replace the disk and \
+             run `zpool replace {pool} {device} <new device>` (a /dev/disk/by-id path); \
+             `zpool status {pool}` shows the resilver until it is done. Until then the pool has \
+             no redundancy: check that recent backups of its guests exist."
+        ),
+        "suspended" => format!(
+            "Run `zpool status -x {pool}`{on} and check the devices' cabling, controller and \
+             `dmesg`; once they are back, resume I/O with `zpool clear {pool}`. Replace a dead \
+             device with `zpool replace {pool} {device} <new device>`."
+        ),
+        _ => format!(
+            "Run `zpool status -x {pool}`{on}: reconnect the missing devices or replace them \
+             (`zpool replace {pool} {device} <new device>`), then `zpool clear {pool}`. If the \
+             pool cannot be brought back, restore its guests from backup."
+        ),
+    };
+    if let Some(action) = text(r, "zpool_action") {
+        advice.push_str(&format!(" ZFS advises: {action}"));
+    }
+    d.recommendation = advice;
+    let mut evidence = vec![format!(
+        "health {}",
+        text(r, "health").unwrap_or(health.as_str())
+    )];
+    if let Some(b) = bad {
+        evidence.push(format!("devices not online: {b}"));
+    }
+    for (attr, what) in [("zpool_errors", "errors"), ("zpool_scan", "scan")] {
+        if let Some(v) = text(r, attr) {
+            evidence.push(format!("{what}: {v}"));
+        }
+    }
+    d.evidence = evidence.join("; ");
+    out.push(d);
+}
+
+/// The cluster's Ceph (`storage:<cluster>/ceph`) not `HEALTH_OK`: the collector's status
+/// `warning` (`HEALTH_WARN`) is a warning, `error` (`HEALTH_ERR`) critical. The evidence names
+/// the health checks (`health_checks`) and the OSDs down or out (`ceph_osds_*`).
+fn ceph(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    if text(r, "plugin") != Some("ceph") {
+        return;
+    }
+    let (severity, fallback) = match r.status.as_str() {
+        "warning" => (Severity::Warning, "HEALTH_WARN"),
+        "error" => (Severity::Critical, "HEALTH_ERR"),
+        _ => return,
+    };
+    let health = text(r, "health").unwrap_or(fallback);
+    let checks = text(r, "health_checks").filter(|c| !c.is_empty());
+    let cluster =
+        r.id.split_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .unwrap_or_default();
+    let osds = ["ceph_osds_total", "ceph_osds_up", "ceph_osds_in"].map(|m| latest_value(r, m));
+    let mut d = Detection::on(r, "ceph-health", severity, Category::Reliability);
+    d.title = match checks {
+        Some(c) => format!("Ceph of {cluster} is {health}: {}", c.replace(',', ", ")),
+        None => format!("Ceph of {cluster} is {health}"),
+    };
+    d.description = format!(
+        "Ceph of the cluster {cluster} reports {health}{}.",
+        if severity == Severity::Critical {
+            ": some data is unavailable or at risk, and I/O to it may block"
+        } else {
+            ": it still serves data, but with less redundancy or headroom than configured"
+        }
+    );
+    let mut advice = "Run `ceph health detail` on a node of the cluster to see what each check \
+                      means and which OSDs, placement groups or pools it concerns."
+        .to_owned();
+    let mut evidence = vec![
+        format!("health {health}"),
+        format!("checks: {}", checks.unwrap_or("none listed")),
+    ];
+    if let [Some(total), Some(up), Some(inside)] = osds {
+        let (down, outside) = (total - up, total - inside);
+        evidence.push(format!(
+            "OSDs: {down:.0} down, {outside:.0} out ({total:.0} total, {up:.0} up, {inside:.0} in)"
+        ));
+        if down > 0.0 {
+            advice.push_str(
+                " Find the down OSDs with `ceph osd tree down` and start them on their node \
+                 (`systemctl start ceph-osd@<id>`); if the disk behind one failed, replace it \
+                 (destroy and re-create the OSD).",
+            );
+        }
+    }
+    if checks.is_some_and(|c| c.contains("FULL")) {
+        advice.push_str(" For full OSDs or pools, free space or add OSDs before writes stop.");
+    }
+    d.recommendation = advice;
+    d.evidence = evidence.join("; ");
     out.push(d);
 }
 
@@ -655,8 +803,8 @@ fn newest_family<'a>(r: &'a ResourceRecord, metric: &str, label: &str) -> Vec<(&
     members.into_iter().filter(|m| m.2 == newest).collect()
 }
 
-/// One filesystem of a guest, as its guest-disk rule sees it.
-struct GuestFs<'a> {
+/// One filesystem of a guest or a host, as the disk rules see it.
+struct Filesystem<'a> {
     /// Mount point (`/` for a container's root disk; `C:` on Windows).
     mount: &'a str,
     /// The metric the percentage came from, for the evidence.
@@ -666,7 +814,7 @@ struct GuestFs<'a> {
     total: Option<f64>,
 }
 
-impl GuestFs<'_> {
+impl Filesystem<'_> {
     fn evidence(&self) -> String {
         match (self.used, self.total) {
             (Some(u), Some(t)) => format!(
@@ -683,10 +831,10 @@ impl GuestFs<'_> {
 
 /// A guest's filesystems: a container's root disk (`disk_used_pct`, from PVE) and what a VM's
 /// guest agent reports (`guest_fs_used_pct{mountpoint="…"}`, newest reading only).
-fn guest_filesystems(r: &ResourceRecord) -> Vec<GuestFs<'_>> {
+fn guest_filesystems(r: &ResourceRecord) -> Vec<Filesystem<'_>> {
     let mut out = Vec::new();
     if let Some(pct) = latest_value(r, "disk_used_pct") {
-        out.push(GuestFs {
+        out.push(Filesystem {
             mount: "/",
             metric: "disk_used_pct".into(),
             pct,
@@ -696,7 +844,7 @@ fn guest_filesystems(r: &ResourceRecord) -> Vec<GuestFs<'_>> {
     }
     for (mount, pct, _) in newest_family(r, "guest_fs_used_pct", "mountpoint") {
         let labelled = |m: &str| latest_value(r, &format!("{m}{{mountpoint=\"{mount}\"}}"));
-        out.push(GuestFs {
+        out.push(Filesystem {
             mount,
             metric: format!("guest_fs_used_pct{{mountpoint=\"{mount}\"}}"),
             pct,
@@ -770,7 +918,7 @@ fn guest_disk(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
     let over: Vec<String> = fs
         .iter()
         .filter(|f| f.pct >= t.guest_disk_watch)
-        .map(GuestFs::evidence)
+        .map(Filesystem::evidence)
         .collect();
     d.evidence = format!(
         "{} (watch {:.0} %, warning {:.0} %, critical {:.0} %)",
@@ -780,6 +928,107 @@ fn guest_disk(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
         t.guest_disk.critical
     );
     out.push(d);
+}
+
+/// Mount points under which PVE and PBS mount their storages and datastores: their usage is
+/// watched by `storage-usage`.
+const STORAGE_MOUNT_DIRS: [&str; 2] = ["/mnt/pve/", "/mnt/datastore/"];
+
+/// By node id, mount points of the node whose filesystem a storage rule already watches, with
+/// whether the mounts under them count too: `/` where PVE's `local` directory storage reports
+/// (it is `/var/lib/vz` on the root filesystem), and `/<pool>` with everything under it for
+/// each ZFS pool (PVE's default mount points; container subvolumes there are also watched by
+/// `guest-disk`).
+fn storage_mounts(resources: &[ResourceRecord]) -> BTreeMap<&str, Vec<(String, bool)>> {
+    let mut out: BTreeMap<&str, Vec<(String, bool)>> = BTreeMap::new();
+    for r in resources {
+        let Some(node) = r.parent.as_deref().filter(|p| p.starts_with("node:")) else {
+            continue;
+        };
+        if r.kind != "storage" || latest_value(r, "storage_used_pct").is_none() {
+            continue;
+        }
+        let mount = match text(r, "plugin") {
+            Some("dir") if r.name == "local" => ("/".to_owned(), false),
+            Some("zfs") => (format!("/{}", text(r, "pool").unwrap_or(&r.name)), true),
+            _ => continue,
+        };
+        out.entry(node).or_default().push(mount);
+    }
+    out
+}
+
+/// Whether a storage rule watches the filesystem at `mount` (see [`storage_mounts`]).
+fn watched_by_storage(mount: &str, watched: &[(String, bool)]) -> bool {
+    STORAGE_MOUNT_DIRS.iter().any(|d| mount.starts_with(d))
+        || watched.iter().any(|(m, subtree)| {
+            mount == m
+                || *subtree
+                    && mount
+                        .strip_prefix(m.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+        })
+}
+
+/// A host's own filesystems (`fs_used_pct{mount="…"}` from the host collector, newest reading
+/// only), one finding per mount at or above `host_fs`, keyed `host-fs:<mount>`. Filesystems a
+/// storage rule watches are left to it ([`watched_by_storage`]), so a full `local` storage or
+/// ZFS pool is one finding, not two. Read from the latest reading, like guest disks: usage
+/// moves slowly and a full filesystem is a problem from its first reading.
+fn host_fs(
+    t: &Thresholds,
+    r: &ResourceRecord,
+    watched: &[(String, bool)],
+    out: &mut Vec<Detection>,
+) {
+    for (mount, pct, _) in newest_family(r, "fs_used_pct", "mount") {
+        let Some(severity) = level(pct, t.host_fs) else {
+            continue;
+        };
+        if watched_by_storage(mount, watched) {
+            continue;
+        }
+        let labelled = |m: &str| latest_value(r, &format!("{m}{{mount=\"{mount}\"}}"));
+        let fs = Filesystem {
+            mount,
+            metric: format!("fs_used_pct{{mount=\"{mount}\"}}"),
+            pct,
+            used: labelled("fs_used_bytes"),
+            total: labelled("fs_total_bytes"),
+        };
+        let mut d = Detection::on(r, &format!("host-fs:{mount}"), severity, Category::Capacity);
+        d.title = format!("{}: {mount} is {pct:.0} % full", r.name);
+        let size = match (fs.used, fs.total) {
+            (Some(u), Some(t)) => format!(" ({:.1} of {:.1} GiB used)", u / GIB, t / GIB),
+            _ => String::new(),
+        };
+        d.description = format!(
+            "The filesystem {mount} of {} is {pct:.1} % full{size}; what writes there (logs, \
+             package updates, databases, containers) fails once it is full.",
+            r.name
+        );
+        d.recommendation = if mount.starts_with("/boot") {
+            format!(
+                "Remove old kernels from {mount} with `apt autoremove --purge` (`dpkg -l \
+                 'linux-image*' 'proxmox-kernel*'` lists them; keep the running one, `uname \
+                 -r`), or grow the partition."
+            )
+        } else {
+            format!(
+                "Find what grew with `du -xh --max-depth=2 {mount} | sort -h | tail -20`. Usual \
+                 causes: logs (`journalctl --vacuum-size=500M`, old files in /var/log), package \
+                 caches (`apt-get clean`), on Docker hosts unused images and build cache \
+                 (`docker system prune`). Free that space, or grow the filesystem."
+            )
+        };
+        d.evidence = format!(
+            "{} (warning {:.0} %, critical {:.0} %)",
+            fs.evidence(),
+            t.host_fs.warning,
+            t.host_fs.critical
+        );
+        out.push(d);
+    }
 }
 
 /// Disk temperature from SMART (`disk_temp_celsius`), against `nvme_temp_c` for NVMe drives
@@ -1504,7 +1753,17 @@ mod tests {
             "cert_expires_in_seconds{file=\"pve-ssl.pem\"}",
             500.0 * 86_400.0,
         );
-        let f = found(vec![container(104, 30.0), vm, hdd, node], &t);
+        host_mount(&mut node, "/", 84.9, NOW);
+        host_mount(&mut node, "/boot/efi", 1.2, NOW);
+        let resources = vec![
+            container(104, 30.0),
+            vm,
+            hdd,
+            node,
+            zfs("pve1", "rpool", "online", &[]),
+            ceph_cluster("healthy", "HEALTH_OK", "", [15.0, 15.0, 15.0]),
+        ];
+        let f = found(resources, &t);
         assert!(f.is_empty(), "{f:?}");
 
         // Settings stored before these thresholds existed read with their defaults.
@@ -1522,5 +1781,287 @@ mod tests {
         assert_eq!(v["nvme_temp_c"]["warning"], 70.0);
         assert_eq!(v["cert_warning_days"], 14.0);
         assert_eq!(v["cert_critical_days"], 3.0);
+        assert_eq!(v["host_fs"]["warning"], 85.0);
+        assert_eq!(v["host_fs"]["critical"], 95.0);
+    }
+
+    /// A ZFS pool as the PVE collector describes it: status the health in lower case, the
+    /// `zpool status` texts for a pool that is not online.
+    fn zfs(node: &str, pool: &str, status: &str, detail: &[(&str, &str)]) -> ResourceRecord {
+        let mut r = record(&format!("storage:{node}/zfs:{pool}"), status);
+        r.name = pool.into();
+        r.parent = Some(format!("node:{node}"));
+        r.attrs.insert("plugin".into(), "zfs".into());
+        r.attrs.insert("pool".into(), pool.into());
+        r.attrs
+            .insert("health".into(), status.to_ascii_uppercase().into());
+        for (k, v) in detail {
+            r.attrs.insert((*k).into(), (*v).into());
+        }
+        latest(&mut r, "storage_used_pct", 40.0);
+        r
+    }
+
+    /// The cluster's Ceph: status, health, health checks and OSDs (total, up, in).
+    fn ceph_cluster(status: &str, health: &str, checks: &str, osds: [f64; 3]) -> ResourceRecord {
+        let mut r = record("storage:prod/ceph", status);
+        r.attrs.insert("plugin".into(), "ceph".into());
+        r.attrs.insert("health".into(), health.into());
+        r.attrs.insert("health_checks".into(), checks.into());
+        for (m, v) in ["ceph_osds_total", "ceph_osds_up", "ceph_osds_in"]
+            .into_iter()
+            .zip(osds)
+        {
+            latest(&mut r, m, v);
+        }
+        r
+    }
+
+    #[test]
+    fn pools_that_are_not_online_and_ceph_not_ok() {
+        let t = Thresholds::default();
+        let degraded = zfs(
+            "pve1",
+            "tank",
+            "degraded",
+            &[
+                (
+                    "zpool_status",
+                    "One or more devices are faulted in response to persistent errors.",
+                ),
+                (
+                    "zpool_action",
+                    "Replace the faulted device, or use 'zpool clear' to mark the device repaired.",
+                ),
+                ("zpool_errors", "No known data errors"),
+                (
+                    "zpool_bad_devices",
+                    "ata-ST8000VN004_WWZ5 (FAULTED, too many errors), sdx (UNAVAIL)",
+                ),
+            ],
+        );
+        // A PVE storage on the pool (`zfspool`) has PVE's storage statuses: not a pool health.
+        let mut zfspool = record("storage:pve1/local-zfs", "unavailable");
+        zfspool.attrs.insert("plugin".into(), "zfspool".into());
+        let resources = vec![
+            degraded,
+            zfs("pve2", "tank", "faulted", &[]),
+            zfs("pve3", "tank", "suspended", &[]),
+            zfs("pve4", "tank", "unavail", &[]),
+            zfs("pve1", "rpool", "online", &[]),
+            // No health read: nothing to say.
+            zfs("pve2", "rpool", "unknown", &[]),
+            zfspool,
+        ];
+        let f = found(resources, &t);
+        let got: Vec<(&str, &str, Severity)> = f
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.key.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "storage:pve1/zfs:tank",
+                    "zfs-pool-health",
+                    Severity::Warning
+                ),
+                (
+                    "storage:pve2/zfs:tank",
+                    "zfs-pool-health",
+                    Severity::Critical
+                ),
+                (
+                    "storage:pve3/zfs:tank",
+                    "zfs-pool-health",
+                    Severity::Critical
+                ),
+                (
+                    "storage:pve4/zfs:tank",
+                    "zfs-pool-health",
+                    Severity::Critical
+                ),
+            ]
+        );
+        let d = &f[0];
+        assert_eq!(d.category, Category::Reliability);
+        assert_eq!(d.node.as_deref(), Some("pve1"));
+        assert_eq!(d.title, "ZFS pool tank on pve1 is DEGRADED");
+        assert!(
+            d.description.contains("persistent errors"),
+            "{}",
+            d.description
+        );
+        assert!(
+            d.recommendation
+                .contains("`zpool replace tank ata-ST8000VN004_WWZ5 <new device>`"),
+            "{}",
+            d.recommendation
+        );
+        assert!(d.recommendation.contains("`zpool status -x tank` on pve1"));
+        assert!(d.recommendation.ends_with("to mark the device repaired."));
+        assert_eq!(
+            d.evidence,
+            "health DEGRADED; devices not online: ata-ST8000VN004_WWZ5 (FAULTED, too many \
+             errors), sdx (UNAVAIL); errors: No known data errors"
+        );
+        assert!(
+            f[1].recommendation
+                .contains("restore its guests from backup")
+        );
+        assert!(f[2].recommendation.contains("`zpool clear tank`"));
+        assert_eq!(f[3].evidence, "health UNAVAIL");
+
+        // Ceph: HEALTH_WARN a warning, HEALTH_ERR critical, HEALTH_OK and unknown nothing.
+        let warn = ceph_cluster(
+            "warning",
+            "HEALTH_WARN",
+            "OSD_DOWN,PG_DEGRADED",
+            [15.0, 14.0, 15.0],
+        );
+        let f = found(vec![warn], &t);
+        assert_eq!(f.len(), 1, "{f:?}");
+        let d = &f[0];
+        assert_eq!(
+            (d.key.as_str(), d.severity, d.category),
+            ("ceph-health", Severity::Warning, Category::Reliability)
+        );
+        assert_eq!(
+            d.title,
+            "Ceph of prod is HEALTH_WARN: OSD_DOWN, PG_DEGRADED"
+        );
+        assert_eq!(
+            d.evidence,
+            "health HEALTH_WARN; checks: OSD_DOWN,PG_DEGRADED; OSDs: 1 down, 0 out (15 total, \
+             14 up, 15 in)"
+        );
+        assert!(d.recommendation.starts_with("Run `ceph health detail`"));
+        assert!(d.recommendation.contains("`ceph osd tree down`"));
+        let err = ceph_cluster("error", "HEALTH_ERR", "OSD_FULL", [15.0, 15.0, 13.0]);
+        let f = found(vec![err], &t);
+        assert_eq!(f[0].severity, Severity::Critical);
+        assert!(f[0].evidence.contains("0 down, 2 out"), "{}", f[0].evidence);
+        assert!(f[0].recommendation.contains("add OSDs"));
+        assert!(!f[0].recommendation.contains("osd tree down"));
+        let f = found(
+            vec![
+                ceph_cluster("healthy", "HEALTH_OK", "", [15.0, 15.0, 15.0]),
+                ceph_cluster("unknown", "", "", [15.0, 15.0, 15.0]),
+            ],
+            &t,
+        );
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    /// A filesystem of a host as the host collector reports it (of 100 GiB).
+    fn host_mount(r: &mut ResourceRecord, mount: &str, pct: f64, ts: i64) {
+        let m = |name: &str| format!("{name}{{mount=\"{mount}\"}}");
+        latest_at(r, &m("fs_total_bytes"), 100.0 * GIB, ts);
+        latest_at(r, &m("fs_used_bytes"), pct * GIB, ts);
+        latest_at(r, &m("fs_used_pct"), pct, ts);
+    }
+
+    #[test]
+    fn host_filesystems_one_finding_per_full_mount() {
+        let t = Thresholds::default();
+        for (pct, want) in [
+            (84.9, None),
+            (85.0, Some(Severity::Warning)),
+            (94.9, Some(Severity::Warning)),
+            (95.0, Some(Severity::Critical)),
+        ] {
+            let mut r = record("node:dock1", "online");
+            host_mount(&mut r, "/", pct, NOW);
+            let f = found(vec![r], &t);
+            assert_eq!(sev(&f, "node:dock1", "host-fs:/"), want, "{pct} %");
+        }
+
+        let mut dock = record("node:dock1", "online");
+        host_mount(&mut dock, "/", 91.0, NOW);
+        host_mount(&mut dock, "/boot", 97.0, NOW);
+        host_mount(&mut dock, "/srv", 40.0, NOW);
+        // Unmounted since: ignored.
+        host_mount(&mut dock, "/mnt/usb", 99.0, NOW - 600_000);
+        let f = found(vec![dock], &t);
+        let got: Vec<(&str, Severity)> = f.iter().map(|d| (d.key.as_str(), d.severity)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("host-fs:/", Severity::Warning),
+                ("host-fs:/boot", Severity::Critical)
+            ]
+        );
+        let d = &f[0];
+        assert_eq!(
+            (d.category, d.node.as_deref()),
+            (Category::Capacity, Some("dock1"))
+        );
+        assert_eq!(d.title, "dock1: / is 91 % full");
+        assert_eq!(
+            d.evidence,
+            "fs_used_pct{mount=\"/\"} = 91.0 % (91.0 of 100.0 GiB) (warning 85 %, critical 95 %)"
+        );
+        assert!(d.description.contains("(91.0 of 100.0 GiB used)"));
+        assert!(
+            d.recommendation
+                .contains("`du -xh --max-depth=2 / | sort -h")
+        );
+        assert!(f[1].recommendation.contains("`apt autoremove --purge`"));
+
+        // What a storage rule watches is left to it: PVE and PBS storage mounts, `/` under
+        // PVE's `local` storage, a ZFS pool's datasets (container subvolumes among them).
+        let mut pve1 = record("node:pve1", "online");
+        for m in [
+            "/",
+            "/mnt/pve/cephfs",
+            "/mnt/datastore/store1",
+            "/rpool",
+            "/rpool/data/subvol-101-disk-0",
+            "/rpoolx",
+        ] {
+            host_mount(&mut pve1, m, 96.0, NOW);
+        }
+        let mut local = record("storage:pve1/local", "available");
+        local.parent = Some("node:pve1".into());
+        local.attrs.insert("plugin".into(), "dir".into());
+        latest(&mut local, "storage_used_pct", 96.0);
+        // pve2's `local` reports no usage (disabled): its `/` is Patrol's to watch.
+        let mut pve2 = record("node:pve2", "online");
+        host_mount(&mut pve2, "/", 96.0, NOW);
+        let mut off = record("storage:pve2/local", "disabled");
+        off.parent = Some("node:pve2".into());
+        off.attrs.insert("plugin".into(), "dir".into());
+        let resources = vec![pve1, local, zfs("pve1", "rpool", "online", &[]), pve2, off];
+        let f = found(resources, &t);
+        let got: Vec<(&str, &str)> = f
+            .iter()
+            .filter(|d| d.key.starts_with("host-fs"))
+            .map(|d| (d.resource_id.as_str(), d.key.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("node:pve1", "host-fs:/rpoolx"), ("node:pve2", "host-fs:/")]
+        );
+
+        // Per-resource thresholds apply.
+        let mut loose = t.clone();
+        loose.host_fs = Levels {
+            warning: 97.0,
+            critical: 99.0,
+        };
+        let node = |name: &str| {
+            let mut r = record(&format!("node:{name}"), "online");
+            host_mount(&mut r, "/", 96.0, NOW);
+            r
+        };
+        let s = Snapshot {
+            now_ms: NOW,
+            resources: vec![node("a"), node("b")],
+            ..Snapshot::default()
+        };
+        let overrides = BTreeMap::from([("node:a".to_owned(), loose)]);
+        let f = detect(&s, &t, &overrides);
+        let ids: Vec<&str> = f.iter().map(|d| d.resource_id.as_str()).collect();
+        assert_eq!(ids, vec!["node:b"]);
     }
 }
