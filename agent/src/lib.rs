@@ -93,8 +93,14 @@ pub async fn run(
                 if started.elapsed() > std::time::Duration::from_secs(30) {
                     attempt = 0;
                 }
-                let delay = transport::backoff(attempt, rand::random_range(0.5..=1.0));
-                attempt = attempt.saturating_add(1);
+                let jitter = rand::random_range(0.5..=1.0);
+                let delay = match e.downcast_ref::<transport::Refused>() {
+                    Some(r) => r.retry.mul_f64(jitter),
+                    None => {
+                        attempt = attempt.saturating_add(1);
+                        transport::backoff(attempt - 1, jitter)
+                    }
+                };
                 warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "server connection failed");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -131,6 +137,14 @@ async fn connect_once(
         (Err(_), Some(reason)) if transport::is_auth_failure(&reason) => {
             Err(anyhow::anyhow!(transport::explain(&reason)))
         }
+        (Err(_), Some(reason)) => match transport::retry_hint(&reason) {
+            Some(retry) => Err(transport::Refused {
+                message: transport::explain(&reason),
+                retry,
+            }
+            .into()),
+            None => result,
+        },
         _ => result,
     };
     conn.close(0u32.into(), b"");

@@ -52,6 +52,9 @@ pub struct RawConfig {
     /// Attempts before a delivery moves to the dead-letter list (default 20, ~1 h at the
     /// default delays).
     pub webhook_max_attempts: u32,
+    /// Free space, in MiB, kept on the data directory's disk for the audit log: telemetry is
+    /// refused below it. Unset: 2 % of the disk, from 8 MiB to 512 MiB; 0: no reserve.
+    pub store_reserve_mb: Option<u64>,
 }
 
 impl Default for RawConfig {
@@ -74,6 +77,7 @@ impl Default for RawConfig {
             webhook_retry_base: "1s".into(),
             webhook_retry_max: "5m".into(),
             webhook_max_attempts: 20,
+            store_reserve_mb: None,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// Webhook delivery settings.
     pub webhooks: WebhookConfig,
+    /// Free bytes kept for the audit log (`None`: automatic).
+    pub store_reserve: Option<u64>,
 }
 
 /// Webhook delivery settings.
@@ -331,6 +337,7 @@ impl RawConfig {
                     protocol,
                     audit,
                     webhooks,
+                    store_reserve: self.store_reserve_mb.map(|mb| mb.saturating_mul(1 << 20)),
                 })
             }
             _ => Err(ConfigError {

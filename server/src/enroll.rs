@@ -190,6 +190,7 @@ async fn decide(req: EnrollRequest, shared: &Shared) -> EnrollResponse {
             protocol: None,
             dropped_samples: 0,
             collectors: Default::default(),
+            identity_conflict: None,
         })
     })
     .await;

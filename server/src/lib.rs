@@ -90,6 +90,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             .await?
             .with_context(|| format!("opening database in {}", cfg.data_dir.display()))?,
     );
+    store.set_reserve(cfg.store_reserve);
     let writer = ingest::writer::spawn(store.clone()).context("starting the ingest writer")?;
     let signing = {
         let (dir, kek) = (cfg.data_dir.clone(), cfg.audit.kek_file.clone());
@@ -136,6 +137,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             ),
         }
     }
+    let store_for_recovery = store.clone();
     let api = api::ApiState {
         store,
         live,
@@ -165,6 +167,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             ),
         ),
         spawn_named("audit", audit::maintain(auditor.clone(), rx.clone())),
+        spawn_named(
+            "store-recovery",
+            store_recovery(store_for_recovery, rx.clone()),
+        ),
         spawn_named(
             "webhooks",
             webhooks::run(cfg.webhooks.clone(), auditor.clone(), rx.clone()),
@@ -262,6 +268,28 @@ async fn patrol_schedule(
             ),
             Ok(Err(e)) => tracing::error!(error = %e, "patrol run failed"),
             Err(e) => tracing::error!(error = %e, "patrol run panicked"),
+        }
+    }
+}
+
+/// Reopens the store after a write failure (a full disk) as soon as it can: checks every
+/// second while writes are refused, so agents replay within seconds of space coming back.
+async fn store_recovery(store: Arc<store::Store>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            _ = tick.tick() => {}
+        }
+        if store.status().failure.is_none() {
+            continue;
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.recover()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "store not reopened yet"),
+            Err(e) => tracing::error!(error = %e, "store recovery panicked"),
         }
     }
 }

@@ -47,4 +47,10 @@ pub mod close {
     pub const SHUTDOWN: u32 = 7;
     /// Another connection for the same agent replaced this one.
     pub const REPLACED: u32 = 8;
+    /// The server cannot store telemetry now (its disk is full); the reason names the disk.
+    /// Nothing was lost: the agent keeps its spool and retries soon.
+    pub const STORAGE_UNAVAILABLE: u32 = 9;
+    /// Another live process already holds a session with this agent's identity (a copied
+    /// key and certificate); the server refuses the newcomer.
+    pub const IDENTITY_IN_USE: u32 = 10;
 }

@@ -54,6 +54,10 @@ pub enum SpoolError {
 struct State {
     acked: u64,
     dropped_samples: u64,
+    /// No batch above this sequence was ever sent (recorded before sending, a window ahead).
+    /// Absent in the state of older agents: then every spooled batch may have been sent.
+    #[serde(default)]
+    sent: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +150,9 @@ impl Spool {
             .next_back()
             .map_or(spool.state.acked, |s| *s.max(&spool.state.acked))
             + 1;
+        if spool.state.sent.is_none() {
+            spool.state.sent = Some(spool.next_seq - 1);
+        }
         Ok(spool)
     }
 
@@ -253,16 +260,67 @@ impl Spool {
         self.save_state()
     }
 
-    /// After a server says what it already stored: acknowledge that much and make sure
-    /// new sequences continue above it (the agent's data may have been reset).
+    /// Records that batches up to `seq` are about to be sent. The state is written a
+    /// `window` ahead, so this costs one small write per window of batches.
     ///
     /// # Errors
     /// IO failure writing the state file.
-    pub fn resync(&mut self, server_last: u64) -> Result<(), SpoolError> {
-        if server_last >= self.next_seq {
-            self.next_seq = server_last + 1;
+    pub fn will_send(&mut self, seq: u64, window: u64) -> Result<(), SpoolError> {
+        if self.state.sent.is_some_and(|sent| seq <= sent) {
+            return Ok(());
         }
-        self.ack(server_last)
+        self.state.sent = Some(seq.saturating_add(window));
+        self.save_state()
+    }
+
+    /// After a server says what it already stored: acknowledge that much and make sure
+    /// new sequences continue above it. Returns how many waiting batches had to be
+    /// renumbered.
+    ///
+    /// A server that stored a sequence this agent never sent has batches from another
+    /// process with this identity (a copied key and certificate). The batches waiting here
+    /// that were never sent were then not stored under their numbers: they are renumbered
+    /// above the server's sequence, in order, and sent, never discarded as replays. (A
+    /// crash in the middle of renumbering loses the batches not yet renamed.)
+    ///
+    /// # Errors
+    /// IO failure renaming a batch or writing the state file.
+    pub fn resync(&mut self, server_last: u64) -> Result<usize, SpoolError> {
+        let sent = self.state.sent.unwrap_or(0).max(self.state.acked);
+        let collides =
+            sent < server_last && self.files.range(sent + 1..=server_last).next().is_some();
+        if !collides {
+            if server_last >= self.next_seq {
+                self.next_seq = server_last + 1;
+            }
+            self.ack(server_last)?;
+            return Ok(0);
+        }
+        let unsent: Vec<(u64, Entry)> = self
+            .files
+            .range(sent + 1..)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        let renumbered = unsent.len();
+        // Highest first, so a crash part-way keeps the newest batches.
+        let mut next = server_last + renumbered as u64;
+        for (seq, entry) in unsent.into_iter().rev() {
+            let (from, to) = (self.path(seq), self.path(next));
+            std::fs::rename(&from, &to).map_err(io(&to))?;
+            self.files.remove(&seq);
+            self.files.insert(next, entry);
+            next -= 1;
+        }
+        self.next_seq = server_last + renumbered as u64 + 1;
+        self.state.sent = Some(server_last);
+        // What this agent sent before (at or below `sent`) was stored or superseded.
+        self.ack(server_last)?;
+        tracing::error!(
+            server_last,
+            renumbered,
+            "the server stored batches this agent never sent: another process may be using this agent's identity; waiting batches renumbered and sent"
+        );
+        Ok(renumbered)
     }
 
     /// The first spooled sequence at or after `from`.
@@ -272,10 +330,14 @@ impl Spool {
 
     /// Reads a spooled batch (None if it was dropped or damaged).
     pub fn get(&self, seq: u64) -> Option<ProvenancedBatch> {
-        self.files
+        let mut batch = self
+            .files
             .contains_key(&seq)
             .then(|| self.read_file(&self.path(seq)))
-            .flatten()
+            .flatten()?;
+        // The file's name is its number: `resync` renumbers by renaming.
+        batch.batch.seq = seq;
+        Some(batch)
     }
 
     /// Highest acknowledged sequence.
@@ -475,7 +537,84 @@ mod tests {
     fn resync_moves_past_the_servers_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        s.resync(41).unwrap();
+        assert_eq!(s.resync(41).unwrap(), 0);
         assert_eq!(s.push(batch(1)).unwrap(), 42);
+    }
+
+    #[test]
+    fn resync_renumbers_waiting_batches_a_server_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for n in 1..=4 {
+            s.push(batch(n)).unwrap();
+        }
+        s.will_send(1, 0).unwrap();
+        s.ack(1).unwrap();
+        // Another process with this identity got the server to 10; batches 2..=4 of this
+        // spool were never sent and must be sent as 11..=13, in order.
+        assert_eq!(s.resync(10).unwrap(), 3);
+        assert_eq!(s.acked(), 10);
+        let sent: Vec<(u64, usize)> = (11..=13)
+            .map(|q| {
+                let b = s.get(q).unwrap();
+                (b.batch.seq, b.batch.samples.len())
+            })
+            .collect();
+        assert_eq!(sent, vec![(11, 2), (12, 3), (13, 4)]);
+        assert_eq!(s.push(batch(9)).unwrap(), 14);
+        // The renumbering survives a restart.
+        drop(s);
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!((s.acked(), s.pending()), (10, 4));
+        assert_eq!(s.get(11).unwrap().batch.samples.len(), 2);
+        // An ordinary resync (the server stored part of what was sent) renumbers nothing.
+        let mut s = s;
+        s.will_send(14, 0).unwrap();
+        assert_eq!(s.resync(12).unwrap(), 0);
+        assert_eq!(s.pending(), 2);
+    }
+
+    #[test]
+    fn resync_renumbers_a_copy_whose_sequences_overlap_the_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for n in 1..=6 {
+            s.push(batch(n)).unwrap();
+        }
+        // Never sent anything; the server holds 1..=4 from the other process.
+        assert_eq!(s.resync(4).unwrap(), 6);
+        let sizes: Vec<usize> = (5..=10)
+            .map(|q| s.get(q).unwrap().batch.samples.len())
+            .collect();
+        assert_eq!(sizes, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn resync_after_a_lost_ack_renumbers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for n in 1..=6 {
+            s.push(batch(n)).unwrap();
+        }
+        s.will_send(1, 64).unwrap();
+        // Batches 1..=4 were sent and stored, their acks lost with the connection.
+        assert_eq!(s.resync(4).unwrap(), 0);
+        assert_eq!((s.acked(), s.pending()), (4, 2));
+        assert_eq!(s.next_from(0), Some(5));
+    }
+
+    #[test]
+    fn a_spool_of_an_older_agent_counts_every_batch_as_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for n in 1..=3 {
+            s.push(batch(n)).unwrap();
+        }
+        s.ack(1).unwrap();
+        drop(s);
+        std::fs::write(dir.path().join(STATE), r#"{"acked":1,"dropped_samples":0}"#).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.resync(3).unwrap(), 0);
+        assert_eq!(s.pending(), 0);
     }
 }

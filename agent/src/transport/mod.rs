@@ -82,6 +82,35 @@ pub async fn connect(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no server address")))
 }
 
+/// Retry delay for a server refusal that says when to come back, instead of the growing
+/// backoff: a full disk on the server is fixed by an operator at any moment, so the spool
+/// replays within seconds of the fix; an identity in use is retried slowly.
+pub fn retry_hint(e: &quinn::ConnectionError) -> Option<Duration> {
+    let quinn::ConnectionError::ApplicationClosed(a) = e else {
+        return None;
+    };
+    match u32::try_from(a.error_code.into_inner()).ok()? {
+        close::STORAGE_UNAVAILABLE => Some(STORAGE_RETRY),
+        close::IDENTITY_IN_USE => Some(IDENTITY_RETRY),
+        _ => None,
+    }
+}
+
+/// Retry delay while the server's storage is unavailable.
+pub const STORAGE_RETRY: Duration = Duration::from_secs(3);
+/// Retry delay while another process holds this agent's identity.
+pub const IDENTITY_RETRY: Duration = Duration::from_secs(15);
+
+/// A refusal that names its own retry delay ([`retry_hint`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    /// What the server said, explained.
+    pub message: String,
+    /// When to try again.
+    pub retry: Duration,
+}
+
 /// Whether an error means the server will never accept this agent as it is.
 pub fn is_auth_failure(e: &quinn::ConnectionError) -> bool {
     match e {
@@ -127,6 +156,12 @@ pub fn explain(e: &quinn::ConnectionError) -> String {
                 close::ENROLL_REFUSED => "enrollment refused",
                 close::SHUTDOWN => "server is shutting down",
                 close::REPLACED => "replaced by a newer connection of this agent",
+                close::STORAGE_UNAVAILABLE => {
+                    "the server cannot store telemetry now; the spool keeps it and is replayed when the server recovers"
+                }
+                close::IDENTITY_IN_USE => {
+                    "refused: another process is connected with this agent's identity (a copied key and certificate?); give each host its own enrollment"
+                }
                 close::PROTOCOL_ERROR | close::FRAME_TOO_LARGE => {
                     "server reported a protocol error"
                 }

@@ -124,11 +124,15 @@ pub async fn run(
         // Send what the window allows, oldest first.
         loop {
             let batch = {
-                let spool = lock(ctx.spool);
+                let mut spool = lock(ctx.spool);
                 if next_seq > spool.acked() + WINDOW {
                     None
                 } else {
-                    spool.next_from(next_seq).and_then(|s| spool.get(s))
+                    let batch = spool.next_from(next_seq).and_then(|s| spool.get(s));
+                    if let Some(b) = &batch {
+                        spool.will_send(b.batch.seq, WINDOW)?;
+                    }
+                    batch
                 }
             };
             let Some(batch) = batch else { break };

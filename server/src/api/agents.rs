@@ -48,6 +48,13 @@ pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, A
                 "revoked_at": a.revoked_at_ms.and_then(rfc3339_ms),
                 "dropped_samples": a.dropped_samples,
                 "collectors": collectors,
+                "identity_conflict": a.identity_conflict.as_ref().map(|c| json!({
+                    "first_refused": rfc3339_ms(c.first_ms),
+                    "last_refused": rfc3339_ms(c.last_ms),
+                    "refused": c.refused,
+                    "connected_from": c.connected_from,
+                    "refused_from": c.refused_from,
+                })),
             })
         })
         .collect();

@@ -53,13 +53,31 @@ impl ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        Self::Internal(e)
+        let unavailable = e.chain().find_map(|c| match c.downcast_ref() {
+            Some(crate::store::StoreError::Unavailable { reason }) => Some(reason.clone()),
+            _ => None,
+        });
+        match unavailable {
+            Some(reason) => Self::store_unavailable(&reason),
+            None => Self::Internal(e),
+        }
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.into())
+        match e {
+            crate::store::StoreError::Unavailable { reason } => Self::store_unavailable(&reason),
+            e => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl ApiError {
+    /// 503 for a store that cannot write (a full disk): the client may retry, and the
+    /// message names the disk.
+    fn store_unavailable(reason: &str) -> Self {
+        Self::Unavailable(format!("the store cannot write: {reason}"))
     }
 }
 

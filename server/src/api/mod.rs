@@ -18,8 +18,10 @@ use crate::ingest::writer::IngestStats;
 use crate::store::Store;
 pub use auth::Caller;
 use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use error::ApiError;
 use std::sync::Arc;
@@ -100,10 +102,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(prometheus::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::check));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .merge(api)
         .fallback(|| async { error::plain(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -114,6 +113,25 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// `ok`, or 503 `degraded` with the problems (the store cannot write, or its disk is below
+/// the audit reserve). Unauthenticated, and names no secret.
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let store = state.store.clone();
+    let status = tokio::task::spawn_blocking(move || store.status()).await;
+    let problem = match status {
+        Ok(s) => s.problem(),
+        Err(_) => Some("the store status could not be read".to_owned()),
+    };
+    match problem {
+        None => axum::Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Some(p) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "degraded", "problems": [p] })),
+        )
+            .into_response(),
+    }
 }
 
 /// The page size of a paginated list: `limit` (default 100), at most 500.

@@ -23,6 +23,27 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse 
         "Agents with a live QUIC session.",
         state.live.len() as u64,
     );
+    let store = state.store.status();
+    put(
+        "warden_store_writable",
+        "gauge",
+        "1 when the store takes writes, 0 after a write failed (a full disk) until it is reopened.",
+        u64::from(store.failure.is_none()),
+    );
+    if let Some(space) = store.space {
+        put(
+            "warden_store_disk_free_bytes",
+            "gauge",
+            "Free space on the disk holding the store.",
+            space.free,
+        );
+    }
+    put(
+        "warden_store_reserve_bytes",
+        "gauge",
+        "Free space kept for the audit log; telemetry is refused below it.",
+        store.reserve,
+    );
     let audit = state.audit.stats();
     put(
         "warden_audit_events_total",
@@ -59,6 +80,12 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse 
         "counter",
         "Replayed batches skipped because they were already stored.",
         s.batches_duplicate.load(Ordering::Relaxed),
+    );
+    put(
+        "warden_agent_identity_conflicts_total",
+        "counter",
+        "Agent connections refused because another live process held the same identity.",
+        s.identity_conflicts.load(Ordering::Relaxed),
     );
     put(
         "warden_ingest_commits_total",

@@ -84,6 +84,11 @@ impl LiveAgents {
             .collect()
     }
 
+    /// The address the agent's live session comes from, if it has one.
+    pub fn remote(&self, agent: &str) -> Option<std::net::SocketAddr> {
+        self.lock().get(agent).map(|e| e.conn.remote_address())
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -15,11 +15,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use warden_io::framed::{self, ReadError};
 use warden_shared::close;
 use warden_shared::proto::{
-    AgentMessage, AgentRequest, AgentResponse, ProtocolVersion, ServerMessage, ServerResponse,
-    Welcome,
+    AgentMessage, AgentRequest, AgentResponse, ProtocolVersion, ServerMessage, ServerRequest,
+    ServerResponse, Welcome,
 };
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connected session has to answer a ping before a new connection of the same
+/// agent replaces it.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the session until the connection ends.
 pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Shared>) {
@@ -69,6 +72,12 @@ async fn drive(
     id: &PeerIdentity,
     shared: &Arc<Shared>,
 ) -> Result<(), End> {
+    // A server that cannot store telemetry says so at once: the agent keeps its spool and
+    // comes back within seconds instead of sending what would be refused.
+    let store = shared.store.clone();
+    if let Some(problem) = blocking(move || store.status().problem()).await? {
+        return Err(End::new(close::STORAGE_UNAVAILABLE, problem));
+    }
     let store = shared.store.clone();
     let agent_id = id.agent_id.clone();
     let record = blocking(move || store.get_agent(&agent_id))
@@ -125,6 +134,9 @@ async fn drive(
             ),
         ));
     };
+    if let Some(end) = refuse_second_process(conn, &record, &hello.hostname, shared).await? {
+        return Err(end);
+    }
     let store = shared.store.clone();
     let agent_id = record.id.clone();
     let now = crate::now_ms();
@@ -209,6 +221,7 @@ async fn drive(
                     }
                 }
                 // Nothing was acknowledged; the agent replays after reconnecting.
+                Ok(Err(reason)) => break Err(End::new(close::STORAGE_UNAVAILABLE, reason)),
                 _ => break Err(End::new(close::SHUTDOWN, "server could not store telemetry; retry later")),
             },
             Some((req, reply)) = ctl_rx.recv() => {
@@ -229,6 +242,91 @@ async fn drive(
     let _ = blocking(move || store.update_agent(&agent_id, |a| a.last_seen_ms = Some(now))).await;
     info!("agent disconnected");
     result
+}
+
+/// A second live process with this agent's identity (a copied key and certificate) would
+/// take turns with the first, each replacing the other, and their batches would collide on
+/// sequence numbers. So when the agent already has a session, that session is pinged: a
+/// reconnect after a lost connection finds it silent and replaces it; a pong means another
+/// process holds the identity, and the newcomer is refused (close code `IDENTITY_IN_USE`),
+/// audited, counted and recorded on the agent for Patrol's security finding.
+async fn refuse_second_process(
+    conn: &quinn::Connection,
+    record: &crate::store::AgentRecord,
+    hostname: &str,
+    shared: &Arc<Shared>,
+) -> Result<Option<End>, End> {
+    let Some(connected_from) = shared.live.remote(&record.id) else {
+        return Ok(None);
+    };
+    let ping = ServerRequest::Ping {
+        nonce: rand::random(),
+    };
+    let alive = matches!(
+        shared
+            .live
+            .request(&record.id, ping, LIVENESS_TIMEOUT)
+            .await,
+        Ok(AgentResponse::Pong { .. })
+    );
+    if !alive {
+        return Ok(None);
+    }
+    let refused_from = conn.remote_address();
+    let now = crate::now_ms();
+    shared
+        .writer
+        .stats
+        .identity_conflicts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    warn!(%connected_from, %refused_from, hostname, "refused a second process with this agent's identity");
+    let store = shared.store.clone();
+    let agent_id = record.id.clone();
+    let updated = blocking(move || {
+        store.update_agent(&agent_id, |a| {
+            let c = a
+                .identity_conflict
+                .get_or_insert_with(|| crate::store::IdentityConflict {
+                    last_ms: now,
+                    first_ms: now,
+                    refused: 0,
+                    connected_from: String::new(),
+                    refused_from: String::new(),
+                });
+            c.last_ms = now;
+            c.refused += 1;
+            c.connected_from = connected_from.to_string();
+            c.refused_from = refused_from.to_string();
+        })
+    })
+    .await?;
+    if let Err(err) = updated {
+        warn!(error = %err, "could not record the identity conflict");
+    }
+    // The refused process retries; one audit event a minute per address says enough.
+    if let Some(attempts) = shared
+        .audit
+        .limiter()
+        .failure("identity", Some(refused_from.ip()), now)
+    {
+        let mut e = NewEvent::new(Actor::agent(&record.id), "agent.connect", &record.id)
+            .from_ip(Some(refused_from.ip()))
+            .failed("identity in use by another connected process")
+            .details(serde_json::json!({
+                "attempts": attempts,
+                "connected_from": connected_from.to_string(),
+                "hostname": hostname,
+            }));
+        e.org_id.clone_from(&record.org_id);
+        shared.audit.record(e).await;
+    }
+    Ok(Some(End::new(
+        close::IDENTITY_IN_USE,
+        format!(
+            "agent {} is already connected from {connected_from}; each host needs its own enrollment",
+            record.id
+        ),
+    )))
 }
 
 async fn answer(

@@ -28,6 +28,8 @@ pub struct IngestStats {
     pub batches_duplicate: AtomicU64,
     /// Commits.
     pub commits: AtomicU64,
+    /// Connections refused because another live process held the agent's identity.
+    pub identity_conflicts: AtomicU64,
 }
 
 /// Cloneable handle used by sessions.
@@ -114,9 +116,16 @@ fn run(store: &Store, mut rx: mpsc::UnboundedReceiver<Queued>, stats: &IngestSta
                 }
             }
             Err(err) => {
-                error!(error = %err, batches = replies.len(), "ingest commit failed; agents will replay");
+                // An unavailable store (full disk) is logged once by the store itself.
+                let reason = match &err {
+                    crate::store::StoreError::Unavailable { reason } => reason.clone(),
+                    _ => {
+                        error!(error = %err, batches = replies.len(), "ingest commit failed; agents will replay");
+                        "storage error".to_owned()
+                    }
+                };
                 for reply in replies {
-                    let _ = reply.send(Err("storage error".into()));
+                    let _ = reply.send(Err(reason.clone()));
                 }
             }
         }

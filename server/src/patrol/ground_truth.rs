@@ -534,6 +534,7 @@ impl Gen {
             protocol: Some("1.2".into()),
             dropped_samples: 0,
             collectors: health,
+            identity_conflict: None,
         });
     }
 

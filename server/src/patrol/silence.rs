@@ -1107,6 +1107,7 @@ mod tests {
             protocol: Some("1.2".into()),
             dropped_samples: 0,
             collectors: collectors.iter().map(|c| ((*c).into(), ok())).collect(),
+            identity_conflict: None,
         }
     }
 

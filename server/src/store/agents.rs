@@ -3,7 +3,7 @@
 
 use super::keys::{AGENTS, TOKENS, decode, encode};
 use super::{AgentRecord, Store, StoreError, TokenRecord, TokenRefusal};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 const TOKEN: &str = "token";
 const AGENT: &str = "agent";
@@ -20,7 +20,7 @@ impl Store {
     /// [`StoreError::AlreadyExists`] if a token with that id exists; storage failures.
     pub fn insert_token(&self, rec: &TokenRecord) -> Result<(), StoreError> {
         let bytes = encode(TOKEN, rec)?;
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         {
             let mut tokens = txn.open_table(TOKENS)?;
             if tokens.get(rec.id.as_str())?.is_some() {
@@ -31,7 +31,7 @@ impl Store {
             }
             tokens.insert(rec.id.as_str(), bytes.as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -40,7 +40,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let tokens = txn.open_table(TOKENS)?;
         tokens
             .get(id)?
@@ -53,7 +53,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let tokens = txn.open_table(TOKENS)?;
         tokens
             .iter()?
@@ -70,7 +70,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Option<TokenRecord>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let rec = {
             let mut tokens = txn.open_table(TOKENS)?;
             let rec: Option<TokenRecord> = tokens
@@ -86,7 +86,7 @@ impl Store {
                 other => other,
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(rec)
     }
 
@@ -104,7 +104,7 @@ impl Store {
         now_ms: i64,
         make_agent: impl FnOnce(&TokenRecord) -> AgentRecord,
     ) -> Result<Result<AgentRecord, TokenRefusal>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let outcome = {
             let mut tokens = txn.open_table(TOKENS)?;
             let token: Option<TokenRecord> = tokens
@@ -145,7 +145,7 @@ impl Store {
             }
         };
         if outcome.is_ok() {
-            txn.commit()?;
+            self.commit(txn)?;
         } else {
             txn.abort()?;
         }
@@ -159,7 +159,7 @@ impl Store {
     /// [`StoreError::AlreadyExists`] if the id is taken; storage failures.
     pub fn insert_agent(&self, rec: &AgentRecord) -> Result<(), StoreError> {
         let bytes = encode(AGENT, rec)?;
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         {
             let mut agents = txn.open_table(AGENTS)?;
             if agents.get(rec.id.as_str())?.is_some() {
@@ -170,7 +170,7 @@ impl Store {
             }
             agents.insert(rec.id.as_str(), bytes.as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -179,7 +179,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let agents = txn.open_table(AGENTS)?;
         agents
             .get(id)?
@@ -192,7 +192,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let agents = txn.open_table(AGENTS)?;
         agents
             .iter()?
@@ -214,7 +214,7 @@ impl Store {
         id: &str,
         f: impl FnOnce(&mut AgentRecord),
     ) -> Result<Option<AgentRecord>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let updated = {
             let mut agents = txn.open_table(AGENTS)?;
             let current: Option<AgentRecord> = agents
@@ -232,7 +232,7 @@ impl Store {
             }
         };
         if updated.is_some() {
-            txn.commit()?;
+            self.commit(txn)?;
         } else {
             txn.abort()?;
         }

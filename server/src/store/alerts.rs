@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 use crate::alerts::engine::AlertEvent;
 use crate::alerts::record::AlertRecord;
 use crate::alerts::rules::RuleSet;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 /// Alerts by `org US alert_id` -> JSON [`AlertRecord`].
 pub(super) const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
@@ -23,7 +23,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn alerts(&self, org: &str) -> Result<Vec<AlertRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(ALERTS)?;
         let (lo, hi) = org_resource_range(org);
         table
@@ -40,7 +40,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn alert(&self, org: &str, id: &str) -> Result<Option<AlertRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(ALERTS)?;
         table
             .get(resource_key(org, id).as_str())?
@@ -56,7 +56,7 @@ impl Store {
     /// Storage failures, [`StoreError::Encode`] and [`StoreError::Corrupt`]; nothing is
     /// written then.
     pub fn apply_alert_events(&self, org: &str, events: &[AlertEvent]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         {
             let mut table = txn.open_table(ALERTS)?;
             for event in events {
@@ -80,7 +80,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -96,7 +96,7 @@ impl Store {
         f: impl FnOnce(&mut AlertRecord) -> bool,
     ) -> Result<Option<AlertRecord>, StoreError> {
         let key = resource_key(org, id);
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let (alert, changed) = {
             let mut table = txn.open_table(ALERTS)?;
             let current: Option<AlertRecord> = table
@@ -116,7 +116,7 @@ impl Store {
             }
         };
         if changed {
-            txn.commit()?;
+            self.commit(txn)?;
         } else {
             txn.abort()?;
         }
@@ -163,7 +163,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn alert_rules(&self, org: &str) -> Result<Option<RuleSet>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(ALERT_RULES)?;
         table
             .get(org)?
@@ -177,9 +177,9 @@ impl Store {
     /// Storage failures and [`StoreError::Encode`].
     pub fn set_alert_rules(&self, org: &str, rules: &RuleSet) -> Result<(), StoreError> {
         let bytes = encode(RULES, rules)?;
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         txn.open_table(ALERT_RULES)?.insert(org, bytes.as_slice())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -195,7 +195,7 @@ impl Store {
         resolved_before_ms: i64,
         keep_max: usize,
     ) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let removed = {
             let mut table = txn.open_table(ALERTS)?;
             let (lo, hi) = org_resource_range(org);
@@ -221,7 +221,7 @@ impl Store {
             doomed.len()
         };
         if removed > 0 {
-            txn.commit()?;
+            self.commit(txn)?;
         } else {
             txn.abort()?;
         }

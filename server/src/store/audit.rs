@@ -15,7 +15,7 @@ use super::keys::{SEP, decode, encode};
 use super::{Store, StoreError};
 use crate::audit::event::{Checkpoint, Event, Fields, Hash, Keys, NewEvent};
 use crate::audit::verify::{self, Anchors, Link, Report, Sig};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -242,7 +242,7 @@ impl Store {
         now_ms: i64,
         checkpoint_every: u64,
     ) -> Result<Vec<Event>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let mut out = Vec::with_capacity(events.len());
         {
             let mut table = txn.open_table(AUDIT_EVENTS)?;
@@ -320,7 +320,7 @@ impl Store {
                 heads_t.insert(org.as_str(), encode(HEAD, head)?.as_slice())?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(out)
     }
 
@@ -329,7 +329,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn audit_heads(&self) -> Result<Vec<(String, Head)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let t = txn.open_table(AUDIT_HEADS)?;
         t.iter()?
             .map(|e| {
@@ -344,7 +344,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn audit_head(&self, org: &str) -> Result<Option<Head>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let t = txn.open_table(AUDIT_HEADS)?;
         t.get(org)?
             .map(|v| decode(HEAD, org, v.value()))
@@ -360,7 +360,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn audit_guard_head(&self, org: &str) -> Result<Option<(u64, u64)>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let moved = {
             let mut heads = txn.open_table(AUDIT_HEADS)?;
             let head = heads
@@ -393,7 +393,7 @@ impl Store {
             }
         };
         if moved.is_some() {
-            txn.commit()?;
+            self.commit(txn)?;
         }
         Ok(moved)
     }
@@ -409,7 +409,7 @@ impl Store {
         to: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let t = txn.open_table(AUDIT_EVENTS)?;
         let (lo, hi) = (event_key(org, from), event_key(org, to));
         t.range(lo.as_str()..=hi.as_str())?
@@ -431,7 +431,7 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<Vec<Checkpoint>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let t = txn.open_table(AUDIT_CHECKPOINTS)?;
         let (lo, hi) = (event_key(org, from), event_key(org, to));
         t.range(lo.as_str()..=hi.as_str())?
@@ -453,7 +453,7 @@ impl Store {
         keys: Option<&Keys>,
         now_ms: i64,
     ) -> Result<Option<(Checkpoint, bool)>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let made = {
             let heads = txn.open_table(AUDIT_HEADS)?;
             let Some(head) = heads
@@ -479,7 +479,7 @@ impl Store {
             }
         };
         if made.1 {
-            txn.commit()?;
+            self.commit(txn)?;
         }
         Ok(Some(made))
     }
@@ -499,7 +499,7 @@ impl Store {
         limit: usize,
         keys: Option<&Keys>,
     ) -> Result<(Vec<AuditRow>, Option<u64>), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let t = txn.open_table(AUDIT_EVENTS)?;
         let cps = txn.open_table(AUDIT_CHECKPOINTS)?;
         let (lo, hi) = if ascending {
@@ -587,7 +587,7 @@ impl Store {
         to: Option<u64>,
         keys: Option<&Keys>,
     ) -> Result<Report, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let t = txn.open_table(AUDIT_EVENTS)?;
         let from = from.unwrap_or(0);
         let (lo, hi) = (event_key(org, from), event_key(org, to.unwrap_or(u64::MAX)));
@@ -698,7 +698,7 @@ impl Store {
         keys: Option<&Keys>,
         now_ms: i64,
     ) -> Result<Pruned, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let mut pruned = Pruned::default();
         {
             let mut t = txn.open_table(AUDIT_EVENTS)?;
@@ -737,7 +737,7 @@ impl Store {
             }
             pruned.bridge = Some(last.seq);
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(pruned)
     }
 }

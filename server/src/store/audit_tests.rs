@@ -265,7 +265,7 @@ fn each_row_carries_its_signature_state_and_link() {
 
     // Edit event 3's target in place: its row fails its signature, event 4's link breaks.
     {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.write_txn().unwrap();
         {
             let mut t = txn.open_table(AUDIT_EVENTS).unwrap();
             let key = format!("{ORG}\u{1f}{:016x}", 3);
@@ -388,7 +388,7 @@ fn a_lost_head_row_never_reuses_a_seq_and_a_head_behind_a_checkpoint_moves_past_
     store.audit_append(many(5), Some(&k), NOW, 5).unwrap();
     // Someone deletes the head row: the next event still follows the last stored one.
     {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.write_txn().unwrap();
         txn.open_table(audit::AUDIT_HEADS)
             .unwrap()
             .remove(ORG)
@@ -400,7 +400,7 @@ fn a_lost_head_row_never_reuses_a_seq_and_a_head_behind_a_checkpoint_moves_past_
     assert_eq!(store.audit_guard_head(ORG).unwrap(), None);
     // The tail (4..=6) cut off and the head rewritten to 3; the checkpoint at 5 remains.
     {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.write_txn().unwrap();
         {
             let mut t = txn.open_table(AUDIT_EVENTS).unwrap();
             for seq in 4..=6u64 {
@@ -411,7 +411,7 @@ fn a_lost_head_row_never_reuses_a_seq_and_a_head_behind_a_checkpoint_moves_past_
     }
     let head3 = store.audit_range(ORG, 3, 3, 1).unwrap()[0].hash();
     {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.write_txn().unwrap();
         let head = serde_json::json!({ "seq": 3, "hash": hex::encode(head3), "ts_ms": NOW });
         txn.open_table(audit::AUDIT_HEADS)
             .unwrap()
@@ -443,7 +443,7 @@ fn a_long_chain_verifies_in_two_halves_and_names_problems_in_either() {
         (State::Verified, 25_000, Some(25_000))
     );
     let delete = |seq: u64| {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.write_txn().unwrap();
         txn.open_table(AUDIT_EVENTS)
             .unwrap()
             .remove(format!("{ORG}\u{1f}{seq:016x}").as_str())

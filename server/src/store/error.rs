@@ -60,6 +60,13 @@ pub enum StoreError {
         /// Its id.
         id: String,
     },
+    /// The store cannot write now (a full disk, or telemetry held back to keep the audit
+    /// log's reserve); the reason names the disk. Retry later.
+    #[error("the store cannot write: {reason}")]
+    Unavailable {
+        /// What is wrong, naming the file or disk.
+        reason: String,
+    },
     /// A history query asked for a step that is not positive.
     #[error("step must be a positive number of milliseconds, got {0}")]
     InvalidStep(i64),

@@ -6,7 +6,7 @@ use super::keys::{decode, encode, org_resource_range, resource_key};
 use super::{Store, StoreError};
 use crate::patrol::lifecycle::{Finding, Suppression};
 use crate::patrol::settings::PatrolSettings;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -76,7 +76,7 @@ impl Store {
         T: serde::de::DeserializeOwned,
         C: FromIterator<(String, T)>,
     {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(table)?;
         let (lo, hi) = org_resource_range(org);
         table
@@ -112,14 +112,14 @@ impl Store {
             .iter()
             .map(|(id, f)| Ok((resource_key(org, id), encode(FINDING, f)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         {
             let mut table = txn.open_table(FINDINGS)?;
             for (k, v) in &encoded {
                 table.insert(k.as_str(), v.as_slice())?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -136,7 +136,7 @@ impl Store {
         f: impl FnOnce(&mut Finding),
     ) -> Result<Option<Finding>, StoreError> {
         let key = resource_key(org, id);
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let updated = {
             let mut table = txn.open_table(FINDINGS)?;
             let current: Option<Finding> = table
@@ -154,7 +154,7 @@ impl Store {
             }
         };
         if updated.is_some() {
-            txn.commit()?;
+            self.commit(txn)?;
         } else {
             txn.abort()?;
         }
@@ -167,7 +167,7 @@ impl Store {
     /// Storage failures and [`StoreError::Encode`].
     pub fn add_suppression(&self, org: &str, rule: &Suppression) -> Result<String, StoreError> {
         let bytes = encode(SUPPRESSION, rule)?;
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let id = {
             let mut table = txn.open_table(SUPPRESSIONS)?;
             // 64 random bits: a collision is practically impossible, but cheap to rule out.
@@ -181,7 +181,7 @@ impl Store {
             table.insert(key.as_str(), bytes.as_slice())?;
             id
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(id)
     }
 
@@ -199,13 +199,13 @@ impl Store {
     /// Storage failures.
     pub fn remove_suppression(&self, org: &str, id: &str) -> Result<bool, StoreError> {
         let key = resource_key(org, id);
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let removed = txn
             .open_table(SUPPRESSIONS)?
             .remove(key.as_str())?
             .is_some();
         if removed {
-            txn.commit()?;
+            self.commit(txn)?;
         } else {
             txn.abort()?;
         }
@@ -218,7 +218,7 @@ impl Store {
     /// # Errors
     /// Storage failures, [`StoreError::Encode`] and [`StoreError::Corrupt`] (a malformed key).
     pub fn record_run(&self, org: &str, mut rec: PatrolRunRecord) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         {
             let mut table = txn.open_table(PATROL_RUNS)?;
             let (lo, hi) = org_resource_range(org);
@@ -234,7 +234,7 @@ impl Store {
             rec.id = last + 1;
             table.insert(run_key(org, rec.id).as_str(), encode(RUN, &rec)?.as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(rec.id)
     }
 
@@ -243,7 +243,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn runs(&self, org: &str, limit: usize) -> Result<Vec<PatrolRunRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(PATROL_RUNS)?;
         let (lo, hi) = org_resource_range(org);
         table
@@ -262,7 +262,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn patrol_settings(&self, org: &str) -> Result<Option<PatrolSettings>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(PATROL_SETTINGS)?;
         table
             .get(org)?
@@ -275,10 +275,10 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Encode`].
     pub fn set_patrol_settings(&self, org: &str, s: &PatrolSettings) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         txn.open_table(PATROL_SETTINGS)?
             .insert(org, encode(SETTINGS, s)?.as_slice())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use super::{
     AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
     ResourceRecord, Store, StoreError,
 };
-use redb::{ReadableDatabase, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use warden_shared::telemetry::{Provenance, Resource, TelemetryBatch, metric_base};
@@ -51,8 +51,9 @@ impl Store {
         items: &[IngestItem],
         now_ms: i64,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
+        self.check_telemetry_space()?;
         let mut outcomes = Vec::with_capacity(items.len());
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         // Held until the commit: ingest calls are serialised by redb's writer lock anyway.
         let mut cache = self.series_cache();
         let mut series = SeriesAlloc::default();
@@ -158,7 +159,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         if cache.len() + series.resolved.len() > SERIES_CACHE_MAX {
             // Bounded memory under series churn; misses refill from the `series` table.
             cache.clear();
@@ -179,7 +180,7 @@ impl Store {
     /// # Errors
     /// Storage failures.
     pub fn last_seq(&self, agent_id: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let seqs = txn.open_table(AGENT_SEQ)?;
         Ok(seqs.get(agent_id)?.map_or(0, |v| v.value()))
     }

@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 pub(super) const SCHEMA_VERSION: u64 = 1;
 /// Key of the schema version in [`META`].
 pub(super) const SCHEMA_KEY: &str = "schema_version";
+/// Key in [`META`] of the time of the last write probe after a reopen (`Store::recover`).
+pub(super) const PROBE_KEY: &str = "recovered_at_ms";
 
 /// Separator between the parts of composite string keys. Org ids are slugs and resource ids
 /// have no control characters, so it cannot occur inside either.

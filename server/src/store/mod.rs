@@ -37,7 +37,7 @@
 //!
 //! | table          | key                                     | value                     |
 //! |----------------|-----------------------------------------|---------------------------|
-//! | `meta`         | `schema_version`, `next_series_id`, tier watermarks | `u64`         |
+//! | `meta`         | `schema_version`, `next_series_id`, tier watermarks, `recovered_at_ms` | `u64` |
 //! | `tokens`       | token id                                | JSON [`TokenRecord`]      |
 //! | `agents`       | agent id                                | JSON [`AgentRecord`]      |
 //! | `agent_seq`    | agent id                                | `u64` last stored seq     |
@@ -130,6 +130,12 @@
 //!   30 s interval grows ~15 % (60 s: ~30 %; the Patrol benchmark's sparse synthetic history,
 //!   one sample per minute row: +77 %).
 
+/// The reserve setting that means "automatic".
+const AUTO_RESERVE: u64 = u64::MAX;
+
+/// Free space needed before a failed store is reopened (the repair itself writes).
+const RECOVER_MIN_FREE: u64 = 1 << 20;
+
 /// Page cache of the database. redb's default (1 GiB) made the server's RSS grow with the
 /// store; a quarter of that costs no measurable ingest throughput.
 const CACHE_BYTES: usize = 256 << 20;
@@ -139,6 +145,7 @@ mod alerts;
 mod audit;
 #[cfg(test)]
 mod audit_tests;
+pub mod disk;
 mod error;
 mod findings;
 mod ingest;
@@ -155,8 +162,8 @@ pub use error::StoreError;
 pub use findings::PatrolRunRecord;
 pub use query::{AggregateQuery, Aggregates, StoreView};
 pub use records::{
-    AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
-    ResourceRecord, TokenRecord, TokenRefusal,
+    AgentRecord, CollectorHealthRecord, IdentityConflict, IngestItem, IngestOutcome, LatestSample,
+    ProvenanceRecord, ResourceRecord, TokenRecord, TokenRefusal,
 };
 pub use rollup::{Aggregate, RollUp};
 pub use webhooks::{
@@ -167,21 +174,62 @@ pub use webhooks::{
 use keys::{
     AGENT_SEQ, AGENTS, META, RESOURCES, SAMPLES, SCHEMA_KEY, SCHEMA_VERSION, SERIES, TOKENS,
 };
-use redb::{Database, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 /// The embedded database. Cheap to share in an `Arc`; all methods take `&self` and block, so
 /// call them from `spawn_blocking` in async code.
+///
+/// After an IO failure (a full disk) every write answers [`StoreError::Unavailable`] until
+/// [`Store::recover`] has reopened the file (`disk.rs`).
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// The open database; `None` only while [`Store::recover`] swaps it.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Why writes are refused, if they are.
+    health: disk::Health,
+    /// Free bytes below which telemetry is refused ([`AUTO_RESERVE`]: [`disk::auto_reserve`]).
+    reserve: AtomicU64,
     /// Committed entries of the `series` table, filled on first use by [`Store::ingest`].
     /// Only entries whose transaction committed are added, so it never names an id the file
     /// does not have.
     series_ids: Mutex<HashMap<String, u64>>,
     /// In-memory state of the downsampled tiers (`rollup.rs`).
     tiers: rollup::Tiers,
+}
+
+/// What `/healthz` and Patrol know about the store's disk.
+#[derive(Debug, Clone)]
+pub struct StoreStatus {
+    /// The database file.
+    pub path: PathBuf,
+    /// Its filesystem's size and free space, if readable.
+    pub space: Option<disk::DiskSpace>,
+    /// Free bytes kept for the audit log: telemetry is refused below it.
+    pub reserve: u64,
+    /// Why writes are refused, if they are.
+    pub failure: Option<disk::Failure>,
+}
+
+impl StoreStatus {
+    /// Why the store is degraded, if it is: a failed write, or telemetry refused for space.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(f) = &self.failure {
+            return Some(f.reason.clone());
+        }
+        let space = self.space?;
+        (space.free < self.reserve).then(|| {
+            format!(
+                "only {} free on the disk holding {}, below the {} reserve; telemetry is refused",
+                disk::bytes(space.free),
+                self.path.display(),
+                disk::bytes(self.reserve)
+            )
+        })
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -205,6 +253,19 @@ impl Store {
     /// another process, not a redb file); [`StoreError::UnsupportedSchema`] if it was written
     /// with another schema version; other variants for storage failures.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Self::open_db(path)?;
+        tracing::debug!(path = %path.display(), "store opened");
+        Ok(Self {
+            path: path.to_owned(),
+            db: RwLock::new(Some(Arc::new(db))),
+            health: disk::Health::default(),
+            reserve: AtomicU64::new(AUTO_RESERVE),
+            series_ids: Mutex::new(HashMap::new()),
+            tiers: rollup::Tiers::default(),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<Database, StoreError> {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)
@@ -252,12 +313,156 @@ impl Store {
             txn.open_table(webhooks::WEBHOOK_LOG)?;
         }
         txn.commit()?;
-        tracing::debug!(path = %path.display(), "store opened");
-        Ok(Self {
-            db,
-            series_ids: Mutex::new(HashMap::new()),
-            tiers: rollup::Tiers::default(),
-        })
+        Ok(db)
+    }
+
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable {
+                reason: format!("{} is being reopened", self.path.display()),
+            })
+    }
+
+    /// Starts a read transaction.
+    fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
+        let txn = self.database()?.begin_read();
+        txn.map_err(|e| self.noted(e.into()))
+    }
+
+    /// Starts a write transaction, or refuses at once while the store cannot write.
+    fn write_txn(&self) -> Result<WriteTransaction, StoreError> {
+        if let Some(f) = self.health.failure() {
+            return Err(StoreError::Unavailable { reason: f.reason });
+        }
+        let txn = self.database()?.begin_write();
+        txn.map_err(|e| self.noted(e.into()))
+    }
+
+    /// Commits `txn`; an IO failure puts the store in the "cannot write" state.
+    fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        txn.commit().map_err(|e| self.noted(e.into()))
+    }
+
+    /// Records an IO failure in [`Store::health`] and returns the error as
+    /// [`StoreError::Unavailable`]; other errors pass through.
+    fn noted(&self, err: StoreError) -> StoreError {
+        let reason = match disk::io_failure(&err) {
+            None => return err,
+            Some(disk::IoFailure::Os(e)) => {
+                format!("cannot write {}: {e}", self.path.display())
+            }
+            Some(disk::IoFailure::Previous) => match self.health.failure() {
+                Some(f) => f.reason,
+                None => format!("an earlier write to {} failed", self.path.display()),
+            },
+        };
+        if self.health.fail(reason.clone(), crate::now_ms()) {
+            tracing::error!(reason = %reason, "store cannot write; refusing writes until it is reopened");
+        }
+        StoreError::Unavailable { reason }
+    }
+
+    /// Sets the free-space reserve for the audit log (`None`: automatic; 0: none).
+    pub fn set_reserve(&self, bytes: Option<u64>) {
+        self.reserve
+            .store(bytes.unwrap_or(AUTO_RESERVE), Ordering::Relaxed);
+    }
+
+    /// The store's file, its filesystem's space, the reserve, and why writes are refused.
+    pub fn status(&self) -> StoreStatus {
+        let space = disk::DiskSpace::of(&self.path).ok();
+        let reserve = match self.reserve.load(Ordering::Relaxed) {
+            AUTO_RESERVE => space.map_or(0, |s| disk::auto_reserve(s.total)),
+            n => n,
+        };
+        StoreStatus {
+            path: self.path.clone(),
+            space,
+            reserve,
+            failure: self.health.failure(),
+        }
+    }
+
+    /// Refuses telemetry while free space is below the reserve, so the audit log keeps room.
+    fn check_telemetry_space(&self) -> Result<(), StoreError> {
+        let status = self.status();
+        if let Some(space) = status.space
+            && space.free < status.reserve
+        {
+            return Err(StoreError::Unavailable {
+                reason: format!(
+                    "only {} free on the disk holding {} (reserve for the audit log: {}); \
+                     telemetry is refused until space is freed",
+                    disk::bytes(space.free),
+                    self.path.display(),
+                    disk::bytes(status.reserve),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reopens the database after an IO failure, once the disk has room again: closes the
+    /// failed handle, opens the file (redb repairs it to its last commit) and checks that a
+    /// write commits. Returns whether the store can write again.
+    ///
+    /// # Errors
+    /// When the file still cannot be opened or written; the store stays unavailable and the
+    /// caller tries again later.
+    pub fn recover(&self) -> Result<bool, StoreError> {
+        if self.health.failure().is_none() {
+            return Ok(true);
+        }
+        if disk::DiskSpace::of(&self.path).is_ok_and(|s| s.free < RECOVER_MIN_FREE) {
+            return Ok(false);
+        }
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.take() {
+            // Other holders only clone the handle to begin a transaction; wait them out.
+            let mut old = old;
+            for _ in 0..100 {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        old = Arc::new(db);
+                        break;
+                    }
+                    Err(still) => {
+                        old = still;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
+            }
+            match Arc::try_unwrap(old) {
+                Ok(db) => {
+                    if let Err(e) = db.close() {
+                        tracing::debug!(error = %e, "closing the failed store handle");
+                    }
+                }
+                Err(still) => {
+                    *slot = Some(still);
+                    return Ok(false);
+                }
+            }
+        }
+        let db = Self::open_db(&self.path)?;
+        // A probe write proves the disk takes commits again.
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(keys::PROBE_KEY, u64::try_from(crate::now_ms()).unwrap_or(0))?;
+        }
+        txn.commit()?;
+        // Caches only ever hold committed state, but the failed handle may have committed
+        // less than they learned; start them afresh as a restart would.
+        self.series_cache().clear();
+        self.tiers.reset();
+        *slot = Some(Arc::new(db));
+        self.health.clear();
+        tracing::info!(path = %self.path.display(), "store reopened; writes resume");
+        Ok(true)
     }
 
     /// The series id cache. A panic while it was held cannot leave an uncommitted id in it

@@ -8,7 +8,7 @@ use super::keys::{
 };
 use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};
 use super::{ProvenanceRecord, ResourceRecord, Store, StoreError};
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use warden_shared::telemetry::metric_base;
@@ -35,7 +35,7 @@ impl Store {
     /// Storage failures.
     pub fn view(&self) -> Result<StoreView, StoreError> {
         Ok(StoreView {
-            txn: self.db.begin_read()?,
+            txn: self.read_txn()?,
         })
     }
 
@@ -44,7 +44,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn get_resource(&self, org: &str, id: &str) -> Result<Option<ResourceRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(RESOURCES)?;
         let k = resource_key(org, id);
         table
@@ -104,7 +104,7 @@ impl Store {
         if limit == 0 {
             return Ok(points);
         }
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let Some(series) = series_id(&txn, org, resource_id, metric)? else {
             return Ok(points);
         };
@@ -152,7 +152,7 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let Some(series) = series_id(&txn, org, resource_id, metric)? else {
             return Ok(0);
         };

@@ -31,6 +31,25 @@ pub struct AgentRecord {
     pub dropped_samples: u64,
     /// Last reported health, by collector name.
     pub collectors: BTreeMap<String, CollectorHealthRecord>,
+    /// The last time a second process presented this agent's identity while it was
+    /// connected (a copied key and certificate), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_conflict: Option<IdentityConflict>,
+}
+
+/// A second live process with one agent's identity, refused (see `ingest/session.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdentityConflict {
+    /// When the last one was refused, ms since the epoch.
+    pub last_ms: i64,
+    /// When the first one was refused.
+    pub first_ms: i64,
+    /// How many connections were refused.
+    pub refused: u64,
+    /// Address of the connected process.
+    pub connected_from: String,
+    /// Address of the last refused process.
+    pub refused_from: String,
 }
 
 /// The last reported health of one collector.

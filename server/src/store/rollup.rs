@@ -283,6 +283,11 @@ impl Tiers {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Forgets everything, as on open (after the database was reopened).
+    pub(super) fn reset(&self) {
+        *self.lock() = TierState::default();
+    }
+
     /// Records series ids allocated by a committed transaction, with their metric keys.
     pub(super) fn learn(&self, allocated: &[(u64, u64)]) {
         if allocated.is_empty() {
@@ -370,7 +375,7 @@ impl Store {
             return Ok(RollUp::default());
         }
         let mut out = RollUp::default();
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let marks = {
             let mut meta = txn.open_table(META)?;
             let samples = txn.open_table(SAMPLES)?;
@@ -440,7 +445,7 @@ impl Store {
             meta.insert(MINUTES_KEPT_KEY, bucket_to_meta(marks.kept))?;
             marks
         };
-        txn.commit()?;
+        self.commit(txn)?;
         state.marks = Some(marks);
         out.pending = !marks.done(target);
         if out.rows > 0 {

@@ -31,6 +31,7 @@ fn agent(id: &str) -> AgentRecord {
         protocol: None,
         dropped_samples: 0,
         collectors: BTreeMap::new(),
+        identity_conflict: None,
     }
 }
 
@@ -209,7 +210,7 @@ fn resource_records_from_before_provenance_still_decode() {
         "updated_at_ms": 1, "latest": {"cpu_pct": {"ts_ms": 1, "value": 2.0}}
     });
     {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.write_txn().unwrap();
         txn.open_table(RESOURCES)
             .unwrap()
             .insert(
@@ -724,7 +725,7 @@ fn failed_ingest_leaves_no_trace_and_series_ids_stay_consistent() {
     let (_dir, store) = open();
     // A corrupt agent record makes the ingest fail after it allocated series ids.
     {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.write_txn().unwrap();
         txn.open_table(AGENTS)
             .unwrap()
             .insert("bad", b"not json".as_slice())

@@ -14,7 +14,7 @@
 use super::audit::{AUDIT_HEADS, Head};
 use super::keys::{SEP, decode, encode};
 use super::{Store, StoreError};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// Endpoints by `org US id` -> JSON [`WebhookEndpoint`].
@@ -210,7 +210,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::AlreadyExists`] for a duplicate id; storage failures.
     pub fn webhook_create(&self, ep: &WebhookEndpoint) -> Result<WebhookState, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let key = endpoint_key(&ep.org_id, &ep.id);
         let state = {
             let mut eps = txn.open_table(WEBHOOKS)?;
@@ -238,7 +238,7 @@ impl Store {
                 .insert(key.as_str(), encode(STATE, &state)?.as_slice())?;
             state
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(state)
     }
 
@@ -247,7 +247,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn webhook_all(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let t = txn.open_table(WEBHOOKS)?;
         t.iter()?
             .map(|e| {
@@ -265,7 +265,7 @@ impl Store {
         &self,
         org: &str,
     ) -> Result<Vec<(WebhookEndpoint, WebhookState, usize)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let eps = txn.open_table(WEBHOOKS)?;
         let states = txn.open_table(WEBHOOK_STATE)?;
         let dead = txn.open_table(WEBHOOK_DEAD)?;
@@ -295,7 +295,7 @@ impl Store {
         org: &str,
         id: &str,
     ) -> Result<Option<(WebhookEndpoint, WebhookState, usize)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let key = endpoint_key(org, id);
         let Some(ep) = txn
             .open_table(WEBHOOKS)?
@@ -330,7 +330,7 @@ impl Store {
         id: &str,
         f: impl FnOnce(&mut WebhookEndpoint) -> Result<(), E>,
     ) -> Result<Option<Result<WebhookEndpoint, E>>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let key = endpoint_key(org, id);
         let updated = {
             let mut eps = txn.open_table(WEBHOOKS)?;
@@ -348,7 +348,7 @@ impl Store {
             eps.insert(key.as_str(), encode(ENDPOINT, &ep)?.as_slice())?;
             ep
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(Some(Ok(updated)))
     }
 
@@ -362,7 +362,7 @@ impl Store {
         org: &str,
         id: &str,
     ) -> Result<Option<WebhookEndpoint>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let key = endpoint_key(org, id);
         let removed = {
             let Some(ep) = txn
@@ -382,7 +382,7 @@ impl Store {
             }
             ep
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(Some(removed))
     }
 
@@ -391,7 +391,7 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn webhook_state(&self, org: &str, id: &str) -> Result<Option<WebhookState>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let key = endpoint_key(org, id);
         txn.open_table(WEBHOOK_STATE)?
             .get(key.as_str())?
@@ -410,7 +410,7 @@ impl Store {
         id: &str,
         c: &WebhookCommit,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let key = endpoint_key(org, id);
         {
             if txn.open_table(WEBHOOKS)?.get(key.as_str())?.is_none() {
@@ -456,7 +456,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(true)
     }
 
@@ -470,7 +470,7 @@ impl Store {
         id: &str,
         limit: usize,
     ) -> Result<Vec<DeliveryLog>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let (lo, hi) = sub_range(org, id);
         txn.open_table(WEBHOOK_LOG)?
             .range(lo.as_str()..hi.as_str())?
@@ -492,7 +492,7 @@ impl Store {
         org: &str,
         id: &str,
     ) -> Result<(Vec<DeadLetter>, Vec<Requeued>), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let (lo, hi) = sub_range(org, id);
         let dead = txn
             .open_table(WEBHOOK_DEAD)?
@@ -522,7 +522,7 @@ impl Store {
         org: &str,
         id: &str,
     ) -> Result<Option<Requeued>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read_txn()?;
         let (lo, hi) = sub_range(org, id);
         let t = txn.open_table(WEBHOOK_REQUEUED)?;
         let mut range = t.range(lo.as_str()..hi.as_str())?;
@@ -546,7 +546,7 @@ impl Store {
         delivery_seq: u64,
         now_ms: i64,
     ) -> Result<Option<DeadLetter>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write_txn()?;
         let key = sub_key(org, id, delivery_seq);
         let letter = {
             let Some(letter) = txn
@@ -566,7 +566,7 @@ impl Store {
                 .insert(key.as_str(), encode(REQUEUED, &r)?.as_slice())?;
             letter
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(Some(letter))
     }
 }

@@ -848,6 +848,7 @@ impl Agent {
             protocol: Some("1.2".into()),
             dropped_samples: 0,
             collectors: BTreeMap::new(),
+            identity_conflict: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::super::keys::{MINUTES_KEPT_KEY, SERIES, parse_tier_key, series_name};
 use super::*;
 use crate::store::{AggregateQuery, IngestItem};
-use redb::{ReadableDatabase, ReadableTableMetadata};
+use redb::ReadableTableMetadata;
 use std::collections::BTreeMap;
 use warden_shared::ids::ResourceId;
 use warden_shared::telemetry::{Sample, TelemetryBatch};
@@ -85,7 +85,7 @@ fn value(i: i64) -> f64 {
 }
 
 fn series_id(store: &Store, res: &str, metric: &str) -> u64 {
-    let txn = store.db.begin_read().unwrap();
+    let txn = store.read_txn().unwrap();
     let table = txn.open_table(SERIES).unwrap();
     let mut name = String::new();
     series_name(&mut name, ORG, res, metric);
@@ -101,7 +101,7 @@ enum Tier {
 
 /// All rows of a tier: (minute or hour, series) -> aggregate.
 fn rows(store: &Store, tier: Tier) -> BTreeMap<(i64, u64), Aggregate> {
-    let txn = store.db.begin_read().unwrap();
+    let txn = store.read_txn().unwrap();
     let mut out = BTreeMap::new();
     match tier {
         Tier::Minutes => {
@@ -136,7 +136,7 @@ fn rolled(store: &Store) -> Option<(i64, i64)> {
 }
 
 fn marks_of(store: &Store) -> Option<Marks> {
-    let txn = store.db.begin_read().unwrap();
+    let txn = store.read_txn().unwrap();
     marks(&txn.open_table(META).unwrap()).unwrap()
 }
 
@@ -495,7 +495,7 @@ fn a_file_without_tiers_reads_the_same_and_catches_up_in_steps() {
     let model = feed.model;
     // What a file written before the tiers existed looks like: no tier tables, no watermarks.
     {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.write_txn().unwrap();
         txn.delete_table(MINUTES).unwrap();
         txn.delete_table(HOURS).unwrap();
         let mut meta = txn.open_table(META).unwrap();
@@ -519,7 +519,7 @@ fn a_file_without_tiers_reads_the_same_and_catches_up_in_steps() {
     assert!(calls > 3, "{calls} calls");
     check_tiers(&store, &model);
     assert_eq!(rows(&store, Tier::Hours).len(), 4);
-    let txn = store.db.begin_read().unwrap();
+    let txn = store.read_txn().unwrap();
     assert_eq!(
         txn.open_table(HOURS).unwrap().len().unwrap(),
         2,
