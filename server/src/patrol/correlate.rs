@@ -2,6 +2,8 @@
 //! findings share a root cause, one root finding (source `correlation`) explains it and links
 //! them, and each linked finding names its root. Rules, in order (a finding joins one root):
 //!
+//! 0. **One pool, two views**: a PVE storage of type `zfspool` is a dataset of a ZFS pool the
+//!    same node reports; its capacity finding is linked under the pool's (no extra root).
 //! 1. **Backup target full**: backup findings of guests whose backups go to a storage (or PBS
 //!    datastore of the same name) that has a capacity finding.
 //! 2. **Node down**: findings on resources of a node that is offline or not Ready.
@@ -27,6 +29,7 @@ pub fn correlate(s: &Snapshot, t: &Thresholds, mut found: Vec<Detection>) -> Vec
     let by_id: HashMap<&str, &ResourceRecord> =
         s.resources.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut roots = Vec::new();
+    same_pool(&by_id, &mut found);
     backup_target_full(&by_id, &mut found, &mut roots);
     node_down(s, &mut found, &mut roots);
     saturated_node(&mut found, &mut roots);
@@ -66,8 +69,68 @@ fn root_on(r: &ResourceRecord, key: &str, category: Category) -> Detection {
     d
 }
 
+/// Not linked to a root, and not one itself.
 fn unlinked(d: &Detection) -> bool {
-    d.root_id.is_none() && d.source != Source::Correlation
+    d.root_id.is_none() && d.source != Source::Correlation && d.related.is_empty()
+}
+
+/// The id of the ZFS pool resource (`storage:<node>/zfs:<pool>`) a PVE storage of type
+/// `zfspool` lives on: the pool of the same name, or `rpool` for `local-zfs` (the installer's
+/// `rpool/data`). The storage list of PVE names no pool, so this is by name.
+fn pool_of(r: &ResourceRecord) -> Option<String> {
+    if r.kind != "storage" || r.attrs.get("plugin").and_then(|p| p.as_str()) != Some("zfspool") {
+        return None;
+    }
+    let node = r.node()?;
+    let pool = if r.name == "local-zfs" {
+        "rpool"
+    } else {
+        r.name.as_str()
+    };
+    Some(format!("storage:{node}/zfs:{pool}"))
+}
+
+/// Rule 0: a capacity finding of a `zfspool` PVE storage joins the same finding of its ZFS
+/// pool, which becomes its root: one full pool is one problem. The pool's finding takes the
+/// worse severity and names the storage in its evidence.
+fn same_pool(by_id: &HashMap<&str, &ResourceRecord>, found: &mut [Detection]) {
+    let pools: HashMap<(String, String), usize> = found
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.resource_type == "storage" && d.resource_id.contains("/zfs:"))
+        .map(|(i, d)| ((d.resource_id.clone(), d.key.clone()), i))
+        .collect();
+    if pools.is_empty() {
+        return;
+    }
+    for i in 0..found.len() {
+        if found[i].category != Category::Capacity || !unlinked(&found[i]) {
+            continue;
+        }
+        let Some(pool) = by_id
+            .get(found[i].resource_id.as_str())
+            .and_then(|r| pool_of(r))
+        else {
+            continue;
+        };
+        let Some(&p) = pools.get(&(pool, found[i].key.clone())) else {
+            continue;
+        };
+        let (id, root_id) = (found[i].finding_id(), found[p].finding_id());
+        found[i].root_id = Some(root_id);
+        let (severity, name, evidence) = (
+            found[i].severity,
+            found[i].resource_name.clone(),
+            found[i].evidence.clone(),
+        );
+        let root = &mut found[p];
+        root.related.push(id);
+        root.severity = root.severity.max(severity);
+        root.description
+            .push_str(&format!(" The PVE storage {name} is on this pool."));
+        root.evidence
+            .push_str(&format!("; PVE storage {name} on it: {evidence}"));
+    }
 }
 
 /// The backup storages a guest's backups go to: the `storage` labels of its
