@@ -541,6 +541,83 @@ mod tests {
     }
 
     #[test]
+    fn a_zfs_pool_and_its_pve_storage_are_one_problem() {
+        let on = |id: &str, node: &str, attrs: &[(&str, &str)]| {
+            let mut r = record(id, "available");
+            r.parent = Some(format!("node:{node}"));
+            for (k, v) in attrs {
+                r.attrs.insert((*k).into(), (*v).into());
+            }
+            r
+        };
+        let zfs = |node: &str, pool: &str| {
+            on(
+                &format!("storage:{node}/zfs:{pool}"),
+                node,
+                &[("plugin", "zfs"), ("pool", pool)],
+            )
+        };
+        let zfspool = |node: &str, name: &str| {
+            on(
+                &format!("storage:{node}/{name}"),
+                node,
+                &[("plugin", "zfspool")],
+            )
+        };
+        let mut s = Snapshot {
+            now_ms: NOW,
+            resources: vec![
+                zfs("pve1", "tank"),
+                zfspool("pve1", "tank"),
+                zfs("pve1", "rpool"),
+                zfspool("pve1", "local-zfs"),
+                // Another node's pool of the same name is another pool.
+                zfspool("pve2", "tank"),
+                // A directory storage is not a dataset of the pool.
+                on("storage:pve1/backup", "pve1", &[("plugin", "dir")]),
+            ],
+            ..Snapshot::default()
+        };
+        for (id, pct) in [
+            ("storage:pve1/zfs:tank", 85.0),
+            ("storage:pve1/tank", 91.0),
+            ("storage:pve1/zfs:rpool", 82.0),
+            ("storage:pve1/local-zfs", 81.0),
+            ("storage:pve2/tank", 92.0),
+            ("storage:pve1/backup", 83.0),
+        ] {
+            series(&mut s, id, "storage_used_pct", pct);
+        }
+        let found = run(&s);
+        assert!(roots(&found).is_empty(), "{found:#?}");
+        let get = |id: &str| found.iter().find(|d| d.resource_id == id).unwrap();
+        for (pool, storage) in [
+            ("storage:pve1/zfs:tank", "storage:pve1/tank"),
+            ("storage:pve1/zfs:rpool", "storage:pve1/local-zfs"),
+        ] {
+            let (p, st) = (get(pool), get(storage));
+            assert_eq!(st.root_id, Some(p.finding_id()), "{st:#?}");
+            assert_eq!(p.related, [st.finding_id()]);
+            assert_eq!(p.root_id, None);
+        }
+        // The pool takes the storage's worse severity and names it.
+        let tank = get("storage:pve1/zfs:tank");
+        assert_eq!(tank.severity, Severity::Critical);
+        assert!(
+            tank.evidence
+                .contains("; PVE storage tank on it: storage_used_pct >= 91.0 %"),
+            "{}",
+            tank.evidence
+        );
+        for alone in ["storage:pve2/tank", "storage:pve1/backup"] {
+            assert_eq!(get(alone).root_id, None, "{alone}");
+        }
+        // The findings list shows one finding per pool.
+        let shown = found.iter().filter(|d| d.root_id.is_none()).count();
+        assert_eq!(shown, 4, "{found:#?}");
+    }
+
+    #[test]
     fn a_down_node_explains_what_runs_on_it() {
         let mut pod_a = record("pod:k8s/shop/web-1", "CrashLoopBackOff");
         pod_a.attrs.insert("node".into(), "w2".into());

@@ -518,6 +518,122 @@ mod tests {
     }
 
     #[test]
+    fn an_interval_whose_bounds_read_the_same_is_said_once() {
+        assert_eq!(interval_text(0.2, 0.21), "about 5 hours");
+        assert_eq!(interval_text(2.0, 4.0), "2 days to 4 days");
+        assert_eq!(interval_text(0.5, 1.0), "12 hours to 1 day");
+        assert_eq!(interval_text(1.0, f64::INFINITY), "1 day to an unknown time");
+        assert_eq!(days_text(1.2), "1 day");
+        assert_eq!(days_text(1.0 / 24.0), "1 hour");
+        assert_eq!(range_text("0.2", "0.2", "–"), "0.2");
+        assert_eq!(range_text("0.2", "0.3", "–"), "0.2–0.3");
+        // A pool filling fast and steadily: both ends of the interval read the same.
+        use crate::store::ResourceRecord;
+        let now = 1_800_000_000_000;
+        let id = "storage:pve2/local-zfs";
+        let points: Vec<(i64, f64)> = (0..=12 * 12)
+            .map(|i| {
+                let t = now - 12 * HOUR + i * 300_000;
+                (t, 41.0 + 6.0 * (t - (now - 12 * HOUR)) as f64 / HOUR as f64 / 2.4)
+            })
+            .collect();
+        let mut s = Snapshot {
+            now_ms: now,
+            resources: vec![ResourceRecord {
+                id: id.into(),
+                kind: "storage".into(),
+                name: "local-zfs".into(),
+                ..ResourceRecord::default()
+            }],
+            ..Snapshot::default()
+        };
+        s.trend_history
+            .insert((id.into(), "storage_used_pct".into()), points);
+        let found = detect(&s, &ForecastConfig::default());
+        let d = &found[0];
+        // 71 % now, 2.5 points an hour: 11.6 hours.
+        assert!(
+            d.description.contains("at 100 % in about 12 hours (High confidence)"),
+            "{}",
+            d.description
+        );
+        assert!(d.evidence.ends_with("(95 %: 0.5)"), "{}", d.evidence);
+    }
+
+    #[test]
+    fn a_datastore_watched_too_briefly_takes_the_estimate_of_pbs() {
+        use crate::store::{LatestSample, ResourceRecord};
+        let now = 1_800_000_000_000;
+        let datastore = |name: &str, days: f64, read_ms: i64| {
+            let mut r = ResourceRecord {
+                id: format!("pbs-datastore:pbs1/{name}"),
+                kind: "pbs-datastore".into(),
+                name: name.into(),
+                ..ResourceRecord::default()
+            };
+            for (m, v, ts) in [
+                ("datastore_days_to_full", days, read_ms),
+                ("datastore_used_pct", 64.0, now),
+            ] {
+                r.latest.insert(m.into(), LatestSample { ts_ms: ts, value: v });
+            }
+            r
+        };
+        let flat = |hours: i64| -> Vec<(i64, f64)> {
+            (0..=hours * 12)
+                .map(|i| (now - hours * HOUR + i * 300_000, 64.0))
+                .collect()
+        };
+        let mut s = Snapshot {
+            now_ms: now,
+            resources: vec![
+                // Four hours of history: PBS's 5.5 days, read a day ago, count.
+                datastore("young", 5.5, now - DAY),
+                // No history at all, PBS says 2 days: critical.
+                datastore("new", 2.0, now),
+                // A week of flat history: Warden's own "no forecast" stands.
+                datastore("old", 2.0, now),
+                // PBS far out: nothing.
+                datastore("roomy", 400.0, now),
+            ],
+            ..Snapshot::default()
+        };
+        for (name, hours) in [("young", 4), ("old", 7 * 24), ("roomy", 2)] {
+            s.trend_history.insert(
+                (
+                    format!("pbs-datastore:pbs1/{name}"),
+                    "datastore_used_pct".into(),
+                ),
+                flat(hours),
+            );
+        }
+        let found = detect(&s, &ForecastConfig::default());
+        let got: Vec<(&str, Severity)> = found
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pbs-datastore:pbs1/young", Severity::Warning),
+                ("pbs-datastore:pbs1/new", Severity::Critical),
+            ]
+        );
+        let d = &found[0];
+        assert_eq!((d.key.as_str(), d.source), ("storage-forecast", Source::Forecast));
+        assert_eq!(d.title, "young is at 64 %; PBS expects it full in ~5 days");
+        assert!(
+            d.evidence
+                .starts_with("datastore_days_to_full = 4.5 (PBS's estimated-full-date); Warden's history: 4.0 h"),
+            "{}",
+            d.evidence
+        );
+        let cf = d.capacity_forecast.as_ref().unwrap();
+        assert!((cf.days_to_full - 4.5).abs() < 1e-9, "{cf:?}");
+        assert!((cf.daily_change_pct - 8.0).abs() < 1e-9, "{cf:?}");
+    }
+
+    #[test]
     fn a_textbook_pool() {
         // 60 % a week ago, +4 points a day, sampled every minute without noise: 88 % now,
         // full in 3 days.

@@ -524,24 +524,35 @@ fn crash_cause(r: &ResourceRecord) -> (String, String) {
     };
     let advice = match (reason, code) {
         (Some("OOMKilled"), _) => format!(
-            "The container was killed for using more memory than its limit: restarting it will              not help. Raise `resources.limits.memory` (and the request) of the container in              its workload, or find what makes it grow ({logs} shows the last output before the              kill)."
+            "The container was killed for using more memory than its limit: restarting it will \
+             not help. Raise `resources.limits.memory` (and the request) of the container in \
+             its workload, or find what makes it grow ({logs} shows the last output before the \
+             kill)."
         ),
         (_, Some(137)) => format!(
-            "Exit code 137 without an OOM kill is a SIGKILL from outside, usually a failing              liveness probe: check the probe's path, timeout and initialDelaySeconds in              `kubectl describe pod {} -n {ns}`, and read {logs}.",
+            "Exit code 137 without an OOM kill is a SIGKILL from outside, usually a failing \
+             liveness probe: check the probe's path, timeout and initialDelaySeconds in \
+             `kubectl describe pod {} -n {ns}`, and read {logs}.",
             r.name
         ),
         (_, Some(126 | 127)) | (Some("ContainerCannotRun" | "StartError"), _) => format!(
-            "The container cannot start its command (exit 127: not found, 126: not              executable): check the image's entrypoint and the pod's `command`/`args`;              `kubectl describe pod {} -n {ns}` shows the runtime's error.",
+            "The container cannot start its command (exit 127: not found, 126: not \
+             executable): check the image's entrypoint and the pod's `command`/`args`; \
+             `kubectl describe pod {} -n {ns}` shows the runtime's error.",
             r.name
         ),
         (_, Some(0)) | (Some("Completed"), _) => format!(
-            "The container exits successfully, and its pod's restartPolicy starts it again:              its main process must keep running (or the work belongs in a Job). Read {logs}."
+            "The container exits successfully, and its pod's restartPolicy starts it again: \
+             its main process must keep running (or the work belongs in a Job). Read {logs}."
         ),
         (_, Some(code)) => format!(
-            "The application exits with code {code}: read why in the previous container's log,              {logs}, and the pod's events; fix the crash or its configuration (a missing              setting, secret or dependency)."
+            "The application exits with code {code}: read why in the previous container's log, \
+             {logs}, and the pod's events; fix the crash or its configuration (a missing \
+             setting, secret or dependency)."
         ),
         _ => format!(
-            "Read the previous container's log ({logs}) and the pod's events; fix the crash or              its configuration."
+            "Read the previous container's log ({logs}) and the pod's events; fix the crash or \
+             its configuration."
         ),
     };
     (cause, advice)
@@ -1786,7 +1797,7 @@ mod tests {
                 (
                     "replication:demo/100-0",
                     "replication-failing",
-                    Severity::Warning
+                    Severity::Critical
                 ),
                 ("docker:h/worker", "container-oom", Severity::Warning),
                 ("docker:h/flappy", "container-restarts", Severity::Warning),
@@ -1811,6 +1822,346 @@ mod tests {
     fn latest_at(r: &mut ResourceRecord, metric: &str, value: f64, ts_ms: i64) {
         r.latest
             .insert(metric.into(), LatestSample { ts_ms, value });
+    }
+
+    fn attr(r: &mut ResourceRecord, k: &str, v: impl Into<serde_json::Value>) {
+        r.attrs.insert(k.into(), v.into());
+    }
+
+    #[test]
+    fn pending_updates_are_info_and_a_node_without_any_is_silent() {
+        let mut some = record("node:pve1", "online");
+        latest(&mut some, "updates_pending", 14.0);
+        let mut one = record("node:pve2", "online");
+        latest(&mut one, "updates_pending", 1.0);
+        let mut none = record("node:pve3", "online");
+        latest(&mut none, "updates_pending", 0.0);
+        let unknown = record("node:pve4", "online");
+        let found = found(vec![some, one, none, unknown], &Thresholds::default());
+        let got: Vec<(&str, &str, Severity)> = found
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.key.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("node:pve1", "updates-pending", Severity::Info),
+                ("node:pve2", "updates-pending", Severity::Info),
+            ]
+        );
+        assert_eq!(found[0].title, "pve1: 14 package updates pending");
+        assert_eq!(found[1].title, "pve2: 1 package update pending");
+        assert_eq!(found[0].evidence, "updates_pending = 14");
+        assert!(found[0].recommendation.contains("apt full-upgrade"));
+        assert!(found[0].recommendation.contains("security"));
+    }
+
+    #[test]
+    fn failed_tasks_beyond_the_failed_backups_of_the_nodes_guests() {
+        let node = |name: &str, failed: f64| {
+            let mut r = record(&format!("node:{name}"), "online");
+            latest(&mut r, "tasks_failed_24h", failed);
+            r
+        };
+        let guest = |vmid: u32, node: &str, failed: f64| {
+            let mut r = record(&format!("vm:c/{vmid}"), "running");
+            attr(&mut r, "node", node);
+            latest(&mut r, "backup_failed_24h", failed);
+            latest(&mut r, "backup_last_age_seconds{storage=\"pbs\"}", 3600.0);
+            r
+        };
+        let resources = vec![
+            // Its one failure is the backup `backup-failed` reports.
+            node("pve1", 1.0),
+            guest(100, "pve1", 1.0),
+            // Two migrations failed besides a backup.
+            node("pve2", 3.0),
+            guest(101, "pve2", 1.0),
+            // Six failures, no guest's.
+            node("pve3", 6.0),
+            node("pve4", 0.0),
+        ];
+        let found = found(resources, &Thresholds::default());
+        let tasks: Vec<(&str, Severity)> = found
+            .iter()
+            .filter(|d| d.key == "tasks-failed")
+            .map(|d| (d.resource_id.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            tasks,
+            [("node:pve2", Severity::Watch), ("node:pve3", Severity::Warning)]
+        );
+        let pve2 = found.iter().find(|d| d.resource_id == "node:pve2").unwrap();
+        assert_eq!(pve2.title, "pve2: 2 tasks failed in the last 24 hours");
+        assert!(
+            pve2.evidence
+                .starts_with("tasks_failed_24h = 3, of which 1 failed backups"),
+            "{}",
+            pve2.evidence
+        );
+        assert!(pve2.recommendation.contains("pvenode task list --errors 1"));
+    }
+
+    #[test]
+    fn kubernetes_node_pressure_names_each_condition() {
+        let node = |name: &str, status: &str, memory: bool, disk: bool, pid: bool| {
+            let mut r = record(&format!("k8s-node:k/{name}"), status);
+            attr(&mut r, "memory_pressure", memory);
+            attr(&mut r, "disk_pressure", disk);
+            attr(&mut r, "pid_pressure", pid);
+            r
+        };
+        let mut both = node("w1", "Ready", true, true, false);
+        attr(
+            &mut both,
+            "last_warning",
+            "EvictionThresholdMet: Attempting to reclaim memory",
+        );
+        let resources = vec![
+            both,
+            node("w2", "Ready", false, false, true),
+            node("w3", "Ready", false, false, false),
+            // Not Ready says it all.
+            node("w4", "NotReady", true, false, false),
+        ];
+        let found = found(resources, &Thresholds::default());
+        let got: Vec<(&str, &str, Severity)> = found
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.key.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("k8s-node:k/w1", "k8s-node-pressure", Severity::Warning),
+                ("k8s-node:k/w2", "k8s-node-pressure", Severity::Warning),
+                ("k8s-node:k/w4", "k8s-node-not-ready", Severity::Critical),
+            ]
+        );
+        assert_eq!(
+            found[0].evidence,
+            "MemoryPressure = True; DiskPressure = True; last warning: EvictionThresholdMet: \
+             Attempting to reclaim memory"
+        );
+        assert!(found[0].recommendation.contains("kubectl top pods"));
+        assert!(found[0].recommendation.contains("crictl rmi --prune"));
+        assert!(found[1].title.ends_with("under PIDPressure"), "{}", found[1].title);
+        assert!(found[1].recommendation.contains("podPidsLimit"));
+    }
+
+    #[test]
+    fn a_warning_storm_counts_only_warnings_no_finding_explains() {
+        let cluster = |name: &str, warnings: f64| {
+            let mut r = record(&format!("k8s-cluster:{name}"), "reachable");
+            latest(&mut r, "warning_events_1h", warnings);
+            r
+        };
+        let pod = |id: &str, status: &str, warnings: f64, ts: i64, last: &str| {
+            let mut r = record(id, status);
+            latest_at(&mut r, "warning_events_1h", warnings, ts);
+            attr(&mut r, "last_warning", last);
+            r
+        };
+        let dns = "DNSConfigForming: Nameserver limits were exceeded";
+        let resources = vec![
+            // 130 unexplained of 400: the crash loop's 270 have their finding.
+            cluster("a", 400.0),
+            pod("pod:a/shop/crash", "CrashLoopBackOff", 270.0, NOW, "BackOff: Back-off"),
+            pod("pod:a/shop/web-1", "Running", 70.0, NOW, dns),
+            pod("pod:a/shop/web-2", "Running", 60.0, NOW, dns),
+            // Aged out an hour ago: no longer counted or named.
+            pod("pod:a/shop/old", "Running", 900.0, NOW - 3_600_000, dns),
+            // 600 on one cluster: warning.
+            cluster("b", 600.0),
+            pod("pod:b/x/y", "Running", 600.0, NOW, dns),
+            // 150, but 100 of them explained: quiet.
+            cluster("c", 150.0),
+            pod("pod:c/x/crash", "CrashLoopBackOff", 100.0, NOW, "BackOff"),
+            cluster("d", 99.0),
+        ];
+        let found = found(resources, &Thresholds::default());
+        let storms: Vec<(&str, Severity)> = found
+            .iter()
+            .filter(|d| d.key == "k8s-warning-storm")
+            .map(|d| (d.resource_id.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            storms,
+            [
+                ("k8s-cluster:a", Severity::Watch),
+                ("k8s-cluster:b", Severity::Warning)
+            ]
+        );
+        let a = found.iter().find(|d| d.resource_id == "k8s-cluster:a").unwrap();
+        assert_eq!(a.title, "Kubernetes cluster a: 130 warning events in the last hour");
+        assert!(
+            a.evidence.starts_with(
+                "warning_events_1h = 400, 270 on objects with their own finding"
+            ),
+            "{}",
+            a.evidence
+        );
+        assert!(
+            a.evidence.contains(&format!(
+                "most: pod:a/shop/web-1 70 ({dns}); pod:a/shop/web-2 60"
+            )),
+            "{}",
+            a.evidence
+        );
+        assert!(!a.evidence.contains("old"), "{}", a.evidence);
+    }
+
+    #[test]
+    fn crash_loop_evidence_names_the_cause_and_the_advice_follows_it() {
+        let crash = |name: &str, reason: Option<&str>, code: Option<i64>| {
+            let mut r = record(&format!("pod:k/shop/{name}"), "CrashLoopBackOff");
+            attr(&mut r, "namespace", "shop");
+            latest(&mut r, "restarts", 9.0);
+            if let Some(reason) = reason {
+                attr(&mut r, "last_termination_reason", reason);
+            }
+            if let Some(code) = code {
+                attr(&mut r, "last_exit_code", code);
+            }
+            r
+        };
+        let found = found(
+            vec![
+                crash("oom", Some("OOMKilled"), Some(137)),
+                crash("error", Some("Error"), Some(1)),
+                crash("killed", Some("Error"), Some(137)),
+                crash("done", Some("Completed"), Some(0)),
+                crash("nocmd", Some("StartError"), Some(128)),
+                crash("unknown", None, None),
+            ],
+            &Thresholds::default(),
+        );
+        let by = |name: &str| {
+            found
+                .iter()
+                .find(|d| d.resource_id == format!("pod:k/shop/{name}"))
+                .unwrap()
+        };
+        let oom = by("oom");
+        assert_eq!(
+            oom.evidence,
+            "status CrashLoopBackOff, restarts = 9; last termination: OOMKilled (exit code 137)"
+        );
+        assert!(oom.recommendation.contains("resources.limits.memory"));
+        assert!(oom.recommendation.contains("restarting it will not help"));
+        let error = by("error");
+        assert!(error.evidence.ends_with("last termination: Error (exit code 1)"));
+        assert!(
+            error
+                .recommendation
+                .contains("`kubectl logs error -n shop --previous`"),
+            "{}",
+            error.recommendation
+        );
+        assert!(!error.recommendation.contains("memory"));
+        assert!(by("killed").recommendation.contains("liveness probe"));
+        assert!(by("done").recommendation.contains("restartPolicy"));
+        assert!(by("nocmd").recommendation.contains("entrypoint"));
+        assert!(by("unknown").evidence.ends_with("last termination: unknown"));
+    }
+
+    #[test]
+    fn severity_policy_escalates_what_puts_data_or_service_at_risk() {
+        let t = Thresholds::default();
+        let mut resources = Vec::new();
+        // Backups: 3 days old is a warning, 5 days critical.
+        for (vmid, days) in [(100, 3.0), (101, 5.0)] {
+            let mut g = record(&format!("vm:c/{vmid}"), "running");
+            latest(
+                &mut g,
+                "backup_last_age_seconds{storage=\"pbs\"}",
+                days * 86_400.0,
+            );
+            resources.push(g);
+        }
+        // PBS: a failed verify is critical at once; GC after repeated failures.
+        let mut ds = record("pbs-datastore:pbs/a", "available");
+        latest(&mut ds, "job_last_ok{job=\"verify/v1\"}", 0.0);
+        latest(&mut ds, "job_last_ok{job=\"gc\"}", 0.0);
+        latest(&mut ds, "tasks_failed_24h", 2.0);
+        resources.push(ds);
+        let mut ds = record("pbs-datastore:pbs/b", "available");
+        latest(&mut ds, "job_last_ok{job=\"gc\"}", 0.0);
+        latest(&mut ds, "job_last_ok{job=\"sync/s1\"}", 0.0);
+        latest(&mut ds, "tasks_failed_24h", 3.0);
+        resources.push(ds);
+        // Replication: one failure a warning, three in a row critical.
+        for (job, fails) in [("100-0", 1), ("101-0", 3)] {
+            let mut r = record(&format!("replication:c/{job}"), "failing");
+            attr(&mut r, "fail_count", fails);
+            resources.push(r);
+        }
+        // A crash-looping pod whose deployment still serves, and one whose does not.
+        for (name, desired, unavailable) in [("web", 3.0, 1.0), ("db", 1.0, 1.0)] {
+            let wid = format!("k8s-workload:k/shop/deployment/{name}");
+            let mut w = record(&wid, "Degraded");
+            latest(&mut w, "replicas_desired", desired);
+            latest(&mut w, "replicas_unavailable", unavailable);
+            resources.push(w);
+            let mut p = record(&format!("pod:k/shop/{name}-1"), "CrashLoopBackOff");
+            attr(&mut p, "workload", wid.as_str());
+            resources.push(p);
+        }
+        let f = found(resources, &t);
+        let want = [
+            ("vm:c/100", "backup-age", Severity::Warning),
+            ("vm:c/101", "backup-age", Severity::Critical),
+            ("pbs-datastore:pbs/a", "pbs-verify/v1-failed", Severity::Critical),
+            ("pbs-datastore:pbs/a", "pbs-gc-failed", Severity::Warning),
+            ("pbs-datastore:pbs/b", "pbs-gc-failed", Severity::Critical),
+            ("pbs-datastore:pbs/b", "pbs-sync/s1-failed", Severity::Critical),
+            ("replication:c/100-0", "replication-failing", Severity::Warning),
+            ("replication:c/101-0", "replication-failing", Severity::Critical),
+            ("pod:k/shop/web-1", "pod-crashloop", Severity::Warning),
+            (
+                "k8s-workload:k/shop/deployment/web",
+                "replicas-unavailable",
+                Severity::Warning,
+            ),
+            ("pod:k/shop/db-1", "pod-crashloop", Severity::Critical),
+            (
+                "k8s-workload:k/shop/deployment/db",
+                "replicas-unavailable",
+                Severity::Critical,
+            ),
+        ];
+        for (id, key, severity) in want {
+            assert_eq!(sev(&f, id, key), Some(severity), "{id} {key}: {f:#?}");
+        }
+        assert_eq!(f.len(), want.len(), "{f:#?}");
+        let db = f.iter().find(|d| d.resource_id == "pod:k/shop/db-1").unwrap();
+        assert!(db.evidence.contains("has no replica available"), "{}", db.evidence);
+        let old = f.iter().find(|d| d.resource_id == "vm:c/101").unwrap();
+        assert!(old.evidence.contains("critical over 345600"), "{}", old.evidence);
+    }
+
+    #[test]
+    fn a_container_restarting_ten_times_an_hour_is_critical() {
+        let mut s = Snapshot {
+            now_ms: NOW,
+            resources: vec![
+                record("docker:h/flappy", "running"),
+                record("docker:h/dead", "running"),
+            ],
+            ..Snapshot::default()
+        };
+        series(&mut s, "docker:h/flappy", "restart_count", 60, |m| {
+            (m / 15) as f64
+        });
+        series(&mut s, "docker:h/dead", "restart_count", 60, |m| (m / 5) as f64);
+        let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
+        assert_eq!(
+            sev(&found, "docker:h/flappy", "container-restarts"),
+            Some(Severity::Warning)
+        );
+        assert_eq!(
+            sev(&found, "docker:h/dead", "container-restarts"),
+            Some(Severity::Critical)
+        );
     }
 
     fn found(resources: Vec<ResourceRecord>, t: &Thresholds) -> Vec<Detection> {
