@@ -406,10 +406,13 @@ fn kubernetes_signals_become_findings_with_their_cause() {
                 .find(|f| f["resource_id"] == id && f["key"] == key)
                 .cloned()
         };
+        // All 120 warnings counted (the watch delivers them one by one).
+        let storm = get(&cluster, "k8s-warning-storm")
+            .filter(|f| f["evidence"].as_str().is_some_and(|e| e.contains(" 120 (")))?;
         let got = (
             get(&pod, "pod-crashloop")?,
             get(&node, "k8s-node-pressure")?,
-            get(&cluster, "k8s-warning-storm")?,
+            storm,
         );
         std::thread::sleep(Duration::from_millis(500));
         Some(got)
