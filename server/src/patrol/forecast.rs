@@ -272,7 +272,8 @@ fn pbs_estimate(
         cfg.min_span_hours
     );
     if let Some(u) = used {
-        d.evidence.push_str(&format!("; datastore_used_pct = {u:.1} %"));
+        d.evidence
+            .push_str(&format!("; datastore_used_pct = {u:.1} %"));
         d.capacity_forecast = Some(CapacityForecast {
             metric: "datastore_used_pct".into(),
             current_pct: u,
@@ -522,7 +523,10 @@ mod tests {
         assert_eq!(interval_text(0.2, 0.21), "about 5 hours");
         assert_eq!(interval_text(2.0, 4.0), "2 days to 4 days");
         assert_eq!(interval_text(0.5, 1.0), "12 hours to 1 day");
-        assert_eq!(interval_text(1.0, f64::INFINITY), "1 day to an unknown time");
+        assert_eq!(
+            interval_text(1.0, f64::INFINITY),
+            "1 day to an unknown time"
+        );
         assert_eq!(days_text(1.2), "1 day");
         assert_eq!(days_text(1.0 / 24.0), "1 hour");
         assert_eq!(range_text("0.2", "0.2", "–"), "0.2");
@@ -534,7 +538,10 @@ mod tests {
         let points: Vec<(i64, f64)> = (0..=12 * 12)
             .map(|i| {
                 let t = now - 12 * HOUR + i * 300_000;
-                (t, 41.0 + 6.0 * (t - (now - 12 * HOUR)) as f64 / HOUR as f64 / 2.4)
+                (
+                    t,
+                    41.0 + 6.0 * (t - (now - 12 * HOUR)) as f64 / HOUR as f64 / 2.4,
+                )
             })
             .collect();
         let mut s = Snapshot {
@@ -553,7 +560,8 @@ mod tests {
         let d = &found[0];
         // 71 % now, 2.5 points an hour: 11.6 hours.
         assert!(
-            d.description.contains("at 100 % in about 12 hours (High confidence)"),
+            d.description
+                .contains("at 100 % in about 12 hours (High confidence)"),
             "{}",
             d.description
         );
@@ -575,7 +583,13 @@ mod tests {
                 ("datastore_days_to_full", days, read_ms),
                 ("datastore_used_pct", 64.0, now),
             ] {
-                r.latest.insert(m.into(), LatestSample { ts_ms: ts, value: v });
+                r.latest.insert(
+                    m.into(),
+                    LatestSample {
+                        ts_ms: ts,
+                        value: v,
+                    },
+                );
             }
             r
         };
@@ -620,11 +634,15 @@ mod tests {
             ]
         );
         let d = &found[0];
-        assert_eq!((d.key.as_str(), d.source), ("storage-forecast", Source::Forecast));
+        assert_eq!(
+            (d.key.as_str(), d.source),
+            ("storage-forecast", Source::Forecast)
+        );
         assert_eq!(d.title, "young is at 64 %; PBS expects it full in ~5 days");
         assert!(
-            d.evidence
-                .starts_with("datastore_days_to_full = 4.5 (PBS's estimated-full-date); Warden's history: 4.0 h"),
+            d.evidence.starts_with(
+                "datastore_days_to_full = 4.5 (PBS's estimated-full-date); Warden's history: 4.0 h"
+            ),
             "{}",
             d.evidence
         );

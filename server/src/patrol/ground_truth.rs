@@ -2562,12 +2562,12 @@ fn expected(t: Trouble) -> Vec<Expect> {
                 .num("fs_used_pct{mount=\"/\"} = ", 90.9, 91.1)
                 .text("(109.2 of 120.0 GiB)"),
         ],
-        Trouble::UpdatesPending => vec![
-            want("node:pve2", "updates-pending", Severity::Info).text("updates_pending = 14"),
-        ],
-        Trouble::TasksFailed => vec![
-            want("node:pve4", "tasks-failed", Severity::Watch).text("tasks_failed_24h = 3"),
-        ],
+        Trouble::UpdatesPending => {
+            vec![want("node:pve2", "updates-pending", Severity::Info).text("updates_pending = 14")]
+        }
+        Trouble::TasksFailed => {
+            vec![want("node:pve4", "tasks-failed", Severity::Watch).text("tasks_failed_24h = 3")]
+        }
         Trouble::K8sNodePressure => vec![
             want(
                 &format!("k8s-node:{K8S}/worker-3"),

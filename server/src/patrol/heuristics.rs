@@ -135,7 +135,10 @@ struct Fleet<'a> {
 impl<'a> Fleet<'a> {
     fn of(resources: &'a [ResourceRecord]) -> Self {
         let mut backup_failures: HashMap<String, f64> = HashMap::new();
-        for r in resources.iter().filter(|r| matches!(r.kind.as_str(), "vm" | "lxc")) {
+        for r in resources
+            .iter()
+            .filter(|r| matches!(r.kind.as_str(), "vm" | "lxc"))
+        {
             if let Some(n) = latest_value(r, "backup_failed_24h").filter(|n| *n > 0.0)
                 && let Some(node) = r.node()
             {
@@ -837,7 +840,10 @@ fn replication(r: &ResourceRecord, out: &mut Vec<Detection>) {
     }
     // One failed run is retried at the next schedule; from the third in a row the replica is
     // falling behind and a failover would lose data.
-    let fail_count = r.attrs.get("fail_count").and_then(serde_json::Value::as_f64);
+    let fail_count = r
+        .attrs
+        .get("fail_count")
+        .and_then(serde_json::Value::as_f64);
     let severity = if fail_count.is_some_and(|n| n >= REPLICATION_REPEATED_FAILURES) {
         Severity::Critical
     } else {
@@ -1362,7 +1368,10 @@ fn failed_tasks(fleet: &Fleet<'_>, r: &ResourceRecord, out: &mut Vec<Detection>)
     };
     let mut d = Detection::on(r, "tasks-failed", severity, Category::Reliability);
     let plural = if other == 1.0 { "" } else { "s" };
-    d.title = format!("{}: {other:.0} task{plural} failed in the last 24 hours", r.name);
+    d.title = format!(
+        "{}: {other:.0} task{plural} failed in the last 24 hours",
+        r.name
+    );
     d.description = format!(
         "{other:.0} task{plural} on {} ended with an error in the last 24 hours (migrations, \
          snapshots, disk moves, backup jobs and the like), besides the failed backups of its \
@@ -1471,8 +1480,14 @@ fn warning_storms(resources: &[ResourceRecord], out: &mut Vec<Detection>) {
         let Some(l) = r.latest.get(METRIC).filter(|l| l.value > 0.0) else {
             continue;
         };
-        if let Some(cluster) = r.id.split_once(':').and_then(|(_, rest)| rest.split('/').next()) {
-            clusters.entry(cluster).or_default().push((l.value, l.ts_ms, r));
+        if let Some(cluster) =
+            r.id.split_once(':')
+                .and_then(|(_, rest)| rest.split('/').next())
+        {
+            clusters
+                .entry(cluster)
+                .or_default()
+                .push((l.value, l.ts_ms, r));
         }
     }
     let mut found = Vec::new();
@@ -1889,7 +1904,10 @@ mod tests {
             .collect();
         assert_eq!(
             tasks,
-            [("node:pve2", Severity::Watch), ("node:pve3", Severity::Warning)]
+            [
+                ("node:pve2", Severity::Watch),
+                ("node:pve3", Severity::Warning)
+            ]
         );
         let pve2 = found.iter().find(|d| d.resource_id == "node:pve2").unwrap();
         assert_eq!(pve2.title, "pve2: 2 tasks failed in the last 24 hours");
@@ -1944,7 +1962,11 @@ mod tests {
         );
         assert!(found[0].recommendation.contains("kubectl top pods"));
         assert!(found[0].recommendation.contains("crictl rmi --prune"));
-        assert!(found[1].title.ends_with("under PIDPressure"), "{}", found[1].title);
+        assert!(
+            found[1].title.ends_with("under PIDPressure"),
+            "{}",
+            found[1].title
+        );
         assert!(found[1].recommendation.contains("podPidsLimit"));
     }
 
@@ -1965,7 +1987,13 @@ mod tests {
         let resources = vec![
             // 130 unexplained of 400: the crash loop's 270 have their finding.
             cluster("a", 400.0),
-            pod("pod:a/shop/crash", "CrashLoopBackOff", 270.0, NOW, "BackOff: Back-off"),
+            pod(
+                "pod:a/shop/crash",
+                "CrashLoopBackOff",
+                270.0,
+                NOW,
+                "BackOff: Back-off",
+            ),
             pod("pod:a/shop/web-1", "Running", 70.0, NOW, dns),
             pod("pod:a/shop/web-2", "Running", 60.0, NOW, dns),
             // Aged out an hour ago: no longer counted or named.
@@ -1991,12 +2019,17 @@ mod tests {
                 ("k8s-cluster:b", Severity::Warning)
             ]
         );
-        let a = found.iter().find(|d| d.resource_id == "k8s-cluster:a").unwrap();
-        assert_eq!(a.title, "Kubernetes cluster a: 130 warning events in the last hour");
+        let a = found
+            .iter()
+            .find(|d| d.resource_id == "k8s-cluster:a")
+            .unwrap();
+        assert_eq!(
+            a.title,
+            "Kubernetes cluster a: 130 warning events in the last hour"
+        );
         assert!(
-            a.evidence.starts_with(
-                "warning_events_1h = 400, 270 on objects with their own finding"
-            ),
+            a.evidence
+                .starts_with("warning_events_1h = 400, 270 on objects with their own finding"),
             "{}",
             a.evidence
         );
@@ -2049,7 +2082,11 @@ mod tests {
         assert!(oom.recommendation.contains("resources.limits.memory"));
         assert!(oom.recommendation.contains("restarting it will not help"));
         let error = by("error");
-        assert!(error.evidence.ends_with("last termination: Error (exit code 1)"));
+        assert!(
+            error
+                .evidence
+                .ends_with("last termination: Error (exit code 1)")
+        );
         assert!(
             error
                 .recommendation
@@ -2061,7 +2098,11 @@ mod tests {
         assert!(by("killed").recommendation.contains("liveness probe"));
         assert!(by("done").recommendation.contains("restartPolicy"));
         assert!(by("nocmd").recommendation.contains("entrypoint"));
-        assert!(by("unknown").evidence.ends_with("last termination: unknown"));
+        assert!(
+            by("unknown")
+                .evidence
+                .ends_with("last termination: unknown")
+        );
     }
 
     #[test]
@@ -2110,12 +2151,28 @@ mod tests {
         let want = [
             ("vm:c/100", "backup-age", Severity::Warning),
             ("vm:c/101", "backup-age", Severity::Critical),
-            ("pbs-datastore:pbs/a", "pbs-verify/v1-failed", Severity::Critical),
+            (
+                "pbs-datastore:pbs/a",
+                "pbs-verify/v1-failed",
+                Severity::Critical,
+            ),
             ("pbs-datastore:pbs/a", "pbs-gc-failed", Severity::Warning),
             ("pbs-datastore:pbs/b", "pbs-gc-failed", Severity::Critical),
-            ("pbs-datastore:pbs/b", "pbs-sync/s1-failed", Severity::Critical),
-            ("replication:c/100-0", "replication-failing", Severity::Warning),
-            ("replication:c/101-0", "replication-failing", Severity::Critical),
+            (
+                "pbs-datastore:pbs/b",
+                "pbs-sync/s1-failed",
+                Severity::Critical,
+            ),
+            (
+                "replication:c/100-0",
+                "replication-failing",
+                Severity::Warning,
+            ),
+            (
+                "replication:c/101-0",
+                "replication-failing",
+                Severity::Critical,
+            ),
             ("pod:k/shop/web-1", "pod-crashloop", Severity::Warning),
             (
                 "k8s-workload:k/shop/deployment/web",
@@ -2133,10 +2190,21 @@ mod tests {
             assert_eq!(sev(&f, id, key), Some(severity), "{id} {key}: {f:#?}");
         }
         assert_eq!(f.len(), want.len(), "{f:#?}");
-        let db = f.iter().find(|d| d.resource_id == "pod:k/shop/db-1").unwrap();
-        assert!(db.evidence.contains("has no replica available"), "{}", db.evidence);
+        let db = f
+            .iter()
+            .find(|d| d.resource_id == "pod:k/shop/db-1")
+            .unwrap();
+        assert!(
+            db.evidence.contains("has no replica available"),
+            "{}",
+            db.evidence
+        );
         let old = f.iter().find(|d| d.resource_id == "vm:c/101").unwrap();
-        assert!(old.evidence.contains("critical over 345600"), "{}", old.evidence);
+        assert!(
+            old.evidence.contains("critical over 345600"),
+            "{}",
+            old.evidence
+        );
     }
 
     #[test]
@@ -2152,7 +2220,9 @@ mod tests {
         series(&mut s, "docker:h/flappy", "restart_count", 60, |m| {
             (m / 15) as f64
         });
-        series(&mut s, "docker:h/dead", "restart_count", 60, |m| (m / 5) as f64);
+        series(&mut s, "docker:h/dead", "restart_count", 60, |m| {
+            (m / 5) as f64
+        });
         let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
         assert_eq!(
             sev(&found, "docker:h/flappy", "container-restarts"),
