@@ -2,11 +2,13 @@
 //! stopped four days ago), a real server stores it, `POST /api/ai/patrol/run` finds it, and
 //! the findings API shows it in the fixed contract shape and takes operator actions. A real
 //! agent reading the Kubernetes simulator shows the signals Patrol reads from the cluster: an
-//! OOM crash loop's cause, node pressure, a Warning event storm.
+//! OOM crash loop's cause, node pressure, a Warning event storm. A new Warden reading the PBS
+//! simulator forecasts a datastore from PBS's own estimate.
 
 use serde_json::{Value, json};
 use std::time::Duration;
 use warden_tests::sim::k8s::{K8sSim, K8sSimOptions, Kind, Pressure};
+use warden_tests::sim::pbs::{PbsSim, PbsSimOptions};
 use warden_tests::sim::pve::{PveSim, PveSimOptions};
 use warden_tests::{AgentProc, ServerProc, eventually};
 
@@ -438,4 +440,81 @@ fn kubernetes_signals_become_findings_with_their_cause() {
         "{storm}"
     );
     assert_eq!(storm["severity"], "watch", "{storm}");
+}
+
+/// A server that has just started watching a Proxmox Backup Server has no history to forecast
+/// from: PBS's own estimate (`estimated-full-date`) makes the datastore's forecast, and says so.
+#[test]
+fn a_new_server_forecasts_a_datastore_from_the_estimate_of_pbs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = PbsSimOptions::fast();
+    let token = opts.token.clone();
+    let pbs = PbsSim::start(opts);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // store1 full in 5 days (warning), slow-xfs growing slowly (a year: nothing).
+    assert!(pbs.set_estimated_full_date("store1", Some(now_s + 5 * 86_400)));
+    assert!(pbs.set_estimated_full_date("slow-xfs", Some(now_s + 365 * 86_400)));
+    let (token_id, secret) = token.split_once(':').unwrap();
+    let secret_file = dir.join("pbs.secret");
+    warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes()).unwrap();
+    let server = ServerProc::start(&dir.join("server"), &[]);
+    let mut agent = AgentProc::new(
+        &dir.join("agent"),
+        &format!(
+            "hostname = \"pbs1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\n\
+             enabled = false\n[collectors.pbs]\nenabled = true\nurl = \"{}\"\n\
+             token_id = \"{token_id}\"\ntoken_secret_file = \"{}\"\nfingerprint = \"{}\"\n\
+             interval = \"2s\"\ntimeout = \"2s\"\n",
+            pbs.base_url(),
+            secret_file.display(),
+            pbs.cert_fingerprint()
+        ),
+    );
+    agent.enroll_ok(&server.token("10m"));
+    agent.start(&[]);
+    let store1 = eventually(Duration::from_secs(30), "PBS's estimate stored", || {
+        let (_, list) = server.get("/api/resources");
+        list.as_array()?
+            .iter()
+            .find(|r| {
+                r["type"] == "pbs-datastore"
+                    && r["name"] == "store1"
+                    && r["metrics"]["datastore_days_to_full"]["value"].is_number()
+            })
+            .and_then(|r| r["id"].as_str().map(str::to_owned))
+    });
+    let (s, run) = server.post("/api/ai/patrol/run", None);
+    assert_eq!(s, 200, "{run}");
+    let (_, v) = server.get("/api/ai/patrol/findings?limit=500");
+    let forecasts: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["key"] == "storage-forecast")
+        .collect();
+    assert_eq!(forecasts.len(), 1, "{v}");
+    let f = forecasts[0];
+    assert_eq!(
+        (&f["resource_id"], &f["severity"], &f["source"]),
+        (&json!(store1), &json!("warning"), &json!("forecast")),
+        "{f}"
+    );
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("datastore_days_to_full = 5.0 (PBS's estimated-full-date)"),
+        "{f}"
+    );
+    assert!(
+        f["title"]
+            .as_str()
+            .unwrap()
+            .contains("PBS expects it full in ~5 days"),
+        "{f}"
+    );
+    let days = f["capacity_forecast"]["days_to_full"].as_f64().unwrap();
+    assert!((4.9..=5.0).contains(&days), "{f}");
 }
