@@ -2,6 +2,8 @@
 //! findings share a root cause, one root finding (source `correlation`) explains it and links
 //! them, and each linked finding names its root. Rules, in order (a finding joins one root):
 //!
+//! 0. **One pool, two views**: a PVE storage of type `zfspool` is a dataset of a ZFS pool the
+//!    same node reports; its capacity finding is linked under the pool's (no extra root).
 //! 1. **Backup target full**: backup findings of guests whose backups go to a storage (or PBS
 //!    datastore of the same name) that has a capacity finding.
 //! 2. **Node down**: findings on resources of a node that is offline or not Ready.
@@ -27,6 +29,7 @@ pub fn correlate(s: &Snapshot, t: &Thresholds, mut found: Vec<Detection>) -> Vec
     let by_id: HashMap<&str, &ResourceRecord> =
         s.resources.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut roots = Vec::new();
+    same_pool(&by_id, &mut found);
     backup_target_full(&by_id, &mut found, &mut roots);
     node_down(s, &mut found, &mut roots);
     saturated_node(&mut found, &mut roots);
@@ -66,8 +69,68 @@ fn root_on(r: &ResourceRecord, key: &str, category: Category) -> Detection {
     d
 }
 
+/// Not linked to a root, and not one itself.
 fn unlinked(d: &Detection) -> bool {
-    d.root_id.is_none() && d.source != Source::Correlation
+    d.root_id.is_none() && d.source != Source::Correlation && d.related.is_empty()
+}
+
+/// The id of the ZFS pool resource (`storage:<node>/zfs:<pool>`) a PVE storage of type
+/// `zfspool` lives on: the pool of the same name, or `rpool` for `local-zfs` (the installer's
+/// `rpool/data`). The storage list of PVE names no pool, so this is by name.
+fn pool_of(r: &ResourceRecord) -> Option<String> {
+    if r.kind != "storage" || r.attrs.get("plugin").and_then(|p| p.as_str()) != Some("zfspool") {
+        return None;
+    }
+    let node = r.node()?;
+    let pool = if r.name == "local-zfs" {
+        "rpool"
+    } else {
+        r.name.as_str()
+    };
+    Some(format!("storage:{node}/zfs:{pool}"))
+}
+
+/// Rule 0: a capacity finding of a `zfspool` PVE storage joins the same finding of its ZFS
+/// pool, which becomes its root: one full pool is one problem. The pool's finding takes the
+/// worse severity and names the storage in its evidence.
+fn same_pool(by_id: &HashMap<&str, &ResourceRecord>, found: &mut [Detection]) {
+    let pools: HashMap<(String, String), usize> = found
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.resource_type == "storage" && d.resource_id.contains("/zfs:"))
+        .map(|(i, d)| ((d.resource_id.clone(), d.key.clone()), i))
+        .collect();
+    if pools.is_empty() {
+        return;
+    }
+    for i in 0..found.len() {
+        if found[i].category != Category::Capacity || !unlinked(&found[i]) {
+            continue;
+        }
+        let Some(pool) = by_id
+            .get(found[i].resource_id.as_str())
+            .and_then(|r| pool_of(r))
+        else {
+            continue;
+        };
+        let Some(&p) = pools.get(&(pool, found[i].key.clone())) else {
+            continue;
+        };
+        let (id, root_id) = (found[i].finding_id(), found[p].finding_id());
+        found[i].root_id = Some(root_id);
+        let (severity, name, evidence) = (
+            found[i].severity,
+            found[i].resource_name.clone(),
+            found[i].evidence.clone(),
+        );
+        let root = &mut found[p];
+        root.related.push(id);
+        root.severity = root.severity.max(severity);
+        root.description
+            .push_str(&format!(" The PVE storage {name} is on this pool."));
+        root.evidence
+            .push_str(&format!("; PVE storage {name} on it: {evidence}"));
+    }
 }
 
 /// The backup storages a guest's backups go to: the `storage` labels of its
@@ -475,6 +538,83 @@ mod tests {
             .find(|d| d.resource_id == "lxc:demo/106")
             .unwrap();
         assert_eq!(own.root_id, None);
+    }
+
+    #[test]
+    fn a_zfs_pool_and_its_pve_storage_are_one_problem() {
+        let on = |id: &str, node: &str, attrs: &[(&str, &str)]| {
+            let mut r = record(id, "available");
+            r.parent = Some(format!("node:{node}"));
+            for (k, v) in attrs {
+                r.attrs.insert((*k).into(), (*v).into());
+            }
+            r
+        };
+        let zfs = |node: &str, pool: &str| {
+            on(
+                &format!("storage:{node}/zfs:{pool}"),
+                node,
+                &[("plugin", "zfs"), ("pool", pool)],
+            )
+        };
+        let zfspool = |node: &str, name: &str| {
+            on(
+                &format!("storage:{node}/{name}"),
+                node,
+                &[("plugin", "zfspool")],
+            )
+        };
+        let mut s = Snapshot {
+            now_ms: NOW,
+            resources: vec![
+                zfs("pve1", "tank"),
+                zfspool("pve1", "tank"),
+                zfs("pve1", "rpool"),
+                zfspool("pve1", "local-zfs"),
+                // Another node's pool of the same name is another pool.
+                zfspool("pve2", "tank"),
+                // A directory storage is not a dataset of the pool.
+                on("storage:pve1/backup", "pve1", &[("plugin", "dir")]),
+            ],
+            ..Snapshot::default()
+        };
+        for (id, pct) in [
+            ("storage:pve1/zfs:tank", 85.0),
+            ("storage:pve1/tank", 91.0),
+            ("storage:pve1/zfs:rpool", 82.0),
+            ("storage:pve1/local-zfs", 81.0),
+            ("storage:pve2/tank", 92.0),
+            ("storage:pve1/backup", 83.0),
+        ] {
+            series(&mut s, id, "storage_used_pct", pct);
+        }
+        let found = run(&s);
+        assert!(roots(&found).is_empty(), "{found:#?}");
+        let get = |id: &str| found.iter().find(|d| d.resource_id == id).unwrap();
+        for (pool, storage) in [
+            ("storage:pve1/zfs:tank", "storage:pve1/tank"),
+            ("storage:pve1/zfs:rpool", "storage:pve1/local-zfs"),
+        ] {
+            let (p, st) = (get(pool), get(storage));
+            assert_eq!(st.root_id, Some(p.finding_id()), "{st:#?}");
+            assert_eq!(p.related, [st.finding_id()]);
+            assert_eq!(p.root_id, None);
+        }
+        // The pool takes the storage's worse severity and names it.
+        let tank = get("storage:pve1/zfs:tank");
+        assert_eq!(tank.severity, Severity::Critical);
+        assert!(
+            tank.evidence
+                .contains("; PVE storage tank on it: storage_used_pct >= 91.0 %"),
+            "{}",
+            tank.evidence
+        );
+        for alone in ["storage:pve2/tank", "storage:pve1/backup"] {
+            assert_eq!(get(alone).root_id, None, "{alone}");
+        }
+        // The findings list shows one finding per pool.
+        let shown = found.iter().filter(|d| d.root_id.is_none()).count();
+        assert_eq!(shown, 4, "{found:#?}");
     }
 
     #[test]

@@ -80,11 +80,8 @@ pub struct Forecast {
 /// The forecast for `points` (`(ms since the epoch, percent)`, in any order), or `None` when
 /// the data cannot support one. `now_ms` is when the forecast is made.
 pub fn capacity(points: &[(i64, f64)], now_ms: i64, cfg: &ForecastConfig) -> Option<Forecast> {
-    let buckets = bucket_medians(points)?;
+    let buckets = enough_history(points, cfg)?;
     let span_ms = buckets.last()?.0 - buckets.first()?.0;
-    if buckets.len() < cfg.min_buckets || span_ms < cfg.min_span_hours * 3_600_000.0 {
-        return None;
-    }
     let mut slopes = Vec::with_capacity(buckets.len() * (buckets.len() - 1) / 2);
     for (i, &(ti, yi)) in buckets.iter().enumerate() {
         for &(tj, yj) in &buckets[i + 1..] {
@@ -139,27 +136,50 @@ pub fn capacity(points: &[(i64, f64)], now_ms: i64, cfg: &ForecastConfig) -> Opt
     })
 }
 
+/// The buckets of `points` when they are enough for a forecast: at least `min_buckets` of
+/// them over at least `min_span_hours`.
+fn enough_history(points: &[(i64, f64)], cfg: &ForecastConfig) -> Option<Vec<(f64, f64)>> {
+    let buckets = bucket_medians(points)?;
+    let span_ms = buckets.last()?.0 - buckets.first()?.0;
+    (buckets.len() >= cfg.min_buckets && span_ms >= cfg.min_span_hours * 3_600_000.0)
+        .then_some(buckets)
+}
+
+/// The severity of a forecast `days` from full: critical within 3 days, warning within 7,
+/// watch within 30, none further out.
+fn severity_of(days: f64) -> Option<Severity> {
+    if days < 3.0 {
+        Some(Severity::Critical)
+    } else if days < 7.0 {
+        Some(Severity::Warning)
+    } else if days < 30.0 {
+        Some(Severity::Watch)
+    } else {
+        None
+    }
+}
+
 /// Capacity findings for every storage pool and datastore whose forecast history in `s`
-/// supports a forecast: critical within 3 days of full, warning within 7, watch within 30.
+/// supports a forecast: critical within 3 days of full, warning within 7, watch within 30. A
+/// PBS datastore whose history in Warden is too short for a forecast takes PBS's own estimate
+/// instead ([`pbs_estimate`]).
 pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
     let mut out = Vec::new();
     for r in &s.resources {
         let Some(metric) = super::heuristics::capacity_metric(&r.kind) else {
             continue;
         };
-        let Some(points) = s.trend_history.get(&(r.id.clone(), metric.to_owned())) else {
-            continue;
-        };
+        let points = s
+            .trend_history
+            .get(&(r.id.clone(), metric.to_owned()))
+            .map_or(&[][..], Vec::as_slice);
         let Some(f) = capacity(points, s.now_ms, cfg) else {
+            if r.kind == "pbs-datastore" && enough_history(points, cfg).is_none() {
+                out.extend(pbs_estimate(s.now_ms, r, points, cfg));
+            }
             continue;
         };
-        let severity = if f.days_to_full < 3.0 {
-            Severity::Critical
-        } else if f.days_to_full < 7.0 {
-            Severity::Warning
-        } else if f.days_to_full < 30.0 {
-            Severity::Watch
-        } else {
+        let Some(severity) = severity_of(f.days_to_full) else {
             continue;
         };
         let mut d = Detection::on(r, "storage-forecast", severity, Category::Capacity);
@@ -172,12 +192,10 @@ pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
             days_text(f.days_to_full)
         );
         d.description = format!(
-            "A robust trend over the last {:.1} days puts {} at 100 % in {} to {} \
-             ({:?} confidence).",
+            "A robust trend over the last {:.1} days puts {} at 100 % in {} ({:?} confidence).",
             f.span_days,
             r.name,
-            days_text(f.days_to_full_low),
-            days_text(f.days_to_full_high),
+            interval_text(f.days_to_full_low, f.days_to_full_high),
             f.confidence
         );
         d.recommendation = "Free space or extend the pool before it fills; find what grows \
@@ -185,13 +203,16 @@ pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
             .into();
         d.evidence = format!(
             "{metric}: {:.1} % now, {:+.2} points/day (Theil–Sen over {:.1} days), \
-             {:.1} days to full (95 %: {:.1}–{:.1})",
+             {:.1} days to full (95 %: {})",
             f.current_pct,
             f.daily_change_pct,
             f.span_days,
             f.days_to_full,
-            f.days_to_full_low,
-            f.days_to_full_high
+            range_text(
+                &format!("{:.1}", f.days_to_full_low),
+                &format!("{:.1}", f.days_to_full_high),
+                "–"
+            )
         );
         d.capacity_forecast = Some(CapacityForecast {
             metric: metric.to_owned(),
@@ -204,14 +225,97 @@ pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
     out
 }
 
-/// "5 hours", "3 days", "never" for an infinite bound.
-fn days_text(days: f64) -> String {
-    if !days.is_finite() {
-        "an unknown time".to_owned()
-    } else if days < 1.0 {
-        format!("{:.0} hours", (days * 24.0).max(1.0))
+/// PBS's own days-to-full estimate of a datastore (`datastore_days_to_full`, from PBS's usage
+/// history), for a datastore Warden has watched too briefly to forecast itself. The estimate
+/// counts down from when it was read. Severities as for Warden's forecasts.
+fn pbs_estimate(
+    now_ms: i64,
+    r: &crate::store::ResourceRecord,
+    points: &[(i64, f64)],
+    cfg: &ForecastConfig,
+) -> Option<Detection> {
+    let est = r.latest.get("datastore_days_to_full")?;
+    let days = est.value - (now_ms - est.ts_ms) as f64 / MS_PER_DAY;
+    if !(days > 0.0 && days.is_finite()) {
+        return None;
+    }
+    let severity = severity_of(days)?;
+    let used = r.latest.get("datastore_used_pct").map(|l| l.value);
+    let mut d = Detection::on(r, "storage-forecast", severity, Category::Capacity);
+    d.source = Source::Forecast;
+    d.title = match used {
+        Some(u) => format!(
+            "{} is at {u:.0} %; PBS expects it full in ~{}",
+            r.name,
+            days_text(days)
+        ),
+        None => format!("{}: PBS expects it full in ~{}", r.name, days_text(days)),
+    };
+    let hours = match (points.first(), points.last()) {
+        (Some(a), Some(b)) => (b.0 - a.0) as f64 / 3_600_000.0,
+        _ => 0.0,
+    };
+    d.description = format!(
+        "Proxmox Backup Server estimates from its own usage history that {} fills up in {}. \
+         Warden has {hours:.1} hours of its history, too little for a forecast of its own \
+         (it needs {:.0}).",
+        r.name,
+        days_text(days),
+        cfg.min_span_hours
+    );
+    d.recommendation = "Free space (prune with a shorter retention, then run garbage \
+                        collection) or extend the datastore before backups start failing."
+        .into();
+    d.evidence = format!(
+        "datastore_days_to_full = {days:.1} (PBS's estimated-full-date); Warden's history: \
+         {hours:.1} h, under the {:.0} h a forecast needs",
+        cfg.min_span_hours
+    );
+    if let Some(u) = used {
+        d.evidence
+            .push_str(&format!("; datastore_used_pct = {u:.1} %"));
+        d.capacity_forecast = Some(CapacityForecast {
+            metric: "datastore_used_pct".into(),
+            current_pct: u,
+            daily_change_pct: (100.0 - u) / days,
+            days_to_full: days,
+        });
+    }
+    Some(d)
+}
+
+/// "in 2 to 4 days", or "in about 5 hours" when both bounds read the same.
+fn interval_text(low: f64, high: f64) -> String {
+    let (lo, hi) = (days_text(low), days_text(high));
+    if lo == hi {
+        format!("about {lo}")
     } else {
-        format!("{days:.0} days")
+        range_text(&lo, &hi, " to ")
+    }
+}
+
+/// `lo<sep>hi`, or one of them when they read the same.
+fn range_text(lo: &str, hi: &str, sep: &str) -> String {
+    if lo == hi {
+        lo.to_owned()
+    } else {
+        format!("{lo}{sep}{hi}")
+    }
+}
+
+/// "5 hours", "1 day", "3 days"; "an unknown time" for an infinite bound.
+fn days_text(days: f64) -> String {
+    let (n, unit) = if !days.is_finite() {
+        return "an unknown time".to_owned();
+    } else if days * 24.0 < 23.5 {
+        ((days * 24.0).round().max(1.0), "hour")
+    } else {
+        (days.round(), "day")
+    };
+    if n == 1.0 {
+        format!("1 {unit}")
+    } else {
+        format!("{n:.0} {unit}s")
     }
 }
 
@@ -412,6 +516,139 @@ mod tests {
         let cf = d.capacity_forecast.as_ref().unwrap();
         assert!((cf.days_to_full - 2.8).abs() < 0.05, "{cf:?}");
         assert_eq!(cf.metric, "storage_used_pct");
+    }
+
+    #[test]
+    fn an_interval_whose_bounds_read_the_same_is_said_once() {
+        assert_eq!(interval_text(0.2, 0.21), "about 5 hours");
+        assert_eq!(interval_text(2.0, 4.0), "2 days to 4 days");
+        assert_eq!(interval_text(0.5, 1.0), "12 hours to 1 day");
+        assert_eq!(
+            interval_text(1.0, f64::INFINITY),
+            "1 day to an unknown time"
+        );
+        assert_eq!(days_text(1.2), "1 day");
+        assert_eq!(days_text(1.0 / 24.0), "1 hour");
+        assert_eq!(range_text("0.2", "0.2", "–"), "0.2");
+        assert_eq!(range_text("0.2", "0.3", "–"), "0.2–0.3");
+        // A pool filling fast and steadily: both ends of the interval read the same.
+        use crate::store::ResourceRecord;
+        let now = 1_800_000_000_000;
+        let id = "storage:pve2/local-zfs";
+        let points: Vec<(i64, f64)> = (0..=12 * 12)
+            .map(|i| {
+                let t = now - 12 * HOUR + i * 300_000;
+                (
+                    t,
+                    41.0 + 6.0 * (t - (now - 12 * HOUR)) as f64 / HOUR as f64 / 2.4,
+                )
+            })
+            .collect();
+        let mut s = Snapshot {
+            now_ms: now,
+            resources: vec![ResourceRecord {
+                id: id.into(),
+                kind: "storage".into(),
+                name: "local-zfs".into(),
+                ..ResourceRecord::default()
+            }],
+            ..Snapshot::default()
+        };
+        s.trend_history
+            .insert((id.into(), "storage_used_pct".into()), points);
+        let found = detect(&s, &ForecastConfig::default());
+        let d = &found[0];
+        // 71 % now, 2.5 points an hour: 11.6 hours.
+        assert!(
+            d.description
+                .contains("at 100 % in about 12 hours (High confidence)"),
+            "{}",
+            d.description
+        );
+        assert!(d.evidence.ends_with("(95 %: 0.5)"), "{}", d.evidence);
+    }
+
+    #[test]
+    fn a_datastore_watched_too_briefly_takes_the_estimate_of_pbs() {
+        use crate::store::{LatestSample, ResourceRecord};
+        let now = 1_800_000_000_000;
+        let datastore = |name: &str, days: f64, read_ms: i64| {
+            let mut r = ResourceRecord {
+                id: format!("pbs-datastore:pbs1/{name}"),
+                kind: "pbs-datastore".into(),
+                name: name.into(),
+                ..ResourceRecord::default()
+            };
+            for (m, v, ts) in [
+                ("datastore_days_to_full", days, read_ms),
+                ("datastore_used_pct", 64.0, now),
+            ] {
+                r.latest.insert(
+                    m.into(),
+                    LatestSample {
+                        ts_ms: ts,
+                        value: v,
+                    },
+                );
+            }
+            r
+        };
+        let flat = |hours: i64| -> Vec<(i64, f64)> {
+            (0..=hours * 12)
+                .map(|i| (now - hours * HOUR + i * 300_000, 64.0))
+                .collect()
+        };
+        let mut s = Snapshot {
+            now_ms: now,
+            resources: vec![
+                // Four hours of history: PBS's 5.5 days, read a day ago, count.
+                datastore("young", 5.5, now - DAY),
+                // No history at all, PBS says 2 days: critical.
+                datastore("new", 2.0, now),
+                // A week of flat history: Warden's own "no forecast" stands.
+                datastore("old", 2.0, now),
+                // PBS far out: nothing.
+                datastore("roomy", 400.0, now),
+            ],
+            ..Snapshot::default()
+        };
+        for (name, hours) in [("young", 4), ("old", 7 * 24), ("roomy", 2)] {
+            s.trend_history.insert(
+                (
+                    format!("pbs-datastore:pbs1/{name}"),
+                    "datastore_used_pct".into(),
+                ),
+                flat(hours),
+            );
+        }
+        let found = detect(&s, &ForecastConfig::default());
+        let got: Vec<(&str, Severity)> = found
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pbs-datastore:pbs1/young", Severity::Warning),
+                ("pbs-datastore:pbs1/new", Severity::Critical),
+            ]
+        );
+        let d = &found[0];
+        assert_eq!(
+            (d.key.as_str(), d.source),
+            ("storage-forecast", Source::Forecast)
+        );
+        assert_eq!(d.title, "young is at 64 %; PBS expects it full in ~5 days");
+        assert!(
+            d.evidence.starts_with(
+                "datastore_days_to_full = 4.5 (PBS's estimated-full-date); Warden's history: 4.0 h"
+            ),
+            "{}",
+            d.evidence
+        );
+        let cf = d.capacity_forecast.as_ref().unwrap();
+        assert!((cf.days_to_full - 4.5).abs() < 1e-9, "{cf:?}");
+        assert!((cf.daily_change_pct - 8.0).abs() < 1e-9, "{cf:?}");
     }
 
     #[test]

@@ -285,9 +285,23 @@ enum Trouble {
     CephWarning,
     /// The PBS host's root filesystem 91 % full (task logs).
     HostFsFull,
+    /// pve2 has 14 package updates pending (the control fleet has none).
+    UpdatesPending,
+    /// Three migrations off pve4 failed today.
+    TasksFailed,
+    /// Kubernetes node `worker-3` under DiskPressure (images filled its disk).
+    K8sNodePressure,
+    /// Kubernetes: the pods on `worker-1` log DNSConfigForming warnings, 412 in the last hour.
+    K8sWarningStorm,
+    /// A `search` pod crash-loops, OOM-killed (exit code 137); its deployment one replica
+    /// short.
+    PodOomKilled,
+    /// PBS datastore `vault`, attached 4 hours ago (moved over from another PBS host) at
+    /// 64 %: PBS estimates it full in 5.5 days; Warden's own history is too short to forecast.
+    PbsEstimateFull,
 }
 
-const ALL: [Trouble; 38] = [
+const ALL: [Trouble; 44] = [
     Trouble::StorageWarning,
     Trouble::ZfsPoolFull,
     Trouble::NodeCpu,
@@ -326,6 +340,12 @@ const ALL: [Trouble; 38] = [
     Trouble::ZfsDegraded,
     Trouble::CephWarning,
     Trouble::HostFsFull,
+    Trouble::UpdatesPending,
+    Trouble::TasksFailed,
+    Trouble::K8sNodePressure,
+    Trouble::K8sWarningStorm,
+    Trouble::PodOomKilled,
+    Trouble::PbsEstimateFull,
 ];
 
 /// Guests whose backups fail in [`Trouble::BackupStorm`] (all on pve3).
@@ -622,7 +642,14 @@ impl Gen {
                 super::HOUR_MS,
                 step,
             );
-            points.extend(buckets(&shape, now, split, end, super::TREND_STEP_MS, step));
+            points.extend(buckets(
+                &shape,
+                now,
+                split.max(self.born_ms),
+                end,
+                super::TREND_STEP_MS,
+                step,
+            ));
             self.snap.trend_history.insert(key.clone(), points);
         }
         if anomaly::METRICS.contains(&metric) {
@@ -822,13 +849,24 @@ impl Gen {
         }
         let v = self.rng.range(10.0, 90.0) * 86_400.0;
         self.gauge(i, "uptime_seconds", v);
-        let v = self.rng.below(25) as f64;
-        self.gauge(i, "updates_pending", v);
-        let failed = match node {
+        // A healthy fleet is up to date: pending updates are a finding (info). The draw keeps
+        // the rest of the fleet as it was.
+        let _ = self.rng.below(25);
+        let updates = if node == "pve2" && self.has(Trouble::UpdatesPending) {
+            14.0
+        } else {
+            0.0
+        };
+        self.gauge(i, "updates_pending", updates);
+        // Failed tasks: the failed backups of its guests (their own findings), and migrations.
+        let mut failed = match node {
             "pve1" if self.has(Trouble::BackupFailed) => 1.0,
             "pve3" if self.has(Trouble::BackupStorm) => 6.0,
             _ => 0.0,
         };
+        if node == "pve4" && self.has(Trouble::TasksFailed) {
+            failed += 3.0;
+        }
         self.gauge(i, "tasks_failed_24h", failed);
         // Certificates: read hourly, the time left sent every run from the last reading.
         let read = self.run_ms(node, "proxmox");
@@ -1009,6 +1047,26 @@ impl Gen {
             let v = self.rng.range(1.0, 25.0).round();
             self.gauge(j, "zfs_frag_pct", v);
             self.gauge(j, "zfs_dedup_ratio", 1.0);
+            if pool == "tank" {
+                // The PVE storage `tank` (type zfspool) holds the guests' disks on the pool: PVE
+                // counts its datasets' used against used + available, a little above the pool.
+                let k = self.add(
+                    node,
+                    "proxmox",
+                    &format!("storage:{node}/tank"),
+                    "tank",
+                    Some(&id),
+                    "available",
+                    json!({"plugin": "zfspool", "content": "images,rootdir", "shared": false}),
+                );
+                let view = Shape {
+                    level: s.level + 0.3,
+                    ..s
+                };
+                let pct = self.pct(k, "storage_used_pct", view);
+                self.gauge(k, "storage_total_bytes", size * 0.97);
+                self.gauge(k, "storage_used_bytes", size * 0.97 * pct / 100.0);
+            }
         }
     }
 
@@ -1378,6 +1436,43 @@ impl Gen {
             self.gauge(j, "snapshots_unverified", groups as f64);
         }
         self.snap.resources[host].attrs["filesystems"] = json!(5);
+        if self.has(Trouble::PbsEstimateFull) {
+            self.vault();
+        }
+    }
+
+    /// The datastore `vault` of [`Trouble::PbsEstimateFull`]: reported for 4 hours, without
+    /// jobs or backups of this fleet's guests yet. Draws nothing from the fleet's randomness.
+    fn vault(&mut self) {
+        self.born_ms = self.now - 4 * HOUR;
+        let id = format!("pbs-datastore:{PBS}/vault");
+        let j = self.add(
+            PBS,
+            "pbs",
+            &id,
+            "vault",
+            None,
+            "available",
+            json!({"backend": "filesystem", "maintenance": null}),
+        );
+        let shape = Shape {
+            level: 64.0,
+            per_day: 0.0,
+            daily: 0.0,
+            peak_hour: 0.0,
+            wobble: 0.1,
+            noise: 0.2,
+            step: None,
+            bump: None,
+            key: hash("vault"),
+        };
+        let total = 8.0 * TIB;
+        let pct = self.pct(j, "datastore_used_pct", shape);
+        self.gauge(j, "datastore_total_bytes", total);
+        self.gauge(j, "datastore_used_bytes", total * pct / 100.0);
+        self.gauge(j, "datastore_days_to_full", 5.5);
+        self.gauge(j, "tasks_failed_24h", 0.0);
+        self.born_ms = i64::MIN;
     }
 
     /// The backup groups of one datastore; returns how many.
@@ -1644,16 +1739,24 @@ impl Gen {
         let nodes: Vec<&str> = std::iter::once("cp-1").chain(K8S_WORKERS).collect();
         for &n in &nodes {
             let not_ready = n == "worker-4" && self.has(Trouble::K8sNodeNotReady);
+            let disk_pressure = n == "worker-3" && self.has(Trouble::K8sNodePressure);
             ready_nodes += u32::from(!not_ready);
             let mut attrs = json!({
                 "ready": !not_ready,
                 "unschedulable": false,
                 "kubelet_version": "v1.31.4",
                 "memory_pressure": false,
-                "disk_pressure": false,
+                "disk_pressure": disk_pressure,
                 "pid_pressure": false,
                 "network_unavailable": false,
             });
+            if disk_pressure {
+                attrs["last_warning"] = json!(
+                    "FreeDiskSpaceFailed: Failed to garbage collect required amount of images. \
+                     Attempted to free 9663676416 bytes, but only found 0 bytes eligible to free."
+                );
+                attrs["last_warning_ms"] = json!(now - 3 * MIN);
+            }
             if not_ready {
                 attrs["last_warning"] =
                     json!("NodeNotReady: Node worker-4 status is now: NodeNotReady");
@@ -1669,6 +1772,9 @@ impl Gen {
                 attrs,
             );
             self.gauge(i, "ready", f64::from(u8::from(!not_ready)));
+            if disk_pressure {
+                self.gauge(i, "warning_events_1h", 6.0);
+            }
         }
 
         // (namespace, kind, name, replicas); daemonsets run one pod per node.
@@ -1691,6 +1797,9 @@ impl Gen {
             let mut available = replicas;
             let mut updated = replicas;
             if name == "checkout" && self.has(Trouble::PodCrashLoop) {
+                available -= 1;
+            }
+            if name == "search" && self.has(Trouble::PodOomKilled) {
                 available -= 1;
             }
             if name == "db" && self.has(Trouble::ReplicasUnavailable) {
@@ -1755,8 +1864,35 @@ impl Gen {
                         "last_warning_ms": now - MIN,
                     });
                 }
+                if name == "search" && r == 0 && self.has(Trouble::PodOomKilled) {
+                    p.status = "CrashLoopBackOff";
+                    p.ready = false;
+                    p.restarts = 23;
+                    p.extra = json!({
+                        "waiting_reason": "CrashLoopBackOff",
+                        "last_termination_reason": "OOMKilled",
+                        "last_exit_code": 137,
+                        "last_warning": format!(
+                            "BackOff: Back-off restarting failed container search in pod \
+                             {pod}_shop"
+                        ),
+                        "last_warning_ms": now - 2 * MIN,
+                    });
+                }
                 if name == "db" && self.has(Trouble::ReplicasUnavailable) {
                     p.ready = false;
+                }
+                if node == "worker-1"
+                    && self.has(Trouble::K8sWarningStorm)
+                    && p.extra.get("last_warning").is_none()
+                {
+                    p.extra = json!({
+                        "last_warning": "DNSConfigForming: Nameserver limits were exceeded, some \
+                                         nameservers have been omitted, the applied nameserver \
+                                         line is: 10.0.0.2 10.0.0.3 10.0.0.4",
+                        "last_warning_ms": now - 20 * SEC,
+                    });
+                    p.warnings = 20.0;
                 }
                 pods += 1;
                 *phases.entry(p.phase).or_default() += 1;
@@ -1947,7 +2083,12 @@ impl Gen {
                 f64::from(n),
             );
         }
-        self.gauge(c, "warning_events_1h", 0.0);
+        let storm = if self.has(Trouble::K8sWarningStorm) {
+            412.0
+        } else {
+            0.0
+        };
+        self.gauge(c, "warning_events_1h", storm);
     }
 
     fn pod(&mut self, p: &PodSpec<'_>) {
@@ -1982,7 +2123,7 @@ impl Gen {
         self.gauge(i, "restarts", p.restarts as f64);
         self.gauge(i, "ready", f64::from(u8::from(p.ready)));
         if p.extra.get("last_warning").is_some() {
-            self.gauge(i, "warning_events_1h", 3.0);
+            self.gauge(i, "warning_events_1h", p.warnings);
         }
     }
 }
@@ -1999,6 +2140,8 @@ struct PodSpec<'a> {
     restarts: i64,
     created_ms: i64,
     extra: Value,
+    /// Its Warning events in the last hour, when `extra` has a `last_warning`.
+    warnings: f64,
 }
 
 impl<'a> PodSpec<'a> {
@@ -2014,6 +2157,7 @@ impl<'a> PodSpec<'a> {
             restarts: i64::try_from(hash(name) % 3).unwrap_or(0),
             created_ms,
             extra: json!({}),
+            warnings: 3.0,
         }
     }
 }
@@ -2126,12 +2270,15 @@ fn expected(t: Trouble) -> Vec<Expect> {
                 84.5,
             ),
         ],
+        // The pool and the PVE storage on it are one problem: the storage's finding is linked
+        // under the pool's.
         Trouble::ZfsPoolFull => vec![
-            want("storage:pve3/zfs:tank", "storage-usage", Critical).num(
-                "storage_used_pct >= ",
-                92.0,
-                93.5,
-            ),
+            want("storage:pve3/zfs:tank", "storage-usage", Critical)
+                .num("storage_used_pct >= ", 92.0, 93.5)
+                .num("PVE storage tank on it: storage_used_pct >= ", 92.3, 93.8),
+            want("storage:pve3/tank", "storage-usage", Critical)
+                .num("storage_used_pct >= ", 92.3, 93.8)
+                .under("storage:pve3/zfs:tank", "storage-usage"),
         ],
         Trouble::NodeCpu => {
             vec![want("node:pve4", "node-cpu", Critical).num("cpu_pct >= ", 85.0, 91.0)]
@@ -2166,11 +2313,12 @@ fn expected(t: Trouble) -> Vec<Expect> {
         // (`verify_last_state`), but the PBS collector names it after the job, `<kind>/<id>`
         // (`verify/v-fast_last_state`): only `gc` finds its error text, the others say "last
         // state: failed".
+        // A failed verify puts restores at risk: critical.
         Trouble::PbsVerifyFailed => {
             let mut e = want(
                 "pbs-datastore:pbs1/fast",
                 "pbs-verify/v-fast-failed",
-                Warning,
+                Critical,
             )
             .text("verification failed");
             e.known = Some(KNOWN_PBS_STATE);
@@ -2187,7 +2335,8 @@ fn expected(t: Trouble) -> Vec<Expect> {
             vec![e]
         }
         Trouble::ReplicationFailing => vec![
-            want("replication:prod/120-0", "replication-failing", Warning)
+            // Four failures in a row: the replica falls behind, critical.
+            want("replication:prod/120-0", "replication-failing", Critical)
                 .text("fail_count = 4")
                 .text("exit code 255"),
         ],
@@ -2279,6 +2428,7 @@ fn expected(t: Trouble) -> Vec<Expect> {
                 Warning,
             )
             .text("restarts = 14")
+            .text("last termination: Error (exit code 1)")
             .text("Back-off restarting failed container"),
             want(
                 &format!("k8s-workload:{K8S}/shop/deployment/checkout"),
@@ -2412,6 +2562,50 @@ fn expected(t: Trouble) -> Vec<Expect> {
             want(&format!("node:{PBS}"), "host-fs:/", Warning)
                 .num("fs_used_pct{mount=\"/\"} = ", 90.9, 91.1)
                 .text("(109.2 of 120.0 GiB)"),
+        ],
+        Trouble::UpdatesPending => {
+            vec![want("node:pve2", "updates-pending", Severity::Info).text("updates_pending = 14")]
+        }
+        Trouble::TasksFailed => {
+            vec![want("node:pve4", "tasks-failed", Severity::Watch).text("tasks_failed_24h = 3")]
+        }
+        Trouble::K8sNodePressure => vec![
+            want(
+                &format!("k8s-node:{K8S}/worker-3"),
+                "k8s-node-pressure",
+                Warning,
+            )
+            .text("DiskPressure = True")
+            .text("FreeDiskSpaceFailed"),
+        ],
+        Trouble::K8sWarningStorm => vec![
+            want(
+                &format!("k8s-cluster:{K8S}"),
+                "k8s-warning-storm",
+                Severity::Watch,
+            )
+            .text("warning_events_1h = 412")
+            .text("DNSConfigForming: Nameserver limits were exceeded"),
+        ],
+        Trouble::PodOomKilled => vec![
+            want(
+                &format!("pod:{K8S}/shop/{}", pod_name("search", 0)),
+                "pod-crashloop",
+                Warning,
+            )
+            .text("restarts = 23")
+            .text("last termination: OOMKilled (exit code 137)"),
+            want(
+                &format!("k8s-workload:{K8S}/shop/deployment/search"),
+                "replicas-unavailable",
+                Warning,
+            )
+            .text("replicas_unavailable = 1, desired = 2"),
+        ],
+        Trouble::PbsEstimateFull => vec![
+            want("pbs-datastore:pbs1/vault", "storage-forecast", Warning)
+                .num("datastore_days_to_full = ", 5.49, 5.5)
+                .num("Warden's history: ", 3.8, 4.1),
         ],
         Trouble::BackupStorm => {
             let mut out = vec![

@@ -7,7 +7,7 @@
 use super::finding::{Category, Detection, Severity};
 use crate::store::{AgentRecord, ResourceRecord};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What the detectors look at.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +123,35 @@ impl Default for Thresholds {
     }
 }
 
+/// What the per-resource rules read beyond their own resource, gathered in one pass.
+struct Fleet<'a> {
+    /// Every resource by id.
+    by_id: HashMap<&'a str, &'a ResourceRecord>,
+    /// By node name: the failed vzdump tasks of its guests in the last 24 h (the sum of their
+    /// `backup_failed_24h`), which `backup-failed` and `backup-age` already report.
+    backup_failures: HashMap<String, f64>,
+}
+
+impl<'a> Fleet<'a> {
+    fn of(resources: &'a [ResourceRecord]) -> Self {
+        let mut backup_failures: HashMap<String, f64> = HashMap::new();
+        for r in resources
+            .iter()
+            .filter(|r| matches!(r.kind.as_str(), "vm" | "lxc"))
+        {
+            if let Some(n) = latest_value(r, "backup_failed_24h").filter(|n| *n > 0.0)
+                && let Some(node) = r.node()
+            {
+                *backup_failures.entry(node).or_default() += n;
+            }
+        }
+        Self {
+            by_id: resources.iter().map(|r| (r.id.as_str(), r)).collect(),
+            backup_failures,
+        }
+    }
+}
+
 /// Runs every heuristic, with `overrides` (by canonical resource id) in place of `t` for the
 /// resources they name.
 pub fn detect(
@@ -132,6 +161,7 @@ pub fn detect(
 ) -> Vec<Detection> {
     let mut out = Vec::new();
     let watched = storage_mounts(&s.resources);
+    let fleet = Fleet::of(&s.resources);
     for r in &s.resources {
         let t = overrides.get(&r.id).unwrap_or(t);
         match r.kind.as_str() {
@@ -149,20 +179,25 @@ pub fn detect(
                 node(s, t, r, &mut out);
                 let watched = watched.get(r.id.as_str()).map_or(&[][..], Vec::as_slice);
                 host_fs(t, r, watched, &mut out);
+                updates_pending(r, &mut out);
+                failed_tasks(&fleet, r, &mut out);
             }
             "vm" | "lxc" => {
                 backup_age(t, r, &mut out);
                 guest_memory(s, t, r, &mut out);
                 guest_disk(t, r, &mut out);
             }
-            "pod" => pod(s.now_ms, r, &mut out),
+            "pod" => pod(s.now_ms, &fleet, r, &mut out),
             "disk" => {
                 disk_health(r, &mut out);
                 disk(t, r, &mut out);
                 disk_temperature(t, r, &mut out);
             }
             "docker" => container(s, r, &mut out),
-            "k8s-node" => k8s_node(r, &mut out),
+            "k8s-node" => {
+                k8s_node(r, &mut out);
+                k8s_pressure(r, &mut out);
+            }
             "k8s-workload" => workload(r, &mut out),
             "pvc" => pvc(r, &mut out),
             "replication" => replication(r, &mut out),
@@ -171,6 +206,8 @@ pub fn detect(
         // Any resource that reports certificates: PVE nodes today, PBS hosts alike.
         certificates(s.now_ms, t, r, &mut out);
     }
+    // After the rest: a storm counts only the warnings no other finding explains.
+    warning_storms(&s.resources, &mut out);
     out
 }
 
@@ -398,6 +435,10 @@ fn node(s: &Snapshot, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detectio
     }
 }
 
+/// A backup older than the limit is a warning; older than twice the limit (4 days by default:
+/// several nightly runs missed) critical, since a restore would lose that much. A failed backup
+/// with a recent good one is a warning: the data is still protected by the older backup, and
+/// if the failures go on the backup's age escalates.
 fn backup_age(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
     // One sample per backup storage; the newest backup anywhere counts.
     let newest = r
@@ -413,7 +454,12 @@ fn backup_age(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
     if let Some(age) = newest
         && age > t.backup_max_age_s
     {
-        let mut d = Detection::on(r, "backup-age", Severity::Warning, Category::Backup);
+        let severity = if age > 2.0 * t.backup_max_age_s {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let mut d = Detection::on(r, "backup-age", severity, Category::Backup);
         let hours = age / 3600.0;
         d.title = format!("{}: last backup {hours:.0} h ago", r.name);
         d.description = format!(
@@ -425,8 +471,9 @@ fn backup_age(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
                             target storage) and run one now."
             .into();
         d.evidence = format!(
-            "backup_last_age_seconds = {age:.0} (> {:.0})",
-            t.backup_max_age_s
+            "backup_last_age_seconds = {age:.0} (> {:.0}; critical over {:.0})",
+            t.backup_max_age_s,
+            2.0 * t.backup_max_age_s
         );
         out.push(d);
     } else if failed {
@@ -445,34 +492,106 @@ fn backup_age(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
 const POD_PENDING_MS: i64 = 5 * 60_000;
 /// A container restarting this often within an hour is a finding.
 const RESTARTS_PER_HOUR: f64 = 3.0;
+/// This often, it is down more than it runs: critical.
+const RESTARTS_CRITICAL_PER_HOUR: f64 = 10.0;
 
 fn text<'a>(r: &'a ResourceRecord, attr: &str) -> Option<&'a str> {
     r.attrs.get(attr).and_then(serde_json::Value::as_str)
 }
 
-fn pod(now_ms: i64, r: &ResourceRecord, out: &mut Vec<Detection>) {
+/// Whether the workload of a failing pod still serves: `Some(false)` when the workload
+/// reports no replica available, `None` when that is unknown (a job's pod, a pod without a
+/// known controller, a workload that is not reported).
+fn still_served(fleet: &Fleet<'_>, r: &ResourceRecord) -> Option<bool> {
+    let w = fleet.by_id.get(text(r, "workload")?)?;
+    let desired = latest_value(w, "replicas_desired")?;
+    let unavailable = latest_value(w, "replicas_unavailable")?;
+    Some(desired <= 0.0 || unavailable < desired)
+}
+
+/// The last termination of a pod's container as evidence (`OOMKilled (exit code 137)`), and
+/// what to do about a crash loop with that cause.
+fn crash_cause(r: &ResourceRecord) -> (String, String) {
+    let reason = text(r, "last_termination_reason");
+    let code = r
+        .attrs
+        .get("last_exit_code")
+        .and_then(serde_json::Value::as_i64);
+    let ns = text(r, "namespace").unwrap_or("<namespace>");
+    let logs = format!("`kubectl logs {} -n {ns} --previous`", r.name);
+    let cause = match (reason, code) {
+        (Some(reason), Some(code)) => format!("{reason} (exit code {code})"),
+        (Some(reason), None) => reason.to_owned(),
+        (None, Some(code)) => format!("exit code {code}"),
+        (None, None) => "unknown".to_owned(),
+    };
+    let advice = match (reason, code) {
+        (Some("OOMKilled"), _) => format!(
+            "The container was killed for using more memory than its limit: restarting it will \
+             not help. Raise `resources.limits.memory` (and the request) of the container in \
+             its workload, or find what makes it grow ({logs} shows the last output before the \
+             kill)."
+        ),
+        (_, Some(137)) => format!(
+            "Exit code 137 without an OOM kill is a SIGKILL from outside, usually a failing \
+             liveness probe: check the probe's path, timeout and initialDelaySeconds in \
+             `kubectl describe pod {} -n {ns}`, and read {logs}.",
+            r.name
+        ),
+        (_, Some(126 | 127)) | (Some("ContainerCannotRun" | "StartError"), _) => format!(
+            "The container cannot start its command (exit 127: not found, 126: not \
+             executable): check the image's entrypoint and the pod's `command`/`args`; \
+             `kubectl describe pod {} -n {ns}` shows the runtime's error.",
+            r.name
+        ),
+        (_, Some(0)) | (Some("Completed"), _) => format!(
+            "The container exits successfully, and its pod's restartPolicy starts it again: \
+             its main process must keep running (or the work belongs in a Job). Read {logs}."
+        ),
+        (_, Some(code)) => format!(
+            "The application exits with code {code}: read why in the previous container's log, \
+             {logs}, and the pod's events; fix the crash or its configuration (a missing \
+             setting, secret or dependency)."
+        ),
+        _ => format!(
+            "Read the previous container's log ({logs}) and the pod's events; fix the crash or \
+             its configuration."
+        ),
+    };
+    (cause, advice)
+}
+
+/// Crash loops, image pulls and pods pending too long: critical when the pod's workload has no
+/// replica available (the service is down), else warning (degraded, or its impact unknown).
+fn pod(now_ms: i64, fleet: &Fleet<'_>, r: &ResourceRecord, out: &mut Vec<Detection>) {
     let restarts = r.latest.get("restarts").map_or(0.0, |l| l.value);
-    let last = text(r, "last_termination_reason").unwrap_or("unknown");
     let created = r
         .attrs
         .get("created_ms")
         .and_then(serde_json::Value::as_i64);
+    let down = still_served(fleet, r) == Some(false);
+    let severity = if down {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
     let mut d = match r.status.as_str() {
         "CrashLoopBackOff" => {
-            let mut d = Detection::on(r, "pod-crashloop", Severity::Warning, Category::Reliability);
+            let (cause, advice) = crash_cause(r);
+            let mut d = Detection::on(r, "pod-crashloop", severity, Category::Reliability);
             d.title = format!("{} is crash-looping", r.name);
             d.description = format!(
-                "Pod {} keeps restarting ({restarts:.0} restarts; last exit: {last}).",
+                "Pod {} keeps restarting ({restarts:.0} restarts; last exit: {cause}).",
                 r.name
             );
-            d.recommendation = "Read the previous container's log (`kubectl logs --previous`) \
-                                and the pod's events; fix the crash or its configuration."
-                .into();
-            d.evidence = format!("status CrashLoopBackOff, restarts = {restarts:.0}");
+            d.recommendation = advice;
+            d.evidence = format!(
+                "status CrashLoopBackOff, restarts = {restarts:.0}; last termination: {cause}"
+            );
             d
         }
         "ImagePullBackOff" | "ErrImagePull" => {
-            let mut d = Detection::on(r, "pod-image", Severity::Warning, Category::Reliability);
+            let mut d = Detection::on(r, "pod-image", severity, Category::Reliability);
             d.title = format!("{} cannot pull its image", r.name);
             d.description = format!("Pod {} is stuck in {}.", r.name, r.status);
             d.recommendation = "Check the image name and tag, and the registry credentials \
@@ -485,7 +604,7 @@ fn pod(now_ms: i64, r: &ResourceRecord, out: &mut Vec<Detection>) {
             && created.is_some_and(|c| now_ms - c > POD_PENDING_MS) =>
         {
             let minutes = (now_ms - created.unwrap_or(now_ms)) / 60_000;
-            let mut d = Detection::on(r, "pod-pending", Severity::Warning, Category::Reliability);
+            let mut d = Detection::on(r, "pod-pending", severity, Category::Reliability);
             d.title = format!("{} pending for {minutes} min", r.name);
             d.description = format!(
                 "Pod {} has not started {minutes} minutes after it was created.",
@@ -499,6 +618,12 @@ fn pod(now_ms: i64, r: &ResourceRecord, out: &mut Vec<Detection>) {
         }
         _ => return,
     };
+    if down {
+        d.evidence.push_str(&format!(
+            "; its workload {} has no replica available",
+            text(r, "workload").unwrap_or_default()
+        ));
+    }
     if let Some(w) = text(r, "last_warning") {
         d.evidence.push_str(&format!("; last warning: {w}"));
     }
@@ -538,7 +663,12 @@ fn container(s: &Snapshot, r: &ResourceRecord, out: &mut Vec<Detection>) {
     } else {
         return;
     };
-    let mut d = Detection::on(r, key, Severity::Warning, Category::Reliability);
+    let severity = if in_hour >= RESTARTS_CRITICAL_PER_HOUR {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let mut d = Detection::on(r, key, severity, Category::Reliability);
     d.title = title;
     d.description = format!(
         "Container {} on {}: {}.",
@@ -657,7 +787,12 @@ fn pvc(r: &ResourceRecord, out: &mut Vec<Detection>) {
     out.push(d);
 }
 
+/// Failed tasks of a PBS datastore within 24 h from which a failing GC, prune or sync job is
+/// critical.
+const PBS_REPEATED_FAILURES: f64 = 3.0;
+
 fn pbs_jobs(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let failed_tasks = latest_value(r, "tasks_failed_24h").unwrap_or(0.0);
     for (metric, l) in &r.latest {
         let Some(job) = metric
             .strip_prefix("job_last_ok{job=\"")
@@ -673,32 +808,48 @@ fn pbs_jobs(r: &ResourceRecord, out: &mut Vec<Detection>) {
         let state = text(r, &format!("{job}_last_state"))
             .or_else(|| text(r, &format!("{kind}_last_state")))
             .unwrap_or("failed");
-        let mut d = Detection::on(
-            r,
-            &format!("pbs-{job}-failed"),
-            Severity::Warning,
-            Category::Backup,
-        );
+        // A failed verify means snapshots may not restore: data protection at risk. The other
+        // jobs degrade (space not freed, old snapshots kept, the offsite copy behind) until
+        // they keep failing.
+        let repeated = failed_tasks >= PBS_REPEATED_FAILURES;
+        let severity = if kind == "verify" || repeated {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let mut d = Detection::on(r, &format!("pbs-{job}-failed"), severity, Category::Backup);
         d.title = format!("{}: {job} failed", r.name);
         d.description = format!("The last {job} job of datastore {} failed: {state}", r.name);
         d.recommendation = "Read the task log on the PBS host and fix the cause (disk errors, \
                             permissions, the remote for sync jobs)."
             .into();
-        d.evidence = format!("{metric} = 0; last state: {state}");
+        d.evidence = format!(
+            "{metric} = 0; last state: {state}; tasks_failed_24h = {failed_tasks:.0}{}",
+            if repeated { " (repeated)" } else { "" }
+        );
         out.push(d);
     }
 }
+
+/// Failed runs in a row from which a replication job is critical.
+const REPLICATION_REPEATED_FAILURES: f64 = 3.0;
 
 fn replication(r: &ResourceRecord, out: &mut Vec<Detection>) {
     if r.status != "failing" {
         return;
     }
-    let mut d = Detection::on(
-        r,
-        "replication-failing",
-        Severity::Warning,
-        Category::Backup,
-    );
+    // One failed run is retried at the next schedule; from the third in a row the replica is
+    // falling behind and a failover would lose data.
+    let fail_count = r
+        .attrs
+        .get("fail_count")
+        .and_then(serde_json::Value::as_f64);
+    let severity = if fail_count.is_some_and(|n| n >= REPLICATION_REPEATED_FAILURES) {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let mut d = Detection::on(r, "replication-failing", severity, Category::Backup);
     d.title = format!("replication {} is failing", r.name);
     let error = text(r, "error").unwrap_or("no error text");
     d.description = format!("Storage replication job {} keeps failing.", r.name);
@@ -707,9 +858,7 @@ fn replication(r: &ResourceRecord, out: &mut Vec<Detection>) {
         .into();
     d.evidence = format!(
         "fail_count = {}; error: {error}",
-        r.attrs
-            .get("fail_count")
-            .map_or("?".to_owned(), ToString::to_string)
+        fail_count.map_or("?".to_owned(), |n| format!("{n:.0}"))
     );
     out.push(d);
 }
@@ -1168,6 +1317,248 @@ fn certificates(now_ms: i64, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<D
     out.push(d);
 }
 
+/// Pending package updates of a Proxmox VE node (`updates_pending`, the entries of
+/// `/nodes/{node}/apt/update`): info, one finding per node with the count. A node without
+/// pending updates is silent. The API lists packages, not whether an update fixes a security
+/// issue, so the finding says how to see that.
+fn updates_pending(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let Some(n) = latest_value(r, "updates_pending").filter(|n| *n >= 1.0) else {
+        return;
+    };
+    let mut d = Detection::on(r, "updates-pending", Severity::Info, Category::General);
+    let plural = if n == 1.0 { "" } else { "s" };
+    d.title = format!("{}: {n:.0} package update{plural} pending", r.name);
+    d.description = format!(
+        "apt on {} lists {n:.0} package{plural} with a newer version (the list the daily \
+         `pveupdate` refreshes). Proxmox VE does not say which of them are security updates.",
+        r.name
+    );
+    d.recommendation = format!(
+        "Review them on {} (node > Updates, or `apt list --upgradable`; `apt list --upgradable \
+         | grep -i security` shows security updates) and install them in a maintenance window \
+         with `apt full-upgrade` (never plain `apt upgrade` on Proxmox VE); if a new kernel \
+         comes with them, migrate the guests off and reboot.",
+        r.name
+    );
+    d.evidence = format!("updates_pending = {n:.0}");
+    out.push(d);
+}
+
+/// Failed tasks of a node within 24 h no other finding explains, from which the finding is a
+/// warning.
+const TASKS_FAILED_WARNING: f64 = 5.0;
+
+/// Failed tasks of a Proxmox VE node within 24 h (`tasks_failed_24h`) beyond the failed backups
+/// of its guests (reported by `backup-failed`): watch, warning from
+/// [`TASKS_FAILED_WARNING`]. Migrations, snapshots, disk moves and job-level backups fail
+/// here without any other trace.
+fn failed_tasks(fleet: &Fleet<'_>, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let Some(failed) = latest_value(r, "tasks_failed_24h") else {
+        return;
+    };
+    let backups = fleet.backup_failures.get(&r.name).copied().unwrap_or(0.0);
+    let other = failed - backups;
+    if other < 1.0 {
+        return;
+    }
+    let severity = if other >= TASKS_FAILED_WARNING {
+        Severity::Warning
+    } else {
+        Severity::Watch
+    };
+    let mut d = Detection::on(r, "tasks-failed", severity, Category::Reliability);
+    let plural = if other == 1.0 { "" } else { "s" };
+    d.title = format!(
+        "{}: {other:.0} task{plural} failed in the last 24 hours",
+        r.name
+    );
+    d.description = format!(
+        "{other:.0} task{plural} on {} ended with an error in the last 24 hours (migrations, \
+         snapshots, disk moves, backup jobs and the like), besides the failed backups of its \
+         guests that their own findings report.",
+        r.name
+    );
+    d.recommendation = format!(
+        "List them with `pvenode task list --errors 1` on {} (or node > Task History, Only \
+         Errors) and read each task's log for its error.",
+        r.name
+    );
+    d.evidence = if backups > 0.0 {
+        format!(
+            "tasks_failed_24h = {failed:.0}, of which {backups:.0} failed backups of its guests \
+             (watch from 1 other, warning from {TASKS_FAILED_WARNING:.0})"
+        )
+    } else {
+        format!(
+            "tasks_failed_24h = {failed:.0} (watch from 1, warning from \
+             {TASKS_FAILED_WARNING:.0})"
+        )
+    };
+    out.push(d);
+}
+
+/// A Kubernetes node's pressure conditions (the collector's `memory_pressure`,
+/// `disk_pressure`, `pid_pressure` attributes): warning, one finding per node naming each
+/// condition. The kubelet is evicting pods or refusing new ones, but the node still serves. A
+/// node that is not Ready has its own critical finding, which says it all.
+fn k8s_pressure(r: &ResourceRecord, out: &mut Vec<Detection>) {
+    if r.status != "Ready" {
+        return;
+    }
+    let on: Vec<(&str, &str)> = [
+        ("memory_pressure", "MemoryPressure"),
+        ("disk_pressure", "DiskPressure"),
+        ("pid_pressure", "PIDPressure"),
+    ]
+    .into_iter()
+    .filter(|(attr, _)| r.attrs.get(*attr) == Some(&serde_json::Value::Bool(true)))
+    .collect();
+    if on.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = on.iter().map(|(_, c)| *c).collect();
+    let mut d = Detection::on(
+        r,
+        "k8s-node-pressure",
+        Severity::Warning,
+        Category::Reliability,
+    );
+    d.title = format!("Kubernetes node {} under {}", r.name, names.join(", "));
+    d.description = format!(
+        "The kubelet on {} reports {}: it evicts pods to reclaim what runs short and admits no \
+         new pods that need it.",
+        r.name,
+        names.join(" and ")
+    );
+    let mut advice = Vec::new();
+    for (attr, _) in &on {
+        advice.push(match *attr {
+            "memory_pressure" => format!(
+                "Memory: find the biggest consumers with `kubectl top pods -A --sort-by=memory` \
+                 (on {}), set memory requests and limits so the scheduler places pods by what \
+                 they use, or add memory or nodes.",
+                r.name
+            ),
+            "disk_pressure" => "Disk: free the kubelet's filesystems (unused images with \
+                                `crictl rmi --prune`, container logs, emptyDir volumes); check \
+                                log rotation and the image garbage collection thresholds."
+                .to_owned(),
+            _ => "PIDs: find the process that forks or leaks threads (`ps -eLf | wc -l`, by \
+                  container) and set a pod PID limit (`podPidsLimit`)."
+                .to_owned(),
+        });
+    }
+    d.recommendation = advice.join(" ");
+    let mut evidence: Vec<String> = names.iter().map(|c| format!("{c} = True")).collect();
+    if let Some(w) = text(r, "last_warning") {
+        evidence.push(format!("last warning: {w}"));
+    }
+    d.evidence = evidence.join("; ");
+    out.push(d);
+}
+
+/// Warning events within an hour on a cluster that no other finding explains, from which they
+/// are a storm: watch, and warning from [`WARNING_STORM_WARNING`].
+const WARNING_STORM_WATCH: f64 = 100.0;
+const WARNING_STORM_WARNING: f64 = 500.0;
+/// Objects named in a storm's evidence.
+const STORM_OBJECTS: usize = 3;
+
+/// Kubernetes Warning event storms: a cluster's `warning_events_1h` less the warnings of the
+/// objects (pods, nodes, workloads, claims) that already have a finding, at or above
+/// [`WARNING_STORM_WATCH`]. The evidence names the objects with the most warnings and their
+/// latest one. Runs after the other rules, over their findings.
+fn warning_storms(resources: &[ResourceRecord], out: &mut Vec<Detection>) {
+    const METRIC: &str = "warning_events_1h";
+    let has_finding: HashSet<&str> = out.iter().map(|d| d.resource_id.as_str()).collect();
+    // By cluster name, its objects with warnings: (count, sample time, object).
+    let mut clusters: HashMap<&str, Vec<(f64, i64, &ResourceRecord)>> = HashMap::new();
+    for r in resources {
+        if !matches!(r.kind.as_str(), "pod" | "k8s-node" | "k8s-workload" | "pvc") {
+            continue;
+        }
+        let Some(l) = r.latest.get(METRIC).filter(|l| l.value > 0.0) else {
+            continue;
+        };
+        if let Some(cluster) =
+            r.id.split_once(':')
+                .and_then(|(_, rest)| rest.split('/').next())
+        {
+            clusters
+                .entry(cluster)
+                .or_default()
+                .push((l.value, l.ts_ms, r));
+        }
+    }
+    let mut found = Vec::new();
+    for r in resources.iter().filter(|r| r.kind == "k8s-cluster") {
+        let Some(sum) = r.latest.get(METRIC) else {
+            continue;
+        };
+        let total = sum.value;
+        // An object whose warnings aged out is no longer sent: its last count is older than
+        // the cluster's, which every run sends.
+        let current = clusters
+            .remove(r.name.as_str())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.1 >= sum.ts_ms);
+        let (mut explained, mut objects) = (0.0, Vec::new());
+        for (n, _, o) in current {
+            if has_finding.contains(o.id.as_str()) {
+                explained += n;
+            } else {
+                objects.push((n, o));
+            }
+        }
+        let rest = total - explained;
+        let severity = if rest >= WARNING_STORM_WARNING {
+            Severity::Warning
+        } else if rest >= WARNING_STORM_WATCH {
+            Severity::Watch
+        } else {
+            continue;
+        };
+        objects.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        let mut d = Detection::on(r, "k8s-warning-storm", severity, Category::Reliability);
+        d.title = format!(
+            "Kubernetes cluster {}: {rest:.0} warning events in the last hour",
+            r.name
+        );
+        d.description = format!(
+            "The cluster {} recorded {total:.0} Warning events in the last hour, {rest:.0} of them \
+             about objects no other finding covers: something keeps failing (mounts, probes, \
+             scheduling, DNS, image pulls) without yet breaking a workload.",
+            r.name
+        );
+        d.recommendation = "Group the warnings by reason with `kubectl get events -A \
+                            --field-selector type=Warning --sort-by=.lastTimestamp`; the \
+                            objects in the evidence have the most. Fix the most frequent \
+                            reason first: one cause usually produces most of a storm."
+            .into();
+        let top: Vec<String> = objects
+            .iter()
+            .take(STORM_OBJECTS)
+            .map(|(n, o)| match text(o, "last_warning") {
+                Some(w) => format!("{} {n:.0} ({w})", o.id),
+                None => format!("{} {n:.0}", o.id),
+            })
+            .collect();
+        let mut evidence = format!(
+            "warning_events_1h = {total:.0}, {explained:.0} on objects with their own finding \
+             (watch from {WARNING_STORM_WATCH:.0}, warning from {WARNING_STORM_WARNING:.0})"
+        );
+        if !top.is_empty() {
+            evidence.push_str(&format!("; most: {}", top.join("; ")));
+        } else if let Some(w) = text(r, "last_warning") {
+            evidence.push_str(&format!("; latest: {w}"));
+        }
+        d.evidence = evidence;
+        found.push(d);
+    }
+    out.extend(found);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1421,7 +1812,7 @@ mod tests {
                 (
                     "replication:demo/100-0",
                     "replication-failing",
-                    Severity::Warning
+                    Severity::Critical
                 ),
                 ("docker:h/worker", "container-oom", Severity::Warning),
                 ("docker:h/flappy", "container-restarts", Severity::Warning),
@@ -1446,6 +1837,401 @@ mod tests {
     fn latest_at(r: &mut ResourceRecord, metric: &str, value: f64, ts_ms: i64) {
         r.latest
             .insert(metric.into(), LatestSample { ts_ms, value });
+    }
+
+    fn attr(r: &mut ResourceRecord, k: &str, v: impl Into<serde_json::Value>) {
+        r.attrs.insert(k.into(), v.into());
+    }
+
+    #[test]
+    fn pending_updates_are_info_and_a_node_without_any_is_silent() {
+        let mut some = record("node:pve1", "online");
+        latest(&mut some, "updates_pending", 14.0);
+        let mut one = record("node:pve2", "online");
+        latest(&mut one, "updates_pending", 1.0);
+        let mut none = record("node:pve3", "online");
+        latest(&mut none, "updates_pending", 0.0);
+        let unknown = record("node:pve4", "online");
+        let found = found(vec![some, one, none, unknown], &Thresholds::default());
+        let got: Vec<(&str, &str, Severity)> = found
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.key.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("node:pve1", "updates-pending", Severity::Info),
+                ("node:pve2", "updates-pending", Severity::Info),
+            ]
+        );
+        assert_eq!(found[0].title, "pve1: 14 package updates pending");
+        assert_eq!(found[1].title, "pve2: 1 package update pending");
+        assert_eq!(found[0].evidence, "updates_pending = 14");
+        assert!(found[0].recommendation.contains("apt full-upgrade"));
+        assert!(found[0].recommendation.contains("security"));
+    }
+
+    #[test]
+    fn failed_tasks_beyond_the_failed_backups_of_the_nodes_guests() {
+        let node = |name: &str, failed: f64| {
+            let mut r = record(&format!("node:{name}"), "online");
+            latest(&mut r, "tasks_failed_24h", failed);
+            r
+        };
+        let guest = |vmid: u32, node: &str, failed: f64| {
+            let mut r = record(&format!("vm:c/{vmid}"), "running");
+            attr(&mut r, "node", node);
+            latest(&mut r, "backup_failed_24h", failed);
+            latest(&mut r, "backup_last_age_seconds{storage=\"pbs\"}", 3600.0);
+            r
+        };
+        let resources = vec![
+            // Its one failure is the backup `backup-failed` reports.
+            node("pve1", 1.0),
+            guest(100, "pve1", 1.0),
+            // Two migrations failed besides a backup.
+            node("pve2", 3.0),
+            guest(101, "pve2", 1.0),
+            // Six failures, no guest's.
+            node("pve3", 6.0),
+            node("pve4", 0.0),
+        ];
+        let found = found(resources, &Thresholds::default());
+        let tasks: Vec<(&str, Severity)> = found
+            .iter()
+            .filter(|d| d.key == "tasks-failed")
+            .map(|d| (d.resource_id.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            tasks,
+            [
+                ("node:pve2", Severity::Watch),
+                ("node:pve3", Severity::Warning)
+            ]
+        );
+        let pve2 = found.iter().find(|d| d.resource_id == "node:pve2").unwrap();
+        assert_eq!(pve2.title, "pve2: 2 tasks failed in the last 24 hours");
+        assert!(
+            pve2.evidence
+                .starts_with("tasks_failed_24h = 3, of which 1 failed backups"),
+            "{}",
+            pve2.evidence
+        );
+        assert!(pve2.recommendation.contains("pvenode task list --errors 1"));
+    }
+
+    #[test]
+    fn kubernetes_node_pressure_names_each_condition() {
+        let node = |name: &str, status: &str, memory: bool, disk: bool, pid: bool| {
+            let mut r = record(&format!("k8s-node:k/{name}"), status);
+            attr(&mut r, "memory_pressure", memory);
+            attr(&mut r, "disk_pressure", disk);
+            attr(&mut r, "pid_pressure", pid);
+            r
+        };
+        let mut both = node("w1", "Ready", true, true, false);
+        attr(
+            &mut both,
+            "last_warning",
+            "EvictionThresholdMet: Attempting to reclaim memory",
+        );
+        let resources = vec![
+            both,
+            node("w2", "Ready", false, false, true),
+            node("w3", "Ready", false, false, false),
+            // Not Ready says it all.
+            node("w4", "NotReady", true, false, false),
+        ];
+        let found = found(resources, &Thresholds::default());
+        let got: Vec<(&str, &str, Severity)> = found
+            .iter()
+            .map(|d| (d.resource_id.as_str(), d.key.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("k8s-node:k/w1", "k8s-node-pressure", Severity::Warning),
+                ("k8s-node:k/w2", "k8s-node-pressure", Severity::Warning),
+                ("k8s-node:k/w4", "k8s-node-not-ready", Severity::Critical),
+            ]
+        );
+        assert_eq!(
+            found[0].evidence,
+            "MemoryPressure = True; DiskPressure = True; last warning: EvictionThresholdMet: \
+             Attempting to reclaim memory"
+        );
+        assert!(found[0].recommendation.contains("kubectl top pods"));
+        assert!(found[0].recommendation.contains("crictl rmi --prune"));
+        assert!(
+            found[1].title.ends_with("under PIDPressure"),
+            "{}",
+            found[1].title
+        );
+        assert!(found[1].recommendation.contains("podPidsLimit"));
+    }
+
+    #[test]
+    fn a_warning_storm_counts_only_warnings_no_finding_explains() {
+        let cluster = |name: &str, warnings: f64| {
+            let mut r = record(&format!("k8s-cluster:{name}"), "reachable");
+            latest(&mut r, "warning_events_1h", warnings);
+            r
+        };
+        let pod = |id: &str, status: &str, warnings: f64, ts: i64, last: &str| {
+            let mut r = record(id, status);
+            latest_at(&mut r, "warning_events_1h", warnings, ts);
+            attr(&mut r, "last_warning", last);
+            r
+        };
+        let dns = "DNSConfigForming: Nameserver limits were exceeded";
+        let resources = vec![
+            // 130 unexplained of 400: the crash loop's 270 have their finding.
+            cluster("a", 400.0),
+            pod(
+                "pod:a/shop/crash",
+                "CrashLoopBackOff",
+                270.0,
+                NOW,
+                "BackOff: Back-off",
+            ),
+            pod("pod:a/shop/web-1", "Running", 70.0, NOW, dns),
+            pod("pod:a/shop/web-2", "Running", 60.0, NOW, dns),
+            // Aged out an hour ago: no longer counted or named.
+            pod("pod:a/shop/old", "Running", 900.0, NOW - 3_600_000, dns),
+            // 600 on one cluster: warning.
+            cluster("b", 600.0),
+            pod("pod:b/x/y", "Running", 600.0, NOW, dns),
+            // 150, but 100 of them explained: quiet.
+            cluster("c", 150.0),
+            pod("pod:c/x/crash", "CrashLoopBackOff", 100.0, NOW, "BackOff"),
+            cluster("d", 99.0),
+        ];
+        let found = found(resources, &Thresholds::default());
+        let storms: Vec<(&str, Severity)> = found
+            .iter()
+            .filter(|d| d.key == "k8s-warning-storm")
+            .map(|d| (d.resource_id.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            storms,
+            [
+                ("k8s-cluster:a", Severity::Watch),
+                ("k8s-cluster:b", Severity::Warning)
+            ]
+        );
+        let a = found
+            .iter()
+            .find(|d| d.resource_id == "k8s-cluster:a")
+            .unwrap();
+        assert_eq!(
+            a.title,
+            "Kubernetes cluster a: 130 warning events in the last hour"
+        );
+        assert!(
+            a.evidence
+                .starts_with("warning_events_1h = 400, 270 on objects with their own finding"),
+            "{}",
+            a.evidence
+        );
+        assert!(
+            a.evidence.contains(&format!(
+                "most: pod:a/shop/web-1 70 ({dns}); pod:a/shop/web-2 60"
+            )),
+            "{}",
+            a.evidence
+        );
+        assert!(!a.evidence.contains("old"), "{}", a.evidence);
+    }
+
+    #[test]
+    fn crash_loop_evidence_names_the_cause_and_the_advice_follows_it() {
+        let crash = |name: &str, reason: Option<&str>, code: Option<i64>| {
+            let mut r = record(&format!("pod:k/shop/{name}"), "CrashLoopBackOff");
+            attr(&mut r, "namespace", "shop");
+            latest(&mut r, "restarts", 9.0);
+            if let Some(reason) = reason {
+                attr(&mut r, "last_termination_reason", reason);
+            }
+            if let Some(code) = code {
+                attr(&mut r, "last_exit_code", code);
+            }
+            r
+        };
+        let found = found(
+            vec![
+                crash("oom", Some("OOMKilled"), Some(137)),
+                crash("error", Some("Error"), Some(1)),
+                crash("killed", Some("Error"), Some(137)),
+                crash("done", Some("Completed"), Some(0)),
+                crash("nocmd", Some("StartError"), Some(128)),
+                crash("unknown", None, None),
+            ],
+            &Thresholds::default(),
+        );
+        let by = |name: &str| {
+            found
+                .iter()
+                .find(|d| d.resource_id == format!("pod:k/shop/{name}"))
+                .unwrap()
+        };
+        let oom = by("oom");
+        assert_eq!(
+            oom.evidence,
+            "status CrashLoopBackOff, restarts = 9; last termination: OOMKilled (exit code 137)"
+        );
+        assert!(oom.recommendation.contains("resources.limits.memory"));
+        assert!(oom.recommendation.contains("restarting it will not help"));
+        let error = by("error");
+        assert!(
+            error
+                .evidence
+                .ends_with("last termination: Error (exit code 1)")
+        );
+        assert!(
+            error
+                .recommendation
+                .contains("`kubectl logs error -n shop --previous`"),
+            "{}",
+            error.recommendation
+        );
+        assert!(!error.recommendation.contains("memory"));
+        assert!(by("killed").recommendation.contains("liveness probe"));
+        assert!(by("done").recommendation.contains("restartPolicy"));
+        assert!(by("nocmd").recommendation.contains("entrypoint"));
+        assert!(
+            by("unknown")
+                .evidence
+                .ends_with("last termination: unknown")
+        );
+    }
+
+    #[test]
+    fn severity_policy_escalates_what_puts_data_or_service_at_risk() {
+        let t = Thresholds::default();
+        let mut resources = Vec::new();
+        // Backups: 3 days old is a warning, 5 days critical.
+        for (vmid, days) in [(100, 3.0), (101, 5.0)] {
+            let mut g = record(&format!("vm:c/{vmid}"), "running");
+            latest(
+                &mut g,
+                "backup_last_age_seconds{storage=\"pbs\"}",
+                days * 86_400.0,
+            );
+            resources.push(g);
+        }
+        // PBS: a failed verify is critical at once; GC after repeated failures.
+        let mut ds = record("pbs-datastore:pbs/a", "available");
+        latest(&mut ds, "job_last_ok{job=\"verify/v1\"}", 0.0);
+        latest(&mut ds, "job_last_ok{job=\"gc\"}", 0.0);
+        latest(&mut ds, "tasks_failed_24h", 2.0);
+        resources.push(ds);
+        let mut ds = record("pbs-datastore:pbs/b", "available");
+        latest(&mut ds, "job_last_ok{job=\"gc\"}", 0.0);
+        latest(&mut ds, "job_last_ok{job=\"sync/s1\"}", 0.0);
+        latest(&mut ds, "tasks_failed_24h", 3.0);
+        resources.push(ds);
+        // Replication: one failure a warning, three in a row critical.
+        for (job, fails) in [("100-0", 1), ("101-0", 3)] {
+            let mut r = record(&format!("replication:c/{job}"), "failing");
+            attr(&mut r, "fail_count", fails);
+            resources.push(r);
+        }
+        // A crash-looping pod whose deployment still serves, and one whose does not.
+        for (name, desired, unavailable) in [("web", 3.0, 1.0), ("db", 1.0, 1.0)] {
+            let wid = format!("k8s-workload:k/shop/deployment/{name}");
+            let mut w = record(&wid, "Degraded");
+            latest(&mut w, "replicas_desired", desired);
+            latest(&mut w, "replicas_unavailable", unavailable);
+            resources.push(w);
+            let mut p = record(&format!("pod:k/shop/{name}-1"), "CrashLoopBackOff");
+            attr(&mut p, "workload", wid.as_str());
+            resources.push(p);
+        }
+        let f = found(resources, &t);
+        let want = [
+            ("vm:c/100", "backup-age", Severity::Warning),
+            ("vm:c/101", "backup-age", Severity::Critical),
+            (
+                "pbs-datastore:pbs/a",
+                "pbs-verify/v1-failed",
+                Severity::Critical,
+            ),
+            ("pbs-datastore:pbs/a", "pbs-gc-failed", Severity::Warning),
+            ("pbs-datastore:pbs/b", "pbs-gc-failed", Severity::Critical),
+            (
+                "pbs-datastore:pbs/b",
+                "pbs-sync/s1-failed",
+                Severity::Critical,
+            ),
+            (
+                "replication:c/100-0",
+                "replication-failing",
+                Severity::Warning,
+            ),
+            (
+                "replication:c/101-0",
+                "replication-failing",
+                Severity::Critical,
+            ),
+            ("pod:k/shop/web-1", "pod-crashloop", Severity::Warning),
+            (
+                "k8s-workload:k/shop/deployment/web",
+                "replicas-unavailable",
+                Severity::Warning,
+            ),
+            ("pod:k/shop/db-1", "pod-crashloop", Severity::Critical),
+            (
+                "k8s-workload:k/shop/deployment/db",
+                "replicas-unavailable",
+                Severity::Critical,
+            ),
+        ];
+        for (id, key, severity) in want {
+            assert_eq!(sev(&f, id, key), Some(severity), "{id} {key}: {f:#?}");
+        }
+        assert_eq!(f.len(), want.len(), "{f:#?}");
+        let db = f
+            .iter()
+            .find(|d| d.resource_id == "pod:k/shop/db-1")
+            .unwrap();
+        assert!(
+            db.evidence.contains("has no replica available"),
+            "{}",
+            db.evidence
+        );
+        let old = f.iter().find(|d| d.resource_id == "vm:c/101").unwrap();
+        assert!(
+            old.evidence.contains("critical over 345600"),
+            "{}",
+            old.evidence
+        );
+    }
+
+    #[test]
+    fn a_container_restarting_ten_times_an_hour_is_critical() {
+        let mut s = Snapshot {
+            now_ms: NOW,
+            resources: vec![
+                record("docker:h/flappy", "running"),
+                record("docker:h/dead", "running"),
+            ],
+            ..Snapshot::default()
+        };
+        series(&mut s, "docker:h/flappy", "restart_count", 60, |m| {
+            (m / 15) as f64
+        });
+        series(&mut s, "docker:h/dead", "restart_count", 60, |m| {
+            (m / 5) as f64
+        });
+        let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
+        assert_eq!(
+            sev(&found, "docker:h/flappy", "container-restarts"),
+            Some(Severity::Warning)
+        );
+        assert_eq!(
+            sev(&found, "docker:h/dead", "container-restarts"),
+            Some(Severity::Critical)
+        );
     }
 
     fn found(resources: Vec<ResourceRecord>, t: &Thresholds) -> Vec<Detection> {

@@ -160,6 +160,9 @@ pub struct Datastore {
     pub gc: GcStatus,
     /// Namespaces besides the root `""`.
     pub namespaces: Vec<String>,
+    /// `estimated-full-date` of `/status/datastore-usage`, epoch seconds: PBS's linear
+    /// estimate from its usage history (0 when usage does not grow); absent without history.
+    pub estimated_full_date: Option<i64>,
 }
 
 /// `verification` of a snapshot.
@@ -525,6 +528,7 @@ impl Default for World {
                     },
                     gc: GcStatus::default(),
                     namespaces: vec!["proxmox-v2".to_owned()],
+                    estimated_full_date: None,
                 },
                 Datastore {
                     name: "store1".to_owned(),
@@ -539,6 +543,7 @@ impl Default for World {
                     },
                     gc: GcStatus::default(),
                     namespaces: Vec::new(),
+                    estimated_full_date: None,
                 },
             ],
             snapshots: vec![
@@ -788,6 +793,18 @@ impl PbsSimHandle {
             };
             ds.usage.used = used.min(ds.usage.total);
             ds.usage.avail = ds.usage.total - ds.usage.used;
+            true
+        })
+    }
+
+    /// Sets PBS's estimate of when `store` is full (`estimated-full-date`, epoch seconds), or
+    /// none. False if the store is unknown.
+    pub fn set_estimated_full_date(&self, store: &str, at: Option<i64>) -> bool {
+        self.with_world(|w| {
+            let Some(ds) = w.datastores.iter_mut().find(|d| d.name == store) else {
+                return false;
+            };
+            ds.estimated_full_date = at;
             true
         })
     }
@@ -1197,6 +1214,9 @@ fn datastore_usage(st: &State, d: &Datastore) -> Value {
     v["total"] = json!(d.usage.total);
     v["used"] = json!(d.usage.used);
     v["gc-status"] = Value::Object(d.gc.counters());
+    if let Some(at) = d.estimated_full_date {
+        v["estimated-full-date"] = json!(at);
+    }
     v
 }
 

@@ -1,9 +1,14 @@
 //! Patrol end to end: a real agent reads the Proxmox VE simulator (a container whose backups
 //! stopped four days ago), a real server stores it, `POST /api/ai/patrol/run` finds it, and
-//! the findings API shows it in the fixed contract shape and takes operator actions.
+//! the findings API shows it in the fixed contract shape and takes operator actions. A real
+//! agent reading the Kubernetes simulator shows the signals Patrol reads from the cluster: an
+//! OOM crash loop's cause, node pressure, a Warning event storm. A new Warden reading the PBS
+//! simulator forecasts a datastore from PBS's own estimate.
 
 use serde_json::{Value, json};
 use std::time::Duration;
+use warden_tests::sim::k8s::{K8sSim, K8sSimOptions, Kind, Pressure};
+use warden_tests::sim::pbs::{PbsSim, PbsSimOptions};
 use warden_tests::sim::pve::{PveSim, PveSimOptions};
 use warden_tests::{AgentProc, ServerProc, eventually};
 
@@ -33,8 +38,10 @@ fn fleet(dir: &std::path::Path) -> (PveSim, ServerProc, AgentProc) {
         "CT 105's backup age stored",
         || {
             let (s, v) = server.get(&format!("/api/resources/{CT}"));
+            let (_, node) = server.get("/api/resources/node:node1");
             (s == 200
-                && v["metrics"]["backup_last_age_seconds{storage=\"pbs\"}"]["value"].is_number())
+                && v["metrics"]["backup_last_age_seconds{storage=\"pbs\"}"]["value"].is_number()
+                && node["metrics"]["updates_pending"]["value"].is_number())
             .then_some(())
         },
     );
@@ -79,6 +86,7 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
     ] {
         assert!(f.get(field).is_some(), "missing {field}: {f}");
     }
+    // Four days is twice the 48-hour limit: several nightly backups missed, critical.
     assert_eq!(
         (
             &f["severity"],
@@ -87,7 +95,7 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
             &f["resource_type"]
         ),
         (
-            &json!("warning"),
+            &json!("critical"),
             &json!("backup"),
             &json!("heuristic"),
             &json!("lxc")
@@ -106,6 +114,21 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
     );
     assert!(f["detected_at"].as_str().unwrap().ends_with('Z'));
     let id = f["id"].as_str().unwrap().to_owned();
+
+    // The simulator's nodes list five pending package updates: one info finding on the node.
+    let (_, all) = server.get("/api/ai/patrol/findings?resource_id=node:node1");
+    let updates = all["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "updates-pending")
+        .cloned()
+        .unwrap_or_else(|| panic!("no updates-pending finding: {all}"));
+    assert_eq!(
+        (&updates["severity"], &updates["evidence"]),
+        (&json!("info"), &json!("updates_pending = 5")),
+        "{updates}"
+    );
 
     // Found again: same id, raised twice.
     assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
@@ -278,11 +301,9 @@ fn settings_overrides_cli_and_suppress() {
         lines[0].starts_with("SEVERITY") && lines[0].contains("RESOURCE"),
         "{table}"
     );
-    for id in [CT, OTHER] {
+    for (level, id) in [("CRITICAL", CT), ("WARNING", OTHER)] {
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("WARNING") && l.contains(id)),
+            lines.iter().any(|l| l.starts_with(level) && l.contains(id)),
             "{table}"
         );
     }
@@ -329,4 +350,171 @@ fn settings_overrides_cli_and_suppress() {
         (&json!(false), &Value::Null),
         "{st}"
     );
+}
+
+/// Kubernetes through the real collector: a pod OOM-killed in a loop (the finding names the
+/// cause and says to raise the memory limit), a node under memory pressure, and a storm of
+/// Warning events about a running pod.
+#[test]
+fn kubernetes_signals_become_findings_with_their_cause() {
+    const CLUSTER: &str = "k8s-trouble";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let kube = K8sSim::start(K8sSimOptions::default());
+    let kubeconfig = dir.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).unwrap();
+    let server = ServerProc::start(&dir.join("server"), &[]);
+    let mut agent = AgentProc::new(
+        &dir.join("agent"),
+        &format!(
+            "hostname = \"k8s-agent\"\n[collectors.host]\nenabled = false\n\
+             [collectors.docker]\nenabled = false\n[collectors.kubernetes]\nenabled = true\n\
+             cluster = \"{CLUSTER}\"\nkubeconfig = \"{}\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+            kubeconfig.display()
+        ),
+    );
+    agent.enroll_ok(&server.token("10m"));
+    agent.start(&[]);
+
+    // A running pod other than the one that will crash, for the storm.
+    let noisy = kube
+        .objects(Kind::Pod)
+        .into_iter()
+        .filter(|p| p["metadata"]["namespace"] == "shop" && p["metadata"]["name"] != "db-0")
+        .find_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .expect("a second pod in shop");
+    assert!(kube.crashloop_pod_with("shop", "db-0", "OOMKilled", 137));
+    assert!(kube.set_node_pressure("worker-2", Pressure::Memory, true));
+    for _ in 0..120 {
+        kube.add_warning_event(
+            "shop",
+            "Pod",
+            &noisy,
+            "FailedMount",
+            "MountVolume.SetUp failed for volume \"tls\" : secret \"web-tls\" not found",
+        );
+    }
+
+    let pod = format!("pod:{CLUSTER}/shop/db-0");
+    let node = format!("k8s-node:{CLUSTER}/worker-2");
+    let cluster = format!("k8s-cluster:{CLUSTER}");
+    let found = eventually(Duration::from_secs(60), "the three findings", || {
+        let (s, run) = server.post("/api/ai/patrol/run", None);
+        assert_eq!(s, 200, "{run}");
+        let (_, v) = server.get("/api/ai/patrol/findings?include_linked=true&limit=500");
+        let list = v["findings"].as_array().cloned().unwrap_or_default();
+        let get = |id: &str, key: &str| {
+            list.iter()
+                .find(|f| f["resource_id"] == id && f["key"] == key)
+                .cloned()
+        };
+        // All 120 warnings counted (the watch delivers them one by one).
+        let storm = get(&cluster, "k8s-warning-storm")
+            .filter(|f| f["evidence"].as_str().is_some_and(|e| e.contains(" 120 (")))?;
+        let got = (
+            get(&pod, "pod-crashloop")?,
+            get(&node, "k8s-node-pressure")?,
+            storm,
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        Some(got)
+    });
+    let (crash, pressure, storm) = found;
+    let text = |f: &Value, field: &str| f[field].as_str().unwrap_or_default().to_owned();
+    assert!(
+        text(&crash, "evidence").contains("last termination: OOMKilled (exit code 137)"),
+        "{crash}"
+    );
+    assert!(
+        text(&crash, "recommendation").contains("resources.limits.memory"),
+        "{crash}"
+    );
+    assert_eq!(pressure["severity"], "warning", "{pressure}");
+    assert!(
+        text(&pressure, "evidence").contains("MemoryPressure = True"),
+        "{pressure}"
+    );
+    let evidence = text(&storm, "evidence");
+    assert!(
+        evidence.contains(&format!("pod:{CLUSTER}/shop/{noisy} 120 (FailedMount")),
+        "{storm}"
+    );
+    assert_eq!(storm["severity"], "watch", "{storm}");
+}
+
+/// A server that has just started watching a Proxmox Backup Server has no history to forecast
+/// from: PBS's own estimate (`estimated-full-date`) makes the datastore's forecast, and says so.
+#[test]
+fn a_new_server_forecasts_a_datastore_from_the_estimate_of_pbs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = PbsSimOptions::fast();
+    let token = opts.token.clone();
+    let pbs = PbsSim::start(opts);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // store1 full in 5 days (warning), slow-xfs growing slowly (a year: nothing).
+    assert!(pbs.set_estimated_full_date("store1", Some(now_s + 5 * 86_400)));
+    assert!(pbs.set_estimated_full_date("slow-xfs", Some(now_s + 365 * 86_400)));
+    let (token_id, secret) = token.split_once(':').unwrap();
+    let secret_file = dir.join("pbs.secret");
+    warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes()).unwrap();
+    let server = ServerProc::start(&dir.join("server"), &[]);
+    let mut agent = AgentProc::new(
+        &dir.join("agent"),
+        &format!(
+            "hostname = \"pbs1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\n\
+             enabled = false\n[collectors.pbs]\nenabled = true\nurl = \"{}\"\n\
+             token_id = \"{token_id}\"\ntoken_secret_file = \"{}\"\nfingerprint = \"{}\"\n\
+             interval = \"2s\"\ntimeout = \"2s\"\n",
+            pbs.base_url(),
+            secret_file.display(),
+            pbs.cert_fingerprint()
+        ),
+    );
+    agent.enroll_ok(&server.token("10m"));
+    agent.start(&[]);
+    let store1 = eventually(Duration::from_secs(30), "PBS's estimate stored", || {
+        let (_, list) = server.get("/api/resources");
+        list.as_array()?
+            .iter()
+            .find(|r| {
+                r["type"] == "pbs-datastore"
+                    && r["name"] == "store1"
+                    && r["metrics"]["datastore_days_to_full"]["value"].is_number()
+            })
+            .and_then(|r| r["id"].as_str().map(str::to_owned))
+    });
+    let (s, run) = server.post("/api/ai/patrol/run", None);
+    assert_eq!(s, 200, "{run}");
+    let (_, v) = server.get("/api/ai/patrol/findings?limit=500");
+    let forecasts: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["key"] == "storage-forecast")
+        .collect();
+    assert_eq!(forecasts.len(), 1, "{v}");
+    let f = forecasts[0];
+    assert_eq!(
+        (&f["resource_id"], &f["severity"], &f["source"]),
+        (&json!(store1), &json!("warning"), &json!("forecast")),
+        "{f}"
+    );
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("datastore_days_to_full = 5.0 (PBS's estimated-full-date)"),
+        "{f}"
+    );
+    assert!(
+        f["title"]
+            .as_str()
+            .unwrap()
+            .contains("PBS expects it full in ~5 days"),
+        "{f}"
+    );
+    let days = f["capacity_forecast"]["days_to_full"].as_f64().unwrap();
+    assert!((4.9..=5.0).contains(&days), "{f}");
 }

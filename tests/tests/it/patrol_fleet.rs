@@ -64,9 +64,13 @@ fn a_healthy_fleet_through_the_real_collectors_raises_no_finding() {
     // Proxmox VE: the scaled world is healthy but for its shared NFS storage `synology`, which
     // the default world fills to 72.6 %: over Patrol's 70 % watch level once held for 10
     // minutes. A healthy fleet keeps it at half.
+    // Its nodes also list five pending package updates (the capture's), each an info finding;
+    // a healthy fleet is up to date.
     let names: Vec<String> = PVE_NODES.iter().map(|n| (*n).to_owned()).collect();
+    let mut world = pve::World::scaled(CLUSTER, &names, GUESTS);
+    world.apt_updates = Value::Array(Vec::new());
     let pve_opts = PveSimOptions {
-        world: pve::World::scaled(CLUSTER, &names, GUESTS),
+        world,
         ..PveSimOptions::fast()
     };
     let pve_token = pve_opts.token.clone();
