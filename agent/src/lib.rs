@@ -62,7 +62,8 @@ pub async fn run(
     let identity = Arc::new(Mutex::new(identity));
 
     let (tx, mut rx) = mpsc::channel::<ProvenancedBatch>(64);
-    let mut collectors = collectors::spawn_all(&cfg.collectors, &cfg.hostname, tx, shutdown.clone());
+    let mut collectors =
+        collectors::spawn_all(&cfg.collectors, &cfg.hostname, tx, shutdown.clone());
     let writer = {
         let (spool, spooled) = (spool.clone(), spooled.clone());
         tokio::spawn(async move {
@@ -108,7 +109,10 @@ pub async fn run(
     }
     // Every collector stops at its next await; one stuck in a non-async call is left behind.
     let stopping = futures_util::future::join_all(collectors.iter_mut());
-    if tokio::time::timeout(COLLECTORS_GRACE, stopping).await.is_err() {
+    if tokio::time::timeout(COLLECTORS_GRACE, stopping)
+        .await
+        .is_err()
+    {
         warn!("a collector did not stop in time; abandoning it");
         collectors.iter().for_each(tokio::task::JoinHandle::abort);
     }

@@ -91,19 +91,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("  data_dir = {}", cfg.data_dir.display());
             println!("  hostname = {}", cfg.hostname);
             println!("  spool    = {} KiB", cfg.spool_max_bytes >> 10);
-            let c = &cfg.collectors;
-            let timings = [
-                ("host", c.host.enabled, c.host.interval, c.host.timeout),
-                ("docker", c.docker.enabled, c.docker.interval, c.docker.timeout),
-                ("proxmox", c.proxmox.enabled, c.proxmox.interval, c.proxmox.timeout),
-                ("pbs", c.pbs.enabled, c.pbs.interval, c.pbs.timeout),
-                ("kubernetes", c.kubernetes.enabled, c.kubernetes.interval, c.kubernetes.timeout),
-            ];
-            for (name, _, interval, timeout) in timings.iter().filter(|t| t.1) {
+            for (name, interval, timeout) in cfg.collectors.timings() {
                 println!(
                     "  {name:<8} = every {}, timeout {}",
-                    humantime::format_duration(*interval),
-                    humantime::format_duration(*timeout)
+                    humantime::format_duration(interval),
+                    humantime::format_duration(timeout)
                 );
             }
             println!(

@@ -199,7 +199,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Some(t) => serde_json::json!({ "ttl": t }),
                 None => serde_json::json!({}),
             };
-            let v = api.call(reqwest::Method::POST, "/api/tokens", Some(body)).await?;
+            let v = api
+                .call(reqwest::Method::POST, "/api/tokens", Some(body))
+                .await?;
             let token = v["token"]
                 .as_str()
                 .context("server answered without a token")?;
@@ -228,12 +230,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(TokenCmd::Revoke { id }) => {
             let api = Api::new(&cli)?;
-            api.call(
-                reqwest::Method::DELETE,
-                &format!("/api/tokens/{id}"),
-                None,
-            )
-            .await?;
+            api.call(reqwest::Method::DELETE, &format!("/api/tokens/{id}"), None)
+                .await?;
             println!("join token {id} revoked");
             Ok(())
         }
@@ -447,12 +445,8 @@ async fn export_online(
     // The first or last event at a time, as the API's time filters see it.
     let first_page_seq = |query: String| async move {
         let v = api
-            .call(
-            Method::GET,
-            &format!("/api/audit?limit=1&{query}"),
-            None,
-        )
-        .await?;
+            .call(Method::GET, &format!("/api/audit?limit=1&{query}"), None)
+            .await?;
         Ok::<_, anyhow::Error>(v["events"][0]["seq"].as_u64())
     };
     // Exporting to the head: a checkpoint there first, so the export ends on one.
@@ -626,7 +620,10 @@ impl Api {
                 match std::fs::read_to_string(&file) {
                     Ok(text) => {
                         let addr = text.trim().parse().with_context(|| {
-                            format!("{} does not hold an address; pass --server URL", file.display())
+                            format!(
+                                "{} does not hold an address; pass --server URL",
+                                file.display()
+                            )
                         })?;
                         (loopback_url(addr), file.display().to_string())
                     }
@@ -635,8 +632,9 @@ impl Api {
                         "the config's http_listen".to_owned(),
                     ),
                     Err(e) => {
-                        return Err(anyhow::Error::new(e)
-                            .context(format!("reading {}", file.display())));
+                        return Err(
+                            anyhow::Error::new(e).context(format!("reading {}", file.display()))
+                        );
                     }
                 }
             }
@@ -661,10 +659,7 @@ impl Api {
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.base);
-        let mut req = self
-            .client
-            .request(method, &url)
-            .bearer_auth(&self.token);
+        let mut req = self.client.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -278,7 +278,11 @@ impl<'de> Deserialize<'de> for CollectorsConfig {
         let mut c = Self::deserialize(d)?;
         default_timeout(&mut c.host.timeout, DEFAULT_TIMEOUT, c.host.interval);
         default_timeout(&mut c.docker.timeout, DEFAULT_TIMEOUT, c.docker.interval);
-        default_timeout(&mut c.proxmox.timeout, DEFAULT_API_TIMEOUT, c.proxmox.interval);
+        default_timeout(
+            &mut c.proxmox.timeout,
+            DEFAULT_API_TIMEOUT,
+            c.proxmox.interval,
+        );
         default_timeout(&mut c.pbs.timeout, DEFAULT_API_TIMEOUT, c.pbs.interval);
         let k = &mut c.kubernetes;
         default_timeout(&mut k.timeout, DEFAULT_API_TIMEOUT, k.interval);
@@ -287,6 +291,41 @@ impl<'de> Deserialize<'de> for CollectorsConfig {
 }
 
 impl CollectorsConfig {
+    /// Name, interval and timeout of each enabled collector that has both.
+    pub fn timings(&self) -> Vec<(&'static str, Duration, Duration)> {
+        [
+            (
+                "host",
+                self.host.enabled,
+                self.host.interval,
+                self.host.timeout,
+            ),
+            (
+                "docker",
+                self.docker.enabled,
+                self.docker.interval,
+                self.docker.timeout,
+            ),
+            (
+                "proxmox",
+                self.proxmox.enabled,
+                self.proxmox.interval,
+                self.proxmox.timeout,
+            ),
+            ("pbs", self.pbs.enabled, self.pbs.interval, self.pbs.timeout),
+            (
+                "kubernetes",
+                self.kubernetes.enabled,
+                self.kubernetes.interval,
+                self.kubernetes.timeout,
+            ),
+        ]
+        .into_iter()
+        .filter(|t| t.1)
+        .map(|(name, _, interval, timeout)| (name, interval, timeout))
+        .collect()
+    }
+
     /// All problems found (empty = valid), e.g. `collectors.host.interval must be at least 1s`.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();

@@ -108,7 +108,11 @@ pub fn private_dir(dir: &Path) -> Result<(), SpoolError> {
 
 /// Sets `path` to `mode` if group or others have any access; returns the mode it had then.
 fn tighten(path: &Path, mode: u32) -> Result<Option<u32>, SpoolError> {
-    let was = std::fs::metadata(path).map_err(io(path))?.permissions().mode() & 0o777;
+    let was = std::fs::metadata(path)
+        .map_err(io(path))?
+        .permissions()
+        .mode()
+        & 0o777;
     if was & 0o077 == 0 {
         return Ok(None);
     }
