@@ -107,6 +107,8 @@ pub fn private_dir(dir: &Path) -> Result<(), SpoolError> {
 }
 
 /// Sets `path` to `mode` if group or others have any access; returns the mode it had then.
+/// Not owning it (a Kubernetes volume's root with `fsGroup`, files root left) is logged, not an
+/// error: the agent still runs, and what it creates inside is private.
 fn tighten(path: &Path, mode: u32) -> Result<Option<u32>, SpoolError> {
     let was = std::fs::metadata(path)
         .map_err(io(path))?
@@ -116,8 +118,14 @@ fn tighten(path: &Path, mode: u32) -> Result<Option<u32>, SpoolError> {
     if was & 0o077 == 0 {
         return Ok(None);
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
-    Ok(Some(was))
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => Ok(Some(was)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            warn!(path = %path.display(), mode = %format!("{was:o}"), error = %e, "cannot tighten permissions (not the owner?); other local users may read it");
+            Ok(None)
+        }
+        Err(e) => Err(io(path)(e)),
+    }
 }
 
 /// Writes `bytes` to `tmp` (mode 0600), optionally syncs it, and renames it to `path`.
