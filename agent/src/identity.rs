@@ -2,7 +2,8 @@
 //! and what enrollment told it (agent id, organisation, server addresses).
 //!
 //! Layout under `<data_dir>/identity/`: `agent.key`, `agent.pem`, `ca.pem`,
-//! `enrollment.json`. Every file is replaced atomically.
+//! `enrollment.json`. Every file is replaced atomically. The data and identity directories
+//! are 0700.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -95,7 +96,8 @@ impl Identity {
     /// IO failures.
     pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
         let d = dir(data_dir);
-        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        crate::spool::private_dir(data_dir)?;
+        crate::spool::private_dir(&d)?;
         fsutil::write_private(&d.join(KEY), self.key_pem.as_bytes())?;
         fsutil::write_atomic(&d.join(CERT), self.cert_pem.as_bytes())?;
         fsutil::write_atomic(&d.join(CA), self.ca_pem.as_bytes())?;

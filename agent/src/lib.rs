@@ -40,6 +40,9 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let identity = identity::Identity::load(&cfg.data_dir)?;
+    // Tighten what an older agent or a hand-made directory left world-readable.
+    spool::private_dir(&cfg.data_dir)?;
+    spool::private_dir(&identity::dir(&cfg.data_dir))?;
     let servers = if cfg.servers.is_empty() {
         identity.meta.servers.clone()
     } else {
@@ -59,7 +62,8 @@ pub async fn run(
     let identity = Arc::new(Mutex::new(identity));
 
     let (tx, mut rx) = mpsc::channel::<ProvenancedBatch>(64);
-    let collectors = collectors::spawn_all(&cfg.collectors, &cfg.hostname, tx, shutdown.clone());
+    let mut collectors =
+        collectors::spawn_all(&cfg.collectors, &cfg.hostname, tx, shutdown.clone());
     let writer = {
         let (spool, spooled) = (spool.clone(), spooled.clone());
         tokio::spawn(async move {
@@ -104,13 +108,19 @@ pub async fn run(
                 warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "server connection failed");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => {}
+                    () = stop_requested(&mut shutdown) => {}
                 }
             }
         }
     }
-    for c in collectors {
-        let _ = c.await;
+    // Every collector stops at its next await; one stuck in a non-async call is left behind.
+    let stopping = futures_util::future::join_all(collectors.iter_mut());
+    if tokio::time::timeout(COLLECTORS_GRACE, stopping)
+        .await
+        .is_err()
+    {
+        warn!("a collector did not stop in time; abandoning it");
+        collectors.iter().for_each(tokio::task::JoinHandle::abort);
     }
     writer.abort();
     info!("warden-agent stopped");
@@ -122,7 +132,6 @@ async fn connect_once(
     ctx: &transport::session::Context<'_>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let addrs = transport::resolve(servers).await?;
     let config = {
         let id = ctx
             .identity
@@ -130,9 +139,28 @@ async fn connect_once(
             .map_err(|_| anyhow::anyhow!("identity lock poisoned"))?;
         transport::tls::session_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?
     };
-    let endpoint = transport::endpoint_for(addrs[0])?;
-    let conn = transport::connect(&endpoint, &addrs, &config).await?;
-    let result = transport::session::run(&conn, ctx, shutdown).await;
+    // Resolving and the handshake can each take up to the idle timeout (30 s) against a
+    // server that is down; a stop request must not wait for them (the spool is durable).
+    let connecting = async {
+        let addrs = transport::resolve(servers).await?;
+        let endpoint = transport::endpoint_for(addrs[0])?;
+        let conn = transport::connect(&endpoint, &addrs, &config).await?;
+        anyhow::Ok((endpoint, conn))
+    };
+    let (endpoint, conn) = tokio::select! {
+        connected = connecting => connected?,
+        () = stop_requested(shutdown) => return Ok(()),
+    };
+    // The session closes itself on a stop request, but a write blocked on a server that stopped
+    // reading (or the wait for its welcome) would not notice: bound that too.
+    let mut stop = shutdown.clone();
+    let result = tokio::select! {
+        result = transport::session::run(&conn, ctx, shutdown) => result,
+        () = async {
+            stop_requested(&mut stop).await;
+            tokio::time::sleep(CLOSE_GRACE).await;
+        } => Ok(()),
+    };
     let result = match (&result, conn.close_reason()) {
         (Err(_), Some(reason)) if transport::is_auth_failure(&reason) => {
             Err(anyhow::anyhow!(transport::explain(&reason)))
@@ -149,6 +177,17 @@ async fn connect_once(
     };
     conn.close(0u32.into(), b"");
     // Give the close frame a moment to leave, so the server sees the agent go at once.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
     result
+}
+
+/// Longest wait for the collector tasks to end after a stop request.
+const COLLECTORS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Longest wait for the close frame to leave when a session ends.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Resolves once a stop is requested (or the sender is gone, which only happens at exit).
+async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }

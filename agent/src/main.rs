@@ -44,11 +44,34 @@ enum Command {
     Validate,
 }
 
+/// How long exiting waits for blocking work left running (a sysinfo read stuck on a hung
+/// filesystem, a DNS lookup): the spool is durable, so none of it needs to finish.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     warden_io::process::init_tracing();
     // A current-thread runtime keeps the agent small; its work is IO-bound.
-    warden_io::process::run_main(false, real_main(cli))
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(real_main(cli));
+    // Dropping the runtime would wait for every blocking task, however long it hangs.
+    rt.shutdown_timeout(EXIT_GRACE);
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(cli: &Cli) -> anyhow::Result<config::Config> {
@@ -68,6 +91,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("  data_dir = {}", cfg.data_dir.display());
             println!("  hostname = {}", cfg.hostname);
             println!("  spool    = {} KiB", cfg.spool_max_bytes >> 10);
+            for (name, interval, timeout) in cfg.collectors.timings() {
+                println!(
+                    "  {name:<8} = every {}, timeout {}",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(timeout)
+                );
+            }
             println!(
                 "  enrolled = {}",
                 warden_agent::identity::Identity::exists(&cfg.data_dir)

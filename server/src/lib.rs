@@ -30,6 +30,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const RESET_KEY_FILE: &str = "quic-reset.key";
 /// Database file in the data directory.
 pub const DB_FILE: &str = "warden.redb";
+/// File in the data directory naming the bound HTTP address, for the CLI (not secret).
+pub const HTTP_ADDR_FILE: &str = "http.addr";
 
 /// Milliseconds since the Unix epoch (the one place the server reads the wall clock).
 pub fn now_ms() -> i64 {
@@ -115,6 +117,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding HTTP on tcp {}", cfg.http_listen))?;
     let http_addr = listener.local_addr()?;
+    // Where the CLI finds this server without a config repeating the listen address.
+    fsutil::write_atomic(
+        &cfg.data_dir.join(HTTP_ADDR_FILE),
+        format!("{http_addr}\n").as_bytes(),
+    )?;
     // With an ephemeral QUIC port the advertised address must name the bound port.
     let advertise = if cfg.quic_listen.port() == 0 {
         vec![quic_addr.to_string()]

@@ -16,6 +16,10 @@ struct Cli {
     /// Data directory (overrides the config file).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// URL of the running server's HTTP API, for the commands that call it (default: the
+    /// address the server wrote to `<data_dir>/http.addr`, else the config's `http_listen`).
+    #[arg(long, global = true, value_name = "URL")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,12 +194,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCmd::Create { ttl }) => {
-            let cfg = load(&cli, Overrides::default())?;
+            let api = Api::new(&cli)?;
             let body = match ttl {
                 Some(t) => serde_json::json!({ "ttl": t }),
                 None => serde_json::json!({}),
             };
-            let v = call(&cfg, reqwest::Method::POST, "/api/tokens", Some(body)).await?;
+            let v = api
+                .call(reqwest::Method::POST, "/api/tokens", Some(body))
+                .await?;
             let token = v["token"]
                 .as_str()
                 .context("server answered without a token")?;
@@ -207,8 +213,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCmd::List) => {
-            let cfg = load(&cli, Overrides::default())?;
-            let v = call(&cfg, reqwest::Method::GET, "/api/tokens", None).await?;
+            let api = Api::new(&cli)?;
+            let v = api.call(reqwest::Method::GET, "/api/tokens", None).await?;
             let s = |t: &serde_json::Value, k: &str| t[k].as_str().unwrap_or("-").to_owned();
             println!("{:<18} {:<8} {:<26} USED BY", "ID", "STATE", "EXPIRES");
             for t in v["tokens"].as_array().into_iter().flatten() {
@@ -223,27 +229,21 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCmd::Revoke { id }) => {
-            let cfg = load(&cli, Overrides::default())?;
-            call(
-                &cfg,
-                reqwest::Method::DELETE,
-                &format!("/api/tokens/{id}"),
-                None,
-            )
-            .await?;
+            let api = Api::new(&cli)?;
+            api.call(reqwest::Method::DELETE, &format!("/api/tokens/{id}"), None)
+                .await?;
             println!("join token {id} revoked");
             Ok(())
         }
         Command::Agent(AgentCmd::List) => {
-            let cfg = load(&cli, Overrides::default())?;
-            let v = call(&cfg, reqwest::Method::GET, "/api/agents", None).await?;
+            let api = Api::new(&cli)?;
+            let v = api.call(reqwest::Method::GET, "/api/agents", None).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
         Command::Agent(AgentCmd::Revoke { id }) => {
-            let cfg = load(&cli, Overrides::default())?;
-            call(
-                &cfg,
+            let api = Api::new(&cli)?;
+            api.call(
                 reqwest::Method::POST,
                 &format!("/api/agents/{id}/revoke"),
                 None,
@@ -253,7 +253,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Findings { json, all } => {
-            let cfg = load(&cli, Overrides::default())?;
+            let api = Api::new(&cli)?;
             let filter = if *all {
                 "include_linked=true"
             } else {
@@ -266,7 +266,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     "/api/ai/patrol/findings?{filter}&limit=500&offset={}",
                     found.len()
                 );
-                let page = call(&cfg, reqwest::Method::GET, &path, None).await?;
+                let page = api.call(reqwest::Method::GET, &path, None).await?;
                 let items = page["findings"].as_array().cloned().unwrap_or_default();
                 let total = page["total"].as_u64().unwrap_or(0);
                 let done = items.is_empty() || found.len() + items.len() >= total as usize;
@@ -338,7 +338,7 @@ async fn audit_cmd(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<u8> {
             let done = if *offline {
                 export_offline(&cfg, from, to, out, &mut progress)?
             } else {
-                export_online(&cfg, from, to, out, &mut progress).await?
+                export_online(&Api::new(cli)?, from, to, out, &mut progress).await?
             };
             eprintln!(
                 "exported {} events (seq {} to {}) and {} checkpoints{}",
@@ -433,7 +433,7 @@ fn now_rfc3339() -> String {
 
 /// `warden audit export` through the running server's API.
 async fn export_online(
-    cfg: &config::Config,
+    api: &Api,
     from: Option<audit_export::Bound>,
     to: Option<audit_export::Bound>,
     out: Box<dyn std::io::Write>,
@@ -441,21 +441,18 @@ async fn export_online(
 ) -> anyhow::Result<audit_export::Exported> {
     use audit_export::Bound;
     use reqwest::Method;
-    let get = async |path: String| call(cfg, Method::GET, &path, None).await;
+    let get = async |path: String| api.call(Method::GET, &path, None).await;
     // The first or last event at a time, as the API's time filters see it.
     let first_page_seq = |query: String| async move {
-        let v = call(
-            cfg,
-            Method::GET,
-            &format!("/api/audit?limit=1&{query}"),
-            None,
-        )
-        .await?;
+        let v = api
+            .call(Method::GET, &format!("/api/audit?limit=1&{query}"), None)
+            .await?;
         Ok::<_, anyhow::Error>(v["events"][0]["seq"].as_u64())
     };
     // Exporting to the head: a checkpoint there first, so the export ends on one.
     let head = if to.is_none() {
-        let v = call(cfg, Method::POST, "/api/audit/checkpoints", None)
+        let v = api
+            .call(Method::POST, "/api/audit/checkpoints", None)
             .await
             .context("asking for a checkpoint at the head (is the audit log empty?)")?;
         v["checkpoint"]["tree_size"]
@@ -600,34 +597,111 @@ fn findings_table(v: &serde_json::Value) -> String {
     out
 }
 
-/// Calls the running server's API with the admin token from the data directory.
-async fn call(
-    cfg: &config::Config,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> anyhow::Result<serde_json::Value> {
-    let token = warden_server::read_admin_token(&cfg.data_dir)?;
-    let mut addr = cfg.http_listen;
+/// The running server's HTTP API, called with the admin token from the data directory.
+struct Api {
+    /// Base URL, without a trailing slash.
+    base: String,
+    /// Where `base` came from, for the error when nothing answers there.
+    origin: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    /// Finds the server: `--server`, else the address it wrote to its data directory, else
+    /// the config's `http_listen`.
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let cfg = load(cli, Overrides::default())?;
+        let token = warden_server::read_admin_token(&cfg.data_dir)?;
+        let (base, origin) = match &cli.server {
+            Some(url) => (server_url(url)?, "--server".to_owned()),
+            None => {
+                let file = cfg.data_dir.join(warden_server::HTTP_ADDR_FILE);
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => {
+                        let addr = text.trim().parse().with_context(|| {
+                            format!(
+                                "{} does not hold an address; pass --server URL",
+                                file.display()
+                            )
+                        })?;
+                        (loopback_url(addr), file.display().to_string())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                        loopback_url(cfg.http_listen),
+                        "the config's http_listen".to_owned(),
+                    ),
+                    Err(e) => {
+                        return Err(
+                            anyhow::Error::new(e).context(format!("reading {}", file.display()))
+                        );
+                    }
+                }
+            }
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            base,
+            origin,
+            token,
+            client,
+        })
+    }
+
+    /// Calls `path`; a non-2xx answer is an error with the server's message.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.client.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the server at {} (from {}); is it running? pass --server URL",
+                self.base, self.origin
+            )
+        })?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let msg = v["error"]["message"].as_str().unwrap_or("no details");
+            bail!("server answered {status}: {msg}");
+        }
+        Ok(v)
+    }
+}
+
+/// `http://addr`, with an unspecified listen address (`0.0.0.0`, `::`) taken as loopback.
+fn loopback_url(mut addr: std::net::SocketAddr) -> String {
     if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        addr.set_ip(if addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        });
     }
-    let url = format!("http://{addr}{path}");
-    let mut req = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
+    format!("http://{addr}")
+}
+
+/// The `--server` value as a base URL: `http(s)://host:port[/prefix]`, or `host:port`.
+fn server_url(s: &str) -> anyhow::Result<String> {
+    let with_scheme = if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    };
+    match reqwest::Url::parse(&with_scheme) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(with_scheme.trim_end_matches('/').to_owned())
+        }
+        _ => bail!("--server {s:?} is not a server URL (e.g. http://127.0.0.1:8080)"),
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the warden server at {url}; is it running?"))?;
-    let status = resp.status();
-    let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-    if !status.is_success() {
-        let msg = v["error"]["message"].as_str().unwrap_or("no details");
-        bail!("server answered {status}: {msg}");
-    }
-    Ok(v)
 }

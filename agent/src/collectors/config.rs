@@ -6,8 +6,11 @@ use std::time::Duration;
 
 /// Default time between two runs of a collector.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-/// Default limit on one run of a collector.
+/// Default limit on one run of the host and Docker collectors (or their interval, if shorter).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default limit on one run of the collectors that read a remote API (Proxmox VE, PBS,
+/// Kubernetes), or their interval, if shorter.
+const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default Docker socket.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
@@ -20,8 +23,12 @@ const MAX_SIM_NODES: u32 = 16;
 const MAX_SIM_GUESTS: u32 = 500;
 
 /// The `[collectors]` section: which sources this agent reads and how often.
+///
+/// A `timeout` left out of a collector's table defaults to that collector's default timeout
+/// or its `interval`, whichever is shorter, so `interval = "1s"` alone is valid; a `timeout`
+/// written out must not exceed the interval.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct CollectorsConfig {
     /// This machine: CPU, memory, filesystems, IO, temperatures (sysinfo).
     pub host: HostConfig,
@@ -57,7 +64,7 @@ pub struct KubernetesConfig {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Limit on one run, and how long an initial list may take before it is reported.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", default = "timeout_unset")]
     pub timeout: Duration,
 }
 
@@ -70,7 +77,7 @@ impl Default for KubernetesConfig {
             namespaces: Vec::new(),
             exclude_namespaces: Vec::new(),
             interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(10),
+            timeout: DEFAULT_API_TIMEOUT,
         }
     }
 }
@@ -95,7 +102,7 @@ pub struct PbsConfig {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Limit on one run (and on each request).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", default = "timeout_unset")]
     pub timeout: Duration,
 }
 
@@ -109,7 +116,7 @@ impl Default for PbsConfig {
             ca_file: PathBuf::from("/etc/proxmox-backup/proxy.pem"),
             fingerprint: None,
             interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(10),
+            timeout: DEFAULT_API_TIMEOUT,
         }
     }
 }
@@ -136,7 +143,7 @@ pub struct ProxmoxConfig {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Limit on one run (and on each request).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", default = "timeout_unset")]
     pub timeout: Duration,
 }
 
@@ -151,7 +158,7 @@ impl Default for ProxmoxConfig {
             fingerprint: None,
             node: None,
             interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(10),
+            timeout: DEFAULT_API_TIMEOUT,
         }
     }
 }
@@ -166,7 +173,7 @@ pub struct HostConfig {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Limit on one run, e.g. `"5s"`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", default = "timeout_unset")]
     pub timeout: Duration,
     /// Root for the files the collector reads itself (`proc/diskstats`, `sys/block`); hidden,
     /// tests point it at fixture trees. sysinfo always reads the real `/proc` and `/sys`.
@@ -195,7 +202,7 @@ pub struct DockerConfig {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Limit on one run.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", default = "timeout_unset")]
     pub timeout: Duration,
     /// Path of the Docker (or Podman) API socket.
     pub socket: String,
@@ -247,7 +254,78 @@ impl Default for SimulatedConfig {
     }
 }
 
+/// Marks a `timeout` the file left out, until [`CollectorsConfig`]'s deserializer replaces it
+/// (no one writes a timeout of 584 billion years).
+fn timeout_unset() -> Duration {
+    Duration::MAX
+}
+
+/// The timeout of a collector whose file left it out: `default`, or `interval` when shorter.
+/// An interval already too short to be valid keeps the default (its problem is reported once).
+fn default_timeout(timeout: &mut Duration, default: Duration, interval: Duration) {
+    if *timeout == timeout_unset() {
+        *timeout = if interval >= MIN_INTERVAL {
+            default.min(interval)
+        } else {
+            default
+        };
+    }
+}
+
+impl<'de> Deserialize<'de> for CollectorsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The derived deserializer (`remote = "Self"`), then the timeouts left out.
+        let mut c = Self::deserialize(d)?;
+        default_timeout(&mut c.host.timeout, DEFAULT_TIMEOUT, c.host.interval);
+        default_timeout(&mut c.docker.timeout, DEFAULT_TIMEOUT, c.docker.interval);
+        default_timeout(
+            &mut c.proxmox.timeout,
+            DEFAULT_API_TIMEOUT,
+            c.proxmox.interval,
+        );
+        default_timeout(&mut c.pbs.timeout, DEFAULT_API_TIMEOUT, c.pbs.interval);
+        let k = &mut c.kubernetes;
+        default_timeout(&mut k.timeout, DEFAULT_API_TIMEOUT, k.interval);
+        Ok(c)
+    }
+}
+
 impl CollectorsConfig {
+    /// Name, interval and timeout of each enabled collector that has both.
+    pub fn timings(&self) -> Vec<(&'static str, Duration, Duration)> {
+        [
+            (
+                "host",
+                self.host.enabled,
+                self.host.interval,
+                self.host.timeout,
+            ),
+            (
+                "docker",
+                self.docker.enabled,
+                self.docker.interval,
+                self.docker.timeout,
+            ),
+            (
+                "proxmox",
+                self.proxmox.enabled,
+                self.proxmox.interval,
+                self.proxmox.timeout,
+            ),
+            ("pbs", self.pbs.enabled, self.pbs.interval, self.pbs.timeout),
+            (
+                "kubernetes",
+                self.kubernetes.enabled,
+                self.kubernetes.interval,
+                self.kubernetes.timeout,
+            ),
+        ]
+        .into_iter()
+        .filter(|t| t.1)
+        .map(|(name, _, interval, timeout)| (name, interval, timeout))
+        .collect()
+    }
+
     /// All problems found (empty = valid), e.g. `collectors.host.interval must be at least 1s`.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -392,7 +470,8 @@ fn check_timing(name: &str, interval: Duration, timeout: Duration, problems: &mu
     if timeout < MIN_TIMEOUT {
         problems.push(format!("collectors.{name}.timeout must be at least 100ms"));
     }
-    if timeout > interval {
+    // Against an interval that is already invalid, the comparison says nothing new.
+    if timeout > interval && interval >= MIN_INTERVAL {
         problems.push(format!(
             "collectors.{name}.timeout ({}) must not exceed collectors.{name}.interval ({})",
             humantime::format_duration(timeout),
@@ -436,6 +515,39 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_left_out_follows_a_shorter_interval() {
+        let cfg: CollectorsConfig = toml::from_str(
+            r#"
+            host = { interval = "1s" }
+            docker = { interval = "2s", timeout = "1500ms" }
+            proxmox = { interval = "4s" }
+            kubernetes = { interval = "1m" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.host.timeout, Duration::from_secs(1));
+        assert_eq!(cfg.docker.timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.proxmox.timeout, Duration::from_secs(4));
+        assert_eq!(cfg.kubernetes.timeout, DEFAULT_API_TIMEOUT);
+        assert_eq!(cfg.pbs.timeout, DEFAULT_API_TIMEOUT);
+        assert_eq!(cfg.validate(), Vec::<String>::new());
+
+        // Written out, a timeout longer than the interval is still refused.
+        let cfg: CollectorsConfig =
+            toml::from_str("host = { interval = \"1s\", timeout = \"3s\" }").unwrap();
+        assert_eq!(
+            cfg.validate(),
+            vec!["collectors.host.timeout (3s) must not exceed collectors.host.interval (1s)"]
+        );
+        // An invalid interval is reported once, not again through the timeout.
+        let cfg: CollectorsConfig = toml::from_str("host = { interval = \"0s\" }").unwrap();
+        assert_eq!(
+            cfg.validate(),
+            vec!["collectors.host.interval must be at least 1s"]
+        );
+    }
+
+    #[test]
     fn rejects_unknown_fields() {
         let err = toml::from_str::<CollectorsConfig>("host = { intervall = \"5s\" }").unwrap_err();
         assert!(err.to_string().contains("intervall"), "{err}");
@@ -458,7 +570,6 @@ mod tests {
             problems,
             vec![
                 "collectors.host.interval must be at least 1s",
-                "collectors.host.timeout (5s) must not exceed collectors.host.interval (500ms)",
                 "collectors.docker.timeout (20s) must not exceed collectors.docker.interval (10s)",
                 "collectors.docker.socket must be an absolute unix socket path, got \"docker.sock\"",
                 "collectors.simulated.nodes must be 1 to 16, got 0",

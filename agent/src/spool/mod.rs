@@ -7,6 +7,10 @@
 //! whole batch or nothing. `state.json` records the highest acknowledged sequence and the
 //! cumulative count of dropped samples.
 //!
+//! Telemetry names hosts, guests and their state, so the spool is private to the agent's user:
+//! the directory is 0700 and every file 0600. Opening a spool tightens what an older agent (or a
+//! hand-made directory) left wider, and logs what it changed.
+//!
 //! Versions of the file format, told apart by what follows the batch:
 //! - v1 (agents before protocol 1.2): the bare `TelemetryBatch`, nothing after it. Read as a
 //!   batch without provenance, so a spool survives the upgrade.
@@ -26,12 +30,17 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tracing::warn;
 use warden_shared::telemetry::{ProvenancedBatch, TelemetryBatch};
 
 const STATE: &str = "state.json";
 const EXT: &str = "batch";
+/// Mode of the spool (and data) directory.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every spool file.
+pub const FILE_MODE: u32 = 0o600;
 
 /// Spool failures.
 #[derive(Debug, thiserror::Error)]
@@ -84,14 +93,72 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     }
 }
 
+/// Creates `dir` (and missing parents) with mode 0700, or tightens an existing one that group
+/// or others can use to 0700, logging the change.
+///
+/// # Errors
+/// IO failures creating or changing the directory.
+pub fn private_dir(dir: &Path) -> Result<(), SpoolError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(io(dir))?;
+    if let Some(was) = tighten(dir, DIR_MODE)? {
+        warn!(path = %dir.display(), was = %format!("{was:o}"), now = %format!("{DIR_MODE:o}"), "tightened directory permissions");
+    }
+    Ok(())
+}
+
+/// Sets `path` to `mode` if group or others have any access; returns the mode it had then.
+/// Not owning it (a Kubernetes volume's root with `fsGroup`, files root left) is logged, not an
+/// error: the agent still runs, and what it creates inside is private.
+fn tighten(path: &Path, mode: u32) -> Result<Option<u32>, SpoolError> {
+    let was = std::fs::metadata(path)
+        .map_err(io(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if was & 0o077 == 0 {
+        return Ok(None);
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => Ok(Some(was)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            warn!(path = %path.display(), mode = %format!("{was:o}"), error = %e, "cannot tighten permissions (not the owner?); other local users may read it");
+            Ok(None)
+        }
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Writes `bytes` to `tmp` (mode 0600), optionally syncs it, and renames it to `path`.
+fn write_private(tmp: &Path, path: &Path, bytes: &[u8], sync: bool) -> Result<(), SpoolError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(tmp)
+        .map_err(io(tmp))?;
+    f.write_all(bytes)
+        .and_then(|()| if sync { f.sync_data() } else { Ok(()) })
+        .map_err(io(tmp))?;
+    std::fs::rename(tmp, path).map_err(io(path))
+}
+
 impl Spool {
     /// Opens (or creates) the spool in `dir` with a budget of `max_bytes`.
     ///
     /// # Errors
     /// IO failures on the directory or state file.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        private_dir(dir)?;
         let state_path = dir.join(STATE);
+        let mut tightened = 0usize;
+        if state_path.exists() && tighten(&state_path, FILE_MODE)?.is_some() {
+            tightened += 1;
+        }
         let state: State = match std::fs::read(&state_path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 warn!(error = %e, "spool state unreadable; starting from the files present");
@@ -129,6 +196,9 @@ impl Spool {
             }
             match spool.read_file(&path) {
                 Some(batch) => {
+                    if tighten(&path, FILE_MODE)?.is_some() {
+                        tightened += 1;
+                    }
                     let bytes = entry.metadata().map_err(io(&path))?.len();
                     spool.files.insert(
                         seq,
@@ -143,6 +213,9 @@ impl Spool {
                     let _ = std::fs::remove_file(&path);
                 }
             }
+        }
+        if tightened > 0 {
+            warn!(dir = %dir.display(), files = tightened, now = %format!("{FILE_MODE:o}"), "tightened spool file permissions");
         }
         spool.next_seq = spool
             .files
@@ -174,21 +247,15 @@ impl Spool {
     fn write_file(&self, seq: u64, batch: &ProvenancedBatch) -> Result<u64, SpoolError> {
         let bytes = postcard::to_stdvec(batch)?;
         let path = self.path(seq);
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_data())
-            .map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        write_private(&path.with_extension("tmp"), &path, &bytes, true)?;
         Ok(bytes.len() as u64)
     }
 
     fn save_state(&self) -> Result<(), SpoolError> {
         let path = self.dir.join(STATE);
-        let tmp = path.with_extension("tmp");
         let body = serde_json::to_vec(&self.state).unwrap_or_default();
-        std::fs::write(&tmp, body).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        // Not synced (as before): the server's resync on connect corrects a stale state.
+        write_private(&path.with_extension("tmp"), &path, &body, false)
     }
 
     /// Numbers `batch`, writes it durably, enforces the budget; returns its sequence.
@@ -531,6 +598,33 @@ mod tests {
         assert_eq!((s.pending(), s.dropped_samples()), (1, 0));
         s.push(batch(50)).unwrap();
         assert_eq!((s.pending(), s.dropped_samples()), (1, 50));
+    }
+
+    #[test]
+    fn opening_tightens_a_world_readable_spool() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let mut s = Spool::open(&dir, 1 << 20).unwrap();
+        s.push(batch(1)).unwrap();
+        s.ack(1).unwrap();
+        s.push(batch(1)).unwrap();
+        drop(s);
+        let file = dir.join(format!("{:020}.batch", 2));
+        assert_eq!(
+            (mode(&dir), mode(&file), mode(&dir.join(STATE))),
+            (0o700, 0o600, 0o600)
+        );
+        // What an older agent left behind.
+        for (p, m) in [(&dir, 0o755), (&file, 0o644), (&dir.join(STATE), 0o644)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        let s = Spool::open(&dir, 1 << 20).unwrap();
+        assert_eq!(s.pending(), 1);
+        assert_eq!(
+            (mode(&dir), mode(&file), mode(&dir.join(STATE))),
+            (0o700, 0o600, 0o600)
+        );
     }
 
     #[test]
