@@ -29,6 +29,8 @@ pub struct Snapshot {
     /// The organisation's agents (revoked ones included), with when each was last heard from
     /// and the health of each of its collectors.
     pub agents: Vec<AgentRecord>,
+    /// The server's own store and its disk (the default organisation's runs only).
+    pub store: Option<crate::store::StoreStatus>,
 }
 
 /// A warning and a critical level.

@@ -13,6 +13,7 @@ mod ground_truth;
 pub mod heuristics;
 pub mod lifecycle;
 pub mod run;
+pub mod selfwatch;
 pub mod settings;
 pub mod silence;
 
@@ -185,6 +186,8 @@ pub fn snapshot(
         .into_iter()
         .filter(|a| a.org_id == org)
         .collect();
+    // The server's own disk belongs to whoever runs the server: the default organisation.
+    let store_status = (org == warden_shared::DEFAULT_ORG).then(|| store.status());
     Ok(Snapshot {
         now_ms,
         resources,
@@ -192,6 +195,7 @@ pub fn snapshot(
         trend_history,
         baseline_history,
         agents,
+        store: store_status,
     })
 }
 

@@ -181,6 +181,7 @@ pub fn run(
     detections.extend(forecast::detect(&snap, &settings.forecast));
     detections.extend(anomaly::detect(&snap, &settings.anomaly));
     detections.extend(silence::detect(&snap, &settings.silence));
+    detections.extend(super::selfwatch::detect(&snap));
     let mut detections = correlate::correlate(&snap, &settings.thresholds, detections);
     let mut alert_findings = Vec::new();
     if let Trigger::Alert(a) = trigger {

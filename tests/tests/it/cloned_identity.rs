@@ -83,6 +83,18 @@ fn a_second_process_with_one_identity_is_refused_and_loses_nothing() {
         agent["identity_conflict"]["refused"].as_u64() >= Some(1),
         "{agent}"
     );
+    // Patrol raises it as a critical security finding on the agent.
+    assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
+    let (_, v) = server.get(&format!("/api/ai/patrol/findings?resource_id=agent:{id}"));
+    let found = v["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["key"] == "agent-identity-conflict"))
+        .unwrap_or_else(|| panic!("no identity finding: {v}"));
+    assert_eq!(
+        (&found["severity"], &found["category"]),
+        (&"critical".into(), &"security".into()),
+        "{found}"
+    );
 
     // The first process kept its session all along.
     let before = points(&server, "twin-a").len();

@@ -247,6 +247,15 @@ fn the_audit_log_keeps_room_when_telemetry_is_refused() {
     assert_eq!(s, 200, "{v}");
     let n = v["events"].as_array().map_or(0, Vec::len);
     assert!(n >= 2, "both token creations audited: {v}");
+    // Patrol raises Warden's own disk (its findings are stored within the reserve too).
+    let (s, v) = server.post("/api/ai/patrol/run", None);
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = server.get("/api/ai/patrol/findings?resource_id=warden:server");
+    let disk = v["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["key"] == "warden-disk"))
+        .unwrap_or_else(|| panic!("no warden-disk finding: {v}"));
+    assert_eq!(disk["severity"], "critical", "{disk}");
 
     std::fs::remove_file(&filler).unwrap();
     let freed_ms = now_ms();
