@@ -52,6 +52,11 @@ pub struct RawConfig {
     /// Attempts before a delivery moves to the dead-letter list (default 20, ~1 h at the
     /// default delays).
     pub webhook_max_attempts: u32,
+    /// How long a client may take to send a request's headers, and the longest a kept-alive
+    /// connection may sit idle (default `10s`).
+    pub http_header_timeout: String,
+    /// How long a client may take to send a whole request body (default `30s`).
+    pub http_body_timeout: String,
 }
 
 impl Default for RawConfig {
@@ -74,6 +79,8 @@ impl Default for RawConfig {
             webhook_retry_base: "1s".into(),
             webhook_retry_max: "5m".into(),
             webhook_max_attempts: 20,
+            http_header_timeout: "10s".into(),
+            http_body_timeout: "30s".into(),
         }
     }
 }
@@ -120,6 +127,17 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// Webhook delivery settings.
     pub webhooks: WebhookConfig,
+    /// HTTP listener timeouts.
+    pub http: HttpConfig,
+}
+
+/// HTTP listener timeouts (the connection cap follows from the open file limit).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Time to send a request's headers; also bounds an idle kept-alive connection.
+    pub header_timeout: Duration,
+    /// Time to send a whole request body.
+    pub body_timeout: Duration,
 }
 
 /// Webhook delivery settings.
@@ -243,6 +261,16 @@ impl RawConfig {
             &self.webhook_retry_max,
             Duration::from_millis(10),
         );
+        let http_header = dur(
+            "http_header_timeout",
+            &self.http_header_timeout,
+            Duration::from_millis(100),
+        );
+        let http_body = dur(
+            "http_body_timeout",
+            &self.http_body_timeout,
+            Duration::from_millis(100),
+        );
         if !(1..=1_000_000).contains(&self.audit_checkpoint_every) {
             problems.push(format!(
                 "audit_checkpoint_every = {} must be from 1 to 1000000",
@@ -304,7 +332,21 @@ impl RawConfig {
             }),
             _ => None,
         };
-        match (http, quic, cert_ttl, token_ttl, audit, webhooks) {
+        let http_timeouts = http_header
+            .zip(http_body)
+            .map(|(header_timeout, body_timeout)| HttpConfig {
+                header_timeout,
+                body_timeout,
+            });
+        match (
+            http,
+            quic,
+            cert_ttl,
+            token_ttl,
+            audit,
+            webhooks,
+            http_timeouts,
+        ) {
             (
                 Some(http_listen),
                 Some(quic_listen),
@@ -312,6 +354,7 @@ impl RawConfig {
                 Some(token_ttl),
                 Some(audit),
                 Some(webhooks),
+                Some(http_timeouts),
             ) if problems.is_empty() => {
                 let advertise = if self.advertise.is_empty() {
                     vec![default_advertise(quic_listen)]
@@ -331,6 +374,7 @@ impl RawConfig {
                     protocol,
                     audit,
                     webhooks,
+                    http: http_timeouts,
                 })
             }
             _ => Err(ConfigError {

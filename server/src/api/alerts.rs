@@ -225,14 +225,16 @@ pub(super) async fn put_rules(
     body: Result<Json<RuleSet>, JsonRejection>,
 ) -> Result<Json<RuleSet>, ApiError> {
     let event = caller.event("alert.rules.update", "alert-rules");
-    let checked = body
-        .map_err(|e| e.body_text())
-        .and_then(|Json(set)| set.validate().map(|()| set).map_err(|p| p.join("; ")));
+    let checked = body.map_err(ApiError::from).and_then(|Json(set)| {
+        set.validate()
+            .map(|()| set)
+            .map_err(|p| ApiError::BadRequest(p.join("; ")))
+    });
     let set = match checked {
         Ok(set) => set,
-        Err(problems) => {
-            state.audit.record(event.failed(problems.clone())).await;
-            return Err(ApiError::BadRequest(problems));
+        Err(e) => {
+            state.audit.record(event.failed(e.to_string())).await;
+            return Err(e);
         }
     };
     let store = state.store.clone();

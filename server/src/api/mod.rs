@@ -10,6 +10,7 @@ mod metrics;
 mod patrol;
 mod prometheus;
 mod resources;
+pub mod serve;
 mod tokens;
 mod webhooks;
 
@@ -114,6 +115,8 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT))
+        .layer(middleware::from_fn(error::shape))
 }
 
 /// The page size of a paginated list: `limit` (default 100), at most 500.

@@ -176,16 +176,16 @@ pub(super) async fn put_settings(
     body: Result<Json<PatrolSettings>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let event = caller.event("patrol.settings.update", "patrol-settings");
-    let checked = body.map_err(|e| e.body_text()).and_then(|Json(new)| {
+    let checked = body.map_err(ApiError::from).and_then(|Json(new)| {
         new.validate()
             .map(|(i, _)| (new, i))
-            .map_err(|p| p.join("; "))
+            .map_err(|p| ApiError::BadRequest(p.join("; ")))
     });
     let (new, interval) = match checked {
         Ok(ok) => ok,
-        Err(problems) => {
-            state.audit.record(event.failed(problems.clone())).await;
-            return Err(ApiError::BadRequest(problems));
+        Err(e) => {
+            state.audit.record(event.failed(e.to_string())).await;
+            return Err(e);
         }
     };
     let (store, schedule) = (state.store.clone(), state.patrol.clone());
@@ -343,7 +343,7 @@ pub(super) async fn add_suppression(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Suppression>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(rule) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(rule) = body?;
     if rule.resource_id.is_none() && rule.category.is_none() {
         return Err(ApiError::BadRequest(
             "a suppression needs resource_id, category or both".into(),
