@@ -1,6 +1,7 @@
 //! `/api/alerts*`: alerts (filtered, paginated), one alert with its timeline, acknowledge, and
 //! the alert rule set (rules and per-resource overrides), validated field by field.
 
+use super::body::OptionalJson;
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::alerts::record::{AlertRecord, AlertStatus, TimelineEntry};
 use crate::alerts::rules::{RuleSet, Severity};
@@ -175,14 +176,8 @@ pub(super) async fn acknowledge(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalJson(ack): OptionalJson<Acknowledge>,
 ) -> Result<Json<Value>, ApiError> {
-    let ack: Acknowledge = if body.iter().all(u8::is_ascii_whitespace) {
-        Acknowledge::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
     let comment = ack.comment.map(|c| c.trim().to_owned());
     if comment
         .as_ref()

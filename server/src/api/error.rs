@@ -176,3 +176,50 @@ pub(super) async fn shape(req: Request, next: Next) -> Response {
     out.headers_mut().extend(parts.headers);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::routing::post;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn send(req: axum::http::Request<Body>) -> (StatusCode, serde_json::Value) {
+        let app = Router::new()
+            .route("/echo", post(|b: Bytes| async move { b.len().to_string() }))
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(axum::middleware::from_fn(shape));
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_answer_413_in_the_json_shape_with_or_without_a_length() {
+        // Streamed (chunked, no Content-Length): axum's limit trips while reading.
+        let chunks = (0..=BODY_LIMIT / 65_536)
+            .map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'a'; 65_536])));
+        let req = axum::http::Request::post("/echo")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap();
+        let (status, v) = send(req).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(v["error"]["code"], "payload_too_large", "{v}");
+        // Declared too large: refused before reading.
+        let req = axum::http::Request::post("/echo")
+            .header(header::CONTENT_LENGTH, BODY_LIMIT + 1)
+            .body(Body::from("x"))
+            .unwrap();
+        let (status, v) = send(req).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(v["error"]["code"], "payload_too_large", "{v}");
+        // Within the limit: served.
+        let req = axum::http::Request::post("/echo")
+            .body(Body::from(vec![b'a'; BODY_LIMIT]))
+            .unwrap();
+        assert_eq!(send(req).await.0, StatusCode::OK);
+    }
+}

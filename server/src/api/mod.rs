@@ -5,6 +5,7 @@ mod agents;
 mod alerts;
 mod audit;
 mod auth;
+mod body;
 pub mod error;
 mod metrics;
 mod patrol;

@@ -1,6 +1,7 @@
 //! `/api/ai/patrol/*`: Patrol's findings in the fixed JSON shape (DESIGN §1.1), operator
 //! actions on them, suppression rules, and runs.
 
+use super::body::OptionalJson;
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::patrol::finding::{Category, Severity};
 use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
@@ -220,15 +221,9 @@ pub(super) async fn act(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
     // Actions without parameters (acknowledge, resolve) may have no body at all.
-    let a: Action = if body.iter().all(u8::is_ascii_whitespace) {
-        Action::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
+    OptionalJson(a): OptionalJson<Action>,
+) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     let mut a_reason = None;
     // Validate before touching the store, so a bad request changes nothing.
