@@ -10,6 +10,7 @@ mod demo;
 mod docker_collector;
 mod durability;
 mod enrollment;
+mod http_hardening;
 mod k8s_sim;
 mod kubernetes_collector;
 mod patrol;
