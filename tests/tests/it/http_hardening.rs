@@ -82,13 +82,23 @@ const ROUTES: &[(&str, &[&str], bool, bool)] = &[
     ("/api/resources/{id}", &["GET"], false, false),
     ("/api/metrics/history", &["GET"], false, true),
     ("/api/ai/patrol/findings", &["GET"], false, true),
-    ("/api/ai/patrol/findings/{id}/dismiss", &["POST"], true, false),
+    (
+        "/api/ai/patrol/findings/{id}/dismiss",
+        &["POST"],
+        true,
+        false,
+    ),
     ("/api/ai/patrol/run", &["POST"], false, false),
     ("/api/ai/patrol/runs", &["GET"], false, false),
     ("/api/ai/patrol/status", &["GET"], false, false),
     ("/api/ai/patrol/settings", &["GET", "PUT"], true, false),
     ("/api/ai/patrol/suppressions", &["GET", "POST"], true, false),
-    ("/api/ai/patrol/suppressions/{id}", &["DELETE"], false, false),
+    (
+        "/api/ai/patrol/suppressions/{id}",
+        &["DELETE"],
+        false,
+        false,
+    ),
     ("/api/alerts", &["GET"], false, true),
     ("/api/alerts/rules", &["GET", "PUT"], true, false),
     ("/api/alerts/{id}", &["GET"], false, false),
@@ -114,7 +124,11 @@ const ROUTES: &[(&str, &[&str], bool, bool)] = &[
 
 /// The body-reading method of a route.
 fn body_method(methods: &[&str]) -> &'static str {
-    if methods.contains(&"PUT") { "PUT" } else { "POST" }
+    if methods.contains(&"PUT") {
+        "PUT"
+    } else {
+        "POST"
+    }
 }
 
 #[test]
@@ -130,10 +144,20 @@ fn every_route_answers_malformed_requests_in_the_json_error_shape() {
         for m in methods {
             let a = raw(
                 addr,
-                &head(m, &path, &token, &format!("{json}Content-Length: 3000000\r\n")),
+                &head(
+                    m,
+                    &path,
+                    &token,
+                    &format!("{json}Content-Length: 3000000\r\n"),
+                ),
                 b"",
             );
-            assert_shape(&format!("{m} {path} oversized"), &a, 413, "payload_too_large");
+            assert_shape(
+                &format!("{m} {path} oversized"),
+                &a,
+                413,
+                "payload_too_large",
+            );
         }
         // A method the route does not have.
         let a = raw(addr, &head("PATCH", &path, &token, ""), b"");
@@ -378,7 +402,8 @@ fn slow_clients_cannot_exhaust_descriptors_or_starve_healthz() {
     let mut idle = TcpStream::connect(server.http).unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: w\r\n\r\n")
         .unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut first = [0u8; 12];
     idle.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
@@ -441,7 +466,12 @@ fn key_files_others_can_read_refuse_start() {
     };
 
     // The audit signing key, the admin token, the CA key and the QUIC reset key.
-    for file in [".audit-signing.key", "admin-token", "ca.key", "quic-reset.key"] {
+    for file in [
+        ".audit-signing.key",
+        "admin-token",
+        "ca.key",
+        "quic-reset.key",
+    ] {
         let path = data.join(file);
         set_mode(&path, 0o644);
         let (status, log) = start_once(&data, true, None)
