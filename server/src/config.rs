@@ -449,6 +449,25 @@ mod tests {
     }
 
     #[test]
+    fn http_timeouts_parse_and_have_a_floor() {
+        let c = RawConfig::default()
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap();
+        assert_eq!(c.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.body_timeout, Duration::from_secs(30));
+        let raw: RawConfig =
+            toml::from_str("http_header_timeout = \"50ms\"\nhttp_body_timeout = \"soon\"").unwrap();
+        let err = raw
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http_header_timeout") && err.contains("http_body_timeout"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn alert_interval_is_bounded() {
         let check = |v: &str| {
             let raw = RawConfig {
