@@ -37,8 +37,10 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// Connections evicted but not yet closed may exceed the cap by this many.
+/// Connections evicted but not yet closed may exceed the cap by this many; beyond, accepting
+/// waits (at most [`EVICT_WAIT`]) for them to close.
 const EVICT_SLACK: usize = 32;
+const EVICT_WAIT: Duration = Duration::from_millis(500);
 /// How long shutdown waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -104,7 +106,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(conn) = conns.admit(limits.max_connections) else {
+        let Some(conn) = conns.admit(limits.max_connections).await else {
             debug!(peer = %peer, "http connection over the cap closed");
             continue;
         };
@@ -293,6 +295,15 @@ impl Drop for Busy {
     }
 }
 
+/// What [`Conns::try_admit`] decided.
+enum Admit {
+    Open(Arc<Conn>),
+    /// Every connection is busy with a request.
+    Refuse,
+    /// Evicted connections are still closing.
+    Wait,
+}
+
 /// The open connections, oldest first.
 #[derive(Default)]
 struct Conns {
@@ -311,18 +322,39 @@ impl Conns {
     }
 
     /// Registers a new connection; at the cap, evicts the oldest idle one first, and refuses
-    /// (`None`) when there is none.
-    fn admit(&self, cap: usize) -> Option<Arc<Conn>> {
+    /// (`None`) when there is none. While too many evicted connections are still closing
+    /// (a burst), waits a moment for them.
+    async fn admit(&self, cap: usize) -> Option<Arc<Conn>> {
+        let deadline = tokio::time::Instant::now() + EVICT_WAIT;
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            match self.try_admit(cap) {
+                Admit::Open(conn) => return Some(conn),
+                Admit::Refuse => return None,
+                Admit::Wait => {
+                    if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_admit(&self, cap: usize) -> Admit {
         let mut open = self.lock();
         if open.len() >= cap {
             if open.len() >= cap + EVICT_SLACK {
-                return None;
+                return Admit::Wait;
             }
-            let victim = open.values().find(|c| {
+            let Some(victim) = open.values().find(|c| {
                 c.state
                     .compare_exchange(IDLE, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
-            })?;
+            }) else {
+                return Admit::Refuse;
+            };
             victim.evict.notify_one();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -332,18 +364,12 @@ impl Conns {
             evict: Notify::new(),
         });
         open.insert(id, conn.clone());
-        Some(conn)
+        Admit::Open(conn)
     }
 
     fn remove(&self, id: u64) {
-        let empty = {
-            let mut open = self.lock();
-            open.remove(&id);
-            open.is_empty()
-        };
-        if empty {
-            self.closed.notify_waiters();
-        }
+        self.lock().remove(&id);
+        self.closed.notify_waiters();
     }
 
     /// Resolves once no connection is open.
@@ -372,23 +398,47 @@ mod tests {
         assert_eq!(connection_cap(50), 16);
     }
 
-    #[test]
-    fn at_the_cap_the_oldest_idle_connection_is_evicted() {
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_idle_connection_is_evicted() {
         let conns = Conns::default();
-        let a = conns.admit(2).unwrap();
-        let b = conns.admit(2).unwrap();
+        let a = conns.admit(2).await.unwrap();
+        let b = conns.admit(2).await.unwrap();
         let busy_a = Busy::new(a.clone());
         // `a` is busy, so `b` (idle) goes.
-        let c = conns.admit(2).unwrap();
+        let c = conns.admit(2).await.unwrap();
         assert_eq!(b.state.load(Ordering::Acquire), EVICTED);
         assert_eq!(a.state.load(Ordering::Acquire), BUSY);
         conns.remove(b.id);
         // Everything busy: a new connection is refused.
         let _busy_c = Busy::new(c.clone());
-        assert!(conns.admit(2).is_none());
+        assert!(conns.admit(2).await.is_none());
         // `a` finished its request and is idle again: it is evicted next.
         drop(busy_a);
-        assert!(conns.admit(2).is_some());
+        assert!(conns.admit(2).await.is_some());
         assert_eq!(a.state.load(Ordering::Acquire), EVICTED);
+    }
+
+    #[tokio::test]
+    async fn a_burst_waits_for_evicted_connections_to_close() {
+        let conns = Arc::new(Conns::default());
+        let first: Vec<_> = (0..EVICT_SLACK + 1)
+            .map(|_| match conns.try_admit(1) {
+                Admit::Open(c) => c,
+                _ => panic!("admitted by eviction"),
+            })
+            .collect();
+        // One over the cap plus the slack, all evicted but the newest: the next one waits
+        // until an evicted connection closes.
+        let closer = {
+            let conns = conns.clone();
+            let id = first[0].id;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                conns.remove(id);
+            })
+        };
+        assert!(matches!(conns.try_admit(1), Admit::Wait));
+        assert!(conns.admit(1).await.is_some());
+        closer.await.unwrap();
     }
 }
