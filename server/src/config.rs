@@ -55,6 +55,11 @@ pub struct RawConfig {
     /// Free space, in MiB, kept on the data directory's disk for the audit log: telemetry is
     /// refused below it. Unset: 2 % of the disk, from 8 MiB to 512 MiB; 0: no reserve.
     pub store_reserve_mb: Option<u64>,
+    /// How long a client may take to send a request's headers, and the longest a kept-alive
+    /// connection may sit idle (default `10s`).
+    pub http_header_timeout: String,
+    /// How long a client may take to send a whole request body (default `30s`).
+    pub http_body_timeout: String,
 }
 
 impl Default for RawConfig {
@@ -78,6 +83,8 @@ impl Default for RawConfig {
             webhook_retry_max: "5m".into(),
             webhook_max_attempts: 20,
             store_reserve_mb: None,
+            http_header_timeout: "10s".into(),
+            http_body_timeout: "30s".into(),
         }
     }
 }
@@ -126,6 +133,17 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// Free bytes kept for the audit log (`None`: automatic).
     pub store_reserve: Option<u64>,
+    /// HTTP listener timeouts.
+    pub http: HttpConfig,
+}
+
+/// HTTP listener timeouts (the connection cap follows from the open file limit).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Time to send a request's headers; also bounds an idle kept-alive connection.
+    pub header_timeout: Duration,
+    /// Time to send a whole request body.
+    pub body_timeout: Duration,
 }
 
 /// Webhook delivery settings.
@@ -249,6 +267,16 @@ impl RawConfig {
             &self.webhook_retry_max,
             Duration::from_millis(10),
         );
+        let http_header = dur(
+            "http_header_timeout",
+            &self.http_header_timeout,
+            Duration::from_millis(100),
+        );
+        let http_body = dur(
+            "http_body_timeout",
+            &self.http_body_timeout,
+            Duration::from_millis(100),
+        );
         if !(1..=1_000_000).contains(&self.audit_checkpoint_every) {
             problems.push(format!(
                 "audit_checkpoint_every = {} must be from 1 to 1000000",
@@ -310,7 +338,21 @@ impl RawConfig {
             }),
             _ => None,
         };
-        match (http, quic, cert_ttl, token_ttl, audit, webhooks) {
+        let http_timeouts = http_header
+            .zip(http_body)
+            .map(|(header_timeout, body_timeout)| HttpConfig {
+                header_timeout,
+                body_timeout,
+            });
+        match (
+            http,
+            quic,
+            cert_ttl,
+            token_ttl,
+            audit,
+            webhooks,
+            http_timeouts,
+        ) {
             (
                 Some(http_listen),
                 Some(quic_listen),
@@ -318,6 +360,7 @@ impl RawConfig {
                 Some(token_ttl),
                 Some(audit),
                 Some(webhooks),
+                Some(http_timeouts),
             ) if problems.is_empty() => {
                 let advertise = if self.advertise.is_empty() {
                     vec![default_advertise(quic_listen)]
@@ -338,6 +381,7 @@ impl RawConfig {
                     audit,
                     webhooks,
                     store_reserve: self.store_reserve_mb.map(|mb| mb.saturating_mul(1 << 20)),
+                    http: http_timeouts,
                 })
             }
             _ => Err(ConfigError {
@@ -409,6 +453,25 @@ mod tests {
             .validate(&newer, Path::new("-"))
             .unwrap_err();
         assert!(err.to_string().contains("--protocol-minor"), "{err}");
+    }
+
+    #[test]
+    fn http_timeouts_parse_and_have_a_floor() {
+        let c = RawConfig::default()
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap();
+        assert_eq!(c.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.body_timeout, Duration::from_secs(30));
+        let raw: RawConfig =
+            toml::from_str("http_header_timeout = \"50ms\"\nhttp_body_timeout = \"soon\"").unwrap();
+        let err = raw
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http_header_timeout") && err.contains("http_body_timeout"),
+            "{err}"
+        );
     }
 
     #[test]

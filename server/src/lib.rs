@@ -78,6 +78,7 @@ pub struct Server {
 /// # Errors
 /// Anything that prevents serving: unreadable data dir, insecure key files, ports in use.
 pub async fn start(cfg: Config) -> anyhow::Result<Server> {
+    let nofile = api::serve::raise_nofile_limit();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     set_mode(&cfg.data_dir, 0o700)?;
@@ -96,7 +97,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     let writer = ingest::writer::spawn(store.clone()).context("starting the ingest writer")?;
     let signing = {
         let (dir, kek) = (cfg.data_dir.clone(), cfg.audit.kek_file.clone());
-        tokio::task::spawn_blocking(move || audit::keys::load(&dir, &kek, true)).await?
+        tokio::task::spawn_blocking(move || audit::keys::load_strict(&dir, &kek, true)).await??
     };
     let auditor = audit::Auditor::start(store.clone(), signing, cfg.audit.clone())
         .context("starting the audit writer")?;
@@ -183,19 +184,21 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             webhooks::run(cfg.webhooks.clone(), auditor.clone(), rx.clone()),
         ),
     ];
-    let app = api::router(api.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let mut http_rx = rx.clone();
-    tasks.push(spawn_named("http", async move {
-        let stop = async move {
-            let _ = http_rx.wait_for(|v| *v).await;
-        };
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %err, "http server failed");
-        }
-    }));
+    let limits = api::serve::Limits {
+        header_timeout: cfg.http.header_timeout,
+        body_timeout: cfg.http.body_timeout,
+        max_connections: api::serve::connection_cap(nofile),
+    };
+    info!(
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        body_timeout = ?limits.body_timeout,
+        "http limits"
+    );
+    tasks.push(spawn_named(
+        "http",
+        api::serve::serve(listener, api::router(api.clone()), limits, rx.clone()),
+    ));
     info!(
         http = %http_addr,
         quic = %quic_addr,

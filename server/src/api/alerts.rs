@@ -1,6 +1,7 @@
 //! `/api/alerts*`: alerts (filtered, paginated), one alert with its timeline, acknowledge, and
 //! the alert rule set (rules and per-resource overrides), validated field by field.
 
+use super::body::OptionalJson;
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::alerts::record::{AlertRecord, AlertStatus, TimelineEntry};
 use crate::alerts::rules::{RuleSet, Severity};
@@ -175,14 +176,8 @@ pub(super) async fn acknowledge(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalJson(ack): OptionalJson<Acknowledge>,
 ) -> Result<Json<Value>, ApiError> {
-    let ack: Acknowledge = if body.iter().all(u8::is_ascii_whitespace) {
-        Acknowledge::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
     let comment = ack.comment.map(|c| c.trim().to_owned());
     if comment
         .as_ref()
@@ -225,14 +220,16 @@ pub(super) async fn put_rules(
     body: Result<Json<RuleSet>, JsonRejection>,
 ) -> Result<Json<RuleSet>, ApiError> {
     let event = caller.event("alert.rules.update", "alert-rules");
-    let checked = body
-        .map_err(|e| e.body_text())
-        .and_then(|Json(set)| set.validate().map(|()| set).map_err(|p| p.join("; ")));
+    let checked = body.map_err(ApiError::from).and_then(|Json(set)| {
+        set.validate()
+            .map(|()| set)
+            .map_err(|p| ApiError::BadRequest(p.join("; ")))
+    });
     let set = match checked {
         Ok(set) => set,
-        Err(problems) => {
-            state.audit.record(event.failed(problems.clone())).await;
-            return Err(ApiError::BadRequest(problems));
+        Err(e) => {
+            state.audit.record(event.failed(e.to_string())).await;
+            return Err(e);
         }
     };
     let store = state.store.clone();

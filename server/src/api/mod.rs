@@ -5,11 +5,13 @@ mod agents;
 mod alerts;
 mod audit;
 mod auth;
+mod body;
 pub mod error;
 mod metrics;
 mod patrol;
 mod prometheus;
 mod resources;
+pub mod serve;
 mod tokens;
 mod webhooks;
 
@@ -113,6 +115,8 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT))
+        .layer(middleware::from_fn(error::shape))
 }
 
 /// `ok`, or 503 `degraded` with the problems (the store cannot write, or its disk is below

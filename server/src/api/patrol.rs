@@ -1,6 +1,7 @@
 //! `/api/ai/patrol/*`: Patrol's findings in the fixed JSON shape (DESIGN §1.1), operator
 //! actions on them, suppression rules, and runs.
 
+use super::body::OptionalJson;
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::patrol::finding::{Category, Severity};
 use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
@@ -176,16 +177,16 @@ pub(super) async fn put_settings(
     body: Result<Json<PatrolSettings>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let event = caller.event("patrol.settings.update", "patrol-settings");
-    let checked = body.map_err(|e| e.body_text()).and_then(|Json(new)| {
+    let checked = body.map_err(ApiError::from).and_then(|Json(new)| {
         new.validate()
             .map(|(i, _)| (new, i))
-            .map_err(|p| p.join("; "))
+            .map_err(|p| ApiError::BadRequest(p.join("; ")))
     });
     let (new, interval) = match checked {
         Ok(ok) => ok,
-        Err(problems) => {
-            state.audit.record(event.failed(problems.clone())).await;
-            return Err(ApiError::BadRequest(problems));
+        Err(e) => {
+            state.audit.record(event.failed(e.to_string())).await;
+            return Err(e);
         }
     };
     let (store, schedule) = (state.store.clone(), state.patrol.clone());
@@ -220,15 +221,9 @@ pub(super) async fn act(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
     // Actions without parameters (acknowledge, resolve) may have no body at all.
-    let a: Action = if body.iter().all(u8::is_ascii_whitespace) {
-        Action::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
+    OptionalJson(a): OptionalJson<Action>,
+) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     let mut a_reason = None;
     // Validate before touching the store, so a bad request changes nothing.
@@ -343,7 +338,7 @@ pub(super) async fn add_suppression(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Suppression>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(rule) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(rule) = body?;
     if rule.resource_id.is_none() && rule.category.is_none() {
         return Err(ApiError::BadRequest(
             "a suppression needs resource_id, category or both".into(),

@@ -3,6 +3,7 @@
 //! Creation and revocation are audited (`token.create`, `token.revoke`); the first use is
 //! audited by enrollment (`token.use`).
 
+use super::body::OptionalJson;
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use crate::store::TokenRecord;
@@ -22,14 +23,8 @@ pub(super) struct CreateToken {
 pub(super) async fn create(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    body: axum::body::Bytes,
+    OptionalJson(req): OptionalJson<CreateToken>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: CreateToken = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateToken::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
     let ttl = match &req.ttl {
         None => state.token_ttl,
         Some(s) => humantime::parse_duration(s)

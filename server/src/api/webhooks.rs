@@ -4,6 +4,7 @@
 //! secret; the secret is returned once, by the create call that generated it, and otherwise
 //! shown only as `secret_set`. Delivery itself is `webhooks/`.
 
+use super::body::OptionalJson;
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use crate::store::{DeadLetter, DeliveryLog, Requeued, WebhookEndpoint, WebhookState};
@@ -44,15 +45,6 @@ struct Settings {
 }
 
 impl Settings {
-    fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self::default());
-        }
-        // serde_json's messages name the field and position, never the value.
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid webhook settings: {e}")))
-    }
-
     /// Every problem, in one list.
     fn problems(&self, creating: bool) -> Vec<String> {
         let mut p = Vec::new();
@@ -177,9 +169,8 @@ fn render_requeued(r: &Requeued) -> Value {
 async fn create(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    body: axum::body::Bytes,
+    OptionalJson(s): OptionalJson<Settings>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = Settings::parse(&body)?;
     let problems = s.problems(true);
     if !problems.is_empty() {
         state
@@ -261,9 +252,8 @@ async fn update(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalJson(s): OptionalJson<Settings>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = Settings::parse(&body)?;
     let problems = s.problems(false);
     let event = caller.event("webhook.update", &id);
     if !problems.is_empty() {

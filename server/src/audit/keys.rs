@@ -173,8 +173,21 @@ fn open(kek: &[u8], bytes: &[u8]) -> anyhow::Result<[u8; KEY_MATERIAL_LEN]> {
 /// file exists yet. Never overwrites an existing key file, and never fails: a problem makes
 /// signing unavailable and says why.
 pub fn load(data_dir: &Path, kek_file: &Path, create: bool) -> Signing {
+    load_strict(data_dir, kek_file, create)
+        .unwrap_or_else(|e| Signing::Unavailable(format!("{e:#}")))
+}
+
+/// [`load`] for the server's start: a key file or KEK file that group or others can read
+/// is refused (the server does not start) instead of making signing unavailable.
+///
+/// # Errors
+/// [`fsutil::InsecureMode`] for such a file.
+pub fn load_strict(data_dir: &Path, kek_file: &Path, create: bool) -> anyhow::Result<Signing> {
     let path = data_dir.join(KEY_FILE);
     let attempt = || -> anyhow::Result<Signing> {
+        if path.exists() {
+            fsutil::check_private(&path)?;
+        }
         let Some((kek, source)) = find_kek(kek_file)? else {
             return Ok(Signing::Unavailable(format!(
                 "no audit key-encryption key: provide the systemd credential {KEK_CREDENTIAL}, \
@@ -183,7 +196,6 @@ pub fn load(data_dir: &Path, kek_file: &Path, create: bool) -> Signing {
             )));
         };
         let material = if path.exists() {
-            fsutil::check_private(&path)?;
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             open(&kek, &bytes).with_context(|| format!("{}", path.display()))?
@@ -201,7 +213,11 @@ pub fn load(data_dir: &Path, kek_file: &Path, create: bool) -> Signing {
             source,
         })
     };
-    attempt().unwrap_or_else(|e| Signing::Unavailable(format!("{e:#}")))
+    match attempt() {
+        Err(e) if e.downcast_ref::<fsutil::InsecureMode>().is_some() => Err(e),
+        Err(e) => Ok(Signing::Unavailable(format!("{e:#}"))),
+        Ok(s) => Ok(s),
+    }
 }
 
 /// Writes a new key file sealed with `kek` (tests and benchmarks build stores with it).

@@ -1,6 +1,6 @@
 //! File helpers: atomic writes and private (0600) key files, checked on load.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -38,22 +38,32 @@ fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A key file that group or others can read (callers that otherwise degrade find it with
+/// `anyhow::Error::downcast_ref` and refuse to start instead).
+#[derive(Debug, thiserror::Error)]
+#[error("{} has mode {mode:o}; key files must be 0600 (run: chmod 600 {})", path.display(), path.display())]
+pub struct InsecureMode {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
 /// Refuses a key file that group or others can read.
 ///
 /// # Errors
-/// If the file is missing or its mode is wider than 0600.
+/// If the file is missing, or [`InsecureMode`] when its mode is wider than 0600.
 pub fn check_private(path: &Path) -> anyhow::Result<()> {
     let mode = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        bail!(
-            "{} has mode {:o}; key files must be 0600 (run: chmod 600 {})",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
+        return Err(InsecureMode {
+            path: path.to_owned(),
+            mode: mode & 0o777,
+        }
+        .into());
     }
     Ok(())
 }

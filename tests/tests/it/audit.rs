@@ -392,20 +392,22 @@ fn the_key_encryption_key_comes_from_the_credential_then_the_environment_then_th
         "{v}"
     );
 
-    // The file last: refused while others can read it, used once it is 0600.
+    // The file last: while others can read it the server refuses to start (http_hardening
+    // covers the message), used once it is 0600.
     use std::os::unix::fs::PermissionsExt;
     server.kek = None;
     std::fs::write(&kek_file, cred_kek).unwrap();
     std::fs::set_permissions(&kek_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    server.restart();
-    let (_, v) = server.get("/api/audit/status");
-    assert!(
-        v["signing"]["unavailable_reason"]
-            .as_str()
-            .unwrap()
-            .contains("0600"),
-        "{v}"
-    );
+    server.kill9();
+    let out = server
+        .command()
+        .args(["--config", cfg.to_str().unwrap(), "--data-dir"])
+        .arg(&dir)
+        .args(["run", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
     std::fs::set_permissions(&kek_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     server.restart();
     assert_eq!(key_id(&server).as_deref(), Some(id.as_str()));

@@ -12,6 +12,7 @@ mod disk_full;
 mod docker_collector;
 mod durability;
 mod enrollment;
+mod http_hardening;
 mod k8s_sim;
 mod kubernetes_collector;
 mod patrol;
