@@ -1899,11 +1899,7 @@ mod tests {
             node("pve4", 0.0),
         ];
         let found = found(resources, &Thresholds::default());
-        let tasks: Vec<(&str, Severity)> = found
-            .iter()
-            .filter(|d| d.key == "tasks-failed")
-            .map(|d| (d.resource_id.as_str(), d.severity))
-            .collect();
+        let tasks = keyed(&found, "tasks-failed");
         assert_eq!(
             tasks,
             [
@@ -2009,11 +2005,7 @@ mod tests {
             cluster("d", 99.0),
         ];
         let found = found(resources, &Thresholds::default());
-        let storms: Vec<(&str, Severity)> = found
-            .iter()
-            .filter(|d| d.key == "k8s-warning-storm")
-            .map(|d| (d.resource_id.as_str(), d.severity))
-            .collect();
+        let storms = keyed(&found, "k8s-warning-storm");
         assert_eq!(
             storms,
             [
@@ -2243,6 +2235,15 @@ mod tests {
             ..Snapshot::default()
         };
         detect(&s, t, &BTreeMap::new())
+    }
+
+    /// The resources and severities of the findings with `key`.
+    fn keyed<'a>(found: &'a [Detection], key: &str) -> Vec<(&'a str, Severity)> {
+        found
+            .iter()
+            .filter(|d| d.key == key)
+            .map(|d| (d.resource_id.as_str(), d.severity))
+            .collect()
     }
 
     fn sev(found: &[Detection], id: &str, key: &str) -> Option<Severity> {

@@ -4,14 +4,7 @@
 //! meanwhile is stored (renumbered above the server's sequence, not discarded as a replay).
 
 use std::time::Duration;
-use warden_tests::{AgentProc, ServerProc, eventually};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use warden_tests::{AgentProc, ServerProc, eventually, now_ms};
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use warden_tests::{AgentProc, ServerProc, eventually, http};
+use warden_tests::{AgentProc, ServerProc, eventually, http, now_ms};
 
 /// A tmpfs mounted for one test, unmounted on drop.
 struct Tmpfs(PathBuf);
@@ -62,13 +62,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn health(server: &ServerProc) -> (u16, Value) {

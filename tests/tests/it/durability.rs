@@ -2,7 +2,7 @@
 //! it, and the stored series for that period has no gap and no duplicates.
 
 use std::time::Duration;
-use warden_tests::{AgentProc, ServerProc, eventually};
+use warden_tests::{AgentProc, ServerProc, eventually, now_ms};
 
 #[test]
 fn server_crash_loses_nothing_and_stores_nothing_twice() {
@@ -27,7 +27,7 @@ fn server_crash_loses_nothing_and_stores_nothing_twice() {
             .as_object()
             .and_then(|m| m.keys().next().cloned())
     });
-    let from = warden_now_ms();
+    let from = now_ms();
     std::thread::sleep(Duration::from_secs(3));
 
     server.kill9();
@@ -36,7 +36,7 @@ fn server_crash_loses_nothing_and_stores_nothing_twice() {
 
     // After the restart every agent replays its spool and catches up.
     std::thread::sleep(Duration::from_secs(4));
-    let to = warden_now_ms();
+    let to = now_ms();
     for (_, host) in &agents {
         let points = eventually(Duration::from_secs(30), "replayed history", || {
             let (s, v) = server.get(&format!(
@@ -75,13 +75,6 @@ fn server_crash_loses_nothing_and_stores_nothing_twice() {
         assert_eq!(a.terminate().code(), Some(0));
     }
     assert!(server.terminate().success());
-}
-
-fn warden_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn urlencode(s: &str) -> String {

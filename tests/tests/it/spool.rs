@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use warden_tests::{AgentProc, ServerProc, eventually};
+use warden_tests::{AgentProc, ServerProc, eventually, now_ms};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -90,13 +90,6 @@ fn a_stop_while_the_server_is_down_is_prompt_and_leaves_a_private_spool_that_is_
         "{} batches spooled while the server was down, {points} points stored: {v}",
         spooled.len()
     );
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[test]
