@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::debug;
 use warden_shared::ResourceId;
 use warden_shared::telemetry::{Resource, Value};
 
@@ -50,11 +51,34 @@ pub(crate) struct Endpoint {
     pub(crate) timeout: Duration,
 }
 
+/// The pauses before the retries of a GET that failed in a way that may pass (HTTP 5xx, a
+/// timeout, a broken connection): two retries.
+const RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
+/// One attempt may take this share of the run's timeout (a third: PVE and PBS answer a wrong
+/// token only after 3 s, which must still show as a 401 with the default 10 s).
+const ATTEMPT_SHARE: u32 = 3;
+/// After this share of the run's timeout no request starts, so that a run ends with what it
+/// read well before [`settle`] gives up on it (at 90 %).
+const READS_END: f64 = 0.8;
+
 /// A lazily built client for one [`Endpoint`]. The token secret is read when the client is
 /// built and lives only in a header marked sensitive (never logged).
+///
+/// Each attempt of a request has its own time limit (a third of the run's timeout); a GET
+/// failing with a 5xx, a timeout or a connection error is retried twice (after 100 and
+/// 300 ms), never on other answers; with a run started ([`ApiClient::start_run`]), no
+/// attempt outlasts the run's reads.
 pub(crate) struct ApiClient {
     endpoint: Endpoint,
     client: Option<reqwest::Client>,
+    /// When the current run's reads end.
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Why one attempt failed: worth another attempt or not.
+enum Failure {
+    Transient(String),
+    Final(String),
 }
 
 impl ApiClient {
@@ -62,7 +86,20 @@ impl ApiClient {
         Self {
             endpoint,
             client: None,
+            deadline: None,
         }
+    }
+
+    /// Starts a run: from now on, requests end by [`READS_END`] of the timeout.
+    pub(crate) fn start_run(&mut self) {
+        self.deadline = Some(tokio::time::Instant::now() + self.endpoint.timeout.mul_f64(READS_END));
+    }
+
+    /// When the current run's reads end (now + the timeout's read share without a run).
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        self.deadline.unwrap_or_else(|| {
+            tokio::time::Instant::now() + self.endpoint.timeout.mul_f64(READS_END)
+        })
     }
 
     fn client(&mut self) -> Result<reqwest::Client, CollectorError> {
@@ -96,7 +133,8 @@ impl ApiClient {
         Ok(client)
     }
 
-    /// GETs `path` (relative to the API base) and returns its `data`.
+    /// GETs `path` (relative to the API base) and returns its `data`, retrying failures that
+    /// may pass (see [`ApiClient`]).
     ///
     /// # Errors
     /// [`CollectorError::Proxmox`] saying what failed and what to check.
@@ -104,32 +142,99 @@ impl ApiClient {
         &mut self,
         path: &str,
     ) -> Result<T, CollectorError> {
+        self.get_unless(path, |_| false).await
+    }
+
+    /// Like [`ApiClient::get`], but a 5xx whose text `settled` accepts is the endpoint's
+    /// answer (`zfsutils-linux not installed`, a guest agent that is not running) and is not
+    /// retried.
+    ///
+    /// # Errors
+    /// [`CollectorError::Proxmox`] saying what failed and what to check.
+    pub(crate) async fn get_unless<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        settled: impl Fn(&str) -> bool,
+    ) -> Result<T, CollectorError> {
         let client = self.client()?;
         let url = format!("{}{path}", self.endpoint.url.trim_end_matches('/'));
-        let resp = client.get(&url).send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                format!("{e}")
+        // Whole milliseconds, so that messages read "333ms".
+        let share = Duration::from_millis(
+            u64::try_from((self.endpoint.timeout / ATTEMPT_SHARE).as_millis()).unwrap_or(u64::MAX),
+        );
+        let mut pauses = RETRY_PAUSES.iter();
+        let mut attempts = 1;
+        loop {
+            let now = tokio::time::Instant::now();
+            let limit = self.deadline.map_or(share, |d| {
+                let left = d.saturating_duration_since(now);
+                share.min(Duration::from_millis(
+                    u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                ))
+            });
+            if limit.is_zero() {
+                return Err(CollectorError::Proxmox(format!(
+                    "GET {path}: not read, the run's time was up"
+                )));
+            }
+            let failure = match self.attempt(&client, &url, path, limit).await {
+                Ok(data) => return Ok(data),
+                Err(Failure::Final(m)) => return Err(CollectorError::Proxmox(m)),
+                Err(Failure::Transient(m)) => m,
             };
-            CollectorError::Proxmox(format!("GET {path}: {what}"))
-        })?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(CollectorError::Proxmox(explain_status(
-                self.endpoint.product,
-                path,
-                status,
-                &body,
-            )));
+            let pause = pauses
+                .next()
+                .filter(|_| !settled(&failure))
+                .filter(|p| self.deadline.is_none_or(|d| now + limit + **p < d));
+            let Some(pause) = pause else {
+                let tries = if attempts > 1 {
+                    format!(" ({attempts} attempts)")
+                } else {
+                    String::new()
+                };
+                return Err(CollectorError::Proxmox(format!("{failure}{tries}")));
+            };
+            debug!(path, attempt = attempts, error = %failure, "retrying a failed read");
+            tokio::time::sleep(*pause).await;
+            attempts += 1;
         }
-        serde_json::from_slice::<Envelope<T>>(&body)
-            .map(|e| e.data)
-            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: malformed JSON: {e}")))
+    }
+
+    /// One GET of `url` within `limit`: the `data` of a 2xx answer.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        path: &str,
+        limit: Duration,
+    ) -> Result<T, Failure> {
+        let exchange = async {
+            let resp = client.get(url).send().await.map_err(|e| {
+                Failure::Transient(format!("GET {path}: {e}"))
+            })?;
+            let status = resp.status();
+            let body = resp.bytes().await.map_err(|e| {
+                Failure::Transient(format!("GET {path}: reading the answer: {e}"))
+            })?;
+            if status.is_success() {
+                return serde_json::from_slice::<Envelope<T>>(&body)
+                    .map(|e| e.data)
+                    .map_err(|e| Failure::Final(format!("GET {path}: malformed JSON: {e}")));
+            }
+            let text = explain_status(self.endpoint.product, path, status, &body);
+            Err(if status.is_server_error() {
+                Failure::Transient(text)
+            } else {
+                Failure::Final(text)
+            })
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Transient(format!(
+                "GET {path}: did not answer within {}",
+                humantime::format_duration(limit)
+            ))),
+        }
     }
 }
 
