@@ -467,6 +467,7 @@ pub(crate) fn label_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn fingerprints_parse_with_or_without_colons() {
@@ -475,6 +476,113 @@ mod tests {
         assert_eq!(parse_fingerprint(&plain), Some([0xab; 32]));
         assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
         assert_eq!(parse_fingerprint("abc"), None);
+    }
+
+    /// A client for a plain-HTTP server on `addr` with run timeout `timeout`.
+    fn client(addr: std::net::SocketAddr, dir: &std::path::Path, timeout: Duration) -> ApiClient {
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s\n").unwrap();
+        ApiClient::new(Endpoint {
+            product: Product::Pve,
+            url: format!("http://{addr}"),
+            token_id: "a@pve!t".into(),
+            token_secret_file: secret,
+            ca_file: PathBuf::new(),
+            // Plain HTTP never uses it.
+            fingerprint: Some("00".repeat(32)),
+            timeout,
+        })
+    }
+
+    /// Serves answers in turn (the last one from then on), counting requests; an answer
+    /// with status 0 never comes.
+    async fn serve(answers: Vec<(u16, &'static str)>) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = answers[n.min(answers.len() - 1)];
+                if status == 0 {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        drop(conn);
+                    });
+                    continue;
+                }
+                tokio::spawn(crate::collectors::answer_http(conn, move |_| {
+                    (status, body.to_owned())
+                }));
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(3);
+        // A 500 and a hung answer, then the data: read on the third attempt.
+        let (addr, count) = serve(vec![(500, ""), (0, ""), (200, r#"{"data":7}"#)]).await;
+        let mut c = client(addr, dir.path(), t);
+        c.start_run();
+        assert_eq!(c.get::<u32>("/x").await.unwrap(), 7);
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+
+        // Always 500: three attempts, then the error says so.
+        let (addr, count) = serve(vec![(500, "")]).await;
+        let mut c = client(addr, dir.path(), t);
+        let e = c.get::<u32>("/x").await.unwrap_err().to_string();
+        assert!(e.contains("HTTP 500") && e.contains("3 attempts"), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+
+        // An answer that is the endpoint's, not a hiccup: once.
+        let (addr, count) = serve(vec![(
+            500,
+            r#"{"data":null,"message":"binary not installed: /usr/bin/ceph-mon\n"}"#,
+        )])
+        .await;
+        let mut c = client(addr, dir.path(), t);
+        let e = c
+            .get_unless::<u32>("/x", |m| m.contains("not installed"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not installed") && !e.contains("attempts"), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+
+        // 401, 403 and 404 are answers: never retried.
+        for status in [401, 403, 404] {
+            let (addr, count) = serve(vec![(status, "")]).await;
+            let mut c = client(addr, dir.path(), t);
+            assert!(c.get::<u32>("/x").await.is_err());
+            assert_eq!(count.load(Ordering::SeqCst), 1, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_request_outlasts_the_runs_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        // Never answers: each attempt gets a third of the timeout, the retries what is left
+        // of the run's reads (80 %), and then requests are not even tried.
+        let (addr, count) = serve(vec![(0, "")]).await;
+        let mut c = client(addr, dir.path(), Duration::from_millis(600));
+        c.start_run();
+        let started = tokio::time::Instant::now();
+        let e = c.get::<u32>("/x").await.unwrap_err().to_string();
+        assert!(e.contains("GET /x: did not answer within"), "{e}");
+        assert!(started.elapsed() < Duration::from_millis(600), "{:?}", started.elapsed());
+        let e = c.get::<u32>("/y").await.unwrap_err().to_string();
+        assert!(
+            e.contains("/y") && (e.contains("time was up") || e.contains("did not answer")),
+            "{e}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let e = c.get::<u32>("/z").await.unwrap_err().to_string();
+        assert!(e.contains("GET /z: not read, the run's time was up"), "{e}");
+        assert!(count.load(Ordering::SeqCst) <= 4);
     }
 
     #[test]
