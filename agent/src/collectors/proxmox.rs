@@ -541,6 +541,20 @@ impl ProxmoxCollector {
             self.backups(&mut out, &view, &pool, now_s).await;
         }
 
+        // Nothing read but the cluster view (a node whose own API answers nothing): a failed
+        // run, which re-sends what this agent still owns.
+        if out.samples.is_empty()
+            && out.resources.iter().all(is_stale)
+            && let Some(first) = out.problems.first()
+        {
+            let more = out.problems.len() - 1;
+            return Err(CollectorError::Proxmox(if more == 0 {
+                first.clone()
+            } else {
+                format!("{first} (and {more} more failed reads)")
+            }));
+        }
+
         // Slow reads come last, within their own budget: the rest of the run is done by then.
         // The budget also ends well before `settle` (at 90 % of the timeout) would fail the
         // whole run.
@@ -1960,6 +1974,10 @@ fn path_segment(s: &str) -> String {
         }
     }
     out
+}
+
+fn is_stale(r: &Resource) -> bool {
+    r.attrs.contains(&("stale".into(), Value::Bool(true)))
 }
 
 /// Whether `r` comes from `/cluster/resources` (reporter): a guest, a shared storage (or
