@@ -27,13 +27,25 @@
 //! - a node's local storage, ZFS pools and disks are its agent's; nobody else writes them;
 //! - a replication job is the agent's of the node its guest runs on.
 //!
-//! A failed run sends no samples, is `Degraded` with the reason, and re-sends as `stale = true`
-//! those of its last good resources it still owns: under the view the failed run read, or,
-//! when it could not read `/cluster/status`, only the node-local ones, which no other agent
-//! can own (on a standalone node: all). Replication jobs are never re-sent: their owner
-//! follows the guest, which a failed run cannot see. Nothing is ever reported as zero for
-//! "unknown". In a network partition each side has its own view and reporter; the rule holds
-//! per view.
+//! Failures: each request has its own time limit and transient failures are retried (see
+//! [`ApiClient`]); reads start only until 80 % of the timeout, so a run always ends with what
+//! it read. A read that still fails costs only its part: the run is `Degraded`, naming each
+//! failed read. Where a read describes resources, its failure re-sends the last good ones
+//! marked `stale = true` rather than nothing: `/nodes/{node}/status` the node,
+//! `/cluster/resources` (reporter) the guests, shared storage and offline nodes. Other
+//! failed lists (storage, disks, pools, replication) leave their resources out for the run.
+//! A run fails as a whole when it cannot read `/cluster/status` or reads nothing else (a node
+//! whose own API answers nothing): it sends no samples, is `Degraded` with the reason, and
+//! re-sends as stale those of its last good resources it still owns: under the view the
+//! failed run read, or, when it could not read `/cluster/status`, only the node-local ones,
+//! which no other agent can own (on a standalone node: all). Replication jobs are never
+//! re-sent: their owner follows the guest, which a failed run cannot see. Nothing is ever
+//! reported as zero for "unknown". In a network partition each side has its own view and
+//! reporter; the rule holds per view.
+//!
+//! Backups: a scheduled backup job over several guests runs as one `vzdump` task without a
+//! VMID; when it fails (`job errors`), its log (read once per task) says which guests
+//! failed. Failed backup tasks that name no guest are counted on the node.
 //!
 //! Slow reads: what changes slowly and costs the node something per read runs at its own
 //! cadence, not every run: SMART data per disk (a `smartctl` run each; disk temperature)
@@ -441,7 +453,10 @@ impl ProxmoxCollector {
         let mut backup_pools = Vec::new();
         let reporter = view.reporter.as_deref() == Some(self.node.as_str());
         let resources: Vec<ClusterResource> = if reporter {
-            let resources = match self.api.get::<Vec<ClusterResource>>("/cluster/resources").await
+            let resources = match self
+                .api
+                .get::<Vec<ClusterResource>>("/cluster/resources")
+                .await
             {
                 Ok(resources) => {
                     cluster_objects(&mut out, &view, &resources, now_ms)?;
@@ -1786,7 +1801,10 @@ enum SmartHealth {
 
 /// Reads `health` of `/nodes/{node}/disks/list` (case and surrounding space ignored).
 fn smart_health(health: Option<&str>) -> SmartHealth {
-    let h = health.map(str::trim).unwrap_or_default().to_ascii_uppercase();
+    let h = health
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_ascii_uppercase();
     match h.trim_end_matches('!').trim_end() {
         "PASSED" | "OK" => SmartHealth::Passed,
         "FAILED" => SmartHealth::Failed,
@@ -1955,7 +1973,10 @@ fn vzdump_failures<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
         }
     }
     if failed.is_empty() {
-        failed = listed.into_iter().filter(|v| !finished.contains(v)).collect();
+        failed = listed
+            .into_iter()
+            .filter(|v| !finished.contains(v))
+            .collect();
     }
     failed.sort_unstable();
     failed.dedup();

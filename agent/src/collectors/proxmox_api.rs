@@ -92,7 +92,8 @@ impl ApiClient {
 
     /// Starts a run: from now on, requests end by [`READS_END`] of the timeout.
     pub(crate) fn start_run(&mut self) {
-        self.deadline = Some(tokio::time::Instant::now() + self.endpoint.timeout.mul_f64(READS_END));
+        self.deadline =
+            Some(tokio::time::Instant::now() + self.endpoint.timeout.mul_f64(READS_END));
     }
 
     /// When the current run's reads end (now + the timeout's read share without a run).
@@ -209,13 +210,16 @@ impl ApiClient {
         limit: Duration,
     ) -> Result<T, Failure> {
         let exchange = async {
-            let resp = client.get(url).send().await.map_err(|e| {
-                Failure::Transient(format!("GET {path}: {e}"))
-            })?;
+            let resp = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| Failure::Transient(format!("GET {path}: {e}")))?;
             let status = resp.status();
-            let body = resp.bytes().await.map_err(|e| {
-                Failure::Transient(format!("GET {path}: reading the answer: {e}"))
-            })?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| Failure::Transient(format!("GET {path}: reading the answer: {e}")))?;
             if status.is_success() {
                 return serde_json::from_slice::<Envelope<T>>(&body)
                     .map(|e| e.data)
@@ -550,7 +554,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not installed") && !e.contains("attempts"), "{e}");
+        assert!(
+            e.contains("not installed") && !e.contains("attempts"),
+            "{e}"
+        );
         assert_eq!(count.load(Ordering::SeqCst), 1);
 
         // 401, 403 and 404 are answers: never retried.
@@ -573,7 +580,11 @@ mod tests {
         let started = tokio::time::Instant::now();
         let e = c.get::<u32>("/x").await.unwrap_err().to_string();
         assert!(e.contains("GET /x: did not answer within"), "{e}");
-        assert!(started.elapsed() < Duration::from_millis(600), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
         let e = c.get::<u32>("/y").await.unwrap_err().to_string();
         assert!(
             e.contains("/y") && (e.contains("time was up") || e.contains("did not answer")),

@@ -514,7 +514,11 @@ fn a_missing_privilege_costs_only_what_needs_it() {
         assert_eq!(stale, vec!["node:node1"]);
         assert_eq!(value(&b, "node:node1", "mem_used_bytes"), None);
         for g in &sim.world().guests {
-            let prefix = if g.kind.as_str() == "qemu" { "vm" } else { "lxc" };
+            let prefix = if g.kind.as_str() == "qemu" {
+                "vm"
+            } else {
+                "lxc"
+            };
             let id = format!("{prefix}:{CLUSTER}/{}", g.vmid);
             assert!(!is_stale(resource(&b, &id)), "{id}");
             assert_eq!(
@@ -1542,7 +1546,11 @@ fn a_flaky_api_still_shows_every_guest_and_names_what_failed() {
         .guests
         .iter()
         .map(|g| {
-            let prefix = if g.kind.as_str() == "qemu" { "vm" } else { "lxc" };
+            let prefix = if g.kind.as_str() == "qemu" {
+                "vm"
+            } else {
+                "lxc"
+            };
             format!("{prefix}:{CLUSTER}/{}", g.vmid)
         })
         .collect();
@@ -1591,5 +1599,8 @@ fn a_flaky_api_still_shows_every_guest_and_names_what_failed() {
                 || message.contains("did not answer within")))
         .then_some(message)
     });
-    assert!(!health.contains("s3cret") && !health.contains("4f1c2a0e"), "{health}");
+    assert!(
+        !health.contains("s3cret") && !health.contains("4f1c2a0e"),
+        "{health}"
+    );
 }

@@ -1402,7 +1402,11 @@ fn backup_jobs_run_as_one_task_with_a_log() {
         .expect("the job's task")
         .clone();
     assert_eq!(
-        (job["type"].as_str(), job["id"].as_str(), job["status"].as_str()),
+        (
+            job["type"].as_str(),
+            job["id"].as_str(),
+            job["status"].as_str()
+        ),
         (Some("vzdump"), Some(""), Some("job errors"))
     );
     assert_shape(
@@ -1429,7 +1433,10 @@ fn backup_jobs_run_as_one_task_with_a_log() {
         "ERROR: Backup of VM 200 failed - unable to open file '/etc/pve/nodes/node1/qemu-server/200.conf.tmp.4242'"
     )));
     assert_eq!(text.last(), Some(&"TASK ERROR: job errors"));
-    let page = data(&sim, &format!("/nodes/node1/tasks/{upid}/log?start=1&limit=2"));
+    let page = data(
+        &sim,
+        &format!("/nodes/node1/tasks/{upid}/log?start=1&limit=2"),
+    );
     assert_eq!(page, json!([lines[1], lines[2]]));
     let whole_log = data(&sim, &format!("/nodes/node1/tasks/{whole}/log"));
     assert_eq!(
