@@ -471,13 +471,15 @@ impl ProxmoxCollector {
                     resources
                 }
                 // The guests, shared storage and offline nodes of the last good run stay,
-                // marked stale, rather than disappear.
+                // marked stale, rather than disappear (a node the cluster sees online again
+                // is its own agent's).
                 Err(e) => {
                     out.problems.push(e.to_string());
-                    let own = self.node.clone();
                     let ceph = canonical::storage(&view.cluster, "ceph").ok();
                     self.resend_stale(&mut out, |r| {
-                        Some(&r.id) != ceph.as_ref() && is_cluster_object(r, &own)
+                        Some(&r.id) != ceph.as_ref()
+                            && is_cluster_object(r, &self.node)
+                            && (r.id.kind() != "node" || !view.is_online(r.id.name()))
                     });
                     Vec::new()
                 }
@@ -2920,7 +2922,15 @@ mod tests {
         );
         assert_eq!(value(&out, "node:pve1", "mem_used_bytes"), Some(500.0));
         assert_eq!(value(&out, "vm:c/100", "mem_used_bytes"), None);
+        // pve3 is back meanwhile: its own agent describes it, not this stale re-send.
+        pve.lock().unwrap().offline.clear();
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert_eq!(
+            stale_ids(&out),
+            vec!["lxc:c/101", "storage:c/nfs", "vm:c/100"]
+        );
         pve.lock().unwrap().failing.clear();
+        pve.lock().unwrap().offline = vec!["pve3"];
         let out = c.collect(NOW_S * 1000).await.unwrap();
         assert!(out.problems.is_empty(), "{:?}", out.problems);
         assert!(stale_ids(&out).is_empty());
