@@ -106,6 +106,8 @@ impl PbsCollector {
 
     async fn read(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
         let now_s = now_ms / 1000;
+        // Retried reads stop in time for the run to end with what it read.
+        self.api.start_run();
         let usage: Vec<DatastoreUsage> = self.api.get("/status/datastore-usage").await?;
         let mut out = Collected::default();
         // Jobs, maintenance and tasks are detail: a failure there degrades, it does not fail.

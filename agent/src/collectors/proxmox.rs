@@ -27,13 +27,25 @@
 //! - a node's local storage, ZFS pools and disks are its agent's; nobody else writes them;
 //! - a replication job is the agent's of the node its guest runs on.
 //!
-//! A failed run sends no samples, is `Degraded` with the reason, and re-sends as `stale = true`
-//! those of its last good resources it still owns: under the view the failed run read, or,
-//! when it could not read `/cluster/status`, only the node-local ones, which no other agent
-//! can own (on a standalone node: all). Replication jobs are never re-sent: their owner
-//! follows the guest, which a failed run cannot see. Nothing is ever reported as zero for
-//! "unknown". In a network partition each side has its own view and reporter; the rule holds
-//! per view.
+//! Failures: each request has its own time limit and transient failures are retried (see
+//! [`ApiClient`]); reads start only until 80 % of the timeout, so a run always ends with what
+//! it read. A read that still fails costs only its part: the run is `Degraded`, naming each
+//! failed read. Where a read describes resources, its failure re-sends the last good ones
+//! marked `stale = true` rather than nothing: `/nodes/{node}/status` the node,
+//! `/cluster/resources` (reporter) the guests, shared storage and offline nodes. Other
+//! failed lists (storage, disks, pools, replication) leave their resources out for the run.
+//! A run fails as a whole when it cannot read `/cluster/status` or reads nothing else (a node
+//! whose own API answers nothing): it sends no samples, is `Degraded` with the reason, and
+//! re-sends as stale those of its last good resources it still owns: under the view the
+//! failed run read, or, when it could not read `/cluster/status`, only the node-local ones,
+//! which no other agent can own (on a standalone node: all). Replication jobs are never
+//! re-sent: their owner follows the guest, which a failed run cannot see. Nothing is ever
+//! reported as zero for "unknown". In a network partition each side has its own view and
+//! reporter; the rule holds per view.
+//!
+//! Backups: a scheduled backup job over several guests runs as one `vzdump` task without a
+//! VMID; when it fails (`job errors`), its log (read once per task) says which guests
+//! failed. Failed backup tasks that name no guest are counted on the node.
 //!
 //! Slow reads: what changes slowly and costs the node something per read runs at its own
 //! cadence, not every run: SMART data per disk (a `smartctl` run each; disk temperature)
@@ -90,8 +102,11 @@ const GUEST_UPTIME: &str = "GET /cluster/resources (reporter): uptime, running g
 const GUEST_MEM_TOTAL: &str = "GET /cluster/resources (reporter): maxmem";
 const GUEST_DISK_TOTAL: &str = "GET /cluster/resources (reporter): maxdisk";
 const GUEST_BACKUP_FAILED: &str = "GET /nodes/{node}/tasks?errors=1&limit=500&since=<now - 24 h> \
-     on the guest's node (node from /cluster/resources): tasks of type vzdump whose id is the \
-     VMID, counted (0 when there are none)";
+     on the guest's node (node from /cluster/resources): failed tasks (status not OK nor \
+     WARNINGS) of type vzdump whose id is the VMID, plus failed backup jobs without an id whose \
+     log (GET /nodes/{node}/tasks/{upid}/log, read once per task) has 'ERROR: Backup of VM \
+     <vmid> failed', else lists the VMID and never finished it; counted (0 when there are \
+     none)";
 const REPLICATION_FAIL_COUNT: &str = "GET /nodes/{node}/replication on the node the guest runs \
      on: fail_count of the job (label job = the job id)";
 const REPLICATION_AGE: &str = "GET /nodes/{node}/replication on the node the guest runs on: \
@@ -141,6 +156,12 @@ const PROVENANCE: &[Provenance] = &[
         "tasks_failed_24h",
         "GET /nodes/{node}/tasks?errors=1&limit=500&since=<now - 24 h>: entries, counted \
          (at most 500)",
+    ),
+    node(
+        "backup_failed_unattributed_24h",
+        "GET /nodes/{node}/tasks?errors=1&limit=500&since=<now - 24 h>: failed vzdump tasks \
+         without a VMID whose log (GET /nodes/{node}/tasks/{upid}/log, at most 4 new logs a \
+         run) names no failed guest or is not read yet, counted",
     ),
     node(
         "cert_expires_in_seconds",
@@ -277,6 +298,11 @@ const PROVENANCE: &[Provenance] = &[
     ),
 ];
 
+/// Most task logs read per run (each once, see `ProxmoxCollector::task_logs`); the others
+/// wait for the next runs.
+const MAX_TASK_LOGS_PER_RUN: usize = 4;
+/// Most lines of a task log read: a backup job logs some dozens per guest.
+const TASK_LOG_LINES: u32 = 20_000;
 /// How often each disk's SMART data is read: a `smartctl` run on the node per disk.
 const SMART_EVERY_MS: i64 = 5 * 60_000;
 /// How often each VM's filesystems are read through its guest agent.
@@ -309,6 +335,12 @@ pub(crate) struct ProxmoxCollector {
     slow: SlowReads,
     /// The schedule the current run leaves, committed when it succeeds.
     next_slow: Option<SlowReads>,
+    /// What the logs of failed multi-guest backup jobs said, by UPID: the VMIDs whose backup
+    /// failed (empty: none named). A finished task's log does not change, so each is read
+    /// once; entries leave with their task's 24 h.
+    task_logs: BTreeMap<String, Vec<u32>>,
+    /// Disks whose SMART health text was not understood and already logged, by id.
+    odd_health: HashSet<ResourceId>,
 }
 
 /// A read done at its own cadence (see the module doc).
@@ -381,11 +413,13 @@ impl ProxmoxCollector {
             standalone: false,
             slow: SlowReads::default(),
             next_slow: None,
+            task_logs: BTreeMap::new(),
+            odd_health: HashSet::new(),
         }
     }
 
     async fn read(&mut self, now_ms: i64) -> Result<Collected, CollectorError> {
-        let started = tokio::time::Instant::now();
+        self.api.start_run();
         self.view = None;
         let status: Vec<ClusterStatusEntry> = self.api.get("/cluster/status").await?;
         let view = ClusterView::from_status(&status, &self.node);
@@ -393,18 +427,99 @@ impl ProxmoxCollector {
         self.view = Some(view.clone());
         let mut out = Collected::default();
 
+        // What no other agent can tell comes first, the node-local details after: a run cut
+        // short by slow or failing endpoints still reports the node and the guests.
         let node_path = format!("/nodes/{}/status", self.node);
-        let node_status: NodeStatus = self.api.get(&node_path).await?;
         let node_id = resource_id(&self.node, canonical::node(&self.node))?;
-        let node = node_resource(&mut out, &node_id, &self.node, &view, &node_status, now_ms);
-        // While the cluster sees this node offline, the reporter describes it (`offline`);
-        // this agent adds only what it measured.
-        if view.describes_itself(&self.node) {
-            out.resources.push(node);
+        match self.api.get::<NodeStatus>(&node_path).await {
+            Ok(node_status) => {
+                let node =
+                    node_resource(&mut out, &node_id, &self.node, &view, &node_status, now_ms);
+                // While the cluster sees this node offline, the reporter describes it
+                // (`offline`); this agent adds only what it measured.
+                if view.describes_itself(&self.node) {
+                    out.resources.push(node);
+                }
+            }
+            Err(e) => {
+                out.problems.push(e.to_string());
+                if view.describes_itself(&self.node) {
+                    self.resend_stale(&mut out, |r| r.id == node_id);
+                }
+            }
         }
 
         let now_s = now_ms / 1000;
         let mut backup_pools = Vec::new();
+        let reporter = view.reporter.as_deref() == Some(self.node.as_str());
+        let resources: Vec<ClusterResource> = if reporter {
+            let resources = match self
+                .api
+                .get::<Vec<ClusterResource>>("/cluster/resources")
+                .await
+            {
+                Ok(resources) => {
+                    cluster_objects(&mut out, &view, &resources, now_ms)?;
+                    match self
+                        .api
+                        .get::<Vec<HaEntry>>("/cluster/ha/status/current")
+                        .await
+                    {
+                        Ok(ha) => ha_states(&mut out, &view, &ha),
+                        Err(e) => out.problems.push(e.to_string()),
+                    }
+                    resources
+                }
+                // The guests, shared storage and offline nodes of the last good run stay,
+                // marked stale, rather than disappear (a node the cluster sees online again
+                // is its own agent's).
+                Err(e) => {
+                    out.problems.push(e.to_string());
+                    let ceph = canonical::storage(&view.cluster, "ceph").ok();
+                    self.resend_stale(&mut out, |r| {
+                        Some(&r.id) != ceph.as_ref()
+                            && is_cluster_object(r, &self.node)
+                            && (r.id.kind() != "node" || !view.is_online(r.id.name()))
+                    });
+                    Vec::new()
+                }
+            };
+            match self
+                .api
+                .get_unless::<CephStatus>("/cluster/ceph/status", ceph_absent)
+                .await
+            {
+                Ok(ceph) => ceph_resource(&mut out, &view, &ceph, now_ms)?,
+                // A cluster without (PVE-managed) Ceph answers 500 "binary not installed"
+                // or "not initialized": nothing to report, not a problem.
+                Err(CollectorError::Proxmox(m)) if ceph_absent(&m) => {}
+                Err(e) => out.problems.push(e.to_string()),
+            }
+            // Shared backup storage is read once, by the reporter.
+            let mut shared: Vec<String> = resources
+                .iter()
+                .filter(|r| r.kind == "storage" && r.shared == Some(1.0))
+                .filter(|r| {
+                    r.status.as_deref() == Some("available") && holds_backups(r.content.as_deref())
+                })
+                .filter_map(|r| r.storage.clone())
+                .collect();
+            shared.sort();
+            shared.dedup();
+            backup_pools.extend(shared);
+            resources
+        } else {
+            // Not the reporter: only what needs this node (its guests' balloon statistics
+            // and backup failures).
+            match self.api.get("/cluster/resources?type=vm").await {
+                Ok(r) => r,
+                Err(e) => {
+                    out.problems.push(e.to_string());
+                    Vec::new()
+                }
+            }
+        };
+
         match self
             .api
             .get::<Vec<StorageEntry>>(&format!("/nodes/{}/storage", self.node))
@@ -433,50 +548,6 @@ impl ProxmoxCollector {
             Err(e) => out.problems.push(e.to_string()),
         }
 
-        let reporter = view.reporter.as_deref() == Some(self.node.as_str());
-        let resources: Vec<ClusterResource> = if reporter {
-            let resources: Vec<ClusterResource> = self.api.get("/cluster/resources").await?;
-            cluster_objects(&mut out, &view, &resources, now_ms)?;
-            match self
-                .api
-                .get::<Vec<HaEntry>>("/cluster/ha/status/current")
-                .await
-            {
-                Ok(ha) => ha_states(&mut out, &view, &ha),
-                Err(e) => out.problems.push(e.to_string()),
-            }
-            match self.api.get::<CephStatus>("/cluster/ceph/status").await {
-                Ok(ceph) => ceph_resource(&mut out, &view, &ceph, now_ms)?,
-                // A cluster without (PVE-managed) Ceph answers 500 "binary not installed"
-                // or "not initialized": nothing to report, not a problem.
-                Err(CollectorError::Proxmox(m))
-                    if m.contains("not installed") || m.contains("not initialized") => {}
-                Err(e) => out.problems.push(e.to_string()),
-            }
-            // Shared backup storage is read once, by the reporter.
-            let mut shared: Vec<String> = resources
-                .iter()
-                .filter(|r| r.kind == "storage" && r.shared == Some(1.0))
-                .filter(|r| {
-                    r.status.as_deref() == Some("available") && holds_backups(r.content.as_deref())
-                })
-                .filter_map(|r| r.storage.clone())
-                .collect();
-            shared.sort();
-            shared.dedup();
-            backup_pools.extend(shared);
-            resources
-        } else {
-            // Not the reporter: only what needs this node (its guests' balloon statistics
-            // and backup failures).
-            match self.api.get("/cluster/resources?type=vm").await {
-                Ok(r) => r,
-                Err(e) => {
-                    out.problems.push(e.to_string());
-                    Vec::new()
-                }
-            }
-        };
         let agent_vms = self
             .balloon_memory(&mut out, &view, &resources, now_ms)
             .await;
@@ -487,11 +558,25 @@ impl ProxmoxCollector {
             self.backups(&mut out, &view, &pool, now_s).await;
         }
 
+        // Nothing read but the cluster view (a node whose own API answers nothing): a failed
+        // run, which re-sends what this agent still owns.
+        if out.samples.is_empty()
+            && out.resources.iter().all(is_stale)
+            && let Some(first) = out.problems.first()
+        {
+            let more = out.problems.len() - 1;
+            return Err(CollectorError::Proxmox(if more == 0 {
+                first.clone()
+            } else {
+                format!("{first} (and {more} more failed reads)")
+            }));
+        }
+
         // Slow reads come last, within their own budget: the rest of the run is done by then.
         // The budget also ends well before `settle` (at 90 % of the timeout) would fail the
         // whole run.
         let mut slow = self.slow.clone();
-        let budget = Budget::new(self.timeout / 4, started + self.timeout.mul_f64(0.8));
+        let budget = Budget::new(self.timeout / 4, self.api.deadline());
         self.certificates(&mut out, &mut slow, &budget, &node_id, now_ms)
             .await;
         if let Some(disks) = &disks {
@@ -606,7 +691,10 @@ impl ProxmoxCollector {
             }
             let path = format!("/nodes/{}/qemu/{vmid}/agent/get-fsinfo", self.node);
             match budget
-                .run(self.api.get::<AgentResult<Vec<GuestFsInfo>>>(&path))
+                .run(
+                    self.api
+                        .get_unless::<AgentResult<Vec<GuestFsInfo>>>(&path, agent_unavailable),
+                )
                 .await
             {
                 None => break,
@@ -668,10 +756,22 @@ impl ProxmoxCollector {
             let Ok(id) = canonical::physical_disk(&self.node, &key) else {
                 continue;
             };
-            let status = match d.health.as_deref() {
-                Some("PASSED" | "OK") => "healthy",
-                Some("FAILED") => "failing",
-                _ => "unknown",
+            let status = match smart_health(d.health.as_deref()) {
+                SmartHealth::Passed => "healthy",
+                SmartHealth::Failed => "failing",
+                SmartHealth::Unknown => "unknown",
+                SmartHealth::Unrecognised => {
+                    // Once per disk: the text stays until the drive or smartctl changes.
+                    if self.odd_health.len() < 1024 && self.odd_health.insert(id.clone()) {
+                        warn!(
+                            node = %self.node,
+                            disk = %devpath,
+                            health = d.health.as_deref().unwrap_or_default(),
+                            "disk health text not understood, reported as unknown"
+                        );
+                    }
+                    "unknown"
+                }
             };
             put(out, &id, "disk_size_bytes", now_ms, d.size);
             // PVE's `wearout` is the percent of life left (100 = new; its GUI shows 100 minus
@@ -703,7 +803,11 @@ impl ProxmoxCollector {
     /// `zpool status`'s explanation. A node without ZFS tools has none, which is no problem.
     async fn zfs_pools(&mut self, out: &mut Collected, node_id: &ResourceId, now_ms: i64) {
         let path = format!("/nodes/{}/disks/zfs", self.node);
-        let pools = match self.api.get::<Vec<ZfsPoolEntry>>(&path).await {
+        let pools = match self
+            .api
+            .get_unless::<Vec<ZfsPoolEntry>>(&path, |m| m.contains(ZFS_NOT_INSTALLED))
+            .await
+        {
             Ok(p) => p,
             Err(CollectorError::Proxmox(m)) if m.contains(ZFS_NOT_INSTALLED) => return,
             Err(e) => return out.problems.push(e.to_string()),
@@ -756,7 +860,10 @@ impl ProxmoxCollector {
     }
 
     /// Failed tasks of this node in the last 24 h: a count on the node, and per own guest the
-    /// failed backups (vzdump), 0 included, since the task list was read successfully.
+    /// failed backups (vzdump), 0 included, since the task list was read successfully. A
+    /// backup job over several guests runs as one task without a VMID; its log names the
+    /// guests whose backup failed (see [`vzdump_failures`]). Failed backup tasks no guest
+    /// can be named for are counted on the node (`backup_failed_unattributed_24h`).
     async fn failed_tasks(
         &mut self,
         out: &mut Collected,
@@ -776,6 +883,58 @@ impl ProxmoxCollector {
         };
         let now_ms = now_s * 1000;
         out.sample(node_id, "tasks_failed_24h", now_ms, tasks.len() as f64);
+        // Failed backups per VMID.
+        let mut failed: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut unattributed = 0u32;
+        let mut reads = 0;
+        for task in &tasks {
+            let upid = task.upid.as_deref().and_then(Upid::parse);
+            let kind = task.kind.as_deref().or(upid.as_ref().map(|u| u.kind));
+            if kind != Some("vzdump") || !backup_failed(task.status.as_deref()) {
+                continue;
+            }
+            let id = task.id.as_deref().or(upid.as_ref().map(|u| u.id));
+            if let Some(vmid) = id.and_then(|i| i.parse::<u32>().ok()) {
+                *failed.entry(vmid).or_default() += 1;
+                continue;
+            }
+            let Some(upid) = task.upid.as_deref().filter(|_| upid.is_some()) else {
+                unattributed += 1;
+                continue;
+            };
+            if !self.task_logs.contains_key(upid) && reads < MAX_TASK_LOGS_PER_RUN {
+                reads += 1;
+                let log = format!(
+                    "/nodes/{}/tasks/{}/log?start=0&limit={TASK_LOG_LINES}",
+                    self.node,
+                    path_segment(upid)
+                );
+                match self.api.get::<Vec<TaskLogLine>>(&log).await {
+                    Ok(lines) => {
+                        let guests = vzdump_failures(lines.iter().map(|l| l.t.as_str()));
+                        self.task_logs.insert(upid.to_owned(), guests);
+                    }
+                    Err(e) => out.problems.push(e.to_string()),
+                }
+            }
+            match self.task_logs.get(upid).filter(|g| !g.is_empty()) {
+                Some(guests) => {
+                    for vmid in guests {
+                        *failed.entry(*vmid).or_default() += 1;
+                    }
+                }
+                // Not read yet (the next run reads it) or naming nobody.
+                None => unattributed += 1,
+            }
+        }
+        self.task_logs
+            .retain(|upid, _| tasks.iter().any(|t| t.upid.as_deref() == Some(upid)));
+        out.sample(
+            node_id,
+            "backup_failed_unattributed_24h",
+            now_ms,
+            f64::from(unattributed),
+        );
         for r in resources
             .iter()
             .filter(|r| r.node.as_deref() == Some(self.node.as_str()))
@@ -783,13 +942,9 @@ impl ProxmoxCollector {
             let (Some(vmid), Some(kind)) = (r.vmid, guest_kind(&r.kind)) else {
                 continue;
             };
-            let vmid_text = (vmid as u32).to_string();
-            let failed = tasks
-                .iter()
-                .filter(|t| t.kind == "vzdump" && t.id.as_deref() == Some(vmid_text.as_str()))
-                .count();
+            let count = failed.get(&(vmid as u32)).copied().unwrap_or(0);
             if let Ok(id) = canonical::guest(kind, &view.cluster, vmid as u32) {
-                out.sample(&id, "backup_failed_24h", now_ms, failed as f64);
+                out.sample(&id, "backup_failed_24h", now_ms, f64::from(count));
             }
         }
     }
@@ -881,6 +1036,18 @@ impl ProxmoxCollector {
             }
         }
         with_agent
+    }
+
+    /// Re-sends, marked stale, the resources of the last good run that `which` selects: for
+    /// a part of the run that could not be read.
+    fn resend_stale(&self, out: &mut Collected, which: impl Fn(&Resource) -> bool) {
+        out.resources.extend(
+            self.last_good
+                .iter()
+                .filter(|r| which(r))
+                .cloned()
+                .map(mark_stale),
+        );
     }
 
     /// Whether a resource of the last good run is still this agent's to write, in a run that
@@ -1071,11 +1238,22 @@ struct DiskEntry {
     wearout: Option<f64>,
 }
 
+/// One entry of `/nodes/{node}/tasks`; `type` and `id` repeat what the UPID says.
 #[derive(Deserialize)]
 struct TaskEntry {
     #[serde(rename = "type")]
-    kind: String,
+    kind: Option<String>,
     id: Option<String>,
+    upid: Option<String>,
+    /// `OK`, `WARNINGS: n`, or the error (`job errors` for a backup job with failed guests).
+    status: Option<String>,
+}
+
+/// One line of `/nodes/{node}/tasks/{upid}/log`.
+#[derive(Deserialize)]
+struct TaskLogLine {
+    #[serde(default)]
+    t: String,
 }
 
 #[derive(Deserialize)]
@@ -1608,6 +1786,36 @@ fn replication_job(
     });
 }
 
+/// A disk's SMART self-assessment, as PVE passes on `smartctl`'s words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmartHealth {
+    /// `PASSED` (ATA, NVMe) or `OK` (SCSI/SAS).
+    Passed,
+    /// `FAILED!` (smartctl's word for ATA and NVMe, also taken without the `!`), or a
+    /// SCSI informational exception naming a failure (`FAILURE PREDICTION THRESHOLD
+    /// EXCEEDED`, `... IMPENDING FAILURE ...`).
+    Failed,
+    /// No verdict: absent, empty, or PVE's `UNKNOWN` (smartctl could not tell).
+    Unknown,
+    /// A text not in smartctl's vocabulary: unknown too, and worth a log line.
+    Unrecognised,
+}
+
+/// Reads `health` of `/nodes/{node}/disks/list` (case and surrounding space ignored).
+fn smart_health(health: Option<&str>) -> SmartHealth {
+    let h = health
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    match h.trim_end_matches('!').trim_end() {
+        "PASSED" | "OK" => SmartHealth::Passed,
+        "FAILED" => SmartHealth::Failed,
+        "" | "UNKNOWN" => SmartHealth::Unknown,
+        t if t.contains("FAILURE") => SmartHealth::Failed,
+        _ => SmartHealth::Unrecognised,
+    }
+}
+
 /// A drive's temperature from PVE's SMART answer, °C: ATA attribute 194 (the drive's own
 /// sensor; `..._x10` variants in tenths), else 190 (airflow); NVMe `Temperature: N Celsius`;
 /// SAS `Current Drive Temperature: N C`. 0 and implausible values are a sensor that reports
@@ -1700,6 +1908,115 @@ fn guest_fs_samples(out: &mut Collected, id: &ResourceId, fs: &[GuestFsInfo], no
             pct(f.used, f.total),
         );
     }
+}
+
+/// The fields of a task id, `UPID:<node>:<pid>:<pstart>:<starttime>:<type>:<id>:<user>:`
+/// (pve-common `PVE::Tools::upid_decode`; pids and times in hex, `id` possibly empty).
+#[derive(Debug, PartialEq, Eq)]
+struct Upid<'a> {
+    kind: &'a str,
+    id: &'a str,
+}
+
+impl<'a> Upid<'a> {
+    fn parse(s: &'a str) -> Option<Self> {
+        let mut f = s.strip_prefix("UPID:")?.split(':');
+        f.next().filter(|node| !node.is_empty())?;
+        for _ in 0..3 {
+            let hex = f.next()?;
+            if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+        }
+        let kind = f.next().filter(|k| !k.is_empty())?;
+        let id = f.next()?;
+        f.next().filter(|user| !user.is_empty())?;
+        // The trailing `:` leaves one empty field, and nothing may follow.
+        (f.next() == Some("") && f.next().is_none()).then_some(Self { kind, id })
+    }
+}
+
+/// Whether a finished task's status says it failed: not `OK`, not `WARNINGS: n` (and a
+/// running task, without status, has not failed yet).
+fn backup_failed(status: Option<&str>) -> bool {
+    status
+        .map(str::trim)
+        .is_some_and(|s| !s.is_empty() && s != "OK" && !s.starts_with("WARNINGS"))
+}
+
+/// The guests a failed backup job's log names as failed (sorted): those with an
+/// `ERROR: Backup of VM <vmid> failed - …` line; without any, those its first line
+/// (`INFO: starting new backup job: vzdump <vmid>… --option …`) lists and no
+/// `Finished Backup of VM <vmid>` line covers (a job that died before or between guests).
+/// Empty when the log names none (a job over `--all` or a pool that failed as a whole).
+/// vzdump says `VM` for containers too.
+fn vzdump_failures<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+    let vmid_after = |line: &str, marker: &str| -> Option<u32> {
+        let rest = &line[line.find(marker)? + marker.len()..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let (mut failed, mut listed, mut finished) = (Vec::new(), Vec::new(), Vec::new());
+    for line in lines {
+        let line = line.trim();
+        if line.starts_with("ERROR:") && line.contains(" failed") {
+            failed.extend(vmid_after(line, "Backup of VM "));
+        } else if let Some(v) = vmid_after(line, "Finished Backup of VM ") {
+            finished.push(v);
+        } else if let Some(i) = line.find("starting new backup job: vzdump") {
+            let args = &line[i + "starting new backup job: vzdump".len()..];
+            listed.extend(
+                args.split_whitespace()
+                    .take_while(|a| !a.starts_with('-'))
+                    .filter_map(|a| a.parse::<u32>().ok()),
+            );
+        }
+    }
+    if failed.is_empty() {
+        failed = listed
+            .into_iter()
+            .filter(|v| !finished.contains(v))
+            .collect();
+    }
+    failed.sort_unstable();
+    failed.dedup();
+    failed
+}
+
+/// `s` as one URL path segment: unreserved characters and those a UPID carries (`:@!`) as
+/// they are, the rest percent-encoded.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:@!".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn is_stale(r: &Resource) -> bool {
+    r.attrs.contains(&("stale".into(), Value::Bool(true)))
+}
+
+/// Whether `r` comes from `/cluster/resources` (reporter): a guest, a shared storage (or
+/// Ceph), or another node the cluster sees offline.
+fn is_cluster_object(r: &Resource, own: &str) -> bool {
+    match r.id.kind() {
+        "vm" | "lxc" => true,
+        "storage" => r.parent.is_none(),
+        "node" => r.id.name() != own,
+        _ => false,
+    }
+}
+
+/// Whether a `/cluster/ceph/status` error says the cluster has no (PVE-managed) Ceph.
+fn ceph_absent(message: &str) -> bool {
+    message.contains("not installed") || message.contains("not initialized")
 }
 
 fn holds_backups(content: Option<&str>) -> bool {
@@ -2276,6 +2593,22 @@ mod tests {
 
     const NOW_S: i64 = 1_780_000_000;
 
+    /// `pve1`'s failed tasks: VM 100's own backup, a backup job over VMs 100 and 101 whose
+    /// log says 101 failed, a job over all guests that failed as a whole, a backup with
+    /// warnings (not a failure) and a failed migration (not a backup).
+    const FAKE_TASKS: &str = r#"[
+        {"type":"vzdump","id":"100","status":"unable to find configuration file for VM 100",
+         "upid":"UPID:pve1:0000A001:00B00001:6A000001:vzdump:100:root@pam:"},
+        {"type":"vzdump","id":"","status":"job errors",
+         "upid":"UPID:pve1:0000A002:00B00002:6A000002:vzdump::root@pam:"},
+        {"type":"vzdump","id":"","status":"could not activate storage 'pbs'",
+         "upid":"UPID:pve1:0000A003:00B00003:6A000003:vzdump::root@pam:"},
+        {"type":"vzdump","id":"101","status":"WARNINGS: 1",
+         "upid":"UPID:pve1:0000A004:00B00004:6A000004:vzdump:101:root@pam:"},
+        {"type":"qmigrate","id":"100","status":"migration aborted",
+         "upid":"UPID:pve1:0000A005:00B00005:6A000005:qmigrate:100:root@pam:"}
+    ]"#;
+
     /// A cluster `c` seen by node `pve1`'s API: `pve1` (running VM 100 with a balloon driver
     /// and container 101, both replicated and backed up), `pve2`, and `pve3`, which is down.
     struct FakePve {
@@ -2408,7 +2741,35 @@ mod tests {
                           "last_sync":{0},"duration":1,"fail_count":0}}]"#,
                     NOW_S - 600
                 ),
-                "/nodes/pve1/tasks" => r#"[{"type":"vzdump","id":"100"}]"#.to_owned(),
+                "/nodes/pve1/tasks" => FAKE_TASKS.to_owned(),
+                log if log.starts_with("/nodes/pve1/tasks/") && log.ends_with("/log") => {
+                    let lines: &[&str] = if log.contains(":0000A002:") {
+                        &[
+                            "INFO: starting new backup job: vzdump 100 101 --mode snapshot \
+                             --storage pbs --notes-template '{{guestname}}'",
+                            "INFO: Starting Backup of VM 100 (qemu)",
+                            "INFO: Finished Backup of VM 100 (00:00:12)",
+                            "INFO: Starting Backup of VM 101 (lxc)",
+                            "ERROR: Backup of VM 101 failed - unable to open file \
+                             '/etc/pve/nodes/pve1/lxc/101.conf.tmp.4242' - Permission denied",
+                            "INFO: Failed at 2026-06-01 02:00:14",
+                            "INFO: Backup job finished with errors",
+                            "TASK ERROR: job errors",
+                        ]
+                    } else {
+                        &[
+                            "INFO: starting new backup job: vzdump --all 1 --storage pbs",
+                            "TASK ERROR: could not activate storage 'pbs': pbs: error \
+                             fetching datastores - 500 Can't connect to 10.0.0.9:8007",
+                        ]
+                    };
+                    let lines: Vec<String> = lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| serde_json::json!({"n": i + 1, "t": t}).to_string())
+                        .collect();
+                    format!("[{}]", lines.join(","))
+                }
                 _ => return (404, String::new()),
             };
             (200, format!(r#"{{"data":{data}}}"#))
@@ -2521,30 +2882,58 @@ mod tests {
             );
         };
 
-        // Still the reporter, and online: everything but the replication jobs, whose guests
-        // may have moved meanwhile.
+        // A failing endpoint costs only its part: the node's status keeps the node as it
+        // was (stale, without samples); everything else is read afresh.
         pve.lock().unwrap().failing = vec!["/nodes/pve1/status"];
         let out = c.collect(NOW_S * 1000).await.unwrap();
-        stale(&out);
-        let owned: Vec<&str> = ids(&good)
-            .into_iter()
-            .filter(|id| !id.starts_with("replication:"))
-            .collect();
-        assert_eq!(ids(&out), owned);
+        assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+        assert!(
+            out.problems[0].contains("/nodes/pve1/status") && out.problems[0].contains("595"),
+            "{:?}",
+            out.problems
+        );
+        assert_eq!(ids(&out), ids(&good));
+        let stale_ids = |out: &Collected| -> Vec<String> {
+            let mut v: Vec<String> = out
+                .resources
+                .iter()
+                .filter(|r| r.attrs.contains(&("stale".into(), Value::Bool(true))))
+                .map(|r| r.id.as_str().to_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(stale_ids(&out), vec!["node:pve1"]);
+        assert_eq!(value(&out, "node:pve1", "mem_used_bytes"), None);
+        assert_eq!(value(&out, "vm:c/100", "mem_used_bytes"), Some(100.0));
+        // Twice in a row: still there, still stale.
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert_eq!(stale_ids(&out), vec!["node:pve1"]);
 
-        // pve3 is back: its own agent describes it now, not the reporter's stale entry.
+        // Without /cluster/resources the reporter keeps the guests, shared storage and the
+        // offline node it described last, stale; Ceph and the node-local parts are fresh.
+        pve.lock().unwrap().failing = vec!["/cluster/resources"];
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+        assert_eq!(ids(&out), ids(&good));
+        assert_eq!(
+            stale_ids(&out),
+            vec!["lxc:c/101", "node:pve3", "storage:c/nfs", "vm:c/100"]
+        );
+        assert_eq!(value(&out, "node:pve1", "mem_used_bytes"), Some(500.0));
+        assert_eq!(value(&out, "vm:c/100", "mem_used_bytes"), None);
+        // pve3 is back meanwhile: its own agent describes it, not this stale re-send.
         pve.lock().unwrap().offline.clear();
         let out = c.collect(NOW_S * 1000).await.unwrap();
-        stale(&out);
-        let owned: Vec<&str> = owned.into_iter().filter(|id| *id != "node:pve3").collect();
-        assert_eq!(ids(&out), owned);
-
-        // The cluster sees pve1 offline: pve2 reports the cluster and pve1 as offline; pve1
-        // keeps only what nobody else can describe.
-        pve.lock().unwrap().offline = vec!["pve1", "pve3"];
+        assert_eq!(
+            stale_ids(&out),
+            vec!["lxc:c/101", "storage:c/nfs", "vm:c/100"]
+        );
+        pve.lock().unwrap().failing.clear();
+        pve.lock().unwrap().offline = vec!["pve3"];
         let out = c.collect(NOW_S * 1000).await.unwrap();
-        stale(&out);
-        assert_eq!(ids(&out), local);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert!(stale_ids(&out).is_empty());
 
         // Without a view this run cannot know who owns what: again only the node-local ones.
         *pve.lock().unwrap() = FakePve {
@@ -2575,7 +2964,7 @@ mod tests {
         );
         assert_eq!(value(&out, "node:pve1", "mem_used_bytes"), Some(500.0));
         // That run's resources are now the last good ones: no node:pve1 to re-send.
-        pve.lock().unwrap().failing = vec!["/nodes/pve1/status"];
+        pve.lock().unwrap().failing = vec!["/cluster/status"];
         let out = c.collect(NOW_S * 1000).await.unwrap();
         assert_eq!(ids(&out), local);
         server.abort();
@@ -2735,6 +3124,155 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn backup_jobs_are_attributed_through_their_logs_read_once() {
+        let (mut c, pve, server, _dir) = fake_pve1().await;
+        for _ in 0..2 {
+            let out = c.collect(NOW_S * 1000).await.unwrap();
+            assert!(out.problems.is_empty(), "{:?}", out.problems);
+            assert_eq!(value(&out, "node:pve1", "tasks_failed_24h"), Some(5.0));
+            // Its own failed task, not the job that backed it up.
+            assert_eq!(value(&out, "vm:c/100", "backup_failed_24h"), Some(1.0));
+            // The job's log names it; the backup with warnings did not fail.
+            assert_eq!(value(&out, "lxc:c/101", "backup_failed_24h"), Some(1.0));
+            // The job over all guests that failed as a whole names nobody.
+            assert_eq!(
+                value(&out, "node:pve1", "backup_failed_unattributed_24h"),
+                Some(1.0)
+            );
+        }
+        // Each failed job's log once; the per-guest tasks need none.
+        let logs: Vec<(String, usize)> = pve
+            .lock()
+            .unwrap()
+            .hits
+            .iter()
+            .filter(|(p, _)| p.ends_with("/log"))
+            .map(|(p, n)| (p.clone(), *n))
+            .collect();
+        assert_eq!(
+            logs,
+            vec![
+                (
+                    "/nodes/pve1/tasks/UPID:pve1:0000A002:00B00002:6A000002:vzdump::root@pam:/log"
+                        .to_owned(),
+                    1
+                ),
+                (
+                    "/nodes/pve1/tasks/UPID:pve1:0000A003:00B00003:6A000003:vzdump::root@pam:/log"
+                        .to_owned(),
+                    1
+                ),
+            ]
+        );
+        // A log that cannot be read leaves the task unattributed and says why; it is read
+        // again next time.
+        let (mut c, pve, server2, _dir2) = fake_pve1().await;
+        pve.lock().unwrap().failing = vec!["/nodes/pve1/tasks/UPID"];
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
+        assert_eq!(value(&out, "lxc:c/101", "backup_failed_24h"), Some(0.0));
+        assert_eq!(
+            value(&out, "node:pve1", "backup_failed_unattributed_24h"),
+            Some(2.0)
+        );
+        pve.lock().unwrap().failing.clear();
+        let out = c.collect(NOW_S * 1000).await.unwrap();
+        assert_eq!(value(&out, "lxc:c/101", "backup_failed_24h"), Some(1.0));
+        server.abort();
+        server2.abort();
+    }
+
+    #[test]
+    fn smart_health_follows_smartctls_words() {
+        for (text, want) in [
+            (Some("PASSED"), SmartHealth::Passed),
+            (Some("OK"), SmartHealth::Passed),
+            (Some(" passed\n"), SmartHealth::Passed),
+            (Some("FAILED!"), SmartHealth::Failed),
+            (Some("FAILED"), SmartHealth::Failed),
+            (Some("failed! "), SmartHealth::Failed),
+            (
+                Some("FAILURE PREDICTION THRESHOLD EXCEEDED [asc=5d, ascq=0]"),
+                SmartHealth::Failed,
+            ),
+            (Some("UNKNOWN"), SmartHealth::Unknown),
+            (Some(""), SmartHealth::Unknown),
+            (None, SmartHealth::Unknown),
+            (Some("Unknown"), SmartHealth::Unknown),
+            (Some("SELF-TEST IN PROGRESS"), SmartHealth::Unrecognised),
+        ] {
+            assert_eq!(smart_health(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn vzdump_logs_name_the_guests_whose_backup_failed() {
+        // Explicit per-guest errors win; containers are "VM" too.
+        let log = [
+            "INFO: starting new backup job: vzdump 100 101 102 --mode snapshot --storage pbs",
+            "INFO: Starting Backup of VM 100 (qemu)",
+            "ERROR: Backup of VM 100 failed - VM 100 qmp command 'backup' failed - got timeout",
+            "INFO: Starting Backup of VM 101 (lxc)",
+            "INFO: Finished Backup of VM 101 (00:01:02)",
+            "INFO: Starting Backup of VM 102 (qemu)",
+            "ERROR: Backup of VM 102 failed - unable to open file '/x' - Permission denied",
+            "INFO: Backup job finished with errors",
+            "TASK ERROR: job errors",
+        ];
+        assert_eq!(vzdump_failures(log), vec![100, 102]);
+        // A job that died between guests: the listed ones it never finished.
+        let died = [
+            "INFO: starting new backup job: vzdump 100 101 --storage local --exclude 7",
+            "INFO: Finished Backup of VM 100 (00:00:12)",
+            "TASK ERROR: interrupted by signal",
+        ];
+        assert_eq!(vzdump_failures(died), vec![101]);
+        // A job over all guests that failed before any: nobody to name.
+        let all = [
+            "INFO: starting new backup job: vzdump --all 1 --storage pbs",
+            "TASK ERROR: could not activate storage 'pbs'",
+        ];
+        assert!(vzdump_failures(all).is_empty());
+        assert!(vzdump_failures([]).is_empty());
+        // Garbage is not a VMID.
+        assert!(vzdump_failures(["ERROR: Backup of VM abc failed - x"]).is_empty());
+    }
+
+    #[test]
+    fn upids_parse_with_and_without_an_id() {
+        assert_eq!(
+            Upid::parse("UPID:pve1:0000A002:00B00002:6A000002:vzdump::root@pam:"),
+            Some(Upid {
+                kind: "vzdump",
+                id: ""
+            })
+        );
+        assert_eq!(
+            Upid::parse("UPID:node-2:002F3A1B:0A1B2C3D:65F0A1B2:vzdump:101:warden@pve!monitor:"),
+            Some(Upid {
+                kind: "vzdump",
+                id: "101"
+            })
+        );
+        for bad in [
+            "",
+            "UPID:",
+            "UPID:pve1:0000A002:00B00002:6A000002:vzdump::root@pam",
+            "UPID:pve1:zz:00B00002:6A000002:vzdump::root@pam:",
+            "UPID:pve1:0000A002:00B00002:6A000002:vzdump:::",
+            "UPID:pve1:0000A002:00B00002:6A000002:vzdump::root@pam:x",
+            "TASK:pve1:0000A002:00B00002:6A000002:vzdump::root@pam:",
+        ] {
+            assert_eq!(Upid::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            path_segment("UPID:n:1:2:3:vzdump::a@pve!t:"),
+            "UPID:n:1:2:3:vzdump::a@pve!t:"
+        );
+        assert_eq!(path_segment("a/b c%"), "a%2Fb%20c%25");
+    }
+
+    #[tokio::test]
     async fn slow_reads_keep_their_own_cadence() {
         let (mut c, pve, server, _dir) = fake_pve1().await;
         let smart = "/nodes/pve1/disks/smart";
@@ -2787,7 +3325,7 @@ mod tests {
         );
 
         // A failed run leaves the schedule as it was: the next good run reads what is due.
-        pve.lock().unwrap().failing = vec!["/nodes/pve1/status"];
+        pve.lock().unwrap().failing = vec!["/cluster/status"];
         let out = c.collect(at(5)).await.unwrap();
         assert!(out.samples.is_empty());
         assert_eq!((hits(&pve, smart), hits(&pve, fsinfo)), (1, 1));

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::debug;
 use warden_shared::ResourceId;
 use warden_shared::telemetry::{Resource, Value};
 
@@ -50,11 +51,34 @@ pub(crate) struct Endpoint {
     pub(crate) timeout: Duration,
 }
 
+/// The pauses before the retries of a GET that failed in a way that may pass (HTTP 5xx, a
+/// timeout, a broken connection): two retries.
+const RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
+/// One attempt may take this share of the run's timeout (a third: PVE and PBS answer a wrong
+/// token only after 3 s, which must still show as a 401 with the default 10 s).
+const ATTEMPT_SHARE: u32 = 3;
+/// After this share of the run's timeout no request starts, so that a run ends with what it
+/// read well before [`settle`] gives up on it (at 90 %).
+const READS_END: f64 = 0.8;
+
 /// A lazily built client for one [`Endpoint`]. The token secret is read when the client is
 /// built and lives only in a header marked sensitive (never logged).
+///
+/// Each attempt of a request has its own time limit (a third of the run's timeout); a GET
+/// failing with a 5xx, a timeout or a connection error is retried twice (after 100 and
+/// 300 ms), never on other answers; with a run started ([`ApiClient::start_run`]), no
+/// attempt outlasts the run's reads.
 pub(crate) struct ApiClient {
     endpoint: Endpoint,
     client: Option<reqwest::Client>,
+    /// When the current run's reads end.
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Why one attempt failed: worth another attempt or not.
+enum Failure {
+    Transient(String),
+    Final(String),
 }
 
 impl ApiClient {
@@ -62,7 +86,21 @@ impl ApiClient {
         Self {
             endpoint,
             client: None,
+            deadline: None,
         }
+    }
+
+    /// Starts a run: from now on, requests end by [`READS_END`] of the timeout.
+    pub(crate) fn start_run(&mut self) {
+        self.deadline =
+            Some(tokio::time::Instant::now() + self.endpoint.timeout.mul_f64(READS_END));
+    }
+
+    /// When the current run's reads end (now + the timeout's read share without a run).
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        self.deadline.unwrap_or_else(|| {
+            tokio::time::Instant::now() + self.endpoint.timeout.mul_f64(READS_END)
+        })
     }
 
     fn client(&mut self) -> Result<reqwest::Client, CollectorError> {
@@ -96,7 +134,8 @@ impl ApiClient {
         Ok(client)
     }
 
-    /// GETs `path` (relative to the API base) and returns its `data`.
+    /// GETs `path` (relative to the API base) and returns its `data`, retrying failures that
+    /// may pass (see [`ApiClient`]).
     ///
     /// # Errors
     /// [`CollectorError::Proxmox`] saying what failed and what to check.
@@ -104,32 +143,102 @@ impl ApiClient {
         &mut self,
         path: &str,
     ) -> Result<T, CollectorError> {
+        self.get_unless(path, |_| false).await
+    }
+
+    /// Like [`ApiClient::get`], but a 5xx whose text `settled` accepts is the endpoint's
+    /// answer (`zfsutils-linux not installed`, a guest agent that is not running) and is not
+    /// retried.
+    ///
+    /// # Errors
+    /// [`CollectorError::Proxmox`] saying what failed and what to check.
+    pub(crate) async fn get_unless<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        settled: impl Fn(&str) -> bool,
+    ) -> Result<T, CollectorError> {
         let client = self.client()?;
         let url = format!("{}{path}", self.endpoint.url.trim_end_matches('/'));
-        let resp = client.get(&url).send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                format!("{e}")
+        // Whole milliseconds, so that messages read "333ms".
+        let share = Duration::from_millis(
+            u64::try_from((self.endpoint.timeout / ATTEMPT_SHARE).as_millis()).unwrap_or(u64::MAX),
+        );
+        let mut pauses = RETRY_PAUSES.iter();
+        let mut attempts = 1;
+        loop {
+            let now = tokio::time::Instant::now();
+            let limit = self.deadline.map_or(share, |d| {
+                let left = d.saturating_duration_since(now);
+                share.min(Duration::from_millis(
+                    u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                ))
+            });
+            if limit.is_zero() {
+                return Err(CollectorError::Proxmox(format!(
+                    "GET {path}: not read, the run's time was up"
+                )));
+            }
+            let failure = match self.attempt(&client, &url, path, limit).await {
+                Ok(data) => return Ok(data),
+                Err(Failure::Final(m)) => return Err(CollectorError::Proxmox(m)),
+                Err(Failure::Transient(m)) => m,
             };
-            CollectorError::Proxmox(format!("GET {path}: {what}"))
-        })?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(CollectorError::Proxmox(explain_status(
-                self.endpoint.product,
-                path,
-                status,
-                &body,
-            )));
+            let pause = pauses
+                .next()
+                .filter(|_| !settled(&failure))
+                .filter(|p| self.deadline.is_none_or(|d| now + limit + **p < d));
+            let Some(pause) = pause else {
+                let tries = if attempts > 1 {
+                    format!(" ({attempts} attempts)")
+                } else {
+                    String::new()
+                };
+                return Err(CollectorError::Proxmox(format!("{failure}{tries}")));
+            };
+            debug!(path, attempt = attempts, error = %failure, "retrying a failed read");
+            tokio::time::sleep(*pause).await;
+            attempts += 1;
         }
-        serde_json::from_slice::<Envelope<T>>(&body)
-            .map(|e| e.data)
-            .map_err(|e| CollectorError::Proxmox(format!("GET {path}: malformed JSON: {e}")))
+    }
+
+    /// One GET of `url` within `limit`: the `data` of a 2xx answer.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        path: &str,
+        limit: Duration,
+    ) -> Result<T, Failure> {
+        let exchange = async {
+            let resp = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| Failure::Transient(format!("GET {path}: {e}")))?;
+            let status = resp.status();
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| Failure::Transient(format!("GET {path}: reading the answer: {e}")))?;
+            if status.is_success() {
+                return serde_json::from_slice::<Envelope<T>>(&body)
+                    .map(|e| e.data)
+                    .map_err(|e| Failure::Final(format!("GET {path}: malformed JSON: {e}")));
+            }
+            let text = explain_status(self.endpoint.product, path, status, &body);
+            Err(if status.is_server_error() {
+                Failure::Transient(text)
+            } else {
+                Failure::Final(text)
+            })
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Transient(format!(
+                "GET {path}: did not answer within {}",
+                humantime::format_duration(limit)
+            ))),
+        }
     }
 }
 
@@ -362,6 +471,7 @@ pub(crate) fn label_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn fingerprints_parse_with_or_without_colons() {
@@ -370,6 +480,120 @@ mod tests {
         assert_eq!(parse_fingerprint(&plain), Some([0xab; 32]));
         assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
         assert_eq!(parse_fingerprint("abc"), None);
+    }
+
+    /// A client for a plain-HTTP server on `addr` with run timeout `timeout`.
+    fn client(addr: std::net::SocketAddr, dir: &std::path::Path, timeout: Duration) -> ApiClient {
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s\n").unwrap();
+        ApiClient::new(Endpoint {
+            product: Product::Pve,
+            url: format!("http://{addr}"),
+            token_id: "a@pve!t".into(),
+            token_secret_file: secret,
+            ca_file: PathBuf::new(),
+            // Plain HTTP never uses it.
+            fingerprint: Some("00".repeat(32)),
+            timeout,
+        })
+    }
+
+    /// Serves answers in turn (the last one from then on), counting requests; an answer
+    /// with status 0 never comes.
+    async fn serve(answers: Vec<(u16, &'static str)>) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = answers[n.min(answers.len() - 1)];
+                if status == 0 {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        drop(conn);
+                    });
+                    continue;
+                }
+                tokio::spawn(crate::collectors::answer_http(conn, move |_| {
+                    (status, body.to_owned())
+                }));
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(3);
+        // A 500 and a hung answer, then the data: read on the third attempt.
+        let (addr, count) = serve(vec![(500, ""), (0, ""), (200, r#"{"data":7}"#)]).await;
+        let mut c = client(addr, dir.path(), t);
+        c.start_run();
+        assert_eq!(c.get::<u32>("/x").await.unwrap(), 7);
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+
+        // Always 500: three attempts, then the error says so.
+        let (addr, count) = serve(vec![(500, "")]).await;
+        let mut c = client(addr, dir.path(), t);
+        let e = c.get::<u32>("/x").await.unwrap_err().to_string();
+        assert!(e.contains("HTTP 500") && e.contains("3 attempts"), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+
+        // An answer that is the endpoint's, not a hiccup: once.
+        let (addr, count) = serve(vec![(
+            500,
+            r#"{"data":null,"message":"binary not installed: /usr/bin/ceph-mon\n"}"#,
+        )])
+        .await;
+        let mut c = client(addr, dir.path(), t);
+        let e = c
+            .get_unless::<u32>("/x", |m| m.contains("not installed"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not installed") && !e.contains("attempts"),
+            "{e}"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+
+        // 401, 403 and 404 are answers: never retried.
+        for status in [401, 403, 404] {
+            let (addr, count) = serve(vec![(status, "")]).await;
+            let mut c = client(addr, dir.path(), t);
+            assert!(c.get::<u32>("/x").await.is_err());
+            assert_eq!(count.load(Ordering::SeqCst), 1, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_request_outlasts_the_runs_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        // Never answers: each attempt gets a third of the timeout, the retries what is left
+        // of the run's reads (80 %), and then requests are not even tried.
+        let (addr, count) = serve(vec![(0, "")]).await;
+        let mut c = client(addr, dir.path(), Duration::from_millis(600));
+        c.start_run();
+        let started = tokio::time::Instant::now();
+        let e = c.get::<u32>("/x").await.unwrap_err().to_string();
+        assert!(e.contains("GET /x: did not answer within"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
+        let e = c.get::<u32>("/y").await.unwrap_err().to_string();
+        assert!(
+            e.contains("/y") && (e.contains("time was up") || e.contains("did not answer")),
+            "{e}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let e = c.get::<u32>("/z").await.unwrap_err().to_string();
+        assert!(e.contains("GET /z: not read, the run's time was up"), "{e}");
+        assert!(count.load(Ordering::SeqCst) <= 4);
     }
 
     #[test]

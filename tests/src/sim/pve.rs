@@ -197,7 +197,7 @@ pub struct DiskSmart {
     pub devpath: String,
     /// Shape of the answer.
     pub kind: SmartKind,
-    /// `PASSED`, `FAILED` (ATA, NVMe) or `OK` (SAS).
+    /// `PASSED`, `FAILED!` (ATA, NVMe: smartctl's words) or `OK` (SAS).
     pub health: String,
     /// Current temperature, °C; `None`: the drive reports none.
     pub temperature: Option<u32>,
@@ -411,8 +411,12 @@ pub struct Task {
     pub id: String,
     /// User.
     pub user: String,
-    /// Exit text: `OK`, `WARNINGS: n` or the error.
+    /// Exit text: `OK`, `WARNINGS: n` or the error (`job errors` for a backup job in which
+    /// some guests failed).
     pub status: String,
+    /// Its log (`/nodes/{node}/tasks/{upid}/log`); empty: just the closing `TASK OK` or
+    /// `TASK ERROR: <status>` line.
+    pub log: Vec<String>,
 }
 
 impl Task {
@@ -506,6 +510,17 @@ pub enum Fault {
         /// Path prefix, e.g. `/nodes/node1/qemu/100/agent`.
         prefix: String,
         /// Delay.
+        delay: Duration,
+    },
+    /// A seeded share of requests misbehaves, each its own way: `500 Internal Server Error`
+    /// or an answer delayed by `delay` (a loaded or failing node). Which ones follows from
+    /// `seed` and the request's number, so a run of the same requests misbehaves alike.
+    Flaky {
+        /// Seed of the choice.
+        seed: u64,
+        /// Share of requests hit, percent (half of them fail, half are slow).
+        percent: u8,
+        /// Delay of the slow ones.
         delay: Duration,
     },
     /// Every 200 answer body is cut in half.
@@ -962,6 +977,7 @@ impl Default for World {
                     id: String::new(),
                     user: "root@pam".to_owned(),
                     status: "OK".to_owned(),
+                    log: Vec::new(),
                 }
             })
             .collect();
@@ -1557,6 +1573,88 @@ impl PveSimHandle {
         self.with_world_now(|w, t| push_task(w, t, node, "vzdump", &vmid.to_string(), error))
     }
 
+    /// Adds a scheduled backup job's task on `node` as PVE runs it: one `vzdump` task with an
+    /// empty id for all `guests`, each `(vmid, None)` backed up or `(vmid, Some(error))`
+    /// failed, with vzdump's log (`ERROR: Backup of VM <vmid> failed - <error>`); its status
+    /// is `job errors` when any failed. Returns the UPID.
+    pub fn add_vzdump_job(&self, node: &str, guests: &[(u32, Option<&str>)]) -> String {
+        self.with_world_now(|w, t| {
+            let vmids: Vec<String> = guests.iter().map(|(v, _)| v.to_string()).collect();
+            let mut log = vec![format!(
+                "INFO: starting new backup job: vzdump {} --mode snapshot --storage pbs \
+                 --notes-template '{{{{guestname}}}}' --mailnotification failure",
+                vmids.join(" ")
+            )];
+            for (vmid, error) in guests {
+                let kind = w
+                    .guests
+                    .iter()
+                    .find(|g| g.vmid == *vmid)
+                    .map_or("qemu", |g| g.kind.as_str());
+                log.push(format!("INFO: Starting Backup of VM {vmid} ({kind})"));
+                log.push(format!("INFO: Backup started at {}", iso(t - 60)));
+                match error {
+                    Some(e) => {
+                        log.push(format!("ERROR: Backup of VM {vmid} failed - {e}"));
+                        log.push(format!("INFO: Failed at {}", iso(t - 50)));
+                    }
+                    None => {
+                        log.push("INFO: status = running".to_owned());
+                        log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:12)"));
+                    }
+                }
+            }
+            let failed = guests.iter().any(|(_, e)| e.is_some());
+            log.push(format!("INFO: Backup finished at {}", iso(t)));
+            log.push(if failed {
+                "INFO: Backup job finished with errors".to_owned()
+            } else {
+                "INFO: Backup job finished successfully".to_owned()
+            });
+            let status = if failed { "job errors" } else { "OK" };
+            let upid = push_task(w, t, node, "vzdump", "", status);
+            if let Some(task) = w.tasks.last_mut() {
+                task.log = log;
+            }
+            upid
+        })
+    }
+
+    /// Adds a backup job's task on `node` (empty id) that failed as a whole with `error`
+    /// before any guest, over `--all` guests, so its log names none. Returns the UPID.
+    pub fn add_failed_vzdump_job(&self, node: &str, error: &str) -> String {
+        self.with_world_now(|w, t| {
+            let upid = push_task(w, t, node, "vzdump", "", error);
+            if let Some(task) = w.tasks.last_mut() {
+                task.log = vec![
+                    "INFO: starting new backup job: vzdump --all 1 --mode snapshot --storage pbs"
+                        .to_owned(),
+                ];
+            }
+            upid
+        })
+    }
+
+    /// Sets a disk's SMART health as `/nodes/{node}/disks/list` and `disks/smart` report
+    /// it: `PASSED`, `OK`, `FAILED!` (smartctl's word for a failing ATA or NVMe drive),
+    /// `UNKNOWN`. Returns false if no disk has this `devpath`.
+    pub fn set_disk_health(&self, devpath: &str, health: &str) -> bool {
+        self.with_world(|w| {
+            let Some(d) = w
+                .disks
+                .as_array_mut()
+                .and_then(|a| a.iter_mut().find(|d| d["devpath"] == devpath))
+            else {
+                return false;
+            };
+            d["health"] = json!(health);
+            if let Some(s) = w.smart.iter_mut().find(|s| s.devpath == devpath) {
+                health.clone_into(&mut s.health);
+            }
+            true
+        })
+    }
+
     /// Adds a successful `vzdump` task for `vmid` on `node` plus a backup volume on
     /// `storage`; returns the UPID.
     pub fn add_vzdump_ok(&self, node: &str, vmid: u32, storage: &str) -> String {
@@ -1740,6 +1838,7 @@ fn push_task(w: &mut World, t: i64, node: &str, kind: &str, id: &str, status: &s
         id: id.to_owned(),
         user: "root@pam".to_owned(),
         status: status.to_owned(),
+        log: Vec::new(),
     };
     let upid = task.upid();
     w.tasks.push(task);
@@ -1831,6 +1930,26 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
         };
     }
 
+    let mut slow = slow;
+    let mut flaky_error = false;
+    for f in &st.faults {
+        if let Fault::Flaky {
+            seed,
+            percent,
+            delay,
+        } = f
+        {
+            let roll = splitmix64(seed ^ st.requests);
+            if roll % 100 < u64::from(*percent) {
+                if (roll >> 32) & 1 == 0 {
+                    flaky_error = true;
+                } else {
+                    slow += *delay;
+                }
+            }
+        }
+    }
+
     let reply = if let Some(rest) = req.path.strip_prefix(API_PREFIX) {
         if req.method == "GET" {
             let path = rest.trim_end_matches('/');
@@ -1839,6 +1958,8 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 _ => None,
             }) {
                 err(500, text)
+            } else if flaky_error {
+                err(500, "Internal Server Error")
             } else if let Some((status, reason)) = st.faults.iter().find_map(|f| match f {
                 Fault::PathError {
                     prefix,
@@ -1913,6 +2034,14 @@ impl State {
     fn now(&self) -> i64 {
         self.clock.now()
     }
+}
+
+/// A well-mixed 64-bit value of `x` (SplitMix64's finaliser).
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn b(v: bool) -> u8 {
@@ -2088,6 +2217,13 @@ fn node_route(st: &State, node: &str, rest: &[&str], req: &Request) -> Reply {
                 return forbidden(&node_acl, "Sys.Audit");
             }
             node_tasks(w, node, req)
+        }
+        // The owner may read its own tasks; anyone else needs Sys.Audit on the node.
+        ["tasks", upid, "log"] => {
+            if st.denied(&node_acl) {
+                return forbidden(&node_acl, "Sys.Audit");
+            }
+            task_log(w, node, upid, req)
         }
         ["disks", "list"] => {
             if st.denied(&node_acl) {
@@ -2804,6 +2940,44 @@ fn node_tasks(w: &World, node: &str, req: &Request) -> Reply {
         })
         .collect();
     Reply::DataTotal(Value::Array(data), total)
+}
+
+/// `/nodes/{node}/tasks/{upid}/log?start=&limit=`: `{"n": <line number>, "t": <text>}` from
+/// `start` (default 0), at most `limit` lines (default 50, as PVE), with `total`.
+fn task_log(w: &World, node: &str, upid: &str, req: &Request) -> Reply {
+    if !upid.starts_with("UPID:") || upid.split(':').count() != 9 {
+        return err(400, format!("unable to parse worker upid '{upid}'"));
+    }
+    let Some(task) = w.tasks.iter().find(|t| t.node == node && t.upid() == upid) else {
+        return err(
+            500,
+            format!("task log file '/var/log/pve/tasks/{upid}' does not exist"),
+        );
+    };
+    let closing = if task.status == "OK" {
+        "TASK OK".to_owned()
+    } else if task.status.starts_with("WARNINGS") {
+        format!("TASK {}", task.status)
+    } else {
+        format!("TASK ERROR: {}", task.status)
+    };
+    let lines: Vec<&str> = task
+        .log
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(closing.as_str()))
+        .collect();
+    let num = |k: &str| req.query(k).and_then(|v| v.parse::<usize>().ok());
+    let start = num("start").unwrap_or(0);
+    let limit = num("limit").unwrap_or(50);
+    let data = lines
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(limit)
+        .map(|(i, t)| json!({"n": i + 1, "t": t}))
+        .collect();
+    Reply::DataTotal(Value::Array(data), lines.len())
 }
 
 fn ha_status(st: &State) -> Value {

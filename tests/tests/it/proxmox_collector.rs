@@ -364,16 +364,10 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
     let sim = PveSim::start(PveSimOptions::fast());
     let tmp = tempfile::tempdir().unwrap();
     // The third field: whether the failed run could still read `/cluster/status`, which
-    // decides what the agent still owns and re-sends.
+    // decides what the agent still owns and re-sends. (Every read after it that fails costs
+    // only its part: see `a_missing_privilege_costs_only_what_needs_it`.)
     let cases = [
         (Fault::BadToken, "authentication failed (401)", false),
-        (
-            Fault::MissingPrivilege {
-                path: "/nodes/node1".into(),
-            },
-            "Sys.Audit",
-            true,
-        ),
         (
             Fault::ServerError("cluster not ready - no quorum?".into()),
             "no quorum",
@@ -470,6 +464,74 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
         let b = r.next_where("a batch", |_| true).await;
         assert_eq!(status(&b), HealthStatus::Failed);
         assert!(b.resources.is_empty() && b.samples.is_empty());
+        r.stop();
+    });
+}
+
+#[test]
+fn a_missing_privilege_costs_only_what_needs_it() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let tmp = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let mut r = start(
+            &config(&sim, tmp.path(), "node1", false),
+            "ignored-hostname",
+        );
+        let good = r
+            .next_where("healthy", |b| status(b) == HealthStatus::Ok)
+            .await;
+        // Sys.Audit on /nodes/node1 guards the node's status, disks, tasks and updates.
+        sim.set_fault(Fault::MissingPrivilege {
+            path: "/nodes/node1".into(),
+        });
+        let b = r
+            .next_where("degraded naming Sys.Audit", |b| {
+                status(b) == HealthStatus::Degraded
+                    && b.health
+                        .as_ref()
+                        .and_then(|h| h.message.as_deref())
+                        .is_some_and(|m| m.contains("Sys.Audit"))
+            })
+            .await;
+        let message = b.health.as_ref().unwrap().message.clone().unwrap();
+        for part in ["/nodes/node1/status", "/nodes/node1/disks/list"] {
+            assert!(message.contains(part), "{message}");
+        }
+        // The node is kept as it was, stale (its description comes only from its status);
+        // the disks, whose list failed, are left out this time (the server keeps their last
+        // description); the rest is fresh.
+        let without_disks: Vec<&str> = sorted_ids(&good)
+            .into_iter()
+            .filter(|id| !id.starts_with("disk:"))
+            .collect();
+        assert_eq!(sorted_ids(&b), without_disks);
+        let stale: Vec<&str> = b
+            .resources
+            .iter()
+            .filter(|x| is_stale(x))
+            .map(|x| x.id.as_str())
+            .collect();
+        assert_eq!(stale, vec!["node:node1"]);
+        assert_eq!(value(&b, "node:node1", "mem_used_bytes"), None);
+        for g in &sim.world().guests {
+            let prefix = if g.kind.as_str() == "qemu" {
+                "vm"
+            } else {
+                "lxc"
+            };
+            let id = format!("{prefix}:{CLUSTER}/{}", g.vmid);
+            assert!(!is_stale(resource(&b, &id)), "{id}");
+            assert_eq!(
+                value(&b, &id, "mem_total_bytes"),
+                Some(g.maxmem as f64),
+                "{id}"
+            );
+        }
+        sim.clear_faults();
+        let back = r
+            .next_where("recovered", |b| status(b) == HealthStatus::Ok)
+            .await;
+        assert!(back.resources.iter().all(|x| !is_stale(x)));
         r.stop();
     });
 }
@@ -926,7 +988,10 @@ fn a_node_its_own_agent_cannot_read_is_described_only_by_the_reporter() {
 
         // node3 is back: it describes itself again, and the reporter no longer does.
         sim.start_node("node3");
-        let b3 = n3.next_where("node3 back", ok).await;
+        // (A run that read the view just before may still leave the node to the reporter.)
+        let b3 = n3
+            .next_where("node3 back", |b| ok(b) && has(b, "node:node3"))
+            .await;
         assert_eq!(resource(&b3, "node:node3").status, "online");
         let b1 = n1
             .next_where("node3 online to the reporter", |b| {
@@ -945,11 +1010,6 @@ fn a_reporter_the_cluster_lost_leaves_the_cluster_and_its_node_to_the_next() {
     let tmp = tempfile::tempdir().unwrap();
     let ok = |b: &TelemetryBatch| status(b) == HealthStatus::Ok;
     let vm100 = format!("vm:{CLUSTER}/100");
-    let node_local = |b: &TelemetryBatch| {
-        b.resources.iter().all(|r| {
-            r.id.as_str().starts_with("storage:node1/") || r.id.as_str().starts_with("disk:node1/")
-        })
-    };
     runtime().block_on(async {
         let mut n1 = start(
             &config(&sim, tmp.path(), "node1", false),
@@ -964,23 +1024,30 @@ fn a_reporter_the_cluster_lost_leaves_the_cluster_and_its_node_to_the_next() {
         assert!(has(&b1, &vm100) && !has(&b2, &vm100));
         assert_one_writer(&b1, &b2);
 
-        // node1 cannot read its own node, but the cluster still sees it online: it stays the
-        // reporter, and re-sends what it owns as stale.
+        // node1 cannot read its own node's status, but the cluster still sees it online: it
+        // stays the reporter, keeps its node as it was (stale) and reads everything else.
         sim.set_fault(Fault::PathError {
             prefix: "/nodes/node1/status".into(),
             status: 595,
             reason: "No route to host".into(),
         });
         let b1 = n1
-            .next_where("node1 failing", |b| message(b).contains("595"))
+            .next_where("node1 degraded", |b| message(b).contains("595"))
             .await;
-        assert!(b1.resources.iter().all(is_stale));
-        assert!(has(&b1, "node:node1") && has(&b1, &vm100));
+        assert_eq!(status(&b1), HealthStatus::Degraded);
+        let stale: Vec<&str> = b1
+            .resources
+            .iter()
+            .filter(|r| is_stale(r))
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(stale, vec!["node:node1"]);
+        assert!(value(&b1, &vm100, "mem_total_bytes").is_some());
         let b2 = n2.next_where("node2", ok).await;
         assert_one_writer(&b1, &b2);
 
         // Now the cluster loses node1 too: node2 takes over the cluster and describes node1
-        // as offline; node1's re-send keeps only what nobody else describes.
+        // as offline; node1 sends neither, only what is its own.
         sim.stop_node("node1");
         let b2 = n2
             .next_where("node2 reporting node1 offline", |b| {
@@ -991,11 +1058,21 @@ fn a_reporter_the_cluster_lost_leaves_the_cluster_and_its_node_to_the_next() {
             .await;
         assert!(has(&b2, &vm100), "node2 is the reporter now");
         let b1 = n1
-            .next_where("node1's re-send without the cluster", |b| {
-                message(b).contains("595") && node_local(b)
+            .next_where("node1 without the cluster", |b| {
+                message(b).contains("595") && !has(b, "node:node1") && !has(b, &vm100)
             })
             .await;
-        assert!(!b1.resources.is_empty() && b1.resources.iter().all(is_stale));
+        assert!(!b1.resources.is_empty() && b1.resources.iter().all(|r| !is_stale(r)));
+        assert!(
+            b1.resources.iter().all(|r| {
+                let id = r.id.as_str();
+                id.starts_with("storage:node1/")
+                    || id.starts_with("disk:node1/")
+                    || id.starts_with("replication:")
+            }),
+            "{:?}",
+            sorted_ids(&b1)
+        );
         assert_one_writer(&b1, &b2);
 
         // node1's API answers again while the cluster still sees it offline (it is the
@@ -1271,14 +1348,9 @@ fn findings(server: &ServerProc) -> BTreeMap<String, Vec<(String, String)>> {
     out
 }
 
-/// End to end: the seeded trouble read by a real agent and stored by a real server becomes
-/// Patrol findings with the default thresholds.
-#[test]
-fn seeded_trouble_becomes_patrol_findings() {
-    let sim = PveSim::start(PveSimOptions::fast());
-    seed_trouble(&sim);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// A real server and a real agent for node1 reading `sim` every `every` (also its
+/// timeout), enrolled and started.
+fn server_and_agent(sim: &PveSim, dir: &Path, every: &str) -> (ServerProc, AgentProc) {
     let server = ServerProc::start(&dir.join("server"), &[]);
     let (token_id, secret) = PveSimOptions::fast()
         .token
@@ -1292,7 +1364,7 @@ fn seeded_trouble_becomes_patrol_findings() {
         &format!(
             "hostname = \"node1\"\n[collectors.host]\nenabled = false\n[collectors.docker]\nenabled = false\n\
              [collectors.proxmox]\nenabled = true\nurl = \"{}\"\ntoken_id = \"{token_id}\"\n\
-             token_secret_file = \"{}\"\nfingerprint = \"{}\"\nnode = \"node1\"\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+             token_secret_file = \"{}\"\nfingerprint = \"{}\"\nnode = \"node1\"\ninterval = \"{every}\"\ntimeout = \"{every}\"\n",
             sim.base_url(),
             secret_file.display(),
             sim.cert_fingerprint()
@@ -1300,6 +1372,17 @@ fn seeded_trouble_becomes_patrol_findings() {
     );
     agent.enroll_ok(&server.token("10m"));
     agent.start(&[]);
+    (server, agent)
+}
+
+/// End to end: the seeded trouble read by a real agent and stored by a real server becomes
+/// Patrol findings with the default thresholds.
+#[test]
+fn seeded_trouble_becomes_patrol_findings() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    seed_trouble(&sim);
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, _agent) = server_and_agent(&sim, tmp.path(), "2s");
     let stored = |id: &str, metric: &str| {
         let (s, v) = server.get(&format!("/api/resources/{id}"));
         s == 200 && v["metrics"][metric]["value"].is_number()
@@ -1351,4 +1434,189 @@ fn seeded_trouble_becomes_patrol_findings() {
             }
         }
     }
+}
+
+/// The metric `metric` of resource `id` as the server stores it.
+fn stored_value(server: &ServerProc, id: &str, metric: &str) -> Option<f64> {
+    let (s, v) = server.get(&format!("/api/resources/{id}"));
+    (s == 200).then(|| v["metrics"][metric]["value"].as_f64())?
+}
+
+/// smartctl calls a failing drive `FAILED!`, and PVE passes that on: the disk is failing
+/// and Patrol says so.
+#[test]
+fn a_disk_smartctl_calls_failed_is_failing() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    assert!(sim.set_disk_health("/dev/sdb", "FAILED!"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, _agent) = server_and_agent(&sim, tmp.path(), "2s");
+    let disk = "disk:node1/drive-scsi1";
+    let r = eventually(Duration::from_secs(30), "the disks stored", || {
+        let (s, v) = server.get(&format!("/api/resources/{disk}"));
+        (s == 200).then_some(v)
+    });
+    assert_eq!(r["status"], "failing", "{r}");
+    assert_eq!(r["attrs"]["health"], "FAILED!", "{r}");
+    // Its healthy neighbours stay healthy.
+    let (_, ok) = server.get("/api/resources/disk:node1/drive-scsi0");
+    assert_eq!(ok["status"], "healthy", "{ok}");
+    let (s, run) = server.post("/api/ai/patrol/run", None);
+    assert_eq!(s, 200, "{run}");
+    let f = findings(&server);
+    assert!(
+        f.get(disk)
+            .is_some_and(|v| v.contains(&("disk-health".to_owned(), "critical".to_owned()))),
+        "{f:?}"
+    );
+}
+
+/// A scheduled backup job runs as one task without a VMID; its log says which guests
+/// failed. Those get `backup_failed_24h`, and a failed job whose log names nobody counts at
+/// the node.
+#[test]
+fn failed_backup_jobs_reach_their_guests_or_the_node() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let denied = "unable to open file '/etc/pve/nodes/node1/qemu-server/101.conf.tmp.4242' - \
+                  Permission denied";
+    sim.add_vzdump_job(
+        "node1",
+        &[
+            (101, Some(denied)),
+            (102, None),
+            (200, Some("no such volume 'local-zfs:vm-200-disk-0'")),
+        ],
+    );
+    sim.add_failed_vzdump_job(
+        "node1",
+        "could not activate storage 'pbs': pbs: error fetching datastores - 500 Can't connect to 10.0.0.9:8007",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, _agent) = server_and_agent(&sim, tmp.path(), "2s");
+    let vm = |vmid: u32| format!("vm:{CLUSTER}/{vmid}");
+    eventually(Duration::from_secs(30), "the failed backups stored", || {
+        (stored_value(&server, &vm(101), "backup_failed_24h").is_some_and(|v| v >= 1.0)
+            && stored_value(&server, &vm(200), "backup_failed_24h").is_some_and(|v| v >= 1.0))
+        .then_some(())
+    });
+    assert_eq!(
+        stored_value(&server, &vm(102), "backup_failed_24h"),
+        Some(0.0),
+        "VM 102's backup in that job worked"
+    );
+    assert_eq!(
+        stored_value(&server, "node:node1", "backup_failed_unattributed_24h"),
+        Some(1.0)
+    );
+    assert_eq!(
+        stored_value(&server, "node:node1", "tasks_failed_24h"),
+        Some(2.0)
+    );
+    let (s, run) = server.post("/api/ai/patrol/run", None);
+    assert_eq!(s, 200, "{run}");
+    let f = findings(&server);
+    for id in [vm(101), vm(200)] {
+        assert!(
+            f.get(&id)
+                .is_some_and(|v| v.iter().any(|(k, _)| k == "backup-failed")),
+            "{id}: {f:?}"
+        );
+    }
+    assert!(
+        !f.get(&vm(102))
+            .is_some_and(|v| v.iter().any(|(k, _)| k == "backup-failed")),
+        "{f:?}"
+    );
+}
+
+/// A node that fails about one request in ten (500) and answers another one in ten too
+/// slowly for a request's time: every run still reports every guest, the runs say which
+/// reads failed, and no run is cut off as a whole.
+#[test]
+fn a_flaky_api_still_shows_every_guest_and_names_what_failed() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    sim.set_fault(Fault::Flaky {
+        seed: 11,
+        percent: 20,
+        // Longer than the whole run may take (3 s): before each request had its own
+        // limit, one such answer cost the run.
+        delay: Duration::from_secs(4),
+    });
+    let world = sim.world();
+    let guests: Vec<String> = world
+        .guests
+        .iter()
+        .map(|g| {
+            let prefix = if g.kind.as_str() == "qemu" {
+                "vm"
+            } else {
+                "lxc"
+            };
+            format!("{prefix}:{CLUSTER}/{}", g.vmid)
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, _agent) = server_and_agent(&sim, tmp.path(), "3s");
+    // When each guest's last sample was taken (the server's `at`), if stored.
+    let sampled = |server: &ServerProc| -> Vec<Option<String>> {
+        let (s, list) = server.get("/api/resources");
+        assert_eq!(s, 200, "{list}");
+        guests
+            .iter()
+            .map(|id| {
+                list.as_array()?
+                    .iter()
+                    .find(|r| r["id"] == id.as_str())?["metrics"]["mem_total_bytes"]["at"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    eventually(Duration::from_secs(60), "every guest stored", || {
+        sampled(&server).iter().all(Option::is_some).then_some(())
+    });
+    // No run is cut off by the run's own time limit (the collector's, at 90 %, or the
+    // runner's): each ends with what it read.
+    let health = |server: &ServerProc| -> (String, String) {
+        let (s, agents) = server.get("/api/agents");
+        assert_eq!(s, 200, "{agents}");
+        let h = &agents[0]["collectors"]["proxmox"];
+        (
+            h["status"].as_str().unwrap_or_default().to_owned(),
+            h["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    // Fresh all along: within every 3 runs, a run read every guest again.
+    let mut last = sampled(&server);
+    for _ in 0..3 {
+        let until = std::time::Instant::now() + Duration::from_secs(9);
+        while std::time::Instant::now() < until {
+            let (status, message) = health(&server);
+            assert!(
+                !message.contains("timed out after") && !message.contains("the API did not"),
+                "{status}: {message}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let now = sampled(&server);
+        for ((id, before), after) in guests.iter().zip(&last).zip(&now) {
+            assert!(
+                after.is_some() && after != before,
+                "{id}: not read again in 9 s ({before:?} -> {after:?})"
+            );
+        }
+        last = now;
+    }
+    // The health says which reads failed, by path and how.
+    let message = eventually(Duration::from_secs(60), "a degraded run named", || {
+        let (status, message) = health(&server);
+        (status == "degraded"
+            && message.contains("GET /")
+            && (message.contains("HTTP 500 Internal Server Error")
+                || message.contains("did not answer within")))
+        .then_some(message)
+    });
+    assert!(
+        !message.contains("4f1c2a0e"),
+        "no secret in health: {message}"
+    );
 }

@@ -1375,3 +1375,149 @@ fn guest_agent_filesystems_and_guest_disks() {
     assert_eq!(fsinfo("node2", 100).status, 200);
     assert!(t.elapsed() >= Duration::from_millis(300));
 }
+
+#[test]
+fn backup_jobs_run_as_one_task_with_a_log() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let upid = sim.add_vzdump_job(
+        "node1",
+        &[
+            (102, None),
+            (
+                200,
+                Some("unable to open file '/etc/pve/nodes/node1/qemu-server/200.conf.tmp.4242' - Permission denied"),
+            ),
+        ],
+    );
+    let whole = sim.add_failed_vzdump_job("node1", "could not activate storage 'pbs'");
+    // One task per job, without a VMID: in the task list and in its UPID.
+    assert!(upid.contains(":vzdump::root@pam:"), "{upid}");
+    let since = sim.now() - 86_400;
+    let tasks = data(&sim, &format!("/nodes/node1/tasks?errors=1&since={since}"));
+    let job = tasks
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|t| t["upid"] == upid.as_str())
+        .expect("the job's task")
+        .clone();
+    assert_eq!(
+        (
+            job["type"].as_str(),
+            job["id"].as_str(),
+            job["status"].as_str()
+        ),
+        (Some("vzdump"), Some(""), Some("job errors"))
+    );
+    assert_shape(
+        "tasks",
+        &json!([job]),
+        &fixture("nodes_node_tasks.vzdump_ok.pve9.json")["data"],
+        &[],
+        &[],
+    );
+
+    // Its log: numbered lines, PVE's default page of 50, `start`/`limit`, `total`.
+    let r = sim.get(&format!("/nodes/node1/tasks/{upid}/log?start=0&limit=500"));
+    let body = ok(&r, "task log");
+    let lines = body["data"].as_array().expect("array");
+    assert_eq!(body["total"].as_u64(), Some(lines.len() as u64));
+    assert_eq!(lines[0]["n"], json!(1));
+    let text: Vec<&str> = lines.iter().map(|l| l["t"].as_str().expect("t")).collect();
+    assert!(
+        text[0].starts_with("INFO: starting new backup job: vzdump 102 200 --mode snapshot"),
+        "{text:?}"
+    );
+    assert!(text.contains(&"INFO: Finished Backup of VM 102 (00:00:12)"));
+    assert!(text.iter().any(|t| t.starts_with(
+        "ERROR: Backup of VM 200 failed - unable to open file '/etc/pve/nodes/node1/qemu-server/200.conf.tmp.4242'"
+    )));
+    assert_eq!(text.last(), Some(&"TASK ERROR: job errors"));
+    let page = data(
+        &sim,
+        &format!("/nodes/node1/tasks/{upid}/log?start=1&limit=2"),
+    );
+    assert_eq!(page, json!([lines[1], lines[2]]));
+    let whole_log = data(&sim, &format!("/nodes/node1/tasks/{whole}/log"));
+    assert_eq!(
+        whole_log,
+        json!([
+            {"n": 1, "t": "INFO: starting new backup job: vzdump --all 1 --mode snapshot --storage pbs"},
+            {"n": 2, "t": "TASK ERROR: could not activate storage 'pbs'"}
+        ])
+    );
+    // Not there, malformed, or without the privilege.
+    assert_eq!(
+        sim.get(&format!("/nodes/node2/tasks/{upid}/log")).status,
+        500
+    );
+    assert_eq!(sim.get("/nodes/node1/tasks/nope/log").status, 400);
+    sim.set_fault(Fault::MissingPrivilege {
+        path: "/nodes/node1".into(),
+    });
+    assert_eq!(
+        sim.get(&format!("/nodes/node1/tasks/{upid}/log")).status,
+        403
+    );
+}
+
+#[test]
+fn a_failing_disk_says_failed_like_smartctl() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    assert!(sim.set_disk_health("/dev/sdb", "FAILED!"));
+    assert!(!sim.set_disk_health("/dev/nope", "FAILED!"));
+    let disks = data(&sim, "/nodes/node1/disks/list");
+    let sdb = disks
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|d| d["devpath"] == "/dev/sdb")
+        .expect("sdb")
+        .clone();
+    assert_eq!(sdb["health"], "FAILED!");
+    assert_eq!(smart(&sim, "node1", "/dev/sdb")["health"], "FAILED!");
+    assert_eq!(
+        data(&sim, "/nodes/node1/disks/smart?disk=/dev/sdb&healthonly=1"),
+        json!({"health": "FAILED!"})
+    );
+}
+
+#[test]
+fn a_flaky_node_fails_or_delays_a_seeded_share_of_requests() {
+    let sim = PveSim::start(PveSimOptions::fast());
+    let fault = Fault::Flaky {
+        seed: 7,
+        percent: 20,
+        delay: Duration::from_millis(400),
+    };
+    sim.set_fault(fault.clone());
+    let outcomes = |sim: &PveSim| -> Vec<char> {
+        (0..100)
+            .map(|_| {
+                let t = Instant::now();
+                let r = sim.get("/version");
+                match r.status {
+                    500 => {
+                        assert_eq!(r.reason, "Internal Server Error");
+                        'e'
+                    }
+                    200 if t.elapsed() >= Duration::from_millis(400) => 's',
+                    200 => '.',
+                    other => panic!("status {other}"),
+                }
+            })
+            .collect()
+    };
+    let first = outcomes(&sim);
+    let errors = first.iter().filter(|c| **c == 'e').count();
+    let slow = first.iter().filter(|c| **c == 's').count();
+    assert!((3..=20).contains(&errors), "{errors} errors");
+    assert!((3..=20).contains(&slow), "{slow} slow");
+    assert!((12..=30).contains(&(errors + slow)), "{first:?}");
+    // The same seed from the same request number misbehaves alike.
+    let again = PveSim::start(PveSimOptions::fast());
+    again.set_fault(fault);
+    assert_eq!(outcomes(&again), first);
+    sim.clear_faults();
+    assert_eq!(sim.get("/version").status, 200);
+}
