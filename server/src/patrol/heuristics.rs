@@ -1355,10 +1355,14 @@ const TASKS_FAILED_WARNING: f64 = 5.0;
 /// [`TASKS_FAILED_WARNING`]. Migrations, snapshots, disk moves and job-level backups fail
 /// here without any other trace.
 fn failed_tasks(fleet: &Fleet<'_>, r: &ResourceRecord, out: &mut Vec<Detection>) {
+    let unattributed = latest_value(r, "backup_failed_unattributed_24h").unwrap_or(0.0);
+    if unattributed >= 1.0 {
+        out.push(failed_backup_job(r, unattributed));
+    }
     let Some(failed) = latest_value(r, "tasks_failed_24h") else {
         return;
     };
-    let backups = fleet.backup_failures.get(&r.name).copied().unwrap_or(0.0);
+    let backups = fleet.backup_failures.get(&r.name).copied().unwrap_or(0.0) + unattributed;
     let other = failed - backups;
     if other < 1.0 {
         return;
@@ -1397,6 +1401,25 @@ fn failed_tasks(fleet: &Fleet<'_>, r: &ResourceRecord, out: &mut Vec<Detection>)
         )
     };
     out.push(d);
+}
+
+/// Failed backup jobs of a node that name no guest (`backup_failed_unattributed_24h`: a
+/// job that failed before it started any guest, or whose log could not be read): warning, as
+/// a failed backup is; the guests' `backup-age` escalates if it goes on.
+fn failed_backup_job(r: &ResourceRecord, n: f64) -> Detection {
+    let mut d = Detection::on(r, "backup-job-failed", Severity::Warning, Category::Backup);
+    let plural = if n == 1.0 { "" } else { "s" };
+    d.title = format!("{}: {n:.0} backup job{plural} failed", r.name);
+    d.description = format!(
+        "{n:.0} scheduled backup job{plural} on {} failed in the last 24 hours without naming          which guest's backup failed (the job stopped before starting any, or its log could not          be read).",
+        r.name
+    );
+    d.recommendation = format!(
+        "Open the failed vzdump task in {}'s Task History (or `pvenode task list --errors 1          --typefilter vzdump`) and read its log; a missing or full backup storage is the usual          cause. Then run the job again (Datacenter > Backup > Run now).",
+        r.name
+    );
+    d.evidence = format!("backup_failed_unattributed_24h = {n:.0}");
+    d
 }
 
 /// A Kubernetes node's pressure conditions (the collector's `memory_pressure`,
@@ -2235,6 +2258,23 @@ mod tests {
             ..Snapshot::default()
         };
         detect(&s, t, &BTreeMap::new())
+    }
+
+    #[test]
+    fn a_backup_job_that_names_no_guest_is_a_backup_finding_not_a_failed_task() {
+        let mut r = record("node:pve1", "online");
+        latest(&mut r, "tasks_failed_24h", 2.0);
+        latest(&mut r, "backup_failed_unattributed_24h", 1.0);
+        let found = found(vec![r], &Thresholds::default());
+        let job = found.iter().find(|d| d.key == "backup-job-failed").unwrap();
+        assert_eq!(
+            (job.severity, job.category),
+            (Severity::Warning, Category::Backup)
+        );
+        assert_eq!(job.evidence, "backup_failed_unattributed_24h = 1");
+        // The other failed task is still reported, the backup job not twice.
+        let tasks = found.iter().find(|d| d.key == "tasks-failed").unwrap();
+        assert!(tasks.title.contains(": 1 task failed"), "{}", tasks.title);
     }
 
     /// The resources and severities of the findings with `key`.
