@@ -422,18 +422,11 @@ impl Store {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(old) = slot.take() {
             // Other holders only clone the handle to begin a transaction; wait them out.
-            let mut old = old;
             for _ in 0..100 {
-                match Arc::try_unwrap(old) {
-                    Ok(db) => {
-                        old = Arc::new(db);
-                        break;
-                    }
-                    Err(still) => {
-                        old = still;
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
+                if Arc::strong_count(&old) == 1 {
+                    break;
                 }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
             match Arc::try_unwrap(old) {
                 Ok(db) => {
