@@ -88,24 +88,8 @@ fn conflict(a: &AgentRecord, now_ms: i64) -> Option<Detection> {
     if now_ms - c.last_ms > CONFLICT_MEMORY_MS {
         return None;
     }
-    let host = if a.hostname.is_empty() {
-        &a.id
-    } else {
-        &a.hostname
-    };
-    let pseudo = ResourceRecord {
-        id: format!("agent:{}", a.id),
-        kind: "agent".to_owned(),
-        name: host.clone(),
-        ..ResourceRecord::default()
-    };
-    let mut d = Detection::on(
-        &pseudo,
-        "agent-identity-conflict",
-        Severity::Critical,
-        Category::Security,
-    );
-    d.node = Some(host.clone());
+    let mut d = super::silence::on_agent(a, "agent-identity-conflict", Severity::Critical);
+    d.category = Category::Security;
     d.title = format!("Two processes use the identity of agent {}", a.id);
     d.description = format!(
         "While agent {} was connected from {}, another process presented the same key and \

@@ -955,7 +955,7 @@ fn minute_gap(m: &str) -> Option<u64> {
 
 /// A detection about an agent (or one of its collectors), which has no resource record: id
 /// `agent:<id>`, named and located by its host.
-fn on_agent(a: &AgentRecord, key: &str, severity: Severity) -> Detection {
+pub(super) fn on_agent(a: &AgentRecord, key: &str, severity: Severity) -> Detection {
     let pseudo = ResourceRecord {
         id: format!("{AGENT_KIND}:{}", a.id),
         kind: AGENT_KIND.to_owned(),

@@ -386,23 +386,13 @@ impl Store {
         }
     }
 
-    /// Refuses telemetry while free space is below the reserve, so the audit log keeps room.
+    /// Refuses telemetry while the store is degraded ([`StoreStatus::problem`]): below the
+    /// reserve, so the audit log keeps room, or after a failed write.
     fn check_telemetry_space(&self) -> Result<(), StoreError> {
-        let status = self.status();
-        if let Some(space) = status.space
-            && space.free < status.reserve
-        {
-            return Err(StoreError::Unavailable {
-                reason: format!(
-                    "only {} free on the disk holding {} (reserve for the audit log: {}); \
-                     telemetry is refused until space is freed",
-                    disk::bytes(space.free),
-                    self.path.display(),
-                    disk::bytes(status.reserve),
-                ),
-            });
+        match self.status().problem() {
+            Some(reason) => Err(StoreError::Unavailable { reason }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Reopens the database after an IO failure, once the disk has room again: closes the
