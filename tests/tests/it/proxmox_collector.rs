@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, ProxmoxConfig};
 use warden_shared::telemetry::{HealthStatus, ProvenancedBatch, Resource, TelemetryBatch, Value};
+use warden_sim::pve::{Fault, PveSim, PveSimOptions, ReplicationJob, SmartKind, ZfsPool};
 use warden_tests::collect::{
     Running, assert_provenance_complete, resource, runtime, start, status, value,
 };
-use warden_sim::pve::{Fault, PveSim, PveSimOptions, ReplicationJob, SmartKind, ZfsPool};
 use warden_tests::{AgentProc, ServerProc, eventually};
 
 const CLUSTER: &str = "clustername";
