@@ -3,6 +3,8 @@
 //! and a small Kubernetes cluster, with seeded trouble), enrolls one `warden-agent` process
 //! per system through the real token + QUIC path (plus one for this machine and its Docker
 //! containers), prints where to look, and stops everything on Ctrl-C. See `docs/demo.md`.
+//! `warden-agent` and `warden-sim` are taken from the directory of the running `warden`
+//! executable, whether built from source (`target/release/`) or installed (`/usr/bin/`).
 
 use crate::audit::event::{Actor, NewEvent};
 use crate::config::{Overrides, RawConfig};
@@ -434,7 +436,8 @@ fn send_term(pid: u32) {
     }
 }
 
-/// `name` next to this executable (how cargo and the packages install them).
+/// `name` in the directory of this executable: the one rule for the demo's binaries, as
+/// `cargo build --bins` puts them in `target/<profile>/` and an installation in `/usr/bin/`.
 fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let candidate = exe.with_file_name(name);
@@ -442,7 +445,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
         return Ok(candidate);
     }
     bail!(
-        "{name} not found next to {} (build everything with `cargo build --release --bins`)",
-        exe.display()
+        "{} not found: `warden demo` needs {name} in the same directory as warden (from source: `cargo build --release --bins`)",
+        candidate.display()
     )
 }
