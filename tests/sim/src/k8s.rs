@@ -3,7 +3,7 @@
 //! watch semantics, for tests of the kube-rs based collector.
 //!
 //! Object bodies are shaped from the real captures in `tests/fixtures/k8s/` (see
-//! `/work/shared/fixtures/README.md` for their provenance); list items lack `kind`/`apiVersion`
+//! `tests/fixtures/README.md` for their provenance); list items lack `kind`/`apiVersion`
 //! and watch objects carry them, as on a real server. One global, monotonically increasing
 //! `resourceVersion` numbers every change; each resource keeps the last
 //! [`K8sSimOptions::history`] changes for watches, and older `resourceVersion`s get the
