@@ -12,6 +12,7 @@ pub mod frame;
 pub mod ids;
 pub mod proto;
 pub mod resource;
+pub mod session;
 pub mod telemetry;
 pub mod token;
 
