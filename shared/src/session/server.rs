@@ -204,19 +204,6 @@ impl ServerSession {
         ));
     }
 
-    /// The server is shutting down.
-    pub fn shutdown(&mut self) {
-        self.close(Close::new(close::SHUTDOWN, "server shutting down"));
-    }
-
-    /// Another connection of the same agent took over.
-    pub fn replaced(&mut self) {
-        self.close(Close::new(
-            close::REPLACED,
-            "replaced by a newer connection of this agent",
-        ));
-    }
-
     /// Sends a request to the agent; returns its id, which [`Effect::Response`] carries back.
     /// `None` unless the session is running.
     pub fn request(&mut self, body: ServerRequest) -> Option<u64> {
