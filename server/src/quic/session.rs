@@ -3,8 +3,9 @@
 //! from the session stream, whose effects (send, commit through the writer, answer a request)
 //! are performed here. Protocol decisions and close codes live in the machine.
 
-use super::{Shared, live::ControlCall};
 use crate::audit::event::{Actor, NewEvent};
+use crate::context::Context;
+use crate::ingest::live::ControlCall;
 use crate::pki::PeerIdentity;
 use crate::store::IngestItem;
 use futures_util::StreamExt;
@@ -26,7 +27,7 @@ use warden_shared::session::server::{Effect, Refusal, ServerSession};
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the session until the connection ends.
-pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Shared>) {
+pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Context>) {
     let span = info_span!("session", agent_id = %id.agent_id);
     async move {
         match drive(&conn, &id, &shared).await {
@@ -94,7 +95,7 @@ fn feed(machine: &mut ServerSession, frame: Result<AgentMessage, ReadError>) -> 
 async fn drive(
     conn: &quinn::Connection,
     id: &PeerIdentity,
-    shared: &Arc<Shared>,
+    shared: &Arc<Context>,
 ) -> Result<(), Close> {
     let mut machine = ServerSession::new(crate::now_ms(), shared.protocol);
     // A server that cannot store telemetry says so at once: the agent keeps its spool and
@@ -263,7 +264,7 @@ struct Io<'a> {
     waiting: HashMap<u64, oneshot::Sender<AgentResponse>>,
     record: &'a crate::store::AgentRecord,
     ip: std::net::IpAddr,
-    shared: &'a Arc<Shared>,
+    shared: &'a Arc<Context>,
 }
 
 impl Io<'_> {
@@ -319,7 +320,7 @@ async fn refuse_second_process(
     conn: &quinn::Connection,
     record: &crate::store::AgentRecord,
     hostname: &str,
-    shared: &Arc<Shared>,
+    shared: &Arc<Context>,
 ) -> Result<Option<String>, Close> {
     let Some(connected_from) = shared.live.remote(&record.id) else {
         return Ok(None);
@@ -397,7 +398,7 @@ async fn answer(
     agent_id: &str,
     org_id: &str,
     ip: std::net::IpAddr,
-    shared: &Shared,
+    shared: &Context,
 ) -> ServerResponse {
     match req {
         AgentRequest::RenewCertificate { csr_pem } => {
