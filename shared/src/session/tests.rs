@@ -337,7 +337,7 @@ fn the_server_acks_in_commit_order_with_the_stores_answer() {
         ..Store::default()
     };
     let mut pair = Pair::connect(&Spool::default(), ProtocolVersion::CURRENT, ProtocolVersion::CURRENT);
-    // Not welcomed yet: a replay of 1..=3 reaches a store that already holds 2.
+    // A replay of 1..=3 reaches a store that already holds 2.
     pair.server.handle_message(pair.now, AgentMessage::Hello(hello(ProtocolVersion::CURRENT)));
     pair.server_io(&store);
     pair.to_agent.clear();
