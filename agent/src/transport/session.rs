@@ -104,12 +104,12 @@ impl Io<'_, '_> {
         let ctx = self.ctx;
         match effect {
             Effect::Send(msg) => {
-                framed::write(&mut self.send, &msg)
-                    .await
-                    .map_err(|e| match self.conn.close_reason() {
+                framed::write(&mut self.send, &msg).await.map_err(|e| {
+                    match self.conn.close_reason() {
                         Some(r) => anyhow!(super::explain(&r)),
                         None => e,
-                    })?;
+                    }
+                })?;
             }
             Effect::Welcomed {
                 protocol,

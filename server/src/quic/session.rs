@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 use warden_io::framed::{self, ReadError};
 use warden_shared::close;
-use warden_shared::proto::{AgentMessage, AgentRequest, AgentResponse, ServerRequest, ServerResponse};
+use warden_shared::proto::{
+    AgentMessage, AgentRequest, AgentResponse, ServerRequest, ServerResponse,
+};
 use warden_shared::session::Close;
 use warden_shared::session::server::{Effect, Refusal, ServerSession};
 

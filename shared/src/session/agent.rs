@@ -194,7 +194,10 @@ impl AgentSession {
     /// Sends the renewal request for `csr_pem` (after [`Effect::StartRenewal`]).
     /// Ignored unless the session runs at a version with renewal.
     pub fn renew(&mut self, csr_pem: String) {
-        if !self.protocol().is_some_and(ProtocolVersion::supports_renewal) {
+        if !self
+            .protocol()
+            .is_some_and(ProtocolVersion::supports_renewal)
+        {
             return;
         }
         let id = self.next_request;
@@ -298,7 +301,9 @@ impl AgentSession {
                 )));
             }
             State::Running { protocol }
-                if protocol.supports_renewal() && self.renewing.is_none() && now >= self.renew_at =>
+                if protocol.supports_renewal()
+                    && self.renewing.is_none()
+                    && now >= self.renew_at =>
             {
                 self.renew_at = now.saturating_add(RENEW_RETRY_MS);
                 self.effects.push_back(Effect::StartRenewal);

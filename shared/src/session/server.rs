@@ -283,23 +283,20 @@ impl ServerSession {
             (State::Running { protocol }, AgentMessage::ProvenancedTelemetry(_))
                 if !protocol.supports_provenance() =>
             {
-                let reason = format!(
-                    "telemetry with provenance needs protocol 1.2, session is {protocol}"
-                );
+                let reason =
+                    format!("telemetry with provenance needs protocol 1.2, session is {protocol}");
                 self.close(Close::protocol(reason));
             }
             (State::Running { .. }, AgentMessage::ProvenancedTelemetry(b)) => {
                 self.commit(b.batch, b.provenance);
             }
-            (State::Running { protocol }, AgentMessage::Request { id, body }) => {
-                match body {
-                    AgentRequest::RenewCertificate { .. } if !protocol.supports_renewal() => {
-                        let message = format!("renewal needs protocol 1.1, session is {protocol}");
-                        self.respond(id, ServerResponse::Error { message });
-                    }
-                    body => self.effects.push_back(Effect::Request { id, body }),
+            (State::Running { protocol }, AgentMessage::Request { id, body }) => match body {
+                AgentRequest::RenewCertificate { .. } if !protocol.supports_renewal() => {
+                    let message = format!("renewal needs protocol 1.1, session is {protocol}");
+                    self.respond(id, ServerResponse::Error { message });
                 }
-            }
+                body => self.effects.push_back(Effect::Request { id, body }),
+            },
             (State::Running { .. }, AgentMessage::Response { id, body }) => {
                 // An answer to nothing we asked (or asked twice) is dropped.
                 if self.waiting.remove(&id) {

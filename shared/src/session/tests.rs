@@ -279,7 +279,11 @@ fn the_window_bounds_unacknowledged_batches_and_acks_reopen_it() {
     let (mut spool, mut store) = (Spool::with(1..=total), Store::default());
     let mut pair = Pair::connect(&spool, ProtocolVersion::CURRENT, ProtocolVersion::CURRENT);
     pair.settle(&mut spool, &store);
-    assert_eq!(pair.commits.len() as u64, WINDOW, "no more than the window in flight");
+    assert_eq!(
+        pair.commits.len() as u64,
+        WINDOW,
+        "no more than the window in flight"
+    );
     assert_eq!(pair.agent.wants_batch(), None);
     assert_eq!(
         pair.agent.send_batch(batch(WINDOW + 1)),
@@ -289,7 +293,11 @@ fn the_window_bounds_unacknowledged_batches_and_acks_reopen_it() {
     pair.commit(10, &mut store);
     pair.settle(&mut spool, &store);
     assert_eq!(spool.acked, 10);
-    assert_eq!(pair.commits.len() as u64, WINDOW, "ten acks let ten more out");
+    assert_eq!(
+        pair.commits.len() as u64,
+        WINDOW,
+        "ten acks let ten more out"
+    );
     assert_eq!(pair.commits.back().unwrap().0.seq, WINDOW + 10);
 
     pair.run(&mut spool, &mut store);
@@ -325,8 +333,10 @@ fn acks_are_cumulative_so_lost_reordered_and_repeated_acks_are_harmless() {
     }
     assert_eq!(spool_acks, vec![3], "only news moves the spool");
     assert_eq!(pair.agent.acked(), 3);
-    pair.agent
-        .handle_frame(pair.now, &frame::encode(&ServerMessage::Ack { seq: 4 }).unwrap());
+    pair.agent.handle_frame(
+        pair.now,
+        &frame::encode(&ServerMessage::Ack { seq: 4 }).unwrap(),
+    );
     assert_eq!(pair.agent.poll_effect(), Some(agent::Effect::AckSpool(4)));
 }
 
@@ -336,9 +346,16 @@ fn the_server_acks_in_commit_order_with_the_stores_answer() {
         last: 2,
         ..Store::default()
     };
-    let mut pair = Pair::connect(&Spool::default(), ProtocolVersion::CURRENT, ProtocolVersion::CURRENT);
+    let mut pair = Pair::connect(
+        &Spool::default(),
+        ProtocolVersion::CURRENT,
+        ProtocolVersion::CURRENT,
+    );
     // A replay of 1..=3 reaches a store that already holds 2.
-    pair.server.handle_message(pair.now, AgentMessage::Hello(hello(ProtocolVersion::CURRENT)));
+    pair.server.handle_message(
+        pair.now,
+        AgentMessage::Hello(hello(ProtocolVersion::CURRENT)),
+    );
     pair.server_io(&store);
     pair.to_agent.clear();
     for seq in 1..=3 {
@@ -381,16 +398,27 @@ fn a_reconnect_mid_replay_resends_from_the_last_ack_and_stores_nothing_twice() {
     // The new session starts from the spool: the server says it stored 4.
     let mut pair = Pair::connect(&spool, ProtocolVersion::CURRENT, ProtocolVersion::CURRENT);
     pair.settle(&mut spool, &store);
-    assert_eq!(spool.acked, 4, "the welcome acknowledges what the server has");
+    assert_eq!(
+        spool.acked, 4,
+        "the welcome acknowledges what the server has"
+    );
     let resent: Vec<u64> = pair.commits.iter().map(|(b, _)| b.seq).collect();
-    assert_eq!(resent, (5..=10).collect::<Vec<_>>(), "replay starts after the stored one");
+    assert_eq!(
+        resent,
+        (5..=10).collect::<Vec<_>>(),
+        "replay starts after the stored one"
+    );
 
     // The old connection's queued batches land first; the replays are duplicates.
     for (b, p) in old_commits {
         store.ingest(&b, &p);
     }
     pair.run(&mut spool, &mut store);
-    assert_eq!(store.seqs(), (1..=10).collect::<Vec<_>>(), "each batch stored once");
+    assert_eq!(
+        store.seqs(),
+        (1..=10).collect::<Vec<_>>(),
+        "each batch stored once"
+    );
     assert_eq!(spool.acked, 10);
     assert!(spool.batches.is_empty());
 }
@@ -409,17 +437,23 @@ fn an_older_agent_gets_its_version_and_sends_bare_telemetry() {
         [ServerMessage::Welcome(Welcome { protocol: V11, .. })]
     ));
     for f in &welcome {
-        pair.agent.handle_frame(pair.now, &frame::encode(f).unwrap());
+        pair.agent
+            .handle_frame(pair.now, &frame::encode(f).unwrap());
     }
     pair.agent_io(&mut spool);
     let sent = pair.agent_frames();
     assert!(sent.iter().all(|m| matches!(m, AgentMessage::Telemetry(_))));
     assert_eq!(telemetry_seqs(&sent), vec![1, 2]);
     for m in &sent {
-        pair.server.handle_frame(pair.now, &frame::encode(m).unwrap());
+        pair.server
+            .handle_frame(pair.now, &frame::encode(m).unwrap());
     }
     pair.run(&mut spool, &mut store);
-    assert_eq!(store.stored, vec![(1, 0), (2, 0)], "stored without provenance");
+    assert_eq!(
+        store.stored,
+        vec![(1, 0), (2, 0)],
+        "stored without provenance"
+    );
 }
 
 #[test]
@@ -442,7 +476,10 @@ fn provenance_in_a_session_below_1_2_is_a_protocol_error() {
     pair.server
         .handle_message(pair.now, AgentMessage::ProvenancedTelemetry(batch(1)));
     pair.server_io(&store);
-    assert_eq!(pair.server_closed.map(|c| c.code), Some(close::PROTOCOL_ERROR));
+    assert_eq!(
+        pair.server_closed.map(|c| c.code),
+        Some(close::PROTOCOL_ERROR)
+    );
     assert!(pair.commits.is_empty());
 }
 
@@ -475,7 +512,10 @@ fn the_agent_answers_pings_and_the_server_matches_answers_to_its_requests() {
         .request(ServerRequest::Ping { nonce: 77 })
         .unwrap();
     pair.settle(&mut spool, &store);
-    assert_eq!(pair.responses, vec![(id, AgentResponse::Pong { nonce: 77 })]);
+    assert_eq!(
+        pair.responses,
+        vec![(id, AgentResponse::Pong { nonce: 77 })]
+    );
     // An answer nobody asked for, or a second one, is dropped.
     for rid in [id, id + 5] {
         pair.server.handle_message(
@@ -516,7 +556,11 @@ fn renewal_fires_at_its_time_installs_the_certificate_and_retries_after_a_refusa
     let [AgentMessage::Request { id, .. }] = pair.agent_frames()[..] else {
         panic!("one renewal request expected");
     };
-    assert_eq!(pair.agent.poll_timeout(), None, "no second request while one waits");
+    assert_eq!(
+        pair.agent.poll_timeout(),
+        None,
+        "no second request while one waits"
+    );
     // An answer to another id leaves the request waiting.
     let stray = ServerMessage::Response {
         id: id + 1,
@@ -619,7 +663,9 @@ fn out_of_place_messages_close_with_protocol_error() {
     // The server: telemetry before the hello; a second hello.
     let mut s = ServerSession::new(START, ProtocolVersion::CURRENT);
     s.handle_message(START, AgentMessage::Telemetry(batch(1).batch));
-    assert!(matches!(s.poll_effect(), Some(server::Effect::Close(c)) if c.reason == "expected hello"));
+    assert!(
+        matches!(s.poll_effect(), Some(server::Effect::Close(c)) if c.reason == "expected hello")
+    );
     let mut s = ServerSession::new(START, ProtocolVersion::CURRENT);
     s.handle_message(START, AgentMessage::Hello(hello(ProtocolVersion::CURRENT)));
     s.welcome(0, "t".into());
@@ -636,21 +682,36 @@ fn handshakes_time_out_and_refusals_carry_their_codes() {
     a.handle_timeout(START + super::HANDSHAKE_TIMEOUT_MS - 1);
     assert_eq!(a.poll_effect(), None);
     a.handle_timeout(START + super::HANDSHAKE_TIMEOUT_MS);
-    assert!(matches!(a.poll_effect(), Some(agent::Effect::Close(c)) if c.reason.contains("no welcome")));
+    assert!(
+        matches!(a.poll_effect(), Some(agent::Effect::Close(c)) if c.reason.contains("no welcome"))
+    );
 
     let mut s = ServerSession::new(START, ProtocolVersion::CURRENT);
     s.handle_timeout(START + super::HANDSHAKE_TIMEOUT_MS);
-    assert!(matches!(s.poll_effect(), Some(server::Effect::Close(c)) if c.reason == "no session stream opened"));
+    assert!(
+        matches!(s.poll_effect(), Some(server::Effect::Close(c)) if c.reason == "no session stream opened")
+    );
     let mut s = ServerSession::new(START, ProtocolVersion::CURRENT);
     s.stream_opened(START + 5);
-    assert_eq!(s.poll_timeout(), Some(START + 5 + super::HANDSHAKE_TIMEOUT_MS));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(START + 5 + super::HANDSHAKE_TIMEOUT_MS)
+    );
     s.handle_timeout(START + 5 + super::HANDSHAKE_TIMEOUT_MS);
-    assert!(matches!(s.poll_effect(), Some(server::Effect::Close(c)) if c.reason.contains("no hello")));
+    assert!(
+        matches!(s.poll_effect(), Some(server::Effect::Close(c)) if c.reason.contains("no hello"))
+    );
 
     for (refusal, code) in [
-        (Refusal::StorageUnavailable("disk".into()), close::STORAGE_UNAVAILABLE),
+        (
+            Refusal::StorageUnavailable("disk".into()),
+            close::STORAGE_UNAVAILABLE,
+        ),
         (Refusal::Revoked("gone".into()), close::AGENT_REVOKED),
-        (Refusal::IdentityInUse("twin".into()), close::IDENTITY_IN_USE),
+        (
+            Refusal::IdentityInUse("twin".into()),
+            close::IDENTITY_IN_USE,
+        ),
     ] {
         let mut s = ServerSession::new(START, ProtocolVersion::CURRENT);
         s.refuse(refusal);
@@ -686,7 +747,10 @@ fn batches_go_out_in_order_and_stop_agent_closes_normally() {
     );
     pair.agent.shutdown();
     pair.agent_io(&mut spool);
-    assert_eq!(pair.agent_closed, Some(Close::new(close::NORMAL, "agent stopping")));
+    assert_eq!(
+        pair.agent_closed,
+        Some(Close::new(close::NORMAL, "agent stopping"))
+    );
     assert_eq!(
         pair.agent.send_batch(batch(5)),
         Err(agent::SendError::NotRunning)
