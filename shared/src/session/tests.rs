@@ -756,3 +756,87 @@ fn batches_go_out_in_order_and_stop_agent_closes_normally() {
         Err(agent::SendError::NotRunning)
     );
 }
+
+/// One step of a random schedule for [`any_schedule_delivers_every_batch_exactly_once`].
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A collector spools the next batch.
+    Spool,
+    /// The oldest frame to the server arrives.
+    ToServer,
+    /// The oldest frame to the agent arrives.
+    ToAgent,
+    /// The writer commits the oldest queued batch.
+    Commit,
+    /// The connection drops; the old writer queue is committed (`true`) or lost (`false`).
+    Reconnect(bool),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => Just(Step::Spool),
+        4 => Just(Step::ToServer),
+        4 => Just(Step::ToAgent),
+        3 => Just(Step::Commit),
+        1 => any::<bool>().prop_map(Step::Reconnect),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever the interleaving of spooling, delivery, commits and reconnects, once the
+    /// connection settles every spooled batch is stored exactly once, in order, and the
+    /// spool is empty; on the way, the spool never drops a batch the store lacks and the
+    /// server never holds more than a window of uncommitted batches (the harness also asserts
+    /// that the spool's acks only move forward).
+    #[test]
+    fn any_schedule_delivers_every_batch_exactly_once(
+        steps in proptest::collection::vec(step(), 0..300),
+    ) {
+        let (mut spool, mut store) = (Spool::default(), Store::default());
+        let mut spooled = 0u64;
+        let mut pair = Pair::connect(&spool, ProtocolVersion::CURRENT, ProtocolVersion::CURRENT);
+        for s in steps {
+            match s {
+                Step::Spool => {
+                    spooled += 1;
+                    spool.batches.insert(spooled, batch(spooled));
+                }
+                Step::ToServer => {
+                    if let Some(f) = pair.to_server.pop_front() {
+                        pair.server.handle_frame(pair.now, &f);
+                    }
+                }
+                Step::ToAgent => {
+                    if let Some(f) = pair.to_agent.pop_front() {
+                        pair.agent.handle_frame(pair.now, &f);
+                    }
+                }
+                Step::Commit => {
+                    if !pair.commits.is_empty() {
+                        pair.commit(1, &mut store);
+                    }
+                }
+                Step::Reconnect(committed) => {
+                    if committed {
+                        for (b, p) in pair.commits.drain(..) {
+                            store.ingest(&b, &p);
+                        }
+                    }
+                    pair = Pair::connect(&spool, ProtocolVersion::CURRENT, ProtocolVersion::CURRENT);
+                }
+            }
+            pair.agent_io(&mut spool);
+            pair.server_io(&store);
+            // Nothing leaves the spool before the store has it.
+            proptest::prop_assert!(spool.acked <= store.last);
+            proptest::prop_assert!(pair.commits.len() as u64 <= WINDOW);
+        }
+        pair.run(&mut spool, &mut store);
+        proptest::prop_assert_eq!(store.seqs(), (1..=spooled).collect::<Vec<_>>());
+        proptest::prop_assert_eq!(spool.acked, spooled);
+        proptest::prop_assert!(spool.batches.is_empty());
+        proptest::prop_assert_eq!(pair.agent_closed, None);
+        proptest::prop_assert_eq!(pair.server_closed, None);
+    }
+}
