@@ -1,5 +1,6 @@
-//! Warden's sans-IO protocol crate: wire framing, versioned messages, join tokens,
-//! identifiers and the telemetry model shared by `warden-agent` and `warden`.
+//! Warden's sans-IO protocol crate: wire framing, versioned messages, the session state
+//! machines of both ends, join tokens, identifiers and the telemetry model shared by
+//! `warden-agent` and `warden`.
 //!
 //! Invariants:
 //! - nothing here does IO, reads a clock or spawns tasks; time is always a parameter;
@@ -13,6 +14,7 @@ pub mod ids;
 pub mod metric;
 pub mod proto;
 pub mod resource;
+pub mod session;
 pub mod telemetry;
 pub mod token;
 

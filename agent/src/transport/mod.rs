@@ -1,6 +1,7 @@
 //! The agent's side of the QUIC transport: endpoint and connection setup, the
 //! reconnect loop with jittered exponential backoff, and clear explanations of why a
-//! server refused us. The session itself is in `session.rs`.
+//! server refused us. The session's quinn driver is in `session.rs`; its protocol logic is
+//! the sans-IO machine `warden_shared::session::agent`.
 
 pub use warden_io::framed;
 pub mod session;

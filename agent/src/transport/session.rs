@@ -1,29 +1,23 @@
-//! One session with the server: hello and version negotiation, then streaming spooled
-//! batches in sequence order with a bounded in-flight window, applying acks, answering
-//! control requests and renewing the certificate at two thirds of its life.
-//!
-//! Batches carry their metrics' provenance when the session runs at 1.2 or later; with an
-//! older server the same spooled batch is sent bare (`Telemetry`), without provenance.
+//! Drives one session with the server over quinn: opens the session stream and feeds the
+//! sans-IO [`AgentSession`] machine from `warden_shared::session` with the server's frames,
+//! the spool's batches, timers and stop requests, then performs its effects (write a frame,
+//! resync or ack the spool, make a renewal key, install a renewed certificate, close).
+//! Protocol decisions (negotiation, window, acks, renewal timing, close codes) live in the
+//! machine.
 
 use crate::identity::Identity;
 use crate::spool::Spool;
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 use warden_io::framed::{self, ReadError};
-use warden_shared::proto::{
-    AgentMessage, AgentRequest, AgentResponse, Hello, ProtocolVersion, ServerMessage,
-    ServerRequest, ServerResponse,
-};
-use warden_shared::telemetry::ProvenancedBatch;
-
-/// Most batches sent but not yet acknowledged.
-pub const WINDOW: u64 = 64;
-const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
-const RENEW_RETRY: Duration = Duration::from_secs(60);
+use warden_shared::close;
+use warden_shared::proto::{Hello, ProtocolVersion, ServerMessage};
+use warden_shared::session::agent::{AgentSession, Effect, WINDOW};
 
 /// What a session needs from the agent.
 pub struct Context<'a> {
@@ -48,9 +42,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> i64 {
+    now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch: the session machine's clock.
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Turns a read failure into an operator-readable error.
@@ -61,14 +60,115 @@ fn read_failed(conn: &quinn::Connection, e: ReadError) -> anyhow::Error {
     }
 }
 
-/// The message carrying `batch` in a session at `protocol`: with its provenance from 1.2 on,
-/// the bare batch before (an older server cannot decode the newer variant).
-fn telemetry_message(batch: ProvenancedBatch, protocol: ProtocolVersion) -> AgentMessage {
-    if protocol.supports_provenance() {
-        AgentMessage::ProvenancedTelemetry(batch)
-    } else {
-        AgentMessage::Telemetry(batch.batch)
+/// What performing the machine's effects needs.
+struct Io<'a, 'c> {
+    conn: &'a quinn::Connection,
+    ctx: &'a Context<'c>,
+    send: quinn::SendStream,
+    /// The key made for the renewal in flight.
+    renewal_key: Option<String>,
+}
+
+impl Io<'_, '_> {
+    /// Performs every queued effect, then sends what the window allows, oldest first.
+    /// `Break` when the session ended in order (stop requested).
+    async fn perform(&mut self, machine: &mut AgentSession) -> anyhow::Result<ControlFlow<()>> {
+        loop {
+            while let Some(effect) = machine.poll_effect() {
+                if let ControlFlow::Break(()) = self.apply(machine, effect).await? {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            let Some(from) = machine.wants_batch() else {
+                break;
+            };
+            let batch = {
+                let mut spool = lock(self.ctx.spool);
+                let batch = spool.next_from(from).and_then(|s| spool.get(s));
+                if let Some(b) = &batch {
+                    spool.will_send(b.batch.seq, WINDOW)?;
+                }
+                batch
+            };
+            let Some(batch) = batch else { break };
+            machine.send_batch(batch)?;
+        }
+        Ok(ControlFlow::Continue(()))
     }
+
+    async fn apply(
+        &mut self,
+        machine: &mut AgentSession,
+        effect: Effect,
+    ) -> anyhow::Result<ControlFlow<()>> {
+        let ctx = self.ctx;
+        match effect {
+            Effect::Send(msg) => {
+                framed::write(&mut self.send, &msg).await.map_err(|e| {
+                    match self.conn.close_reason() {
+                        Some(r) => anyhow!(super::explain(&r)),
+                        None => e,
+                    }
+                })?;
+            }
+            Effect::Welcomed {
+                protocol,
+                server_version,
+                last_stored_seq,
+            } => {
+                lock(ctx.spool).resync(last_stored_seq)?;
+                info!(%protocol, %server_version, last_stored_seq, "connected to server");
+                if !protocol.supports_provenance() {
+                    info!(%protocol, "the server predates protocol 1.2: metric provenance is not sent");
+                }
+            }
+            Effect::AckSpool(seq) => {
+                debug!(seq, "ack");
+                lock(ctx.spool).ack(seq)?;
+            }
+            Effect::StartRenewal => {
+                let (key_pem, csr_pem) = crate::identity::new_key_and_csr(ctx.hostname)?;
+                self.renewal_key = Some(key_pem);
+                machine.renew(csr_pem);
+            }
+            Effect::Renewed {
+                cert_pem,
+                not_after_unix,
+            } => {
+                let Some(key_pem) = self.renewal_key.take() else {
+                    warn!("a renewed certificate arrived without a key waiting for it");
+                    return Ok(ControlFlow::Continue(()));
+                };
+                let mut identity = lock(ctx.identity).clone();
+                identity.key_pem = key_pem;
+                identity.cert_pem = cert_pem;
+                identity.meta.cert_received_unix = unix_now();
+                identity.meta.cert_not_after_unix = not_after_unix;
+                identity
+                    .save(ctx.data_dir)
+                    .context("saving renewed certificate")?;
+                machine.set_renew_at(identity.meta.renew_at_unix().saturating_mul(1000));
+                *lock(ctx.identity) = identity;
+                info!(not_after_unix, "certificate renewed");
+            }
+            Effect::RequestFailed { message } => {
+                warn!(error = %message, "server refused a request");
+            }
+            Effect::Close(c) => {
+                self.conn.close(c.code.into(), c.reason.as_bytes());
+                if c.code == close::NORMAL {
+                    return Ok(ControlFlow::Break(()));
+                }
+                return Err(anyhow!(c.reason));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// Time left until the machine's deadline (Unix ms).
+fn until(deadline: i64) -> Duration {
+    Duration::from_millis(u64::try_from(deadline - now_ms()).unwrap_or(0))
 }
 
 /// Runs until the connection fails (error) or `shutdown` fires (Ok).
@@ -80,140 +180,50 @@ pub async fn run(
     ctx: &Context<'_>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (mut send, mut recv) = conn
+    let (send, recv) = conn
         .open_bi()
         .await
         .map_err(|e| anyhow!(super::explain(&e)))?;
-    let hello = AgentMessage::Hello(Hello {
+    let hello = Hello {
         protocol: ctx.protocol,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         hostname: ctx.hostname.to_owned(),
         os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.to_owned()),
-    });
-    framed::write(&mut send, &hello)
-        .await
-        .map_err(|e| match conn.close_reason() {
-            Some(r) => anyhow!(super::explain(&r)),
-            None => e,
-        })?;
-    let welcome =
-        match tokio::time::timeout(WELCOME_TIMEOUT, framed::read::<ServerMessage>(&mut recv)).await
-        {
-            Ok(Ok(Some(ServerMessage::Welcome(w)))) => w,
-            Ok(Ok(Some(_))) => bail!("server sent something other than welcome"),
-            Ok(Ok(None)) => bail!("server closed the session stream"),
-            Ok(Err(e)) => return Err(read_failed(conn, e)),
-            Err(_) => bail!("no welcome from server within {WELCOME_TIMEOUT:?}"),
-        };
-    let protocol = welcome.protocol;
-    lock(ctx.spool).resync(welcome.last_stored_seq)?;
-    info!(%protocol, server_version = %welcome.server_version, last_stored_seq = welcome.last_stored_seq, "connected to server");
-    if !protocol.supports_provenance() {
-        info!(%protocol, "the server predates protocol 1.2: metric provenance is not sent");
-    }
-
+    };
+    let renew_at = lock(ctx.identity).meta.renew_at_unix().saturating_mul(1000);
+    let acked = lock(ctx.spool).acked();
+    let mut machine = AgentSession::new(now_ms(), hello, acked, renew_at);
+    let mut io = Io {
+        conn,
+        ctx,
+        send,
+        renewal_key: None,
+    };
     let (mut frames, reader) = framed::spawn_reader::<ServerMessage>(recv);
-
-    let mut next_seq = lock(ctx.spool).acked() + 1;
-    let mut next_req = 1u64;
-    let mut renewing: Option<(u64, String)> = None;
-    let renew_in = |at: i64| Duration::from_secs(u64::try_from(at - unix_now()).unwrap_or(0));
-    let renew = tokio::time::sleep(renew_in(lock(ctx.identity).meta.renew_at_unix()));
-    tokio::pin!(renew);
     let result = loop {
-        // Send what the window allows, oldest first.
-        loop {
-            let batch = {
-                let mut spool = lock(ctx.spool);
-                if next_seq > spool.acked() + WINDOW {
-                    None
-                } else {
-                    let batch = spool.next_from(next_seq).and_then(|s| spool.get(s));
-                    if let Some(b) = &batch {
-                        spool.will_send(b.batch.seq, WINDOW)?;
-                    }
-                    batch
-                }
-            };
-            let Some(batch) = batch else { break };
-            next_seq = batch.batch.seq + 1;
-            framed::write(&mut send, &telemetry_message(batch, protocol)).await?;
+        match io.perform(&mut machine).await {
+            Ok(ControlFlow::Continue(())) => {}
+            Ok(ControlFlow::Break(())) => break Ok(()),
+            Err(e) => break Err(e),
         }
+        let deadline = machine.poll_timeout();
         tokio::select! {
-            _ = shutdown.changed() => {
-                conn.close(warden_shared::close::NORMAL.into(), b"agent stopping");
-                break Ok(());
-            }
+            _ = shutdown.changed() => machine.shutdown(),
             () = ctx.spooled.notified() => {}
-            () = &mut renew, if protocol.supports_renewal() && renewing.is_none() => {
-                let (key_pem, csr_pem) = crate::identity::new_key_and_csr(ctx.hostname)?;
-                let id = next_req;
-                next_req += 1;
-                renewing = Some((id, key_pem));
-                framed::write(&mut send, &AgentMessage::Request { id, body: AgentRequest::RenewCertificate { csr_pem } }).await?;
-                renew.as_mut().reset(tokio::time::Instant::now() + RENEW_RETRY);
+            () = tokio::time::sleep(until(deadline.unwrap_or(i64::MAX))), if deadline.is_some() => {
+                machine.handle_timeout(deadline.unwrap_or_default().max(now_ms()));
             }
             frame = frames.recv() => match frame {
-                None => break Err(conn.close_reason().map_or_else(|| anyhow!("server closed the session"), |r| anyhow!(super::explain(&r)))),
+                None => {
+                    let what = if machine.protocol().is_some() { "server closed the session" } else { "server closed the session stream" };
+                    break Err(conn.close_reason().map_or_else(|| anyhow!(what), |r| anyhow!(super::explain(&r))));
+                }
+                Some(Err(ReadError::Frame(e))) if conn.close_reason().is_none() => machine.handle_frame_error(&e),
                 Some(Err(e)) => break Err(read_failed(conn, e)),
-                Some(Ok(ServerMessage::Ack { seq })) => {
-                    debug!(seq, "ack");
-                    lock(ctx.spool).ack(seq)?;
-                }
-                Some(Ok(ServerMessage::Request { id, body })) => {
-                    let body = match body {
-                        ServerRequest::Ping { nonce } => AgentResponse::Pong { nonce },
-                    };
-                    framed::write(&mut send, &AgentMessage::Response { id, body }).await?;
-                }
-                Some(Ok(ServerMessage::Response { id, body })) => {
-                    match (renewing.take(), body) {
-                        (Some((rid, key_pem)), ServerResponse::Certificate { cert_pem, not_after_unix }) if rid == id => {
-                            let mut identity = lock(ctx.identity).clone();
-                            identity.key_pem = key_pem;
-                            identity.cert_pem = cert_pem;
-                            identity.meta.cert_received_unix = unix_now();
-                            identity.meta.cert_not_after_unix = not_after_unix;
-                            identity.save(ctx.data_dir).context("saving renewed certificate")?;
-                            renew.as_mut().reset(tokio::time::Instant::now() + renew_in(identity.meta.renew_at_unix()));
-                            *lock(ctx.identity) = identity;
-                            info!(not_after_unix, "certificate renewed");
-                        }
-                        (_, ServerResponse::Error { message }) => warn!(error = %message, "server refused a request"),
-                        (pending, _) => renewing = pending,
-                    }
-                }
-                Some(Ok(ServerMessage::Welcome(_))) => break Err(anyhow!("unexpected second welcome")),
+                Some(Ok(msg)) => machine.handle_message(now_ms(), msg),
             },
         }
     };
     reader.abort();
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use warden_shared::resource::ResourceKind;
-    use warden_shared::telemetry::{Provenance, TelemetryBatch};
-
-    #[test]
-    fn provenance_is_sent_only_to_servers_that_speak_1_2() {
-        let batch = ProvenancedBatch {
-            batch: TelemetryBatch {
-                seq: 4,
-                ..TelemetryBatch::default()
-            },
-            provenance: vec![Provenance::new(ResourceKind::Node, "m", "host", "test")],
-        };
-        let v11 = ProtocolVersion { major: 1, minor: 1 };
-        assert_eq!(
-            telemetry_message(batch.clone(), v11),
-            AgentMessage::Telemetry(batch.batch.clone())
-        );
-        assert_eq!(
-            telemetry_message(batch.clone(), ProtocolVersion::CURRENT),
-            AgentMessage::ProvenancedTelemetry(batch)
-        );
-    }
 }

@@ -1,5 +1,7 @@
-//! One agent session: hello and version negotiation, telemetry to the writer with acks
-//! in order after durable commit, control requests both ways.
+//! Drives one agent session over quinn: the pre-hello checks against the store, then the
+//! sans-IO [`ServerSession`] machine from `warden_shared::session` fed with the frames read
+//! from the session stream, whose effects (send, commit through the writer, answer a request)
+//! are performed here. Protocol decisions and close codes live in the machine.
 
 use crate::audit::event::{Actor, NewEvent};
 use crate::context::Context;
@@ -9,6 +11,7 @@ use crate::store::IngestItem;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -16,11 +19,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use warden_io::framed::{self, ReadError};
 use warden_shared::close;
 use warden_shared::proto::{
-    AgentMessage, AgentRequest, AgentResponse, ProtocolVersion, ServerMessage, ServerRequest,
-    ServerResponse, Welcome,
+    AgentMessage, AgentRequest, AgentResponse, ServerRequest, ServerResponse,
 };
+use warden_shared::session::Close;
+use warden_shared::session::server::{Effect, Refusal, ServerSession};
 
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connected session has to answer a ping before a new connection of the same
 /// agent replaces it.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -31,7 +34,7 @@ pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Context>
     async move {
         match drive(&conn, &id, &shared).await {
             Ok(()) => debug!("session ended"),
-            Err(End { code, reason }) => {
+            Err(Close { code, reason }) => {
                 warn!(code, reason = %reason, "closing agent connection");
                 conn.close(code.into(), reason.as_bytes());
             }
@@ -41,49 +44,74 @@ pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Context>
     .await;
 }
 
-/// Why the server closes a session.
-struct End {
-    code: u32,
-    reason: String,
+/// The close for a failure of the server itself (a blocking task or the store), not of the
+/// protocol.
+fn internal(reason: &str) -> Close {
+    Close::new(close::PROTOCOL_ERROR, reason)
 }
 
-impl End {
-    fn new(code: u32, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl From<ReadError> for End {
-    fn from(e: ReadError) -> Self {
-        Self::new(e.close_code(), e.to_string())
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, End> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Close> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|_| End::new(close::PROTOCOL_ERROR, "server error"))
+        .map_err(|_| internal("server error"))
+}
+
+/// Time left until the machine's deadline (Unix ms).
+fn until(deadline: Option<i64>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| {
+        Duration::from_millis(u64::try_from(d - crate::now_ms()).unwrap_or(0))
+    })
+}
+
+/// The machine's deadline passed: tell it (at the deadline at least, whatever the clock says).
+fn timed_out(machine: &mut ServerSession) {
+    let now = crate::now_ms();
+    machine.handle_timeout(machine.poll_timeout().map_or(now, |d| d.max(now)));
+}
+
+/// The close the machine decided on (it has no other effect left to perform before it).
+fn closed(machine: &mut ServerSession) -> Close {
+    while let Some(effect) = machine.poll_effect() {
+        if let Effect::Close(c) = effect {
+            return c;
+        }
+    }
+    internal("session ended without a reason")
+}
+
+/// Feeds one read result to the machine; `Break` when the agent is simply gone.
+fn feed(machine: &mut ServerSession, frame: Result<AgentMessage, ReadError>) -> ControlFlow<()> {
+    match frame {
+        Ok(msg) => machine.handle_message(crate::now_ms(), msg),
+        // The agent went away (closed, reset or timed out): nothing to tell it.
+        Err(ReadError::Stream(quinn::ReadError::ConnectionLost(e))) => {
+            debug!(reason = %e, "connection lost");
+            return ControlFlow::Break(());
+        }
+        Err(ReadError::Frame(e)) => machine.handle_frame_error(&e),
+        Err(e) => machine.handle_stream_error(e.to_string()),
+    }
+    ControlFlow::Continue(())
 }
 
 async fn drive(
     conn: &quinn::Connection,
     id: &PeerIdentity,
     shared: &Arc<Context>,
-) -> Result<(), End> {
+) -> Result<(), Close> {
+    let mut machine = ServerSession::new(crate::now_ms(), shared.protocol);
     // A server that cannot store telemetry says so at once: the agent keeps its spool and
     // comes back within seconds instead of sending what would be refused.
     let store = shared.store.clone();
     if let Some(problem) = blocking(move || store.status().problem()).await? {
-        return Err(End::new(close::STORAGE_UNAVAILABLE, problem));
+        machine.refuse(Refusal::StorageUnavailable(problem));
+        return Err(closed(&mut machine));
     }
     let store = shared.store.clone();
     let agent_id = id.agent_id.clone();
     let record = blocking(move || store.get_agent(&agent_id))
         .await?
-        .map_err(|_| End::new(close::PROTOCOL_ERROR, "server storage error"))?;
+        .map_err(|_| internal("server storage error"))?;
     let refused = match record {
         Some(r) if r.revoked_at_ms.is_none() && r.org_id == id.org_id => Ok(r),
         Some(r) if r.revoked_at_ms.is_some() => Err(format!("agent {} is revoked", r.id)),
@@ -109,49 +137,59 @@ async fn drive(
                 e.org_id.clone_from(&id.org_id);
                 shared.audit.record(e).await;
             }
-            return Err(End::new(close::AGENT_REVOKED, reason));
+            machine.refuse(Refusal::Revoked(reason));
+            return Err(closed(&mut machine));
         }
     };
 
-    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) => return Ok(()),
-        Err(_) => return Err(End::new(close::PROTOCOL_ERROR, "no session stream opened")),
-    };
-    let hello =
-        match tokio::time::timeout(HELLO_TIMEOUT, framed::read::<AgentMessage>(&mut recv)).await {
-            Ok(Ok(Some(AgentMessage::Hello(h)))) => h,
-            Ok(Ok(Some(_))) => return Err(End::new(close::PROTOCOL_ERROR, "expected hello")),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err(End::new(close::PROTOCOL_ERROR, "no hello within 10s")),
+    let (mut send, mut recv) =
+        match tokio::time::timeout(until(machine.poll_timeout()), conn.accept_bi()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => {
+                timed_out(&mut machine);
+                return Err(closed(&mut machine));
+            }
         };
-    let Some(protocol) = shared.protocol.negotiate(hello.protocol) else {
-        return Err(End::new(
-            close::VERSION_MISMATCH,
-            format!(
-                "protocol {} is not supported; this server speaks {}",
-                hello.protocol, shared.protocol
-            ),
-        ));
+    machine.stream_opened(crate::now_ms());
+    match tokio::time::timeout(
+        until(machine.poll_timeout()),
+        framed::read::<AgentMessage>(&mut recv),
+    )
+    .await
+    {
+        Ok(Ok(Some(msg))) => machine.handle_message(crate::now_ms(), msg),
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => {
+            if feed(&mut machine, Err(e)).is_break() {
+                return Ok(());
+            }
+        }
+        Err(_) => timed_out(&mut machine),
+    }
+    let (hello, protocol) = match machine.poll_effect() {
+        Some(Effect::Hello { hello, protocol }) => (hello, protocol),
+        Some(Effect::Close(c)) => return Err(c),
+        _ => return Err(closed(&mut machine)),
     };
-    if let Some(end) = refuse_second_process(conn, &record, &hello.hostname, shared).await? {
-        return Err(end);
+    if let Some(reason) = refuse_second_process(conn, &record, &hello.hostname, shared).await? {
+        machine.refuse(Refusal::IdentityInUse(reason));
+        return Err(closed(&mut machine));
     }
     let store = shared.store.clone();
     let agent_id = record.id.clone();
     let now = crate::now_ms();
     let last_stored_seq = blocking(move || store.last_seq(&agent_id))
         .await?
-        .map_err(|_| End::new(close::PROTOCOL_ERROR, "server storage error"))?;
-    let welcome = ServerMessage::Welcome(Welcome {
-        protocol,
-        server_version: env!("CARGO_PKG_VERSION").to_owned(),
-        last_stored_seq,
-    });
-    framed::write(&mut send, &welcome)
-        .await
-        .map_err(|_| End::new(close::NORMAL, "gone"))?;
+        .map_err(|_| internal("server storage error"))?;
+    machine.welcome(last_stored_seq, env!("CARGO_PKG_VERSION").to_owned());
+    while let Some(effect) = machine.poll_effect() {
+        if let Effect::Send(msg) = effect {
+            framed::write(&mut send, &msg)
+                .await
+                .map_err(|_| Close::new(close::NORMAL, "gone"))?;
+        }
+    }
     // Recorded after the welcome, so a reconnecting agent does not wait behind ingest
     // commits for it; before the session counts as connected, so the API never shows a
     // connected agent without its hello.
@@ -175,62 +213,34 @@ async fn drive(
     info!(%protocol, last_stored_seq, "agent connected");
 
     let (mut frames, reader) = framed::spawn_reader::<AgentMessage>(recv);
-
-    let mut acks = FuturesOrdered::new();
-    let mut waiting: HashMap<u64, oneshot::Sender<AgentResponse>> = HashMap::new();
-    let mut next_id = 1u64;
+    let mut io = Io {
+        send,
+        acks: FuturesOrdered::new(),
+        waiting: HashMap::new(),
+        record: &record,
+        ip: conn.remote_address().ip(),
+        shared,
+    };
     let result = loop {
+        if let ControlFlow::Break(end) = io.perform(&mut machine).await {
+            break end;
+        }
         tokio::select! {
             frame = frames.recv() => match frame {
                 None => break Ok(()),
-                // The agent went away (closed, reset or timed out): nothing to tell it.
-                Some(Err(ReadError::Stream(quinn::ReadError::ConnectionLost(e)))) => {
-                    debug!(reason = %e, "connection lost");
+                Some(frame) => if feed(&mut machine, frame).is_break() {
                     break Ok(());
-                }
-                Some(Err(e)) => break Err(e.into()),
-                Some(Ok(AgentMessage::Telemetry(batch))) => {
-                    let item = IngestItem { agent_id: record.id.clone(), org_id: record.org_id.clone(), batch, provenance: Vec::new() };
-                    acks.push_back(shared.writer.enqueue(item).await);
-                }
-                // A server of the negotiated version could not even decode it.
-                Some(Ok(AgentMessage::ProvenancedTelemetry(_))) if !protocol.supports_provenance() => {
-                    break Err(End::new(close::PROTOCOL_ERROR, format!("telemetry with provenance needs protocol 1.2, session is {protocol}")));
-                }
-                Some(Ok(AgentMessage::ProvenancedTelemetry(b))) => {
-                    let item = IngestItem { agent_id: record.id.clone(), org_id: record.org_id.clone(), batch: b.batch, provenance: b.provenance };
-                    acks.push_back(shared.writer.enqueue(item).await);
-                }
-                Some(Ok(AgentMessage::Request { id: rid, body })) => {
-                    let body = answer(body, protocol, &record.id, &record.org_id, conn.remote_address().ip(), shared).await;
-                    if framed::write(&mut send, &ServerMessage::Response { id: rid, body }).await.is_err() {
-                        break Ok(());
-                    }
-                }
-                Some(Ok(AgentMessage::Response { id: rid, body })) => {
-                    if let Some(tx) = waiting.remove(&rid) {
-                        let _ = tx.send(body);
-                    }
-                }
-                Some(Ok(AgentMessage::Hello(_))) => break Err(End::new(close::PROTOCOL_ERROR, "unexpected second hello")),
+                },
             },
-            Some(done) = acks.next(), if !acks.is_empty() => match done {
-                Ok(Ok(outcome)) => {
-                    let outcome: crate::store::IngestOutcome = outcome;
-                    if framed::write(&mut send, &ServerMessage::Ack { seq: outcome.ack_seq }).await.is_err() {
-                        break Ok(());
-                    }
-                }
+            Some(done) = io.acks.next(), if !io.acks.is_empty() => match done {
+                Ok(Ok(outcome)) => machine.committed(outcome.ack_seq),
                 // Nothing was acknowledged; the agent replays after reconnecting.
-                Ok(Err(reason)) => break Err(End::new(close::STORAGE_UNAVAILABLE, reason)),
-                _ => break Err(End::new(close::SHUTDOWN, "server could not store telemetry; retry later")),
+                Ok(Err(reason)) => machine.commit_failed(reason),
+                Err(_) => machine.store_gone(),
             },
             Some((req, reply)) = ctl_rx.recv() => {
-                let rid = next_id;
-                next_id += 1;
-                waiting.insert(rid, reply);
-                if framed::write(&mut send, &ServerMessage::Request { id: rid, body: req }).await.is_err() {
-                    break Ok(());
+                if let Some(rid) = machine.request(req) {
+                    io.waiting.insert(rid, reply);
                 }
             }
         }
@@ -245,6 +255,63 @@ async fn drive(
     result
 }
 
+type Commit = oneshot::Receiver<Result<crate::store::IngestOutcome, String>>;
+
+/// What performing the machine's effects needs.
+struct Io<'a> {
+    send: quinn::SendStream,
+    /// Commits in the order the machine asked for them, so acks go out in that order.
+    acks: FuturesOrdered<Commit>,
+    /// Our requests waiting for the agent's answer, by id.
+    waiting: HashMap<u64, oneshot::Sender<AgentResponse>>,
+    record: &'a crate::store::AgentRecord,
+    ip: std::net::IpAddr,
+    shared: &'a Arc<Context>,
+}
+
+impl Io<'_> {
+    /// Performs every queued effect; `Break` with how the session ends.
+    async fn perform(&mut self, machine: &mut ServerSession) -> ControlFlow<Result<(), Close>> {
+        while let Some(effect) = machine.poll_effect() {
+            match effect {
+                Effect::Send(msg) => {
+                    if framed::write(&mut self.send, &msg).await.is_err() {
+                        return ControlFlow::Break(Ok(()));
+                    }
+                }
+                Effect::Commit { batch, provenance } => {
+                    let item = IngestItem {
+                        agent_id: self.record.id.clone(),
+                        org_id: self.record.org_id.clone(),
+                        batch,
+                        provenance,
+                    };
+                    self.acks.push_back(self.shared.writer.enqueue(item).await);
+                }
+                Effect::Request { id, body } => {
+                    let body = answer(
+                        body,
+                        &self.record.id,
+                        &self.record.org_id,
+                        self.ip,
+                        self.shared,
+                    )
+                    .await;
+                    machine.respond(id, body);
+                }
+                Effect::Response { id, body } => {
+                    if let Some(tx) = self.waiting.remove(&id) {
+                        let _ = tx.send(body);
+                    }
+                }
+                Effect::Close(c) => return ControlFlow::Break(Err(c)),
+                Effect::Hello { .. } => debug_assert!(false, "a second hello effect"),
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// A second live process with this agent's identity (a copied key and certificate) would
 /// take turns with the first, each replacing the other, and their batches would collide on
 /// sequence numbers. So when the agent already has a session, that session is pinged: a
@@ -256,7 +323,7 @@ async fn refuse_second_process(
     record: &crate::store::AgentRecord,
     hostname: &str,
     shared: &Arc<Context>,
-) -> Result<Option<End>, End> {
+) -> Result<Option<String>, Close> {
     let Some(connected_from) = shared.live.remote(&record.id) else {
         return Ok(None);
     };
@@ -321,18 +388,15 @@ async fn refuse_second_process(
         e.org_id.clone_from(&record.org_id);
         shared.audit.record(e).await;
     }
-    Ok(Some(End::new(
-        close::IDENTITY_IN_USE,
-        format!(
-            "agent {} is already connected from {connected_from}; each host needs its own enrollment",
-            record.id
-        ),
+    Ok(Some(format!(
+        "agent {} is already connected from {connected_from}; each host needs its own enrollment",
+        record.id
     )))
 }
 
+/// Answers an agent's request (the machine already refused what the session's version lacks).
 async fn answer(
     req: AgentRequest,
-    protocol: ProtocolVersion,
     agent_id: &str,
     org_id: &str,
     ip: std::net::IpAddr,
@@ -340,11 +404,6 @@ async fn answer(
 ) -> ServerResponse {
     match req {
         AgentRequest::RenewCertificate { csr_pem } => {
-            if !protocol.supports_renewal() {
-                return ServerResponse::Error {
-                    message: format!("renewal needs protocol 1.1, session is {protocol}"),
-                };
-            }
             let now = time::OffsetDateTime::now_utc();
             match shared
                 .pki
