@@ -677,7 +677,7 @@ impl Summary<'_> {
         now_ms: i64,
     ) {
         if stale {
-            out.resources.push(super::proxmox_api::mark_stale(r));
+            out.resources.push(super::proxmox::api::mark_stale(r));
         } else {
             for (metric, v) in samples {
                 out.sample(&r.id, metric, now_ms, v);

@@ -21,7 +21,6 @@ mod host;
 mod kubernetes;
 mod pbs;
 pub(crate) mod proxmox;
-mod proxmox_api;
 mod simulated;
 
 pub use config::{

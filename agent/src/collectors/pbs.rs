@@ -5,7 +5,7 @@
 //! Node status (CPU, memory, disks) comes from the host collector of the same agent.
 //! Failures follow the shared rule: the last good resources are re-sent `stale`, never zeros.
 
-use super::proxmox_api::{ApiClient, Endpoint, Product, label_value, num, pct, put, settle};
+use super::proxmox::api::{ApiClient, Endpoint, Product, label_value, num, pct, put, settle};
 use super::{Collected, Collector, CollectorError, PbsConfig, resource_id};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -435,7 +435,7 @@ fn required_num<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::proxmox_api::Envelope;
+    use crate::collectors::proxmox::api::Envelope;
 
     fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
         let path = format!(

@@ -57,7 +57,9 @@
 //! samples reach the server. The time a certificate has left is sent every run, computed
 //! from the last answer (its expiry does not change between readings).
 
-use super::proxmox_api::{
+pub(crate) mod api;
+
+use self::api::{
     ApiClient, Endpoint, Product, label_value, mark_stale, num, nums, pct, put, settle,
 };
 use super::{Collected, Collector, CollectorError, ProxmoxConfig, resource_id};
@@ -2224,7 +2226,7 @@ fn cluster_objects(
 mod tests {
     use super::*;
 
-    use crate::collectors::proxmox_api::Envelope;
+    use crate::collectors::proxmox::api::Envelope;
     use serde::de::DeserializeOwned;
     use std::sync::{Arc, Mutex};
 
