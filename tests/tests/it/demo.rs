@@ -213,3 +213,31 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
         String::from_utf8_lossy(&leftover.stdout)
     );
 }
+
+/// The demo takes `warden-sim` from the directory of the `warden` it runs, and nowhere else:
+/// a `warden` without one beside it stops at once, naming the path it looked at.
+#[test]
+fn demo_without_the_simulator_beside_it_names_the_path() {
+    let warden = bin("warden");
+    // Hard links in a directory of its own (same file system as the build): the running
+    // executable's path is the link's, and only `warden` and `warden-agent` are there.
+    let dir = tempfile::tempdir_in(warden.parent().unwrap()).unwrap();
+    for name in ["warden", "warden-agent"] {
+        std::fs::hard_link(bin(name), dir.path().join(name)).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(dir.path().join("warden"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let missing = dir.path().join("warden-sim");
+    assert!(
+        stderr.contains(&format!("{} not found", missing.display())),
+        "{stderr}"
+    );
+    assert!(!data.path().join("server").exists(), "no server started");
+}

@@ -2,7 +2,7 @@
 //! 3-node Proxmox VE cluster, a Proxmox Backup Server and a small Kubernetes cluster, with
 //! seeded trouble that develops over time); `pve` and `k8s` serve clusters of any size for
 //! benchmarks. Each prints one JSON line saying where and how to connect, then serves until
-//! killed.
+//! killed. It is installed next to `warden`, which is where `warden demo` looks for it.
 //!
 //! ```text
 //! warden-sim fleet --dir /tmp/fleet
@@ -15,9 +15,9 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use warden_tests::sim::k8s::{self, K8sSim, K8sSimOptions};
-use warden_tests::sim::pbs::{PbsSim, PbsSimOptions};
-use warden_tests::sim::pve::{self, PveSim, PveSimOptions};
+use warden_sim::k8s::{self, K8sSim, K8sSimOptions};
+use warden_sim::pbs::{PbsSim, PbsSimOptions};
+use warden_sim::pve::{self, PveSim, PveSimOptions};
 
 #[derive(Parser)]
 #[command(about = "Proxmox VE, Proxmox Backup Server and Kubernetes API simulators")]

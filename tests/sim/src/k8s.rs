@@ -14,7 +14,7 @@
 //! and re-serializes the one object it changes.
 //!
 //! ```no_run
-//! use warden_tests::sim::k8s::{Fault, K8sSim, K8sSimOptions};
+//! use warden_sim::k8s::{Fault, K8sSim, K8sSimOptions};
 //! let sim = K8sSim::start(K8sSimOptions::default());
 //! sim.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig")).unwrap();
 //! let pods = sim.get("/api/v1/pods?limit=5").json().unwrap();
