@@ -6,6 +6,7 @@ use super::cluster::ClusterView;
 use crate::collectors::{Collected, CollectorError, resource_id};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use warden_shared::metric;
 use warden_shared::resource::canonical;
 use warden_shared::telemetry::{Resource, Value};
 
@@ -57,20 +58,26 @@ pub(super) fn ceph_resource(
         _ => "unknown",
     };
     if let Some(pg) = &ceph.pgmap {
-        put(out, &id, "storage_total_bytes", now_ms, pg.bytes_total);
-        put(out, &id, "storage_used_bytes", now_ms, pg.bytes_used);
         put(
             out,
             &id,
-            "storage_used_pct",
+            metric::STORAGE_TOTAL_BYTES,
+            now_ms,
+            pg.bytes_total,
+        );
+        put(out, &id, metric::STORAGE_USED_BYTES, now_ms, pg.bytes_used);
+        put(
+            out,
+            &id,
+            metric::STORAGE_USED_PCT,
             now_ms,
             pct(pg.bytes_used, pg.bytes_total),
         );
     }
     if let Some(osd) = &ceph.osdmap {
-        put(out, &id, "ceph_osds_total", now_ms, osd.num_osds);
-        put(out, &id, "ceph_osds_up", now_ms, osd.num_up_osds);
-        put(out, &id, "ceph_osds_in", now_ms, osd.num_in_osds);
+        put(out, &id, metric::CEPH_OSDS_TOTAL, now_ms, osd.num_osds);
+        put(out, &id, metric::CEPH_OSDS_UP, now_ms, osd.num_up_osds);
+        put(out, &id, metric::CEPH_OSDS_IN, now_ms, osd.num_in_osds);
     }
     let checks: Vec<&str> = health
         .map(|h| h.checks.keys().map(String::as_str).collect())

@@ -7,6 +7,7 @@ use super::slow::{Budget, SlowRead, SlowReads};
 use crate::collectors::Collected;
 use serde::Deserialize;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 
 /// How often the node's certificates are read.
 const CERTS_EVERY_MS: i64 = 3_600_000;
@@ -52,7 +53,7 @@ impl ProxmoxCollector {
         for (file, not_after) in &slow.certs {
             out.sample(
                 node_id,
-                format!("cert_expires_in_seconds{{file=\"{file}\"}}"),
+                metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &file),
                 now_ms,
                 not_after - now_s,
             );

@@ -7,6 +7,7 @@ use super::guests::guest_kind;
 use super::storage::{StorageEntry, storage_resource};
 use crate::collectors::{Collected, CollectorError, resource_id};
 use serde::Deserialize;
+use warden_shared::metric;
 use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Resource, Value};
 
@@ -159,18 +160,24 @@ pub(super) fn cluster_objects(
                 };
                 let running = r.status.as_deref() == Some("running");
                 if running {
-                    put(out, &id, "cpu_pct", now_ms, r.cpu.map(|c| c * 100.0));
-                    put(out, &id, "mem_used_bytes", now_ms, r.mem);
-                    put(out, &id, "mem_used_pct", now_ms, pct(r.mem, r.maxmem));
-                    put(out, &id, "uptime_seconds", now_ms, r.uptime);
+                    put(out, &id, metric::CPU_PCT, now_ms, r.cpu.map(|c| c * 100.0));
+                    put(out, &id, metric::MEM_USED_BYTES, now_ms, r.mem);
+                    put(out, &id, metric::MEM_USED_PCT, now_ms, pct(r.mem, r.maxmem));
+                    put(out, &id, metric::UPTIME_SECONDS, now_ms, r.uptime);
                 }
-                put(out, &id, "mem_total_bytes", now_ms, r.maxmem);
-                put(out, &id, "disk_total_bytes", now_ms, r.maxdisk);
+                put(out, &id, metric::MEM_TOTAL_BYTES, now_ms, r.maxmem);
+                put(out, &id, metric::DISK_TOTAL_BYTES, now_ms, r.maxdisk);
                 // A container's root disk usage is real; a VM's `disk` is 0 unless PVE asks
                 // its guest agent, so VMs get theirs from the agent (`guest_fs_*`).
                 if running && kind == ResourceKind::SystemContainer {
-                    put(out, &id, "disk_used_bytes", now_ms, r.disk);
-                    put(out, &id, "disk_used_pct", now_ms, pct(r.disk, r.maxdisk));
+                    put(out, &id, metric::DISK_USED_BYTES, now_ms, r.disk);
+                    put(
+                        out,
+                        &id,
+                        metric::DISK_USED_PCT,
+                        now_ms,
+                        pct(r.disk, r.maxdisk),
+                    );
                 }
                 out.resources.push(Resource {
                     id,
@@ -265,7 +272,7 @@ mod tests {
         );
         assert_eq!(vm.parent.as_ref().unwrap().as_str(), "node:node2");
         assert_eq!(
-            value(&out, "vm:devcluster/100", "mem_used_bytes"),
+            value(&out, "vm:devcluster/100", metric::MEM_USED_BYTES),
             Some(842_551_296.0)
         );
         let template = out
@@ -279,7 +286,7 @@ mod tests {
                 .contains(&("template".into(), Value::Bool(true)))
         );
         assert_eq!(
-            value(&out, "vm:devcluster/101", "cpu_pct"),
+            value(&out, "vm:devcluster/101", metric::CPU_PCT),
             None,
             "a stopped guest has no cpu sample"
         );

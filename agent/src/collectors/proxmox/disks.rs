@@ -8,6 +8,7 @@ use crate::collectors::Collected;
 use serde::Deserialize;
 use tracing::warn;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::canonical;
 use warden_shared::telemetry::{Resource, Value};
 
@@ -153,7 +154,7 @@ impl ProxmoxCollector {
                     put(
                         out,
                         id,
-                        "disk_temp_celsius",
+                        metric::DISK_TEMP_CELSIUS,
                         now_ms,
                         smart_temperature(&data),
                     );
@@ -214,10 +215,10 @@ impl ProxmoxCollector {
                     "unknown"
                 }
             };
-            put(out, &id, "disk_size_bytes", now_ms, d.size);
+            put(out, &id, metric::DISK_SIZE_BYTES, now_ms, d.size);
             // PVE's `wearout` is the percent of life left (100 = new; its GUI shows 100 minus
             // this), or "N/A" (then: unknown).
-            put(out, &id, "disk_wearout_pct", now_ms, d.wearout);
+            put(out, &id, metric::DISK_WEAROUT_PCT, now_ms, d.wearout);
             seen.push((devpath.clone(), id.clone()));
             out.resources.push(Resource {
                 id,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use tracing::warn;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::{ResourceKind, canonical};
 
 /// How often each VM's filesystems are read through its guest agent.
@@ -99,13 +100,19 @@ fn guest_fs_samples(out: &mut Collected, id: &ResourceId, fs: &[GuestFsInfo], no
         if mounts.len() > MAX_GUEST_FS {
             break;
         }
-        let label = |m: &str| format!("{m}{{mountpoint=\"{mount}\"}}");
-        put(out, id, &label("guest_fs_used_bytes"), now_ms, f.used);
-        put(out, id, &label("guest_fs_total_bytes"), now_ms, f.total);
+        let label = |m: &str| metric::labelled(m, "mountpoint", &mount);
+        put(out, id, &label(metric::GUEST_FS_USED_BYTES), now_ms, f.used);
         put(
             out,
             id,
-            &label("guest_fs_used_pct"),
+            &label(metric::GUEST_FS_TOTAL_BYTES),
+            now_ms,
+            f.total,
+        );
+        put(
+            out,
+            id,
+            &label(metric::GUEST_FS_USED_PCT),
             now_ms,
             pct(f.used, f.total),
         );
@@ -209,8 +216,8 @@ impl ProxmoxCollector {
                         continue;
                     };
                     if let Ok(id) = canonical::guest(ResourceKind::Vm, &view.cluster, vmid) {
-                        out.sample(&id, "guest_mem_total_bytes", now_ms, total);
-                        out.sample(&id, "guest_mem_used_bytes", now_ms, total - free);
+                        out.sample(&id, metric::GUEST_MEM_TOTAL_BYTES, now_ms, total);
+                        out.sample(&id, metric::GUEST_MEM_USED_BYTES, now_ms, total - free);
                     }
                 }
                 Err(e) => out.problems.push(e.to_string()),
@@ -251,27 +258,44 @@ mod tests {
         let id = canonical::guest(ResourceKind::Vm, "c", 100).unwrap();
         let mut out = Collected::default();
         guest_fs_samples(&mut out, &id, &fs, 7);
-        let mut got: Vec<(&str, f64)> = out
+        let mut got: Vec<(String, f64)> = out
             .samples
             .iter()
-            .filter(|s| s.metric.starts_with("guest_fs_used_pct"))
-            .map(|s| (s.metric.as_str(), (s.value * 10.0).round() / 10.0))
+            .filter(|s| s.metric.starts_with(metric::GUEST_FS_USED_PCT))
+            .map(|s| (s.metric.clone(), (s.value * 10.0).round() / 10.0))
             .collect();
-        got.sort_by(|a, b| a.0.cmp(b.0));
+        got.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             got,
             vec![
-                (r#"guest_fs_used_pct{mountpoint="/"}"#, 28.6),
-                (r#"guest_fs_used_pct{mountpoint="/boot/efi"}"#, 5.8),
-                (r#"guest_fs_used_pct{mountpoint="C:"}"#, 50.0),
+                (
+                    metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "/"),
+                    28.6
+                ),
+                (
+                    metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "/boot/efi"),
+                    5.8
+                ),
+                (
+                    metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "C:"),
+                    50.0
+                ),
             ]
         );
         assert_eq!(
-            value(&out, "vm:c/100", r#"guest_fs_total_bytes{mountpoint="/"}"#),
+            value(
+                &out,
+                "vm:c/100",
+                &metric::labelled(metric::GUEST_FS_TOTAL_BYTES, "mountpoint", "/")
+            ),
             Some(31_500_000_000.0)
         );
         assert_eq!(
-            value(&out, "vm:c/100", r#"guest_fs_used_bytes{mountpoint="C:"}"#),
+            value(
+                &out,
+                "vm:c/100",
+                &metric::labelled(metric::GUEST_FS_USED_BYTES, "mountpoint", "C:")
+            ),
             Some(31_878_805_504.0)
         );
         // Many volumes (a Kubernetes node): at most MAX_GUEST_FS.

@@ -82,13 +82,13 @@ use self::cluster::{
 use self::ha::{HaEntry, ha_states};
 use self::node::{NodeStatus, node_resource};
 use self::provenance::PROVENANCE;
-use self::replication::REPLICATION_PREFIX;
 use self::slow::{Budget, SlowReads};
 use self::storage::{StorageEntry, holds_backups, storage_resource};
 use super::{Collected, Collector, CollectorError, ProxmoxConfig, resource_id};
 use std::collections::{BTreeMap, HashSet};
 use warden_shared::ResourceId;
-use warden_shared::resource::canonical;
+use warden_shared::metric;
+use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Provenance, Resource, Value};
 
 /// Reads the Proxmox VE API of this node.
@@ -266,7 +266,12 @@ impl ProxmoxCollector {
             .get::<Vec<serde_json::Value>>(&format!("/nodes/{}/apt/update", self.node))
             .await
         {
-            Ok(updates) => out.sample(&node_id, "updates_pending", now_ms, updates.len() as f64),
+            Ok(updates) => out.sample(
+                &node_id,
+                metric::UPDATES_PENDING,
+                now_ms,
+                updates.len() as f64,
+            ),
             Err(e) => out.problems.push(e.to_string()),
         }
 
@@ -331,7 +336,7 @@ impl ProxmoxCollector {
         let view = self.view.as_ref();
         match r.id.kind() {
             // Its owner follows the guest, which a failed run cannot see.
-            REPLICATION_PREFIX => false,
+            k if k == ResourceKind::Replication.prefix() => false,
             "node" if r.id.name() == own => {
                 view.map_or(self.standalone, |v| v.describes_itself(own))
             }

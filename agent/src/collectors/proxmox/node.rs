@@ -5,6 +5,7 @@ use super::cluster::ClusterView;
 use crate::collectors::Collected;
 use serde::Deserialize;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::telemetry::{Resource, Value};
 
 #[derive(Deserialize, Default)]
@@ -59,26 +60,29 @@ pub(super) fn node_resource(
         (Some(t), Some(a)) => Some(t - a),
         _ => st.memory.used,
     };
-    put(out, id, "cpu_pct", now_ms, st.cpu.map(|c| c * 100.0));
-    put(out, id, "mem_total_bytes", now_ms, st.memory.total);
-    put(out, id, "mem_used_bytes", now_ms, mem_used);
+    put(out, id, metric::CPU_PCT, now_ms, st.cpu.map(|c| c * 100.0));
+    put(out, id, metric::MEM_TOTAL_BYTES, now_ms, st.memory.total);
+    put(out, id, metric::MEM_USED_BYTES, now_ms, mem_used);
     put(
         out,
         id,
-        "mem_used_pct",
+        metric::MEM_USED_PCT,
         now_ms,
         pct(mem_used, st.memory.total),
     );
-    put(out, id, "swap_total_bytes", now_ms, st.swap.total);
-    put(out, id, "swap_used_bytes", now_ms, st.swap.used);
+    put(out, id, metric::SWAP_TOTAL_BYTES, now_ms, st.swap.total);
+    put(out, id, metric::SWAP_USED_BYTES, now_ms, st.swap.used);
     put(
         out,
         id,
-        "rootfs_used_pct",
+        metric::ROOTFS_USED_PCT,
         now_ms,
         pct(st.rootfs.used, st.rootfs.total),
     );
-    for (i, metric) in ["load1", "load5", "load15"].into_iter().enumerate() {
+    for (i, metric) in [metric::LOAD1, metric::LOAD5, metric::LOAD15]
+        .into_iter()
+        .enumerate()
+    {
         put(
             out,
             id,
@@ -87,7 +91,7 @@ pub(super) fn node_resource(
             st.loadavg.get(i).copied().flatten(),
         );
     }
-    put(out, id, "uptime_seconds", now_ms, st.uptime);
+    put(out, id, metric::UPTIME_SECONDS, now_ms, st.uptime);
     Resource {
         id: id.clone(),
         name: name.to_owned(),
@@ -127,17 +131,20 @@ mod tests {
         let mut out = Collected::default();
         let node = node_resource(&mut out, &id, "pve1", &view, &st, 1);
         assert_eq!(
-            value(&out, "node:pve1", "mem_used_bytes"),
+            value(&out, "node:pve1", metric::MEM_USED_BYTES),
             Some(8_095_399_936.0)
         );
         assert_eq!(
-            value(&out, "node:pve1", "load1"),
+            value(&out, "node:pve1", metric::LOAD1),
             Some(0.0),
             "loadavg arrives as strings"
         );
-        assert!((value(&out, "node:pve1", "cpu_pct").unwrap() - 0.260_552).abs() < 1e-3);
+        assert!((value(&out, "node:pve1", metric::CPU_PCT).unwrap() - 0.260_552).abs() < 1e-3);
         // Swap total is 0 here: there is no swap, so no percentage is invented.
-        assert_eq!(value(&out, "node:pve1", "swap_total_bytes"), Some(0.0));
+        assert_eq!(
+            value(&out, "node:pve1", metric::SWAP_TOTAL_BYTES),
+            Some(0.0)
+        );
         assert!(node.attrs.contains(&("quorate".into(), Value::Unknown)));
         crate::collectors::assert_provenance_complete(&unconnected(), &out);
     }

@@ -1,5 +1,6 @@
 //! Where each metric of the Proxmox VE collector comes from: its provenance table.
 
+use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
 use warden_shared::telemetry::Provenance;
 
@@ -52,180 +53,201 @@ const REPLICATION_DURATION: &str = "GET /nodes/{node}/replication on the node th
 /// Where each metric comes from: the node's own PVE API (paths relative to `/api2/json`;
 /// `{node}` is the agent's node unless said otherwise).
 pub(super) const PROVENANCE: &[Provenance] = &[
-    node("cpu_pct", "GET /nodes/{node}/status: cpu x 100"),
-    node("mem_total_bytes", "GET /nodes/{node}/status: memory.total"),
+    node(metric::CPU_PCT, "GET /nodes/{node}/status: cpu x 100"),
     node(
-        "mem_used_bytes",
+        metric::MEM_TOTAL_BYTES,
+        "GET /nodes/{node}/status: memory.total",
+    ),
+    node(
+        metric::MEM_USED_BYTES,
         "GET /nodes/{node}/status: memory.total - memory.available (PVE 8+), else \
          memory.used (both exclude cache)",
     ),
     node(
-        "mem_used_pct",
+        metric::MEM_USED_PCT,
         "GET /nodes/{node}/status: (memory.total - memory.available, else memory.used) / \
          memory.total x 100",
     ),
-    node("swap_total_bytes", "GET /nodes/{node}/status: swap.total"),
-    node("swap_used_bytes", "GET /nodes/{node}/status: swap.used"),
     node(
-        "rootfs_used_pct",
+        metric::SWAP_TOTAL_BYTES,
+        "GET /nodes/{node}/status: swap.total",
+    ),
+    node(
+        metric::SWAP_USED_BYTES,
+        "GET /nodes/{node}/status: swap.used",
+    ),
+    node(
+        metric::ROOTFS_USED_PCT,
         "GET /nodes/{node}/status: rootfs.used / rootfs.total x 100",
     ),
     node(
-        "load1",
+        metric::LOAD1,
         "GET /nodes/{node}/status: loadavg[0] (sent as text)",
     ),
     node(
-        "load5",
+        metric::LOAD5,
         "GET /nodes/{node}/status: loadavg[1] (sent as text)",
     ),
     node(
-        "load15",
+        metric::LOAD15,
         "GET /nodes/{node}/status: loadavg[2] (sent as text)",
     ),
-    node("uptime_seconds", "GET /nodes/{node}/status: uptime"),
+    node(metric::UPTIME_SECONDS, "GET /nodes/{node}/status: uptime"),
     node(
-        "updates_pending",
+        metric::UPDATES_PENDING,
         "GET /nodes/{node}/apt/update: entries, counted",
     ),
     node(
-        "tasks_failed_24h",
+        metric::TASKS_FAILED_24H,
         "GET /nodes/{node}/tasks?errors=1&limit=500&since=<now - 24 h>: entries, counted \
          (at most 500)",
     ),
     node(
-        "backup_failed_unattributed_24h",
+        metric::BACKUP_FAILED_UNATTRIBUTED_24H,
         "GET /nodes/{node}/tasks?errors=1&limit=500&since=<now - 24 h>: failed vzdump tasks \
          without a VMID whose log (GET /nodes/{node}/tasks/{upid}/log, at most 4 new logs a \
          run) names no failed guest or is not read yet, counted",
     ),
     node(
-        "cert_expires_in_seconds",
+        metric::CERT_EXPIRES_IN_SECONDS,
         "GET /nodes/{node}/certificates/info (once an hour): notafter - now per certificate \
          (label file = filename: pve-root-ca.pem, pve-ssl.pem, pveproxy-ssl.pem), sent every \
          run from the last answer",
     ),
-    vm("cpu_pct", GUEST_CPU),
-    vm("mem_used_bytes", GUEST_MEM_USED),
-    vm("mem_used_pct", GUEST_MEM_PCT),
-    vm("uptime_seconds", GUEST_UPTIME),
-    vm("mem_total_bytes", GUEST_MEM_TOTAL),
-    vm("disk_total_bytes", GUEST_DISK_TOTAL),
+    vm(metric::CPU_PCT, GUEST_CPU),
+    vm(metric::MEM_USED_BYTES, GUEST_MEM_USED),
+    vm(metric::MEM_USED_PCT, GUEST_MEM_PCT),
+    vm(metric::UPTIME_SECONDS, GUEST_UPTIME),
+    vm(metric::MEM_TOTAL_BYTES, GUEST_MEM_TOTAL),
+    vm(metric::DISK_TOTAL_BYTES, GUEST_DISK_TOTAL),
     vm(
-        "guest_mem_total_bytes",
+        metric::GUEST_MEM_TOTAL_BYTES,
         "GET /nodes/{node}/qemu/{vmid}/status/current (running VMs of the agent's node): \
          ballooninfo.total_mem, absent without a balloon driver",
     ),
     vm(
-        "guest_mem_used_bytes",
+        metric::GUEST_MEM_USED_BYTES,
         "GET /nodes/{node}/qemu/{vmid}/status/current (running VMs of the agent's node): \
          ballooninfo.total_mem - ballooninfo.free_mem, absent without a balloon driver",
     ),
     vm(
-        "guest_fs_used_bytes",
+        metric::GUEST_FS_USED_BYTES,
         "GET /nodes/{node}/qemu/{vmid}/agent/get-fsinfo (running VMs of the agent's node whose \
          guest agent is enabled, per status/current agent = 1; each every 5 minutes): \
          result[].used-bytes per filesystem (label mountpoint; read-only images such as \
          squashfs and iso9660 skipped, one mount per device)",
     ),
     vm(
-        "guest_fs_total_bytes",
+        metric::GUEST_FS_TOTAL_BYTES,
         "GET /nodes/{node}/qemu/{vmid}/agent/get-fsinfo (as guest_fs_used_bytes): \
          result[].total-bytes (excludes blocks reserved for root, like df)",
     ),
     vm(
-        "guest_fs_used_pct",
+        metric::GUEST_FS_USED_PCT,
         "GET /nodes/{node}/qemu/{vmid}/agent/get-fsinfo (as guest_fs_used_bytes): \
          result[].used-bytes / total-bytes x 100",
     ),
-    vm("backup_failed_24h", GUEST_BACKUP_FAILED),
+    vm(metric::BACKUP_FAILED_24H, GUEST_BACKUP_FAILED),
     vm(
-        "backup_last_age_seconds",
+        metric::BACKUP_LAST_AGE_SECONDS,
         "GET /nodes/{node}/storage/{storage}/content?content=backup (node-local backup \
          storage by its node's agent, shared by the reporter): now - newest ctime of the \
          VMID's backups whose subtype is not lxc (label storage)",
     ),
     vm(
-        "backup_count",
+        metric::BACKUP_COUNT,
         "GET /nodes/{node}/storage/{storage}/content?content=backup: the VMID's backups whose \
          subtype is not lxc, counted (label storage)",
     ),
-    vm("replication_fail_count", REPLICATION_FAIL_COUNT),
-    vm("replication_last_sync_age_seconds", REPLICATION_AGE),
-    vm("replication_last_duration_seconds", REPLICATION_DURATION),
-    lxc("cpu_pct", GUEST_CPU),
-    lxc("mem_used_bytes", GUEST_MEM_USED),
-    lxc("mem_used_pct", GUEST_MEM_PCT),
-    lxc("uptime_seconds", GUEST_UPTIME),
-    lxc("mem_total_bytes", GUEST_MEM_TOTAL),
-    lxc("disk_total_bytes", GUEST_DISK_TOTAL),
+    vm(metric::REPLICATION_FAIL_COUNT, REPLICATION_FAIL_COUNT),
+    vm(metric::REPLICATION_LAST_SYNC_AGE_SECONDS, REPLICATION_AGE),
+    vm(
+        metric::REPLICATION_LAST_DURATION_SECONDS,
+        REPLICATION_DURATION,
+    ),
+    lxc(metric::CPU_PCT, GUEST_CPU),
+    lxc(metric::MEM_USED_BYTES, GUEST_MEM_USED),
+    lxc(metric::MEM_USED_PCT, GUEST_MEM_PCT),
+    lxc(metric::UPTIME_SECONDS, GUEST_UPTIME),
+    lxc(metric::MEM_TOTAL_BYTES, GUEST_MEM_TOTAL),
+    lxc(metric::DISK_TOTAL_BYTES, GUEST_DISK_TOTAL),
     lxc(
-        "disk_used_bytes",
+        metric::DISK_USED_BYTES,
         "GET /cluster/resources (reporter): disk (the root disk), running containers only",
     ),
     lxc(
-        "disk_used_pct",
+        metric::DISK_USED_PCT,
         "GET /cluster/resources (reporter): disk / maxdisk x 100, running containers only",
     ),
-    lxc("backup_failed_24h", GUEST_BACKUP_FAILED),
+    lxc(metric::BACKUP_FAILED_24H, GUEST_BACKUP_FAILED),
     lxc(
-        "backup_last_age_seconds",
+        metric::BACKUP_LAST_AGE_SECONDS,
         "GET /nodes/{node}/storage/{storage}/content?content=backup (node-local backup \
          storage by its node's agent, shared by the reporter): now - newest ctime of the \
          VMID's backups with subtype lxc (label storage)",
     ),
     lxc(
-        "backup_count",
+        metric::BACKUP_COUNT,
         "GET /nodes/{node}/storage/{storage}/content?content=backup: the VMID's backups with \
          subtype lxc, counted (label storage)",
     ),
-    lxc("replication_fail_count", REPLICATION_FAIL_COUNT),
-    lxc("replication_last_sync_age_seconds", REPLICATION_AGE),
-    lxc("replication_last_duration_seconds", REPLICATION_DURATION),
+    lxc(metric::REPLICATION_FAIL_COUNT, REPLICATION_FAIL_COUNT),
+    lxc(metric::REPLICATION_LAST_SYNC_AGE_SECONDS, REPLICATION_AGE),
+    lxc(
+        metric::REPLICATION_LAST_DURATION_SECONDS,
+        REPLICATION_DURATION,
+    ),
     storage(
-        "storage_total_bytes",
+        metric::STORAGE_TOTAL_BYTES,
         "node-local PVE storage: GET /nodes/{node}/storage total; shared PVE storage: \
          GET /cluster/resources (reporter) maxdisk; ZFS pool: GET /nodes/{node}/disks/zfs \
          size; Ceph: GET /cluster/ceph/status (reporter) pgmap.bytes_total",
     ),
     storage(
-        "storage_used_bytes",
+        metric::STORAGE_USED_BYTES,
         "node-local PVE storage: GET /nodes/{node}/storage used; shared PVE storage: \
          GET /cluster/resources (reporter) disk; ZFS pool: GET /nodes/{node}/disks/zfs \
          alloc; Ceph: GET /cluster/ceph/status (reporter) pgmap.bytes_used",
     ),
     storage(
-        "storage_used_pct",
+        metric::STORAGE_USED_PCT,
         "node-local PVE storage: GET /nodes/{node}/storage used / total x 100; shared PVE \
          storage: GET /cluster/resources (reporter) disk / maxdisk x 100; ZFS pool: \
          GET /nodes/{node}/disks/zfs alloc / size x 100; Ceph: GET /cluster/ceph/status \
          (reporter) pgmap.bytes_used / pgmap.bytes_total x 100",
     ),
     storage(
-        "storage_free_bytes",
+        metric::STORAGE_FREE_BYTES,
         "ZFS pools only: GET /nodes/{node}/disks/zfs free",
     ),
-    storage("zfs_frag_pct", "GET /nodes/{node}/disks/zfs: frag"),
-    storage("zfs_dedup_ratio", "GET /nodes/{node}/disks/zfs: dedup"),
+    storage(metric::ZFS_FRAG_PCT, "GET /nodes/{node}/disks/zfs: frag"),
     storage(
-        "ceph_osds_total",
+        metric::ZFS_DEDUP_RATIO,
+        "GET /nodes/{node}/disks/zfs: dedup",
+    ),
+    storage(
+        metric::CEPH_OSDS_TOTAL,
         "GET /cluster/ceph/status (reporter): osdmap.num_osds",
     ),
     storage(
-        "ceph_osds_up",
+        metric::CEPH_OSDS_UP,
         "GET /cluster/ceph/status (reporter): osdmap.num_up_osds",
     ),
     storage(
-        "ceph_osds_in",
+        metric::CEPH_OSDS_IN,
         "GET /cluster/ceph/status (reporter): osdmap.num_in_osds",
     ),
-    disk("disk_size_bytes", "GET /nodes/{node}/disks/list: size"),
     disk(
-        "disk_wearout_pct",
+        metric::DISK_SIZE_BYTES,
+        "GET /nodes/{node}/disks/list: size",
+    ),
+    disk(
+        metric::DISK_WEAROUT_PCT,
         "GET /nodes/{node}/disks/list: wearout (percent of life left, 100 = new), absent \
          when PVE says N/A",
     ),
     disk(
-        "disk_temp_celsius",
+        metric::DISK_TEMP_CELSIUS,
         "GET /nodes/{node}/disks/smart?disk={devpath} (each disk every 5 minutes): ATA \
          attribute 194 (else 190 Airflow_Temperature_Cel), first number of raw; NVMe text \
          'Temperature: N Celsius'; SAS text 'Current Drive Temperature: N C'; absent when \

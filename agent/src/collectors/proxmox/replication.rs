@@ -5,9 +5,9 @@ use super::ProxmoxCollector;
 use super::api::{label_value, num, put};
 use super::cluster::{ClusterResource, ClusterView};
 use super::guests::guest_kind;
-use crate::collectors::{Collected, CollectorError, resource_id};
+use crate::collectors::{Collected, resource_id};
 use serde::Deserialize;
-use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::canonical;
 use warden_shared::telemetry::{Resource, Value};
 
@@ -38,18 +38,6 @@ struct ReplicationEntry {
     /// Set while a sync runs.
     #[serde(default, deserialize_with = "num")]
     pid: Option<f64>,
-}
-
-/// The id prefix of replication jobs (not a [`ResourceKind`] yet; ids accept new prefixes).
-pub(super) const REPLICATION_PREFIX: &str = "replication";
-
-/// `replication:<cluster>/<job>`: the job id (`<vmid>-<n>`) is unique in the cluster and
-/// survives a migration of its guest.
-fn replication_job_id(cluster: &str, job: &str) -> Result<ResourceId, CollectorError> {
-    resource_id(
-        job,
-        ResourceId::of(REPLICATION_PREFIX, &format!("{cluster}/{job}")),
-    )
 }
 
 /// One replication job of a guest on `node`: `replication_fail_count{job="…"}`,
@@ -84,7 +72,7 @@ fn replication_job(
     };
     let (guest_id, job_id) = match (
         resource_id(&j.id, canonical::guest(kind, &view.cluster, vmid)),
-        replication_job_id(&view.cluster, &j.id),
+        resource_id(&j.id, canonical::replication(&view.cluster, &j.id)),
     ) {
         (Ok(g), Ok(r)) => (g, r),
         (Err(e), _) | (_, Err(e)) => return out.problems.push(e.to_string()),
@@ -95,21 +83,21 @@ fn replication_job(
     put(
         out,
         &guest_id,
-        &format!("replication_fail_count{{job=\"{label}\"}}"),
+        &metric::labelled(metric::REPLICATION_FAIL_COUNT, "job", &label),
         now_ms,
         j.fail_count,
     );
     put(
         out,
         &guest_id,
-        &format!("replication_last_sync_age_seconds{{job=\"{label}\"}}"),
+        &metric::labelled(metric::REPLICATION_LAST_SYNC_AGE_SECONDS, "job", &label),
         now_ms,
         last_sync.map(|t| (now_s - t).max(0.0)),
     );
     put(
         out,
         &guest_id,
-        &format!("replication_last_duration_seconds{{job=\"{label}\"}}"),
+        &metric::labelled(metric::REPLICATION_LAST_DURATION_SECONDS, "job", &label),
         now_ms,
         j.duration,
     );
@@ -219,14 +207,18 @@ mod tests {
         assert!(out.problems.is_empty(), "{:?}", out.problems);
         let ok = "vm:c/100";
         assert_eq!(
-            value(&out, ok, r#"replication_fail_count{job="100-0"}"#),
+            value(
+                &out,
+                ok,
+                &metric::labelled(metric::REPLICATION_FAIL_COUNT, "job", "100-0")
+            ),
             Some(0.0)
         );
         assert_eq!(
             value(
                 &out,
                 ok,
-                r#"replication_last_sync_age_seconds{job="100-0"}"#
+                &metric::labelled(metric::REPLICATION_LAST_SYNC_AGE_SECONDS, "job", "100-0")
             ),
             Some(600.0)
         );
@@ -234,20 +226,24 @@ mod tests {
             value(
                 &out,
                 ok,
-                r#"replication_last_duration_seconds{job="100-0"}"#
+                &metric::labelled(metric::REPLICATION_LAST_DURATION_SECONDS, "job", "100-0")
             ),
             Some(3.2)
         );
         let failing = "lxc:c/105";
         assert_eq!(
-            value(&out, failing, r#"replication_fail_count{job="105-1"}"#),
+            value(
+                &out,
+                failing,
+                &metric::labelled(metric::REPLICATION_FAIL_COUNT, "job", "105-1")
+            ),
             Some(4.0)
         );
         assert_eq!(
             value(
                 &out,
                 failing,
-                r#"replication_last_sync_age_seconds{job="105-1"}"#
+                &metric::labelled(metric::REPLICATION_LAST_SYNC_AGE_SECONDS, "job", "105-1")
             ),
             Some(10_600.0)
         );
@@ -256,12 +252,16 @@ mod tests {
             value(
                 &out,
                 "lxc:c/102",
-                r#"replication_last_sync_age_seconds{job="102-0"}"#
+                &metric::labelled(metric::REPLICATION_LAST_SYNC_AGE_SECONDS, "job", "102-0")
             ),
             None
         );
         assert_eq!(
-            value(&out, "lxc:c/102", r#"replication_fail_count{job="102-0"}"#),
+            value(
+                &out,
+                "lxc:c/102",
+                &metric::labelled(metric::REPLICATION_FAIL_COUNT, "job", "102-0")
+            ),
             Some(0.0)
         );
 

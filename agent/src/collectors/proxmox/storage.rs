@@ -5,6 +5,7 @@ use super::api::{num, pct, put};
 use crate::collectors::Collected;
 use serde::Deserialize;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::telemetry::{Resource, Value};
 
 #[derive(Deserialize)]
@@ -36,9 +37,15 @@ pub(super) fn storage_resource(
     p: &StorageEntry,
     now_ms: i64,
 ) {
-    put(out, id, "storage_total_bytes", now_ms, p.total);
-    put(out, id, "storage_used_bytes", now_ms, p.used);
-    put(out, id, "storage_used_pct", now_ms, pct(p.used, p.total));
+    put(out, id, metric::STORAGE_TOTAL_BYTES, now_ms, p.total);
+    put(out, id, metric::STORAGE_USED_BYTES, now_ms, p.used);
+    put(
+        out,
+        id,
+        metric::STORAGE_USED_PCT,
+        now_ms,
+        pct(p.used, p.total),
+    );
     let status = match (p.enabled, p.active) {
         (Some(0.0), _) => "disabled",
         (_, Some(1.0)) => "available",

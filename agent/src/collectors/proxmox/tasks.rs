@@ -10,6 +10,7 @@ use crate::collectors::Collected;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::{ResourceKind, canonical};
 
 /// Most task logs read per run (each once, see `ProxmoxCollector::task_logs`); the others
@@ -158,7 +159,12 @@ impl ProxmoxCollector {
             Err(e) => return out.problems.push(e.to_string()),
         };
         let now_ms = now_s * 1000;
-        out.sample(node_id, "tasks_failed_24h", now_ms, tasks.len() as f64);
+        out.sample(
+            node_id,
+            metric::TASKS_FAILED_24H,
+            now_ms,
+            tasks.len() as f64,
+        );
         // Failed backups per VMID.
         let mut failed: BTreeMap<u32, u32> = BTreeMap::new();
         let mut unattributed = 0u32;
@@ -207,7 +213,7 @@ impl ProxmoxCollector {
             .retain(|upid, _| tasks.iter().any(|t| t.upid.as_deref() == Some(upid)));
         out.sample(
             node_id,
-            "backup_failed_unattributed_24h",
+            metric::BACKUP_FAILED_UNATTRIBUTED_24H,
             now_ms,
             f64::from(unattributed),
         );
@@ -220,7 +226,7 @@ impl ProxmoxCollector {
             };
             let count = failed.get(&(vmid as u32)).copied().unwrap_or(0);
             if let Ok(id) = canonical::guest(kind, &view.cluster, vmid as u32) {
-                out.sample(&id, "backup_failed_24h", now_ms, f64::from(count));
+                out.sample(&id, metric::BACKUP_FAILED_24H, now_ms, f64::from(count));
             }
         }
     }
@@ -261,13 +267,13 @@ impl ProxmoxCollector {
                 let label = label_value(storage);
                 out.sample(
                     &id,
-                    format!("backup_last_age_seconds{{storage=\"{label}\"}}"),
+                    metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", &label),
                     now_ms,
                     (now_s - ctime).max(0) as f64,
                 );
                 out.sample(
                     &id,
-                    format!("backup_count{{storage=\"{label}\"}}"),
+                    metric::labelled(metric::BACKUP_COUNT, "storage", &label),
                     now_ms,
                     f64::from(count),
                 );
@@ -288,14 +294,23 @@ mod tests {
         for _ in 0..2 {
             let out = c.collect(NOW_S * 1000).await.unwrap();
             assert!(out.problems.is_empty(), "{:?}", out.problems);
-            assert_eq!(value(&out, "node:pve1", "tasks_failed_24h"), Some(5.0));
+            assert_eq!(
+                value(&out, "node:pve1", metric::TASKS_FAILED_24H),
+                Some(5.0)
+            );
             // Its own failed task, not the job that backed it up.
-            assert_eq!(value(&out, "vm:c/100", "backup_failed_24h"), Some(1.0));
+            assert_eq!(
+                value(&out, "vm:c/100", metric::BACKUP_FAILED_24H),
+                Some(1.0)
+            );
             // The job's log names it; the backup with warnings did not fail.
-            assert_eq!(value(&out, "lxc:c/101", "backup_failed_24h"), Some(1.0));
+            assert_eq!(
+                value(&out, "lxc:c/101", metric::BACKUP_FAILED_24H),
+                Some(1.0)
+            );
             // The job over all guests that failed as a whole names nobody.
             assert_eq!(
-                value(&out, "node:pve1", "backup_failed_unattributed_24h"),
+                value(&out, "node:pve1", metric::BACKUP_FAILED_UNATTRIBUTED_24H),
                 Some(1.0)
             );
         }
@@ -329,14 +344,20 @@ mod tests {
         pve.lock().unwrap().failing = vec!["/nodes/pve1/tasks/UPID"];
         let out = c.collect(NOW_S * 1000).await.unwrap();
         assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
-        assert_eq!(value(&out, "lxc:c/101", "backup_failed_24h"), Some(0.0));
         assert_eq!(
-            value(&out, "node:pve1", "backup_failed_unattributed_24h"),
+            value(&out, "lxc:c/101", metric::BACKUP_FAILED_24H),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&out, "node:pve1", metric::BACKUP_FAILED_UNATTRIBUTED_24H),
             Some(2.0)
         );
         pve.lock().unwrap().failing.clear();
         let out = c.collect(NOW_S * 1000).await.unwrap();
-        assert_eq!(value(&out, "lxc:c/101", "backup_failed_24h"), Some(1.0));
+        assert_eq!(
+            value(&out, "lxc:c/101", metric::BACKUP_FAILED_24H),
+            Some(1.0)
+        );
         server.abort();
         server2.abort();
     }

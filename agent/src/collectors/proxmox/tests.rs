@@ -5,6 +5,7 @@ use super::*;
 use crate::collectors::proxmox::api::Envelope;
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
+use warden_shared::metric;
 
 pub(super) fn fixture<T: DeserializeOwned>(name: &str) -> T {
     let path = format!(
@@ -358,8 +359,8 @@ async fn a_failed_run_re_sends_only_what_this_agent_still_owns() {
         v
     };
     assert_eq!(stale_ids(&out), vec!["node:pve1"]);
-    assert_eq!(value(&out, "node:pve1", "mem_used_bytes"), None);
-    assert_eq!(value(&out, "vm:c/100", "mem_used_bytes"), Some(100.0));
+    assert_eq!(value(&out, "node:pve1", metric::MEM_USED_BYTES), None);
+    assert_eq!(value(&out, "vm:c/100", metric::MEM_USED_BYTES), Some(100.0));
     // Twice in a row: still there, still stale.
     let out = c.collect(NOW_S * 1000).await.unwrap();
     assert_eq!(stale_ids(&out), vec!["node:pve1"]);
@@ -374,8 +375,11 @@ async fn a_failed_run_re_sends_only_what_this_agent_still_owns() {
         stale_ids(&out),
         vec!["lxc:c/101", "node:pve3", "storage:c/nfs", "vm:c/100"]
     );
-    assert_eq!(value(&out, "node:pve1", "mem_used_bytes"), Some(500.0));
-    assert_eq!(value(&out, "vm:c/100", "mem_used_bytes"), None);
+    assert_eq!(
+        value(&out, "node:pve1", metric::MEM_USED_BYTES),
+        Some(500.0)
+    );
+    assert_eq!(value(&out, "vm:c/100", metric::MEM_USED_BYTES), None);
     // pve3 is back meanwhile: its own agent describes it, not this stale re-send.
     pve.lock().unwrap().offline.clear();
     let out = c.collect(NOW_S * 1000).await.unwrap();
@@ -416,7 +420,10 @@ async fn a_failed_run_re_sends_only_what_this_agent_still_owns() {
             "storage:pve1/zfs:rpool",
         ]
     );
-    assert_eq!(value(&out, "node:pve1", "mem_used_bytes"), Some(500.0));
+    assert_eq!(
+        value(&out, "node:pve1", metric::MEM_USED_BYTES),
+        Some(500.0)
+    );
     // That run's resources are now the last good ones: no node:pve1 to re-send.
     pve.lock().unwrap().failing = vec!["/cluster/status"];
     let out = c.collect(NOW_S * 1000).await.unwrap();
@@ -453,25 +460,35 @@ async fn slow_reads_keep_their_own_cadence() {
     let at = |minutes: i64| NOW_S * 1000 + minutes * 60_000;
     let out = c.collect(at(0)).await.unwrap();
     assert!(out.problems.is_empty(), "{:?}", out.problems);
-    assert_eq!(value(&out, "disk:pve1/S1", "disk_temp_celsius"), Some(38.0));
-    let cert = r#"cert_expires_in_seconds{file="pve-ssl.pem"}"#;
+    assert_eq!(
+        value(&out, "disk:pve1/S1", metric::DISK_TEMP_CELSIUS),
+        Some(38.0)
+    );
+    let cert = &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", "pve-ssl.pem");
     assert_eq!(value(&out, "node:pve1", cert), Some(400.0 * 86_400.0));
     assert_eq!(
         value(
             &out,
             "node:pve1",
-            r#"cert_expires_in_seconds{file="pve-root-ca.pem"}"#
+            &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", "pve-root-ca.pem")
         ),
         Some(3000.0 * 86_400.0)
     );
     assert_eq!(
-        value(&out, "vm:c/100", r#"guest_fs_used_pct{mountpoint="/"}"#),
+        value(
+            &out,
+            "vm:c/100",
+            &metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "/")
+        ),
         Some(25.0)
     );
-    assert_eq!(value(&out, "lxc:c/101", "disk_used_bytes"), Some(125.0));
-    assert_eq!(value(&out, "lxc:c/101", "disk_used_pct"), Some(25.0));
     assert_eq!(
-        value(&out, "vm:c/100", "disk_used_pct"),
+        value(&out, "lxc:c/101", metric::DISK_USED_BYTES),
+        Some(125.0)
+    );
+    assert_eq!(value(&out, "lxc:c/101", metric::DISK_USED_PCT), Some(25.0));
+    assert_eq!(
+        value(&out, "vm:c/100", metric::DISK_USED_PCT),
         None,
         "a VM's disk is 0"
     );
@@ -489,7 +506,7 @@ async fn slow_reads_keep_their_own_cadence() {
         value(&out, "node:pve1", cert),
         Some(400.0 * 86_400.0 - 60.0)
     );
-    assert_eq!(value(&out, "disk:pve1/S1", "disk_temp_celsius"), None);
+    assert_eq!(value(&out, "disk:pve1/S1", metric::DISK_TEMP_CELSIUS), None);
     assert_eq!(
         hits(&pve, "/nodes/pve1/status"),
         2,
@@ -504,7 +521,10 @@ async fn slow_reads_keep_their_own_cadence() {
     pve.lock().unwrap().failing.clear();
     let out = c.collect(at(6)).await.unwrap();
     assert_eq!((hits(&pve, smart), hits(&pve, fsinfo)), (2, 2));
-    assert_eq!(value(&out, "disk:pve1/S1", "disk_temp_celsius"), Some(38.0));
+    assert_eq!(
+        value(&out, "disk:pve1/S1", metric::DISK_TEMP_CELSIUS),
+        Some(38.0)
+    );
     assert_eq!(hits(&pve, certs), 1);
 
     // A failing read stays due, so the run says why until it works again.
@@ -521,7 +541,10 @@ async fn slow_reads_keep_their_own_cadence() {
     pve.lock().unwrap().failing.clear();
     let out = c.collect(at(13)).await.unwrap();
     assert!(out.problems.is_empty(), "{:?}", out.problems);
-    assert_eq!(value(&out, "disk:pve1/S1", "disk_temp_celsius"), Some(38.0));
+    assert_eq!(
+        value(&out, "disk:pve1/S1", metric::DISK_TEMP_CELSIUS),
+        Some(38.0)
+    );
 
     // An hour after the first read, the certificates are read again.
     c.collect(at(61)).await.unwrap();

@@ -6,6 +6,7 @@ use super::api::{num, pct, put};
 use crate::collectors::{Collected, CollectorError, resource_id};
 use serde::Deserialize;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::canonical;
 use warden_shared::telemetry::{Resource, Value};
 
@@ -78,12 +79,18 @@ fn zfs_resource(
     detail: Option<&ZfsPoolDetail>,
     now_ms: i64,
 ) {
-    put(out, id, "storage_total_bytes", now_ms, p.size);
-    put(out, id, "storage_used_bytes", now_ms, p.alloc);
-    put(out, id, "storage_free_bytes", now_ms, p.free);
-    put(out, id, "storage_used_pct", now_ms, pct(p.alloc, p.size));
-    put(out, id, "zfs_frag_pct", now_ms, p.frag);
-    put(out, id, "zfs_dedup_ratio", now_ms, p.dedup);
+    put(out, id, metric::STORAGE_TOTAL_BYTES, now_ms, p.size);
+    put(out, id, metric::STORAGE_USED_BYTES, now_ms, p.alloc);
+    put(out, id, metric::STORAGE_FREE_BYTES, now_ms, p.free);
+    put(
+        out,
+        id,
+        metric::STORAGE_USED_PCT,
+        now_ms,
+        pct(p.alloc, p.size),
+    );
+    put(out, id, metric::ZFS_FRAG_PCT, now_ms, p.frag);
+    put(out, id, metric::ZFS_DEDUP_RATIO, now_ms, p.dedup);
     let status = p
         .health
         .as_deref()
@@ -228,22 +235,22 @@ mod tests {
         let rpool = "storage:pve1/zfs:rpool";
         assert_ne!(rpool, canonical::storage("pve1", "rpool").unwrap().as_str());
         assert_eq!(
-            value(&out, rpool, "storage_total_bytes"),
+            value(&out, rpool, metric::STORAGE_TOTAL_BYTES),
             Some(996_432_412_672.0)
         );
         assert_eq!(
-            value(&out, rpool, "storage_used_bytes"),
+            value(&out, rpool, metric::STORAGE_USED_BYTES),
             Some(15_393_064_960.0)
         );
         assert_eq!(
-            value(&out, rpool, "storage_free_bytes"),
+            value(&out, rpool, metric::STORAGE_FREE_BYTES),
             Some(981_039_347_712.0)
         );
-        assert_eq!(value(&out, rpool, "zfs_frag_pct"), Some(3.0));
-        assert_eq!(value(&out, rpool, "zfs_dedup_ratio"), Some(1.0));
+        assert_eq!(value(&out, rpool, metric::ZFS_FRAG_PCT), Some(3.0));
+        assert_eq!(value(&out, rpool, metric::ZFS_DEDUP_RATIO), Some(1.0));
         let tank = "storage:pve1/zfs:tank";
-        assert_eq!(value(&out, tank, "storage_used_pct"), Some(75.0));
-        assert_eq!(value(&out, tank, "zfs_dedup_ratio"), Some(1.25));
+        assert_eq!(value(&out, tank, metric::STORAGE_USED_PCT), Some(75.0));
+        assert_eq!(value(&out, tank, metric::ZFS_DEDUP_RATIO), Some(1.25));
         let st: Vec<(&str, &str)> = out
             .resources
             .iter()
