@@ -53,7 +53,7 @@ impl ProxmoxCollector {
         for (file, not_after) in &slow.certs {
             out.sample(
                 node_id,
-                metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &file),
+                metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", file),
                 now_ms,
                 not_after - now_s,
             );
