@@ -161,7 +161,7 @@ async fn docker_collector_reports_real_containers() {
         name("running"),
         name("exit3"),
         name("oom"),
-        name(metric::RESTARTS),
+        name("restarting"),
         name("toggle"),
     );
 
