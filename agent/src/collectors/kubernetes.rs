@@ -16,6 +16,7 @@
 use super::config::KubernetesConfig;
 use super::{Collected, Collector, CollectorError};
 use futures_util::StreamExt;
+use k8s_openapi::Resource as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, PersistentVolumeClaim, Pod};
@@ -338,42 +339,42 @@ impl KubernetesCollector {
             let pods = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("pods"),
+                label(Pod::URL_PATH_SEGMENT),
                 pod_info,
             );
             self.cache.pods.push(pods);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("deployments"),
+                label(Deployment::URL_PATH_SEGMENT),
                 deployment_info,
             );
             self.cache.workloads.push(t);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("statefulsets"),
+                label(StatefulSet::URL_PATH_SEGMENT),
                 statefulset_info,
             );
             self.cache.workloads.push(t);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("daemonsets"),
+                label(DaemonSet::URL_PATH_SEGMENT),
                 daemonset_info,
             );
             self.cache.workloads.push(t);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("jobs"),
+                label(Job::URL_PATH_SEGMENT),
                 job_info,
             );
             self.cache.workloads.push(t);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("persistentvolumeclaims"),
+                label(PersistentVolumeClaim::URL_PATH_SEGMENT),
                 pvc_info,
             );
             self.cache.pvcs.push(t);
@@ -388,7 +389,7 @@ impl KubernetesCollector {
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 ecfg,
-                label("events"),
+                label(CoreEvent::URL_PATH_SEGMENT),
                 event_info,
             );
             self.cache.events.push(t);
@@ -396,7 +397,7 @@ impl KubernetesCollector {
         let nodes = self.spawn(
             Api::<Node>::all(client.clone()),
             watcher::Config::default(),
-            "nodes".to_owned(),
+            Node::URL_PATH_SEGMENT.to_owned(),
             node_info,
         );
         self.cache.nodes.push(nodes);

@@ -213,7 +213,7 @@ fn trouble_arrives_through_watches_without_relisting() {
     runtime().block_on(async {
         let mut r = start(&config(&sim, tmp.path()), "k8s-agent");
         synced(&mut r, pods).await;
-        let lists = sim.list_count("pods");
+        let lists = sim.list_count(Kind::Pod.plural());
         assert!(lists >= 1);
 
         assert!(sim.crashloop_pod(&ns, &name));
@@ -276,8 +276,12 @@ fn trouble_arrives_through_watches_without_relisting() {
         .await;
         r.stop();
         // All of it came through watches: nothing was listed again.
-        assert_eq!(sim.list_count("pods"), lists, "pods were re-listed");
-        assert!(sim.watch_count("pods") >= 1);
+        assert_eq!(
+            sim.list_count(Kind::Pod.plural()),
+            lists,
+            "pods were re-listed"
+        );
+        assert!(sim.watch_count(Kind::Pod.plural()) >= 1);
     });
 }
 
@@ -379,7 +383,11 @@ fn server_errors_keep_last_good_values_stale() {
 
 #[test]
 fn malformed_answers_keep_last_good_values_stale() {
-    degrades_and_recovers(Fault::malformed().on("pods"), "pods", true);
+    degrades_and_recovers(
+        Fault::malformed().on(Kind::Pod.plural()),
+        Kind::Pod.plural(),
+        true,
+    );
 }
 
 #[test]
