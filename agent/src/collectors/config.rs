@@ -455,7 +455,7 @@ fn check_api(
         ));
     }
     if let Some(fp) = fingerprint
-        && crate::collectors::proxmox_api::parse_fingerprint(fp).is_none()
+        && crate::collectors::proxmox::api::parse_fingerprint(fp).is_none()
     {
         problems.push(format!(
             "collectors.{name}.fingerprint must be 64 hex digits (colons allowed), got {fp:?}"

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Provenance, Resource, Value};
 
@@ -66,39 +67,42 @@ const fn engine(metric: &'static str, method: &'static str) -> Provenance {
 
 /// Where each metric comes from: the Docker Engine API on the configured socket.
 const PROVENANCE: &[Provenance] = &[
-    container("restart_count", "GET /containers/{id}/json RestartCount"),
     container(
-        "cpu_pct",
+        metric::RESTART_COUNT,
+        "GET /containers/{id}/json RestartCount",
+    ),
+    container(
+        metric::CPU_PCT,
         "GET /containers/{id}/stats (one-shot): cpu_stats.cpu_usage.total_usage delta / \
          system_cpu_usage delta x online_cpus, between runs",
     ),
     container(
-        "mem_used_bytes",
+        metric::MEM_USED_BYTES,
         "GET /containers/{id}/stats (one-shot): memory_stats usage - inactive_file \
          (cgroup v1 total_inactive_file, old daemons cache)",
     ),
     container(
-        "mem_limit_bytes",
+        metric::MEM_LIMIT_BYTES,
         "GET /containers/{id}/stats (one-shot): memory_stats.limit, absent when unlimited",
     ),
     container(
-        "mem_used_pct",
+        metric::MEM_USED_PCT,
         "GET /containers/{id}/stats (one-shot): memory_stats (usage - inactive_file) / limit",
     ),
     engine(
-        "containers_total",
+        metric::CONTAINERS_TOTAL,
         "GET /containers/json?all=true, containers that GET /containers/{id}/json found",
     ),
     engine(
-        "containers_running",
+        metric::CONTAINERS_RUNNING,
         "GET /containers/{id}/json State.Status running or restarting, counted",
     ),
     engine(
-        "containers_paused",
+        metric::CONTAINERS_PAUSED,
         "GET /containers/{id}/json State.Status paused, counted",
     ),
     engine(
-        "containers_stopped",
+        metric::CONTAINERS_STOPPED,
         "GET /containers/{id}/json State.Status neither running, restarting nor paused, counted",
     ),
 ];
@@ -228,7 +232,7 @@ impl Collector for DockerCollector {
                 .map_or_else(|| "unknown".to_owned(), |s| s.to_string());
             counts.add(&status);
             if let Some(n) = inspect.restart_count {
-                out.sample(&rid, "restart_count", now_ms, n as f64);
+                out.sample(&rid, metric::RESTART_COUNT, now_ms, n as f64);
             }
             match stats {
                 None => {}
@@ -239,7 +243,7 @@ impl Collector for DockerCollector {
                     let cpu = stats.cpu_stats.as_ref().and_then(cpu_sample);
                     if let Some(cur) = cpu {
                         if let Some(pct) = self.prev_cpu.get(&id).and_then(|p| cpu_pct(p, &cur)) {
-                            out.sample(&rid, "cpu_pct", now_ms, pct);
+                            out.sample(&rid, metric::CPU_PCT, now_ms, pct);
                         }
                         seen.insert(id.clone(), cur);
                     }
@@ -269,10 +273,22 @@ impl Collector for DockerCollector {
                 ("socket".to_owned(), Value::from(self.socket.as_str())),
                 ("server_version".to_owned(), Value::from(server_version)),
                 ("api_version".to_owned(), Value::from(api_version)),
-                ("containers_total".to_owned(), Value::Int(counts.total)),
-                ("containers_running".to_owned(), Value::Int(counts.running)),
-                ("containers_paused".to_owned(), Value::Int(counts.paused)),
-                ("containers_stopped".to_owned(), Value::Int(counts.stopped)),
+                (
+                    metric::CONTAINERS_TOTAL.to_owned(),
+                    Value::Int(counts.total),
+                ),
+                (
+                    metric::CONTAINERS_RUNNING.to_owned(),
+                    Value::Int(counts.running),
+                ),
+                (
+                    metric::CONTAINERS_PAUSED.to_owned(),
+                    Value::Int(counts.paused),
+                ),
+                (
+                    metric::CONTAINERS_STOPPED.to_owned(),
+                    Value::Int(counts.stopped),
+                ),
             ],
         });
         Ok(out)
@@ -299,10 +315,20 @@ impl Counts {
     }
 
     fn samples(&self, out: &mut Collected, host: &ResourceId, now_ms: i64) {
-        out.sample(host, "containers_total", now_ms, self.total as f64);
-        out.sample(host, "containers_running", now_ms, self.running as f64);
-        out.sample(host, "containers_paused", now_ms, self.paused as f64);
-        out.sample(host, "containers_stopped", now_ms, self.stopped as f64);
+        out.sample(host, metric::CONTAINERS_TOTAL, now_ms, self.total as f64);
+        out.sample(
+            host,
+            metric::CONTAINERS_RUNNING,
+            now_ms,
+            self.running as f64,
+        );
+        out.sample(host, metric::CONTAINERS_PAUSED, now_ms, self.paused as f64);
+        out.sample(
+            host,
+            metric::CONTAINERS_STOPPED,
+            now_ms,
+            self.stopped as f64,
+        );
     }
 }
 
@@ -413,7 +439,7 @@ fn container_attrs(id: &str, inspect: &ContainerInspectResponse) -> Vec<(String,
         ("image_id".to_owned(), Value::from(inspect.image.clone())),
         ("health".to_owned(), Value::from(health)),
         (
-            "restart_count".to_owned(),
+            metric::RESTART_COUNT.to_owned(),
             Value::from(inspect.restart_count),
         ),
         (
@@ -432,7 +458,7 @@ fn container_attrs(id: &str, inspect: &ContainerInspectResponse) -> Vec<(String,
             "finished_at".to_owned(),
             time(state.and_then(|s| s.finished_at.as_ref())),
         ),
-        ("mem_limit_bytes".to_owned(), Value::from(mem_limit)),
+        (metric::MEM_LIMIT_BYTES.to_owned(), Value::from(mem_limit)),
     ]
 }
 
@@ -490,15 +516,15 @@ fn memory_samples(out: &mut Collected, rid: &ResourceId, now_ms: i64, m: &Contai
     let used = mem_used_bytes(m);
     let limit = m.limit.filter(|l| *l > 0 && *l < UNLIMITED_MEMORY);
     if let Some(used) = used {
-        out.sample(rid, "mem_used_bytes", now_ms, used as f64);
+        out.sample(rid, metric::MEM_USED_BYTES, now_ms, used as f64);
     }
     if let Some(limit) = limit {
-        out.sample(rid, "mem_limit_bytes", now_ms, limit as f64);
+        out.sample(rid, metric::MEM_LIMIT_BYTES, now_ms, limit as f64);
     }
     if let (Some(used), Some(limit)) = (used, limit) {
         out.sample(
             rid,
-            "mem_used_pct",
+            metric::MEM_USED_PCT,
             now_ms,
             used as f64 * 100.0 / limit as f64,
         );
@@ -724,7 +750,7 @@ mod tests {
         let names: Vec<&str> = out.samples.iter().map(|s| s.metric.as_str()).collect();
         assert_eq!(
             names,
-            ["mem_used_bytes"],
+            [metric::MEM_USED_BYTES],
             "v2 reports i64::MAX when there is no limit"
         );
 
@@ -733,7 +759,7 @@ mod tests {
         let pct = out
             .samples
             .iter()
-            .find(|s| s.metric == "mem_used_pct")
+            .find(|s| s.metric == metric::MEM_USED_PCT)
             .unwrap();
         assert!((pct.value - 8_388_608.0 * 100.0 / 25_276_502_016.0).abs() < 1e-9);
     }
@@ -807,12 +833,12 @@ mod tests {
         assert_eq!(attrs["container_id"], Value::from("6722a385ecdb"));
         assert_eq!(attrs["image"], Value::from("warden-test/busybox:latest"));
         assert_eq!(attrs["health"], Value::Unknown, "no healthcheck: unknown");
-        assert_eq!(attrs["restart_count"], Value::Int(2));
+        assert_eq!(attrs[metric::RESTART_COUNT], Value::Int(2));
         assert_eq!(attrs["exit_code"], Value::Int(137));
         assert_eq!(attrs["oom_killed"], Value::Bool(true));
         assert_eq!(attrs["started_at"], Value::from("2026-11-27T20:47:00Z"));
         assert_eq!(attrs["finished_at"], Value::Unknown);
-        assert_eq!(attrs["mem_limit_bytes"], Value::Int(8_388_608));
+        assert_eq!(attrs[metric::MEM_LIMIT_BYTES], Value::Int(8_388_608));
 
         let healthy: ContainerInspectResponse =
             serde_json::from_str(r#"{"State": {"Health": {"Status": "unhealthy"}}}"#).unwrap();
@@ -1010,7 +1036,7 @@ mod tests {
         let cpu = second
             .samples
             .iter()
-            .find(|s| s.resource_id.as_str() == "docker:h/web" && s.metric == "cpu_pct")
+            .find(|s| s.resource_id.as_str() == "docker:h/web" && s.metric == metric::CPU_PCT)
             .expect("the second run has a CPU %");
         // Half a second of container CPU time in one second of a 2-CPU host: half a core.
         assert!((cpu.value - 50.0).abs() < 1e-9, "{cpu:?}");

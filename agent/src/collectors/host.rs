@@ -7,13 +7,14 @@
 //! [`CollectorError::Busy`] instead of stacking up threads. Process lists are never refreshed,
 //! which keeps the agent small.
 
-use super::{Collected, Collector, CollectorError, labeled, resource_id};
+use super::{Collected, Collector, CollectorError, resource_id};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Instant;
 use sysinfo::{Components, DiskRefreshKind, Disks, Networks, System};
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Provenance, Resource, Value};
 
@@ -63,60 +64,60 @@ const fn node(metric: &'static str, method: &'static str) -> Provenance {
 /// the real root); disk IO is read from `<root>/proc/diskstats` directly.
 const PROVENANCE: &[Provenance] = &[
     node(
-        "cpu_pct",
+        metric::CPU_PCT,
         "sysinfo: /proc/stat, busy share of all CPUs between two reads",
     ),
-    node("mem_total_bytes", "sysinfo: /proc/meminfo MemTotal"),
+    node(metric::MEM_TOTAL_BYTES, "sysinfo: /proc/meminfo MemTotal"),
     node(
-        "mem_used_bytes",
+        metric::MEM_USED_BYTES,
         "sysinfo: /proc/meminfo MemTotal - MemAvailable (page cache excluded)",
     ),
     node(
-        "mem_used_pct",
+        metric::MEM_USED_PCT,
         "sysinfo: /proc/meminfo (MemTotal - MemAvailable) / MemTotal",
     ),
-    node("swap_total_bytes", "sysinfo: /proc/meminfo SwapTotal"),
+    node(metric::SWAP_TOTAL_BYTES, "sysinfo: /proc/meminfo SwapTotal"),
     node(
-        "swap_used_bytes",
+        metric::SWAP_USED_BYTES,
         "sysinfo: /proc/meminfo SwapTotal - SwapFree",
     ),
-    node("load1", "sysinfo: /proc/loadavg, 1-minute average"),
-    node("load5", "sysinfo: /proc/loadavg, 5-minute average"),
-    node("load15", "sysinfo: /proc/loadavg, 15-minute average"),
+    node(metric::LOAD1, "sysinfo: /proc/loadavg, 1-minute average"),
+    node(metric::LOAD5, "sysinfo: /proc/loadavg, 5-minute average"),
+    node(metric::LOAD15, "sysinfo: /proc/loadavg, 15-minute average"),
     node(
-        "uptime_seconds",
+        metric::UPTIME_SECONDS,
         "sysinfo: /proc/uptime (else the sysinfo(2) call)",
     ),
     node(
-        "fs_total_bytes",
+        metric::FS_TOTAL_BYTES,
         "sysinfo: statvfs(mount) f_blocks x f_frsize, mounts from /proc/mounts",
     ),
     node(
-        "fs_used_bytes",
+        metric::FS_USED_BYTES,
         "sysinfo: statvfs(mount) (f_blocks - f_bavail) x f_frsize",
     ),
     node(
-        "fs_used_pct",
+        metric::FS_USED_PCT,
         "sysinfo: statvfs(mount) (f_blocks - f_bavail) / f_blocks",
     ),
     node(
-        "disk_read_bytes_per_s",
+        metric::DISK_READ_BYTES_PER_S,
         "/proc/diskstats sectors read x 512, per second between runs",
     ),
     node(
-        "disk_write_bytes_per_s",
+        metric::DISK_WRITE_BYTES_PER_S,
         "/proc/diskstats sectors written x 512, per second between runs",
     ),
     node(
-        "net_rx_bytes_per_s",
+        metric::NET_RX_BYTES_PER_S,
         "sysinfo: /sys/class/net/<iface>/statistics/rx_bytes, per second between runs",
     ),
     node(
-        "net_tx_bytes_per_s",
+        metric::NET_TX_BYTES_PER_S,
         "sysinfo: /sys/class/net/<iface>/statistics/tx_bytes, per second between runs",
     ),
     node(
-        "temp_celsius",
+        metric::TEMP_CELSIUS,
         "sysinfo: /sys/class/hwmon/hwmon*/temp*_input",
     ),
 ];
@@ -232,21 +233,26 @@ impl HostState {
         let sys = &handles.system;
         let cpus = sys.cpus().len();
         if cpus > 0 {
-            out.sample(&node, "cpu_pct", now_ms, f64::from(sys.global_cpu_usage()));
+            out.sample(
+                &node,
+                metric::CPU_PCT,
+                now_ms,
+                f64::from(sys.global_cpu_usage()),
+            );
         } else {
             out.problems.push("cpu usage: no cpus listed".to_owned());
         }
         memory_samples(&mut out, &node, now_ms, sys);
         match System::load_average() {
             Ok(l) => {
-                out.sample(&node, "load1", now_ms, l.one);
-                out.sample(&node, "load5", now_ms, l.five);
-                out.sample(&node, "load15", now_ms, l.fifteen);
+                out.sample(&node, metric::LOAD1, now_ms, l.one);
+                out.sample(&node, metric::LOAD5, now_ms, l.five);
+                out.sample(&node, metric::LOAD15, now_ms, l.fifteen);
             }
             Err(e) => out.problems.push(format!("load average: {e}")),
         }
         match System::uptime() {
-            Ok(up) => out.sample(&node, "uptime_seconds", now_ms, up as f64),
+            Ok(up) => out.sample(&node, metric::UPTIME_SECONDS, now_ms, up as f64),
             Err(e) => out.problems.push(format!("uptime: {e}")),
         }
 
@@ -261,19 +267,19 @@ impl HostState {
             let used = fs.total.saturating_sub(fs.available);
             out.sample(
                 &node,
-                labeled("fs_total_bytes", "mount", &fs.mount),
+                metric::labelled(metric::FS_TOTAL_BYTES, "mount", &fs.mount),
                 now_ms,
                 fs.total as f64,
             );
             out.sample(
                 &node,
-                labeled("fs_used_bytes", "mount", &fs.mount),
+                metric::labelled(metric::FS_USED_BYTES, "mount", &fs.mount),
                 now_ms,
                 used as f64,
             );
             out.sample(
                 &node,
-                labeled("fs_used_pct", "mount", &fs.mount),
+                metric::labelled(metric::FS_USED_PCT, "mount", &fs.mount),
                 now_ms,
                 pct(used, fs.total),
             );
@@ -287,13 +293,13 @@ impl HostState {
                     for (dev, read, write) in rates(&prev, cur) {
                         out.sample(
                             &node,
-                            labeled("disk_read_bytes_per_s", "device", &dev),
+                            metric::labelled(metric::DISK_READ_BYTES_PER_S, "device", &dev),
                             now_ms,
                             read,
                         );
                         out.sample(
                             &node,
-                            labeled("disk_write_bytes_per_s", "device", &dev),
+                            metric::labelled(metric::DISK_WRITE_BYTES_PER_S, "device", &dev),
                             now_ms,
                             write,
                         );
@@ -319,13 +325,13 @@ impl HostState {
             for (iface, rx, tx) in rates(&prev, cur) {
                 out.sample(
                     &node,
-                    labeled("net_rx_bytes_per_s", "iface", &iface),
+                    metric::labelled(metric::NET_RX_BYTES_PER_S, "iface", &iface),
                     now_ms,
                     rx,
                 );
                 out.sample(
                     &node,
-                    labeled("net_tx_bytes_per_s", "iface", &iface),
+                    metric::labelled(metric::NET_TX_BYTES_PER_S, "iface", &iface),
                     now_ms,
                     tx,
                 );
@@ -339,7 +345,7 @@ impl HostState {
             {
                 out.sample(
                     &node,
-                    labeled("temp_celsius", "sensor", c.label()),
+                    metric::labelled(metric::TEMP_CELSIUS, "sensor", c.label()),
                     now_ms,
                     f64::from(t),
                 );
@@ -381,11 +387,21 @@ fn memory_samples(out: &mut Collected, node: &ResourceId, now_ms: i64, sys: &Sys
     }
     // "Used" excludes page cache and reclaimable memory: what the kernel could not hand out now.
     let used = total.saturating_sub(sys.available_memory());
-    out.sample(node, "mem_total_bytes", now_ms, total as f64);
-    out.sample(node, "mem_used_bytes", now_ms, used as f64);
-    out.sample(node, "mem_used_pct", now_ms, pct(used, total));
-    out.sample(node, "swap_total_bytes", now_ms, sys.total_swap() as f64);
-    out.sample(node, "swap_used_bytes", now_ms, sys.used_swap() as f64);
+    out.sample(node, metric::MEM_TOTAL_BYTES, now_ms, total as f64);
+    out.sample(node, metric::MEM_USED_BYTES, now_ms, used as f64);
+    out.sample(node, metric::MEM_USED_PCT, now_ms, pct(used, total));
+    out.sample(
+        node,
+        metric::SWAP_TOTAL_BYTES,
+        now_ms,
+        sys.total_swap() as f64,
+    );
+    out.sample(
+        node,
+        metric::SWAP_USED_BYTES,
+        now_ms,
+        sys.used_swap() as f64,
+    );
 }
 
 fn static_attrs(hostname: &str, cpus: usize) -> Vec<(String, Value)> {
@@ -653,16 +669,16 @@ mod tests {
         assert_eq!(node.status, "online");
         let metric =
             |c: &Collected, m: &str| c.samples.iter().find(|s| s.metric == m).map(|s| s.value);
-        let total = metric(&first, "mem_total_bytes").unwrap();
-        let used = metric(&first, "mem_used_bytes").unwrap();
+        let total = metric(&first, metric::MEM_TOTAL_BYTES).unwrap();
+        let used = metric(&first, metric::MEM_USED_BYTES).unwrap();
         assert!(total > 0.0 && used > 0.0 && used <= total);
         assert!(
-            metric(&first, "cpu_pct").is_some(),
+            metric(&first, metric::CPU_PCT).is_some(),
             "first run waits for a cpu delta"
         );
-        assert!(metric(&first, "uptime_seconds").unwrap() > 0.0);
+        assert!(metric(&first, metric::UPTIME_SECONDS).unwrap() > 0.0);
         assert!(
-            metric(&first, r#"fs_used_pct{mount="/"}"#).is_some(),
+            metric(&first, &metric::labelled(metric::FS_USED_PCT, "mount", "/")).is_some(),
             "{:?}",
             first.samples
         );
@@ -679,7 +695,7 @@ mod tests {
             second
                 .samples
                 .iter()
-                .any(|s| s.metric.starts_with("disk_read_bytes_per_s{")),
+                .any(|s| metric::base(&s.metric) == metric::DISK_READ_BYTES_PER_S),
             "{:?}",
             second.samples
         );
@@ -694,24 +710,24 @@ mod tests {
         let id = ResourceId::new("node:h").unwrap();
         let mut all = Collected::default();
         for metric in [
-            "cpu_pct",
-            "mem_total_bytes",
-            "mem_used_bytes",
-            "mem_used_pct",
-            "swap_total_bytes",
-            "swap_used_bytes",
-            "load1",
-            "load5",
-            "load15",
-            "uptime_seconds",
-            r#"fs_total_bytes{mount="/"}"#,
-            r#"fs_used_bytes{mount="/"}"#,
-            r#"fs_used_pct{mount="/"}"#,
-            r#"disk_read_bytes_per_s{device="sda"}"#,
-            r#"disk_write_bytes_per_s{device="sda"}"#,
-            r#"net_rx_bytes_per_s{iface="eth0"}"#,
-            r#"net_tx_bytes_per_s{iface="eth0"}"#,
-            r#"temp_celsius{sensor="coretemp Package id 0"}"#,
+            metric::CPU_PCT,
+            metric::MEM_TOTAL_BYTES,
+            metric::MEM_USED_BYTES,
+            metric::MEM_USED_PCT,
+            metric::SWAP_TOTAL_BYTES,
+            metric::SWAP_USED_BYTES,
+            metric::LOAD1,
+            metric::LOAD5,
+            metric::LOAD15,
+            metric::UPTIME_SECONDS,
+            &metric::labelled(metric::FS_TOTAL_BYTES, "mount", "/"),
+            &metric::labelled(metric::FS_USED_BYTES, "mount", "/"),
+            &metric::labelled(metric::FS_USED_PCT, "mount", "/"),
+            &metric::labelled(metric::DISK_READ_BYTES_PER_S, "device", "sda"),
+            &metric::labelled(metric::DISK_WRITE_BYTES_PER_S, "device", "sda"),
+            &metric::labelled(metric::NET_RX_BYTES_PER_S, "iface", "eth0"),
+            &metric::labelled(metric::NET_TX_BYTES_PER_S, "iface", "eth0"),
+            &metric::labelled(metric::TEMP_CELSIUS, "sensor", "coretemp Package id 0"),
         ] {
             all.sample(&id, metric, 1, 1.0);
         }

@@ -16,6 +16,7 @@
 use super::config::KubernetesConfig;
 use super::{Collected, Collector, CollectorError};
 use futures_util::StreamExt;
+use k8s_openapi::Resource as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, PersistentVolumeClaim, Pod};
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
 use warden_shared::resource::canonical;
 use warden_shared::telemetry::{Provenance, Resource, Value};
@@ -58,87 +60,87 @@ const fn k8s(kind: ResourceKind, metric: &'static str, method: &'static str) -> 
 const PROVENANCE: &[Provenance] = &[
     k8s(
         ResourceKind::K8sCluster,
-        "nodes",
+        metric::NODES,
         "watch /api/v1/nodes: count of nodes (once the list is complete)",
     ),
     k8s(
         ResourceKind::K8sCluster,
-        "nodes_ready",
+        metric::NODES_READY,
         "watch /api/v1/nodes: count with condition Ready=True",
     ),
     k8s(
         ResourceKind::K8sCluster,
-        "pods",
+        metric::PODS,
         "watch /api/v1/pods: count of pods (once the list is complete)",
     ),
     k8s(
         ResourceKind::K8sCluster,
-        "pods_by_phase",
+        metric::PODS_BY_PHASE,
         "watch /api/v1/pods: count by status.phase",
     ),
     k8s(
         ResourceKind::K8sCluster,
-        "warning_events_1h",
+        metric::WARNING_EVENTS_1H,
         "watch /api/v1/events?fieldSelector=type=Warning: sum of count over events last seen within 1 h",
     ),
     k8s(
         ResourceKind::K8sNode,
-        "ready",
+        metric::READY,
         "watch /api/v1/nodes: status.conditions[type=Ready].status (1 = True, 0 = False; absent when Unknown)",
     ),
     k8s(
         ResourceKind::K8sNode,
-        "warning_events_1h",
+        metric::WARNING_EVENTS_1H,
         "watch /api/v1/events?fieldSelector=type=Warning: sum of count for this node within 1 h",
     ),
     k8s(
         ResourceKind::Pod,
-        "restarts",
+        metric::RESTARTS,
         "watch /api/v1/pods: sum of status.containerStatuses[].restartCount and initContainerStatuses[].restartCount",
     ),
     k8s(
         ResourceKind::Pod,
-        "ready",
+        metric::READY,
         "watch /api/v1/pods: status.conditions[type=Ready].status (1 = True, 0 = False)",
     ),
     k8s(
         ResourceKind::Pod,
-        "warning_events_1h",
+        metric::WARNING_EVENTS_1H,
         "watch /api/v1/events?fieldSelector=type=Warning: sum of count for this pod within 1 h",
     ),
     k8s(
         ResourceKind::K8sWorkload,
-        "replicas_desired",
+        metric::REPLICAS_DESIRED,
         "watch /apis/apps/v1 deployments, statefulsets: spec.replicas (default 1); daemonsets: status.desiredNumberScheduled",
     ),
     k8s(
         ResourceKind::K8sWorkload,
-        "replicas_ready",
+        metric::REPLICAS_READY,
         "watch /apis/apps/v1: status.readyReplicas (daemonsets: status.numberReady)",
     ),
     k8s(
         ResourceKind::K8sWorkload,
-        "replicas_unavailable",
+        metric::REPLICAS_UNAVAILABLE,
         "watch /apis/apps/v1: desired - status.availableReplicas (daemonsets: numberAvailable), at least 0",
     ),
     k8s(
         ResourceKind::K8sWorkload,
-        "job_failed",
+        metric::JOB_FAILED,
         "watch /apis/batch/v1/jobs: 1 when status.conditions has Failed (or FailureTarget) = True",
     ),
     k8s(
         ResourceKind::K8sWorkload,
-        "warning_events_1h",
+        metric::WARNING_EVENTS_1H,
         "watch /api/v1/events?fieldSelector=type=Warning: sum of count for this workload within 1 h",
     ),
     k8s(
         ResourceKind::Pvc,
-        "capacity_bytes",
+        metric::CAPACITY_BYTES,
         "watch /api/v1/persistentvolumeclaims: status.capacity.storage (quantity in bytes)",
     ),
     k8s(
         ResourceKind::Pvc,
-        "warning_events_1h",
+        metric::WARNING_EVENTS_1H,
         "watch /api/v1/events?fieldSelector=type=Warning: sum of count for this claim within 1 h",
     ),
 ];
@@ -337,42 +339,42 @@ impl KubernetesCollector {
             let pods = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("pods"),
+                label(Pod::URL_PATH_SEGMENT),
                 pod_info,
             );
             self.cache.pods.push(pods);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("deployments"),
+                label(Deployment::URL_PATH_SEGMENT),
                 deployment_info,
             );
             self.cache.workloads.push(t);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("statefulsets"),
+                label(StatefulSet::URL_PATH_SEGMENT),
                 statefulset_info,
             );
             self.cache.workloads.push(t);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("daemonsets"),
+                label(DaemonSet::URL_PATH_SEGMENT),
                 daemonset_info,
             );
             self.cache.workloads.push(t);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("jobs"),
+                label(Job::URL_PATH_SEGMENT),
                 job_info,
             );
             self.cache.workloads.push(t);
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 cfg.clone(),
-                label("persistentvolumeclaims"),
+                label(PersistentVolumeClaim::URL_PATH_SEGMENT),
                 pvc_info,
             );
             self.cache.pvcs.push(t);
@@ -387,7 +389,7 @@ impl KubernetesCollector {
             let t = self.spawn(
                 scoped_api(client, ns.as_deref()),
                 ecfg,
-                label("events"),
+                label(CoreEvent::URL_PATH_SEGMENT),
                 event_info,
             );
             self.cache.events.push(t);
@@ -395,7 +397,7 @@ impl KubernetesCollector {
         let nodes = self.spawn(
             Api::<Node>::all(client.clone()),
             watcher::Config::default(),
-            "nodes".to_owned(),
+            Node::URL_PATH_SEGMENT.to_owned(),
             node_info,
         );
         self.cache.nodes.push(nodes);
@@ -677,7 +679,7 @@ impl Summary<'_> {
         now_ms: i64,
     ) {
         if stale {
-            out.resources.push(super::proxmox_api::mark_stale(r));
+            out.resources.push(super::proxmox::api::mark_stale(r));
         } else {
             for (metric, v) in samples {
                 out.sample(&r.id, metric, now_ms, v);
@@ -728,7 +730,7 @@ impl Summary<'_> {
                     if let Some(ms) = e.last_ms {
                         r.attrs.push(("last_warning_ms".into(), Value::Int(ms)));
                     }
-                    samples.push(("warning_events_1h".into(), *count as f64));
+                    samples.push((metric::WARNING_EVENTS_1H.into(), *count as f64));
                 }
             };
 
@@ -752,7 +754,7 @@ impl Summary<'_> {
                     None => "Unknown",
                 };
                 let mut attrs = vec![
-                    ("ready".into(), Value::from(n.ready)),
+                    (metric::READY.into(), Value::from(n.ready)),
                     ("unschedulable".into(), Value::Bool(n.unschedulable)),
                     (
                         "kubelet_version".into(),
@@ -771,7 +773,7 @@ impl Summary<'_> {
                 };
                 let mut samples: Vec<(String, f64)> = n
                     .ready
-                    .map(|ready| ("ready".to_owned(), f64::from(u8::from(ready))))
+                    .map(|ready| (metric::READY.to_owned(), f64::from(u8::from(ready))))
                     .into_iter()
                     .collect();
                 add_warning(&mut r, warning_of("Node", "", name), &mut samples);
@@ -801,8 +803,8 @@ impl Summary<'_> {
                 let mut attrs = vec![
                     ("namespace".into(), Value::from(p.namespace.as_str())),
                     ("phase".into(), Value::from(p.phase.as_str())),
-                    ("ready".into(), Value::from(p.ready)),
-                    ("restarts".into(), Value::Int(p.restarts)),
+                    (metric::READY.into(), Value::from(p.ready)),
+                    (metric::RESTARTS.into(), Value::Int(p.restarts)),
                     ("node".into(), Value::from(p.node.clone())),
                 ];
                 if let Some(reason) = &p.waiting_reason {
@@ -831,9 +833,9 @@ impl Summary<'_> {
                     status: p.status.clone(),
                     attrs,
                 };
-                let mut samples = vec![("restarts".to_owned(), p.restarts as f64)];
+                let mut samples = vec![(metric::RESTARTS.to_owned(), p.restarts as f64)];
                 if let Some(ready) = p.ready {
-                    samples.push(("ready".into(), f64::from(u8::from(ready))));
+                    samples.push((metric::READY.into(), f64::from(u8::from(ready))));
                 }
                 add_warning(
                     &mut r,
@@ -861,15 +863,15 @@ impl Summary<'_> {
                 let status = if let Some(r) = w.replicas {
                     attrs.extend([
                         ("desired".into(), Value::Int(r.desired)),
-                        ("ready".into(), Value::Int(r.ready)),
+                        (metric::READY.into(), Value::Int(r.ready)),
                         ("available".into(), Value::Int(r.available)),
                         ("updated".into(), Value::Int(r.updated)),
                     ]);
                     let unavailable = (r.desired - r.available).max(0);
                     samples.extend([
-                        ("replicas_desired".to_owned(), r.desired as f64),
-                        ("replicas_ready".to_owned(), r.ready as f64),
-                        ("replicas_unavailable".to_owned(), unavailable as f64),
+                        (metric::REPLICAS_DESIRED.to_owned(), r.desired as f64),
+                        (metric::REPLICAS_READY.to_owned(), r.ready as f64),
+                        (metric::REPLICAS_UNAVAILABLE.to_owned(), unavailable as f64),
                     ]);
                     if unavailable == 0 {
                         "Available"
@@ -889,7 +891,7 @@ impl Summary<'_> {
                         attrs.push(("failure_message".into(), message.as_str().into()));
                     }
                     samples.push((
-                        "job_failed".to_owned(),
+                        metric::JOB_FAILED.to_owned(),
                         f64::from(u8::from(j.state == "Failed")),
                     ));
                     j.state
@@ -923,7 +925,7 @@ impl Summary<'_> {
                 )?;
                 let mut samples = Vec::new();
                 if let Some(b) = c.capacity_bytes {
-                    samples.push(("capacity_bytes".to_owned(), b));
+                    samples.push((metric::CAPACITY_BYTES.to_owned(), b));
                 }
                 let mut r = Resource {
                     id,
@@ -949,16 +951,22 @@ impl Summary<'_> {
         // The cluster itself, first in the list.
         let mut attrs = vec![("version".into(), Value::from(self.version.clone()))];
         // Counts only from complete lists: a partial count would be a wrong number.
-        let mut samples = vec![("warning_events_1h".to_owned(), cluster_warnings as f64)];
+        let mut samples = vec![(
+            metric::WARNING_EVENTS_1H.to_owned(),
+            cluster_warnings as f64,
+        )];
         if nodes_complete {
-            samples.push(("nodes".to_owned(), f64::from(nodes_total)));
-            samples.push(("nodes_ready".to_owned(), f64::from(nodes_ready)));
+            samples.push((metric::NODES.to_owned(), f64::from(nodes_total)));
+            samples.push((metric::NODES_READY.to_owned(), f64::from(nodes_ready)));
         }
         if pods_complete {
-            samples.push(("pods".to_owned(), f64::from(pods_total)));
+            samples.push((metric::PODS.to_owned(), f64::from(pods_total)));
             for phase in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
                 let n = phases.get(phase).copied().unwrap_or(0);
-                samples.push((format!("pods_by_phase{{phase=\"{phase}\"}}"), n as f64));
+                samples.push((
+                    metric::labelled(metric::PODS_BY_PHASE, "phase", phase),
+                    n as f64,
+                ));
             }
         }
         if let Some(w) = event_tables

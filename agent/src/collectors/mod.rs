@@ -21,7 +21,6 @@ mod host;
 mod kubernetes;
 mod pbs;
 pub(crate) mod proxmox;
-mod proxmox_api;
 mod simulated;
 
 pub use config::{
@@ -582,25 +581,6 @@ pub(crate) fn unix_ms(t: SystemTime) -> i64 {
     }
 }
 
-/// `metric{key="value"}`, escaping the value the way Prometheus label values are escaped.
-pub(crate) fn labeled(metric: &str, key: &str, value: &str) -> String {
-    let mut out = String::with_capacity(metric.len() + key.len() + value.len() + 5);
-    out.push_str(metric);
-    out.push('{');
-    out.push_str(key);
-    out.push_str("=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push_str("\"}");
-    out
-}
-
 /// Maps a refused canonical id (see `warden_shared::resource::canonical`) to
 /// [`CollectorError::ResourceId`], naming what it was for.
 pub(crate) fn resource_id(
@@ -678,15 +658,6 @@ mod tests {
 
     fn health(b: &TelemetryBatch) -> &CollectorHealth {
         b.health.as_ref().unwrap()
-    }
-
-    #[test]
-    fn labels_are_escaped() {
-        assert_eq!(
-            labeled("fs_used_pct", "mount", "/"),
-            r#"fs_used_pct{mount="/"}"#
-        );
-        assert_eq!(labeled("t", "sensor", "a\"b\\c"), r#"t{sensor="a\"b\\c"}"#);
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! Node status (CPU, memory, disks) comes from the host collector of the same agent.
 //! Failures follow the shared rule: the last good resources are re-sent `stale`, never zeros.
 
-use super::proxmox_api::{ApiClient, Endpoint, Product, label_value, num, pct, put, settle};
+use super::proxmox::api::{ApiClient, Endpoint, Product, label_value, num, pct, put, settle};
 use super::{Collected, Collector, CollectorError, PbsConfig, resource_id};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Provenance, Resource, Value};
 
@@ -25,55 +26,61 @@ const fn group(metric: &'static str, method: &'static str) -> Provenance {
 
 /// Where each metric comes from: the PBS API (paths relative to `/api2/json`).
 const PROVENANCE: &[Provenance] = &[
-    datastore("datastore_total_bytes", "GET /status/datastore-usage total"),
-    datastore("datastore_used_bytes", "GET /status/datastore-usage used"),
     datastore(
-        "datastore_used_pct",
+        metric::DATASTORE_TOTAL_BYTES,
+        "GET /status/datastore-usage total",
+    ),
+    datastore(
+        metric::DATASTORE_USED_BYTES,
+        "GET /status/datastore-usage used",
+    ),
+    datastore(
+        metric::DATASTORE_USED_PCT,
         "GET /status/datastore-usage used / total",
     ),
     datastore(
-        "datastore_dedup_factor",
+        metric::DATASTORE_DEDUP_FACTOR,
         "GET /status/datastore-usage gc-status index-data-bytes / disk-bytes",
     ),
     datastore(
-        "datastore_days_to_full",
+        metric::DATASTORE_DAYS_TO_FULL,
         "GET /status/datastore-usage estimated-full-date - now",
     ),
     datastore(
-        "job_last_ok",
+        metric::JOB_LAST_OK,
         "GET /admin/{gc,prune,verify,sync} last-run-state: 1 for OK or WARNINGS, else 0",
     ),
     datastore(
-        "job_last_run_age_seconds",
+        metric::JOB_LAST_RUN_AGE_SECONDS,
         "GET /admin/{gc,prune,verify,sync} now - last-run-endtime",
     ),
     datastore(
-        "tasks_failed_24h",
+        metric::TASKS_FAILED_24H,
         "GET /nodes/localhost/tasks?errors=1&since=now-24h, tasks whose worker_id names the \
          datastore",
     ),
     datastore(
-        "snapshots_total",
+        metric::SNAPSHOTS_TOTAL,
         "GET /admin/datastore/{store}/snapshots, counted",
     ),
     datastore(
-        "snapshots_verify_failed",
+        metric::SNAPSHOTS_VERIFY_FAILED,
         "GET /admin/datastore/{store}/snapshots with verification.state failed, counted",
     ),
     datastore(
-        "snapshots_unverified",
+        metric::SNAPSHOTS_UNVERIFIED,
         "GET /admin/datastore/{store}/snapshots without verification, counted",
     ),
     group(
-        "backup_last_age_seconds",
+        metric::BACKUP_LAST_AGE_SECONDS,
         "GET /admin/datastore/{store}/snapshots now - newest backup-time of the group",
     ),
     group(
-        "backup_count",
+        metric::BACKUP_COUNT,
         "GET /admin/datastore/{store}/snapshots of the group, counted",
     ),
     group(
-        "backup_size_bytes",
+        metric::BACKUP_SIZE_BYTES,
         "GET /admin/datastore/{store}/snapshots size of the group's newest snapshot",
     ),
 ];
@@ -145,12 +152,12 @@ impl PbsCollector {
             // A negative `avail` is PBS's "could not read": unknown, not a value.
             let known = |v: Option<f64>| v.filter(|v| *v >= 0.0);
             let (total, used) = (known(ds.total), known(ds.used));
-            put(&mut out, &id, "datastore_total_bytes", now_ms, total);
-            put(&mut out, &id, "datastore_used_bytes", now_ms, used);
+            put(&mut out, &id, metric::DATASTORE_TOTAL_BYTES, now_ms, total);
+            put(&mut out, &id, metric::DATASTORE_USED_BYTES, now_ms, used);
             put(
                 &mut out,
                 &id,
-                "datastore_used_pct",
+                metric::DATASTORE_USED_PCT,
                 now_ms,
                 pct(used, total),
             );
@@ -159,7 +166,7 @@ impl PbsCollector {
                     (Some(index), Some(disk)) if disk > 0.0 => Some(index / disk),
                     _ => None,
                 };
-                put(&mut out, &id, "datastore_dedup_factor", now_ms, dedup);
+                put(&mut out, &id, metric::DATASTORE_DEDUP_FACTOR, now_ms, dedup);
             }
             let days_to_full = ds
                 .estimated_full_date
@@ -168,7 +175,7 @@ impl PbsCollector {
             put(
                 &mut out,
                 &id,
-                "datastore_days_to_full",
+                metric::DATASTORE_DAYS_TO_FULL,
                 now_ms,
                 days_to_full,
             );
@@ -196,7 +203,7 @@ impl PbsCollector {
                         .is_some_and(|w| w == ds.store || w.starts_with(&format!("{}:", ds.store)))
                 })
                 .count();
-            out.sample(&id, "tasks_failed_24h", now_ms, failed_here as f64);
+            out.sample(&id, metric::TASKS_FAILED_24H, now_ms, failed_here as f64);
             out.resources.push(Resource {
                 id: id.clone(),
                 name: ds.store.clone(),
@@ -241,9 +248,19 @@ impl PbsCollector {
             .filter(|s| s.verification.as_ref().is_some_and(|v| v.state == "failed"))
             .count();
         let unverified = snaps.iter().filter(|s| s.verification.is_none()).count();
-        out.sample(ds_id, "snapshots_total", now_ms, snaps.len() as f64);
-        out.sample(ds_id, "snapshots_verify_failed", now_ms, failed as f64);
-        out.sample(ds_id, "snapshots_unverified", now_ms, unverified as f64);
+        out.sample(ds_id, metric::SNAPSHOTS_TOTAL, now_ms, snaps.len() as f64);
+        out.sample(
+            ds_id,
+            metric::SNAPSHOTS_VERIFY_FAILED,
+            now_ms,
+            failed as f64,
+        );
+        out.sample(
+            ds_id,
+            metric::SNAPSHOTS_UNVERIFIED,
+            now_ms,
+            unverified as f64,
+        );
         for ((kind, backup_id), list) in groups {
             let Some(newest) = list
                 .iter()
@@ -257,12 +274,12 @@ impl PbsCollector {
             };
             out.sample(
                 &id,
-                "backup_last_age_seconds",
+                metric::BACKUP_LAST_AGE_SECONDS,
                 now_ms,
                 (now_s as f64 - newest.backup_time).max(0.0),
             );
-            out.sample(&id, "backup_count", now_ms, list.len() as f64);
-            put(out, &id, "backup_size_bytes", now_ms, newest.size);
+            out.sample(&id, metric::BACKUP_COUNT, now_ms, list.len() as f64);
+            put(out, &id, metric::BACKUP_SIZE_BYTES, now_ms, newest.size);
             let verification = newest.verification.as_ref().map(|v| v.state.clone());
             out.resources.push(Resource {
                 id,
@@ -323,7 +340,7 @@ fn job_outcome(
         let ok = state.eq_ignore_ascii_case("ok") || state.starts_with("WARNINGS");
         out.sample(
             id,
-            format!("job_last_ok{{job=\"{label}\"}}"),
+            metric::labelled(metric::JOB_LAST_OK, "job", &label),
             now_ms,
             if ok { 1.0 } else { 0.0 },
         );
@@ -332,7 +349,7 @@ fn job_outcome(
     put(
         out,
         id,
-        &format!("job_last_run_age_seconds{{job=\"{label}\"}}"),
+        &metric::labelled(metric::JOB_LAST_RUN_AGE_SECONDS, "job", &label),
         now_ms,
         age,
     );
@@ -435,7 +452,7 @@ fn required_num<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::proxmox_api::Envelope;
+    use crate::collectors::proxmox::api::Envelope;
 
     fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
         let path = format!(
@@ -480,13 +497,20 @@ mod tests {
         };
         job_outcome(&mut out, &id, &mut attrs, "sync/s1", Some(&never), 160);
         let metric = |m: &str| out.samples.iter().find(|s| s.metric == m).map(|s| s.value);
-        assert_eq!(metric("job_last_ok{job=\"verify/v1\"}"), Some(0.0));
         assert_eq!(
-            metric("job_last_run_age_seconds{job=\"verify/v1\"}"),
+            metric(&metric::labelled(metric::JOB_LAST_OK, "job", "verify/v1")),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(&metric::labelled(
+                metric::JOB_LAST_RUN_AGE_SECONDS,
+                "job",
+                "verify/v1"
+            )),
             Some(60.0)
         );
         assert_eq!(
-            metric("job_last_ok{job=\"sync/s1\"}"),
+            metric(&metric::labelled(metric::JOB_LAST_OK, "job", "sync/s1")),
             None,
             "a job that never ran is unknown"
         );

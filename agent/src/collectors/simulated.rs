@@ -9,6 +9,7 @@
 use super::{Collected, Collector, CollectorError, SimulatedConfig, resource_id};
 use std::f64::consts::TAU;
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::{ResourceKind, canonical};
 use warden_shared::telemetry::{Provenance, Resource, Value};
 
@@ -43,89 +44,93 @@ const fn model(kind: ResourceKind, metric: &'static str, method: &'static str) -
 const PROVENANCE: &[Provenance] = &[
     model(
         ResourceKind::Node,
-        "cpu_pct",
+        metric::CPU_PCT,
         "model: 3 + running guests' CPU x vCPUs / 16 cores + 5-minute wave",
     ),
-    model(ResourceKind::Node, "mem_total_bytes", "model: 64 GiB"),
+    model(ResourceKind::Node, metric::MEM_TOTAL_BYTES, "model: 64 GiB"),
     model(
         ResourceKind::Node,
-        "mem_used_bytes",
+        metric::MEM_USED_BYTES,
         "model: 4 GiB + running guests' used memory",
     ),
-    model(ResourceKind::Node, "mem_used_pct", "model: used / 64 GiB"),
     model(
         ResourceKind::Node,
-        "load1",
+        metric::MEM_USED_PCT,
+        "model: used / 64 GiB",
+    ),
+    model(
+        ResourceKind::Node,
+        metric::LOAD1,
         "model: cpu_pct x 16 cores / 100",
     ),
     model(
         ResourceKind::Node,
-        "uptime_seconds",
+        metric::UPTIME_SECONDS,
         "model: 40 days + time since the agent started",
     ),
     model(
         ResourceKind::Vm,
-        "cpu_pct",
+        metric::CPU_PCT,
         "model: seeded base + 10-minute wave + noise",
     ),
     model(
         ResourceKind::Vm,
-        "mem_total_bytes",
+        metric::MEM_TOTAL_BYTES,
         "model: 2, 4 or 8 GiB by seed",
     ),
     model(
         ResourceKind::Vm,
-        "mem_used_bytes",
+        metric::MEM_USED_BYTES,
         "model: mem_used_pct x mem_total_bytes",
     ),
     model(
         ResourceKind::Vm,
-        "mem_used_pct",
+        metric::MEM_USED_PCT,
         "model: seeded 30-80 % + 30-minute wave",
     ),
     model(
         ResourceKind::Vm,
-        "uptime_seconds",
+        metric::UPTIME_SECONDS,
         "model: booted up to 30 days (by seed) before the agent started",
     ),
     model(
         ResourceKind::SystemContainer,
-        "cpu_pct",
+        metric::CPU_PCT,
         "model: seeded base + 10-minute wave + noise",
     ),
     model(
         ResourceKind::SystemContainer,
-        "mem_total_bytes",
+        metric::MEM_TOTAL_BYTES,
         "model: 1 or 2 GiB by seed",
     ),
     model(
         ResourceKind::SystemContainer,
-        "mem_used_bytes",
+        metric::MEM_USED_BYTES,
         "model: mem_used_pct x mem_total_bytes",
     ),
     model(
         ResourceKind::SystemContainer,
-        "mem_used_pct",
+        metric::MEM_USED_PCT,
         "model: seeded 30-80 % + 30-minute wave",
     ),
     model(
         ResourceKind::SystemContainer,
-        "uptime_seconds",
+        metric::UPTIME_SECONDS,
         "model: booted up to 30 days (by seed) before the agent started",
     ),
     model(
         ResourceKind::Storage,
-        "storage_total_bytes",
+        metric::STORAGE_TOTAL_BYTES,
         "model: local-lvm 500 GiB, local 100 GiB",
     ),
     model(
         ResourceKind::Storage,
-        "storage_used_bytes",
+        metric::STORAGE_USED_BYTES,
         "model: storage_used_pct x storage_total_bytes",
     ),
     model(
         ResourceKind::Storage,
-        "storage_used_pct",
+        metric::STORAGE_USED_PCT,
         "model: local-lvm 40 % + storage_growth_pct_per_hour since the agent started; \
          local 22 % + 1-hour wave",
     ),
@@ -279,11 +284,11 @@ pub(crate) fn simulate(
                 (30.0 + 50.0 * unit(seed, key ^ 0x4D) + 5.0 * wave(seed, key ^ 1, t_s, 1800.0))
                     .clamp(1.0, 99.0);
             let mem_used = (g.mem_total as f64 * mem_pct / 100.0).round();
-            out.sample(&id, "cpu_pct", now_ms, cpu);
-            out.sample(&id, "mem_total_bytes", now_ms, g.mem_total as f64);
-            out.sample(&id, "mem_used_bytes", now_ms, mem_used);
-            out.sample(&id, "mem_used_pct", now_ms, mem_pct);
-            out.sample(&id, "uptime_seconds", now_ms, uptime_s);
+            out.sample(&id, metric::CPU_PCT, now_ms, cpu);
+            out.sample(&id, metric::MEM_TOTAL_BYTES, now_ms, g.mem_total as f64);
+            out.sample(&id, metric::MEM_USED_BYTES, now_ms, mem_used);
+            out.sample(&id, metric::MEM_USED_PCT, now_ms, mem_pct);
+            out.sample(&id, metric::UPTIME_SECONDS, now_ms, uptime_s);
             node_cpu[g.node] += cpu * f64::from(g.cpus);
             node_mem[g.node] += mem_used as u64;
         }
@@ -311,19 +316,29 @@ pub(crate) fn simulate(
             (3.0 + node_cpu[i] / f64::from(NODE_CPUS) + 2.0 * wave(seed, key ^ 0x70, t_s, 300.0))
                 .clamp(0.0, 100.0);
         let mem_used = node_mem[i].min(NODE_MEM_BYTES);
-        out.sample(node_id, "cpu_pct", now_ms, cpu);
-        out.sample(node_id, "mem_total_bytes", now_ms, NODE_MEM_BYTES as f64);
-        out.sample(node_id, "mem_used_bytes", now_ms, mem_used as f64);
+        out.sample(node_id, metric::CPU_PCT, now_ms, cpu);
         out.sample(
             node_id,
-            "mem_used_pct",
+            metric::MEM_TOTAL_BYTES,
+            now_ms,
+            NODE_MEM_BYTES as f64,
+        );
+        out.sample(node_id, metric::MEM_USED_BYTES, now_ms, mem_used as f64);
+        out.sample(
+            node_id,
+            metric::MEM_USED_PCT,
             now_ms,
             mem_used as f64 * 100.0 / NODE_MEM_BYTES as f64,
         );
-        out.sample(node_id, "load1", now_ms, cpu / 100.0 * f64::from(NODE_CPUS));
         out.sample(
             node_id,
-            "uptime_seconds",
+            metric::LOAD1,
+            now_ms,
+            cpu / 100.0 * f64::from(NODE_CPUS),
+        );
+        out.sample(
+            node_id,
+            metric::UPTIME_SECONDS,
             now_ms,
             since_start_s + 40.0 * 86_400.0 + 3600.0 * key as f64,
         );
@@ -360,9 +375,9 @@ pub(crate) fn simulate(
         ] {
             let id = resource_id(pool, canonical::storage(name, pool))?;
             let used = (total as f64 * pct / 100.0).round();
-            out.sample(&id, "storage_total_bytes", now_ms, total as f64);
-            out.sample(&id, "storage_used_bytes", now_ms, used);
-            out.sample(&id, "storage_used_pct", now_ms, pct);
+            out.sample(&id, metric::STORAGE_TOTAL_BYTES, now_ms, total as f64);
+            out.sample(&id, metric::STORAGE_USED_BYTES, now_ms, used);
+            out.sample(&id, metric::STORAGE_USED_PCT, now_ms, pct);
             out.resources.push(Resource {
                 id,
                 name: pool.to_owned(),
@@ -401,18 +416,18 @@ mod tests {
         let start = simulate(&cfg, "pve1", T0, T0).unwrap();
         let later = simulate(&cfg, "pve1", T0, T0 + HOUR_MS).unwrap();
         let lvm = "storage:pve1/local-lvm";
-        assert_eq!(value(&start, lvm, "storage_used_pct"), Some(40.0));
-        assert_eq!(value(&later, lvm, "storage_used_pct"), Some(70.0));
-        let used = value(&later, lvm, "storage_used_bytes").unwrap();
-        let total = value(&later, lvm, "storage_total_bytes").unwrap();
+        assert_eq!(value(&start, lvm, metric::STORAGE_USED_PCT), Some(40.0));
+        assert_eq!(value(&later, lvm, metric::STORAGE_USED_PCT), Some(70.0));
+        let used = value(&later, lvm, metric::STORAGE_USED_BYTES).unwrap();
+        let total = value(&later, lvm, metric::STORAGE_TOTAL_BYTES).unwrap();
         assert!((used / total * 100.0 - 70.0).abs() < 1e-6);
         // Full after two hours at 30 %/h, and it stays full rather than overflowing.
         let full = simulate(&cfg, "pve1", T0, T0 + 5 * HOUR_MS).unwrap();
-        assert_eq!(value(&full, lvm, "storage_used_pct"), Some(100.0));
+        assert_eq!(value(&full, lvm, metric::STORAGE_USED_PCT), Some(100.0));
         // `local` stays steady.
         let local = "storage:pve1/local";
-        let a = value(&start, local, "storage_used_pct").unwrap();
-        let b = value(&full, local, "storage_used_pct").unwrap();
+        let a = value(&start, local, metric::STORAGE_USED_PCT).unwrap();
+        let b = value(&full, local, metric::STORAGE_USED_PCT).unwrap();
         assert!((a - b).abs() <= 1.0, "{a} vs {b}");
         assert_eq!(lvm_used_pct(0.0, 100.0), 40.0);
     }
@@ -447,7 +462,7 @@ mod tests {
         assert!(guests.iter().any(|g| g.status == "running"));
         for g in &guests {
             assert_eq!(g.parent.as_ref().unwrap().as_str(), "node:pve1");
-            let cpu = value(&out, g.id.as_str(), "cpu_pct");
+            let cpu = value(&out, g.id.as_str(), metric::CPU_PCT);
             if g.status == "running" {
                 assert!(cpu.is_some_and(|c| (0.0..=100.0).contains(&c)));
             } else {
@@ -461,7 +476,7 @@ mod tests {
             .find(|r| r.id.as_str() == "node:pve1")
             .unwrap();
         assert_eq!(node.status, "online");
-        let mem = value(&out, "node:pve1", "mem_used_pct").unwrap();
+        let mem = value(&out, "node:pve1", metric::MEM_USED_PCT).unwrap();
         assert!(mem > 0.0 && mem <= 100.0);
     }
 

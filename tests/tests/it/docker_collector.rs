@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, spawn_all};
+use warden_shared::metric;
 use warden_shared::telemetry::{HealthStatus, ProvenancedBatch, Resource, TelemetryBatch, Value};
 use warden_tests::collect::assert_provenance_complete;
 
@@ -160,7 +161,7 @@ async fn docker_collector_reports_real_containers() {
         name("running"),
         name("exit3"),
         name("oom"),
-        name("restarts"),
+        name("restarting"),
         name("toggle"),
     );
 
@@ -228,7 +229,7 @@ async fn docker_collector_reports_real_containers() {
     assert_eq!(r.name, running);
     assert_eq!(r.parent.as_ref().map(|p| p.as_str()), Some("node:itest"));
     assert_eq!(attr(r, "image"), &Value::from(IMAGE));
-    assert_eq!(attr(r, "restart_count"), &Value::Int(0));
+    assert_eq!(attr(r, metric::RESTART_COUNT), &Value::Int(0));
     assert_eq!(attr(r, "oom_killed"), &Value::Bool(false));
     assert_eq!(
         attr(r, "health"),
@@ -236,11 +237,11 @@ async fn docker_collector_reports_real_containers() {
         "no healthcheck configured"
     );
     assert!(matches!(attr(r, "started_at"), Value::Text(t) if t.starts_with("20")));
-    assert!(sample(&first, &running, "mem_used_bytes").is_some_and(|m| m > 0.0));
-    assert!(sample(&first, &running, "mem_limit_bytes").is_some_and(|m| m > 0.0));
-    assert_eq!(sample(&first, &running, "restart_count"), Some(0.0));
+    assert!(sample(&first, &running, metric::MEM_USED_BYTES).is_some_and(|m| m > 0.0));
+    assert!(sample(&first, &running, metric::MEM_LIMIT_BYTES).is_some_and(|m| m > 0.0));
+    assert_eq!(sample(&first, &running, metric::RESTART_COUNT), Some(0.0));
     assert_eq!(
-        sample(&first, &running, "cpu_pct"),
+        sample(&first, &running, metric::CPU_PCT),
         None,
         "the first sample of a container has no CPU delta"
     );
@@ -251,7 +252,7 @@ async fn docker_collector_reports_real_containers() {
     assert_eq!(attr(e, "oom_killed"), &Value::Bool(false));
     assert_eq!(attr(e, "image"), &Value::from(IMAGE));
     assert_eq!(
-        sample(&first, &exit3, "mem_used_bytes"),
+        sample(&first, &exit3, metric::MEM_USED_BYTES),
         None,
         "a stopped container's memory is unknown, not zero"
     );
@@ -259,16 +260,16 @@ async fn docker_collector_reports_real_containers() {
     let o = find(&first, &oom);
     assert_eq!(o.status, "exited");
     assert_eq!(attr(o, "exit_code"), &Value::Int(137));
-    assert_eq!(attr(o, "mem_limit_bytes"), &Value::Int(8 << 20));
+    assert_eq!(attr(o, metric::MEM_LIMIT_BYTES), &Value::Int(8 << 20));
     if docker_saw_oom {
         assert_eq!(attr(o, "oom_killed"), &Value::Bool(true));
     }
 
     let rs = find(&first, &restarts);
     assert_eq!(rs.status, "exited");
-    assert_eq!(attr(rs, "restart_count"), &Value::Int(2));
+    assert_eq!(attr(rs, metric::RESTART_COUNT), &Value::Int(2));
     assert_eq!(attr(rs, "exit_code"), &Value::Int(1));
-    assert_eq!(sample(&first, &restarts, "restart_count"), Some(2.0));
+    assert_eq!(sample(&first, &restarts, metric::RESTART_COUNT), Some(2.0));
 
     let host = first
         .resources
@@ -276,8 +277,8 @@ async fn docker_collector_reports_real_containers() {
         .find(|r| r.id.as_str() == "docker-host:itest")
         .expect("docker-host resource");
     assert!(matches!(attr(host, "server_version"), Value::Text(v) if !v.is_empty()));
-    assert!(matches!(attr(host, "containers_running"), Value::Int(n) if *n >= 2));
-    assert!(matches!(attr(host, "containers_stopped"), Value::Int(n) if *n >= 3));
+    assert!(matches!(attr(host, metric::CONTAINERS_RUNNING), Value::Int(n) if *n >= 2));
+    assert!(matches!(attr(host, metric::CONTAINERS_STOPPED), Value::Int(n) if *n >= 3));
 
     // Give the event stream a moment to be established, then stop a container: the `die`
     // event must bring a run long before the 60 s interval.
@@ -304,10 +305,10 @@ async fn docker_collector_reports_real_containers() {
     assert_eq!(health(&second).0, HealthStatus::Ok);
     // Second sample of the running container: now there is a CPU delta. `sleep` is idle, so
     // the value is near zero, but it is present and sane.
-    let cpu = sample(&second, &running, "cpu_pct").expect("cpu_pct on the second run");
+    let cpu = sample(&second, &running, metric::CPU_PCT).expect("cpu_pct on the second run");
     assert!((0.0..=100.0 * 64.0).contains(&cpu), "{cpu}");
-    assert_eq!(sample(&second, &toggle, "cpu_pct"), None);
-    assert_eq!(sample(&second, &toggle, "mem_used_bytes"), None);
+    assert_eq!(sample(&second, &toggle, metric::CPU_PCT), None);
+    assert_eq!(sample(&second, &toggle, metric::MEM_USED_BYTES), None);
 
     let started_at = Instant::now();
     docker(&["start", &toggle]);
@@ -325,12 +326,12 @@ async fn docker_collector_reports_real_containers() {
     eprintln!("start -> batch: {:?}", started_at.elapsed());
     assert!(started_at.elapsed() < Duration::from_secs(10));
     assert_eq!(
-        sample(&third, &toggle, "cpu_pct"),
+        sample(&third, &toggle, metric::CPU_PCT),
         None,
         "a restarted container starts a fresh CPU baseline"
     );
-    assert!(sample(&third, &toggle, "mem_used_bytes").is_some_and(|m| m > 0.0));
-    assert!(sample(&third, &running, "cpu_pct").is_some());
+    assert!(sample(&third, &toggle, metric::MEM_USED_BYTES).is_some_and(|m| m > 0.0));
+    assert!(sample(&third, &running, metric::CPU_PCT).is_some());
 
     // Removing a container makes it disappear from the next (event-triggered) run.
     docker(&["rm", "-f", &exit3]);

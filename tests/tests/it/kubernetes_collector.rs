@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, KubernetesConfig};
+use warden_shared::metric;
 use warden_shared::telemetry::{HealthStatus, TelemetryBatch, Value};
 use warden_sim::k8s::{Fault, K8sSim, K8sSimOptions, Kind, Pressure};
 use warden_tests::collect::{assert_provenance_complete, resource, runtime, start, status, value};
@@ -99,8 +100,8 @@ fn resources_and_values_match_the_api() {
         assert_eq!(b.resources[0].id.as_str(), cluster);
         assert_eq!(resource(&b, &cluster).status, "reachable");
         assert_eq!(*attr(&b, &cluster, "version"), Value::from("v1.34.1"));
-        assert_eq!(value(&b, &cluster, "nodes"), Some(nodes as f64));
-        assert_eq!(value(&b, &cluster, "pods"), Some(pods as f64));
+        assert_eq!(value(&b, &cluster, metric::NODES), Some(nodes as f64));
+        assert_eq!(value(&b, &cluster, metric::PODS), Some(pods as f64));
         assert_eq!(count(&b, "k8s-node:"), nodes);
 
         // Every pod as the API has it: status, restarts, node, parent.
@@ -120,7 +121,11 @@ fn resources_and_values_match_the_api() {
                 )
                 .map(|c| c["restartCount"].as_i64().unwrap())
                 .sum();
-            assert_eq!(value(&b, &id, "restarts"), Some(restarts as f64), "{id}");
+            assert_eq!(
+                value(&b, &id, metric::RESTARTS),
+                Some(restarts as f64),
+                "{id}"
+            );
             let node = obj["spec"]["nodeName"].as_str().unwrap();
             let p = resource(&b, &id);
             assert_eq!(
@@ -149,7 +154,7 @@ fn resources_and_values_match_the_api() {
                     _ => &obj["status"]["readyReplicas"],
                 };
                 assert_eq!(
-                    value(&b, &id, "replicas_ready"),
+                    value(&b, &id, metric::REPLICAS_READY),
                     Some(ready.as_f64().unwrap_or(0.0)),
                     "{id}"
                 );
@@ -208,7 +213,7 @@ fn trouble_arrives_through_watches_without_relisting() {
     runtime().block_on(async {
         let mut r = start(&config(&sim, tmp.path()), "k8s-agent");
         synced(&mut r, pods).await;
-        let lists = sim.list_count("pods");
+        let lists = sim.list_count(Kind::Pod.plural());
         assert!(lists >= 1);
 
         assert!(sim.crashloop_pod(&ns, &name));
@@ -234,10 +239,10 @@ fn trouble_arrives_through_watches_without_relisting() {
             *attr(&b, &pod_id, "waiting_reason"),
             Value::from("CrashLoopBackOff")
         );
-        assert!(value(&b, &pod_id, "restarts").unwrap() >= 1.0);
+        assert!(value(&b, &pod_id, metric::RESTARTS).unwrap() >= 1.0);
         assert_eq!(*attr(&b, &node_id, "memory_pressure"), Value::Bool(true));
-        assert_eq!(value(&b, &node_id, "ready"), Some(0.0));
-        assert_eq!(value(&b, &job_id, "job_failed"), Some(1.0));
+        assert_eq!(value(&b, &node_id, metric::READY), Some(0.0));
+        assert_eq!(value(&b, &job_id, metric::JOB_FAILED), Some(1.0));
         assert!(matches!(
             attr(&b, &job_id, "failure_reason"),
             Value::Text(_)
@@ -245,7 +250,7 @@ fn trouble_arrives_through_watches_without_relisting() {
         // The simulator records the kubelet's BackOff Warning event; it lands on the pod.
         let b = r
             .next_where("the BackOff warning on the pod", |b| {
-                has(b, &pod_id) && value(b, &pod_id, "warning_events_1h").is_some()
+                has(b, &pod_id) && value(b, &pod_id, metric::WARNING_EVENTS_1H).is_some()
             })
             .await;
         assert!(
@@ -271,8 +276,12 @@ fn trouble_arrives_through_watches_without_relisting() {
         .await;
         r.stop();
         // All of it came through watches: nothing was listed again.
-        assert_eq!(sim.list_count("pods"), lists, "pods were re-listed");
-        assert!(sim.watch_count("pods") >= 1);
+        assert_eq!(
+            sim.list_count(Kind::Pod.plural()),
+            lists,
+            "pods were re-listed"
+        );
+        assert!(sim.watch_count(Kind::Pod.plural()) >= 1);
     });
 }
 
@@ -374,7 +383,11 @@ fn server_errors_keep_last_good_values_stale() {
 
 #[test]
 fn malformed_answers_keep_last_good_values_stale() {
-    degrades_and_recovers(Fault::malformed().on("pods"), "pods", true);
+    degrades_and_recovers(
+        Fault::malformed().on(Kind::Pod.plural()),
+        Kind::Pod.plural(),
+        true,
+    );
 }
 
 #[test]
@@ -406,7 +419,7 @@ fn missing_permission_names_the_kind_and_keeps_the_rest() {
             "{m}"
         );
         assert!(!b.resources.iter().any(|r| r.id.as_str().contains("/job/")));
-        assert!(value(&b, &format!("k8s-cluster:{CLUSTER}"), "pods").is_some());
+        assert!(value(&b, &format!("k8s-cluster:{CLUSTER}"), metric::PODS).is_some());
     });
 }
 

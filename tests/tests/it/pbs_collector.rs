@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, PbsConfig};
+use warden_shared::metric;
 use warden_shared::telemetry::{HealthStatus, Value};
 use warden_sim::pbs::{Fault, JobKind, PbsSim, PbsSimOptions};
 use warden_tests::collect::{assert_provenance_complete, runtime, start, status, value};
@@ -67,16 +68,18 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
                 .unwrap_or_else(|| panic!("{id} missing"));
             assert_eq!(res.status, "available");
             assert_eq!(
-                value(&b, &id, "datastore_total_bytes"),
+                value(&b, &id, metric::DATASTORE_TOTAL_BYTES),
                 Some(ds.usage.total as f64)
             );
             assert_eq!(
-                value(&b, &id, "datastore_used_bytes"),
+                value(&b, &id, metric::DATASTORE_USED_BYTES),
                 Some(ds.usage.used as f64)
             );
             if ds.gc.disk_bytes > 0 {
                 let dedup = ds.gc.index_data_bytes as f64 / ds.gc.disk_bytes as f64;
-                assert!((value(&b, &id, "datastore_dedup_factor").unwrap() - dedup).abs() < 1e-9);
+                assert!(
+                    (value(&b, &id, metric::DATASTORE_DEDUP_FACTOR).unwrap() - dedup).abs() < 1e-9
+                );
             }
             for job in world.jobs.iter().filter(|j| j.store == ds.name) {
                 let kind = match job.kind {
@@ -84,7 +87,8 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
                     JobKind::Verify => "verify",
                     JobKind::Sync => "sync",
                 };
-                let metric = format!("job_last_ok{{job=\"{kind}/{}\"}}", job.id);
+                let metric =
+                    metric::labelled(metric::JOB_LAST_OK, "job", &format!("{kind}/{}", job.id));
                 let expected = job.last_run_state.as_deref().map(|s| {
                     if s.eq_ignore_ascii_case("ok") || s.starts_with("WARNINGS") {
                         1.0
@@ -117,8 +121,11 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
                     .find(|x| x.id.as_str() == bid)
                     .unwrap_or_else(|| panic!("{bid} missing"));
                 assert_eq!(g.parent.as_ref().unwrap().as_str(), id);
-                assert_eq!(value(&b, &bid, "backup_count"), Some(snaps.len() as f64));
-                let age = value(&b, &bid, "backup_last_age_seconds").unwrap();
+                assert_eq!(
+                    value(&b, &bid, metric::BACKUP_COUNT),
+                    Some(snaps.len() as f64)
+                );
+                let age = value(&b, &bid, metric::BACKUP_LAST_AGE_SECONDS).unwrap();
                 assert!(
                     (age - (now_s() - newest.backup_time) as f64).abs() <= 5.0,
                     "{bid}: {age}"
@@ -141,7 +148,7 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
         assert!(sim.fail_verification(&store, "vm", "4242", t));
         let b = r
             .next_where("the failed gc", |b| {
-                value(b, &id, "job_last_ok{job=\"gc\"}") == Some(0.0)
+                value(b, &id, &metric::labelled(metric::JOB_LAST_OK, "job", "gc")) == Some(0.0)
             })
             .await;
         let ds = b.resources.iter().find(|x| x.id.as_str() == id).unwrap();
@@ -149,8 +156,8 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
             ds.attrs.iter().any(|(k, v)| k == "gc_last_state"
                 && matches!(v, Value::Text(s) if s.contains("disk full")))
         );
-        assert!(value(&b, &id, "tasks_failed_24h").unwrap() >= 1.0);
-        assert!(value(&b, &id, "snapshots_verify_failed").unwrap() >= 1.0);
+        assert!(value(&b, &id, metric::TASKS_FAILED_24H).unwrap() >= 1.0);
+        assert!(value(&b, &id, metric::SNAPSHOTS_VERIFY_FAILED).unwrap() >= 1.0);
         let g = b
             .resources
             .iter()
@@ -222,7 +229,7 @@ fn every_failure_mode_degrades_and_keeps_the_last_values_stale() {
             })
             .await;
         assert_eq!(
-            value(&b, &id, "datastore_used_bytes"),
+            value(&b, &id, metric::DATASTORE_USED_BYTES),
             None,
             "unknown, not zero"
         );

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, ProxmoxConfig};
+use warden_shared::metric;
+use warden_shared::resource::canonical;
 use warden_shared::telemetry::{HealthStatus, ProvenancedBatch, Resource, TelemetryBatch, Value};
 use warden_sim::pve::{Fault, PveSim, PveSimOptions, ReplicationJob, SmartKind, ZfsPool};
 use warden_tests::collect::{
@@ -80,16 +82,16 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
                 .contains(&("cluster".into(), Value::from(CLUSTER)))
         );
         assert_eq!(
-            value(&b, "node:node1", "mem_used_bytes"),
+            value(&b, "node:node1", metric::MEM_USED_BYTES),
             Some(n1.mem as f64)
         );
         assert_eq!(
-            value(&b, "node:node1", "mem_total_bytes"),
+            value(&b, "node:node1", metric::MEM_TOTAL_BYTES),
             Some(n1.maxmem as f64)
         );
-        assert!((value(&b, "node:node1", "cpu_pct").unwrap() - n1.cpu * 100.0).abs() < 1e-9);
+        assert!((value(&b, "node:node1", metric::CPU_PCT).unwrap() - n1.cpu * 100.0).abs() < 1e-9);
         assert_eq!(
-            value(&b, "node:node1", "load1"),
+            value(&b, "node:node1", metric::LOAD1),
             n1.loadavg[0].parse().ok(),
             "loadavg arrives as strings"
         );
@@ -112,11 +114,15 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
             assert_eq!(r.name, g.name);
             if g.running {
                 assert_eq!(r.status, "running");
-                assert_eq!(value(&b, &id, "mem_used_bytes"), Some(g.mem as f64), "{id}");
+                assert_eq!(
+                    value(&b, &id, metric::MEM_USED_BYTES),
+                    Some(g.mem as f64),
+                    "{id}"
+                );
             } else {
                 assert_eq!(r.status, "stopped");
                 assert_eq!(
-                    value(&b, &id, "cpu_pct"),
+                    value(&b, &id, metric::CPU_PCT),
                     None,
                     "a stopped guest has no cpu sample"
                 );
@@ -133,8 +139,14 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
                 resource(&b, &id).parent.as_ref().unwrap().as_str(),
                 "node:node1"
             );
-            assert_eq!(value(&b, &id, "storage_used_bytes"), Some(s.used as f64));
-            assert_eq!(value(&b, &id, "storage_total_bytes"), Some(s.total as f64));
+            assert_eq!(
+                value(&b, &id, metric::STORAGE_USED_BYTES),
+                Some(s.used as f64)
+            );
+            assert_eq!(
+                value(&b, &id, metric::STORAGE_TOTAL_BYTES),
+                Some(s.total as f64)
+            );
         }
         let shared: Vec<_> = world
             .storages
@@ -156,11 +168,11 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
         assert_eq!(resource(&b, &ceph_id).status, "healthy");
         let ceph = world.ceph.clone().unwrap();
         assert_eq!(
-            value(&b, &ceph_id, "storage_used_bytes"),
+            value(&b, &ceph_id, metric::STORAGE_USED_BYTES),
             ceph["pgmap"]["bytes_used"].as_f64()
         );
         assert_eq!(
-            value(&b, &ceph_id, "ceph_osds_up"),
+            value(&b, &ceph_id, metric::CEPH_OSDS_UP),
             ceph["osdmap"]["num_up_osds"].as_f64()
         );
 
@@ -178,11 +190,13 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
         );
         assert!(disks.iter().all(|d| d.status == "healthy"), "{disks:?}");
         assert!(
-            b.samples.iter().all(|s| s.metric != "disk_wearout_pct"),
+            b.samples
+                .iter()
+                .all(|s| s.metric != metric::DISK_WEAROUT_PCT),
             "N/A wear-out is not a number"
         );
         assert_eq!(
-            value(&b, "node:node1", "updates_pending"),
+            value(&b, "node:node1", metric::UPDATES_PENDING),
             Some(world.apt_updates.as_array().unwrap().len() as f64)
         );
         // The newest backup per guest on the shared backup storage, with its age.
@@ -214,13 +228,13 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
                 .iter()
                 .filter(|o| o.vmid == bk.vmid && o.storage == bk.storage)
                 .count();
-            let metric = format!("backup_last_age_seconds{{storage=\"{}\"}}", bk.storage);
+            let metric = metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", &bk.storage);
             let age = value(&b, &id, &metric).unwrap_or_else(|| panic!("{metric} for {id}"));
             assert!(
                 (age - (now_s - newest) as f64).abs() <= 5.0,
                 "{id}: age {age}"
             );
-            let metric = format!("backup_count{{storage=\"{}\"}}", bk.storage);
+            let metric = metric::labelled(metric::BACKUP_COUNT, "storage", &bk.storage);
             assert_eq!(value(&b, &id, &metric), Some(count as f64));
         }
         // A Ceph warning shows with the check's name.
@@ -250,7 +264,7 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
             "lxc"
         };
         let victim_id = format!("{prefix}:{CLUSTER}/{}", victim.vmid);
-        assert_eq!(value(&b, &victim_id, "backup_failed_24h"), Some(0.0));
+        assert_eq!(value(&b, &victim_id, metric::BACKUP_FAILED_24H), Some(0.0));
         sim.add_failed_vzdump(
             "node1",
             victim.vmid,
@@ -258,10 +272,10 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
         );
         let b = reporter
             .next_where("the failed backup", |b| {
-                value(b, &victim_id, "backup_failed_24h") == Some(1.0)
+                value(b, &victim_id, metric::BACKUP_FAILED_24H) == Some(1.0)
             })
             .await;
-        assert!(value(&b, "node:node1", "tasks_failed_24h").unwrap() >= 1.0);
+        assert!(value(&b, "node:node1", metric::TASKS_FAILED_24H).unwrap() >= 1.0);
         reporter.stop();
 
         // Another node's agent (pinning the certificate instead of trusting the CA) reports
@@ -278,11 +292,13 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
             "{:?}",
             b.resources
         );
-        assert!(b.resources.iter().all(|r| r.id.as_str() == "node:node2"
+        assert!(b.resources.iter().all(|r| {
+            r.id.as_str() == "node:node2"
             || r.id.as_str().starts_with("storage:node2/")
             || r.id.as_str().starts_with("disk:node2/")
             // The replication job of its own guest 100.
-            || r.id.as_str() == format!("replication:{CLUSTER}/100-0")));
+            || r.id.as_str() == canonical::replication(CLUSTER, "100-0").unwrap().to_string()
+        }));
         other.stop();
     });
 }
@@ -354,7 +370,7 @@ fn a_migrated_guest_keeps_its_id_and_a_lost_node_is_reported_offline() {
             "unknown",
             "its guests' state is unknown, not stopped"
         );
-        assert_eq!(value(&b, &id, "cpu_pct"), None);
+        assert_eq!(value(&b, &id, metric::CPU_PCT), None);
         r.stop();
     });
 }
@@ -512,7 +528,7 @@ fn a_missing_privilege_costs_only_what_needs_it() {
             .map(|x| x.id.as_str())
             .collect();
         assert_eq!(stale, vec!["node:node1"]);
-        assert_eq!(value(&b, "node:node1", "mem_used_bytes"), None);
+        assert_eq!(value(&b, "node:node1", metric::MEM_USED_BYTES), None);
         for g in &sim.world().guests {
             let prefix = if g.kind.as_str() == "qemu" {
                 "vm"
@@ -522,7 +538,7 @@ fn a_missing_privilege_costs_only_what_needs_it() {
             let id = format!("{prefix}:{CLUSTER}/{}", g.vmid);
             assert!(!is_stale(resource(&b, &id)), "{id}");
             assert_eq!(
-                value(&b, &id, "mem_total_bytes"),
+                value(&b, &id, metric::MEM_TOTAL_BYTES),
                 Some(g.maxmem as f64),
                 "{id}"
             );
@@ -568,12 +584,15 @@ fn assert_pool(b: &TelemetryBatch, p: &ZfsPool) {
     assert!(r.attrs.contains(&("plugin".into(), Value::from("zfs"))));
     let free = p.size - p.alloc;
     for (metric, want) in [
-        ("storage_total_bytes", p.size as f64),
-        ("storage_used_bytes", p.alloc as f64),
-        ("storage_free_bytes", free as f64),
-        ("storage_used_pct", p.alloc as f64 / p.size as f64 * 100.0),
-        ("zfs_frag_pct", f64::from(p.frag)),
-        ("zfs_dedup_ratio", p.dedup),
+        (metric::STORAGE_TOTAL_BYTES, p.size as f64),
+        (metric::STORAGE_USED_BYTES, p.alloc as f64),
+        (metric::STORAGE_FREE_BYTES, free as f64),
+        (
+            metric::STORAGE_USED_PCT,
+            p.alloc as f64 / p.size as f64 * 100.0,
+        ),
+        (metric::ZFS_FRAG_PCT, f64::from(p.frag)),
+        (metric::ZFS_DEDUP_RATIO, p.dedup),
     ] {
         assert_eq!(value(b, &id, metric), Some(want), "{id} {metric}");
     }
@@ -601,18 +620,24 @@ fn replication_and_zfs_pools_come_from_the_node_that_owns_them() {
                 .any(|p| p.kind == kind && p.metric == metric && p.method.contains("GET /nodes/"))
         };
         for metric in [
-            "replication_fail_count",
-            "replication_last_sync_age_seconds",
-            "replication_last_duration_seconds",
+            metric::REPLICATION_FAIL_COUNT,
+            metric::REPLICATION_LAST_SYNC_AGE_SECONDS,
+            metric::REPLICATION_LAST_DURATION_SECONDS,
         ] {
             assert!(sourced(&b, "lxc", metric), "{metric}");
         }
-        for metric in ["storage_free_bytes", "zfs_frag_pct", "zfs_dedup_ratio"] {
+        for metric in [
+            metric::STORAGE_FREE_BYTES,
+            metric::ZFS_FRAG_PCT,
+            metric::ZFS_DEDUP_RATIO,
+        ] {
             assert!(sourced(&b, "storage", metric), "{metric}");
         }
         let b = b.batch;
         let failing = job(&world.replication, "105-0");
-        let job_id = format!("replication:{CLUSTER}/105-0");
+        let job_id = canonical::replication(CLUSTER, "105-0")
+            .unwrap()
+            .to_string();
         let guest = format!("lxc:{CLUSTER}/105");
         let r = resource(&b, &job_id);
         assert_eq!((r.name.as_str(), r.status.as_str()), ("105-0", "failing"));
@@ -633,21 +658,25 @@ fn replication_and_zfs_pools_come_from_the_node_that_owns_them() {
             assert_eq!(attr(&b, &job_id, k), Some(&v), "{k}");
         }
         assert_eq!(
-            value(&b, &guest, r#"replication_fail_count{job="105-0"}"#),
+            value(
+                &b,
+                &guest,
+                &metric::labelled(metric::REPLICATION_FAIL_COUNT, "job", "105-0")
+            ),
             Some(3.0)
         );
         assert_eq!(
             value(
                 &b,
                 &guest,
-                r#"replication_last_duration_seconds{job="105-0"}"#
+                &metric::labelled(metric::REPLICATION_LAST_DURATION_SECONDS, "job", "105-0")
             ),
             failing.duration
         );
         let age = value(
             &b,
             &guest,
-            r#"replication_last_sync_age_seconds{job="105-0"}"#,
+            &metric::labelled(metric::REPLICATION_LAST_SYNC_AGE_SECONDS, "job", "105-0"),
         )
         .unwrap();
         assert!(
@@ -677,7 +706,9 @@ fn replication_and_zfs_pools_come_from_the_node_that_owns_them() {
             .await;
         assert_provenance_complete(&b);
         let b = b.batch;
-        let pending = format!("replication:{CLUSTER}/102-0");
+        let pending = canonical::replication(CLUSTER, "102-0")
+            .unwrap()
+            .to_string();
         assert_eq!(resource(&b, &pending).status, "pending");
         assert_eq!(attr(&b, &pending, "last_sync"), None);
         let vm102 = format!("vm:{CLUSTER}/102");
@@ -685,13 +716,17 @@ fn replication_and_zfs_pools_come_from_the_node_that_owns_them() {
             value(
                 &b,
                 &vm102,
-                r#"replication_last_sync_age_seconds{job="102-0"}"#
+                &metric::labelled(metric::REPLICATION_LAST_SYNC_AGE_SECONDS, "job", "102-0")
             ),
             None,
             "never synced: no age, not 0"
         );
         assert_eq!(
-            value(&b, &vm102, r#"replication_fail_count{job="102-0"}"#),
+            value(
+                &b,
+                &vm102,
+                &metric::labelled(metric::REPLICATION_FAIL_COUNT, "job", "102-0")
+            ),
             Some(0.0)
         );
         let jobs: Vec<_> = b
@@ -734,7 +769,7 @@ fn replication_and_zfs_pools_come_from_the_node_that_owns_them() {
         sim.advance_clock(Duration::from_secs(600));
         let want = (local.used + 6_000_000_000) as f64;
         n1.next_where("local grown by 10 minutes of filling", |b| {
-            value(b, "storage:node1/local", "storage_used_bytes") == Some(want)
+            value(b, "storage:node1/local", metric::STORAGE_USED_BYTES) == Some(want)
         })
         .await;
 
@@ -847,8 +882,8 @@ fn replication_and_zfs_failures_degrade_the_run_and_keep_everything_else() {
                 );
             }
             assert_eq!(
-                value(&b, "node:node1", "mem_total_bytes"),
-                value(&good, "node:node1", "mem_total_bytes")
+                value(&b, "node:node1", metric::MEM_TOTAL_BYTES),
+                value(&good, "node:node1", metric::MEM_TOTAL_BYTES)
             );
             match &fault {
                 Fault::PathError { prefix, .. } if prefix.ends_with("/replication") => {
@@ -870,7 +905,9 @@ fn replication_and_zfs_failures_degrade_the_run_and_keep_everything_else() {
                     let tank = resource(&b, "storage:node1/zfs:tank");
                     assert_eq!(tank.status, "degraded");
                     assert!(tank.attrs.iter().all(|(k, _)| !k.starts_with("zpool_")));
-                    assert!(value(&b, "storage:node1/zfs:tank", "storage_used_bytes").is_some());
+                    assert!(
+                        value(&b, "storage:node1/zfs:tank", metric::STORAGE_USED_BYTES).is_some()
+                    );
                 }
             }
             sim.clear_faults();
@@ -1042,7 +1079,7 @@ fn a_reporter_the_cluster_lost_leaves_the_cluster_and_its_node_to_the_next() {
             .map(|r| r.id.as_str())
             .collect();
         assert_eq!(stale, vec!["node:node1"]);
-        assert!(value(&b1, &vm100, "mem_total_bytes").is_some());
+        assert!(value(&b1, &vm100, metric::MEM_TOTAL_BYTES).is_some());
         let b2 = n2.next_where("node2", ok).await;
         assert_one_writer(&b1, &b2);
 
@@ -1081,7 +1118,9 @@ fn a_reporter_the_cluster_lost_leaves_the_cluster_and_its_node_to_the_next() {
         let b1 = n1.next_where("node1 healthy again", ok).await;
         assert!(!has(&b1, "node:node1") && !has(&b1, &vm100));
         // Its pools, disks and storage, and the job of its guest 102: nothing of the cluster.
-        let own_job = format!("replication:{CLUSTER}/102-0");
+        let own_job = canonical::replication(CLUSTER, "102-0")
+            .unwrap()
+            .to_string();
         assert!(has(&b1, &own_job));
         assert!(
             b1.resources.iter().all(|r| {
@@ -1091,7 +1130,7 @@ fn a_reporter_the_cluster_lost_leaves_the_cluster_and_its_node_to_the_next() {
             "{:?}",
             sorted_ids(&b1)
         );
-        assert!(value(&b1, "node:node1", "mem_used_bytes").is_some());
+        assert!(value(&b1, "node:node1", metric::MEM_USED_BYTES).is_some());
         let b2 = n2.next_where("node2", ok).await;
         assert_eq!(resource(&b2, "node:node1").status, "offline");
         assert_one_writer(&b1, &b2);
@@ -1183,12 +1222,12 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
     seed_trouble(&sim);
     let world = sim.world();
     let vm = format!("vm:{CLUSTER}/100");
-    let fs_metric = |m: &str, mount: &str| format!("{m}{{mountpoint=\"{mount}\"}}");
+    let fs_metric = |m: &str, mount: &str| metric::labelled(m, "mountpoint", mount);
     let mut want = vec![
-        key("disk:node1/drive-scsi0", "disk_temp_celsius"),
-        key("disk:node1/drive-scsi1", "disk_temp_celsius"),
-        key("disk:node1/drive-scsi2", "disk_temp_celsius"),
-        key(&vm, &fs_metric("guest_fs_used_pct", "/")),
+        key("disk:node1/drive-scsi0", metric::DISK_TEMP_CELSIUS),
+        key("disk:node1/drive-scsi1", metric::DISK_TEMP_CELSIUS),
+        key("disk:node1/drive-scsi2", metric::DISK_TEMP_CELSIUS),
+        key(&vm, &fs_metric(metric::GUEST_FS_USED_PCT, "/")),
     ];
     let certs: Vec<_> = world
         .certificates
@@ -1197,7 +1236,7 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
         .collect();
     assert_eq!(certs.len(), 3);
     for c in &certs {
-        let metric = format!("cert_expires_in_seconds{{file=\"{}\"}}", c.filename);
+        let metric = metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &c.filename);
         want.push(key("node:node1", &metric));
     }
     runtime().block_on(async {
@@ -1209,13 +1248,22 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
         let v = |id: &str, metric: &str| got.get(&key(id, metric)).map(|x| x.0);
 
         // SMART: SAS, SATA (attribute 194) and NVMe text, each exactly.
-        assert_eq!(v("disk:node1/drive-scsi0", "disk_temp_celsius"), Some(31.0));
-        assert_eq!(v("disk:node1/drive-scsi1", "disk_temp_celsius"), Some(61.0));
-        assert_eq!(v("disk:node1/drive-scsi2", "disk_temp_celsius"), Some(47.0));
+        assert_eq!(
+            v("disk:node1/drive-scsi0", metric::DISK_TEMP_CELSIUS),
+            Some(31.0)
+        );
+        assert_eq!(
+            v("disk:node1/drive-scsi1", metric::DISK_TEMP_CELSIUS),
+            Some(61.0)
+        );
+        assert_eq!(
+            v("disk:node1/drive-scsi2", metric::DISK_TEMP_CELSIUS),
+            Some(47.0)
+        );
 
         // Certificates: the time left when the sample was taken.
         for c in &certs {
-            let metric = format!("cert_expires_in_seconds{{file=\"{}\"}}", c.filename);
+            let metric = metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &c.filename);
             let (left, ts) = got[&key("node:node1", &metric)];
             assert_eq!(left, c.notafter as f64 - ts as f64 / 1000.0, "{metric}");
         }
@@ -1224,18 +1272,18 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
         for g in world.guests.iter().filter(|g| g.kind.as_str() == "lxc") {
             let id = format!("lxc:{CLUSTER}/{}", g.vmid);
             if g.running {
-                assert_eq!(v(&id, "disk_used_bytes"), Some(g.disk as f64), "{id}");
+                assert_eq!(v(&id, metric::DISK_USED_BYTES), Some(g.disk as f64), "{id}");
                 assert_eq!(
-                    v(&id, "disk_used_pct"),
+                    v(&id, metric::DISK_USED_PCT),
                     Some(g.disk as f64 / g.maxdisk as f64 * 100.0),
                     "{id}"
                 );
             } else {
-                assert_eq!(v(&id, "disk_used_pct"), None, "{id}");
+                assert_eq!(v(&id, metric::DISK_USED_PCT), None, "{id}");
             }
         }
         assert_eq!(
-            v(&format!("lxc:{CLUSTER}/106"), "disk_used_bytes"),
+            v(&format!("lxc:{CLUSTER}/106"), metric::DISK_USED_BYTES),
             Some(7.9e9)
         );
 
@@ -1252,17 +1300,17 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
         for f in fs.iter().filter(|f| f.fstype != "squashfs") {
             let m = &f.mountpoint;
             assert_eq!(
-                v(&vm, &fs_metric("guest_fs_used_bytes", m)),
+                v(&vm, &fs_metric(metric::GUEST_FS_USED_BYTES, m)),
                 Some(f.used as f64),
                 "{m}"
             );
             assert_eq!(
-                v(&vm, &fs_metric("guest_fs_total_bytes", m)),
+                v(&vm, &fs_metric(metric::GUEST_FS_TOTAL_BYTES, m)),
                 Some(f.total as f64),
                 "{m}"
             );
             assert_eq!(
-                v(&vm, &fs_metric("guest_fs_used_pct", m)),
+                v(&vm, &fs_metric(metric::GUEST_FS_USED_PCT, m)),
                 Some(f.used as f64 / f.total as f64 * 100.0),
                 "{m}"
             );
@@ -1277,7 +1325,7 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
             "only VM 100 runs on node1 with an agent"
         );
         assert_eq!(
-            v(&vm, "disk_used_pct"),
+            v(&vm, metric::DISK_USED_PCT),
             None,
             "a VM's disk in /cluster/resources is 0"
         );
@@ -1289,11 +1337,15 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
             let b = r
                 .next_where("a healthy batch", |b| status(b) == HealthStatus::Ok)
                 .await;
-            assert!(b.samples.iter().all(|s| s.metric != "disk_temp_celsius"));
             assert!(
                 b.samples
                     .iter()
-                    .any(|s| s.metric.starts_with("cert_expires_in_seconds"))
+                    .all(|s| s.metric != metric::DISK_TEMP_CELSIUS)
+            );
+            assert!(
+                b.samples
+                    .iter()
+                    .any(|s| s.metric.starts_with(metric::CERT_EXPIRES_IN_SECONDS))
             );
         }
         r.stop();
@@ -1319,13 +1371,18 @@ fn a_hanging_guest_agent_costs_its_budget_not_the_run() {
         for _ in 0..3 {
             let b = r.next_where("a batch", |_| true).await;
             assert_eq!(status(&b), HealthStatus::Ok, "{:?}", b.health);
-            assert!(value(&b, &vm, "mem_used_bytes").is_some());
+            assert!(value(&b, &vm, metric::MEM_USED_BYTES).is_some());
             assert!(b.samples.iter().all(|s| !s.metric.starts_with("guest_fs_")));
         }
         // The read stayed due: once the agent answers, the next run has it.
         sim.clear_faults();
         r.next_where("VM 100's filesystems", |b| {
-            value(b, &vm, "guest_fs_used_pct{mountpoint=\"/\"}").is_some()
+            value(
+                b,
+                &vm,
+                &metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "/"),
+            )
+            .is_some()
         })
         .await;
         r.stop();
@@ -1390,12 +1447,15 @@ fn seeded_trouble_becomes_patrol_findings() {
     let vm = format!("vm:{CLUSTER}/100");
     let ct = format!("lxc:{CLUSTER}/106");
     eventually(Duration::from_secs(30), "the slow reads stored", || {
-        (stored("disk:node1/drive-scsi1", "disk_temp_celsius")
-            && stored(&vm, "guest_fs_used_pct{mountpoint=\"/\"}")
-            && stored(&ct, "disk_used_pct")
+        (stored("disk:node1/drive-scsi1", metric::DISK_TEMP_CELSIUS)
+            && stored(
+                &vm,
+                &metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "/"),
+            )
+            && stored(&ct, metric::DISK_USED_PCT)
             && stored(
                 "node:node1",
-                "cert_expires_in_seconds{file=\"pveproxy-ssl.pem\"}",
+                &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", "pveproxy-ssl.pem"),
             ))
         .then_some(())
     });
@@ -1494,21 +1554,25 @@ fn failed_backup_jobs_reach_their_guests_or_the_node() {
     let (server, _agent) = server_and_agent(&sim, tmp.path(), "2s");
     let vm = |vmid: u32| format!("vm:{CLUSTER}/{vmid}");
     eventually(Duration::from_secs(30), "the failed backups stored", || {
-        (stored_value(&server, &vm(101), "backup_failed_24h").is_some_and(|v| v >= 1.0)
-            && stored_value(&server, &vm(200), "backup_failed_24h").is_some_and(|v| v >= 1.0))
+        (stored_value(&server, &vm(101), metric::BACKUP_FAILED_24H).is_some_and(|v| v >= 1.0)
+            && stored_value(&server, &vm(200), metric::BACKUP_FAILED_24H).is_some_and(|v| v >= 1.0))
         .then_some(())
     });
     assert_eq!(
-        stored_value(&server, &vm(102), "backup_failed_24h"),
+        stored_value(&server, &vm(102), metric::BACKUP_FAILED_24H),
         Some(0.0),
         "VM 102's backup in that job worked"
     );
     assert_eq!(
-        stored_value(&server, "node:node1", "backup_failed_unattributed_24h"),
+        stored_value(
+            &server,
+            "node:node1",
+            metric::BACKUP_FAILED_UNATTRIBUTED_24H
+        ),
         Some(1.0)
     );
     assert_eq!(
-        stored_value(&server, "node:node1", "tasks_failed_24h"),
+        stored_value(&server, "node:node1", metric::TASKS_FAILED_24H),
         Some(2.0)
     );
     let (s, run) = server.post("/api/ai/patrol/run", None);
@@ -1563,9 +1627,8 @@ fn a_flaky_api_still_shows_every_guest_and_names_what_failed() {
         guests
             .iter()
             .map(|id| {
-                list.as_array()?
-                    .iter()
-                    .find(|r| r["id"] == id.as_str())?["metrics"]["mem_total_bytes"]["at"]
+                list.as_array()?.iter().find(|r| r["id"] == id.as_str())?["metrics"]
+                    [metric::MEM_TOTAL_BYTES]["at"]
                     .as_str()
                     .map(str::to_owned)
             })

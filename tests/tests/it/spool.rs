@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use warden_shared::metric;
 use warden_tests::{AgentProc, ServerProc, eventually, now_ms};
 
 fn mode(p: &Path) -> u32 {
@@ -81,7 +82,8 @@ fn a_stop_while_the_server_is_down_is_prompt_and_leaves_a_private_spool_that_is_
         agent.log()
     );
     let (s, v) = server.get(&format!(
-        "/api/metrics/history?resource_id=node:stopper&metric=cpu_pct&from={down_from}&to={down_to}"
+        "/api/metrics/history?resource_id=node:stopper&metric={}&from={down_from}&to={down_to}",
+        metric::CPU_PCT
     ));
     assert_eq!(s, 200, "{v}");
     let points = v["points"].as_array().unwrap().len();
@@ -130,7 +132,8 @@ fn a_full_spool_drops_the_oldest_samples_and_reports_the_count() {
     let points = eventually(Duration::from_secs(60), "replayed newest samples", || {
         let to = now_ms();
         let (s, v) = server.get(&format!(
-            "/api/metrics/history?resource_id=node:tight&metric=cpu_pct&from={down_from}&to={to}"
+            "/api/metrics/history?resource_id=node:tight&metric={}&from={down_from}&to={to}",
+            metric::CPU_PCT
         ));
         assert_eq!(s, 200, "{v}");
         let ts: Vec<i64> = v["points"]

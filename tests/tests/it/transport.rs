@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 use warden_shared::frame::{self, FRAME_VERSION};
+use warden_shared::metric;
 use warden_shared::proto::{AgentMessage, Hello, ProtocolVersion};
 use warden_shared::{ALPN_AGENT, close};
 use warden_tests::{AgentProc, ServerProc, eventually};
@@ -202,9 +203,9 @@ fn agents_of_every_minor_version_still_work() {
         assert_eq!(a["protocol"], format!("{major}.{minor}"));
         let node = eventually(Duration::from_secs(20), "telemetry stored", || {
             let (s, v) = server.get(&format!("/api/resources/node:{host}"));
-            (s == 200 && v["metrics"]["cpu_pct"]["value"].is_number()).then_some(v)
+            (s == 200 && v["metrics"][metric::CPU_PCT]["value"].is_number()).then_some(v)
         });
-        let cpu = &node["metrics"]["cpu_pct"];
+        let cpu = &node["metrics"][metric::CPU_PCT];
         if *minor >= 2 {
             // 1.2 carries each metric's provenance.
             assert_eq!(cpu["source"], "simulated", "{node}");
@@ -251,7 +252,11 @@ fn a_new_agent_sends_bare_batches_to_an_older_server() {
         let (_, v) = server.get("/api/resources/node:newagent");
         (v["updated_at"] != first).then_some(v)
     });
-    assert_eq!(node["metrics"]["cpu_pct"]["source"], Value::Null, "{node}");
+    assert_eq!(
+        node["metrics"][metric::CPU_PCT]["source"],
+        Value::Null,
+        "{node}"
+    );
     let log = agent.log();
     assert!(log.contains("metric provenance is not sent"), "{log}");
     assert!(!log.contains("server connection failed"), "{log}");
