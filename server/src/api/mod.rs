@@ -6,10 +6,12 @@ mod alerts;
 mod audit;
 mod auth;
 mod body;
+mod caller;
 pub mod error;
 mod metrics;
 mod patrol;
 mod prometheus;
+mod query;
 mod resources;
 pub mod serve;
 mod tokens;
@@ -18,7 +20,8 @@ mod webhooks;
 use crate::ingest::live::LiveAgents;
 use crate::ingest::writer::IngestStats;
 use crate::store::Store;
-pub use auth::Caller;
+pub use caller::{Caller, Principal};
+pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -135,17 +138,6 @@ async fn healthz(State(state): State<ApiState>) -> Response {
             axum::Json(serde_json::json!({ "status": "degraded", "problems": [p] })),
         )
             .into_response(),
-    }
-}
-
-/// The page size of a paginated list: `limit` (default 100), at most 500.
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    const MAX: usize = 500;
-    match limit.unwrap_or(100) {
-        n @ 1..=MAX => Ok(n),
-        n => Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX}, got {n}"
-        ))),
     }
 }
 

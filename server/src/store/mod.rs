@@ -152,6 +152,7 @@ mod ingest;
 mod keys;
 mod query;
 mod records;
+mod pages;
 mod rollup;
 #[cfg(test)]
 mod tests;
