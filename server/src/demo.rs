@@ -228,8 +228,8 @@ async fn run_fleet(
             )?;
             if !agent_dir.join("identity").exists() {
                 let token = crate::enroll::create_token(
-                    &server.shared.store,
-                    server.shared.pki.fingerprint(),
+                    &server.ctx.store,
+                    server.ctx.pki.fingerprint(),
                     vec![server.quic_addr.to_string()],
                     warden_shared::DEFAULT_ORG,
                     Duration::from_secs(600),
@@ -237,7 +237,7 @@ async fn run_fleet(
                 )?;
                 let created = NewEvent::new(Actor::system("demo"), "token.create", &token.id)
                     .details(serde_json::json!({ "kind": "join", "ttl_s": 600, "for": agent.name }));
-                server.api.audit.record(created).await;
+                server.ctx.audit.record(created).await;
                 let out = demo_command(agent_bin)
                     .arg("--config")
                     .arg(&config)
@@ -268,13 +268,13 @@ async fn run_fleet(
             eprintln!("  agent {:<13} enrolled and started ({})", agent.name, agent.what);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while server.shared.live.len() < list.len() && tokio::time::Instant::now() < deadline {
+        while server.ctx.live.len() < list.len() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let token_path = server.admin_token_path.display();
         eprintln!(
             "\nwarden demo is running: {}/{} agents connected\n\n  API:          http://{http}/api/resources\n  admin token:  {token_path}\n  try:          curl -s -H \"Authorization: Bearer $(cat {token_path})\" http://{http}/api/agents\n  agent logs:   {}/agents/*/agent.log\n  what to look for: docs/demo.md (pve3 goes down after {})\n\nPress Ctrl-C to stop.",
-            server.shared.live.len(),
+            server.ctx.live.len(),
             list.len(),
             dir.display(),
             args.node_down_after,
@@ -344,7 +344,7 @@ async fn run_fleet(
 async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<usize> {
     use warden_shared::ids::ResourceId;
     use warden_shared::telemetry::{Sample, TelemetryBatch};
-    let store = server.shared.store.clone();
+    let store = server.ctx.store.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut samples = Vec::new();
     for t in trends {
@@ -405,7 +405,7 @@ async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<us
 
 /// One Patrol run with the saved settings, as the demo's accelerated schedule.
 async fn patrol_once(server: &crate::Server) -> anyhow::Result<crate::store::PatrolRunRecord> {
-    let (store, schedule) = (server.shared.store.clone(), server.api.patrol.clone());
+    let (store, schedule) = (server.ctx.store.clone(), server.ctx.patrol.clone());
     let org = warden_shared::DEFAULT_ORG;
     Ok(tokio::task::spawn_blocking(move || {
         let settings = crate::patrol::run::run_settings(&store, org, &schedule)?;

@@ -37,7 +37,7 @@ pub(super) async fn create(
         ));
     }
     let store = state.store.clone();
-    let (fp, addrs) = (state.ca_fingerprint, state.advertise.clone());
+    let (fp, addrs) = (state.pki.fingerprint(), state.advertise.clone());
     let now = crate::now_ms();
     let org = caller.org.clone();
     let token = tokio::task::spawn_blocking(move || {
