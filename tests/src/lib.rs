@@ -253,7 +253,13 @@ impl ServerProc {
         loop {
             let (status, v) = self.get(&url);
             assert_eq!(status, 200, "{url}: {v}");
-            items.extend(v["items"].as_array().expect("a list envelope").iter().cloned());
+            items.extend(
+                v["items"]
+                    .as_array()
+                    .expect("a list envelope")
+                    .iter()
+                    .cloned(),
+            );
             match v["next"].as_str() {
                 Some(next) => url = format!("{path}{sep}cursor={next}"),
                 None => return items,

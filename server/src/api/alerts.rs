@@ -120,7 +120,10 @@ pub(super) async fn list(
             a.id.clone(),
         )
     })?;
-    Ok(envelope(list.iter().map(|a| render(a, false)).collect(), next))
+    Ok(envelope(
+        list.iter().map(|a| render(a, false)).collect(),
+        next,
+    ))
 }
 
 async fn find(state: &ApiState, org: &str, id: String) -> Result<AlertRecord, ApiError> {

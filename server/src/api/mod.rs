@@ -17,15 +17,15 @@ pub mod serve;
 mod tokens;
 mod webhooks;
 
-pub use caller::{Caller, Principal};
-pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+pub use caller::{Caller, Principal};
 use error::ApiError;
+pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
 use std::sync::Arc;
 
 /// What handlers share: the server-wide context.

@@ -104,10 +104,8 @@ type Value = fn(&WebhookState, usize, u64) -> u64;
 /// many audit events the endpoint is behind (alert on a growing lag).
 async fn webhooks(state: &ApiState, org: String, out: &mut String) {
     let store = state.store.clone();
-    let read = super::blocking(move || {
-        Ok((store.webhook_list(&org)?, store.audit_head(&org)?))
-    })
-    .await;
+    let read =
+        super::blocking(move || Ok((store.webhook_list(&org)?, store.audit_head(&org)?))).await;
     let Ok((list, head)) = read else {
         return;
     };

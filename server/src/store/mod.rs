@@ -150,9 +150,9 @@ mod error;
 mod findings;
 mod ingest;
 mod keys;
+mod pages;
 mod query;
 mod records;
-mod pages;
 mod rollup;
 #[cfg(test)]
 mod tests;

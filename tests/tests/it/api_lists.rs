@@ -107,7 +107,9 @@ fn resources_and_agents_page_with_a_cursor_and_filter() {
     // Cursors: only from the same list with the same filters.
     let (_, vms) = server.get("/api/resources?type=vm&limit=2");
     let vm_cursor = vms["next"].as_str().unwrap().to_owned();
-    let (s, more) = server.get(&format!("/api/resources?type=vm&limit=2&cursor={vm_cursor}"));
+    let (s, more) = server.get(&format!(
+        "/api/resources?type=vm&limit=2&cursor={vm_cursor}"
+    ));
     assert_eq!(s, 200, "{more}");
     assert!(ids(more["items"].as_array().unwrap())[0] > ids(vms["items"].as_array().unwrap())[1]);
     assert_bad(
@@ -115,7 +117,11 @@ fn resources_and_agents_page_with_a_cursor_and_filter() {
         &format!("/api/resources?type=lxc&cursor={vm_cursor}"),
         "cursor",
     );
-    assert_bad(&server, &format!("/api/agents?cursor={vm_cursor}"), "cursor");
+    assert_bad(
+        &server,
+        &format!("/api/agents?cursor={vm_cursor}"),
+        "cursor",
+    );
     assert_bad(&server, "/api/resources?cursor=zz", "cursor");
     assert_bad(&server, "/api/resources?cursor=", "cursor");
 
@@ -124,7 +130,10 @@ fn resources_and_agents_page_with_a_cursor_and_filter() {
     let vms = only("type=vm");
     assert!(!vms.is_empty() && vms.iter().all(|r| r["type"] == "vm"));
     let of_small = only(&format!("agent={small_id}"));
-    assert!(ids(&of_small).contains(&"node:small".to_owned()), "{of_small:?}");
+    assert!(
+        ids(&of_small).contains(&"node:small".to_owned()),
+        "{of_small:?}"
+    );
     assert!(of_small.iter().all(|r| r["agent_id"] == small_id.as_str()));
     assert!(only("agent=nobody").is_empty());
     let children = only("parent=node:big");
@@ -202,7 +211,10 @@ fn small_lists_share_the_envelope_and_audit_names_the_caller() {
     assert_eq!(e["actor"], json!({ "kind": "token", "id": "admin" }), "{e}");
     assert_eq!(e["org_id"], "default", "{e}");
     assert_eq!(e["source_ip"], "127.0.0.1", "{e}");
-    assert!(made.contains(&e["target"].as_str().unwrap().to_owned()), "{e}");
+    assert!(
+        made.contains(&e["target"].as_str().unwrap().to_owned()),
+        "{e}"
+    );
 
     // Audit pages by seq; `after` starts the walk at a sequence number.
     let oldest = server.list_all("/api/audit?order=asc&limit=2");

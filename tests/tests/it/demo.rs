@@ -181,11 +181,7 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
         .1
     };
     let enrolled = audit("/api/audit?action=agent.enroll&outcome=success");
-    assert_eq!(
-        enrolled["items"].as_array().unwrap().len(),
-        6,
-        "{enrolled}"
-    );
+    assert_eq!(enrolled["items"].as_array().unwrap().len(), 6, "{enrolled}");
     let created = audit("/api/audit?action=token.create&actor=system:demo");
     assert_eq!(created["items"].as_array().unwrap().len(), 6, "{created}");
     let whole = audit("/api/audit/verify");

@@ -331,6 +331,7 @@ fn settings_overrides_cli_and_suppress() {
     );
     assert!(s == 200 && v["suppressed"] == true, "{v}");
     let (_, rules) = server.get("/api/ai/patrol/suppressions");
+    let rules = &rules["items"];
     assert_eq!(rules[0]["id"], v["suppression_id"], "{rules} vs {v}");
     assert_eq!(
         (&rules[0]["resource_id"], &rules[0]["category"]),

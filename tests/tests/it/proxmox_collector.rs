@@ -1562,8 +1562,7 @@ fn a_flaky_api_still_shows_every_guest_and_names_what_failed() {
         guests
             .iter()
             .map(|id| {
-                list.iter()
-                    .find(|r| r["id"] == id.as_str())?["metrics"]["mem_total_bytes"]["at"]
+                list.iter().find(|r| r["id"] == id.as_str())?["metrics"]["mem_total_bytes"]["at"]
                     .as_str()
                     .map(str::to_owned)
             })
