@@ -1,24 +1,18 @@
 //! `/api/agents`: the fleet (paged by id), with live connection state; revocation.
 
-use super::query::{ListQuery, envelope};
+use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
-
-/// `/api/agents` takes no filters yet.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Filter {}
 
 /// `GET /api/agents`: the caller's org's agents, by id.
 pub(super) async fn list(
     State(state): State<ApiState>,
     caller: Caller,
-    ListQuery { page, .. }: ListQuery<Filter>,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
 ) -> Result<Json<Value>, ApiError> {
     // Sessions first: a session registers after its hello is stored, so every agent seen
     // connected here shows that hello in the store read that follows.

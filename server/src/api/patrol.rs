@@ -2,7 +2,7 @@
 //! actions on them, suppression rules, and runs.
 
 use super::body::OptionalJson;
-use super::query::{ListQuery, envelope};
+use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::patrol::finding::{Category, Severity};
 use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
@@ -134,11 +134,6 @@ fn render_run(r: &crate::store::PatrolRunRecord) -> Value {
         "alert_findings": r.alert_findings,
     })
 }
-
-/// `/api/ai/patrol/runs` takes no filters yet.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NoFilter {}
 
 /// `GET /api/ai/patrol/runs`: newest first (by run id), paged in the store.
 pub(super) async fn runs(

@@ -104,6 +104,11 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
+/// The filters of a list that has none (yet): any parameter but `limit` and `cursor` is a 400.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NoFilter {}
+
 /// One page of a list: `limit` items after the cursor's key.
 #[derive(Debug, Clone)]
 pub(super) struct Page {

@@ -4,7 +4,7 @@
 //! audited by enrollment (`token.use`).
 
 use super::body::OptionalJson;
-use super::query::{ListQuery, envelope};
+use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use crate::store::TokenRecord;
@@ -87,16 +87,11 @@ fn render(t: &TokenRecord) -> Value {
     })
 }
 
-/// `/api/tokens` takes no filters yet.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Filter {}
-
 /// `GET /api/tokens`: the caller's org's join tokens, newest first (then by id).
 pub(super) async fn list(
     State(state): State<ApiState>,
     caller: Caller,
-    ListQuery { page, .. }: ListQuery<Filter>,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
     let mut list = blocking(move || store.list_tokens()).await?;

@@ -5,7 +5,7 @@
 //! shown only as `secret_set`. Delivery itself is `webhooks/`.
 
 use super::body::OptionalJson;
-use super::query::{ListQuery, envelope};
+use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use crate::store::{DeadLetter, DeliveryLog, Requeued, WebhookEndpoint, WebhookState};
@@ -220,11 +220,6 @@ async fn create(
     }
     Ok(Json(v))
 }
-
-/// The webhook lists take no filters yet.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoFilter {}
 
 /// `GET /api/webhooks`: by id.
 async fn list(
