@@ -47,8 +47,7 @@ done
 t1=$(date +%s.%N); c1=$(ticks); final_rss=$(rss_kib)
 hwm=$(hwm_kib)
 hz=$(getconf CLK_TCK)
-seen=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=docker" \
-  | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+seen=$(count_resources docker)
 python3 - "$containers" "$window" "$t0" "$t1" "$c0" "$c1" "$hz" "$max_rss" "$final_rss" "$hwm" "$seen" <<'PY'
 import sys
 n, window, t0, t1, c0, c1, hz, mx, fin, hwm, seen = sys.argv[1:]

@@ -43,10 +43,7 @@ timeout = "${interval}s"
 TOML
 start_agent "$work" "$work/agent.toml"
 
-count_pods() {
-  curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=pod" |
-    python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'
-}
+count_pods() { count_resources pod; }
 t_start=$(date +%s.%N)
 for _ in $(seq 1 600); do
   [ "$(count_pods)" -ge "$pods" ] && break; sleep 0.5
@@ -61,7 +58,7 @@ done
 c1=$(ticks); t1=$(date +%s.%N)
 hwm=$(hwm_kib)
 reported=$(count_pods)
-health=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/agents" | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; c=a["collectors"]["kubernetes"]; print(c["status"], c["duration_ms"])')
+health=$(first_agent | python3 -c 'import json,sys; a=json.load(sys.stdin); c=a["collectors"]["kubernetes"]; print(c["status"], c["duration_ms"])')
 python3 - "$nodes" "$pods" "$reported" "$interval" "$t_start" "$t_synced" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$max_rss" "$hwm" "$health" <<'PY'
 import sys
 nodes, pods, reported, interval, ts, tsy, t0, t1, c0, c1, hz, mx, hwm, health = sys.argv[1:]

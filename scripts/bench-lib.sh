@@ -6,6 +6,8 @@
 #   start_server "$work"              sets server_pid, http, admin (the admin API token)
 #   start_agent "$work" agent.toml    enrolls and runs the agent; sets agent_pid
 #   ticks / rss_kib / hwm_kib         the agent's utime+stime ticks, VmRSS, VmHWM
+#   count_resources TYPE              resources of a type on the server, every page
+#   first_agent                       the first agent of GET /api/agents, as JSON
 bin=target/release
 
 start_server() {
@@ -25,6 +27,22 @@ start_agent() {
   # As the shipped systemd unit and Kubernetes manifest run it.
   MALLOC_MMAP_THRESHOLD_=131072 RUST_LOG=warn "$bin/warden-agent" --config "$config" run 2>"$work/agent.log" &
   agent_pid=$!
+}
+
+count_resources() {
+  local n=0 cursor="" page
+  while :; do
+    page=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=$1&limit=1000$cursor") || { echo 0; return; }
+    n=$((n + $(python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))' <<<"$page")))
+    cursor=$(python3 -c 'import json,sys; n=json.load(sys.stdin)["next"]; print("&cursor=" + n if n else "")' <<<"$page")
+    [ -z "$cursor" ] && break
+  done
+  echo "$n"
+}
+
+first_agent() {
+  curl -sf -H "Authorization: Bearer $admin" "http://$http/api/agents?limit=1" |
+    python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["items"][0]))'
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }

@@ -55,9 +55,9 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 c1=$(ticks); t1=$(date +%s.%N)
 hwm=$(hwm_kib)
-vms=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=vm" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-lxc=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/resources?type=lxc" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-health=$(curl -sf -H "Authorization: Bearer $admin" "http://$http/api/agents" | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; print(a["collectors"]["proxmox"]["status"], a["collectors"]["proxmox"]["duration_ms"])')
+vms=$(count_resources vm)
+lxc=$(count_resources lxc)
+health=$(first_agent | python3 -c 'import json,sys; a=json.load(sys.stdin); print(a["collectors"]["proxmox"]["status"], a["collectors"]["proxmox"]["duration_ms"])')
 python3 - "$nodes" "$guests" "$interval" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" "$max_rss" "$hwm" "$vms" "$lxc" "$health" <<'PY'
 import sys
 nodes, guests, interval, t0, t1, c0, c1, hz, mx, hwm, vms, lxc, health = sys.argv[1:]

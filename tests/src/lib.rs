@@ -242,9 +242,29 @@ impl ServerProc {
 
     /// The agent list.
     pub fn agents(&self) -> Vec<Value> {
-        let (status, v) = self.get("/api/agents");
-        assert_eq!(status, 200, "{v}");
-        v.as_array().cloned().unwrap_or_default()
+        self.list_all("/api/agents")
+    }
+
+    /// Every item of a list route (`{"items", "next"}`), following `next` page by page.
+    pub fn list_all(&self, path: &str) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut url = path.to_owned();
+        loop {
+            let (status, v) = self.get(&url);
+            assert_eq!(status, 200, "{url}: {v}");
+            items.extend(
+                v["items"]
+                    .as_array()
+                    .expect("a list envelope")
+                    .iter()
+                    .cloned(),
+            );
+            match v["next"].as_str() {
+                Some(next) => url = format!("{path}{sep}cursor={next}"),
+                None => return items,
+            }
+        }
     }
 
     /// One agent's entry.

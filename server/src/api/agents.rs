@@ -1,18 +1,26 @@
-//! `/api/agents`: the fleet, with live connection state; revocation.
+//! `/api/agents`: the fleet (paged by id), with live connection state; revocation.
 
+use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::{Extension, Json};
 use serde_json::{Value, json};
 use tracing::info;
 
-pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/agents`: the caller's org's agents, by id.
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
+) -> Result<Json<Value>, ApiError> {
     // Sessions first: a session registers after its hello is stored, so every agent seen
     // connected here shows that hello in the store read that follows.
     let live = state.live.connected();
     let store = state.store.clone();
-    let agents = blocking(move || store.list_agents()).await?;
+    let mut agents = blocking(move || store.list_agents()).await?;
+    agents.retain(|a| a.org_id == caller.org);
+    let (agents, next) = page.slice(agents, |a| a.id.clone())?;
     let out: Vec<Value> = agents
         .into_iter()
         .map(|a| {
@@ -58,12 +66,12 @@ pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, A
             })
         })
         .collect();
-    Ok(Json(Value::Array(out)))
+    Ok(envelope(out, next))
 }
 
 pub(super) async fn revoke(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();

@@ -2,16 +2,16 @@
 //! the alert rule set (rules and per-resource overrides), validated field by field.
 
 use super::body::OptionalJson;
+use super::query::{ListQuery, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::alerts::record::{AlertRecord, AlertStatus, TimelineEntry};
 use crate::alerts::rules::{RuleSet, Severity};
 use crate::{now_ms, rfc3339_ms};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::{Extension, Json};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warden_shared::DEFAULT_ORG;
 
 /// Longest acknowledgement comment.
 const MAX_COMMENT: usize = 1024;
@@ -80,9 +80,6 @@ pub(super) struct AlertFilter {
     resource_id: Option<String>,
     rule_id: Option<String>,
     acknowledged: Option<bool>,
-    #[serde(default)]
-    offset: usize,
-    limit: Option<usize>,
 }
 
 impl AlertFilter {
@@ -105,39 +102,35 @@ impl AlertFilter {
     }
 }
 
-/// `GET /api/alerts`: firing ones first, then most severe, then newest; filtered, paginated.
+/// `GET /api/alerts`: firing ones first, then most severe, then newest, then by id;
+/// filtered, paged.
 pub(super) async fn list(
     State(state): State<ApiState>,
-    q: Result<Query<AlertFilter>, QueryRejection>,
+    caller: Caller,
+    ListQuery { filter: f, page }: ListQuery<AlertFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(f) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = super::page_limit(f.limit)?;
     let store = state.store.clone();
-    let all = blocking(move || store.alerts(DEFAULT_ORG)).await?;
-    let mut list: Vec<&AlertRecord> = all.iter().filter(|a| f.matches(a)).collect();
-    list.sort_by(|a, b| {
-        (b.status == AlertStatus::Firing)
-            .cmp(&(a.status == AlertStatus::Firing))
-            .then(b.severity.cmp(&a.severity))
-            .then(b.fired_at_ms.cmp(&a.fired_at_ms))
-            .then(a.id.cmp(&b.id))
-    });
-    let total = list.len();
-    let page: Vec<Value> = list
-        .into_iter()
-        .skip(f.offset)
-        .take(limit)
-        .map(|a| render(a, false))
-        .collect();
-    Ok(Json(
-        json!({ "total": total, "offset": f.offset, "alerts": page }),
+    let mut all = blocking(move || store.alerts(&caller.org)).await?;
+    all.retain(|a| f.matches(a));
+    let (list, next) = page.slice(all, |a| {
+        (
+            a.status != AlertStatus::Firing,
+            -(a.severity as i64),
+            -a.fired_at_ms,
+            a.id.clone(),
+        )
+    })?;
+    Ok(envelope(
+        list.iter().map(|a| render(a, false)).collect(),
+        next,
     ))
 }
 
-async fn find(state: &ApiState, id: String) -> Result<AlertRecord, ApiError> {
+async fn find(state: &ApiState, org: &str, id: String) -> Result<AlertRecord, ApiError> {
     let store = state.store.clone();
     let key = id.clone();
-    blocking(move || store.alert(DEFAULT_ORG, &key))
+    let org = org.to_owned();
+    blocking(move || store.alert(&org, &key))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
 }
@@ -145,17 +138,19 @@ async fn find(state: &ApiState, id: String) -> Result<AlertRecord, ApiError> {
 /// `GET /api/alerts/{id}`: the alert with its timeline.
 pub(super) async fn get_one(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(render(&find(&state, id).await?, true)))
+    Ok(Json(render(&find(&state, &caller.org, id).await?, true)))
 }
 
 /// `GET /api/alerts/{id}/timeline`: `{id, state, timeline}`.
 pub(super) async fn timeline(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = find(&state, id).await?;
+    let a = find(&state, &caller.org, id).await?;
     Ok(Json(json!({
         "id": a.id,
         "state": a.status,
@@ -174,7 +169,7 @@ pub(super) struct Acknowledge {
 /// first time; again answers the alert unchanged.
 pub(super) async fn acknowledge(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJson(ack): OptionalJson<Acknowledge>,
 ) -> Result<Json<Value>, ApiError> {
@@ -191,7 +186,8 @@ pub(super) async fn acknowledge(
     let key = id.clone();
     let now = now_ms();
     let details = json!({ "comment": comment });
-    let a = blocking(move || store.acknowledge_alert(DEFAULT_ORG, &key, now, comment.as_deref()))
+    let org = caller.org.clone();
+    let a = blocking(move || store.acknowledge_alert(&org, &key, now, comment.as_deref()))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
     let mut details = details;
@@ -205,10 +201,13 @@ pub(super) async fn acknowledge(
 }
 
 /// `GET /api/alerts/rules`: the rule set in force (the defaults until one is stored).
-pub(super) async fn rules(State(state): State<ApiState>) -> Result<Json<RuleSet>, ApiError> {
+pub(super) async fn rules(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<RuleSet>, ApiError> {
     let store = state.store.clone();
     Ok(Json(
-        blocking(move || crate::alerts::service::rules_in_force(&store, DEFAULT_ORG)).await?,
+        blocking(move || crate::alerts::service::rules_in_force(&store, &caller.org)).await?,
     ))
 }
 
@@ -216,7 +215,7 @@ pub(super) async fn rules(State(state): State<ApiState>) -> Result<Json<RuleSet>
 /// The evaluator uses it from its next evaluation.
 pub(super) async fn put_rules(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     body: Result<Json<RuleSet>, JsonRejection>,
 ) -> Result<Json<RuleSet>, ApiError> {
     let event = caller.event("alert.rules.update", "alert-rules");
@@ -234,9 +233,10 @@ pub(super) async fn put_rules(
     };
     let store = state.store.clone();
     let stored = set.clone();
+    let org = caller.org.clone();
     let before = blocking(move || {
-        let before = crate::alerts::service::rules_in_force(&store, DEFAULT_ORG)?;
-        store.set_alert_rules(DEFAULT_ORG, &stored)?;
+        let before = crate::alerts::service::rules_in_force(&store, &org)?;
+        store.set_alert_rules(&org, &stored)?;
         Ok(before)
     })
     .await?;

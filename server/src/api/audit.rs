@@ -2,22 +2,21 @@
 //! verification), one event, per-event and whole-range verification, checkpoints and the
 //! signing status.
 
-use super::{ApiState, blocking, error::ApiError, metrics::parse_time};
+use super::query::{ApiQuery, ListQuery, envelope};
+use super::{ApiState, Caller, blocking, error::ApiError, metrics::parse_time};
 use crate::audit::verify::{Report, Sig, State as VState};
 use crate::rfc3339_ms;
 use crate::store::{AuditFilter, AuditRow};
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warden_shared::DEFAULT_ORG;
 
-/// The org a request names; only the default org exists until organisations do.
-fn org(o: Option<String>) -> Result<String, ApiError> {
+/// The org a request names (the caller's when it names none); the caller sees only its own.
+fn org(caller: &Caller, o: Option<String>) -> Result<String, ApiError> {
     match o {
-        None => Ok(DEFAULT_ORG.to_owned()),
-        Some(o) if o == DEFAULT_ORG => Ok(o),
+        None => Ok(caller.org.clone()),
+        Some(o) if o == caller.org => Ok(o),
         Some(o) => Err(ApiError::NotFound(format!("no organisation {o:?}"))),
     }
 }
@@ -43,7 +42,7 @@ pub(super) fn render(row: &AuditRow) -> Value {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ListQuery {
+pub(super) struct EventFilter {
     since: Option<String>,
     until: Option<String>,
     actor: Option<String>,
@@ -53,18 +52,19 @@ pub(super) struct ListQuery {
     org: Option<String>,
     /// `desc` (newest first, default) or `asc`.
     order: Option<String>,
-    /// The `next` of the previous page.
-    cursor: Option<u64>,
-    limit: Option<usize>,
+    /// A sequence number the first page starts after, in the list's order (a cursor, when
+    /// given, takes over from the second page on).
+    after: Option<u64>,
 }
 
-/// `GET /api/audit`.
+/// `GET /api/audit`: by seq, newest first or oldest first; paged in the store.
 pub(super) async fn list(
     State(state): State<ApiState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    caller: Caller,
+    ListQuery { filter: q, page }: ListQuery<EventFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = super::page_limit(q.limit)?;
+    let limit = page.limit;
+    let cursor = page.after::<u64>()?.or(q.after);
     let ascending = match q.order.as_deref() {
         None | Some("desc") => false,
         Some("asc") => true,
@@ -98,30 +98,30 @@ pub(super) async fn list(
         outcome: q.outcome,
         target: q.target,
     };
-    let org = org(q.org)?;
+    let org = org(&caller, q.org)?;
     let audit = state.audit.clone();
     let (rows, next) = blocking(move || {
         audit
             .store()
-            .audit_query(&org, &filter, q.cursor, ascending, limit, audit.keys())
+            .audit_query(&org, &filter, cursor, ascending, limit, audit.keys())
     })
     .await?;
-    Ok(Json(json!({
-        "events": rows.iter().map(render).collect::<Vec<_>>(),
-        "next": next,
-    })))
+    Ok(envelope(
+        rows.iter().map(render).collect(),
+        next.map(|seq| page.cursor(&seq)),
+    ))
 }
 
 /// Splits an event id `{org}-{seq}`.
-fn parse_id(id: &str) -> Result<(String, u64), ApiError> {
+fn parse_id(caller: &Caller, id: &str) -> Result<(String, u64), ApiError> {
     let bad = || ApiError::BadRequest(format!("{id:?} is not an audit event id (org-seq)"));
     let (o, seq) = id.rsplit_once('-').ok_or_else(bad)?;
     let seq: u64 = seq.parse().map_err(|_| bad())?;
-    Ok((org(Some(o.to_owned()))?, seq))
+    Ok((org(caller, Some(o.to_owned()))?, seq))
 }
 
-async fn row(state: &ApiState, id: &str) -> Result<AuditRow, ApiError> {
-    let (org, seq) = parse_id(id)?;
+async fn row(state: &ApiState, caller: &Caller, id: &str) -> Result<AuditRow, ApiError> {
+    let (org, seq) = parse_id(caller, id)?;
     let audit = state.audit.clone();
     let filter = AuditFilter::default();
     let (rows, _) = blocking(move || {
@@ -138,17 +138,19 @@ async fn row(state: &ApiState, id: &str) -> Result<AuditRow, ApiError> {
 /// `GET /api/audit/{id}`.
 pub(super) async fn get_one(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(render(&row(&state, &id).await?)))
+    Ok(Json(render(&row(&state, &caller, &id).await?)))
 }
 
 /// `GET /api/audit/{id}/verify`: the event's signature and its link to the one before.
 pub(super) async fn verify_one(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = row(&state, &id).await?;
+    let r = row(&state, &caller, &id).await?;
     let v = render(&r);
     Ok(Json(json!({
         "id": r.event.fields.id,
@@ -225,10 +227,10 @@ pub(super) fn render_report(r: &Report, signing: Option<&str>) -> Value {
 /// `GET /api/audit/verify?from=&to=`: the whole range (default: the whole chain).
 pub(super) async fn verify_range(
     State(state): State<ApiState>,
-    q: Result<Query<RangeQuery>, QueryRejection>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let org = org(q.org)?;
+    let org = org(&caller, q.org)?;
     let st = state.clone();
     let report = tokio::task::spawn_blocking(move || {
         let from = bound(&st, &org, q.from.as_deref(), "from", false)?;
@@ -260,10 +262,10 @@ pub(super) async fn verify_range(
 /// `GET /api/audit/checkpoints?from=&to=` (tree sizes).
 pub(super) async fn checkpoints(
     State(state): State<ApiState>,
-    q: Result<Query<RangeQuery>, QueryRejection>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let org = org(q.org)?;
+    let org = org(&caller, q.org)?;
     let num = |v: Option<String>, name: &str, d: u64| {
         v.map_or(Ok(d), |s| {
             s.parse::<u64>()
@@ -280,12 +282,15 @@ pub(super) async fn checkpoints(
 }
 
 /// `POST /api/audit/checkpoints`: a checkpoint at the head now (exports end with one).
-pub(super) async fn checkpoint_now(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn checkpoint_now(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let audit = state.audit.clone();
     let made = blocking(move || {
         let made = audit
             .store()
-            .audit_checkpoint(DEFAULT_ORG, audit.keys(), crate::now_ms())?;
+            .audit_checkpoint(&caller.org, audit.keys(), crate::now_ms())?;
         if made.as_ref().is_some_and(|m| m.1) {
             audit.notify();
         }
@@ -299,9 +304,13 @@ pub(super) async fn checkpoint_now(State(state): State<ApiState>) -> Result<Json
 }
 
 /// `GET /api/audit/status`: signing state, chain heads, retention.
-pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn status(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let audit = state.audit.clone();
-    let heads = blocking(move || audit.store().audit_heads()).await?;
+    let mut heads = blocking(move || audit.store().audit_heads()).await?;
+    heads.retain(|(org, _)| *org == caller.org);
     let keys = state.audit.keys();
     let cfg = state.audit.config();
     Ok(Json(json!({

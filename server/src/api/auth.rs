@@ -1,33 +1,17 @@
-//! Bearer-token authentication of every `/api` route, and who the caller is
-//! ([`Caller`]: actor and client address, for the audit log). Sign-ins are audited
+//! Bearer-token authentication of every `/api` route; it hands handlers the
+//! [`Caller`] (`caller.rs`). Sign-ins are audited
 //! (`auth.login`): the first success per client address since start, and failures as the
 //! audit limiter allows (`audit/limit.rs`), so a flood of bad tokens cannot flood the log.
 
 use super::ApiState;
+use super::caller::{Caller, Principal};
 use super::error::ApiError;
 use crate::audit::event::{Actor, NewEvent};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
-use std::net::{IpAddr, SocketAddr};
-
-/// Who made a request: the authenticated actor and the client address (when the server
-/// runs with connection info; routers driven in-process have none).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The authenticated actor.
-    pub actor: Actor,
-    /// Client address.
-    pub ip: Option<IpAddr>,
-}
-
-impl Caller {
-    /// A successful act by this caller in the default org.
-    pub fn event(&self, action: &str, target: impl Into<String>) -> NewEvent {
-        NewEvent::new(self.actor.clone(), action, target).from_ip(self.ip)
-    }
-}
+use std::net::SocketAddr;
 
 /// The middleware: checks the bearer token, audits sign-ins, and hands handlers a
 /// [`Caller`].
@@ -66,10 +50,7 @@ pub(super) async fn check(
         }
         return Err(ApiError::Unauthorized);
     }
-    let caller = Caller {
-        actor: Actor::admin(),
-        ip,
-    };
+    let caller = Caller::authenticated(Principal::Admin, ip);
     if state.audit.limiter().first_success("api", ip) {
         state
             .audit

@@ -1,11 +1,11 @@
 //! `GET /api/metrics/history`: one series over a time range, optionally averaged per step,
 //! with the source and method of the metric's latest value.
 
-use super::{ApiState, blocking, error::ApiError};
+use super::query::ApiQuery;
+use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -40,9 +40,9 @@ pub(super) fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
 
 pub(super) async fn history(
     State(state): State<ApiState>,
-    q: Result<Query<HistoryQuery>, QueryRejection>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let to =
         q.to.as_deref()
             .map(|s| parse_time("to", s))
@@ -75,7 +75,7 @@ pub(super) async fn history(
     let store = state.store.clone();
     let (rid, metric) = (q.resource_id.clone(), q.metric.clone());
     let (points, provenance) = blocking(move || {
-        let org = warden_shared::DEFAULT_ORG;
+        let org = caller.org.as_str();
         let points = store.history(org, &rid, &metric, from, to, step_ms, MAX_POINTS + 1)?;
         Ok((points, store.provenance(org, &rid, &metric)?))
     })

@@ -6,23 +6,26 @@ mod alerts;
 mod audit;
 mod auth;
 mod body;
+mod caller;
 pub mod error;
 mod metrics;
 mod patrol;
 mod prometheus;
+mod query;
 mod resources;
 pub mod serve;
 mod tokens;
 mod webhooks;
 
-pub use auth::Caller;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+pub use caller::{Caller, Principal};
 use error::ApiError;
+pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
 use std::sync::Arc;
 
 /// What handlers share: the server-wide context.
@@ -108,17 +111,6 @@ async fn healthz(State(state): State<ApiState>) -> Response {
             axum::Json(serde_json::json!({ "status": "degraded", "problems": [p] })),
         )
             .into_response(),
-    }
-}
-
-/// The page size of a paginated list: `limit` (default 100), at most 500.
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    const MAX: usize = 500;
-    match limit.unwrap_or(100) {
-        n @ 1..=MAX => Ok(n),
-        n => Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX}, got {n}"
-        ))),
     }
 }
 

@@ -2,21 +2,21 @@
 //! actions on them, suppression rules, and runs.
 
 use super::body::OptionalJson;
+use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::patrol::finding::{Category, Severity};
 use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
 use crate::patrol::run::{Trigger, run, run_settings, saved_settings};
 use crate::patrol::settings::PatrolSettings;
 use crate::{now_ms, rfc3339_ms};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::{Extension, Json};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warden_shared::DEFAULT_ORG;
 
-/// A finding as the contract shapes it, plus lifecycle extras.
-fn render(f: &Finding) -> Value {
+/// A finding of `org` as the contract shapes it, plus lifecycle extras.
+fn render(f: &Finding, org: &str) -> Value {
     let d = &f.detection;
     json!({
         "id": f.id,
@@ -47,7 +47,7 @@ fn render(f: &Finding) -> Value {
         "related": d.related,
         "notes": f.notes.iter().map(|(at, text)| json!({"at": rfc3339_ms(*at), "text": text})).collect::<Vec<_>>(),
         "lifecycle": f.history.iter().map(|(at, what)| json!({"at": rfc3339_ms(*at), "event": what})).collect::<Vec<_>>(),
-        "org_id": DEFAULT_ORG,
+        "org_id": org,
     })
 }
 
@@ -61,22 +61,20 @@ pub(super) struct FindingFilter {
     /// Also list findings linked under a root finding (always, with `resource_id`).
     #[serde(default)]
     include_linked: bool,
-    #[serde(default)]
-    offset: usize,
-    limit: Option<usize>,
 }
 
-/// `GET /api/ai/patrol/findings`: newest first, filtered, paginated.
+/// `GET /api/ai/patrol/findings`: most severe first, then most recently detected, then by
+/// id; filtered, paged.
 pub(super) async fn findings(
     State(state): State<ApiState>,
-    q: Result<Query<FindingFilter>, QueryRejection>,
+    caller: Caller,
+    ListQuery { filter: f, page }: ListQuery<FindingFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(f) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = super::page_limit(f.limit)?;
     let store = state.store.clone();
-    let all = blocking(move || store.findings(DEFAULT_ORG)).await?;
-    let mut list: Vec<&Finding> = all
-        .values()
+    let org = caller.org.clone();
+    let all = blocking(move || store.findings(&org)).await?;
+    let list: Vec<Finding> = all
+        .into_values()
         .filter(|x| f.severity.is_none_or(|s| x.detection.severity == s))
         .filter(|x| f.category.is_none_or(|c| x.detection.category == c))
         .filter(|x| {
@@ -88,34 +86,29 @@ pub(super) async fn findings(
         // Storm control: what a root finding explains is listed under it, not beside it.
         .filter(|x| f.include_linked || f.resource_id.is_some() || x.detection.root_id.is_none())
         .collect();
-    list.sort_by(|a, b| {
-        b.detection
-            .severity
-            .cmp(&a.detection.severity)
-            .then(b.last_seen_at_ms.cmp(&a.last_seen_at_ms))
-            .then(a.id.cmp(&b.id))
-    });
-    let total = list.len();
-    let page: Vec<Value> = list
-        .into_iter()
-        .skip(f.offset)
-        .take(limit)
-        .map(render)
-        .collect();
-    Ok(Json(
-        json!({ "total": total, "offset": f.offset, "findings": page }),
+    let (list, next) = page.slice(list, |x| {
+        (
+            -(x.detection.severity as i64),
+            -x.detected_at_ms,
+            x.id.clone(),
+        )
+    })?;
+    Ok(envelope(
+        list.iter().map(|x| render(x, &caller.org)).collect(),
+        next,
     ))
 }
 
 /// `POST /api/ai/patrol/run`: runs Patrol now.
 pub(super) async fn run_now(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let (store, schedule) = (state.store.clone(), state.patrol.clone());
+    let org = caller.org.clone();
     let rec = blocking(move || {
-        let settings = run_settings(&store, DEFAULT_ORG, &schedule)?;
-        run(&store, DEFAULT_ORG, &Trigger::Manual, now_ms(), &settings)
+        let settings = run_settings(&store, &org, &schedule)?;
+        run(&store, &org, &Trigger::Manual, now_ms(), &settings)
     })
     .await?;
     let e = caller.event("patrol.run", format!("patrol-run:{}", rec.id));
@@ -142,17 +135,29 @@ fn render_run(r: &crate::store::PatrolRunRecord) -> Value {
     })
 }
 
-/// `GET /api/ai/patrol/runs`: the last 100 runs, newest first.
-pub(super) async fn runs(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/ai/patrol/runs`: newest first (by run id), paged in the store.
+pub(super) async fn runs(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
-    let list = blocking(move || store.runs(DEFAULT_ORG, 100)).await?;
-    Ok(Json(Value::Array(list.iter().map(render_run).collect())))
+    let before: Option<u64> = page.after()?;
+    let limit = page.limit;
+    let (list, more) = blocking(move || store.runs_page(&caller.org, before, limit)).await?;
+    let next = more
+        .then(|| list.last().map(|r| page.cursor(&r.id)))
+        .flatten();
+    Ok(envelope(list.iter().map(render_run).collect(), next))
 }
 
 /// `GET /api/ai/patrol/status`: the schedule, the last run and when the next is due.
-pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn status(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
-    let last = blocking(move || store.runs(DEFAULT_ORG, 1)).await?;
+    let last = blocking(move || store.runs(&caller.org, 1)).await?;
     let schedule = &state.patrol;
     Ok(Json(json!({
         "scheduled": schedule.interval().is_some(),
@@ -163,9 +168,12 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Value>,
 }
 
 /// `GET /api/ai/patrol/settings`: the settings in force (the defaults until saved).
-pub(super) async fn settings(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn settings(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let (store, schedule) = (state.store.clone(), state.patrol.clone());
-    let s = blocking(move || saved_settings(&store, DEFAULT_ORG, &schedule)).await?;
+    let s = blocking(move || saved_settings(&store, &caller.org, &schedule)).await?;
     Ok(Json(serde_json::to_value(s).unwrap_or_default()))
 }
 
@@ -173,7 +181,7 @@ pub(super) async fn settings(State(state): State<ApiState>) -> Result<Json<Value
 /// after checking every field; a bad body changes nothing and names each problem.
 pub(super) async fn put_settings(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     body: Result<Json<PatrolSettings>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let event = caller.event("patrol.settings.update", "patrol-settings");
@@ -191,9 +199,10 @@ pub(super) async fn put_settings(
     };
     let (store, schedule) = (state.store.clone(), state.patrol.clone());
     let saved = new.clone();
+    let org = caller.org.clone();
     let before = blocking(move || {
-        let before = saved_settings(&store, DEFAULT_ORG, &schedule)?;
-        store.set_patrol_settings(DEFAULT_ORG, &saved)?;
+        let before = saved_settings(&store, &org, &schedule)?;
+        store.set_patrol_settings(&org, &saved)?;
         Ok(before)
     })
     .await?;
@@ -219,7 +228,7 @@ pub(super) struct Action {
 /// `snooze` (`until`, RFC 3339), `note` (`text`), `resolve`.
 pub(super) async fn act(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((id, action)): Path<(String, String)>,
     // Actions without parameters (acknowledge, resolve) may have no body at all.
     OptionalJson(a): OptionalJson<Action>,
@@ -276,14 +285,15 @@ pub(super) async fn act(
     let store = state.store.clone();
     let key = id.clone();
     let suppress = action == "suppress";
+    let org = caller.org.clone();
     let updated = blocking(move || {
-        let Some(f) = store.update_finding(DEFAULT_ORG, &key, op)? else {
+        let Some(f) = store.update_finding(&org, &key, op)? else {
             return Ok(None);
         };
         let rule = suppress
             .then(|| {
                 store.add_suppression(
-                    DEFAULT_ORG,
+                    &org,
                     &Suppression {
                         resource_id: Some(f.detection.resource_id.clone()),
                         category: Some(f.detection.category),
@@ -314,28 +324,34 @@ pub(super) async fn act(
                 .details(details),
         )
         .await;
-    let mut v = render(&f);
+    let mut v = render(&f, &caller.org);
     if let Some(rule) = rule {
         v["suppression_id"] = json!(rule);
     }
     Ok(Json(v))
 }
 
-/// `GET /api/ai/patrol/suppressions`.
-pub(super) async fn suppressions(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/ai/patrol/suppressions`: by id.
+pub(super) async fn suppressions(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
-    let list = blocking(move || store.suppressions(DEFAULT_ORG)).await?;
-    Ok(Json(Value::Array(
+    let list = blocking(move || store.suppressions(&caller.org)).await?;
+    let (list, next) = page.slice(list, |(id, _)| id.clone())?;
+    Ok(envelope(
         list.into_iter()
             .map(|(id, r)| json!({"id": id, "resource_id": r.resource_id, "category": r.category}))
             .collect(),
-    )))
+        next,
+    ))
 }
 
 /// `POST /api/ai/patrol/suppressions` with `resource_id` and/or `category`.
 pub(super) async fn add_suppression(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     body: Result<Json<Suppression>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(rule) = body?;
@@ -346,7 +362,8 @@ pub(super) async fn add_suppression(
     }
     let store = state.store.clone();
     let shown = rule.clone();
-    let id = blocking(move || store.add_suppression(DEFAULT_ORG, &rule)).await?;
+    let org = caller.org.clone();
+    let id = blocking(move || store.add_suppression(&org, &rule)).await?;
     let details = json!({ "resource_id": shown.resource_id, "category": shown.category });
     state
         .audit
@@ -360,12 +377,13 @@ pub(super) async fn add_suppression(
 /// `DELETE /api/ai/patrol/suppressions/{id}`.
 pub(super) async fn remove_suppression(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
     let key = id.clone();
-    if blocking(move || store.remove_suppression(DEFAULT_ORG, &key)).await? {
+    let org = caller.org.clone();
+    if blocking(move || store.remove_suppression(&org, &key)).await? {
         state
             .audit
             .record(caller.event("suppression.delete", &id))

@@ -1,6 +1,6 @@
 //! `GET /metrics`: the server's own counters in Prometheus text format.
 
-use super::ApiState;
+use super::{ApiState, Caller};
 use crate::store::WebhookState;
 use axum::extract::State;
 use axum::http::header;
@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+pub(super) async fn metrics(State(state): State<ApiState>, caller: Caller) -> impl IntoResponse {
     let s = &state.writer.stats;
     let mut out = String::new();
     let mut put = |name: &str, kind: &str, help: &str, v: u64| {
@@ -93,7 +93,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse 
         "Store commits (group commits).",
         s.commits.load(Ordering::Relaxed),
     );
-    webhooks(&state, &mut out).await;
+    webhooks(&state, caller.org, &mut out).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -102,13 +102,10 @@ type Value = fn(&WebhookState, usize, u64) -> u64;
 
 /// Per-endpoint webhook delivery: messages delivered, failed attempts, dead letters, and how
 /// many audit events the endpoint is behind (alert on a growing lag).
-async fn webhooks(state: &ApiState, out: &mut String) {
+async fn webhooks(state: &ApiState, org: String, out: &mut String) {
     let store = state.store.clone();
-    let read = super::blocking(move || {
-        let org = warden_shared::DEFAULT_ORG;
-        Ok((store.webhook_list(org)?, store.audit_head(org)?))
-    })
-    .await;
+    let read =
+        super::blocking(move || Ok((store.webhook_list(&org)?, store.audit_head(&org)?))).await;
     let Ok((list, head)) = read else {
         return;
     };

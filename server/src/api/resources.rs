@@ -1,11 +1,12 @@
-//! `/api/resources`: current state of everything the agents report.
+//! `/api/resources`: current state of everything the agents report, paged by id and
+//! filtered in the store's seek.
 
-use super::{ApiState, blocking, error::ApiError};
+use super::query::{ListQuery, envelope};
+use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use crate::store::ResourceRecord;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use warden_shared::telemetry::metric_base;
@@ -16,8 +17,29 @@ pub(super) struct Filter {
     /// Only this resource type (`node`, `docker`, ...).
     #[serde(rename = "type")]
     kind: Option<String>,
-    /// Only resources reported by this agent.
-    agent_id: Option<String>,
+    /// Only resources reported by this agent (its id).
+    agent: Option<String>,
+    /// Only children of this resource id.
+    parent: Option<String>,
+    /// Only resources in this status (`online`, `running`, ...).
+    status: Option<String>,
+    /// Only resources whose id or name contains this text, ignoring case.
+    q: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, r: &ResourceRecord, text: Option<&str>) -> bool {
+        self.kind.as_ref().is_none_or(|k| &r.kind == k)
+            && self.agent.as_ref().is_none_or(|a| &r.agent_id == a)
+            && self
+                .parent
+                .as_ref()
+                .is_none_or(|p| r.parent.as_ref() == Some(p))
+            && self.status.as_ref().is_none_or(|s| &r.status == s)
+            && text.is_none_or(|t| {
+                r.id.to_lowercase().contains(t) || r.name.to_lowercase().contains(t)
+            })
+    }
 }
 
 fn render(r: ResourceRecord) -> Value {
@@ -53,29 +75,36 @@ fn render(r: ResourceRecord) -> Value {
     })
 }
 
+/// `GET /api/resources`: by id.
 pub(super) async fn list(
     State(state): State<ApiState>,
-    q: Result<Query<Filter>, QueryRejection>,
+    caller: Caller,
+    ListQuery { filter, page }: ListQuery<Filter>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(f) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let after: Option<String> = page.after()?;
     let store = state.store.clone();
-    let all = blocking(move || store.list_resources(warden_shared::DEFAULT_ORG)).await?;
-    let out: Vec<Value> = all
-        .into_iter()
-        .filter(|r| f.kind.as_ref().is_none_or(|k| &r.kind == k))
-        .filter(|r| f.agent_id.as_ref().is_none_or(|a| &r.agent_id == a))
-        .map(render)
-        .collect();
-    Ok(Json(Value::Array(out)))
+    let limit = page.limit;
+    let (found, more) = blocking(move || {
+        let text = filter.q.as_deref().map(str::to_lowercase);
+        store.resources_page(&caller.org, after.as_deref(), limit, |r| {
+            filter.matches(r, text.as_deref())
+        })
+    })
+    .await?;
+    let next = more
+        .then(|| found.last().map(|r| page.cursor(&r.id)))
+        .flatten();
+    Ok(envelope(found.into_iter().map(render).collect(), next))
 }
 
 pub(super) async fn get_one(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
     let key = id.clone();
-    let found = blocking(move || store.get_resource(warden_shared::DEFAULT_ORG, &key)).await?;
+    let found = blocking(move || store.get_resource(&caller.org, &key)).await?;
     found
         .map(|r| Json(render(r)))
         .ok_or_else(|| ApiError::NotFound(format!("no resource {id}")))

@@ -4,11 +4,12 @@
 //! audited by enrollment (`token.use`).
 
 use super::body::OptionalJson;
+use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use crate::store::TokenRecord;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
@@ -22,7 +23,7 @@ pub(super) struct CreateToken {
 
 pub(super) async fn create(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     OptionalJson(req): OptionalJson<CreateToken>,
 ) -> Result<Json<Value>, ApiError> {
     let ttl = match &req.ttl {
@@ -38,8 +39,9 @@ pub(super) async fn create(
     let store = state.store.clone();
     let (fp, addrs) = (state.pki.fingerprint(), state.advertise.clone());
     let now = crate::now_ms();
+    let org = caller.org.clone();
     let token = tokio::task::spawn_blocking(move || {
-        crate::enroll::create_token(&store, fp, addrs, warden_shared::DEFAULT_ORG, ttl, now)
+        crate::enroll::create_token(&store, fp, addrs, &org, ttl, now)
     })
     .await??;
     info!(token_id = %token.id, ttl_s = ttl.as_secs(), "join token created");
@@ -85,20 +87,23 @@ fn render(t: &TokenRecord) -> Value {
     })
 }
 
-/// `GET /api/tokens`: every join token, newest first.
-pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/tokens`: the caller's org's join tokens, newest first (then by id).
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
     let mut list = blocking(move || store.list_tokens()).await?;
-    list.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(a.id.cmp(&b.id)));
-    Ok(Json(
-        json!({ "tokens": list.iter().map(render).collect::<Vec<_>>() }),
-    ))
+    list.retain(|t| t.org_id == caller.org);
+    let (list, next) = page.slice(list, |t| (-t.created_at_ms, t.id.clone()))?;
+    Ok(envelope(list.iter().map(render).collect(), next))
 }
 
 /// `DELETE /api/tokens/{id}`: revokes an unused join token.
 pub(super) async fn revoke(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();

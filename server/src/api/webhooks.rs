@@ -5,17 +5,17 @@
 //! shown only as `secret_set`. Delivery itself is `webhooks/`.
 
 use super::body::OptionalJson;
+use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::rfc3339_ms;
 use crate::store::{DeadLetter, DeliveryLog, Requeued, WebhookEndpoint, WebhookState};
 use crate::webhooks::validate;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
-use warden_shared::DEFAULT_ORG;
 
 /// The webhook routes.
 pub(super) fn routes() -> Router<ApiState> {
@@ -168,7 +168,7 @@ fn render_requeued(r: &Requeued) -> Value {
 /// `POST /api/webhooks`.
 async fn create(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     OptionalJson(s): OptionalJson<Settings>,
 ) -> Result<Json<Value>, ApiError> {
     let problems = s.problems(true);
@@ -189,7 +189,7 @@ async fn create(
     let now = crate::now_ms();
     let ep = WebhookEndpoint {
         id: hex::encode(rand::random::<[u8; 8]>()),
-        org_id: DEFAULT_ORG.to_owned(),
+        org_id: caller.org.clone(),
         url: s.url.clone().unwrap_or_default(),
         secret,
         events: s.events.clone().unwrap_or_default(),
@@ -221,13 +221,19 @@ async fn create(
     Ok(Json(v))
 }
 
-/// `GET /api/webhooks`.
-async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/webhooks`: by id.
+async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
+) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
-    let all = blocking(move || store.webhook_list(DEFAULT_ORG)).await?;
-    Ok(Json(json!({
-        "webhooks": all.iter().map(|(e, s, d)| render(e, s, *d)).collect::<Vec<_>>(),
-    })))
+    let all = blocking(move || store.webhook_list(&caller.org)).await?;
+    let (list, next) = page.slice(all, |(e, _, _)| e.id.clone())?;
+    Ok(envelope(
+        list.iter().map(|(e, s, d)| render(e, s, *d)).collect(),
+        next,
+    ))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -237,11 +243,12 @@ fn not_found(id: &str) -> ApiError {
 /// `GET /api/webhooks/{id}`.
 async fn get_one(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
     let key = id.clone();
-    let (e, s, d) = blocking(move || store.webhook_get(DEFAULT_ORG, &key))
+    let (e, s, d) = blocking(move || store.webhook_get(&caller.org, &key))
         .await?
         .ok_or_else(|| not_found(&id))?;
     Ok(Json(render(&e, &s, d)))
@@ -250,7 +257,7 @@ async fn get_one(
 /// `PUT /api/webhooks/{id}`: changes the settings given, keeps the others.
 async fn update(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJson(s): OptionalJson<Settings>,
 ) -> Result<Json<Value>, ApiError> {
@@ -268,8 +275,9 @@ async fn update(
     let store = state.store.clone();
     let key = id.clone();
     let now = crate::now_ms();
+    let org = caller.org.clone();
     let updated = blocking(move || {
-        store.webhook_update(DEFAULT_ORG, &key, |ep| {
+        store.webhook_update(&org, &key, |ep| {
             if let Some(u) = s.url {
                 ep.url = u;
             }
@@ -305,7 +313,8 @@ async fn update(
         })))
         .await;
     let store = state.store.clone();
-    let (e, st, d) = blocking(move || store.webhook_get(DEFAULT_ORG, &id))
+    let org = caller.org.clone();
+    let (e, st, d) = blocking(move || store.webhook_get(&org, &id))
         .await?
         .unwrap_or((ep, WebhookState::default(), 0));
     Ok(Json(render(&e, &st, d)))
@@ -314,12 +323,13 @@ async fn update(
 /// `DELETE /api/webhooks/{id}`: the endpoint with its outbox, dead letters and log.
 async fn remove(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
     let key = id.clone();
-    let removed = blocking(move || store.webhook_delete(DEFAULT_ORG, &key)).await?;
+    let org = caller.org.clone();
+    let removed = blocking(move || store.webhook_delete(&org, &key)).await?;
     let event = caller.event("webhook.delete", &id);
     let Some(ep) = removed else {
         state.audit.record(event.failed("no such endpoint")).await;
@@ -333,71 +343,58 @@ async fn remove(
     Ok(Json(json!({ "id": id, "deleted": true })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogQuery {
-    limit: Option<usize>,
-}
-
-/// `GET /api/webhooks/{id}/deliveries?limit=`: the newest attempts first.
+/// `GET /api/webhooks/{id}/deliveries`: the newest attempts first (the log keeps the
+/// newest [`crate::store::LOG_KEEP`]).
 async fn deliveries(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
-    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let max = usize::try_from(crate::store::LOG_KEEP).unwrap_or(1000);
-    let limit = match q.limit.unwrap_or(100) {
-        n @ 1.. if n <= max => n,
-        n => {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be 1 to {max}, got {n}"
-            )));
-        }
-    };
+    let keep = usize::try_from(crate::store::LOG_KEEP).unwrap_or(usize::MAX);
     let store = state.store.clone();
     let key = id.clone();
     let found = blocking(move || {
-        if store.webhook_state(DEFAULT_ORG, &key)?.is_none() {
+        if store.webhook_state(&caller.org, &key)?.is_none() {
             return Ok(None);
         }
-        store.webhook_deliveries(DEFAULT_ORG, &key, limit).map(Some)
+        store.webhook_deliveries(&caller.org, &key, keep).map(Some)
     })
     .await?
     .ok_or_else(|| not_found(&id))?;
-    Ok(Json(json!({
-        "id": id,
-        "deliveries": found.iter().map(render_log).collect::<Vec<_>>(),
-    })))
+    let (list, next) = page.slice(found, |l| u64::MAX - l.log_seq)?;
+    Ok(envelope(list.iter().map(render_log).collect(), next))
 }
 
-/// `GET /api/webhooks/{id}/dead-letters`: oldest first, plus those re-queued for a retry.
+/// `GET /api/webhooks/{id}/dead-letters`: oldest first (by delivery seq), and beside the
+/// page every letter re-queued for a retry (`requeued`).
 async fn dead_letters(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
+    ListQuery { page, .. }: ListQuery<NoFilter>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
     let key = id.clone();
     let (dead, requeued) = blocking(move || {
-        if store.webhook_state(DEFAULT_ORG, &key)?.is_none() {
+        if store.webhook_state(&caller.org, &key)?.is_none() {
             return Ok(None);
         }
-        store.webhook_dead_letters(DEFAULT_ORG, &key).map(Some)
+        store.webhook_dead_letters(&caller.org, &key).map(Some)
     })
     .await?
     .ok_or_else(|| not_found(&id))?;
-    Ok(Json(json!({
-        "id": id,
-        "dead_letters": dead.iter().map(render_dead).collect::<Vec<_>>(),
-        "requeued": requeued.iter().map(render_requeued).collect::<Vec<_>>(),
-    })))
+    let (dead, next) = page.slice(dead, |d| d.delivery_seq)?;
+    let Json(mut v) = envelope(dead.iter().map(render_dead).collect(), next);
+    v["requeued"] = requeued.iter().map(render_requeued).collect();
+    Ok(Json(v))
 }
 
 /// `POST /api/webhooks/{id}/dead-letters/{delivery_seq}/retry`: re-queues the letter; the
 /// dispatcher sends it before its next new message, with its original delivery seq.
 async fn retry(
     State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((id, seq)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let delivery_seq: u64 = seq.parse().map_err(|_| {
@@ -406,8 +403,8 @@ async fn retry(
     let store = state.store.clone();
     let key = id.clone();
     let now = crate::now_ms();
-    let letter =
-        blocking(move || store.webhook_requeue(DEFAULT_ORG, &key, delivery_seq, now)).await?;
+    let org = caller.org.clone();
+    let letter = blocking(move || store.webhook_requeue(&org, &key, delivery_seq, now)).await?;
     let event = caller
         .event("webhook.retry", &id)
         .details(json!({ "delivery_seq": delivery_seq }));

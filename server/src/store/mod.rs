@@ -150,6 +150,7 @@ mod error;
 mod findings;
 mod ingest;
 mod keys;
+mod pages;
 mod query;
 mod records;
 mod rollup;

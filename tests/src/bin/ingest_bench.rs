@@ -601,14 +601,22 @@ impl Api {
 
     /// Agents the server lists with `connected == true`.
     async fn connected_agents(&self) -> anyhow::Result<usize> {
-        let v = self.call(reqwest::Method::GET, "/api/agents", None).await?;
-        let list = v
-            .as_array()
-            .ok_or_else(|| anyhow!("GET /api/agents: expected an array"))?;
-        Ok(list
-            .iter()
-            .filter(|a| a["connected"].as_bool() == Some(true))
-            .count())
+        let (mut n, mut cursor) = (0, String::new());
+        loop {
+            let path = format!("/api/agents?limit=1000{cursor}");
+            let v = self.call(reqwest::Method::GET, &path, None).await?;
+            let list = v["items"]
+                .as_array()
+                .ok_or_else(|| anyhow!("GET /api/agents: expected a list envelope"))?;
+            n += list
+                .iter()
+                .filter(|a| a["connected"].as_bool() == Some(true))
+                .count();
+            match v["next"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return Ok(n),
+            }
+        }
     }
 }
 

@@ -84,7 +84,7 @@ fn api_authenticates_validates_and_serves_telemetry() {
     // Storage pools are children of the node and can be listed by type.
     let (s, pools) = server.get("/api/resources?type=storage");
     assert_eq!(s, 200, "{pools}");
-    let pools = pools.as_array().unwrap();
+    let pools = pools["items"].as_array().unwrap();
     assert!(!pools.is_empty());
     assert!(
         pools

@@ -10,14 +10,14 @@ use warden_tests::{AgentProc, ServerProc, http};
 /// Every event, oldest first, through cursor pagination with small pages.
 fn all_events(server: &ServerProc, query: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut cursor: Option<u64> = None;
+    let mut cursor: Option<String> = None;
     loop {
         let c = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
         let (s, v) = server.get(&format!("/api/audit?order=asc&limit=3{query}{c}"));
         assert_eq!(s, 200, "{v}");
-        out.extend(v["events"].as_array().unwrap().iter().cloned());
-        match v["next"].as_u64() {
-            Some(n) => cursor = Some(n),
+        out.extend(v["items"].as_array().unwrap().iter().cloned());
+        match v["next"].as_str() {
+            Some(n) => cursor = Some(n.to_owned()),
             None => return out,
         }
     }
@@ -107,7 +107,7 @@ fn audited_acts_are_signed_chained_filterable_and_verifiable() {
         "agent.connect refusal audited",
         || {
             let (_, v) = server.get("/api/audit?action=agent.connect&outcome=failure");
-            let e = v["events"].as_array()?.first()?.clone();
+            let e = v["items"].as_array()?.first()?.clone();
             (e["target"] == agent_id.as_str()).then_some(e)
         },
     );
@@ -217,7 +217,7 @@ fn audited_acts_are_signed_chained_filterable_and_verifiable() {
     assert_eq!(only("&until=2000-01-01T00:00:00Z").len(), 0);
     // Newest first by default.
     let (_, newest) = server.get("/api/audit?limit=1");
-    assert_eq!(newest["events"][0]["seq"], events.len() as u64);
+    assert_eq!(newest["items"][0]["seq"], events.len() as u64);
     for bad in [
         "order=up",
         "outcome=maybe",

@@ -271,7 +271,7 @@ fn tampering_with_the_store_is_named_by_seq_and_reason() {
     let log = std::fs::read_to_string(s.log_path()).unwrap();
     assert!(log.contains("AUDIT LOG TRUNCATED"), "{log}");
     let (_, newest) = s.get("/api/audit?limit=1");
-    assert!(newest["events"][0]["seq"].as_u64().unwrap() > N, "{newest}");
+    assert!(newest["items"][0]["seq"].as_u64().unwrap() > N, "{newest}");
     drop(s);
 
     // (e) The signing key replaced by another one sealed with the same KEK.

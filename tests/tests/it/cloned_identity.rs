@@ -56,7 +56,7 @@ fn a_second_process_with_one_identity_is_refused_and_loses_nothing() {
     // The refusal is on record: audit, metric, and the agent's record.
     let (s, v) = server.get("/api/audit?action=agent.connect&outcome=failure");
     assert_eq!(s, 200, "{v}");
-    let events = v["events"].as_array().unwrap();
+    let events = v["items"].as_array().unwrap();
     assert!(
         events.iter().any(|e| e["target"] == id
             && e["outcome"]["reason"]
@@ -79,7 +79,7 @@ fn a_second_process_with_one_identity_is_refused_and_loses_nothing() {
     // Patrol raises it as a critical security finding on the agent.
     assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
     let (_, v) = server.get(&format!("/api/ai/patrol/findings?resource_id=agent:{id}"));
-    let found = v["findings"]
+    let found = v["items"]
         .as_array()
         .and_then(|f| f.iter().find(|f| f["key"] == "agent-identity-conflict"))
         .unwrap_or_else(|| panic!("no identity finding: {v}"));

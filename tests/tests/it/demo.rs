@@ -62,19 +62,19 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
             Some(token.trim()),
             None,
         );
-        let list = v.as_array().cloned().unwrap_or_default();
+        let list = v["items"].as_array().cloned().unwrap_or_default();
         (s == 200 && list.iter().filter(|a| a["connected"] == true).count() == 6).then_some(list)
     });
     assert_eq!(agents.len(), 6);
     let token = std::fs::read_to_string(&token_path).unwrap();
     let resources = || {
         let (_, v) = http(
-            &format!("http://{http_addr}/api/resources"),
+            &format!("http://{http_addr}/api/resources?limit=1000"),
             "GET",
             Some(token.trim()),
             None,
         );
-        v.as_array().cloned().unwrap_or_default()
+        v["items"].as_array().cloned().unwrap_or_default()
     };
     let find = |list: &[serde_json::Value], id: &str| list.iter().find(|r| r["id"] == id).cloned();
     let value_of = |r: &serde_json::Value, m: &str| r["metrics"][m]["value"].as_f64();
@@ -135,7 +135,7 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
                 Some(token.trim()),
                 None,
             );
-            let list = v["findings"].as_array().cloned().unwrap_or_default();
+            let list = v["items"].as_array().cloned().unwrap_or_default();
             want.iter()
                 .all(|(on, key)| {
                     list.iter().any(|f| {
@@ -189,13 +189,9 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
         .1
     };
     let enrolled = audit("/api/audit?action=agent.enroll&outcome=success");
-    assert_eq!(
-        enrolled["events"].as_array().unwrap().len(),
-        6,
-        "{enrolled}"
-    );
+    assert_eq!(enrolled["items"].as_array().unwrap().len(), 6, "{enrolled}");
     let created = audit("/api/audit?action=token.create&actor=system:demo");
-    assert_eq!(created["events"].as_array().unwrap().len(), 6, "{created}");
+    assert_eq!(created["items"].as_array().unwrap().len(), 6, "{created}");
     let whole = audit("/api/audit/verify");
     assert_eq!(whole["state"], "verified", "{whole}");
 

@@ -238,13 +238,13 @@ fn the_audit_log_keeps_room_when_telemetry_is_refused() {
     assert!(s == 200 || s == 201, "{s} {v}");
     let (s, v) = server.get("/api/audit?action=token.create");
     assert_eq!(s, 200, "{v}");
-    let n = v["events"].as_array().map_or(0, Vec::len);
+    let n = v["items"].as_array().map_or(0, Vec::len);
     assert!(n >= 2, "both token creations audited: {v}");
     // Patrol raises Warden's own disk (its findings are stored within the reserve too).
     let (s, v) = server.post("/api/ai/patrol/run", None);
     assert_eq!(s, 200, "{v}");
     let (_, v) = server.get("/api/ai/patrol/findings?resource_id=warden:server");
-    let disk = v["findings"]
+    let disk = v["items"]
         .as_array()
         .and_then(|f| f.iter().find(|f| f["key"] == "warden-disk"))
         .unwrap_or_else(|| panic!("no warden-disk finding: {v}"));

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod api;
+mod api_lists;
 mod audit;
 mod audit_tamper;
 mod cli;

@@ -17,7 +17,7 @@ const CT: &str = "lxc:clustername/105";
 fn finding(server: &ServerProc, query: &str) -> Option<Value> {
     let (s, v) = server.get(&format!("/api/ai/patrol/findings{query}"));
     assert_eq!(s, 200, "{v}");
-    v["findings"]
+    v["items"]
         .as_array()?
         .iter()
         .find(|f| f["resource_id"] == CT && f["key"] == "backup-age")
@@ -119,7 +119,7 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
 
     // The simulator's nodes list five pending package updates: one info finding on the node.
     let (_, all) = server.get("/api/ai/patrol/findings?resource_id=node:node1");
-    let updates = all["findings"]
+    let updates = all["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -187,7 +187,7 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
     assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
     assert_eq!(finding(&server, "").unwrap()["suppressed"], true);
     let (_, rules) = server.get("/api/ai/patrol/suppressions");
-    assert_eq!(rules.as_array().unwrap().len(), 1);
+    assert_eq!(rules["items"].as_array().unwrap().len(), 1);
     let rule_id = rule["id"].as_str().unwrap();
     let url = format!(
         "http://{}/api/ai/patrol/suppressions/{rule_id}",
@@ -207,7 +207,7 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
     assert_eq!(server.get("/api/ai/patrol/findings?severity=loud").0, 400);
     assert_eq!(server.get("/api/ai/patrol/findings?limit=0").0, 400);
     let (_, runs) = server.get("/api/ai/patrol/runs");
-    let ids: Vec<u64> = runs
+    let ids: Vec<u64> = runs["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -285,7 +285,7 @@ fn settings_overrides_cli_and_suppress() {
     assert_eq!(st["interval_seconds"], 3600, "{st}");
     assert_eq!(server.post("/api/ai/patrol/run", None).0, 200);
     let (_, list) = server.get("/api/ai/patrol/findings?category=backup");
-    let mut backup: Vec<&str> = list["findings"]
+    let mut backup: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -313,10 +313,10 @@ fn settings_overrides_cli_and_suppress() {
     let out = server.cli(&["findings", "--json"]);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     let (_, active) = server.get("/api/ai/patrol/findings?status=active");
-    assert_eq!(json, active["findings"]);
+    assert_eq!(json, active["items"]);
 
     // Suppress: the finding is marked at once and a rule for its resource and category exists.
-    let other = list["findings"]
+    let other = list["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -331,6 +331,7 @@ fn settings_overrides_cli_and_suppress() {
     );
     assert!(s == 200 && v["suppressed"] == true, "{v}");
     let (_, rules) = server.get("/api/ai/patrol/suppressions");
+    let rules = &rules["items"];
     assert_eq!(rules[0]["id"], v["suppression_id"], "{rules} vs {v}");
     assert_eq!(
         (&rules[0]["resource_id"], &rules[0]["category"]),
@@ -404,7 +405,7 @@ fn kubernetes_signals_become_findings_with_their_cause() {
         let (s, run) = server.post("/api/ai/patrol/run", None);
         assert_eq!(s, 200, "{run}");
         let (_, v) = server.get("/api/ai/patrol/findings?include_linked=true&limit=500");
-        let list = v["findings"].as_array().cloned().unwrap_or_default();
+        let list = v["items"].as_array().cloned().unwrap_or_default();
         let get = |id: &str, key: &str| {
             list.iter()
                 .find(|f| f["resource_id"] == id && f["key"] == key)
@@ -479,8 +480,9 @@ fn a_new_server_forecasts_a_datastore_from_the_estimate_of_pbs() {
     agent.enroll_ok(&server.token("10m"));
     agent.start(&[]);
     let store1 = eventually(Duration::from_secs(30), "PBS's estimate stored", || {
-        let (_, list) = server.get("/api/resources");
-        list.as_array()?
+        let (_, list) = server.get("/api/resources?type=pbs-datastore");
+        list["items"]
+            .as_array()?
             .iter()
             .find(|r| {
                 r["type"] == "pbs-datastore"
@@ -492,7 +494,7 @@ fn a_new_server_forecasts_a_datastore_from_the_estimate_of_pbs() {
     let (s, run) = server.post("/api/ai/patrol/run", None);
     assert_eq!(s, 200, "{run}");
     let (_, v) = server.get("/api/ai/patrol/findings?limit=500");
-    let forecasts: Vec<&Value> = v["findings"]
+    let forecasts: Vec<&Value> = v["items"]
         .as_array()
         .unwrap()
         .iter()

@@ -29,9 +29,7 @@ fn secret(dir: &Path, name: &str, value: &str) -> PathBuf {
 
 /// The resources the server lists.
 fn resources(server: &ServerProc) -> Vec<Value> {
-    let (s, v) = server.get("/api/resources");
-    assert_eq!(s, 200, "{v}");
-    v.as_array().cloned().unwrap_or_default()
+    server.list_all("/api/resources")
 }
 
 fn count(list: &[Value], kind: &str) -> usize {
@@ -219,7 +217,7 @@ fn a_healthy_fleet_through_the_real_collectors_raises_no_finding() {
     }
     let (s, v) = server.get("/api/ai/patrol/findings?include_linked=true&limit=500");
     assert_eq!(s, 200, "{v}");
-    let findings = v["findings"].as_array().cloned().unwrap_or_default();
+    let findings = v["items"].as_array().cloned().unwrap_or_default();
     assert!(
         findings.is_empty(),
         "{} findings on the healthy control fleet ({} resources):\n{}",

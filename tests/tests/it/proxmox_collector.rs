@@ -1394,7 +1394,7 @@ fn findings(server: &ServerProc) -> BTreeMap<String, Vec<(String, String)>> {
     let (s, v) = server.get("/api/ai/patrol/findings?limit=500");
     assert_eq!(s, 200, "{v}");
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for f in v["findings"].as_array().unwrap() {
+    for f in v["items"].as_array().unwrap() {
         out.entry(f["resource_id"].as_str().unwrap().to_owned())
             .or_default()
             .push((
@@ -1622,13 +1622,12 @@ fn a_flaky_api_still_shows_every_guest_and_names_what_failed() {
     let (server, _agent) = server_and_agent(&sim, tmp.path(), "3s");
     // When each guest's last sample was taken (the server's `at`), if stored.
     let sampled = |server: &ServerProc| -> Vec<Option<String>> {
-        let (s, list) = server.get("/api/resources");
-        assert_eq!(s, 200, "{list}");
+        let list = server.list_all("/api/resources");
         guests
             .iter()
             .map(|id| {
-                list.as_array()?.iter().find(|r| r["id"] == id.as_str())?["metrics"]
-                    [metric::MEM_TOTAL_BYTES]["at"]
+                list.iter().find(|r| r["id"] == id.as_str())?["metrics"][metric::MEM_TOTAL_BYTES]
+                    ["at"]
                     .as_str()
                     .map(str::to_owned)
             })
@@ -1640,8 +1639,7 @@ fn a_flaky_api_still_shows_every_guest_and_names_what_failed() {
     // No run is cut off by the run's own time limit (the collector's, at 90 %, or the
     // runner's): each ends with what it read.
     let health = |server: &ServerProc| -> (String, String) {
-        let (s, agents) = server.get("/api/agents");
-        assert_eq!(s, 200, "{agents}");
+        let agents = server.agents();
         let h = &agents[0]["collectors"]["proxmox"];
         (
             h["status"].as_str().unwrap_or_default().to_owned(),

@@ -288,7 +288,7 @@ fn the_certificate_is_renewed_over_the_session() {
     assert_ne!(cert_before, cert_after, "the renewed certificate was saved");
     // The renewal is on the audit record, with the agent's address.
     let (_, v) = server.get("/api/audit?action=agent.renew");
-    let renewal = &v["events"][0];
+    let renewal = &v["items"][0];
     assert_eq!(renewal["target"], id.as_str(), "{v}");
     assert_eq!(renewal["outcome"]["result"], "success", "{v}");
     assert_eq!(renewal["source_ip"], "127.0.0.1", "{v}");

@@ -307,8 +307,8 @@ fn events_since_create(server: &ServerProc, id: &str) -> Vec<Value> {
     loop {
         let (s, v) = server.get(&format!("/api/audit?order=asc&limit=500{cursor}"));
         assert_eq!(s, 200, "{v}");
-        all.extend(v["events"].as_array().unwrap().iter().cloned());
-        match v["next"].as_u64() {
+        all.extend(v["items"].as_array().unwrap().iter().cloned());
+        match v["next"].as_str() {
             Some(n) => cursor = format!("&cursor={n}"),
             None => break,
         }
@@ -380,7 +380,8 @@ fn check_order(msgs: &[Value]) -> Vec<u64> {
 fn deliveries(server: &ServerProc, id: &str) -> Vec<Value> {
     let (s, v) = server.get(&format!("/api/webhooks/{id}/deliveries?limit=1000"));
     assert_eq!(s, 200, "{v}");
-    v["deliveries"].as_array().unwrap().clone()
+    assert_eq!(v["next"], Value::Null, "{v}");
+    v["items"].as_array().unwrap().clone()
 }
 
 const FAST: &str = "webhook_retry_base = \"50ms\"\nwebhook_retry_max = \"300ms\"\n";
@@ -547,7 +548,7 @@ fn failures_become_dead_letters_that_a_manual_retry_delivers() {
     let dead = eventually(WAIT, "a dead letter", || {
         let (s, v) = server.get(&format!("/api/webhooks/{id}/dead-letters"));
         assert_eq!(s, 200, "{v}");
-        let list = v["dead_letters"].as_array().unwrap().clone();
+        let list = v["items"].as_array().unwrap().clone();
         (!list.is_empty()).then_some(list)
     });
     assert_eq!(dead.len(), 1, "{dead:?}");
@@ -592,7 +593,7 @@ fn failures_become_dead_letters_that_a_manual_retry_delivers() {
     assert_eq!(got[0]["event"]["action"], "token.create");
     assert_eq!(got[0]["event"]["target"], token_id);
     let (_, v) = server.get(&format!("/api/webhooks/{id}/dead-letters"));
-    assert_eq!(v["dead_letters"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");
     assert_eq!(v["requeued"].as_array().unwrap().len(), 0, "{v}");
     let log = deliveries(&server, &id);
     assert_eq!(log[0]["outcome"], "delivered", "{log:?}");
@@ -711,9 +712,9 @@ fn bad_settings_are_refused_and_secrets_never_shown() {
         shown.push(v.to_string());
     }
     let (_, list) = server.get("/api/webhooks");
-    assert_eq!(list["webhooks"].as_array().unwrap().len(), 2);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
     let (_, audit) = server.get("/api/audit?limit=500&action=webhook.*");
-    let actions: Vec<_> = audit["events"]
+    let actions: Vec<_> = audit["items"]
         .as_array()
         .unwrap()
         .iter()
