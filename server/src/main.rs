@@ -214,10 +214,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(TokenCmd::List) => {
             let api = Api::new(&cli)?;
-            let v = api.call(reqwest::Method::GET, "/api/tokens", None).await?;
+            let tokens = api.list_all("/api/tokens").await?;
             let s = |t: &serde_json::Value, k: &str| t[k].as_str().unwrap_or("-").to_owned();
             println!("{:<18} {:<8} {:<26} USED BY", "ID", "STATE", "EXPIRES");
-            for t in v["tokens"].as_array().into_iter().flatten() {
+            for t in &tokens {
                 println!(
                     "{:<18} {:<8} {:<26} {}",
                     s(t, "id"),
@@ -237,8 +237,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agent(AgentCmd::List) => {
             let api = Api::new(&cli)?;
-            let v = api.call(reqwest::Method::GET, "/api/agents", None).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            let agents = api.list_all("/api/agents").await?;
+            println!("{}", serde_json::to_string_pretty(&agents)?);
             Ok(())
         }
         Command::Agent(AgentCmd::Revoke { id }) => {
@@ -260,21 +260,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 "status=active"
             };
             // Every page, so the table and the JSON hold all of them.
-            let mut found = Vec::new();
-            loop {
-                let path = format!(
-                    "/api/ai/patrol/findings?{filter}&limit=500&offset={}",
-                    found.len()
-                );
-                let page = api.call(reqwest::Method::GET, &path, None).await?;
-                let items = page["findings"].as_array().cloned().unwrap_or_default();
-                let total = page["total"].as_u64().unwrap_or(0);
-                let done = items.is_empty() || found.len() + items.len() >= total as usize;
-                found.extend(items);
-                if done {
-                    break;
-                }
-            }
+            let found = api
+                .list_all(&format!("/api/ai/patrol/findings?{filter}"))
+                .await?;
             let v = serde_json::json!({ "total": found.len(), "findings": found });
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v["findings"])?);
@@ -447,7 +435,7 @@ async fn export_online(
         let v = api
             .call(Method::GET, &format!("/api/audit?limit=1&{query}"), None)
             .await?;
-        Ok::<_, anyhow::Error>(v["events"][0]["seq"].as_u64())
+        Ok::<_, anyhow::Error>(v["items"][0]["seq"].as_u64())
     };
     // Exporting to the head: a checkpoint there first, so the export ends on one.
     let head = if to.is_none() {
@@ -507,10 +495,11 @@ async fn export_online(
     };
     let mut w = audit_export::ExportWriter::new(out, &header)?;
     let total = to_seq - from_seq + 1;
-    let mut cursor = from_seq - 1;
+    let first = format!("/api/audit?order=asc&limit=1000&after={}", from_seq - 1);
+    let mut path = first.clone();
     'pages: loop {
-        let page = get(format!("/api/audit?order=asc&limit=500&cursor={cursor}")).await?;
-        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let page = get(path).await?;
+        let events = page["items"].as_array().cloned().unwrap_or_default();
         for v in events {
             let hash = v["hash"]
                 .as_str()
@@ -526,9 +515,9 @@ async fn export_online(
                 progress(w.events(), total);
             }
         }
-        match page["next"].as_u64() {
-            Some(n) if n < to_seq => cursor = n,
-            _ => break,
+        match page["next"].as_str() {
+            Some(next) => path = format!("{first}&cursor={next}"),
+            None => break,
         }
     }
     for cp in &checkpoints {
@@ -652,6 +641,21 @@ impl Api {
     }
 
     /// Calls `path`; a non-2xx answer is an error with the server's message.
+    /// Every item of a list route, walking its pages.
+    async fn list_all(&self, path: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let first = format!("{path}{sep}limit=1000");
+        let (mut items, mut url) = (Vec::new(), first.clone());
+        loop {
+            let page = self.call(reqwest::Method::GET, &url, None).await?;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_str() {
+                Some(next) => url = format!("{first}&cursor={next}"),
+                None => return Ok(items),
+            }
+        }
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
