@@ -47,7 +47,7 @@
 //! (10,000 resources, two metrics, seven days) take a few tens of milliseconds.
 
 use super::finding::{Category, Detection, Severity, Source};
-use super::heuristics::Snapshot;
+use super::snapshot::Snapshot;
 use crate::store::{LatestSample, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;

@@ -15,7 +15,8 @@
 //!    group root ("12 guests on pve2: last backup older than 48 h").
 
 use super::finding::{Category, Detection, Severity, Source};
-use super::heuristics::{Snapshot, Thresholds};
+use super::rules::Thresholds;
+use super::snapshot::Snapshot;
 use crate::store::ResourceRecord;
 use std::collections::{BTreeMap, HashMap};
 
@@ -449,7 +450,7 @@ fn storms(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::patrol::heuristics;
+    use crate::patrol::rules;
     use crate::store::LatestSample;
 
     const NOW: i64 = 1_800_000_000_000;
@@ -485,7 +486,7 @@ mod tests {
 
     fn run(s: &Snapshot) -> Vec<Detection> {
         let t = Thresholds::default();
-        let found = heuristics::detect(s, &t, &BTreeMap::new());
+        let found = rules::detect(s, &t, &BTreeMap::new());
         correlate(s, &t, found)
     }
 

@@ -13,7 +13,7 @@
 //!    falling trend, or when the slope's interval includes zero.
 
 use super::finding::{CapacityForecast, Category, Detection, Severity, Source};
-use super::heuristics::Snapshot;
+use super::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 
 /// Buckets the series is reduced to (at most).
@@ -166,7 +166,7 @@ fn severity_of(days: f64) -> Option<Severity> {
 pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
     let mut out = Vec::new();
     for r in &s.resources {
-        let Some(metric) = super::heuristics::capacity_metric(&r.kind) else {
+        let Some(metric) = super::rules::capacity_metric(&r.kind) else {
             continue;
         };
         let points = s

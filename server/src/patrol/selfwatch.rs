@@ -3,7 +3,7 @@
 //! (a copied key and certificate). Pure: a function of the snapshot.
 
 use super::finding::{Category, Detection, Severity};
-use super::heuristics::Snapshot;
+use super::snapshot::Snapshot;
 use crate::store::disk::bytes;
 use crate::store::{AgentRecord, ResourceRecord};
 

@@ -33,7 +33,7 @@
 //! `agent-no-data` measure against `now_ms`.
 
 use super::finding::{Category, Detection, Severity};
-use super::heuristics::Snapshot;
+use super::snapshot::Snapshot;
 use crate::store::{AgentRecord, CollectorHealthRecord, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

@@ -43,7 +43,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use warden_server::patrol::run::{RunSettings, Trigger};
-use warden_server::patrol::{self, anomaly, correlate, finding, forecast, heuristics, silence};
+use warden_server::patrol::{self, anomaly, correlate, finding, forecast, rules, silence};
 use warden_server::store::{AgentRecord, IngestItem, Store};
 use warden_shared::ResourceId;
 use warden_shared::telemetry::{
@@ -276,8 +276,8 @@ fn sched() -> (f64, f64) {
 }
 
 /// The detectors as `patrol::run::run` calls them.
-fn detect(snap: &heuristics::Snapshot, settings: &RunSettings) -> Vec<finding::Detection> {
-    let mut found = heuristics::detect(snap, &settings.thresholds, &settings.overrides);
+fn detect(snap: &patrol::snapshot::Snapshot, settings: &RunSettings) -> Vec<finding::Detection> {
+    let mut found = rules::detect(snap, &settings.thresholds, &settings.overrides);
     found.extend(forecast::detect(snap, &settings.forecast));
     found.extend(anomaly::detect(snap, &settings.anomaly));
     found.extend(silence::detect(snap, &settings.silence));
@@ -286,7 +286,7 @@ fn detect(snap: &heuristics::Snapshot, settings: &RunSettings) -> Vec<finding::D
 
 /// What the first snapshot holds and what the detectors found in it, so runs of different
 /// store versions can be compared.
-fn report_snapshot(snap: &heuristics::Snapshot, found: &[finding::Detection]) {
+fn report_snapshot(snap: &patrol::snapshot::Snapshot, found: &[finding::Detection]) {
     let points = |m: &BTreeMap<(String, String), Vec<(i64, f64)>>| -> (usize, usize) {
         (m.len(), m.values().map(Vec::len).sum())
     };

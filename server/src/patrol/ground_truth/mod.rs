@@ -20,9 +20,10 @@ use super::anomaly;
 use super::correlate;
 use super::finding::{Detection, Severity};
 use super::forecast;
-use super::heuristics::{self, Snapshot};
+use super::rules;
 use super::run::RunSettings;
 use super::silence;
+use super::snapshot::Snapshot;
 use crate::store::{AgentRecord, CollectorHealthRecord, LatestSample, ResourceRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -625,21 +626,23 @@ impl Gen {
         r.latest
             .insert(metric.into(), LatestSample { ts_ms: end, value });
         let key = (r.id.clone(), metric.to_owned());
-        let capacity = heuristics::capacity_metric(&r.kind) == Some(metric);
-        if super::WINDOWED.contains(&metric) {
+        let capacity = rules::capacity_metric(&r.kind) == Some(metric);
+        if super::snapshot::WINDOWED.contains(&metric) {
             let points = self.minutes(end, step, |t| shape.sample(t, now), false);
             self.snap.history.insert(key.clone(), points);
         }
-        let hour = now.div_euclid(super::HOUR_MS) * super::HOUR_MS;
-        let week_ago = (now - super::TREND_LOOKBACK_MS).div_euclid(super::HOUR_MS) * super::HOUR_MS;
+        let hour = now.div_euclid(super::snapshot::HOUR_MS) * super::snapshot::HOUR_MS;
+        let week_ago = (now - super::snapshot::TREND_LOOKBACK_MS)
+            .div_euclid(super::snapshot::HOUR_MS)
+            * super::snapshot::HOUR_MS;
         if capacity {
-            let split = hour - super::TREND_FINE_HOURS * super::HOUR_MS;
+            let split = hour - super::snapshot::TREND_FINE_HOURS * super::snapshot::HOUR_MS;
             let mut points = buckets(
                 &shape,
                 now,
                 week_ago.max(self.born_ms),
                 (split - 1).min(end),
-                super::HOUR_MS,
+                super::snapshot::HOUR_MS,
                 step,
             );
             points.extend(buckets(
@@ -647,16 +650,24 @@ impl Gen {
                 now,
                 split.max(self.born_ms),
                 end,
-                super::TREND_STEP_MS,
+                super::snapshot::TREND_STEP_MS,
                 step,
             ));
             self.snap.trend_history.insert(key.clone(), points);
         }
         if anomaly::METRICS.contains(&metric) {
-            let from =
-                (now - super::BASELINE_LOOKBACK_MS).div_euclid(super::HOUR_MS) * super::HOUR_MS;
+            let from = (now - super::snapshot::BASELINE_LOOKBACK_MS)
+                .div_euclid(super::snapshot::HOUR_MS)
+                * super::snapshot::HOUR_MS;
             let from = from.max(self.born_ms);
-            let points = buckets(&shape, now, from, (hour - 1).min(end), super::HOUR_MS, step);
+            let points = buckets(
+                &shape,
+                now,
+                from,
+                (hour - 1).min(end),
+                super::snapshot::HOUR_MS,
+                step,
+            );
             self.snap.baseline_history.insert(key, points);
         }
         value
@@ -672,7 +683,8 @@ impl Gen {
         value_at: impl Fn(i64) -> f64,
         counter: bool,
     ) -> Vec<(i64, f64)> {
-        let from = (self.now - self.lookback_ms).div_euclid(super::MINUTE_MS) * super::MINUTE_MS;
+        let from = (self.now - self.lookback_ms).div_euclid(super::snapshot::MINUTE_MS)
+            * super::snapshot::MINUTE_MS;
         let from = from.max(self.born_ms);
         let mut samples = Vec::new();
         let mut t = end;
@@ -683,7 +695,7 @@ impl Gen {
         samples.reverse();
         let mut points: Vec<(i64, f64, f64)> = Vec::new();
         for (t, v) in samples {
-            let minute = t.div_euclid(super::MINUTE_MS) * super::MINUTE_MS;
+            let minute = t.div_euclid(super::snapshot::MINUTE_MS) * super::snapshot::MINUTE_MS;
             match points.last_mut() {
                 Some((m, acc, n)) if *m == minute => {
                     *acc = if counter { acc.max(v) } else { *acc + v };
@@ -706,8 +718,8 @@ impl Gen {
             ts_ms: end,
             value: value_at(end),
         };
-        if super::WINDOWED.contains(&metric) {
-            let counter = super::COUNTERS.contains(&metric);
+        if super::snapshot::WINDOWED.contains(&metric) {
+            let counter = super::snapshot::COUNTERS.contains(&metric);
             let points = self.minutes(end, step, &value_at, counter);
             let id = self.snap.resources[i].id.clone();
             self.snap.history.insert((id, metric.to_owned()), points);
@@ -2254,7 +2266,7 @@ fn disk_id(node: &str, dev: &str, prefix: &str) -> String {
     )
 }
 
-const KNOWN_PBS_STATE: &str = "heuristics::pbs_jobs looks up `<kind>_last_state` \
+const KNOWN_PBS_STATE: &str = "rules::pbs_jobs looks up `<kind>_last_state` \
                                (`verify_last_state`); the PBS collector writes \
                                `<kind>/<id>_last_state` (`verify/v-fast_last_state`)";
 
@@ -2309,7 +2321,7 @@ fn expected(t: Trouble) -> Vec<Expect> {
                 .text("job_last_ok{job=\"gc\"} = 0")
                 .text("EIO: I/O error"),
         ],
-        // KNOWN: heuristics::pbs_jobs reads the job's state from `<kind>_last_state`
+        // KNOWN: rules::pbs_jobs reads the job's state from `<kind>_last_state`
         // (`verify_last_state`), but the PBS collector names it after the job, `<kind>/<id>`
         // (`verify/v-fast_last_state`): only `gc` finds its error text, the others say "last
         // state: failed".
@@ -2639,7 +2651,7 @@ fn pending_since(now: i64) -> i64 {
 /// Every detector over `s` with the default settings, in the order `run::run` calls them.
 fn patrol(s: &Snapshot) -> Vec<Detection> {
     let settings = RunSettings::default();
-    let mut found = heuristics::detect(s, &settings.thresholds, &settings.overrides);
+    let mut found = rules::detect(s, &settings.thresholds, &settings.overrides);
     found.extend(forecast::detect(s, &settings.forecast));
     found.extend(anomaly::detect(s, &settings.anomaly));
     found.extend(silence::detect(s, &settings.silence));
