@@ -3,6 +3,10 @@
 //! crash loop, a pool's health) is read from the latest report. So are levels that move slowly
 //! (guest and host filesystem usage, disk temperature, certificate expiry; see each detector
 //! for why one reading is enough). Thresholds come from [`Thresholds`].
+//!
+//! One file per kind of resource (`storage`, `node`, `guest`, `backup`, `disk`, `docker`, `k8s`,
+//! `pbs`, `replication`, and `certificate` for any kind that reports certificates); this file
+//! holds the thresholds, the dispatch by kind ([`detect`]) and the helpers the rules share.
 
 mod backup;
 mod certificate;
