@@ -213,6 +213,22 @@ metrics! {
     CONTAINERS_PAUSED = "containers_paused", Count;
     /// Stopped containers on a Docker engine.
     CONTAINERS_STOPPED = "containers_stopped", Count;
+    /// Nodes of a Kubernetes cluster.
+    NODES = "nodes", Count;
+    /// Nodes of a Kubernetes cluster that are Ready.
+    NODES_READY = "nodes_ready", Count;
+    /// Pods of a Kubernetes cluster.
+    PODS = "pods", Count;
+    /// Pods of a Kubernetes cluster in a phase (labelled by phase).
+    PODS_BY_PHASE = "pods_by_phase", Count;
+    /// Replicas a Kubernetes workload wants.
+    REPLICAS_DESIRED = "replicas_desired", Count;
+    /// Replicas of a Kubernetes workload that are ready.
+    REPLICAS_READY = "replicas_ready", Count;
+    /// Replicas of a Kubernetes workload that are unavailable.
+    REPLICAS_UNAVAILABLE = "replicas_unavailable", Count;
+    /// 1 when a Kubernetes job has failed.
+    JOB_FAILED = "job_failed", Bool;
 }
 
 /// The unit of `name` (labels ignored), if it is a known metric.

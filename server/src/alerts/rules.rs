@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use warden_shared::ids::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
 use warden_shared::telemetry::metric_base;
 
@@ -262,12 +263,12 @@ impl Default for RuleSet {
         };
         Self {
             rules: vec![
-                rule("node-cpu", "Node CPU", "node", "cpu_pct", 75.0, 85.0),
+                rule("node-cpu", "Node CPU", "node", metric::CPU_PCT, 75.0, 85.0),
                 rule(
                     "node-memory",
                     "Node memory",
                     "node",
-                    "mem_used_pct",
+                    metric::MEM_USED_PCT,
                     75.0,
                     85.0,
                 ),
@@ -275,7 +276,7 @@ impl Default for RuleSet {
                     "storage-usage",
                     "Storage usage",
                     "storage",
-                    "storage_used_pct",
+                    metric::STORAGE_USED_PCT,
                     80.0,
                     90.0,
                 ),
@@ -283,16 +284,23 @@ impl Default for RuleSet {
                     "pbs-datastore-usage",
                     "PBS datastore usage",
                     "pbs-datastore",
-                    "datastore_used_pct",
+                    metric::DATASTORE_USED_PCT,
                     80.0,
                     90.0,
                 ),
-                rule("vm-memory", "VM memory", "vm", "mem_used_pct", 80.0, 88.0),
+                rule(
+                    "vm-memory",
+                    "VM memory",
+                    "vm",
+                    metric::MEM_USED_PCT,
+                    80.0,
+                    88.0,
+                ),
                 rule(
                     "lxc-memory",
                     "Container memory",
                     "lxc",
-                    "mem_used_pct",
+                    metric::MEM_USED_PCT,
                     80.0,
                     88.0,
                 ),

@@ -19,6 +19,7 @@ use super::rules::Thresholds;
 use super::snapshot::Snapshot;
 use crate::store::ResourceRecord;
 use std::collections::{BTreeMap, HashMap};
+use warden_shared::metric;
 
 /// Findings of one issue on one node that make a storm.
 pub const STORM_MIN: usize = 5;
@@ -138,7 +139,8 @@ fn same_pool(by_id: &HashMap<&str, &ResourceRecord>, found: &mut [Detection]) {
 /// `backup_last_age_seconds{storage="…"}` samples.
 fn backup_targets(r: &ResourceRecord) -> impl Iterator<Item = &str> {
     r.latest.keys().filter_map(|m| {
-        m.strip_prefix("backup_last_age_seconds{storage=\"")?
+        m.strip_prefix(metric::BACKUP_LAST_AGE_SECONDS)?
+            .strip_prefix("{storage=\"")?
             .strip_suffix("\"}")
     })
 }
@@ -345,7 +347,7 @@ fn memory_pressure(
         };
         let Some(mem) = s
             .history
-            .get(&(host_id.clone(), "mem_used_pct".to_owned()))
+            .get(&(host_id.clone(), metric::MEM_USED_PCT.to_owned()))
             .and_then(|p| {
                 let since = s.now_ms - t.window_ms;
                 p.iter()
@@ -470,7 +472,7 @@ mod tests {
         let mut r = record(&format!("lxc:demo/{vmid}"), "running");
         r.attrs.insert("node".into(), node.into());
         r.latest.insert(
-            format!("backup_last_age_seconds{{storage=\"{backup_storage}\"}}"),
+            metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", &backup_storage),
             LatestSample {
                 ts_ms: NOW,
                 value: age_s,
@@ -512,8 +514,8 @@ mod tests {
             ],
             ..Snapshot::default()
         };
-        series(&mut s, "storage:demo/pbs", "storage_used_pct", 93.5);
-        series(&mut s, "storage:pve1/local", "storage_used_pct", 40.0);
+        series(&mut s, "storage:demo/pbs", metric::STORAGE_USED_PCT, 93.5);
+        series(&mut s, "storage:pve1/local", metric::STORAGE_USED_PCT, 40.0);
         let found = run(&s);
         let r = roots(&found);
         assert_eq!(r.len(), 1, "{found:#?}");
@@ -587,7 +589,7 @@ mod tests {
             ("storage:pve2/tank", 92.0),
             ("storage:pve1/backup", 83.0),
         ] {
-            series(&mut s, id, "storage_used_pct", pct);
+            series(&mut s, id, metric::STORAGE_USED_PCT, pct);
         }
         let found = run(&s);
         assert!(roots(&found).is_empty(), "{found:#?}");
@@ -648,7 +650,7 @@ mod tests {
         let mut disk = record("disk:pve3/S3Z9", "healthy");
         disk.parent = Some("node:pve3".into());
         disk.latest.insert(
-            "disk_wearout_pct".into(),
+            metric::DISK_WEAROUT_PCT.into(),
             LatestSample {
                 ts_ms: NOW,
                 value: 12.0,
@@ -690,9 +692,9 @@ mod tests {
             resources: vec![record("node:pve2", "online"), vm, other],
             ..Snapshot::default()
         };
-        series(&mut s, "node:pve2", "cpu_pct", 91.0);
-        series(&mut s, "vm:demo/100", "mem_used_pct", 90.0);
-        series(&mut s, "vm:demo/200", "mem_used_pct", 90.0);
+        series(&mut s, "node:pve2", metric::CPU_PCT, 91.0);
+        series(&mut s, "vm:demo/100", metric::MEM_USED_PCT, 90.0);
+        series(&mut s, "vm:demo/200", metric::MEM_USED_PCT, 90.0);
         let found = run(&s);
         let r = roots(&found);
         assert_eq!(r.len(), 1, "{found:#?}");
@@ -720,7 +722,7 @@ mod tests {
             c.attrs.insert("oom_killed".into(), true.into());
             s.resources.push(c);
         }
-        series(&mut s, "node:web1", "mem_used_pct", 96.0);
+        series(&mut s, "node:web1", metric::MEM_USED_PCT, 96.0);
         let found = run(&s);
         let r = roots(&found);
         assert_eq!(r.len(), 1, "{found:#?}");
@@ -737,7 +739,7 @@ mod tests {
                 .all(|d| d.source == Source::Correlation || d.root_id.is_some())
         );
         // Without the pressure the OOM kills stand alone.
-        series(&mut s, "node:web1", "mem_used_pct", 40.0);
+        series(&mut s, "node:web1", metric::MEM_USED_PCT, 40.0);
         assert!(roots(&run(&s)).is_empty());
     }
 
@@ -778,7 +780,7 @@ mod tests {
             ..Snapshot::default()
         };
         s.resources.push(record("storage:demo/pbs", "available"));
-        series(&mut s, "storage:demo/pbs", "storage_used_pct", 50.0);
+        series(&mut s, "storage:demo/pbs", metric::STORAGE_USED_PCT, 50.0);
         let found = run(&s);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].root_id, None);

@@ -15,6 +15,7 @@
 use super::finding::{CapacityForecast, Category, Detection, Severity, Source};
 use super::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
+use warden_shared::metric;
 
 /// Buckets the series is reduced to (at most).
 const BUCKETS: usize = 96;
@@ -234,13 +235,13 @@ fn pbs_estimate(
     points: &[(i64, f64)],
     cfg: &ForecastConfig,
 ) -> Option<Detection> {
-    let est = r.latest.get("datastore_days_to_full")?;
+    let est = r.latest.get(metric::DATASTORE_DAYS_TO_FULL)?;
     let days = est.value - (now_ms - est.ts_ms) as f64 / MS_PER_DAY;
     if !(days > 0.0 && days.is_finite()) {
         return None;
     }
     let severity = severity_of(days)?;
-    let used = r.latest.get("datastore_used_pct").map(|l| l.value);
+    let used = r.latest.get(metric::DATASTORE_USED_PCT).map(|l| l.value);
     let mut d = Detection::on(r, "storage-forecast", severity, Category::Capacity);
     d.source = Source::Forecast;
     d.title = match used {
@@ -275,7 +276,7 @@ fn pbs_estimate(
         d.evidence
             .push_str(&format!("; datastore_used_pct = {u:.1} %"));
         d.capacity_forecast = Some(CapacityForecast {
-            metric: "datastore_used_pct".into(),
+            metric: metric::DATASTORE_USED_PCT.into(),
             current_pct: u,
             daily_change_pct: (100.0 - u) / days,
             days_to_full: days,
@@ -501,7 +502,7 @@ mod tests {
             ..Snapshot::default()
         };
         s.trend_history
-            .insert((id.into(), "storage_used_pct".into()), points);
+            .insert((id.into(), metric::STORAGE_USED_PCT.into()), points);
         let found = detect(&s, &ForecastConfig::default());
         assert_eq!(found.len(), 1);
         let d = &found[0];
@@ -515,7 +516,7 @@ mod tests {
         );
         let cf = d.capacity_forecast.as_ref().unwrap();
         assert!((cf.days_to_full - 2.8).abs() < 0.05, "{cf:?}");
-        assert_eq!(cf.metric, "storage_used_pct");
+        assert_eq!(cf.metric, metric::STORAGE_USED_PCT);
     }
 
     #[test]
@@ -555,7 +556,7 @@ mod tests {
             ..Snapshot::default()
         };
         s.trend_history
-            .insert((id.into(), "storage_used_pct".into()), points);
+            .insert((id.into(), metric::STORAGE_USED_PCT.into()), points);
         let found = detect(&s, &ForecastConfig::default());
         let d = &found[0];
         // 71 % now, 2.5 points an hour: 11.6 hours.
@@ -580,8 +581,8 @@ mod tests {
                 ..ResourceRecord::default()
             };
             for (m, v, ts) in [
-                ("datastore_days_to_full", days, read_ms),
-                ("datastore_used_pct", 64.0, now),
+                (metric::DATASTORE_DAYS_TO_FULL, days, read_ms),
+                (metric::DATASTORE_USED_PCT, 64.0, now),
             ] {
                 r.latest.insert(
                     m.into(),
@@ -616,7 +617,7 @@ mod tests {
             s.trend_history.insert(
                 (
                     format!("pbs-datastore:pbs1/{name}"),
-                    "datastore_used_pct".into(),
+                    metric::DATASTORE_USED_PCT.into(),
                 ),
                 flat(hours),
             );

@@ -37,6 +37,7 @@ use super::snapshot::Snapshot;
 use crate::store::{AgentRecord, CollectorHealthRecord, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use warden_shared::metric;
 
 /// The server's default QUIC port (`quic_listen` in the server config), named in advice.
 const QUIC_PORT: u16 = 4433;
@@ -44,9 +45,7 @@ const QUIC_PORT: u16 = 4433;
 const EXAMPLES: usize = 5;
 /// Resource type and id prefix of the findings about agents and their collectors.
 const AGENT_KIND: &str = "agent";
-const BACKUP_AGE: &str = "backup_last_age_seconds";
-const PBS_JOB_AGE: &str = "job_last_run_age_seconds{job=\"";
-const PBS_JOB_OK: &str = "job_last_ok{job=\"";
+const BACKUP_AGE: &str = metric::BACKUP_LAST_AGE_SECONDS;
 
 /// How long silence is tolerated. Serialised as the `silence` object of
 /// `/api/ai/patrol/settings`; a field missing from stored settings takes its default. A
@@ -767,7 +766,8 @@ fn pbs_jobs(cfg: &SilenceConfig, r: &ResourceRecord, out: &mut Vec<Detection>) {
     let ref_ms = activity_ms(r, |_| false);
     for (metric, l) in &r.latest {
         let Some(job) = metric
-            .strip_prefix(PBS_JOB_AGE)
+            .strip_prefix(metric::JOB_LAST_RUN_AGE_SECONDS)
+            .and_then(|j| j.strip_prefix("{job=\""))
             .and_then(|j| j.strip_suffix("\"}"))
         else {
             continue;
@@ -779,7 +779,7 @@ fn pbs_jobs(cfg: &SilenceConfig, r: &ResourceRecord, out: &mut Vec<Detection>) {
         // A failed last run is the heuristics' `pbs-<job>-failed`.
         let failed = r
             .latest
-            .get(&format!("{PBS_JOB_OK}{job}\"}}"))
+            .get(&metric::labelled(metric::JOB_LAST_OK, "job", job))
             .is_some_and(|ok| ok.value == 0.0);
         if failed {
             continue;
@@ -1010,7 +1010,8 @@ fn is_stale(r: &ResourceRecord) -> bool {
 
 fn storage_label(metric: &str) -> Option<&str> {
     metric
-        .strip_prefix("backup_last_age_seconds{storage=\"")?
+        .strip_prefix(metric::BACKUP_LAST_AGE_SECONDS)?
+        .strip_prefix("{storage=\"")?
         .strip_suffix("\"}")
 }
 
@@ -1125,7 +1126,7 @@ mod tests {
             updated_at_ms: RUN,
             ..ResourceRecord::default()
         };
-        sample(&mut r, "cpu_pct", RUN, 3.0);
+        sample(&mut r, metric::CPU_PCT, RUN, 3.0);
         r
     }
 
@@ -1173,11 +1174,11 @@ mod tests {
         let mut vm = res("vm:c/100", "pve1", "proxmox");
         sample(
             &mut vm,
-            "backup_last_age_seconds{storage=\"pbs\"}",
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
             RUN,
             10.0 * 3600.0,
         );
-        sample(&mut vm, "backup_failed_24h", RUN, 0.0);
+        sample(&mut vm, metric::BACKUP_FAILED_24H, RUN, 0.0);
         let mut repl = res("replication:c/100-0", "pve1", "proxmox");
         repl.status = "ok".into();
         repl.latest.clear();
@@ -1187,11 +1188,16 @@ mod tests {
         store.status = "available".into();
         sample(
             &mut store,
-            "job_last_run_age_seconds{job=\"gc\"}",
+            &metric::labelled(metric::JOB_LAST_RUN_AGE_SECONDS, "job", "gc"),
             RUN,
             86_400.0,
         );
-        sample(&mut store, "job_last_ok{job=\"gc\"}", RUN, 1.0);
+        sample(
+            &mut store,
+            &metric::labelled(metric::JOB_LAST_OK, "job", "gc"),
+            RUN,
+            1.0,
+        );
         attr(&mut store, "gc_last_state", json!("OK"));
         let mut node2 = res("node:pve2", "pve2", "proxmox");
         node2.status = "online".into();
@@ -1238,7 +1244,7 @@ mod tests {
                 let mut vm = res(&format!("vm:c/{}", a * 100 + g), &id, "proxmox");
                 sample(
                     &mut vm,
-                    "backup_last_age_seconds{storage=\"pbs\"}",
+                    &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
                     RUN,
                     3600.0,
                 );
@@ -1335,7 +1341,7 @@ mod tests {
         let mut vm = last_reported(res("vm:c/300", "pve3", "proxmox"), 17 * MIN);
         sample(
             &mut vm,
-            "backup_last_age_seconds{storage=\"pbs\"}",
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
             NOW - 5 * H,
             60.0,
         );
@@ -1412,7 +1418,7 @@ mod tests {
         let stale = |id: &str, data_age: i64| {
             let mut r = res(id, "pve1", "proxmox");
             attr(&mut r, "stale", json!(true));
-            r.latest.get_mut("cpu_pct").unwrap().ts_ms = RUN - data_age;
+            r.latest.get_mut(metric::CPU_PCT).unwrap().ts_ms = RUN - data_age;
             r
         };
         // pve2: partial problems only, plus a stale leftover from a run long ago.
@@ -1425,7 +1431,7 @@ mod tests {
         pve3.collectors.insert("proxmox".into(), degraded());
         let mut pve3_node = res("node:pve3", "pve3", "proxmox");
         attr(&mut pve3_node, "stale", json!(true));
-        pve3_node.latest.get_mut("cpu_pct").unwrap().ts_ms = RUN - 5 * MIN;
+        pve3_node.latest.get_mut(metric::CPU_PCT).unwrap().ts_ms = RUN - 5 * MIN;
         let s = snap(
             vec![pve1, pve2, pve3],
             vec![
@@ -1498,7 +1504,7 @@ mod tests {
         attr(&mut stale_resent, "stale", json!(true));
         // Known only from samples another agent keeps sending.
         let mut from_samples = last_reported(res("vm:c/102", "pve1", "proxmox"), 2 * H);
-        sample(&mut from_samples, "guest_mem_used_bytes", RUN, 1e9);
+        sample(&mut from_samples, metric::GUEST_MEM_USED_BYTES, RUN, 1e9);
         let s = snap(
             vec![agent("pve1", &["host", "proxmox"])],
             vec![
@@ -1560,7 +1566,7 @@ mod tests {
         let backup = |id: &str, frozen: &[(&str, i64, f64)]| {
             let mut r = res(id, "pve1", "proxmox");
             for (storage, ago, value) in frozen {
-                let m = format!("backup_last_age_seconds{{storage=\"{storage}\"}}");
+                let m = metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", &storage);
                 sample(&mut r, &m, RUN - ago, *value);
             }
             r
@@ -1568,7 +1574,7 @@ mod tests {
         let mut gone = last_reported(backup("lxc:c/103", &[]), 20 * MIN);
         sample(
             &mut gone,
-            "backup_last_age_seconds{storage=\"pbs\"}",
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
             RUN - 3 * H,
             60.0,
         );
@@ -1607,11 +1613,16 @@ mod tests {
         let job = |r: &mut ResourceRecord, job: &str, ago: i64, age_s: f64, ok: f64| {
             sample(
                 r,
-                &format!("job_last_run_age_seconds{{job=\"{job}\"}}"),
+                &metric::labelled(metric::JOB_LAST_RUN_AGE_SECONDS, "job", &job),
                 RUN - ago,
                 age_s,
             );
-            sample(r, &format!("job_last_ok{{job=\"{job}\"}}"), RUN - ago, ok);
+            sample(
+                r,
+                &metric::labelled(metric::JOB_LAST_OK, "job", &job),
+                RUN - ago,
+                ok,
+            );
             attr(r, &format!("{job}_last_state"), json!("OK"));
         };
         let mut store = res("pbs-datastore:pbs1/store1", "pbs1", "pbs");

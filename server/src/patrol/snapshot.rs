@@ -4,6 +4,7 @@
 use super::{anomaly, rules};
 use crate::store::{AgentRecord, AggregateQuery, ResourceRecord, Store, StoreError};
 use std::collections::BTreeMap;
+use warden_shared::metric;
 
 /// What the detectors look at.
 #[derive(Debug, Clone, Default)]
@@ -31,17 +32,17 @@ pub struct Snapshot {
 
 /// Metrics whose recent history the detectors need (levels that must hold over a window).
 pub(super) const WINDOWED: &[&str] = &[
-    "storage_used_pct",
-    "datastore_used_pct",
-    "cpu_pct",
-    "mem_used_pct",
-    "restart_count",
+    metric::STORAGE_USED_PCT,
+    metric::DATASTORE_USED_PCT,
+    metric::CPU_PCT,
+    metric::MEM_USED_PCT,
+    metric::RESTART_COUNT,
 ];
 /// Windowed metrics that are counters: their per-minute point is the minute's highest value
 /// (the reading at its end), so differences count what happened in between.
-pub(super) const COUNTERS: &[&str] = &["restart_count"];
+pub(super) const COUNTERS: &[&str] = &[metric::RESTART_COUNT];
 /// Capacity metrics of any resource kind ([`rules::capacity_metric`]).
-const CAPACITY: &[&str] = &["storage_used_pct", "datastore_used_pct"];
+const CAPACITY: &[&str] = &[metric::STORAGE_USED_PCT, metric::DATASTORE_USED_PCT];
 /// Most points read per series.
 const MAX_POINTS: usize = 10_000;
 pub(super) const MINUTE_MS: i64 = 60_000;
@@ -218,7 +219,7 @@ mod tests {
             samples: (0..=30)
                 .map(|m| Sample {
                     resource_id: id.clone(),
-                    metric: "storage_used_pct".into(),
+                    metric: metric::STORAGE_USED_PCT.into(),
                     ts_ms: NOW - (30 - m) * 60_000,
                     value: 91.0,
                 })
@@ -296,11 +297,11 @@ mod tests {
                 let i = (ts - start) / 10_000;
                 if i % 3 == 0 {
                     let cpu = 40.0 + ((i * 7919) % 37) as f64 + (ts as f64 / 8.64e7).sin() * 20.0;
-                    samples.push(("node:pve1", "cpu_pct", ts, cpu));
+                    samples.push(("node:pve1", metric::CPU_PCT, ts, cpu));
                     let used = 50.0 + (ts - start) as f64 / 86_400_000.0 + (i % 5) as f64 * 0.01;
-                    samples.push(("storage:pve1/tank", "storage_used_pct", ts, used));
+                    samples.push(("storage:pve1/tank", metric::STORAGE_USED_PCT, ts, used));
                 }
-                samples.push(("docker:h/app", "restart_count", ts, (i / 200) as f64));
+                samples.push(("docker:h/app", metric::RESTART_COUNT, ts, (i / 200) as f64));
                 ts += 10_000;
             }
             seq += 1;
@@ -319,19 +320,19 @@ mod tests {
         // Windowed: per-minute averages from the minute an hour ago.
         let from = (NOW - 3_600_000) / 60_000 * 60_000;
         assert_close(
-            &s.history[&key("node:pve1", "cpu_pct")],
-            &history("node:pve1", "cpu_pct", from, NOW, 60_000),
+            &s.history[&key("node:pve1", metric::CPU_PCT)],
+            &history("node:pve1", metric::CPU_PCT, from, NOW, 60_000),
             "cpu window",
         );
         // Every minute of the hour (the current one has no sample yet).
-        assert_eq!(s.history[&key("node:pve1", "cpu_pct")].len(), 60);
+        assert_eq!(s.history[&key("node:pve1", metric::CPU_PCT)].len(), 60);
         // The counter: each minute's highest reading.
-        let restarts = &s.history[&key("docker:h/app", "restart_count")];
+        let restarts = &s.history[&key("docker:h/app", metric::RESTART_COUNT)];
         let raw = store
             .history(
                 "default",
                 "docker:h/app",
-                "restart_count",
+                metric::RESTART_COUNT,
                 from,
                 NOW,
                 None,
@@ -350,29 +351,32 @@ mod tests {
         let hour = NOW / 3_600_000 * 3_600_000;
         let week = (NOW - 7 * 86_400_000) / 3_600_000 * 3_600_000;
         assert_close(
-            &s.baseline_history[&key("node:pve1", "cpu_pct")],
-            &history("node:pve1", "cpu_pct", week, hour - 1, 3_600_000),
+            &s.baseline_history[&key("node:pve1", metric::CPU_PCT)],
+            &history("node:pve1", metric::CPU_PCT, week, hour - 1, 3_600_000),
             "baseline",
         );
-        assert_eq!(s.baseline_history[&key("node:pve1", "cpu_pct")].len(), 168);
+        assert_eq!(
+            s.baseline_history[&key("node:pve1", metric::CPU_PCT)].len(),
+            168
+        );
         // Trends: hourly, then 5-minute averages for the last five hours and this one.
         let split = hour - 5 * 3_600_000;
         let mut want = history(
             "storage:pve1/tank",
-            "storage_used_pct",
+            metric::STORAGE_USED_PCT,
             week,
             split - 1,
             3_600_000,
         );
         want.extend(history(
             "storage:pve1/tank",
-            "storage_used_pct",
+            metric::STORAGE_USED_PCT,
             split,
             NOW,
             300_000,
         ));
         assert_close(
-            &s.trend_history[&key("storage:pve1/tank", "storage_used_pct")],
+            &s.trend_history[&key("storage:pve1/tank", metric::STORAGE_USED_PCT)],
             &want,
             "trend",
         );
@@ -381,7 +385,7 @@ mod tests {
             f.is_empty(),
             "a pool at 58 % growing 1 %/day is months from full: {f:?}"
         );
-        let trend = &s.trend_history[&key("storage:pve1/tank", "storage_used_pct")];
+        let trend = &s.trend_history[&key("storage:pve1/tank", metric::STORAGE_USED_PCT)];
         let fc = forecast::capacity(trend, NOW, &forecast::ForecastConfig::default()).unwrap();
         assert!((fc.daily_change_pct - 1.0).abs() < 0.05, "{fc:?}");
     }
@@ -395,7 +399,11 @@ mod tests {
         let pool = "storage:pve1/tank";
         store
             .ingest(
-                &[batch(1, NOW, vec![(pool, "storage_used_pct", NOW, 90.0)])],
+                &[batch(
+                    1,
+                    NOW,
+                    vec![(pool, metric::STORAGE_USED_PCT, NOW, 90.0)],
+                )],
                 NOW,
             )
             .unwrap();
@@ -405,7 +413,7 @@ mod tests {
                 let ts = NOW - i * 300_000;
                 (
                     pool,
-                    "storage_used_pct",
+                    metric::STORAGE_USED_PCT,
                     ts,
                     90.0 - 0.5 * (i as f64 / 12.0) + wobble,
                 )

@@ -63,15 +63,15 @@ impl Gen {
                     "image": image,
                     "image_id": format!("sha256:{:016x}", hash(image)),
                     "health": health,
-                    "restart_count": total,
+                    metric::RESTART_COUNT: total,
                     "exit_code": if restarting > 0 { json!(137) } else { json!(0) },
                     "oom_killed": oom,
                     "started_at": crate::rfc3339_ms(times.first().copied().unwrap_or(started)),
                     "finished_at": finished,
-                    "mem_limit_bytes": limit,
+                    metric::MEM_LIMIT_BYTES: limit,
                 }),
             );
-            self.counter(i, "restart_count", |t| {
+            self.counter(i, metric::RESTART_COUNT, |t| {
                 restarts + times.iter().filter(|&&r| r <= t).count() as f64
             });
             if exited {
@@ -82,12 +82,12 @@ impl Gen {
             let level = self.rng.range(0.5, 18.0);
             let amplitude = self.rng.range(0.5, 6.0);
             let cpu = self.shape(level, amplitude, 1.5);
-            self.pct(i, "cpu_pct", cpu);
+            self.pct(i, metric::CPU_PCT, cpu);
             let level = self.rng.range(15.0, 65.0);
             let mem = self.shape(level, 1.5, 1.0);
-            let pct = self.pct(i, "mem_used_pct", mem);
-            self.gauge(i, "mem_limit_bytes", limit);
-            self.gauge(i, "mem_used_bytes", limit * pct / 100.0);
+            let pct = self.pct(i, metric::MEM_USED_PCT, mem);
+            self.gauge(i, metric::MEM_LIMIT_BYTES, limit);
+            self.gauge(i, metric::MEM_USED_BYTES, limit * pct / 100.0);
         }
         let engine = self.add(
             host,
@@ -100,17 +100,17 @@ impl Gen {
                 "socket": "/var/run/docker.sock",
                 "server_version": "27.4.1",
                 "api_version": "1.47",
-                "containers_total": running + stopped,
-                "containers_running": running,
-                "containers_paused": 0,
-                "containers_stopped": stopped,
+                metric::CONTAINERS_TOTAL: running + stopped,
+                metric::CONTAINERS_RUNNING: running,
+                metric::CONTAINERS_PAUSED: 0,
+                metric::CONTAINERS_STOPPED: stopped,
             }),
         );
         for (m, v) in [
-            ("containers_total", running + stopped),
-            ("containers_running", running),
-            ("containers_paused", 0),
-            ("containers_stopped", stopped),
+            (metric::CONTAINERS_TOTAL, running + stopped),
+            (metric::CONTAINERS_RUNNING, running),
+            (metric::CONTAINERS_PAUSED, 0),
+            (metric::CONTAINERS_STOPPED, stopped),
         ] {
             self.gauge(engine, m, f64::from(v));
         }

@@ -6,9 +6,9 @@ use super::*;
 #[derive(Debug, Clone)]
 pub(super) enum Needle {
     /// Contains this text.
-    Text(&'static str),
+    Text(String),
     /// The number right after this text lies in `lo..=hi`.
-    Num(&'static str, f64, f64),
+    Num(String, f64, f64),
 }
 
 /// A finding a seeded problem must raise.
@@ -39,13 +39,13 @@ pub(super) fn want(resource_id: &str, key: &str, severity: Severity) -> Expect {
 }
 
 impl Expect {
-    fn text(mut self, t: &'static str) -> Self {
-        self.evidence.push(Needle::Text(t));
+    fn text(mut self, t: impl Into<String>) -> Self {
+        self.evidence.push(Needle::Text(t.into()));
         self
     }
 
-    fn num(mut self, after: &'static str, lo: f64, hi: f64) -> Self {
-        self.evidence.push(Needle::Num(after, lo, hi));
+    fn num(mut self, after: impl Into<String>, lo: f64, hi: f64) -> Self {
+        self.evidence.push(Needle::Num(after.into(), lo, hi));
         self
     }
 
@@ -100,7 +100,10 @@ pub(super) fn expected(t: Trouble) -> Vec<Expect> {
                 .text("(7.5 of 8.0 GiB)"),
         ],
         Trouble::VmFilesystemFull => vec![want(&guest(102), "guest-disk", Warning).num(
-            "guest_fs_used_pct{mountpoint=\"/var\"} = ",
+            format!(
+                "{} = ",
+                metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "/var")
+            ),
             86.9,
             87.1,
         )],
@@ -114,7 +117,10 @@ pub(super) fn expected(t: Trouble) -> Vec<Expect> {
         }
         Trouble::PbsGcFailed => vec![
             want("pbs-datastore:pbs1/fast", "pbs-gc-failed", Warning)
-                .text("job_last_ok{job=\"gc\"} = 0")
+                .text(format!(
+                    "{} = 0",
+                    metric::labelled(metric::JOB_LAST_OK, "job", "gc")
+                ))
                 .text("EIO: I/O error"),
         ],
         // KNOWN: rules::pbs_jobs reads the job's state from `<kind>_last_state`
@@ -368,7 +374,11 @@ pub(super) fn expected(t: Trouble) -> Vec<Expect> {
         ],
         Trouble::HostFsFull => vec![
             want(&format!("node:{PBS}"), "host-fs:/", Warning)
-                .num("fs_used_pct{mount=\"/\"} = ", 90.9, 91.1)
+                .num(
+                    format!("{} = ", metric::labelled(metric::FS_USED_PCT, "mount", "/")),
+                    90.9,
+                    91.1,
+                )
                 .text("(109.2 of 120.0 GiB)"),
         ],
         Trouble::UpdatesPending => {

@@ -18,7 +18,7 @@ impl Gen {
             let disk_pressure = n == "worker-3" && self.has(Trouble::K8sNodePressure);
             ready_nodes += u32::from(!not_ready);
             let mut attrs = json!({
-                "ready": !not_ready,
+                metric::READY: !not_ready,
                 "unschedulable": false,
                 "kubelet_version": "v1.31.4",
                 "memory_pressure": false,
@@ -47,9 +47,9 @@ impl Gen {
                 if not_ready { "NotReady" } else { "Ready" },
                 attrs,
             );
-            self.gauge(i, "ready", f64::from(u8::from(!not_ready)));
+            self.gauge(i, metric::READY, f64::from(u8::from(!not_ready)));
             if disk_pressure {
-                self.gauge(i, "warning_events_1h", 6.0);
+                self.gauge(i, metric::WARNING_EVENTS_1H, 6.0);
             }
         }
 
@@ -90,7 +90,7 @@ impl Gen {
                 "namespace": ns,
                 "kind": kind,
                 "desired": replicas,
-                "ready": available,
+                metric::READY: available,
                 "available": available,
                 "updated": updated,
             });
@@ -112,9 +112,9 @@ impl Gen {
                 },
                 attrs,
             );
-            self.gauge(w, "replicas_desired", replicas as f64);
-            self.gauge(w, "replicas_ready", available as f64);
-            self.gauge(w, "replicas_unavailable", unavailable as f64);
+            self.gauge(w, metric::REPLICAS_DESIRED, replicas as f64);
+            self.gauge(w, metric::REPLICAS_READY, available as f64);
+            self.gauge(w, metric::REPLICAS_UNAVAILABLE, unavailable as f64);
             for r in 0..replicas {
                 let (pod, node) = match kind {
                     "statefulset" => (format!("{name}-{r}"), K8S_WORKERS[r % 4]),
@@ -262,7 +262,7 @@ impl Gen {
                 status,
                 attrs,
             );
-            self.gauge(w, "job_failed", f64::from(u8::from(etl_failed)));
+            self.gauge(w, metric::JOB_FAILED, f64::from(u8::from(etl_failed)));
             let started = if job == etl {
                 last_daily(now, 120)
             } else {
@@ -336,7 +336,7 @@ impl Gen {
                 attrs,
             );
             if bound {
-                self.gauge(i, "capacity_bytes", 20.0 * GIB);
+                self.gauge(i, metric::CAPACITY_BYTES, 20.0 * GIB);
             }
         }
         let c = self.add(
@@ -348,14 +348,14 @@ impl Gen {
             "reachable",
             json!({"version": "v1.31.4"}),
         );
-        self.gauge(c, "nodes", nodes.len() as f64);
-        self.gauge(c, "nodes_ready", f64::from(ready_nodes));
-        self.gauge(c, "pods", f64::from(pods));
+        self.gauge(c, metric::NODES, nodes.len() as f64);
+        self.gauge(c, metric::NODES_READY, f64::from(ready_nodes));
+        self.gauge(c, metric::PODS, f64::from(pods));
         for phase in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
             let n = phases.get(phase).copied().unwrap_or(0);
             self.gauge(
                 c,
-                &format!("pods_by_phase{{phase=\"{phase}\"}}"),
+                &metric::labelled(metric::PODS_BY_PHASE, "phase", &phase),
                 f64::from(n),
             );
         }
@@ -364,7 +364,7 @@ impl Gen {
         } else {
             0.0
         };
-        self.gauge(c, "warning_events_1h", storm);
+        self.gauge(c, metric::WARNING_EVENTS_1H, storm);
     }
 
     fn pod(&mut self, p: &PodSpec<'_>) {
@@ -376,8 +376,8 @@ impl Gen {
         let mut attrs = json!({
             "namespace": p.ns,
             "phase": p.phase,
-            "ready": p.ready,
-            "restarts": p.restarts,
+            metric::READY: p.ready,
+            metric::RESTARTS: p.restarts,
             "node": p.node,
             "created_ms": p.created_ms,
         });
@@ -396,10 +396,10 @@ impl Gen {
             p.status,
             attrs,
         );
-        self.gauge(i, "restarts", p.restarts as f64);
-        self.gauge(i, "ready", f64::from(u8::from(p.ready)));
+        self.gauge(i, metric::RESTARTS, p.restarts as f64);
+        self.gauge(i, metric::READY, f64::from(u8::from(p.ready)));
         if p.extra.get("last_warning").is_some() {
-            self.gauge(i, "warning_events_1h", p.warnings);
+            self.gauge(i, metric::WARNING_EVENTS_1H, p.warnings);
         }
     }
 }

@@ -27,6 +27,7 @@ use super::snapshot::Snapshot;
 use crate::store::{AgentRecord, CollectorHealthRecord, LatestSample, ResourceRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
+use warden_shared::metric;
 
 mod docker;
 mod expected;
@@ -943,14 +944,14 @@ fn the_fleet_looks_like_what_the_collectors_send() {
     }
     // The histories the snapshot reads: an hour per minute; a week of capacity hourly, its last
     // 5 hours per 5 minutes; a week of baselines hourly, whole hours only.
-    let raw = &s.history[&("node:pve1".to_owned(), "cpu_pct".to_owned())];
+    let raw = &s.history[&("node:pve1".to_owned(), metric::CPU_PCT.to_owned())];
     assert!(raw.len() >= 60 && raw.windows(2).all(|w| w[0].0 < w[1].0));
     let trend = &s.trend_history[&(
         "storage:pve1/local-lvm".to_owned(),
-        "storage_used_pct".to_owned(),
+        metric::STORAGE_USED_PCT.to_owned(),
     )];
     assert!((220..=226).contains(&trend.len()), "{}", trend.len());
-    let base = &s.baseline_history[&(guest_id(104), "cpu_pct".to_owned())];
+    let base = &s.baseline_history[&(guest_id(104), metric::CPU_PCT.to_owned())];
     assert_eq!(base.len(), 168);
     // Deterministic: the same seed gives the same fleet, another seed other numbers.
     let again = fleet(7, NOW0, &[]);

@@ -60,36 +60,36 @@ impl Gen {
             if store == "archive" && self.has(Trouble::BackupTargetFull) {
                 s = s.flat(93.0, 0.2);
             }
-            let pct = self.pct(j, "datastore_used_pct", s);
-            self.gauge(j, "datastore_total_bytes", total);
-            self.gauge(j, "datastore_used_bytes", total * pct / 100.0);
+            let pct = self.pct(j, metric::DATASTORE_USED_PCT, s);
+            self.gauge(j, metric::DATASTORE_TOTAL_BYTES, total);
+            self.gauge(j, metric::DATASTORE_USED_BYTES, total * pct / 100.0);
             // The host collector sees the datastore's filesystem where PBS mounts it.
             let m = |name: &str| format!("{name}{{mount=\"/mnt/datastore/{store}\"}}");
-            self.gauge(host, &m("fs_total_bytes"), total);
-            self.gauge(host, &m("fs_used_bytes"), total * pct / 100.0);
-            self.gauge(host, &m("fs_used_pct"), pct);
+            self.gauge(host, &m(metric::FS_TOTAL_BYTES), total);
+            self.gauge(host, &m(metric::FS_USED_BYTES), total * pct / 100.0);
+            self.gauge(host, &m(metric::FS_USED_PCT), pct);
             let v = self.rng.range(6.0, 22.0);
-            self.gauge(j, "datastore_dedup_factor", v);
+            self.gauge(j, metric::DATASTORE_DEDUP_FACTOR, v);
             let v = self.rng.range(400.0, 2000.0);
-            self.gauge(j, "datastore_days_to_full", v);
+            self.gauge(j, metric::DATASTORE_DAYS_TO_FULL, v);
             let failed_tasks = ok.iter().filter(|(_, good, _)| !good).count();
             for (job, good, age_s) in ok {
                 self.gauge(
                     j,
-                    &format!("job_last_ok{{job=\"{job}\"}}"),
+                    &metric::labelled(metric::JOB_LAST_OK, "job", &job),
                     f64::from(u8::from(good)),
                 );
                 self.gauge(
                     j,
-                    &format!("job_last_run_age_seconds{{job=\"{job}\"}}"),
+                    &metric::labelled(metric::JOB_LAST_RUN_AGE_SECONDS, "job", &job),
                     age_s as f64,
                 );
             }
-            self.gauge(j, "tasks_failed_24h", failed_tasks as f64);
+            self.gauge(j, metric::TASKS_FAILED_24H, failed_tasks as f64);
             let groups = self.backup_groups(store, &id, read);
-            self.gauge(j, "snapshots_total", (groups * 9) as f64);
-            self.gauge(j, "snapshots_verify_failed", 0.0);
-            self.gauge(j, "snapshots_unverified", groups as f64);
+            self.gauge(j, metric::SNAPSHOTS_TOTAL, (groups * 9) as f64);
+            self.gauge(j, metric::SNAPSHOTS_VERIFY_FAILED, 0.0);
+            self.gauge(j, metric::SNAPSHOTS_UNVERIFIED, groups as f64);
         }
         self.snap.resources[host].attrs["filesystems"] = json!(5);
         if self.has(Trouble::PbsEstimateFull) {
@@ -123,11 +123,11 @@ impl Gen {
             key: hash("vault"),
         };
         let total = 8.0 * TIB;
-        let pct = self.pct(j, "datastore_used_pct", shape);
-        self.gauge(j, "datastore_total_bytes", total);
-        self.gauge(j, "datastore_used_bytes", total * pct / 100.0);
-        self.gauge(j, "datastore_days_to_full", 5.5);
-        self.gauge(j, "tasks_failed_24h", 0.0);
+        let pct = self.pct(j, metric::DATASTORE_USED_PCT, shape);
+        self.gauge(j, metric::DATASTORE_TOTAL_BYTES, total);
+        self.gauge(j, metric::DATASTORE_USED_BYTES, total * pct / 100.0);
+        self.gauge(j, metric::DATASTORE_DAYS_TO_FULL, 5.5);
+        self.gauge(j, metric::TASKS_FAILED_24H, 0.0);
         self.born_ms = i64::MIN;
     }
 
@@ -187,10 +187,10 @@ impl Gen {
                     "last_verification": "ok",
                 }),
             );
-            self.gauge(j, "backup_last_age_seconds", *age);
-            self.gauge(j, "backup_count", 9.0);
+            self.gauge(j, metric::BACKUP_LAST_AGE_SECONDS, *age);
+            self.gauge(j, metric::BACKUP_COUNT, 9.0);
             let v = self.rng.range(2.0, 60.0) * GIB;
-            self.gauge(j, "backup_size_bytes", v);
+            self.gauge(j, metric::BACKUP_SIZE_BYTES, v);
         }
         groups.len()
     }
@@ -222,7 +222,7 @@ impl Gen {
             // control fleet is checked at 03:15, while it runs.
             cpu.bump = Some((180, 25, 45.0));
         }
-        self.pct(i, "cpu_pct", cpu);
+        self.pct(i, metric::CPU_PCT, cpu);
         let level = mem_level + self.rng.range(20.0, 40.0);
         let mut mem = self.shape(level, 3.0, 1.0);
         if host == "dock2" && self.has(Trouble::MemoryPressure) {
@@ -234,18 +234,18 @@ impl Gen {
                 ..mem
             };
         }
-        let mem_pct = self.pct(i, "mem_used_pct", mem);
+        let mem_pct = self.pct(i, metric::MEM_USED_PCT, mem);
         let total = 64.0 * GIB;
-        self.gauge(i, "mem_total_bytes", total);
-        self.gauge(i, "mem_used_bytes", total * mem_pct / 100.0);
-        self.gauge(i, "swap_total_bytes", 4.0 * GIB);
-        self.gauge(i, "swap_used_bytes", 0.1 * GIB);
-        for m in ["load1", "load5", "load15"] {
+        self.gauge(i, metric::MEM_TOTAL_BYTES, total);
+        self.gauge(i, metric::MEM_USED_BYTES, total * mem_pct / 100.0);
+        self.gauge(i, metric::SWAP_TOTAL_BYTES, 4.0 * GIB);
+        self.gauge(i, metric::SWAP_USED_BYTES, 0.1 * GIB);
+        for m in [metric::LOAD1, metric::LOAD5, metric::LOAD15] {
             let load = f64::from(cpus) * self.rng.range(0.05, 0.4);
             self.gauge(i, m, load);
         }
         let v = self.rng.range(5.0, 200.0) * 86_400.0;
-        self.gauge(i, "uptime_seconds", v);
+        self.gauge(i, metric::UPTIME_SECONDS, v);
         for (mount, total_gib) in [("/", 120.0), ("/boot/efi", 0.5)] {
             let mut pct = self.rng.range(6.0, 55.0);
             if host == PBS && mount == "/" && self.has(Trouble::HostFsFull) {
@@ -254,16 +254,36 @@ impl Gen {
             }
             let total = total_gib * GIB;
             let m = |name: &str| format!("{name}{{mount=\"{mount}\"}}");
-            self.gauge(i, &m("fs_total_bytes"), total);
-            self.gauge(i, &m("fs_used_bytes"), total * pct / 100.0);
-            self.gauge(i, &m("fs_used_pct"), pct);
+            self.gauge(i, &m(metric::FS_TOTAL_BYTES), total);
+            self.gauge(i, &m(metric::FS_USED_BYTES), total * pct / 100.0);
+            self.gauge(i, &m(metric::FS_USED_PCT), pct);
         }
-        self.gauge(i, "disk_read_bytes_per_s{device=\"nvme0n1\"}", 2.0e6);
-        self.gauge(i, "disk_write_bytes_per_s{device=\"nvme0n1\"}", 5.0e6);
-        self.gauge(i, "net_rx_bytes_per_s{iface=\"eth0\"}", 3.0e5);
-        self.gauge(i, "net_tx_bytes_per_s{iface=\"eth0\"}", 2.0e5);
+        self.gauge(
+            i,
+            &metric::labelled(metric::DISK_READ_BYTES_PER_S, "device", "nvme0n1"),
+            2.0e6,
+        );
+        self.gauge(
+            i,
+            &metric::labelled(metric::DISK_WRITE_BYTES_PER_S, "device", "nvme0n1"),
+            5.0e6,
+        );
+        self.gauge(
+            i,
+            &metric::labelled(metric::NET_RX_BYTES_PER_S, "iface", "eth0"),
+            3.0e5,
+        );
+        self.gauge(
+            i,
+            &metric::labelled(metric::NET_TX_BYTES_PER_S, "iface", "eth0"),
+            2.0e5,
+        );
         let temp = self.rng.range(38.0, 55.0).round();
-        self.gauge(i, "temp_celsius{sensor=\"k10temp Tctl\"}", temp);
+        self.gauge(
+            i,
+            &metric::labelled(metric::TEMP_CELSIUS, "sensor", "k10temp Tctl"),
+            temp,
+        );
         i
     }
 }

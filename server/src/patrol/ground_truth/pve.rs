@@ -49,14 +49,14 @@ impl Gen {
             key: hash("ceph"),
         };
         let total = 5.0 * 3.0 * 3.84e12;
-        let pct = self.pct(i, "storage_used_pct", shape);
-        self.gauge(i, "storage_total_bytes", total);
-        self.gauge(i, "storage_used_bytes", total * pct / 100.0);
+        let pct = self.pct(i, metric::STORAGE_USED_PCT, shape);
+        self.gauge(i, metric::STORAGE_TOTAL_BYTES, total);
+        self.gauge(i, metric::STORAGE_USED_BYTES, total * pct / 100.0);
         let up = if warn { 14.0 } else { 15.0 };
         for (m, v) in [
-            ("ceph_osds_total", 15.0),
-            ("ceph_osds_up", up),
-            ("ceph_osds_in", 15.0),
+            (metric::CEPH_OSDS_TOTAL, 15.0),
+            (metric::CEPH_OSDS_UP, up),
+            (metric::CEPH_OSDS_IN, 15.0),
         ] {
             self.gauge(i, m, v);
         }
@@ -106,24 +106,28 @@ impl Gen {
                 ..cpu
             };
         }
-        self.pct(i, "cpu_pct", cpu);
+        self.pct(i, metric::CPU_PCT, cpu);
         let level = self.rng.range(35.0, 62.0);
         let mem = self.shape(level, 3.0, 1.0);
-        let mem_pct = self.pct(i, "mem_used_pct", mem);
+        let mem_pct = self.pct(i, metric::MEM_USED_PCT, mem);
         let mem_total = [256.0, 384.0, 512.0][self.rng.below(3) as usize] * GIB;
-        self.gauge(i, "mem_total_bytes", mem_total);
-        self.gauge(i, "mem_used_bytes", mem_total * mem_pct / 100.0);
-        self.gauge(i, "swap_total_bytes", 8.0 * GIB);
+        self.gauge(i, metric::MEM_TOTAL_BYTES, mem_total);
+        self.gauge(i, metric::MEM_USED_BYTES, mem_total * mem_pct / 100.0);
+        self.gauge(i, metric::SWAP_TOTAL_BYTES, 8.0 * GIB);
         let v = self.rng.range(0.0, 0.3) * GIB;
-        self.gauge(i, "swap_used_bytes", v);
+        self.gauge(i, metric::SWAP_USED_BYTES, v);
         let v = self.rng.range(8.0, 30.0);
-        self.gauge(i, "rootfs_used_pct", v);
-        for (m, f) in [("load1", 1.0), ("load5", 0.9), ("load15", 0.8)] {
+        self.gauge(i, metric::ROOTFS_USED_PCT, v);
+        for (m, f) in [
+            (metric::LOAD1, 1.0),
+            (metric::LOAD5, 0.9),
+            (metric::LOAD15, 0.8),
+        ] {
             let load = f64::from(cores) * self.rng.range(0.1, 0.3) * f;
             self.gauge(i, m, load);
         }
         let v = self.rng.range(10.0, 90.0) * 86_400.0;
-        self.gauge(i, "uptime_seconds", v);
+        self.gauge(i, metric::UPTIME_SECONDS, v);
         // A healthy fleet is up to date: pending updates are a finding (info). The draw keeps
         // the rest of the fleet as it was.
         let _ = self.rng.below(25);
@@ -132,7 +136,7 @@ impl Gen {
         } else {
             0.0
         };
-        self.gauge(i, "updates_pending", updates);
+        self.gauge(i, metric::UPDATES_PENDING, updates);
         // Failed tasks: the failed backups of its guests (their own findings), and migrations.
         let mut failed = match node {
             "pve1" if self.has(Trouble::BackupFailed) => 1.0,
@@ -142,7 +146,7 @@ impl Gen {
         if node == "pve4" && self.has(Trouble::TasksFailed) {
             failed += 3.0;
         }
-        self.gauge(i, "tasks_failed_24h", failed);
+        self.gauge(i, metric::TASKS_FAILED_24H, failed);
         // Certificates: read hourly, the time left sent every run from the last reading.
         let read = self.run_ms(node, "proxmox");
         let acme_left = if node == "pve2" && self.has(Trouble::CertExpiring) {
@@ -157,7 +161,7 @@ impl Gen {
         ] {
             self.gauge_at(
                 i,
-                &format!("cert_expires_in_seconds{{file=\"{file}\"}}"),
+                &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &file),
                 left,
                 read,
             );
@@ -194,9 +198,9 @@ impl Gen {
                     s.wobble = 0.1;
                 }
             }
-            let pct = self.pct(j, "storage_used_pct", s);
-            self.gauge(j, "storage_total_bytes", total);
-            self.gauge(j, "storage_used_bytes", total * pct / 100.0);
+            let pct = self.pct(j, metric::STORAGE_USED_PCT, s);
+            self.gauge(j, metric::STORAGE_TOTAL_BYTES, total);
+            self.gauge(j, metric::STORAGE_USED_BYTES, total * pct / 100.0);
         }
 
         // Disks: two SATA SSDs (rpool), one NVMe (local-lvm), two hard disks (tank).
@@ -252,13 +256,13 @@ impl Gen {
                 "nvme" => 2000.0 * 1e9,
                 _ => 8000.0 * 1e9,
             };
-            self.gauge(j, "disk_size_bytes", size);
+            self.gauge(j, metric::DISK_SIZE_BYTES, size);
             if kind != "hdd" {
                 let mut left = self.rng.range(70.0, 99.0).round();
                 if node == "pve1" && k == 0 && self.has(Trouble::SsdWornOut) {
                     left = 12.0;
                 }
-                self.gauge(j, "disk_wearout_pct", left);
+                self.gauge(j, metric::DISK_WEAROUT_PCT, left);
             }
             let mut temp = match kind {
                 "nvme" => self.rng.range(38.0, 56.0),
@@ -272,7 +276,7 @@ impl Gen {
             if node == "pve4" && kind == "nvme" && self.has(Trouble::NvmeHot) {
                 temp = 82.0;
             }
-            self.gauge_at(j, "disk_temp_celsius", temp, smart_read);
+            self.gauge_at(j, metric::DISK_TEMP_CELSIUS, temp, smart_read);
         }
 
         // ZFS pools.
@@ -315,13 +319,13 @@ impl Gen {
             if node == "pve3" && pool == "tank" && self.has(Trouble::ZfsPoolFull) {
                 s = s.flat(93.0, 0.2);
             }
-            let pct = self.pct(j, "storage_used_pct", s);
-            self.gauge(j, "storage_total_bytes", size);
-            self.gauge(j, "storage_used_bytes", size * pct / 100.0);
-            self.gauge(j, "storage_free_bytes", size * (100.0 - pct) / 100.0);
+            let pct = self.pct(j, metric::STORAGE_USED_PCT, s);
+            self.gauge(j, metric::STORAGE_TOTAL_BYTES, size);
+            self.gauge(j, metric::STORAGE_USED_BYTES, size * pct / 100.0);
+            self.gauge(j, metric::STORAGE_FREE_BYTES, size * (100.0 - pct) / 100.0);
             let v = self.rng.range(1.0, 25.0).round();
-            self.gauge(j, "zfs_frag_pct", v);
-            self.gauge(j, "zfs_dedup_ratio", 1.0);
+            self.gauge(j, metric::ZFS_FRAG_PCT, v);
+            self.gauge(j, metric::ZFS_DEDUP_RATIO, 1.0);
             if pool == "tank" {
                 // The PVE storage `tank` (type zfspool) holds the guests' disks on the pool: PVE
                 // counts its datasets' used against used + available, a little above the pool.
@@ -338,9 +342,9 @@ impl Gen {
                     level: s.level + 0.3,
                     ..s
                 };
-                let pct = self.pct(k, "storage_used_pct", view);
-                self.gauge(k, "storage_total_bytes", size * 0.97);
-                self.gauge(k, "storage_used_bytes", size * 0.97 * pct / 100.0);
+                let pct = self.pct(k, metric::STORAGE_USED_PCT, view);
+                self.gauge(k, metric::STORAGE_TOTAL_BYTES, size * 0.97);
+                self.gauge(k, metric::STORAGE_USED_BYTES, size * 0.97 * pct / 100.0);
             }
         }
     }
@@ -368,9 +372,9 @@ impl Gen {
             if storage == "pbs-archive" && self.has(Trouble::BackupTargetFull) {
                 s = s.flat(93.0, 0.2);
             }
-            let pct = self.pct(j, "storage_used_pct", s);
-            self.gauge(j, "storage_total_bytes", total);
-            self.gauge(j, "storage_used_bytes", total * pct / 100.0);
+            let pct = self.pct(j, metric::STORAGE_USED_PCT, s);
+            self.gauge(j, metric::STORAGE_TOTAL_BYTES, total);
+            self.gauge(j, metric::STORAGE_USED_BYTES, total * pct / 100.0);
         }
     }
 
@@ -412,8 +416,8 @@ impl Gen {
         );
         let mem_total = [1.0, 2.0, 4.0, 8.0, 16.0][self.rng.below(5) as usize] * GIB;
         let disk_total = if lxc { 8.0 * GIB } else { 64.0 * GIB };
-        self.gauge(i, "mem_total_bytes", mem_total);
-        self.gauge(i, "disk_total_bytes", disk_total);
+        self.gauge(i, metric::MEM_TOTAL_BYTES, mem_total);
+        self.gauge(i, metric::DISK_TOTAL_BYTES, disk_total);
         // Balloon statistics, guest filesystems and failed backups come from the agent of the
         // guest's node.
         let node_read = self.run_ms(node, "proxmox");
@@ -440,7 +444,7 @@ impl Gen {
                     cpu.step = Some((self.now - 40 * MIN, 72.0));
                 }
             }
-            self.pct(i, "cpu_pct", cpu);
+            self.pct(i, metric::CPU_PCT, cpu);
             let level = self.rng.range(25.0, 70.0);
             let mut mem = self.shape(level, 2.0, 1.0);
             if vmid == 100 && self.has(Trouble::GuestMemory) {
@@ -452,12 +456,12 @@ impl Gen {
                     ..mem
                 };
             }
-            let mem_pct = self.pct(i, "mem_used_pct", mem);
-            self.gauge(i, "mem_used_bytes", mem_total * mem_pct / 100.0);
+            let mem_pct = self.pct(i, metric::MEM_USED_PCT, mem);
+            self.gauge(i, metric::MEM_USED_BYTES, mem_total * mem_pct / 100.0);
             let v = self.rng.range(1.0, 60.0) * 86_400.0;
             self.gauge(
                 i,
-                "uptime_seconds",
+                metric::UPTIME_SECONDS,
                 v.min(self.now.saturating_sub(self.born_ms) as f64 / 1000.0),
             );
             if lxc {
@@ -465,13 +469,18 @@ impl Gen {
                 if vmid == 101 && self.has(Trouble::ContainerDiskFull) {
                     pct = 93.5;
                 }
-                self.gauge(i, "disk_used_pct", pct);
-                self.gauge(i, "disk_used_bytes", disk_total * pct / 100.0);
+                self.gauge(i, metric::DISK_USED_PCT, pct);
+                self.gauge(i, metric::DISK_USED_BYTES, disk_total * pct / 100.0);
             } else {
-                self.gauge_at(i, "guest_mem_total_bytes", mem_total - 0.2 * GIB, node_read);
                 self.gauge_at(
                     i,
-                    "guest_mem_used_bytes",
+                    metric::GUEST_MEM_TOTAL_BYTES,
+                    mem_total - 0.2 * GIB,
+                    node_read,
+                );
+                self.gauge_at(
+                    i,
+                    metric::GUEST_MEM_USED_BYTES,
                     mem_total * mem_pct / 110.0,
                     node_read,
                 );
@@ -491,15 +500,20 @@ impl Gen {
                         let total = total_gib * GIB;
                         let used = total * pct / 100.0;
                         let m = |name: &str| format!("{name}{{mountpoint=\"{mount}\"}}");
-                        self.gauge_at(i, &m("guest_fs_used_bytes"), used, fs_read);
-                        self.gauge_at(i, &m("guest_fs_total_bytes"), total, fs_read);
-                        self.gauge_at(i, &m("guest_fs_used_pct"), used / total * 100.0, fs_read);
+                        self.gauge_at(i, &m(metric::GUEST_FS_USED_BYTES), used, fs_read);
+                        self.gauge_at(i, &m(metric::GUEST_FS_TOTAL_BYTES), total, fs_read);
+                        self.gauge_at(
+                            i,
+                            &m(metric::GUEST_FS_USED_PCT),
+                            used / total * 100.0,
+                            fs_read,
+                        );
                     }
                 }
             }
         }
         if vmid == NEW_GUEST {
-            self.gauge_at(i, "backup_failed_24h", 0.0, node_read);
+            self.gauge_at(i, metric::BACKUP_FAILED_24H, 0.0, node_read);
         } else if !template {
             self.backups(i, vmid, node_read);
         }
@@ -546,18 +560,18 @@ impl Gen {
         }
         self.gauge_at(
             i,
-            &format!("backup_last_age_seconds{{storage=\"{storage}\"}}"),
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", &storage),
             age,
             read,
         );
         let count = 7.0 + f64::from(vmid % 5);
         self.gauge_at(
             i,
-            &format!("backup_count{{storage=\"{storage}\"}}"),
+            &metric::labelled(metric::BACKUP_COUNT, "storage", &storage),
             count,
             read,
         );
-        self.gauge_at(i, "backup_failed_24h", failed, node_read);
+        self.gauge_at(i, metric::BACKUP_FAILED_24H, failed, node_read);
     }
 
     /// Replication job `<vmid>-0` of a running guest to the next node, every 15 minutes.
@@ -579,16 +593,21 @@ impl Gen {
         };
         let duration = self.rng.range(1.5, 9.0);
         let label = |m: &str| format!("{m}{{job=\"{job}\"}}");
-        self.gauge_at(i, &label("replication_fail_count"), fail_count as f64, read);
         self.gauge_at(
             i,
-            &label("replication_last_sync_age_seconds"),
+            &label(metric::REPLICATION_FAIL_COUNT),
+            fail_count as f64,
+            read,
+        );
+        self.gauge_at(
+            i,
+            &label(metric::REPLICATION_LAST_SYNC_AGE_SECONDS),
             ((read - last_sync) / 1000) as f64,
             read,
         );
         self.gauge_at(
             i,
-            &label("replication_last_duration_seconds"),
+            &label(metric::REPLICATION_LAST_DURATION_SECONDS),
             duration,
             read,
         );

@@ -4,6 +4,7 @@
 use super::Thresholds;
 use crate::patrol::finding::{Category, Detection, Severity};
 use crate::store::ResourceRecord;
+use warden_shared::metric;
 
 /// A backup older than the limit is a warning; older than twice the limit (4 days by default:
 /// several nightly runs missed) critical, since a restore would lose that much. A failed backup
@@ -14,12 +15,12 @@ pub(super) fn backup_age(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detec
     let newest = r
         .latest
         .iter()
-        .filter(|(m, _)| m.starts_with("backup_last_age_seconds"))
+        .filter(|(m, _)| m.starts_with(metric::BACKUP_LAST_AGE_SECONDS))
         .map(|(_, l)| l.value)
         .reduce(f64::min);
     let failed = r
         .latest
-        .get("backup_failed_24h")
+        .get(metric::BACKUP_FAILED_24H)
         .is_some_and(|l| l.value > 0.0);
     if let Some(age) = newest
         && age > t.backup_max_age_s
@@ -86,8 +87,8 @@ mod tests {
     #[test]
     fn a_backup_job_that_names_no_guest_is_a_backup_finding_not_a_failed_task() {
         let mut r = record("node:pve1", "online");
-        latest(&mut r, "tasks_failed_24h", 2.0);
-        latest(&mut r, "backup_failed_unattributed_24h", 1.0);
+        latest(&mut r, metric::TASKS_FAILED_24H, 2.0);
+        latest(&mut r, metric::BACKUP_FAILED_UNATTRIBUTED_24H, 1.0);
         let found = found(vec![r], &Thresholds::default());
         let job = found.iter().find(|d| d.key == "backup-job-failed").unwrap();
         assert_eq!(

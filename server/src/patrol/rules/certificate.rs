@@ -4,6 +4,7 @@
 use super::{Thresholds, newest_family};
 use crate::patrol::finding::{Category, Detection, Severity};
 use crate::store::ResourceRecord;
+use warden_shared::metric;
 
 /// A duration in the largest unit that fits: days, hours or minutes.
 fn span(secs: f64) -> String {
@@ -61,7 +62,7 @@ pub(super) fn certificates(
     r: &ResourceRecord,
     out: &mut Vec<Detection>,
 ) {
-    let mut expiring: Vec<(&str, f64)> = newest_family(r, "cert_expires_in_seconds", "file")
+    let mut expiring: Vec<(&str, f64)> = newest_family(r, metric::CERT_EXPIRES_IN_SECONDS, "file")
         .into_iter()
         .map(|(file, left, ts)| (file, left - (now_ms - ts) as f64 / 1000.0))
         .filter(|(_, left)| *left < t.cert_warning_days * 86_400.0)
@@ -116,7 +117,7 @@ mod tests {
             for (file, left) in certs {
                 latest_at(
                     &mut r,
-                    &format!("cert_expires_in_seconds{{file=\"{file}\"}}"),
+                    &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &file),
                     *left,
                     read_ms,
                 );
@@ -144,7 +145,7 @@ mod tests {
         // The custom certificate was removed since; only the newest reading counts.
         latest(
             &mut gone,
-            "cert_expires_in_seconds{file=\"pve-ssl.pem\"}",
+            &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", "pve-ssl.pem"),
             500.0 * day,
         );
         let mut resources = resources;

@@ -3,6 +3,7 @@
 use super::{Thresholds, latest_value, level, text};
 use crate::patrol::finding::{Category, Detection, Severity};
 use crate::store::ResourceRecord;
+use warden_shared::metric;
 
 /// A disk whose SMART self-assessment failed (PVE reports health `FAILED`).
 pub(super) fn disk_health(r: &ResourceRecord, out: &mut Vec<Detection>) {
@@ -24,7 +25,7 @@ pub(super) fn disk_health(r: &ResourceRecord, out: &mut Vec<Detection>) {
 }
 
 pub(super) fn disk(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
-    let Some(left) = r.latest.get("disk_wearout_pct").map(|l| l.value) else {
+    let Some(left) = r.latest.get(metric::DISK_WEAROUT_PCT).map(|l| l.value) else {
         return;
     };
     if left >= t.wearout_min_pct {
@@ -51,7 +52,7 @@ pub(super) fn disk(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>)
 /// few minutes, and a drive's temperature changes slowly (its thermal mass smooths out
 /// seconds-long spikes), so one reading over the limit already means minutes over it.
 pub(super) fn disk_temperature(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
-    let Some(temp) = latest_value(r, "disk_temp_celsius") else {
+    let Some(temp) = latest_value(r, metric::DISK_TEMP_CELSIUS) else {
         return;
     };
     let nvme = text(r, "type") == Some("nvme") || r.name.starts_with("/dev/nvme");
@@ -107,7 +108,7 @@ mod tests {
             r.attrs.insert("type".into(), kind.into());
             r.attrs.insert("model".into(), "ST4000VN008".into());
             if let Some(v) = temp {
-                latest(&mut r, "disk_temp_celsius", v);
+                latest(&mut r, metric::DISK_TEMP_CELSIUS, v);
             }
             r
         };
@@ -147,7 +148,7 @@ mod tests {
         );
         // A worn and hot drive: two findings, each under its own key.
         let mut both = disk("disk:pve1/Z2", "ssd", Some(66.0));
-        latest(&mut both, "disk_wearout_pct", 5.0);
+        latest(&mut both, metric::DISK_WEAROUT_PCT, 5.0);
         let f = found(vec![both], &t);
         let keys: Vec<(&str, Severity)> = f.iter().map(|d| (d.key.as_str(), d.severity)).collect();
         assert_eq!(

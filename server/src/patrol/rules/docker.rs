@@ -4,6 +4,7 @@ use super::text;
 use crate::patrol::finding::{Category, Detection, Severity};
 use crate::patrol::snapshot::Snapshot;
 use crate::store::ResourceRecord;
+use warden_shared::metric;
 
 /// A container restarting this often within an hour is a finding.
 const RESTARTS_PER_HOUR: f64 = 3.0;
@@ -13,7 +14,7 @@ const RESTARTS_CRITICAL_PER_HOUR: f64 = 10.0;
 pub(super) fn container(s: &Snapshot, r: &ResourceRecord, out: &mut Vec<Detection>) {
     let in_hour = s
         .history
-        .get(&(r.id.clone(), "restart_count".to_owned()))
+        .get(&(r.id.clone(), metric::RESTART_COUNT.to_owned()))
         .and_then(|p| {
             let since = s.now_ms - 3_600_000;
             let recent: Vec<f64> = p.iter().filter(|x| x.0 >= since).map(|x| x.1).collect();
@@ -81,10 +82,10 @@ mod tests {
             ],
             ..Snapshot::default()
         };
-        series(&mut s, "docker:h/flappy", "restart_count", 60, |m| {
+        series(&mut s, "docker:h/flappy", metric::RESTART_COUNT, 60, |m| {
             (m / 15) as f64
         });
-        series(&mut s, "docker:h/dead", "restart_count", 60, |m| {
+        series(&mut s, "docker:h/dead", metric::RESTART_COUNT, 60, |m| {
             (m / 5) as f64
         });
         let found = detect(&s, &Thresholds::default(), &BTreeMap::new());

@@ -6,6 +6,7 @@ use super::{
 use crate::patrol::finding::{Category, Detection, Severity};
 use crate::patrol::snapshot::Snapshot;
 use crate::store::ResourceRecord;
+use warden_shared::metric;
 
 pub(super) fn guest_memory(
     s: &Snapshot,
@@ -13,7 +14,7 @@ pub(super) fn guest_memory(
     r: &ResourceRecord,
     out: &mut Vec<Detection>,
 ) {
-    let Some(v) = sustained_min(s, &r.id, "mem_used_pct", t.window_ms) else {
+    let Some(v) = sustained_min(s, &r.id, metric::MEM_USED_PCT, t.window_ms) else {
         return;
     };
     let Some(severity) = level(v, t.guest_memory) else {
@@ -35,23 +36,23 @@ pub(super) fn guest_memory(
 /// guest agent reports (`guest_fs_used_pct{mountpoint="…"}`, newest reading only).
 fn guest_filesystems(r: &ResourceRecord) -> Vec<Filesystem<'_>> {
     let mut out = Vec::new();
-    if let Some(pct) = latest_value(r, "disk_used_pct") {
+    if let Some(pct) = latest_value(r, metric::DISK_USED_PCT) {
         out.push(Filesystem {
             mount: "/",
-            metric: "disk_used_pct".into(),
+            metric: metric::DISK_USED_PCT.into(),
             pct,
-            used: latest_value(r, "disk_used_bytes"),
-            total: latest_value(r, "disk_total_bytes"),
+            used: latest_value(r, metric::DISK_USED_BYTES),
+            total: latest_value(r, metric::DISK_TOTAL_BYTES),
         });
     }
-    for (mount, pct, _) in newest_family(r, "guest_fs_used_pct", "mountpoint") {
+    for (mount, pct, _) in newest_family(r, metric::GUEST_FS_USED_PCT, "mountpoint") {
         let labelled = |m: &str| latest_value(r, &format!("{m}{{mountpoint=\"{mount}\"}}"));
         out.push(Filesystem {
             mount,
-            metric: format!("guest_fs_used_pct{{mountpoint=\"{mount}\"}}"),
+            metric: metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", &mount),
             pct,
-            used: labelled("guest_fs_used_bytes"),
-            total: labelled("guest_fs_total_bytes"),
+            used: labelled(metric::GUEST_FS_USED_BYTES),
+            total: labelled(metric::GUEST_FS_TOTAL_BYTES),
         });
     }
     out
@@ -194,9 +195,12 @@ mod tests {
         assert_eq!(d.title, "100: /var is 88 % full");
         assert_eq!(
             d.evidence,
-            "guest_fs_used_pct{mountpoint=\"/var\"} = 88.0 % (8.8 of 10.0 GiB); \
-             guest_fs_used_pct{mountpoint=\"/\"} = 80.0 % (40.0 of 50.0 GiB) \
-             (watch 75 %, warning 85 %, critical 92 %)"
+            format!(
+                "{} = 88.0 % (8.8 of 10.0 GiB); {} = 80.0 % (40.0 of 50.0 GiB) \
+                 (watch 75 %, warning 85 %, critical 92 %)",
+                metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "/var"),
+                metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", "/")
+            )
         );
         assert!(
             d.recommendation.contains("`qm disk resize 100 <disk> +3G`"),

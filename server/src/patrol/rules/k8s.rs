@@ -5,6 +5,7 @@ use super::{Fleet, latest_value, text};
 use crate::patrol::finding::{Category, Detection, Severity};
 use crate::store::ResourceRecord;
 use std::collections::{HashMap, HashSet};
+use warden_shared::metric;
 
 /// Pending longer than this is a finding.
 const POD_PENDING_MS: i64 = 5 * 60_000;
@@ -13,8 +14,8 @@ const POD_PENDING_MS: i64 = 5 * 60_000;
 /// known controller, a workload that is not reported).
 fn still_served(fleet: &Fleet<'_>, r: &ResourceRecord) -> Option<bool> {
     let w = fleet.by_id.get(text(r, "workload")?)?;
-    let desired = latest_value(w, "replicas_desired")?;
-    let unavailable = latest_value(w, "replicas_unavailable")?;
+    let desired = latest_value(w, metric::REPLICAS_DESIRED)?;
+    let unavailable = latest_value(w, metric::REPLICAS_UNAVAILABLE)?;
     Some(desired <= 0.0 || unavailable < desired)
 }
 
@@ -73,7 +74,7 @@ fn crash_cause(r: &ResourceRecord) -> (String, String) {
 /// Crash loops, image pulls and pods pending too long: critical when the pod's workload has no
 /// replica available (the service is down), else warning (degraded, or its impact unknown).
 pub(super) fn pod(now_ms: i64, fleet: &Fleet<'_>, r: &ResourceRecord, out: &mut Vec<Detection>) {
-    let restarts = r.latest.get("restarts").map_or(0.0, |l| l.value);
+    let restarts = r.latest.get(metric::RESTARTS).map_or(0.0, |l| l.value);
     let created = r
         .attrs
         .get("created_ms")
@@ -163,7 +164,10 @@ pub(super) fn k8s_node(r: &ResourceRecord, out: &mut Vec<Detection>) {
 
 pub(super) fn workload(r: &ResourceRecord, out: &mut Vec<Detection>) {
     let kind = text(r, "kind").unwrap_or("workload");
-    if r.latest.get("job_failed").is_some_and(|l| l.value > 0.0) {
+    if r.latest
+        .get(metric::JOB_FAILED)
+        .is_some_and(|l| l.value > 0.0)
+    {
         let mut d = Detection::on(r, "job-failed", Severity::Warning, Category::Reliability);
         d.title = format!("job {} failed", r.name);
         let reason = text(r, "failure_reason").unwrap_or("unknown reason");
@@ -181,12 +185,15 @@ pub(super) fn workload(r: &ResourceRecord, out: &mut Vec<Detection>) {
     }
     let unavailable = r
         .latest
-        .get("replicas_unavailable")
+        .get(metric::REPLICAS_UNAVAILABLE)
         .map_or(0.0, |l| l.value);
     if unavailable <= 0.0 {
         return;
     }
-    let desired = r.latest.get("replicas_desired").map_or(0.0, |l| l.value);
+    let desired = r
+        .latest
+        .get(metric::REPLICAS_DESIRED)
+        .map_or(0.0, |l| l.value);
     let severity = if unavailable >= desired {
         Severity::Critical
     } else {
@@ -295,7 +302,7 @@ const STORM_OBJECTS: usize = 3;
 /// [`WARNING_STORM_WATCH`]. The evidence names the objects with the most warnings and their
 /// latest one. Runs after the other rules, over their findings.
 pub(super) fn warning_storms(resources: &[ResourceRecord], out: &mut Vec<Detection>) {
-    const METRIC: &str = "warning_events_1h";
+    const METRIC: &str = metric::WARNING_EVENTS_1H;
     let has_finding: HashSet<&str> = out.iter().map(|d| d.resource_id.as_str()).collect();
     // By cluster name, its objects with warnings: (count, sample time, object).
     let mut clusters: HashMap<&str, Vec<(f64, i64, &ResourceRecord)>> = HashMap::new();
@@ -445,12 +452,12 @@ mod tests {
     fn a_warning_storm_counts_only_warnings_no_finding_explains() {
         let cluster = |name: &str, warnings: f64| {
             let mut r = record(&format!("k8s-cluster:{name}"), "reachable");
-            latest(&mut r, "warning_events_1h", warnings);
+            latest(&mut r, metric::WARNING_EVENTS_1H, warnings);
             r
         };
         let pod = |id: &str, status: &str, warnings: f64, ts: i64, last: &str| {
             let mut r = record(id, status);
-            latest_at(&mut r, "warning_events_1h", warnings, ts);
+            latest_at(&mut r, metric::WARNING_EVENTS_1H, warnings, ts);
             attr(&mut r, "last_warning", last);
             r
         };
@@ -515,7 +522,7 @@ mod tests {
         let crash = |name: &str, reason: Option<&str>, code: Option<i64>| {
             let mut r = record(&format!("pod:k/shop/{name}"), "CrashLoopBackOff");
             attr(&mut r, "namespace", "shop");
-            latest(&mut r, "restarts", 9.0);
+            latest(&mut r, metric::RESTARTS, 9.0);
             if let Some(reason) = reason {
                 attr(&mut r, "last_termination_reason", reason);
             }

@@ -36,6 +36,7 @@ use replication::replication;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use storage::{ceph, storage, zfs_pool};
+use warden_shared::metric;
 
 /// A warning and a critical level.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -145,7 +146,7 @@ impl<'a> Fleet<'a> {
             .iter()
             .filter(|r| matches!(r.kind.as_str(), "vm" | "lxc"))
         {
-            if let Some(n) = latest_value(r, "backup_failed_24h").filter(|n| *n > 0.0)
+            if let Some(n) = latest_value(r, metric::BACKUP_FAILED_24H).filter(|n| *n > 0.0)
                 && let Some(node) = r.node()
             {
                 *backup_failures.entry(node).or_default() += n;
@@ -248,8 +249,8 @@ fn minutes(ms: i64) -> i64 {
 /// forecasts read.
 pub(crate) fn capacity_metric(kind: &str) -> Option<&'static str> {
     match kind {
-        "storage" => Some("storage_used_pct"),
-        "pbs-datastore" => Some("datastore_used_pct"),
+        "storage" => Some(metric::STORAGE_USED_PCT),
+        "pbs-datastore" => Some(metric::DATASTORE_USED_PCT),
         _ => None,
     }
 }

@@ -10,11 +10,12 @@ use crate::patrol::finding::{Category, Detection, Severity};
 use crate::patrol::snapshot::Snapshot;
 use crate::store::ResourceRecord;
 use std::collections::BTreeMap;
+use warden_shared::metric;
 
 pub(super) fn node(s: &Snapshot, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
     for (metric, what, key) in [
-        ("cpu_pct", "CPU", "node-cpu"),
-        ("mem_used_pct", "memory", "node-memory"),
+        (metric::CPU_PCT, "CPU", "node-cpu"),
+        (metric::MEM_USED_PCT, "memory", "node-memory"),
     ] {
         let Some(v) = sustained_min(s, &r.id, metric, t.window_ms) else {
             continue;
@@ -75,7 +76,7 @@ pub(super) fn storage_mounts(resources: &[ResourceRecord]) -> BTreeMap<&str, Vec
         let Some(node) = r.parent.as_deref().filter(|p| p.starts_with("node:")) else {
             continue;
         };
-        if r.kind != "storage" || latest_value(r, "storage_used_pct").is_none() {
+        if r.kind != "storage" || latest_value(r, metric::STORAGE_USED_PCT).is_none() {
             continue;
         }
         let mount = match text(r, "plugin") {
@@ -111,7 +112,7 @@ pub(super) fn host_fs(
     watched: &[(String, bool)],
     out: &mut Vec<Detection>,
 ) {
-    for (mount, pct, _) in newest_family(r, "fs_used_pct", "mount") {
+    for (mount, pct, _) in newest_family(r, metric::FS_USED_PCT, "mount") {
         let Some(severity) = level(pct, t.host_fs) else {
             continue;
         };
@@ -121,10 +122,10 @@ pub(super) fn host_fs(
         let labelled = |m: &str| latest_value(r, &format!("{m}{{mount=\"{mount}\"}}"));
         let fs = Filesystem {
             mount,
-            metric: format!("fs_used_pct{{mount=\"{mount}\"}}"),
+            metric: metric::labelled(metric::FS_USED_PCT, "mount", &mount),
             pct,
-            used: labelled("fs_used_bytes"),
-            total: labelled("fs_total_bytes"),
+            used: labelled(metric::FS_USED_BYTES),
+            total: labelled(metric::FS_TOTAL_BYTES),
         };
         let mut d = Detection::on(r, &format!("host-fs:{mount}"), severity, Category::Capacity);
         d.title = format!("{}: {mount} is {pct:.0} % full", r.name);
@@ -166,7 +167,7 @@ pub(super) fn host_fs(
 /// pending updates is silent. The API lists packages, not whether an update fixes a security
 /// issue, so the finding says how to see that.
 pub(super) fn updates_pending(r: &ResourceRecord, out: &mut Vec<Detection>) {
-    let Some(n) = latest_value(r, "updates_pending").filter(|n| *n >= 1.0) else {
+    let Some(n) = latest_value(r, metric::UPDATES_PENDING).filter(|n| *n >= 1.0) else {
         return;
     };
     let mut d = Detection::on(r, "updates-pending", Severity::Info, Category::General);
@@ -197,11 +198,11 @@ const TASKS_FAILED_WARNING: f64 = 5.0;
 /// [`TASKS_FAILED_WARNING`]. Migrations, snapshots, disk moves and job-level backups fail
 /// here without any other trace.
 pub(super) fn failed_tasks(fleet: &Fleet<'_>, r: &ResourceRecord, out: &mut Vec<Detection>) {
-    let unattributed = latest_value(r, "backup_failed_unattributed_24h").unwrap_or(0.0);
+    let unattributed = latest_value(r, metric::BACKUP_FAILED_UNATTRIBUTED_24H).unwrap_or(0.0);
     if unattributed >= 1.0 {
         out.push(failed_backup_job(r, unattributed));
     }
-    let Some(failed) = latest_value(r, "tasks_failed_24h") else {
+    let Some(failed) = latest_value(r, metric::TASKS_FAILED_24H) else {
         return;
     };
     let backups = fleet.backup_failures.get(&r.name).copied().unwrap_or(0.0) + unattributed;
@@ -258,8 +259,8 @@ mod tests {
             resources: vec![record("node:pve1", "online")],
             ..Snapshot::default()
         };
-        series(&mut s, "node:pve1", "cpu_pct", 20, |_| 80.0);
-        series(&mut s, "node:pve1", "mem_used_pct", 20, |m| {
+        series(&mut s, "node:pve1", metric::CPU_PCT, 20, |_| 80.0);
+        series(&mut s, "node:pve1", metric::MEM_USED_PCT, 20, |m| {
             if m % 2 == 0 { 90.0 } else { 60.0 }
         });
         let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
@@ -274,11 +275,11 @@ mod tests {
     #[test]
     fn pending_updates_are_info_and_a_node_without_any_is_silent() {
         let mut some = record("node:pve1", "online");
-        latest(&mut some, "updates_pending", 14.0);
+        latest(&mut some, metric::UPDATES_PENDING, 14.0);
         let mut one = record("node:pve2", "online");
-        latest(&mut one, "updates_pending", 1.0);
+        latest(&mut one, metric::UPDATES_PENDING, 1.0);
         let mut none = record("node:pve3", "online");
-        latest(&mut none, "updates_pending", 0.0);
+        latest(&mut none, metric::UPDATES_PENDING, 0.0);
         let unknown = record("node:pve4", "online");
         let found = found(vec![some, one, none, unknown], &Thresholds::default());
         let got: Vec<(&str, &str, Severity)> = found
@@ -303,14 +304,18 @@ mod tests {
     fn failed_tasks_beyond_the_failed_backups_of_the_nodes_guests() {
         let node = |name: &str, failed: f64| {
             let mut r = record(&format!("node:{name}"), "online");
-            latest(&mut r, "tasks_failed_24h", failed);
+            latest(&mut r, metric::TASKS_FAILED_24H, failed);
             r
         };
         let guest = |vmid: u32, node: &str, failed: f64| {
             let mut r = record(&format!("vm:c/{vmid}"), "running");
             attr(&mut r, "node", node);
-            latest(&mut r, "backup_failed_24h", failed);
-            latest(&mut r, "backup_last_age_seconds{storage=\"pbs\"}", 3600.0);
+            latest(&mut r, metric::BACKUP_FAILED_24H, failed);
+            latest(
+                &mut r,
+                &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
+                3600.0,
+            );
             r
         };
         let resources = vec![
@@ -382,7 +387,10 @@ mod tests {
         assert_eq!(d.title, "dock1: / is 91 % full");
         assert_eq!(
             d.evidence,
-            "fs_used_pct{mount=\"/\"} = 91.0 % (91.0 of 100.0 GiB) (warning 85 %, critical 95 %)"
+            format!(
+                "{} = 91.0 % (91.0 of 100.0 GiB) (warning 85 %, critical 95 %)",
+                metric::labelled(metric::FS_USED_PCT, "mount", "/")
+            )
         );
         assert!(d.description.contains("(91.0 of 100.0 GiB used)"));
         assert!(
@@ -407,7 +415,7 @@ mod tests {
         let mut local = record("storage:pve1/local", "available");
         local.parent = Some("node:pve1".into());
         local.attrs.insert("plugin".into(), "dir".into());
-        latest(&mut local, "storage_used_pct", 96.0);
+        latest(&mut local, metric::STORAGE_USED_PCT, 96.0);
         // pve2's `local` reports no usage (disabled): its `/` is Patrol's to watch.
         let mut pve2 = record("node:pve2", "online");
         host_mount(&mut pve2, "/", 96.0, NOW);

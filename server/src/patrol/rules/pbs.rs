@@ -3,16 +3,18 @@
 use super::{latest_value, text};
 use crate::patrol::finding::{Category, Detection, Severity};
 use crate::store::ResourceRecord;
+use warden_shared::metric;
 
 /// Failed tasks of a PBS datastore within 24 h from which a failing GC, prune or sync job is
 /// critical.
 const PBS_REPEATED_FAILURES: f64 = 3.0;
 
 pub(super) fn pbs_jobs(r: &ResourceRecord, out: &mut Vec<Detection>) {
-    let failed_tasks = latest_value(r, "tasks_failed_24h").unwrap_or(0.0);
+    let failed_tasks = latest_value(r, metric::TASKS_FAILED_24H).unwrap_or(0.0);
     for (metric, l) in &r.latest {
         let Some(job) = metric
-            .strip_prefix("job_last_ok{job=\"")
+            .strip_prefix(metric::JOB_LAST_OK)
+            .and_then(|j| j.strip_prefix("{job=\""))
             .and_then(|j| j.strip_suffix("\"}"))
         else {
             continue;

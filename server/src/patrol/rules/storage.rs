@@ -5,6 +5,7 @@ use super::{Thresholds, capacity_metric, latest_value, level, minutes, sustained
 use crate::patrol::finding::{Category, Detection, Severity};
 use crate::patrol::snapshot::Snapshot;
 use crate::store::ResourceRecord;
+use warden_shared::metric;
 
 pub(super) fn storage(s: &Snapshot, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
     let Some(metric) = capacity_metric(&r.kind) else {
@@ -124,7 +125,12 @@ pub(super) fn ceph(r: &ResourceRecord, out: &mut Vec<Detection>) {
         r.id.split_once(':')
             .and_then(|(_, rest)| rest.split('/').next())
             .unwrap_or_default();
-    let osds = ["ceph_osds_total", "ceph_osds_up", "ceph_osds_in"].map(|m| latest_value(r, m));
+    let osds = [
+        metric::CEPH_OSDS_TOTAL,
+        metric::CEPH_OSDS_UP,
+        metric::CEPH_OSDS_IN,
+    ]
+    .map(|m| latest_value(r, m));
     let mut d = Detection::on(r, "ceph-health", severity, Category::Reliability);
     d.title = match checks {
         Some(c) => format!("Ceph of {cluster} is {health}: {}", c.replace(',', ", ")),
@@ -188,20 +194,32 @@ mod tests {
         series(
             &mut s,
             "storage:pve2/local-zfs",
-            "storage_used_pct",
+            metric::STORAGE_USED_PCT,
             30,
             |m| 88.0 + m as f64 * 0.1,
         );
         // One sample over 90 % among 85 % ones is not a sustained 90 %.
-        series(&mut s, "storage:pve1/spiky", "storage_used_pct", 30, |m| {
-            if m == 29 { 95.0 } else { 85.0 }
-        });
+        series(
+            &mut s,
+            "storage:pve1/spiky",
+            metric::STORAGE_USED_PCT,
+            30,
+            |m| {
+                if m == 29 { 95.0 } else { 85.0 }
+            },
+        );
         // Five minutes of history cannot show ten minutes held.
-        series(&mut s, "storage:pve1/new", "storage_used_pct", 5, |_| 99.0);
+        series(
+            &mut s,
+            "storage:pve1/new",
+            metric::STORAGE_USED_PCT,
+            5,
+            |_| 99.0,
+        );
         series(
             &mut s,
             "pbs-datastore:pbs1/store1",
-            "datastore_used_pct",
+            metric::DATASTORE_USED_PCT,
             30,
             |_| 72.0,
         );

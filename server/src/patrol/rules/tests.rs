@@ -40,35 +40,35 @@ pub(super) fn backups_pods_and_disks_from_their_latest_state() {
     let mut old = record("lxc:demo/104", "running");
     latest(
         &mut old,
-        "backup_last_age_seconds{storage=\"pbs\"}",
+        &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
         4.0 * 86_400.0,
     );
     let mut fresh_elsewhere = record("vm:demo/100", "running");
     latest(
         &mut fresh_elsewhere,
-        "backup_last_age_seconds{storage=\"pbs\"}",
+        &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
         5.0 * 86_400.0,
     );
     latest(
         &mut fresh_elsewhere,
-        "backup_last_age_seconds{storage=\"nfs\"}",
+        &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "nfs"),
         3600.0,
     );
     let mut failing = record("vm:demo/101", "running");
     latest(
         &mut failing,
-        "backup_last_age_seconds{storage=\"pbs\"}",
+        &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
         3600.0,
     );
-    latest(&mut failing, "backup_failed_24h", 1.0);
+    latest(&mut failing, metric::BACKUP_FAILED_24H, 1.0);
     let mut crash = record("pod:k/shop/web-1", "CrashLoopBackOff");
-    latest(&mut crash, "restarts", 7.0);
+    latest(&mut crash, metric::RESTARTS, 7.0);
     crash
         .attrs
         .insert("last_termination_reason".into(), "OOMKilled".into());
     let running = record("pod:k/shop/web-2", "Running");
     let mut worn = record("disk:pve1/sdb", "healthy");
-    latest(&mut worn, "disk_wearout_pct", 18.0);
+    latest(&mut worn, metric::DISK_WEAROUT_PCT, 18.0);
     let mut unknown = record("disk:pve1/sda", "healthy");
     unknown
         .attrs
@@ -119,16 +119,24 @@ pub(super) fn kubernetes_pbs_replication_containers_and_guest_memory() {
     let ready = record("k8s-node:k/worker-1", "Ready");
     let mut deploy = record("k8s-workload:k/shop/deployment/web", "Degraded");
     attr(&mut deploy, "kind", "deployment".into());
-    latest(&mut deploy, "replicas_desired", 3.0);
-    latest(&mut deploy, "replicas_unavailable", 1.0);
+    latest(&mut deploy, metric::REPLICAS_DESIRED, 3.0);
+    latest(&mut deploy, metric::REPLICAS_UNAVAILABLE, 1.0);
     let mut job = record("k8s-workload:k/shop/job/backup-1", "Failed");
     attr(&mut job, "failure_reason", "BackoffLimitExceeded".into());
-    latest(&mut job, "job_failed", 1.0);
+    latest(&mut job, metric::JOB_FAILED, 1.0);
     let lost = record("pvc:k/shop/data", "Lost");
     let bound = record("pvc:k/shop/uploads", "Bound");
     let mut store = record("pbs-datastore:pbs1/store1", "available");
-    latest(&mut store, "job_last_ok{job=\"gc\"}", 0.0);
-    latest(&mut store, "job_last_ok{job=\"sync/s-offsite\"}", 1.0);
+    latest(
+        &mut store,
+        &metric::labelled(metric::JOB_LAST_OK, "job", "gc"),
+        0.0,
+    );
+    latest(
+        &mut store,
+        &metric::labelled(metric::JOB_LAST_OK, "job", "sync/s-offsite"),
+        1.0,
+    );
     attr(&mut store, "gc_last_state", "EIO: I/O error".into());
     let mut repl = record("replication:demo/100-0", "failing");
     attr(&mut repl, "error", "exit code 255".into());
@@ -146,10 +154,10 @@ pub(super) fn kubernetes_pbs_replication_containers_and_guest_memory() {
         ],
         ..Snapshot::default()
     };
-    series(&mut s, "docker:h/flappy", "restart_count", 50, |m| {
+    series(&mut s, "docker:h/flappy", metric::RESTART_COUNT, 50, |m| {
         (m / 10) as f64
     });
-    series(&mut s, "vm:demo/100", "mem_used_pct", 15, |_| 90.0);
+    series(&mut s, "vm:demo/100", metric::MEM_USED_PCT, 15, |_| 90.0);
     let found = detect(&s, &Thresholds::default(), &BTreeMap::new());
     let got: Vec<(&str, &str, Severity)> = found
         .iter()
@@ -224,21 +232,37 @@ pub(super) fn severity_policy_escalates_what_puts_data_or_service_at_risk() {
         let mut g = record(&format!("vm:c/{vmid}"), "running");
         latest(
             &mut g,
-            "backup_last_age_seconds{storage=\"pbs\"}",
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
             days * 86_400.0,
         );
         resources.push(g);
     }
     // PBS: a failed verify is critical at once; GC after repeated failures.
     let mut ds = record("pbs-datastore:pbs/a", "available");
-    latest(&mut ds, "job_last_ok{job=\"verify/v1\"}", 0.0);
-    latest(&mut ds, "job_last_ok{job=\"gc\"}", 0.0);
-    latest(&mut ds, "tasks_failed_24h", 2.0);
+    latest(
+        &mut ds,
+        &metric::labelled(metric::JOB_LAST_OK, "job", "verify/v1"),
+        0.0,
+    );
+    latest(
+        &mut ds,
+        &metric::labelled(metric::JOB_LAST_OK, "job", "gc"),
+        0.0,
+    );
+    latest(&mut ds, metric::TASKS_FAILED_24H, 2.0);
     resources.push(ds);
     let mut ds = record("pbs-datastore:pbs/b", "available");
-    latest(&mut ds, "job_last_ok{job=\"gc\"}", 0.0);
-    latest(&mut ds, "job_last_ok{job=\"sync/s1\"}", 0.0);
-    latest(&mut ds, "tasks_failed_24h", 3.0);
+    latest(
+        &mut ds,
+        &metric::labelled(metric::JOB_LAST_OK, "job", "gc"),
+        0.0,
+    );
+    latest(
+        &mut ds,
+        &metric::labelled(metric::JOB_LAST_OK, "job", "sync/s1"),
+        0.0,
+    );
+    latest(&mut ds, metric::TASKS_FAILED_24H, 3.0);
     resources.push(ds);
     // Replication: one failure a warning, three in a row critical.
     for (job, fails) in [("100-0", 1), ("101-0", 3)] {
@@ -250,8 +274,8 @@ pub(super) fn severity_policy_escalates_what_puts_data_or_service_at_risk() {
     for (name, desired, unavailable) in [("web", 3.0, 1.0), ("db", 1.0, 1.0)] {
         let wid = format!("k8s-workload:k/shop/deployment/{name}");
         let mut w = record(&wid, "Degraded");
-        latest(&mut w, "replicas_desired", desired);
-        latest(&mut w, "replicas_unavailable", unavailable);
+        latest(&mut w, metric::REPLICAS_DESIRED, desired);
+        latest(&mut w, metric::REPLICAS_UNAVAILABLE, unavailable);
         resources.push(w);
         let mut p = record(&format!("pod:k/shop/{name}-1"), "CrashLoopBackOff");
         attr(&mut p, "workload", wid.as_str());
@@ -348,17 +372,22 @@ const GIB: f64 = 1_073_741_824.0;
 pub(super) fn container(vmid: u32, pct: f64) -> ResourceRecord {
     let mut r = record(&format!("lxc:c/{vmid}"), "running");
     r.attrs.insert("vmid".into(), vmid.into());
-    latest(&mut r, "disk_used_pct", pct);
-    latest(&mut r, "disk_used_bytes", 8.0 * GIB * pct / 100.0);
-    latest(&mut r, "disk_total_bytes", 8.0 * GIB);
+    latest(&mut r, metric::DISK_USED_PCT, pct);
+    latest(&mut r, metric::DISK_USED_BYTES, 8.0 * GIB * pct / 100.0);
+    latest(&mut r, metric::DISK_TOTAL_BYTES, 8.0 * GIB);
     r
 }
 
 pub(super) fn vm_fs(r: &mut ResourceRecord, mount: &str, used_gib: f64, total_gib: f64, ts: i64) {
     let m = |name: &str| format!("{name}{{mountpoint=\"{mount}\"}}");
-    latest_at(r, &m("guest_fs_used_bytes"), used_gib * GIB, ts);
-    latest_at(r, &m("guest_fs_total_bytes"), total_gib * GIB, ts);
-    latest_at(r, &m("guest_fs_used_pct"), used_gib / total_gib * 100.0, ts);
+    latest_at(r, &m(metric::GUEST_FS_USED_BYTES), used_gib * GIB, ts);
+    latest_at(r, &m(metric::GUEST_FS_TOTAL_BYTES), total_gib * GIB, ts);
+    latest_at(
+        r,
+        &m(metric::GUEST_FS_USED_PCT),
+        used_gib / total_gib * 100.0,
+        ts,
+    );
 }
 
 #[test]
@@ -396,11 +425,11 @@ pub(super) fn a_healthy_fleet_raises_nothing_and_old_settings_take_the_new_defau
     let mut vm = record("vm:c/100", "running");
     vm_fs(&mut vm, "/", 10.0, 50.0, NOW);
     let mut hdd = record("disk:pve1/Z1", "healthy");
-    latest(&mut hdd, "disk_temp_celsius", 38.0);
+    latest(&mut hdd, metric::DISK_TEMP_CELSIUS, 38.0);
     let mut node = record("node:pve1", "online");
     latest(
         &mut node,
-        "cert_expires_in_seconds{file=\"pve-ssl.pem\"}",
+        &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", "pve-ssl.pem"),
         500.0 * 86_400.0,
     );
     host_mount(&mut node, "/", 84.9, NOW);
@@ -448,7 +477,7 @@ pub(super) fn zfs(node: &str, pool: &str, status: &str, detail: &[(&str, &str)])
     for (k, v) in detail {
         r.attrs.insert((*k).into(), (*v).into());
     }
-    latest(&mut r, "storage_used_pct", 40.0);
+    latest(&mut r, metric::STORAGE_USED_PCT, 40.0);
     r
 }
 
@@ -463,9 +492,13 @@ pub(super) fn ceph_cluster(
     r.attrs.insert("plugin".into(), "ceph".into());
     r.attrs.insert("health".into(), health.into());
     r.attrs.insert("health_checks".into(), checks.into());
-    for (m, v) in ["ceph_osds_total", "ceph_osds_up", "ceph_osds_in"]
-        .into_iter()
-        .zip(osds)
+    for (m, v) in [
+        metric::CEPH_OSDS_TOTAL,
+        metric::CEPH_OSDS_UP,
+        metric::CEPH_OSDS_IN,
+    ]
+    .into_iter()
+    .zip(osds)
     {
         latest(&mut r, m, v);
     }
@@ -475,7 +508,7 @@ pub(super) fn ceph_cluster(
 /// A filesystem of a host as the host collector reports it (of 100 GiB).
 pub(super) fn host_mount(r: &mut ResourceRecord, mount: &str, pct: f64, ts: i64) {
     let m = |name: &str| format!("{name}{{mount=\"{mount}\"}}");
-    latest_at(r, &m("fs_total_bytes"), 100.0 * GIB, ts);
-    latest_at(r, &m("fs_used_bytes"), pct * GIB, ts);
-    latest_at(r, &m("fs_used_pct"), pct, ts);
+    latest_at(r, &m(metric::FS_TOTAL_BYTES), 100.0 * GIB, ts);
+    latest_at(r, &m(metric::FS_USED_BYTES), pct * GIB, ts);
+    latest_at(r, &m(metric::FS_USED_PCT), pct, ts);
 }
