@@ -24,8 +24,6 @@ pub const MAX_RULES: usize = 200;
 pub const MAX_OVERRIDES: usize = 10_000;
 /// `resource_kind` of a rule that applies to every kind.
 pub const ANY_KIND: &str = "*";
-/// Kinds that are not in [`ResourceKind`] but that collectors report (PVE replication jobs).
-const EXTRA_KINDS: &[&str] = &["replication"];
 
 /// How bad an alert is; `critical` is above `warning`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -249,25 +247,33 @@ impl Default for RuleSet {
     /// memory 75 / 85 %, storage and PBS datastores 80 / 90 % used, guest memory 80 / 88 %;
     /// each for 5 minutes with 5 points of hysteresis.
     fn default() -> Self {
-        let rule = |id: &str, name: &str, kind: &str, metric: &str, w: f64, c: f64| AlertRule {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            resource_kind: kind.to_owned(),
-            metric: metric.to_owned(),
-            op: Op::Above,
-            warning: Some(w),
-            critical: Some(c),
-            for_s: 300,
-            hysteresis: 5.0,
-            enabled: true,
-        };
+        let rule =
+            |id: &str, name: &str, kind: ResourceKind, metric: &str, w: f64, c: f64| AlertRule {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                resource_kind: kind.prefix().to_owned(),
+                metric: metric.to_owned(),
+                op: Op::Above,
+                warning: Some(w),
+                critical: Some(c),
+                for_s: 300,
+                hysteresis: 5.0,
+                enabled: true,
+            };
         Self {
             rules: vec![
-                rule("node-cpu", "Node CPU", "node", metric::CPU_PCT, 75.0, 85.0),
+                rule(
+                    "node-cpu",
+                    "Node CPU",
+                    ResourceKind::Node,
+                    metric::CPU_PCT,
+                    75.0,
+                    85.0,
+                ),
                 rule(
                     "node-memory",
                     "Node memory",
-                    "node",
+                    ResourceKind::Node,
                     metric::MEM_USED_PCT,
                     75.0,
                     85.0,
@@ -275,7 +281,7 @@ impl Default for RuleSet {
                 rule(
                     "storage-usage",
                     "Storage usage",
-                    "storage",
+                    ResourceKind::Storage,
                     metric::STORAGE_USED_PCT,
                     80.0,
                     90.0,
@@ -283,7 +289,7 @@ impl Default for RuleSet {
                 rule(
                     "pbs-datastore-usage",
                     "PBS datastore usage",
-                    "pbs-datastore",
+                    ResourceKind::PbsDatastore,
                     metric::DATASTORE_USED_PCT,
                     80.0,
                     90.0,
@@ -291,7 +297,7 @@ impl Default for RuleSet {
                 rule(
                     "vm-memory",
                     "VM memory",
-                    "vm",
+                    ResourceKind::Vm,
                     metric::MEM_USED_PCT,
                     80.0,
                     88.0,
@@ -299,7 +305,7 @@ impl Default for RuleSet {
                 rule(
                     "lxc-memory",
                     "Container memory",
-                    "lxc",
+                    ResourceKind::SystemContainer,
                     metric::MEM_USED_PCT,
                     80.0,
                     88.0,
@@ -377,7 +383,13 @@ fn slug(s: &str) -> bool {
 }
 
 fn known_kind(kind: &str) -> bool {
-    kind == ANY_KIND || ResourceKind::from_prefix(kind).is_some() || EXTRA_KINDS.contains(&kind)
+    kind == ANY_KIND || ResourceKind::from_prefix(kind).is_some_and(watchable)
+}
+
+/// Whether alert rules may watch resources of `kind`: every kind collectors report, not the
+/// subjects of Warden's findings about itself (agents, the server), which have no metrics.
+fn watchable(kind: ResourceKind) -> bool {
+    !matches!(kind, ResourceKind::Agent | ResourceKind::Server)
 }
 
 /// The problems of a rule's thresholds, duration and hysteresis; `at` names it in messages.
@@ -468,9 +480,9 @@ impl RuleSet {
                     "{at}: unknown resource_kind {:?}; use a resource id prefix ({}) or \"*\"",
                     r.resource_kind,
                     ResourceKind::ALL
-                        .iter()
-                        .map(|k| k.prefix())
-                        .chain(EXTRA_KINDS.iter().copied())
+                        .into_iter()
+                        .filter(|k| watchable(*k))
+                        .map(ResourceKind::prefix)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));

@@ -20,6 +20,7 @@ use super::snapshot::Snapshot;
 use crate::store::ResourceRecord;
 use std::collections::{BTreeMap, HashMap};
 use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 /// Findings of one issue on one node that make a storm.
 pub const STORM_MIN: usize = 5;
@@ -76,11 +77,21 @@ fn unlinked(d: &Detection) -> bool {
     d.root_id.is_none() && d.source != Source::Correlation && d.related.is_empty()
 }
 
+/// Whether a resource type is a Proxmox VE guest (a VM or a system container).
+fn is_guest(kind: &str) -> bool {
+    matches!(
+        ResourceKind::from_prefix(kind),
+        Some(ResourceKind::Vm | ResourceKind::SystemContainer)
+    )
+}
+
 /// The id of the ZFS pool resource (`storage:<node>/zfs:<pool>`) a PVE storage of type
 /// `zfspool` lives on: the pool of the same name, or `rpool` for `local-zfs` (the installer's
 /// `rpool/data`). The storage list of PVE names no pool, so this is by name.
 fn pool_of(r: &ResourceRecord) -> Option<String> {
-    if r.kind != "storage" || r.attrs.get("plugin").and_then(|p| p.as_str()) != Some("zfspool") {
+    if ResourceKind::from_prefix(&r.kind) != Some(ResourceKind::Storage)
+        || r.attrs.get("plugin").and_then(|p| p.as_str()) != Some("zfspool")
+    {
         return None;
     }
     let node = r.node()?;
@@ -99,7 +110,10 @@ fn same_pool(by_id: &HashMap<&str, &ResourceRecord>, found: &mut [Detection]) {
     let pools: HashMap<(String, String), usize> = found
         .iter()
         .enumerate()
-        .filter(|(_, d)| d.resource_type == "storage" && d.resource_id.contains("/zfs:"))
+        .filter(|(_, d)| {
+            ResourceKind::from_prefix(&d.resource_type) == Some(ResourceKind::Storage)
+                && d.resource_id.contains("/zfs:")
+        })
         .map(|(i, d)| ((d.resource_id.clone(), d.key.clone()), i))
         .collect();
     if pools.is_empty() {
@@ -153,7 +167,10 @@ fn backup_target_full(
     // Capacity findings by the storage's name: PVE storages and PBS datastores alike.
     let mut full: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, d) in found.iter().enumerate() {
-        let storage_like = matches!(d.resource_type.as_str(), "storage" | "pbs-datastore");
+        let storage_like = matches!(
+            ResourceKind::from_prefix(&d.resource_type),
+            Some(ResourceKind::Storage | ResourceKind::PbsDatastore)
+        );
         if storage_like && d.category == Category::Capacity && d.severity >= Severity::Warning {
             full.entry(d.resource_name.as_str()).or_default().push(i);
         }
@@ -163,7 +180,7 @@ fn backup_target_full(
     }
     let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, d) in found.iter().enumerate() {
-        if d.category != Category::Backup || !matches!(d.resource_type.as_str(), "vm" | "lxc") {
+        if d.category != Category::Backup || !is_guest(&d.resource_type) {
             continue;
         }
         let Some(guest) = by_id.get(d.resource_id.as_str()) else {
@@ -202,9 +219,15 @@ fn backup_target_full(
 
 /// Nodes that are down: PVE nodes reported offline, Kubernetes nodes not Ready.
 fn node_down(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
-    for node in s.resources.iter().filter(|r| {
-        (r.kind == "node" && r.status == "offline") || (r.kind == "k8s-node" && r.status != "Ready")
-    }) {
+    for node in s
+        .resources
+        .iter()
+        .filter(|r| match ResourceKind::from_prefix(&r.kind) {
+            Some(ResourceKind::Node) => r.status == "offline",
+            Some(ResourceKind::K8sNode) => r.status != "Ready",
+            _ => false,
+        })
+    {
         let members: Vec<usize> = found
             .iter()
             .enumerate()
@@ -245,10 +268,16 @@ fn node_down(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) 
 /// guests on PVE nodes, pods on Kubernetes nodes). A worn disk or a full pool is not.
 fn follows_from_down(kind: &str, node_kind: &str) -> bool {
     kind == node_kind
-        || kind == "agent"
-        || match node_kind {
-            "node" => matches!(kind, "vm" | "lxc" | "replication"),
-            _ => kind == "pod",
+        || match (
+            ResourceKind::from_prefix(kind),
+            ResourceKind::from_prefix(node_kind),
+        ) {
+            (Some(ResourceKind::Agent), _) => true,
+            (k, Some(ResourceKind::Node)) => matches!(
+                k,
+                Some(ResourceKind::Vm | ResourceKind::SystemContainer | ResourceKind::Replication)
+            ),
+            (k, _) => k == Some(ResourceKind::Pod),
         }
 }
 
@@ -257,7 +286,7 @@ fn saturated_node(found: &mut [Detection], roots: &mut Vec<Detection>) {
         .iter()
         .enumerate()
         .filter(|(_, d)| {
-            d.resource_type == "node"
+            ResourceKind::from_prefix(&d.resource_type) == Some(ResourceKind::Node)
                 && matches!(d.key.as_str(), "node-cpu" | "node-memory")
                 && unlinked(d)
         })
@@ -275,7 +304,7 @@ fn saturated_node(found: &mut [Detection], roots: &mut Vec<Detection>) {
             .filter(|(_, d)| {
                 unlinked(d)
                     && d.category == Category::Performance
-                    && matches!(d.resource_type.as_str(), "vm" | "lxc")
+                    && is_guest(&d.resource_type)
                     && d.node.as_deref() == Some(node.as_str())
             })
             .map(|(i, _)| i)
@@ -288,7 +317,7 @@ fn saturated_node(found: &mut [Detection], roots: &mut Vec<Detection>) {
             .iter()
             .enumerate()
             .filter(|(_, d)| {
-                d.resource_type == "node"
+                ResourceKind::from_prefix(&d.resource_type) == Some(ResourceKind::Node)
                     && d.resource_name == node
                     && matches!(d.key.as_str(), "node-cpu" | "node-memory")
             })
@@ -329,7 +358,7 @@ fn memory_pressure(
     let mut by_host: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, d) in found.iter().enumerate() {
         if unlinked(d)
-            && d.resource_type == "docker"
+            && ResourceKind::from_prefix(&d.resource_type) == Some(ResourceKind::AppContainer)
             && matches!(d.key.as_str(), "container-restarts" | "container-oom")
             && let Some((host, _)) = d
                 .resource_id
@@ -405,9 +434,13 @@ fn storms(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
         let first = &found[members[0]];
         // The group lives on its node when the node is a known resource, else on the fleet.
         let anchor = node.as_deref().and_then(|n| {
-            s.resources
-                .iter()
-                .find(|r| r.name == n && matches!(r.kind.as_str(), "node" | "k8s-node"))
+            s.resources.iter().find(|r| {
+                r.name == n
+                    && matches!(
+                        ResourceKind::from_prefix(&r.kind),
+                        Some(ResourceKind::Node | ResourceKind::K8sNode)
+                    )
+            })
         });
         let mut root = match anchor {
             Some(r) => root_on(r, &format!("storm-{key}"), first.category),

@@ -16,6 +16,7 @@ use super::finding::{CapacityForecast, Category, Detection, Severity, Source};
 use super::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 /// Buckets the series is reduced to (at most).
 const BUCKETS: usize = 96;
@@ -175,7 +176,9 @@ pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
             .get(&(r.id.clone(), metric.to_owned()))
             .map_or(&[][..], Vec::as_slice);
         let Some(f) = capacity(points, s.now_ms, cfg) else {
-            if r.kind == "pbs-datastore" && enough_history(points, cfg).is_none() {
+            if ResourceKind::from_prefix(&r.kind) == Some(ResourceKind::PbsDatastore)
+                && enough_history(points, cfg).is_none()
+            {
                 out.extend(pbs_estimate(s.now_ms, r, points, cfg));
             }
             continue;

@@ -38,13 +38,12 @@ use crate::store::{AgentRecord, CollectorHealthRecord, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use warden_shared::metric;
+use warden_shared::resource::{ResourceKind, canonical};
 
 /// The server's default QUIC port (`quic_listen` in the server config), named in advice.
 const QUIC_PORT: u16 = 4433;
 /// Resources named in a grouped finding's evidence.
 const EXAMPLES: usize = 5;
-/// Resource type and id prefix of the findings about agents and their collectors.
-const AGENT_KIND: &str = "agent";
 const BACKUP_AGE: &str = metric::BACKUP_LAST_AGE_SECONDS;
 
 /// How long silence is tolerated. Serialised as the `silence` object of
@@ -97,15 +96,15 @@ impl Default for SilenceConfig {
             collector_critical_after_s: 60 * 60,
             resource_silent_after_s: 15 * 60,
             stopped_reporting_ignore_kinds: [
-                "pod",
-                "docker",
-                "k8s-workload",
-                "k8s-node",
-                "pvc",
-                "backup",
-                "replication",
+                ResourceKind::Pod,
+                ResourceKind::AppContainer,
+                ResourceKind::K8sWorkload,
+                ResourceKind::K8sNode,
+                ResourceKind::Pvc,
+                ResourceKind::Backup,
+                ResourceKind::Replication,
             ]
-            .map(String::from)
+            .map(|k| k.prefix().to_owned())
             .to_vec(),
             stopped_reporting_max_findings: 25,
             backup_stale_after_s: 2 * 3600,
@@ -208,10 +207,12 @@ pub fn detect(s: &Snapshot, cfg: &SilenceConfig) -> Vec<Detection> {
         if is_stale(r) {
             continue;
         }
-        match r.kind.as_str() {
-            "vm" | "lxc" => backup_not_running(cfg, r, rep.ref_ms, &mut out),
-            "pbs-datastore" => pbs_jobs(cfg, r, &mut out),
-            "replication" => replication(cfg, r, rep.ref_ms, &mut out),
+        match ResourceKind::from_prefix(&r.kind) {
+            Some(ResourceKind::Vm | ResourceKind::SystemContainer) => {
+                backup_not_running(cfg, r, rep.ref_ms, &mut out);
+            }
+            Some(ResourceKind::PbsDatastore) => pbs_jobs(cfg, r, &mut out),
+            Some(ResourceKind::Replication) => replication(cfg, r, rep.ref_ms, &mut out),
             _ => {}
         }
     }
@@ -620,18 +621,22 @@ fn stopped_reporting(r: &ResourceRecord, collector: &str, lag: i64, out: &mut Ve
         dur(lag),
         r.status
     );
-    let why = match r.kind.as_str() {
-        "vm" | "lxc" => {
+    let why = match ResourceKind::from_prefix(&r.kind) {
+        Some(ResourceKind::Vm | ResourceKind::SystemContainer) => {
             "Check the guest still exists (`qm list` / `pct list`) and that the agent's API token \
              still sees it (guests outside the token's permissions vanish from the cluster view)"
         }
-        "node" => "Check the node is still a cluster member (`pvecm nodes`) and its agent runs",
-        "storage" => "Check the storage is still enabled and active (`pvesm status`)",
-        "disk" => {
+        Some(ResourceKind::Node) => {
+            "Check the node is still a cluster member (`pvecm nodes`) and its agent runs"
+        }
+        Some(ResourceKind::Storage) => {
+            "Check the storage is still enabled and active (`pvesm status`)"
+        }
+        Some(ResourceKind::PhysicalDisk) => {
             "A disk missing from the node's disk list may have dropped off the bus: check \
              `dmesg`, `lsblk` and its SMART state on the node"
         }
-        "pbs-datastore" => {
+        Some(ResourceKind::PbsDatastore) => {
             "Check the datastore still exists and is mounted (`proxmox-backup-manager datastore \
              list`)"
         }
@@ -954,11 +959,14 @@ fn minute_gap(m: &str) -> Option<u64> {
 // ---- helpers ----
 
 /// A detection about an agent (or one of its collectors), which has no resource record: id
-/// `agent:<id>`, named and located by its host.
+/// `agent:<id>`, named and located by its host. Enrollment makes agent ids that are valid
+/// resource names, so the id is never empty.
 pub(super) fn on_agent(a: &AgentRecord, key: &str, severity: Severity) -> Detection {
     let pseudo = ResourceRecord {
-        id: format!("{AGENT_KIND}:{}", a.id),
-        kind: AGENT_KIND.to_owned(),
+        id: canonical::agent(&a.id)
+            .map(String::from)
+            .unwrap_or_default(),
+        kind: ResourceKind::Agent.prefix().to_owned(),
         name: host(a).to_owned(),
         ..ResourceRecord::default()
     };

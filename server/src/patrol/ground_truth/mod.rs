@@ -28,6 +28,7 @@ use crate::store::{AgentRecord, CollectorHealthRecord, LatestSample, ResourceRec
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use warden_shared::metric;
+use warden_shared::resource::canonical;
 
 mod docker;
 mod expected;

@@ -632,7 +632,7 @@ impl Gen {
         self.add(
             node,
             "proxmox",
-            &format!("replication:{CLUSTER}/{job}"),
+            canonical::replication(CLUSTER, &job).unwrap().as_str(),
             &job,
             Some(&guest_id(vmid)),
             if failing { "failing" } else { "ok" },

@@ -7,6 +7,7 @@ use crate::patrol::finding::{Category, Detection, Severity};
 use crate::patrol::snapshot::Snapshot;
 use crate::store::ResourceRecord;
 use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 pub(super) fn guest_memory(
     s: &Snapshot,
@@ -85,7 +86,7 @@ pub(super) fn guest_disk(t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detec
         None if worst.pct >= t.guest_disk_watch => Severity::Watch,
         None => return,
     };
-    let container = r.kind == "lxc";
+    let container = ResourceKind::from_prefix(&r.kind) == Some(ResourceKind::SystemContainer);
     let what = if container { "container" } else { "VM" };
     let id = vmid(r);
     let mut d = Detection::on(r, "guest-disk", severity, Category::Capacity);

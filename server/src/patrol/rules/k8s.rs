@@ -6,6 +6,7 @@ use crate::patrol::finding::{Category, Detection, Severity};
 use crate::store::ResourceRecord;
 use std::collections::{HashMap, HashSet};
 use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 /// Pending longer than this is a finding.
 const POD_PENDING_MS: i64 = 5 * 60_000;
@@ -307,7 +308,15 @@ pub(super) fn warning_storms(resources: &[ResourceRecord], out: &mut Vec<Detecti
     // By cluster name, its objects with warnings: (count, sample time, object).
     let mut clusters: HashMap<&str, Vec<(f64, i64, &ResourceRecord)>> = HashMap::new();
     for r in resources {
-        if !matches!(r.kind.as_str(), "pod" | "k8s-node" | "k8s-workload" | "pvc") {
+        if !matches!(
+            ResourceKind::from_prefix(&r.kind),
+            Some(
+                ResourceKind::Pod
+                    | ResourceKind::K8sNode
+                    | ResourceKind::K8sWorkload
+                    | ResourceKind::Pvc
+            )
+        ) {
             continue;
         }
         let Some(l) = r.latest.get(METRIC).filter(|l| l.value > 0.0) else {
@@ -324,7 +333,10 @@ pub(super) fn warning_storms(resources: &[ResourceRecord], out: &mut Vec<Detecti
         }
     }
     let mut found = Vec::new();
-    for r in resources.iter().filter(|r| r.kind == "k8s-cluster") {
+    for r in resources
+        .iter()
+        .filter(|r| ResourceKind::from_prefix(&r.kind) == Some(ResourceKind::K8sCluster))
+    {
         let Some(sum) = r.latest.get(METRIC) else {
             continue;
         };

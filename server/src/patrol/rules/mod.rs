@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use storage::{ceph, storage, zfs_pool};
 use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 /// A warning and a critical level.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -142,10 +143,12 @@ struct Fleet<'a> {
 impl<'a> Fleet<'a> {
     fn of(resources: &'a [ResourceRecord]) -> Self {
         let mut backup_failures: HashMap<String, f64> = HashMap::new();
-        for r in resources
-            .iter()
-            .filter(|r| matches!(r.kind.as_str(), "vm" | "lxc"))
-        {
+        for r in resources.iter().filter(|r| {
+            matches!(
+                ResourceKind::from_prefix(&r.kind),
+                Some(ResourceKind::Vm | ResourceKind::SystemContainer)
+            )
+        }) {
             if let Some(n) = latest_value(r, metric::BACKUP_FAILED_24H).filter(|n| *n > 0.0)
                 && let Some(node) = r.node()
             {
@@ -171,17 +174,17 @@ pub fn detect(
     let fleet = Fleet::of(&s.resources);
     for r in &s.resources {
         let t = overrides.get(&r.id).unwrap_or(t);
-        match r.kind.as_str() {
-            "storage" => {
+        match ResourceKind::from_prefix(&r.kind) {
+            Some(ResourceKind::Storage) => {
                 storage(s, t, r, &mut out);
                 zfs_pool(r, &mut out);
                 ceph(r, &mut out);
             }
-            "pbs-datastore" => {
+            Some(ResourceKind::PbsDatastore) => {
                 storage(s, t, r, &mut out);
                 pbs_jobs(r, &mut out);
             }
-            "node" => {
+            Some(ResourceKind::Node) => {
                 node_offline(s.now_ms, r, &mut out);
                 node(s, t, r, &mut out);
                 let watched = watched.get(r.id.as_str()).map_or(&[][..], Vec::as_slice);
@@ -189,25 +192,25 @@ pub fn detect(
                 updates_pending(r, &mut out);
                 failed_tasks(&fleet, r, &mut out);
             }
-            "vm" | "lxc" => {
+            Some(ResourceKind::Vm | ResourceKind::SystemContainer) => {
                 backup_age(t, r, &mut out);
                 guest_memory(s, t, r, &mut out);
                 guest_disk(t, r, &mut out);
             }
-            "pod" => pod(s.now_ms, &fleet, r, &mut out),
-            "disk" => {
+            Some(ResourceKind::Pod) => pod(s.now_ms, &fleet, r, &mut out),
+            Some(ResourceKind::PhysicalDisk) => {
                 disk_health(r, &mut out);
                 disk(t, r, &mut out);
                 disk_temperature(t, r, &mut out);
             }
-            "docker" => container(s, r, &mut out),
-            "k8s-node" => {
+            Some(ResourceKind::AppContainer) => container(s, r, &mut out),
+            Some(ResourceKind::K8sNode) => {
                 k8s_node(r, &mut out);
                 k8s_pressure(r, &mut out);
             }
-            "k8s-workload" => workload(r, &mut out),
-            "pvc" => pvc(r, &mut out),
-            "replication" => replication(r, &mut out),
+            Some(ResourceKind::K8sWorkload) => workload(r, &mut out),
+            Some(ResourceKind::Pvc) => pvc(r, &mut out),
+            Some(ResourceKind::Replication) => replication(r, &mut out),
             _ => {}
         }
         // Any resource that reports certificates: PVE nodes today, PBS hosts alike.
@@ -248,9 +251,9 @@ fn minutes(ms: i64) -> i64 {
 /// The used-percent metric of a storage pool or datastore, the one capacity rules and
 /// forecasts read.
 pub(crate) fn capacity_metric(kind: &str) -> Option<&'static str> {
-    match kind {
-        "storage" => Some(metric::STORAGE_USED_PCT),
-        "pbs-datastore" => Some(metric::DATASTORE_USED_PCT),
+    match ResourceKind::from_prefix(kind)? {
+        ResourceKind::Storage => Some(metric::STORAGE_USED_PCT),
+        ResourceKind::PbsDatastore => Some(metric::DATASTORE_USED_PCT),
         _ => None,
     }
 }

@@ -11,6 +11,7 @@ use crate::patrol::snapshot::Snapshot;
 use crate::store::ResourceRecord;
 use std::collections::BTreeMap;
 use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 pub(super) fn node(s: &Snapshot, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {
     for (metric, what, key) in [
@@ -76,7 +77,9 @@ pub(super) fn storage_mounts(resources: &[ResourceRecord]) -> BTreeMap<&str, Vec
         let Some(node) = r.parent.as_deref().filter(|p| p.starts_with("node:")) else {
             continue;
         };
-        if r.kind != "storage" || latest_value(r, metric::STORAGE_USED_PCT).is_none() {
+        if ResourceKind::from_prefix(&r.kind) != Some(ResourceKind::Storage)
+            || latest_value(r, metric::STORAGE_USED_PCT).is_none()
+        {
             continue;
         }
         let mount = match text(r, "plugin") {
