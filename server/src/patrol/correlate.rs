@@ -505,7 +505,7 @@ mod tests {
         let mut r = record(&format!("lxc:demo/{vmid}"), "running");
         r.attrs.insert("node".into(), node.into());
         r.latest.insert(
-            metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", &backup_storage),
+            metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", backup_storage),
             LatestSample {
                 ts_ms: NOW,
                 value: age_s,

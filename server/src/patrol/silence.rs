@@ -1574,7 +1574,7 @@ mod tests {
         let backup = |id: &str, frozen: &[(&str, i64, f64)]| {
             let mut r = res(id, "pve1", "proxmox");
             for (storage, ago, value) in frozen {
-                let m = metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", &storage);
+                let m = metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", storage);
                 sample(&mut r, &m, RUN - ago, *value);
             }
             r
@@ -1621,13 +1621,13 @@ mod tests {
         let job = |r: &mut ResourceRecord, job: &str, ago: i64, age_s: f64, ok: f64| {
             sample(
                 r,
-                &metric::labelled(metric::JOB_LAST_RUN_AGE_SECONDS, "job", &job),
+                &metric::labelled(metric::JOB_LAST_RUN_AGE_SECONDS, "job", job),
                 RUN - ago,
                 age_s,
             );
             sample(
                 r,
-                &metric::labelled(metric::JOB_LAST_OK, "job", &job),
+                &metric::labelled(metric::JOB_LAST_OK, "job", job),
                 RUN - ago,
                 ok,
             );

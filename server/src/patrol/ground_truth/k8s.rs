@@ -355,7 +355,7 @@ impl Gen {
             let n = phases.get(phase).copied().unwrap_or(0);
             self.gauge(
                 c,
-                &metric::labelled(metric::PODS_BY_PHASE, "phase", &phase),
+                &metric::labelled(metric::PODS_BY_PHASE, "phase", phase),
                 f64::from(n),
             );
         }

@@ -161,7 +161,7 @@ impl Gen {
         ] {
             self.gauge_at(
                 i,
-                &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &file),
+                &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", file),
                 left,
                 read,
             );
@@ -560,14 +560,14 @@ impl Gen {
         }
         self.gauge_at(
             i,
-            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", &storage),
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", storage),
             age,
             read,
         );
         let count = 7.0 + f64::from(vmid % 5);
         self.gauge_at(
             i,
-            &metric::labelled(metric::BACKUP_COUNT, "storage", &storage),
+            &metric::labelled(metric::BACKUP_COUNT, "storage", storage),
             count,
             read,
         );

@@ -117,7 +117,7 @@ mod tests {
             for (file, left) in certs {
                 latest_at(
                     &mut r,
-                    &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &file),
+                    &metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", file),
                     *left,
                     read_ms,
                 );

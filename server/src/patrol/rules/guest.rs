@@ -50,7 +50,7 @@ fn guest_filesystems(r: &ResourceRecord) -> Vec<Filesystem<'_>> {
         let labelled = |m: &str| latest_value(r, &format!("{m}{{mountpoint=\"{mount}\"}}"));
         out.push(Filesystem {
             mount,
-            metric: metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", &mount),
+            metric: metric::labelled(metric::GUEST_FS_USED_PCT, "mountpoint", mount),
             pct,
             used: labelled(metric::GUEST_FS_USED_BYTES),
             total: labelled(metric::GUEST_FS_TOTAL_BYTES),

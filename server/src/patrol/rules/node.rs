@@ -125,7 +125,7 @@ pub(super) fn host_fs(
         let labelled = |m: &str| latest_value(r, &format!("{m}{{mount=\"{mount}\"}}"));
         let fs = Filesystem {
             mount,
-            metric: metric::labelled(metric::FS_USED_PCT, "mount", &mount),
+            metric: metric::labelled(metric::FS_USED_PCT, "mount", mount),
             pct,
             used: labelled(metric::FS_USED_BYTES),
             total: labelled(metric::FS_TOTAL_BYTES),
