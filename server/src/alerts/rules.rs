@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use warden_shared::ids::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
 use warden_shared::telemetry::metric_base;
 
@@ -23,8 +24,6 @@ pub const MAX_RULES: usize = 200;
 pub const MAX_OVERRIDES: usize = 10_000;
 /// `resource_kind` of a rule that applies to every kind.
 pub const ANY_KIND: &str = "*";
-/// Kinds that are not in [`ResourceKind`] but that collectors report (PVE replication jobs).
-const EXTRA_KINDS: &[&str] = &["replication"];
 
 /// How bad an alert is; `critical` is above `warning`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -248,51 +247,66 @@ impl Default for RuleSet {
     /// memory 75 / 85 %, storage and PBS datastores 80 / 90 % used, guest memory 80 / 88 %;
     /// each for 5 minutes with 5 points of hysteresis.
     fn default() -> Self {
-        let rule = |id: &str, name: &str, kind: &str, metric: &str, w: f64, c: f64| AlertRule {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            resource_kind: kind.to_owned(),
-            metric: metric.to_owned(),
-            op: Op::Above,
-            warning: Some(w),
-            critical: Some(c),
-            for_s: 300,
-            hysteresis: 5.0,
-            enabled: true,
-        };
+        let rule =
+            |id: &str, name: &str, kind: ResourceKind, metric: &str, w: f64, c: f64| AlertRule {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                resource_kind: kind.prefix().to_owned(),
+                metric: metric.to_owned(),
+                op: Op::Above,
+                warning: Some(w),
+                critical: Some(c),
+                for_s: 300,
+                hysteresis: 5.0,
+                enabled: true,
+            };
         Self {
             rules: vec![
-                rule("node-cpu", "Node CPU", "node", "cpu_pct", 75.0, 85.0),
+                rule(
+                    "node-cpu",
+                    "Node CPU",
+                    ResourceKind::Node,
+                    metric::CPU_PCT,
+                    75.0,
+                    85.0,
+                ),
                 rule(
                     "node-memory",
                     "Node memory",
-                    "node",
-                    "mem_used_pct",
+                    ResourceKind::Node,
+                    metric::MEM_USED_PCT,
                     75.0,
                     85.0,
                 ),
                 rule(
                     "storage-usage",
                     "Storage usage",
-                    "storage",
-                    "storage_used_pct",
+                    ResourceKind::Storage,
+                    metric::STORAGE_USED_PCT,
                     80.0,
                     90.0,
                 ),
                 rule(
                     "pbs-datastore-usage",
                     "PBS datastore usage",
-                    "pbs-datastore",
-                    "datastore_used_pct",
+                    ResourceKind::PbsDatastore,
+                    metric::DATASTORE_USED_PCT,
                     80.0,
                     90.0,
                 ),
-                rule("vm-memory", "VM memory", "vm", "mem_used_pct", 80.0, 88.0),
+                rule(
+                    "vm-memory",
+                    "VM memory",
+                    ResourceKind::Vm,
+                    metric::MEM_USED_PCT,
+                    80.0,
+                    88.0,
+                ),
                 rule(
                     "lxc-memory",
                     "Container memory",
-                    "lxc",
-                    "mem_used_pct",
+                    ResourceKind::SystemContainer,
+                    metric::MEM_USED_PCT,
                     80.0,
                     88.0,
                 ),
@@ -369,7 +383,13 @@ fn slug(s: &str) -> bool {
 }
 
 fn known_kind(kind: &str) -> bool {
-    kind == ANY_KIND || ResourceKind::from_prefix(kind).is_some() || EXTRA_KINDS.contains(&kind)
+    kind == ANY_KIND || ResourceKind::from_prefix(kind).is_some_and(watchable)
+}
+
+/// Whether alert rules may watch resources of `kind`: every kind collectors report, not the
+/// subjects of Warden's findings about itself (agents, the server), which have no metrics.
+fn watchable(kind: ResourceKind) -> bool {
+    !matches!(kind, ResourceKind::Agent | ResourceKind::Server)
 }
 
 /// The problems of a rule's thresholds, duration and hysteresis; `at` names it in messages.
@@ -460,9 +480,9 @@ impl RuleSet {
                     "{at}: unknown resource_kind {:?}; use a resource id prefix ({}) or \"*\"",
                     r.resource_kind,
                     ResourceKind::ALL
-                        .iter()
-                        .map(|k| k.prefix())
-                        .chain(EXTRA_KINDS.iter().copied())
+                        .into_iter()
+                        .filter(|k| watchable(*k))
+                        .map(ResourceKind::prefix)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));

@@ -6,6 +6,7 @@ use super::record::{AlertRecord, AlertStatus, ResolveReason, TimelineEvent};
 use super::rules::{AlertRule, Op, RuleOverride, RuleSet, Severity};
 use crate::store::{LatestSample, ResourceRecord};
 use std::collections::BTreeMap;
+use warden_shared::metric;
 
 const T0: i64 = 1_800_000_000_000;
 const MIN: i64 = 60_000;
@@ -36,7 +37,7 @@ fn resource(id: &str, metrics: &[(&str, f64)], ts: i64) -> ResourceRecord {
 }
 
 fn storage(pct: f64, ts: i64) -> ResourceRecord {
-    resource("storage:pve1/local", &[("storage_used_pct", pct)], ts)
+    resource("storage:pve1/local", &[(metric::STORAGE_USED_PCT, pct)], ts)
 }
 
 /// A test driver: the engine's memory, the records its events build (as the store would),
@@ -250,7 +251,11 @@ fn an_override_replaces_the_rule_for_its_resource_only() {
             &rules,
             &[
                 storage(91.0, t),
-                resource("storage:pve1/backup", &[("storage_used_pct", 91.0)], t),
+                resource(
+                    "storage:pve1/backup",
+                    &[(metric::STORAGE_USED_PCT, 91.0)],
+                    t,
+                ),
             ],
             t,
         );
@@ -266,7 +271,7 @@ fn an_override_replaces_the_rule_for_its_resource_only() {
             &rules,
             &[resource(
                 "storage:pve1/backup",
-                &[("storage_used_pct", 96.0)],
+                &[(metric::STORAGE_USED_PCT, 96.0)],
                 t,
             )],
             t,
@@ -298,18 +303,22 @@ fn an_override_follows_a_migrating_guest() {
         hysteresis: None,
     });
     let mut h = Harness::default();
-    let mut vm = resource("vm:prod/100", &[("mem_used_pct", 97.0)], T0);
+    let mut vm = resource("vm:prod/100", &[(metric::MEM_USED_PCT, 97.0)], T0);
     h.step(&rules, &[vm.clone()], T0);
     // Migrated: another node, same canonical id, still silenced.
     vm.parent = Some("node:pve2".to_owned());
     vm.attrs.insert("node".into(), "pve2".into());
-    vm.latest.get_mut("mem_used_pct").unwrap().ts_ms = T0 + MIN;
+    vm.latest.get_mut(metric::MEM_USED_PCT).unwrap().ts_ms = T0 + MIN;
     h.step(&rules, &[vm.clone()], T0 + MIN);
     assert!(h.events.is_empty(), "{:?}", h.events);
     // Another guest on the same rule is not silenced.
     h.step(
         &rules,
-        &[resource("vm:prod/101", &[("mem_used_pct", 97.0)], T0 + MIN)],
+        &[resource(
+            "vm:prod/101",
+            &[(metric::MEM_USED_PCT, 97.0)],
+            T0 + MIN,
+        )],
         T0 + MIN,
     );
     assert_eq!(h.only().resource_id, "vm:prod/101");
@@ -402,7 +411,7 @@ fn a_gap_between_samples_breaks_continuity() {
 fn vanished_resources_and_series_resolve() {
     let rules = with_for(RuleSet::default(), 0);
     let mut h = Harness::default();
-    let vm = resource("vm:c/100", &[("mem_used_pct", 95.0)], T0);
+    let vm = resource("vm:c/100", &[(metric::MEM_USED_PCT, 95.0)], T0);
     h.step(&rules, &[storage(95.0, T0), vm.clone()], T0);
     assert_eq!(h.fired().len(), 2);
     // The VM no longer reports memory; the storage is gone altogether.
@@ -489,7 +498,7 @@ fn below_rules_and_labelled_series() {
             &[
                 (r#"fs_free_pct{mount="/"}"#, root),
                 (r#"fs_free_pct{mount="/data"}"#, data),
-                ("cpu_pct", 99.0),
+                (metric::CPU_PCT, 99.0),
             ],
             ts,
         )
@@ -571,11 +580,18 @@ fn the_defaults_match_patrol_and_validate() {
     assert_eq!(
         levels,
         [
-            ("node", "cpu_pct", Some(75.0), Some(85.0), 300, 5.0),
-            ("node", "mem_used_pct", Some(75.0), Some(85.0), 300, 5.0),
+            ("node", metric::CPU_PCT, Some(75.0), Some(85.0), 300, 5.0),
+            (
+                "node",
+                metric::MEM_USED_PCT,
+                Some(75.0),
+                Some(85.0),
+                300,
+                5.0
+            ),
             (
                 "storage",
-                "storage_used_pct",
+                metric::STORAGE_USED_PCT,
                 Some(80.0),
                 Some(90.0),
                 300,
@@ -583,14 +599,21 @@ fn the_defaults_match_patrol_and_validate() {
             ),
             (
                 "pbs-datastore",
-                "datastore_used_pct",
+                metric::DATASTORE_USED_PCT,
                 Some(80.0),
                 Some(90.0),
                 300,
                 5.0
             ),
-            ("vm", "mem_used_pct", Some(80.0), Some(88.0), 300, 5.0),
-            ("lxc", "mem_used_pct", Some(80.0), Some(88.0), 300, 5.0),
+            ("vm", metric::MEM_USED_PCT, Some(80.0), Some(88.0), 300, 5.0),
+            (
+                "lxc",
+                metric::MEM_USED_PCT,
+                Some(80.0),
+                Some(88.0),
+                300,
+                5.0
+            ),
         ]
     );
     // What the API reads back is what it was given.

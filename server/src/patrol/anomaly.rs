@@ -47,17 +47,19 @@
 //! (10,000 resources, two metrics, seven days) take a few tens of milliseconds.
 
 use super::finding::{Category, Detection, Severity, Source};
-use super::heuristics::Snapshot;
+use super::snapshot::Snapshot;
 use crate::store::{LatestSample, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 /// Metrics baselines are learned for; the snapshot reads seven days of hourly averages of each.
 /// Nodes (PVE nodes and agents' own hosts), VMs, LXC guests and Docker containers report both;
 /// no collector reports an IO-wait share yet.
-pub const METRICS: &[&str] = &["cpu_pct", "mem_used_pct"];
+pub const METRICS: &[&str] = &[metric::CPU_PCT, metric::MEM_USED_PCT];
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -637,22 +639,26 @@ fn recurring(own: &Own, b: &Baseline, current: f64, cfg: &AnomalyConfig) -> bool
 /// "CPU" / "memory" for a metric.
 fn what(metric: &str) -> &str {
     match metric {
-        "cpu_pct" => "CPU",
-        "mem_used_pct" => "memory",
+        metric::CPU_PCT => "CPU",
+        metric::MEM_USED_PCT => "memory",
         other => other,
     }
 }
 
 /// A kind's noun, singular or plural.
 fn kind_noun(kind: &str, n: usize) -> String {
-    let (one, many) = match kind {
-        "node" | "host" => ("node", "nodes"),
-        "vm" => ("VM", "VMs"),
-        "lxc" => ("LXC container", "LXC containers"),
-        "docker" => ("Docker container", "Docker containers"),
-        other => (other, other),
+    let one = match ResourceKind::from_prefix(kind) {
+        Some(ResourceKind::Node) => "node",
+        Some(ResourceKind::Vm) => "VM",
+        Some(ResourceKind::SystemContainer) => "LXC container",
+        Some(ResourceKind::AppContainer) => "Docker container",
+        _ => return kind.to_owned(),
     };
-    (if n == 1 { one } else { many }).to_owned()
+    if n == 1 {
+        one.to_owned()
+    } else {
+        format!("{one}s")
+    }
 }
 
 #[expect(
@@ -724,7 +730,7 @@ fn detection(
         sc.z,
         cur - b.median
     );
-    d.recommendation = if metric == "mem_used_pct" {
+    d.recommendation = if metric == metric::MEM_USED_PCT {
         format!(
             "Find what grew in memory on {} (a leak, a new workload, more data held in memory) \
              and whether it is expected; restart or limit it before memory runs out. If \
@@ -892,7 +898,7 @@ mod tests {
     fn cpu(id: &str, days: f64) -> Series<'_> {
         Series {
             id,
-            metric: "cpu_pct",
+            metric: metric::CPU_PCT,
             span: (days * DAY_MS as f64) as i64,
             noise: 3.0,
             spikes: 0.0,
@@ -1064,7 +1070,7 @@ mod tests {
         let monday = t(21, 10, 7);
         let mut s = snapshot(monday);
         cpu("node:pve1", 21.0).add(&mut s, &mut Rng(3), profile);
-        let key = ("node:pve1".to_owned(), "cpu_pct".to_owned());
+        let key = ("node:pve1".to_owned(), metric::CPU_PCT.to_owned());
         let slot = Slot::at(monday, 15 * MIN);
         let own = own_slot(&s.baseline_history[&key], slot, monday);
         assert_eq!((own.hour_n, own.weekday_n), (21, 3));
@@ -1248,7 +1254,7 @@ mod tests {
         let mut s = snapshot(now);
         let mut rng = Rng(9);
         let mut series = cpu("docker:h/web", 6.0);
-        series.metric = "mem_used_pct";
+        series.metric = metric::MEM_USED_PCT;
         series.noise = 0.0;
         series.add(&mut s, &mut rng, jump(|_| 40.0, now, 30, 75.0));
         // 38, 40 and 42 % on alternating days: median 40, MAD 2.
@@ -1289,7 +1295,7 @@ mod tests {
         let latest = |s: &mut Snapshot, ts_ms| {
             s.resources[0]
                 .latest
-                .insert("cpu_pct".into(), LatestSample { ts_ms, value: 99.0 });
+                .insert(metric::CPU_PCT.into(), LatestSample { ts_ms, value: 99.0 });
         };
         latest(&mut s, now - MIN);
         let found = detect(&s, &AnomalyConfig::default());
@@ -1340,7 +1346,7 @@ mod tests {
             let mem_amp = 2.0 * rng.unit();
             Series {
                 id: &id,
-                metric: "mem_used_pct",
+                metric: metric::MEM_USED_PCT,
                 span: (days * DAY_MS as f64) as i64,
                 noise: 0.7,
                 spikes: 0.0,

@@ -15,9 +15,12 @@
 //!    group root ("12 guests on pve2: last backup older than 48 h").
 
 use super::finding::{Category, Detection, Severity, Source};
-use super::heuristics::{Snapshot, Thresholds};
+use super::rules::Thresholds;
+use super::snapshot::Snapshot;
 use crate::store::ResourceRecord;
 use std::collections::{BTreeMap, HashMap};
+use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 /// Findings of one issue on one node that make a storm.
 pub const STORM_MIN: usize = 5;
@@ -74,11 +77,21 @@ fn unlinked(d: &Detection) -> bool {
     d.root_id.is_none() && d.source != Source::Correlation && d.related.is_empty()
 }
 
+/// Whether a resource type is a Proxmox VE guest (a VM or a system container).
+fn is_guest(kind: &str) -> bool {
+    matches!(
+        ResourceKind::from_prefix(kind),
+        Some(ResourceKind::Vm | ResourceKind::SystemContainer)
+    )
+}
+
 /// The id of the ZFS pool resource (`storage:<node>/zfs:<pool>`) a PVE storage of type
 /// `zfspool` lives on: the pool of the same name, or `rpool` for `local-zfs` (the installer's
 /// `rpool/data`). The storage list of PVE names no pool, so this is by name.
 fn pool_of(r: &ResourceRecord) -> Option<String> {
-    if r.kind != "storage" || r.attrs.get("plugin").and_then(|p| p.as_str()) != Some("zfspool") {
+    if ResourceKind::from_prefix(&r.kind) != Some(ResourceKind::Storage)
+        || r.attrs.get("plugin").and_then(|p| p.as_str()) != Some("zfspool")
+    {
         return None;
     }
     let node = r.node()?;
@@ -97,7 +110,10 @@ fn same_pool(by_id: &HashMap<&str, &ResourceRecord>, found: &mut [Detection]) {
     let pools: HashMap<(String, String), usize> = found
         .iter()
         .enumerate()
-        .filter(|(_, d)| d.resource_type == "storage" && d.resource_id.contains("/zfs:"))
+        .filter(|(_, d)| {
+            ResourceKind::from_prefix(&d.resource_type) == Some(ResourceKind::Storage)
+                && d.resource_id.contains("/zfs:")
+        })
         .map(|(i, d)| ((d.resource_id.clone(), d.key.clone()), i))
         .collect();
     if pools.is_empty() {
@@ -137,7 +153,8 @@ fn same_pool(by_id: &HashMap<&str, &ResourceRecord>, found: &mut [Detection]) {
 /// `backup_last_age_seconds{storage="…"}` samples.
 fn backup_targets(r: &ResourceRecord) -> impl Iterator<Item = &str> {
     r.latest.keys().filter_map(|m| {
-        m.strip_prefix("backup_last_age_seconds{storage=\"")?
+        m.strip_prefix(metric::BACKUP_LAST_AGE_SECONDS)?
+            .strip_prefix("{storage=\"")?
             .strip_suffix("\"}")
     })
 }
@@ -150,7 +167,10 @@ fn backup_target_full(
     // Capacity findings by the storage's name: PVE storages and PBS datastores alike.
     let mut full: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, d) in found.iter().enumerate() {
-        let storage_like = matches!(d.resource_type.as_str(), "storage" | "pbs-datastore");
+        let storage_like = matches!(
+            ResourceKind::from_prefix(&d.resource_type),
+            Some(ResourceKind::Storage | ResourceKind::PbsDatastore)
+        );
         if storage_like && d.category == Category::Capacity && d.severity >= Severity::Warning {
             full.entry(d.resource_name.as_str()).or_default().push(i);
         }
@@ -160,7 +180,7 @@ fn backup_target_full(
     }
     let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, d) in found.iter().enumerate() {
-        if d.category != Category::Backup || !matches!(d.resource_type.as_str(), "vm" | "lxc") {
+        if d.category != Category::Backup || !is_guest(&d.resource_type) {
             continue;
         }
         let Some(guest) = by_id.get(d.resource_id.as_str()) else {
@@ -199,9 +219,15 @@ fn backup_target_full(
 
 /// Nodes that are down: PVE nodes reported offline, Kubernetes nodes not Ready.
 fn node_down(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
-    for node in s.resources.iter().filter(|r| {
-        (r.kind == "node" && r.status == "offline") || (r.kind == "k8s-node" && r.status != "Ready")
-    }) {
+    for node in s
+        .resources
+        .iter()
+        .filter(|r| match ResourceKind::from_prefix(&r.kind) {
+            Some(ResourceKind::Node) => r.status == "offline",
+            Some(ResourceKind::K8sNode) => r.status != "Ready",
+            _ => false,
+        })
+    {
         let members: Vec<usize> = found
             .iter()
             .enumerate()
@@ -242,10 +268,16 @@ fn node_down(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) 
 /// guests on PVE nodes, pods on Kubernetes nodes). A worn disk or a full pool is not.
 fn follows_from_down(kind: &str, node_kind: &str) -> bool {
     kind == node_kind
-        || kind == "agent"
-        || match node_kind {
-            "node" => matches!(kind, "vm" | "lxc" | "replication"),
-            _ => kind == "pod",
+        || match (
+            ResourceKind::from_prefix(kind),
+            ResourceKind::from_prefix(node_kind),
+        ) {
+            (Some(ResourceKind::Agent), _) => true,
+            (k, Some(ResourceKind::Node)) => matches!(
+                k,
+                Some(ResourceKind::Vm | ResourceKind::SystemContainer | ResourceKind::Replication)
+            ),
+            (k, _) => k == Some(ResourceKind::Pod),
         }
 }
 
@@ -254,7 +286,7 @@ fn saturated_node(found: &mut [Detection], roots: &mut Vec<Detection>) {
         .iter()
         .enumerate()
         .filter(|(_, d)| {
-            d.resource_type == "node"
+            ResourceKind::from_prefix(&d.resource_type) == Some(ResourceKind::Node)
                 && matches!(d.key.as_str(), "node-cpu" | "node-memory")
                 && unlinked(d)
         })
@@ -272,7 +304,7 @@ fn saturated_node(found: &mut [Detection], roots: &mut Vec<Detection>) {
             .filter(|(_, d)| {
                 unlinked(d)
                     && d.category == Category::Performance
-                    && matches!(d.resource_type.as_str(), "vm" | "lxc")
+                    && is_guest(&d.resource_type)
                     && d.node.as_deref() == Some(node.as_str())
             })
             .map(|(i, _)| i)
@@ -285,7 +317,7 @@ fn saturated_node(found: &mut [Detection], roots: &mut Vec<Detection>) {
             .iter()
             .enumerate()
             .filter(|(_, d)| {
-                d.resource_type == "node"
+                ResourceKind::from_prefix(&d.resource_type) == Some(ResourceKind::Node)
                     && d.resource_name == node
                     && matches!(d.key.as_str(), "node-cpu" | "node-memory")
             })
@@ -326,7 +358,7 @@ fn memory_pressure(
     let mut by_host: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, d) in found.iter().enumerate() {
         if unlinked(d)
-            && d.resource_type == "docker"
+            && ResourceKind::from_prefix(&d.resource_type) == Some(ResourceKind::AppContainer)
             && matches!(d.key.as_str(), "container-restarts" | "container-oom")
             && let Some((host, _)) = d
                 .resource_id
@@ -344,7 +376,7 @@ fn memory_pressure(
         };
         let Some(mem) = s
             .history
-            .get(&(host_id.clone(), "mem_used_pct".to_owned()))
+            .get(&(host_id.clone(), metric::MEM_USED_PCT.to_owned()))
             .and_then(|p| {
                 let since = s.now_ms - t.window_ms;
                 p.iter()
@@ -402,9 +434,13 @@ fn storms(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
         let first = &found[members[0]];
         // The group lives on its node when the node is a known resource, else on the fleet.
         let anchor = node.as_deref().and_then(|n| {
-            s.resources
-                .iter()
-                .find(|r| r.name == n && matches!(r.kind.as_str(), "node" | "k8s-node"))
+            s.resources.iter().find(|r| {
+                r.name == n
+                    && matches!(
+                        ResourceKind::from_prefix(&r.kind),
+                        Some(ResourceKind::Node | ResourceKind::K8sNode)
+                    )
+            })
         });
         let mut root = match anchor {
             Some(r) => root_on(r, &format!("storm-{key}"), first.category),
@@ -449,7 +485,7 @@ fn storms(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::patrol::heuristics;
+    use crate::patrol::rules;
     use crate::store::LatestSample;
 
     const NOW: i64 = 1_800_000_000_000;
@@ -469,7 +505,7 @@ mod tests {
         let mut r = record(&format!("lxc:demo/{vmid}"), "running");
         r.attrs.insert("node".into(), node.into());
         r.latest.insert(
-            format!("backup_last_age_seconds{{storage=\"{backup_storage}\"}}"),
+            metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", backup_storage),
             LatestSample {
                 ts_ms: NOW,
                 value: age_s,
@@ -485,7 +521,7 @@ mod tests {
 
     fn run(s: &Snapshot) -> Vec<Detection> {
         let t = Thresholds::default();
-        let found = heuristics::detect(s, &t, &BTreeMap::new());
+        let found = rules::detect(s, &t, &BTreeMap::new());
         correlate(s, &t, found)
     }
 
@@ -511,8 +547,8 @@ mod tests {
             ],
             ..Snapshot::default()
         };
-        series(&mut s, "storage:demo/pbs", "storage_used_pct", 93.5);
-        series(&mut s, "storage:pve1/local", "storage_used_pct", 40.0);
+        series(&mut s, "storage:demo/pbs", metric::STORAGE_USED_PCT, 93.5);
+        series(&mut s, "storage:pve1/local", metric::STORAGE_USED_PCT, 40.0);
         let found = run(&s);
         let r = roots(&found);
         assert_eq!(r.len(), 1, "{found:#?}");
@@ -586,7 +622,7 @@ mod tests {
             ("storage:pve2/tank", 92.0),
             ("storage:pve1/backup", 83.0),
         ] {
-            series(&mut s, id, "storage_used_pct", pct);
+            series(&mut s, id, metric::STORAGE_USED_PCT, pct);
         }
         let found = run(&s);
         assert!(roots(&found).is_empty(), "{found:#?}");
@@ -647,7 +683,7 @@ mod tests {
         let mut disk = record("disk:pve3/S3Z9", "healthy");
         disk.parent = Some("node:pve3".into());
         disk.latest.insert(
-            "disk_wearout_pct".into(),
+            metric::DISK_WEAROUT_PCT.into(),
             LatestSample {
                 ts_ms: NOW,
                 value: 12.0,
@@ -689,9 +725,9 @@ mod tests {
             resources: vec![record("node:pve2", "online"), vm, other],
             ..Snapshot::default()
         };
-        series(&mut s, "node:pve2", "cpu_pct", 91.0);
-        series(&mut s, "vm:demo/100", "mem_used_pct", 90.0);
-        series(&mut s, "vm:demo/200", "mem_used_pct", 90.0);
+        series(&mut s, "node:pve2", metric::CPU_PCT, 91.0);
+        series(&mut s, "vm:demo/100", metric::MEM_USED_PCT, 90.0);
+        series(&mut s, "vm:demo/200", metric::MEM_USED_PCT, 90.0);
         let found = run(&s);
         let r = roots(&found);
         assert_eq!(r.len(), 1, "{found:#?}");
@@ -719,7 +755,7 @@ mod tests {
             c.attrs.insert("oom_killed".into(), true.into());
             s.resources.push(c);
         }
-        series(&mut s, "node:web1", "mem_used_pct", 96.0);
+        series(&mut s, "node:web1", metric::MEM_USED_PCT, 96.0);
         let found = run(&s);
         let r = roots(&found);
         assert_eq!(r.len(), 1, "{found:#?}");
@@ -736,7 +772,7 @@ mod tests {
                 .all(|d| d.source == Source::Correlation || d.root_id.is_some())
         );
         // Without the pressure the OOM kills stand alone.
-        series(&mut s, "node:web1", "mem_used_pct", 40.0);
+        series(&mut s, "node:web1", metric::MEM_USED_PCT, 40.0);
         assert!(roots(&run(&s)).is_empty());
     }
 
@@ -777,7 +813,7 @@ mod tests {
             ..Snapshot::default()
         };
         s.resources.push(record("storage:demo/pbs", "available"));
-        series(&mut s, "storage:demo/pbs", "storage_used_pct", 50.0);
+        series(&mut s, "storage:demo/pbs", metric::STORAGE_USED_PCT, 50.0);
         let found = run(&s);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].root_id, None);

@@ -13,8 +13,10 @@
 //!    falling trend, or when the slope's interval includes zero.
 
 use super::finding::{CapacityForecast, Category, Detection, Severity, Source};
-use super::heuristics::Snapshot;
+use super::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
+use warden_shared::metric;
+use warden_shared::resource::ResourceKind;
 
 /// Buckets the series is reduced to (at most).
 const BUCKETS: usize = 96;
@@ -166,7 +168,7 @@ fn severity_of(days: f64) -> Option<Severity> {
 pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
     let mut out = Vec::new();
     for r in &s.resources {
-        let Some(metric) = super::heuristics::capacity_metric(&r.kind) else {
+        let Some(metric) = super::rules::capacity_metric(&r.kind) else {
             continue;
         };
         let points = s
@@ -174,7 +176,9 @@ pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
             .get(&(r.id.clone(), metric.to_owned()))
             .map_or(&[][..], Vec::as_slice);
         let Some(f) = capacity(points, s.now_ms, cfg) else {
-            if r.kind == "pbs-datastore" && enough_history(points, cfg).is_none() {
+            if ResourceKind::from_prefix(&r.kind) == Some(ResourceKind::PbsDatastore)
+                && enough_history(points, cfg).is_none()
+            {
                 out.extend(pbs_estimate(s.now_ms, r, points, cfg));
             }
             continue;
@@ -234,13 +238,13 @@ fn pbs_estimate(
     points: &[(i64, f64)],
     cfg: &ForecastConfig,
 ) -> Option<Detection> {
-    let est = r.latest.get("datastore_days_to_full")?;
+    let est = r.latest.get(metric::DATASTORE_DAYS_TO_FULL)?;
     let days = est.value - (now_ms - est.ts_ms) as f64 / MS_PER_DAY;
     if !(days > 0.0 && days.is_finite()) {
         return None;
     }
     let severity = severity_of(days)?;
-    let used = r.latest.get("datastore_used_pct").map(|l| l.value);
+    let used = r.latest.get(metric::DATASTORE_USED_PCT).map(|l| l.value);
     let mut d = Detection::on(r, "storage-forecast", severity, Category::Capacity);
     d.source = Source::Forecast;
     d.title = match used {
@@ -275,7 +279,7 @@ fn pbs_estimate(
         d.evidence
             .push_str(&format!("; datastore_used_pct = {u:.1} %"));
         d.capacity_forecast = Some(CapacityForecast {
-            metric: "datastore_used_pct".into(),
+            metric: metric::DATASTORE_USED_PCT.into(),
             current_pct: u,
             daily_change_pct: (100.0 - u) / days,
             days_to_full: days,
@@ -501,7 +505,7 @@ mod tests {
             ..Snapshot::default()
         };
         s.trend_history
-            .insert((id.into(), "storage_used_pct".into()), points);
+            .insert((id.into(), metric::STORAGE_USED_PCT.into()), points);
         let found = detect(&s, &ForecastConfig::default());
         assert_eq!(found.len(), 1);
         let d = &found[0];
@@ -515,7 +519,7 @@ mod tests {
         );
         let cf = d.capacity_forecast.as_ref().unwrap();
         assert!((cf.days_to_full - 2.8).abs() < 0.05, "{cf:?}");
-        assert_eq!(cf.metric, "storage_used_pct");
+        assert_eq!(cf.metric, metric::STORAGE_USED_PCT);
     }
 
     #[test]
@@ -555,7 +559,7 @@ mod tests {
             ..Snapshot::default()
         };
         s.trend_history
-            .insert((id.into(), "storage_used_pct".into()), points);
+            .insert((id.into(), metric::STORAGE_USED_PCT.into()), points);
         let found = detect(&s, &ForecastConfig::default());
         let d = &found[0];
         // 71 % now, 2.5 points an hour: 11.6 hours.
@@ -580,8 +584,8 @@ mod tests {
                 ..ResourceRecord::default()
             };
             for (m, v, ts) in [
-                ("datastore_days_to_full", days, read_ms),
-                ("datastore_used_pct", 64.0, now),
+                (metric::DATASTORE_DAYS_TO_FULL, days, read_ms),
+                (metric::DATASTORE_USED_PCT, 64.0, now),
             ] {
                 r.latest.insert(
                     m.into(),
@@ -616,7 +620,7 @@ mod tests {
             s.trend_history.insert(
                 (
                     format!("pbs-datastore:pbs1/{name}"),
-                    "datastore_used_pct".into(),
+                    metric::DATASTORE_USED_PCT.into(),
                 ),
                 flat(hours),
             );

@@ -6,8 +6,8 @@ use super::anomaly::{self, AnomalyConfig};
 use super::correlate;
 use super::finding::{Category, Detection, Severity};
 use super::forecast::{self, ForecastConfig};
-use super::heuristics::{self, Thresholds};
 use super::lifecycle;
+use super::rules::{self, Thresholds};
 use super::settings::PatrolSettings;
 use super::silence::{self, SilenceConfig};
 use crate::alerts::record::AlertRecord;
@@ -177,7 +177,7 @@ pub fn run(
     for r in &snap.resources {
         *resources_checked.entry(r.kind.clone()).or_default() += 1;
     }
-    let mut detections = heuristics::detect(&snap, &settings.thresholds, &settings.overrides);
+    let mut detections = rules::detect(&snap, &settings.thresholds, &settings.overrides);
     detections.extend(forecast::detect(&snap, &settings.forecast));
     detections.extend(anomaly::detect(&snap, &settings.anomaly));
     detections.extend(silence::detect(&snap, &settings.silence));
@@ -241,7 +241,7 @@ fn from_alert(a: &AlertRecord, r: &ResourceRecord) -> Detection {
         AlertSeverity::Warning => Severity::Warning,
         AlertSeverity::Critical => Severity::Critical,
     };
-    let category = if heuristics::capacity_metric(&r.kind).is_some() {
+    let category = if rules::capacity_metric(&r.kind).is_some() {
         Category::Capacity
     } else {
         Category::Performance

@@ -3,12 +3,11 @@
 //! (a copied key and certificate). Pure: a function of the snapshot.
 
 use super::finding::{Category, Detection, Severity};
-use super::heuristics::Snapshot;
+use super::snapshot::Snapshot;
 use crate::store::disk::bytes;
 use crate::store::{AgentRecord, ResourceRecord};
+use warden_shared::resource::{ResourceKind, canonical};
 
-/// The id of Warden's own server in findings.
-pub const SERVER_ID: &str = "warden:server";
 /// Share of the disk in use from which the store's disk is a warning.
 const DISK_WARNING_PCT: f64 = 90.0;
 /// How long a refused second process keeps the identity finding open.
@@ -28,8 +27,8 @@ pub fn detect(s: &Snapshot) -> Vec<Detection> {
 fn store_disk(s: &Snapshot) -> Option<Detection> {
     let status = s.store.as_ref()?;
     let server = ResourceRecord {
-        id: SERVER_ID.to_owned(),
-        kind: "warden".to_owned(),
+        id: canonical::server().ok()?.into(),
+        kind: ResourceKind::Server.prefix().to_owned(),
         name: "warden".to_owned(),
         ..ResourceRecord::default()
     };
@@ -159,7 +158,7 @@ mod tests {
             "{}",
             d.evidence
         );
-        assert_eq!(d.resource_id, SERVER_ID);
+        assert_eq!(d.resource_id, canonical::server().unwrap().as_str());
         // A failed write is critical whatever the free space says, with the OS error.
         let s = snap(500 * MIB, Some("cannot write x: No space left on device"));
         let d = &detect(&s)[0];

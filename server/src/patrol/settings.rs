@@ -4,7 +4,7 @@
 
 use super::anomaly::AnomalyConfig;
 use super::forecast::ForecastConfig;
-use super::heuristics::{Levels, Thresholds};
+use super::rules::{Levels, Thresholds};
 use super::run::RunSettings;
 use super::silence::SilenceConfig;
 use serde::{Deserialize, Serialize};

@@ -33,20 +33,18 @@
 //! `agent-no-data` measure against `now_ms`.
 
 use super::finding::{Category, Detection, Severity};
-use super::heuristics::Snapshot;
+use super::snapshot::Snapshot;
 use crate::store::{AgentRecord, CollectorHealthRecord, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use warden_shared::metric;
+use warden_shared::resource::{ResourceKind, canonical};
 
 /// The server's default QUIC port (`quic_listen` in the server config), named in advice.
 const QUIC_PORT: u16 = 4433;
 /// Resources named in a grouped finding's evidence.
 const EXAMPLES: usize = 5;
-/// Resource type and id prefix of the findings about agents and their collectors.
-const AGENT_KIND: &str = "agent";
-const BACKUP_AGE: &str = "backup_last_age_seconds";
-const PBS_JOB_AGE: &str = "job_last_run_age_seconds{job=\"";
-const PBS_JOB_OK: &str = "job_last_ok{job=\"";
+const BACKUP_AGE: &str = metric::BACKUP_LAST_AGE_SECONDS;
 
 /// How long silence is tolerated. Serialised as the `silence` object of
 /// `/api/ai/patrol/settings`; a field missing from stored settings takes its default. A
@@ -98,15 +96,15 @@ impl Default for SilenceConfig {
             collector_critical_after_s: 60 * 60,
             resource_silent_after_s: 15 * 60,
             stopped_reporting_ignore_kinds: [
-                "pod",
-                "docker",
-                "k8s-workload",
-                "k8s-node",
-                "pvc",
-                "backup",
-                "replication",
+                ResourceKind::Pod,
+                ResourceKind::AppContainer,
+                ResourceKind::K8sWorkload,
+                ResourceKind::K8sNode,
+                ResourceKind::Pvc,
+                ResourceKind::Backup,
+                ResourceKind::Replication,
             ]
-            .map(String::from)
+            .map(|k| k.prefix().to_owned())
             .to_vec(),
             stopped_reporting_max_findings: 25,
             backup_stale_after_s: 2 * 3600,
@@ -209,10 +207,12 @@ pub fn detect(s: &Snapshot, cfg: &SilenceConfig) -> Vec<Detection> {
         if is_stale(r) {
             continue;
         }
-        match r.kind.as_str() {
-            "vm" | "lxc" => backup_not_running(cfg, r, rep.ref_ms, &mut out),
-            "pbs-datastore" => pbs_jobs(cfg, r, &mut out),
-            "replication" => replication(cfg, r, rep.ref_ms, &mut out),
+        match ResourceKind::from_prefix(&r.kind) {
+            Some(ResourceKind::Vm | ResourceKind::SystemContainer) => {
+                backup_not_running(cfg, r, rep.ref_ms, &mut out);
+            }
+            Some(ResourceKind::PbsDatastore) => pbs_jobs(cfg, r, &mut out),
+            Some(ResourceKind::Replication) => replication(cfg, r, rep.ref_ms, &mut out),
             _ => {}
         }
     }
@@ -621,18 +621,22 @@ fn stopped_reporting(r: &ResourceRecord, collector: &str, lag: i64, out: &mut Ve
         dur(lag),
         r.status
     );
-    let why = match r.kind.as_str() {
-        "vm" | "lxc" => {
+    let why = match ResourceKind::from_prefix(&r.kind) {
+        Some(ResourceKind::Vm | ResourceKind::SystemContainer) => {
             "Check the guest still exists (`qm list` / `pct list`) and that the agent's API token \
              still sees it (guests outside the token's permissions vanish from the cluster view)"
         }
-        "node" => "Check the node is still a cluster member (`pvecm nodes`) and its agent runs",
-        "storage" => "Check the storage is still enabled and active (`pvesm status`)",
-        "disk" => {
+        Some(ResourceKind::Node) => {
+            "Check the node is still a cluster member (`pvecm nodes`) and its agent runs"
+        }
+        Some(ResourceKind::Storage) => {
+            "Check the storage is still enabled and active (`pvesm status`)"
+        }
+        Some(ResourceKind::PhysicalDisk) => {
             "A disk missing from the node's disk list may have dropped off the bus: check \
              `dmesg`, `lsblk` and its SMART state on the node"
         }
-        "pbs-datastore" => {
+        Some(ResourceKind::PbsDatastore) => {
             "Check the datastore still exists and is mounted (`proxmox-backup-manager datastore \
              list`)"
         }
@@ -767,7 +771,8 @@ fn pbs_jobs(cfg: &SilenceConfig, r: &ResourceRecord, out: &mut Vec<Detection>) {
     let ref_ms = activity_ms(r, |_| false);
     for (metric, l) in &r.latest {
         let Some(job) = metric
-            .strip_prefix(PBS_JOB_AGE)
+            .strip_prefix(metric::JOB_LAST_RUN_AGE_SECONDS)
+            .and_then(|j| j.strip_prefix("{job=\""))
             .and_then(|j| j.strip_suffix("\"}"))
         else {
             continue;
@@ -779,7 +784,7 @@ fn pbs_jobs(cfg: &SilenceConfig, r: &ResourceRecord, out: &mut Vec<Detection>) {
         // A failed last run is the heuristics' `pbs-<job>-failed`.
         let failed = r
             .latest
-            .get(&format!("{PBS_JOB_OK}{job}\"}}"))
+            .get(&metric::labelled(metric::JOB_LAST_OK, "job", job))
             .is_some_and(|ok| ok.value == 0.0);
         if failed {
             continue;
@@ -954,11 +959,14 @@ fn minute_gap(m: &str) -> Option<u64> {
 // ---- helpers ----
 
 /// A detection about an agent (or one of its collectors), which has no resource record: id
-/// `agent:<id>`, named and located by its host.
+/// `agent:<id>`, named and located by its host. Enrollment makes agent ids that are valid
+/// resource names, so the id is never empty.
 pub(super) fn on_agent(a: &AgentRecord, key: &str, severity: Severity) -> Detection {
     let pseudo = ResourceRecord {
-        id: format!("{AGENT_KIND}:{}", a.id),
-        kind: AGENT_KIND.to_owned(),
+        id: canonical::agent(&a.id)
+            .map(String::from)
+            .unwrap_or_default(),
+        kind: ResourceKind::Agent.prefix().to_owned(),
         name: host(a).to_owned(),
         ..ResourceRecord::default()
     };
@@ -1010,7 +1018,8 @@ fn is_stale(r: &ResourceRecord) -> bool {
 
 fn storage_label(metric: &str) -> Option<&str> {
     metric
-        .strip_prefix("backup_last_age_seconds{storage=\"")?
+        .strip_prefix(metric::BACKUP_LAST_AGE_SECONDS)?
+        .strip_prefix("{storage=\"")?
         .strip_suffix("\"}")
 }
 
@@ -1125,7 +1134,7 @@ mod tests {
             updated_at_ms: RUN,
             ..ResourceRecord::default()
         };
-        sample(&mut r, "cpu_pct", RUN, 3.0);
+        sample(&mut r, metric::CPU_PCT, RUN, 3.0);
         r
     }
 
@@ -1173,11 +1182,11 @@ mod tests {
         let mut vm = res("vm:c/100", "pve1", "proxmox");
         sample(
             &mut vm,
-            "backup_last_age_seconds{storage=\"pbs\"}",
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
             RUN,
             10.0 * 3600.0,
         );
-        sample(&mut vm, "backup_failed_24h", RUN, 0.0);
+        sample(&mut vm, metric::BACKUP_FAILED_24H, RUN, 0.0);
         let mut repl = res("replication:c/100-0", "pve1", "proxmox");
         repl.status = "ok".into();
         repl.latest.clear();
@@ -1187,11 +1196,16 @@ mod tests {
         store.status = "available".into();
         sample(
             &mut store,
-            "job_last_run_age_seconds{job=\"gc\"}",
+            &metric::labelled(metric::JOB_LAST_RUN_AGE_SECONDS, "job", "gc"),
             RUN,
             86_400.0,
         );
-        sample(&mut store, "job_last_ok{job=\"gc\"}", RUN, 1.0);
+        sample(
+            &mut store,
+            &metric::labelled(metric::JOB_LAST_OK, "job", "gc"),
+            RUN,
+            1.0,
+        );
         attr(&mut store, "gc_last_state", json!("OK"));
         let mut node2 = res("node:pve2", "pve2", "proxmox");
         node2.status = "online".into();
@@ -1238,7 +1252,7 @@ mod tests {
                 let mut vm = res(&format!("vm:c/{}", a * 100 + g), &id, "proxmox");
                 sample(
                     &mut vm,
-                    "backup_last_age_seconds{storage=\"pbs\"}",
+                    &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
                     RUN,
                     3600.0,
                 );
@@ -1335,7 +1349,7 @@ mod tests {
         let mut vm = last_reported(res("vm:c/300", "pve3", "proxmox"), 17 * MIN);
         sample(
             &mut vm,
-            "backup_last_age_seconds{storage=\"pbs\"}",
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
             NOW - 5 * H,
             60.0,
         );
@@ -1412,7 +1426,7 @@ mod tests {
         let stale = |id: &str, data_age: i64| {
             let mut r = res(id, "pve1", "proxmox");
             attr(&mut r, "stale", json!(true));
-            r.latest.get_mut("cpu_pct").unwrap().ts_ms = RUN - data_age;
+            r.latest.get_mut(metric::CPU_PCT).unwrap().ts_ms = RUN - data_age;
             r
         };
         // pve2: partial problems only, plus a stale leftover from a run long ago.
@@ -1425,7 +1439,7 @@ mod tests {
         pve3.collectors.insert("proxmox".into(), degraded());
         let mut pve3_node = res("node:pve3", "pve3", "proxmox");
         attr(&mut pve3_node, "stale", json!(true));
-        pve3_node.latest.get_mut("cpu_pct").unwrap().ts_ms = RUN - 5 * MIN;
+        pve3_node.latest.get_mut(metric::CPU_PCT).unwrap().ts_ms = RUN - 5 * MIN;
         let s = snap(
             vec![pve1, pve2, pve3],
             vec![
@@ -1498,7 +1512,7 @@ mod tests {
         attr(&mut stale_resent, "stale", json!(true));
         // Known only from samples another agent keeps sending.
         let mut from_samples = last_reported(res("vm:c/102", "pve1", "proxmox"), 2 * H);
-        sample(&mut from_samples, "guest_mem_used_bytes", RUN, 1e9);
+        sample(&mut from_samples, metric::GUEST_MEM_USED_BYTES, RUN, 1e9);
         let s = snap(
             vec![agent("pve1", &["host", "proxmox"])],
             vec![
@@ -1560,7 +1574,7 @@ mod tests {
         let backup = |id: &str, frozen: &[(&str, i64, f64)]| {
             let mut r = res(id, "pve1", "proxmox");
             for (storage, ago, value) in frozen {
-                let m = format!("backup_last_age_seconds{{storage=\"{storage}\"}}");
+                let m = metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", storage);
                 sample(&mut r, &m, RUN - ago, *value);
             }
             r
@@ -1568,7 +1582,7 @@ mod tests {
         let mut gone = last_reported(backup("lxc:c/103", &[]), 20 * MIN);
         sample(
             &mut gone,
-            "backup_last_age_seconds{storage=\"pbs\"}",
+            &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
             RUN - 3 * H,
             60.0,
         );
@@ -1607,11 +1621,16 @@ mod tests {
         let job = |r: &mut ResourceRecord, job: &str, ago: i64, age_s: f64, ok: f64| {
             sample(
                 r,
-                &format!("job_last_run_age_seconds{{job=\"{job}\"}}"),
+                &metric::labelled(metric::JOB_LAST_RUN_AGE_SECONDS, "job", job),
                 RUN - ago,
                 age_s,
             );
-            sample(r, &format!("job_last_ok{{job=\"{job}\"}}"), RUN - ago, ok);
+            sample(
+                r,
+                &metric::labelled(metric::JOB_LAST_OK, "job", job),
+                RUN - ago,
+                ok,
+            );
             attr(r, &format!("{job}_last_state"), json!("OK"));
         };
         let mut store = res("pbs-datastore:pbs1/store1", "pbs1", "pbs");

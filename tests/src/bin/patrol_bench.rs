@@ -43,9 +43,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use warden_server::patrol::run::{RunSettings, Trigger};
-use warden_server::patrol::{self, anomaly, correlate, finding, forecast, heuristics, silence};
+use warden_server::patrol::{self, anomaly, correlate, finding, forecast, rules, silence};
 use warden_server::store::{AgentRecord, IngestItem, Store};
 use warden_shared::ResourceId;
+use warden_shared::metric;
 use warden_shared::telemetry::{
     CollectorHealth, HealthStatus, Resource, Sample, TelemetryBatch, Value,
 };
@@ -276,8 +277,8 @@ fn sched() -> (f64, f64) {
 }
 
 /// The detectors as `patrol::run::run` calls them.
-fn detect(snap: &heuristics::Snapshot, settings: &RunSettings) -> Vec<finding::Detection> {
-    let mut found = heuristics::detect(snap, &settings.thresholds, &settings.overrides);
+fn detect(snap: &patrol::snapshot::Snapshot, settings: &RunSettings) -> Vec<finding::Detection> {
+    let mut found = rules::detect(snap, &settings.thresholds, &settings.overrides);
     found.extend(forecast::detect(snap, &settings.forecast));
     found.extend(anomaly::detect(snap, &settings.anomaly));
     found.extend(silence::detect(snap, &settings.silence));
@@ -286,7 +287,7 @@ fn detect(snap: &heuristics::Snapshot, settings: &RunSettings) -> Vec<finding::D
 
 /// What the first snapshot holds and what the detectors found in it, so runs of different
 /// store versions can be compared.
-fn report_snapshot(snap: &heuristics::Snapshot, found: &[finding::Detection]) {
+fn report_snapshot(snap: &patrol::snapshot::Snapshot, found: &[finding::Detection]) {
     let points = |m: &BTreeMap<(String, String), Vec<(i64, f64)>>| -> (usize, usize) {
         (m.len(), m.values().map(Vec::len).sum())
     };
@@ -378,37 +379,44 @@ enum M {
 }
 
 impl M {
-    fn name(self) -> &'static str {
-        match self {
-            Self::CpuPct => "cpu_pct",
-            Self::MemTotalBytes => "mem_total_bytes",
-            Self::MemUsedBytes => "mem_used_bytes",
-            Self::MemUsedPct => "mem_used_pct",
-            Self::SwapTotalBytes => "swap_total_bytes",
-            Self::SwapUsedBytes => "swap_used_bytes",
-            Self::RootfsUsedPct => "rootfs_used_pct",
-            Self::Load1 => "load1",
-            Self::Load5 => "load5",
-            Self::Load15 => "load15",
-            Self::UptimeSeconds => "uptime_seconds",
-            Self::UpdatesPending => "updates_pending",
-            Self::TasksFailed24h => "tasks_failed_24h",
-            Self::CertExpires => "cert_expires_in_seconds{file=pve-ssl.pem}",
-            Self::DiskTotalBytes => "disk_total_bytes",
-            Self::DiskUsedBytes => "disk_used_bytes",
-            Self::DiskUsedPct => "disk_used_pct",
-            Self::BackupLastAge => "backup_last_age_seconds{storage=pbs}",
-            Self::BackupCount => "backup_count{storage=pbs}",
-            Self::StorageTotalBytes => "storage_total_bytes",
-            Self::StorageUsedBytes => "storage_used_bytes",
-            Self::StorageUsedPct => "storage_used_pct",
-            Self::StorageFreeBytes => "storage_free_bytes",
-            Self::RestartCount => "restart_count",
-            Self::MemLimitBytes => "mem_limit_bytes",
-            Self::Restarts => "restarts",
-            Self::Ready => "ready",
-            Self::WarningEvents => "warning_events_1h",
-        }
+    fn name(self) -> String {
+        let name = match self {
+            Self::CpuPct => metric::CPU_PCT,
+            Self::MemTotalBytes => metric::MEM_TOTAL_BYTES,
+            Self::MemUsedBytes => metric::MEM_USED_BYTES,
+            Self::MemUsedPct => metric::MEM_USED_PCT,
+            Self::SwapTotalBytes => metric::SWAP_TOTAL_BYTES,
+            Self::SwapUsedBytes => metric::SWAP_USED_BYTES,
+            Self::RootfsUsedPct => metric::ROOTFS_USED_PCT,
+            Self::Load1 => metric::LOAD1,
+            Self::Load5 => metric::LOAD5,
+            Self::Load15 => metric::LOAD15,
+            Self::UptimeSeconds => metric::UPTIME_SECONDS,
+            Self::UpdatesPending => metric::UPDATES_PENDING,
+            Self::TasksFailed24h => metric::TASKS_FAILED_24H,
+            Self::CertExpires => {
+                return format!("{}{{file=pve-ssl.pem}}", metric::CERT_EXPIRES_IN_SECONDS);
+            }
+            Self::DiskTotalBytes => metric::DISK_TOTAL_BYTES,
+            Self::DiskUsedBytes => metric::DISK_USED_BYTES,
+            Self::DiskUsedPct => metric::DISK_USED_PCT,
+            Self::BackupLastAge => {
+                return format!("{}{{storage=pbs}}", metric::BACKUP_LAST_AGE_SECONDS);
+            }
+            Self::BackupCount => {
+                return format!("{}{{storage=pbs}}", metric::BACKUP_COUNT);
+            }
+            Self::StorageTotalBytes => metric::STORAGE_TOTAL_BYTES,
+            Self::StorageUsedBytes => metric::STORAGE_USED_BYTES,
+            Self::StorageUsedPct => metric::STORAGE_USED_PCT,
+            Self::StorageFreeBytes => metric::STORAGE_FREE_BYTES,
+            Self::RestartCount => metric::RESTART_COUNT,
+            Self::MemLimitBytes => metric::MEM_LIMIT_BYTES,
+            Self::Restarts => metric::RESTARTS,
+            Self::Ready => metric::READY,
+            Self::WarningEvents => metric::WARNING_EVENTS_1H,
+        };
+        name.to_owned()
     }
 }
 
@@ -747,8 +755,8 @@ impl Fleet {
                     attrs: vec![
                         ("namespace".into(), Value::from(ns.as_str())),
                         ("phase".into(), Value::from("Running")),
-                        ("ready".into(), Value::Bool(true)),
-                        ("restarts".into(), Value::Int(0)),
+                        (metric::READY.into(), Value::Bool(true)),
+                        (metric::RESTARTS.into(), Value::Int(0)),
                         ("node".into(), Value::from(node.as_str())),
                         ("created_ms".into(), Value::Int(NOW_MS - 30 * DAY_MS)),
                     ],
@@ -785,7 +793,7 @@ impl Agent {
         let metric_names = resources
             .iter()
             .flat_map(|r| r.metrics())
-            .map(|m| m.name().to_owned())
+            .map(|m| m.name())
             .collect();
         Self {
             id,

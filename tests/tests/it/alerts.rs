@@ -65,7 +65,8 @@ fn a_filling_storage_fires_an_alert_that_is_acknowledged_analysed_and_resolved()
     agent.start(&[]);
     eventually(WAIT, "node1's local storage usage stored", || {
         let (s, v) = server.get(&format!("/api/resources/{STORAGE}"));
-        (s == 200 && v["metrics"]["storage_used_pct"]["value"].is_number()).then_some(())
+        (s == 200 && v["metrics"][warden_shared::metric::STORAGE_USED_PCT]["value"].is_number())
+            .then_some(())
     });
 
     // The defaults are in force until a set is stored: Patrol's levels, 5 minutes.
@@ -189,7 +190,7 @@ fn a_filling_storage_fires_an_alert_that_is_acknowledged_analysed_and_resolved()
             &json!("storage-usage"),
             &json!("storage"),
             &json!("local"),
-            &json!("storage_used_pct"),
+            &json!(warden_shared::metric::STORAGE_USED_PCT),
             &json!("critical"),
             &json!("firing"),
             &json!(90.0),

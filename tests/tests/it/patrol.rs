@@ -42,8 +42,13 @@ fn fleet(dir: &std::path::Path) -> (PveSim, ServerProc, AgentProc) {
             let (s, v) = server.get(&format!("/api/resources/{CT}"));
             let (_, node) = server.get("/api/resources/node:node1");
             (s == 200
-                && v["metrics"]["backup_last_age_seconds{storage=\"pbs\"}"]["value"].is_number()
-                && node["metrics"]["updates_pending"]["value"].is_number())
+                && v["metrics"][&warden_shared::metric::labelled(
+                    warden_shared::metric::BACKUP_LAST_AGE_SECONDS,
+                    "storage",
+                    "pbs",
+                )]["value"]
+                    .is_number()
+                && node["metrics"][warden_shared::metric::UPDATES_PENDING]["value"].is_number())
             .then_some(())
         },
     );
@@ -112,7 +117,7 @@ fn patrol_finds_stopped_backups_and_operators_act_on_them() {
         f["evidence"]
             .as_str()
             .unwrap()
-            .contains("backup_last_age_seconds")
+            .contains(warden_shared::metric::BACKUP_LAST_AGE_SECONDS)
     );
     assert!(f["detected_at"].as_str().unwrap().ends_with('Z'));
     let id = f["id"].as_str().unwrap().to_owned();
@@ -487,7 +492,8 @@ fn a_new_server_forecasts_a_datastore_from_the_estimate_of_pbs() {
             .find(|r| {
                 r["type"] == "pbs-datastore"
                     && r["name"] == "store1"
-                    && r["metrics"]["datastore_days_to_full"]["value"].is_number()
+                    && r["metrics"][warden_shared::metric::DATASTORE_DAYS_TO_FULL]["value"]
+                        .is_number()
             })
             .and_then(|r| r["id"].as_str().map(str::to_owned))
     });

@@ -165,26 +165,42 @@ fn a_healthy_fleet_through_the_real_collectors_raises_no_finding() {
             .count();
         let pve_done = count(&list, "vm") + count(&list, "lxc") == GUESTS
             && PVE_NODES.iter().all(|n| {
-                has_metric(&list, &format!("node:{n}"), "cpu_pct")
-                    && has_metric(&list, &format!("storage:{n}/zfs:rpool"), "storage_used_pct")
-                    && has_metric(&list, &format!("storage:{n}/local-zfs"), "storage_used_pct")
+                has_metric(&list, &format!("node:{n}"), warden_shared::metric::CPU_PCT)
+                    && has_metric(
+                        &list,
+                        &format!("storage:{n}/zfs:rpool"),
+                        warden_shared::metric::STORAGE_USED_PCT,
+                    )
+                    && has_metric(
+                        &list,
+                        &format!("storage:{n}/local-zfs"),
+                        warden_shared::metric::STORAGE_USED_PCT,
+                    )
             })
             && has_metric(
                 &list,
                 &format!("storage:{CLUSTER}/synology"),
-                "storage_used_pct",
+                warden_shared::metric::STORAGE_USED_PCT,
             )
             && count(&list, "disk") >= 3 * PVE_NODES.len()
             && running.iter().all(|g| {
-                has_metric(&list, g, "cpu_pct")
-                    && has_metric(&list, g, "backup_last_age_seconds{storage=\"pbs\"}")
-                    && has_metric(&list, g, "backup_failed_24h")
+                has_metric(&list, g, warden_shared::metric::CPU_PCT)
+                    && has_metric(
+                        &list,
+                        g,
+                        &warden_shared::metric::labelled(
+                            warden_shared::metric::BACKUP_LAST_AGE_SECONDS,
+                            "storage",
+                            "pbs",
+                        ),
+                    )
+                    && has_metric(&list, g, warden_shared::metric::BACKUP_FAILED_24H)
             });
         let pbs_done = count(&list, "pbs-datastore") == 2
             && has_metric(
                 &list,
                 &format!("pbs-datastore:{PBS_HOST}/store1"),
-                "job_last_ok{job=\"gc\"}",
+                &warden_shared::metric::labelled(warden_shared::metric::JOB_LAST_OK, "job", "gc"),
             );
         let k8s_done = count(&list, "k8s-node") == 3 && count(&list, "pod") >= 15;
         (connected == agents.len() && pve_done && pbs_done && k8s_done).then_some(list)
