@@ -2,6 +2,7 @@
 //! per-resource overrides keyed by canonical resource id, the built-in defaults, and
 //! validation that reports every problem at once. Pure: no IO, no clock.
 
+pub use crate::model::alert::{Op, Severity};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,16 +26,6 @@ pub const MAX_OVERRIDES: usize = 10_000;
 pub const ANY_KIND: &str = "*";
 /// Kinds that are not in [`ResourceKind`] but that collectors report (PVE replication jobs).
 const EXTRA_KINDS: &[&str] = &["replication"];
-
-/// How bad an alert is; `critical` is above `warning`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Past the warning level.
-    Warning,
-    /// Past the critical level.
-    Critical,
-}
 
 impl Severity {
     /// Both severities, lowest first.
@@ -60,17 +51,6 @@ impl std::fmt::Display for Severity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Which side of a threshold is bad.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    /// Bad at or above the threshold (usage, load).
-    #[default]
-    Above,
-    /// Bad at or below the threshold (free space, remaining life).
-    Below,
 }
 
 impl Op {

@@ -1,7 +1,7 @@
 //! The audit log: the one entry point every security-relevant or mutating act goes through
 //! ([`Auditor::record`]), its group-committing writer, and the maintenance task that writes
-//! checkpoints on time and prunes by retention. Events, hashing and keys are in `event.rs`,
-//! the key file in `keys.rs`, chain verification in `verify.rs`, tables in `store/audit.rs`.
+//! checkpoints on time and prunes by retention. Events, hashing, keys and chain verification
+//! are in `crate::chain`, the key file in `keys.rs`, tables in `store/audit.rs`.
 //!
 //! # Invariants
 //! - `record` returns only after the event is durable (committed), so an audited request
@@ -11,11 +11,10 @@
 //! - Secrets never enter `details`: callers pass ids, names and counts, never token values,
 //!   keys or webhook secrets.
 
-pub mod event;
+pub use crate::chain::{event, verify};
 pub mod export;
 pub mod keys;
 pub mod limit;
-pub mod verify;
 
 use crate::store::Store;
 use event::{Actor, Event, Keys, NewEvent};
