@@ -4,7 +4,7 @@
 //! per system through the real token + QUIC path (plus one for this machine and its Docker
 //! containers), prints where to look, and stops everything on Ctrl-C. See `docs/demo.md`.
 
-use crate::audit::event::{Actor, NewEvent};
+use crate::chain::event::{Actor, NewEvent};
 use crate::config::{Overrides, RawConfig};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -233,7 +233,7 @@ async fn run_fleet(
                     vec![server.quic_addr.to_string()],
                     warden_shared::DEFAULT_ORG,
                     Duration::from_secs(600),
-                    crate::now_ms(),
+                    crate::clock::now_ms(),
                 )?;
                 let created = NewEvent::new(Actor::system("demo"), "token.create", &token.id)
                     .details(serde_json::json!({ "kind": "join", "ttl_s": 600, "for": agent.name }));
@@ -385,7 +385,7 @@ async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<us
             });
         }
     }
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let item = crate::store::IngestItem {
         agent_id: "demo-history".into(),
         org_id: warden_shared::DEFAULT_ORG.into(),
@@ -413,7 +413,7 @@ async fn patrol_once(server: &crate::Server) -> anyhow::Result<crate::store::Pat
             &store,
             org,
             &crate::patrol::run::Trigger::Manual,
-            crate::now_ms(),
+            crate::clock::now_ms(),
             &settings,
         )
     })

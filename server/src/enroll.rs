@@ -4,7 +4,7 @@
 //! The token is checked, and marked used, in the same store transaction that creates the
 //! agent; a refused enrollment writes nothing. The token secret is never logged.
 
-use crate::audit::event::{Actor, NewEvent};
+use crate::chain::event::{Actor, NewEvent};
 use crate::ingest::Shared;
 use crate::store::{AgentRecord, Store, TokenRecord, TokenRefusal};
 use std::time::Duration;
@@ -110,7 +110,7 @@ async fn audit(
                 .details(serde_json::json!({
                     "hostname": hostname,
                     "token_id": token,
-                    "certificate_expires_at": crate::rfc3339_ms(not_after_unix * 1000),
+                    "certificate_expires_at": crate::clock::rfc3339_ms(not_after_unix * 1000),
                 }));
             enrolled.org_id.clone_from(org_id);
             shared.audit.record(used).await;
@@ -121,7 +121,7 @@ async fn audit(
                 shared
                     .audit
                     .limiter()
-                    .failure("enroll", Some(ip), crate::now_ms())
+                    .failure("enroll", Some(ip), crate::clock::now_ms())
             {
                 let e = NewEvent::new(Actor::anonymous(), "agent.enroll", format!("token:{token}"))
                     .from_ip(Some(ip))
@@ -165,7 +165,7 @@ async fn decide(req: EnrollRequest, shared: &Shared) -> EnrollResponse {
         hex::encode(rand::random::<[u8; 3]>())
     );
     let now = time::OffsetDateTime::now_utc();
-    let now_ms = crate::now_ms();
+    let now_ms = crate::clock::now_ms();
     // The org comes from the token record; sign after redemption so a refused token
     // never yields a certificate.
     let store = shared.store.clone();
@@ -243,7 +243,7 @@ async fn decide(req: EnrollRequest, shared: &Shared) -> EnrollResponse {
 }
 
 fn refusal_message(r: &TokenRefusal) -> String {
-    let when = |ms: i64| crate::rfc3339_ms(ms).unwrap_or_else(|| ms.to_string());
+    let when = |ms: i64| crate::clock::rfc3339_ms(ms).unwrap_or_else(|| ms.to_string());
     match r {
         TokenRefusal::Unknown => "join token is not known to this server; create one with `warden token create`".into(),
         TokenRefusal::Forged => "join token is invalid (its secret does not match); create a new one with `warden token create`".into(),

@@ -1,10 +1,12 @@
-//! `warden` library: PKI, enrollment, QUIC ingest, storage and the HTTP API.
-//! `main.rs` is a thin CLI over [`start`]; tests and `warden demo` drive the same code.
+//! `warden` library: the module declarations (their floors are in docs/ARCHITECTURE.md,
+//! "Layering"), the data-directory file names, and [`start`], which wires the server
+//! together. `main.rs` only calls [`cli::main`]; tests and `warden demo` drive the same code.
 
 pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod chain;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -341,19 +343,4 @@ fn admin_token(dir: &std::path::Path) -> anyhow::Result<(PathBuf, [u8; 32])> {
         path.display()
     );
     Ok((path, Sha256::digest(token.as_bytes()).into()))
-}
-
-/// Reads the admin token for CLI commands.
-///
-/// # Errors
-/// If the file is missing or unreadable.
-pub fn read_admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let path = data_dir.join(ADMIN_TOKEN_FILE);
-    let t = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (has the server run with this data directory?)",
-            path.display()
-        )
-    })?;
-    Ok(t.trim().to_owned())
 }

@@ -102,7 +102,7 @@ impl AlertRecord {
                     (ResolveReason::Stale, _) => format!(
                         "no data: the latest {} sample is from {}",
                         self.metric,
-                        crate::rfc3339_ms(self.value_at_ms).unwrap_or_default()
+                        crate::clock::rfc3339_ms(self.value_at_ms).unwrap_or_default()
                     ),
                     (ResolveReason::NoData, _) => {
                         format!("the resource no longer reports {}", self.metric)

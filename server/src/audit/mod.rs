@@ -293,7 +293,7 @@ impl Writer {
             let n = events.len();
             match self
                 .store
-                .audit_append(events, self.keys.as_deref(), crate::now_ms(), self.every)
+                .audit_append(events, self.keys.as_deref(), crate::clock::now_ms(), self.every)
             {
                 Ok(stored) => {
                     self.stats.stored.fetch_add(n as u64, Ordering::Relaxed);
@@ -328,7 +328,7 @@ pub async fn maintain(auditor: Arc<Auditor>, mut shutdown: watch::Receiver<bool>
         let prune_due = last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
         let a = auditor.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let now = crate::now_ms();
+            let now = crate::clock::now_ms();
             let pruned = if prune_due { a.prune(now)? } else { 0 };
             let made = a.checkpoint_all(now)?;
             Ok::<_, crate::store::StoreError>((pruned, made))

@@ -132,7 +132,7 @@ pub async fn serve(
         };
         let shared = shared.clone();
         let remote = incoming.remote_address();
-        crate::spawn_named(
+        crate::task::spawn_named(
             "quic-conn",
             async move {
                 match incoming.await {

@@ -100,7 +100,7 @@ fn run(store: &Store, mut rx: mpsc::UnboundedReceiver<Queued>, stats: &IngestSta
             replies.push(reply);
             permits.push(permit);
         }
-        match store.ingest(&items, crate::now_ms()) {
+        match store.ingest(&items, crate::clock::now_ms()) {
             Ok(outcomes) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 for ((outcome, reply), item) in outcomes.into_iter().zip(replies).zip(&items) {
