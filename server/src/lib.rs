@@ -120,9 +120,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     let schedule = Arc::new(patrol::run::Schedule::new(cfg.patrol_interval));
     let saved = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            store.patrol_settings::<patrol::settings::PatrolSettings>(warden_shared::DEFAULT_ORG)
-        })
+        tokio::task::spawn_blocking(move || store.patrol_settings(warden_shared::DEFAULT_ORG))
             .await??
     };
     if let Some(saved) = saved {

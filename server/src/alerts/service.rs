@@ -1,8 +1,8 @@
 //! The alert evaluator task: every `alert_interval` it reads the default organisation's rules
 //! and resources, runs the engine on a blocking thread, stores what changed in one
 //! transaction, and asks Patrol for a run when an alert fires. Hourly it prunes old resolved
-//! alerts. Also the store operations that carry alert logic (applying the engine's events,
-//! acknowledging, attaching Patrol's analysis): the store only offers the transactional
+//! alerts. Also the store operations that carry alert types or logic (the rule set, applying the
+//! engine's events, acknowledging, attaching Patrol's analysis): the store only offers the transactional
 //! primitives ([`Store::write_alerts`], [`Store::update_alert`]) they pass that logic into.
 
 use super::engine::{self, AlertEvent, AlertState};
@@ -42,7 +42,7 @@ pub fn evaluate_once(
             AlertState::restore(alerts.iter())
         }
     };
-    let rules: RuleSet = store.alert_rules(org)?.unwrap_or_default();
+    let rules = store.alert_rules(org)?.unwrap_or_default();
     let resources = store.list_resources(org)?;
     let events = engine::evaluate(&mut state, &rules, &resources, now_ms);
     if !events.is_empty() {
@@ -60,6 +60,22 @@ pub fn rules_in_force(store: &Store, org: &str) -> Result<RuleSet, StoreError> {
 }
 
 impl Store {
+    /// The alert rule set of `org`, `None` if it never stored one (the defaults apply).
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn alert_rules(&self, org: &str) -> Result<Option<RuleSet>, StoreError> {
+        self.alert_rules_document(org)
+    }
+
+    /// Replaces the alert rule set of `org` (validate it first).
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Encode`].
+    pub fn set_alert_rules(&self, org: &str, rules: &RuleSet) -> Result<(), StoreError> {
+        self.set_alert_rules_document(org, rules)
+    }
+
     /// Stores one evaluation's events of `org` in one write transaction: `Fired` inserts the
     /// new record, the others update the named alert (an event for an alert that is not
     /// stored, or no longer firing, changes nothing).

@@ -109,12 +109,12 @@ fn alerts_round_trip_with_their_timeline() {
 #[test]
 fn rules_round_trip_and_default_to_none() {
     let (_dir, store) = open();
-    assert_eq!(store.alert_rules::<RuleSet>(ORG).unwrap(), None);
+    assert_eq!(store.alert_rules(ORG).unwrap(), None);
     let mut set = RuleSet::default();
     set.rules[0].for_s = 60;
     store.set_alert_rules(ORG, &set).unwrap();
-    assert_eq!(store.alert_rules::<RuleSet>(ORG).unwrap(), Some(set));
-    assert_eq!(store.alert_rules::<RuleSet>("other").unwrap(), None);
+    assert_eq!(store.alert_rules(ORG).unwrap(), Some(set));
+    assert_eq!(store.alert_rules("other").unwrap(), None);
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn reopen_keeps_alerts_and_restore_keeps_their_ids() {
     };
     let store = Store::open(&path).unwrap();
     assert_eq!(store.alerts(ORG).unwrap(), vec![a.clone()]);
-    assert_eq!(store.alert_rules::<RuleSet>(ORG).unwrap().unwrap().stale_after_s, 600);
+    assert_eq!(store.alert_rules(ORG).unwrap().unwrap().stale_after_s, 600);
     // A restarted evaluator rebuilds its memory from the stored alerts: still bad, so no
     // new alert; then recovered, so the same alert resolves.
     let mut state = AlertState::restore(store.alerts(ORG).unwrap().iter());

@@ -123,12 +123,13 @@ impl Store {
         Ok(alert)
     }
 
-    /// The alert rule set of `org`, `None` if it never stored one (the defaults apply). The
-    /// store keeps it as an opaque JSON document; its schema belongs to `alerts::rules`.
+    /// The alert rule set document of `org` decoded as `T`, `None` if it never stored one (the
+    /// defaults apply). The store keeps it opaque; its schema belongs to `alerts::rules`,
+    /// whose typed `Store::alert_rules` callers use.
     ///
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`] (also when it does not decode as `T`).
-    pub fn alert_rules<T: serde::de::DeserializeOwned>(
+    pub fn alert_rules_document<T: serde::de::DeserializeOwned>(
         &self,
         org: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -144,7 +145,7 @@ impl Store {
     ///
     /// # Errors
     /// Storage failures and [`StoreError::Encode`].
-    pub fn set_alert_rules<T: serde::Serialize>(
+    pub fn set_alert_rules_document<T: serde::Serialize>(
         &self,
         org: &str,
         rules: &T,

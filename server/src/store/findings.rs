@@ -256,13 +256,14 @@ impl Store {
             .collect()
     }
 
-    /// The Patrol settings an operator saved for `org`, if any. The store keeps them as an
-    /// opaque JSON document; their schema and validation belong to `patrol::settings`.
+    /// The Patrol settings document saved for `org`, if any, decoded as `T`. The store keeps
+    /// it opaque; its schema and validation belong to `patrol::settings`, whose typed
+    /// `Store::patrol_settings` callers use.
     ///
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`] (also when the document does not decode
     /// as `T`).
-    pub fn patrol_settings<T: serde::de::DeserializeOwned>(
+    pub fn patrol_settings_document<T: serde::de::DeserializeOwned>(
         &self,
         org: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -274,11 +275,15 @@ impl Store {
             .transpose()
     }
 
-    /// Saves the Patrol settings of `org`.
+    /// Saves the Patrol settings document of `org` (see [`Store::patrol_settings_document`]).
     ///
     /// # Errors
     /// Storage failures and [`StoreError::Encode`].
-    pub fn set_patrol_settings<T: Serialize>(&self, org: &str, s: &T) -> Result<(), StoreError> {
+    pub fn set_patrol_settings_document<T: Serialize>(
+        &self,
+        org: &str,
+        s: &T,
+    ) -> Result<(), StoreError> {
         let txn = self.write_txn()?;
         txn.open_table(PATROL_SETTINGS)?
             .insert(org, encode(SETTINGS, s)?.as_slice())?;
