@@ -3,6 +3,8 @@
 //! and a small Kubernetes cluster, with seeded trouble), enrolls one `warden-agent` process
 //! per system through the real token + QUIC path (plus one for this machine and its Docker
 //! containers), prints where to look, and stops everything on Ctrl-C. See `docs/demo.md`.
+//! `warden-agent` and `warden-sim` are taken from the directory of the running `warden`
+//! executable, whether built from source (`target/release/`) or installed (`/usr/bin/`).
 
 use crate::chain::event::{Actor, NewEvent};
 use crate::config::{Overrides, RawConfig};
@@ -228,8 +230,8 @@ async fn run_fleet(
             )?;
             if !agent_dir.join("identity").exists() {
                 let token = crate::enroll::create_token(
-                    &server.shared.store,
-                    server.shared.pki.fingerprint(),
+                    &server.ctx.store,
+                    server.ctx.pki.fingerprint(),
                     vec![server.quic_addr.to_string()],
                     warden_shared::DEFAULT_ORG,
                     Duration::from_secs(600),
@@ -237,7 +239,7 @@ async fn run_fleet(
                 )?;
                 let created = NewEvent::new(Actor::system("demo"), "token.create", &token.id)
                     .details(serde_json::json!({ "kind": "join", "ttl_s": 600, "for": agent.name }));
-                server.api.audit.record(created).await;
+                server.ctx.audit.record(created).await;
                 let out = demo_command(agent_bin)
                     .arg("--config")
                     .arg(&config)
@@ -268,13 +270,13 @@ async fn run_fleet(
             eprintln!("  agent {:<13} enrolled and started ({})", agent.name, agent.what);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while server.shared.live.len() < list.len() && tokio::time::Instant::now() < deadline {
+        while server.ctx.live.len() < list.len() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let token_path = server.admin_token_path.display();
         eprintln!(
             "\nwarden demo is running: {}/{} agents connected\n\n  API:          http://{http}/api/resources\n  admin token:  {token_path}\n  try:          curl -s -H \"Authorization: Bearer $(cat {token_path})\" http://{http}/api/agents\n  agent logs:   {}/agents/*/agent.log\n  what to look for: docs/demo.md (pve3 goes down after {})\n\nPress Ctrl-C to stop.",
-            server.shared.live.len(),
+            server.ctx.live.len(),
             list.len(),
             dir.display(),
             args.node_down_after,
@@ -344,7 +346,7 @@ async fn run_fleet(
 async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<usize> {
     use warden_shared::ids::ResourceId;
     use warden_shared::telemetry::{Sample, TelemetryBatch};
-    let store = server.shared.store.clone();
+    let store = server.ctx.store.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut samples = Vec::new();
     for t in trends {
@@ -405,7 +407,7 @@ async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<us
 
 /// One Patrol run with the saved settings, as the demo's accelerated schedule.
 async fn patrol_once(server: &crate::Server) -> anyhow::Result<crate::store::PatrolRunRecord> {
-    let (store, schedule) = (server.shared.store.clone(), server.api.patrol.clone());
+    let (store, schedule) = (server.ctx.store.clone(), server.ctx.patrol.clone());
     let org = warden_shared::DEFAULT_ORG;
     Ok(tokio::task::spawn_blocking(move || {
         let settings = crate::patrol::run::run_settings(&store, org, &schedule)?;
@@ -434,7 +436,8 @@ fn send_term(pid: u32) {
     }
 }
 
-/// `name` next to this executable (how cargo and the packages install them).
+/// `name` in the directory of this executable: the one rule for the demo's binaries, as
+/// `cargo build --bins` puts them in `target/<profile>/` and an installation in `/usr/bin/`.
 fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let candidate = exe.with_file_name(name);
@@ -442,7 +445,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
         return Ok(candidate);
     }
     bail!(
-        "{name} not found next to {} (build everything with `cargo build --release --bins`)",
-        exe.display()
+        "{} not found: `warden demo` needs {name} in the same directory as warden (from source: `cargo build --release --bins`)",
+        candidate.display()
     )
 }

@@ -5,7 +5,7 @@
 //! agent; a refused enrollment writes nothing. The token secret is never logged.
 
 use crate::chain::event::{Actor, NewEvent};
-use crate::ingest::Shared;
+use crate::context::Context;
 use crate::store::{AgentRecord, Store, TokenRecord, TokenRefusal};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -47,7 +47,7 @@ pub fn create_token(
 }
 
 /// Serves one enrollment connection.
-pub async fn serve(conn: quinn::Connection, shared: &Shared) {
+pub async fn serve(conn: quinn::Connection, shared: &Context) {
     let answer = match tokio::time::timeout(Duration::from_secs(15), exchange(&conn, shared)).await
     {
         Ok(Ok(())) => return,
@@ -58,7 +58,7 @@ pub async fn serve(conn: quinn::Connection, shared: &Shared) {
     conn.close(close::ENROLL_REFUSED.into(), answer.as_bytes());
 }
 
-async fn exchange(conn: &quinn::Connection, shared: &Shared) -> anyhow::Result<()> {
+async fn exchange(conn: &quinn::Connection, shared: &Context) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await?;
     let req: EnrollRequest = framed::read(&mut recv)
         .await?
@@ -87,7 +87,7 @@ async fn exchange(conn: &quinn::Connection, shared: &Shared) -> anyhow::Result<(
 /// Audits an enrollment: `token.use` and `agent.enroll` when accepted; a refusal as a failed
 /// `agent.enroll` (rate-limited per address, since anyone can try).
 async fn audit(
-    shared: &Shared,
+    shared: &Context,
     ip: std::net::IpAddr,
     token_id: Option<String>,
     hostname: &str,
@@ -133,7 +133,7 @@ async fn audit(
     }
 }
 
-async fn decide(req: EnrollRequest, shared: &Shared) -> EnrollResponse {
+async fn decide(req: EnrollRequest, shared: &Context) -> EnrollResponse {
     let refuse = |reason: &str| EnrollResponse::Refused {
         reason: reason.to_owned(),
     };

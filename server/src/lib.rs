@@ -9,12 +9,14 @@ pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod enroll;
 pub mod ingest;
 pub mod model;
 pub mod patrol;
 pub mod pki;
+pub mod quic;
 pub mod store;
 pub mod task;
 pub mod webhooks;
@@ -52,10 +54,8 @@ pub struct Server {
     pub quic_addr: SocketAddr,
     /// Path of the admin token file.
     pub admin_token_path: PathBuf,
-    /// Shared state (store, CA, live agents).
-    pub shared: Arc<ingest::Shared>,
-    /// Token lifetime default and advertised addresses.
-    pub api: api::ApiState,
+    /// The server-wide context (store, CA, live agents, audit log, settings).
+    pub ctx: Arc<context::Context>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -89,17 +89,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     let auditor = audit::Auditor::start(store.clone(), signing, cfg.audit.clone())
         .context("starting the audit writer")?;
     let live = Arc::new(ingest::live::LiveAgents::default());
-    let shared = Arc::new(ingest::Shared {
-        store: store.clone(),
-        pki: pki.clone(),
-        writer: writer.clone(),
-        live: live.clone(),
-        cert_ttl: cfg.cert_ttl,
-        protocol: cfg.protocol,
-        audit: auditor.clone(),
-    });
     let reset_secret = secret_file(&cfg.data_dir.join(RESET_KEY_FILE))?;
-    let endpoint = ingest::bind(cfg.quic_listen, &pki, &cfg.server_names, &reset_secret)?;
+    let endpoint = quic::bind(cfg.quic_listen, &pki, &cfg.server_names, &reset_secret)?;
     let quic_addr = endpoint.local_addr()?;
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
@@ -132,31 +123,32 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             ),
         }
     }
-    let store_for_recovery = store.clone();
-    let api = api::ApiState {
+    let ctx = Arc::new(context::Context {
         store,
+        pki: pki.clone(),
+        writer,
         live,
-        admin_token_hash,
-        ca_fingerprint: pki.fingerprint(),
-        advertise,
-        token_ttl: cfg.token_ttl,
-        stats: writer.stats.clone(),
+        audit: auditor.clone(),
         patrol: schedule,
         patrol_alerts,
-        audit: auditor.clone(),
-    };
+        admin_token_hash,
+        advertise,
+        token_ttl: cfg.token_ttl,
+        cert_ttl: cfg.cert_ttl,
+        protocol: cfg.protocol,
+    });
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = vec![
-        spawn_named("quic", ingest::serve(endpoint, shared.clone(), rx.clone())),
+        spawn_named("quic", quic::serve(endpoint, ctx.clone(), rx.clone())),
         spawn_named(
             "patrol",
-            patrol_schedule(api.store.clone(), api.patrol.clone(), alert_rx, rx.clone()),
+            patrol_schedule(ctx.store.clone(), ctx.patrol.clone(), alert_rx, rx.clone()),
         ),
         spawn_named(
             "alerts",
             alerts::service::run(
-                api.store.clone(),
-                api.patrol_alerts.clone(),
+                ctx.store.clone(),
+                ctx.patrol_alerts.clone(),
                 cfg.alert_interval,
                 rx.clone(),
             ),
@@ -164,7 +156,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         spawn_named("audit", audit::maintain(auditor.clone(), rx.clone())),
         spawn_named(
             "store-recovery",
-            store_recovery(store_for_recovery, rx.clone()),
+            store_recovery(ctx.store.clone(), rx.clone()),
         ),
         spawn_named(
             "webhooks",
@@ -184,7 +176,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     );
     tasks.push(spawn_named(
         "http",
-        api::serve::serve(listener, api::router(api.clone()), limits, rx.clone()),
+        api::serve::serve(listener, api::router(ctx.clone()), limits, rx.clone()),
     ));
     info!(
         http = %http_addr,
@@ -197,8 +189,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         http_addr,
         quic_addr,
         admin_token_path,
-        shared,
-        api,
+        ctx,
         shutdown,
         tasks,
     })

@@ -10,6 +10,7 @@
 
 pub mod frame;
 pub mod ids;
+pub mod metric;
 pub mod proto;
 pub mod resource;
 pub mod telemetry;

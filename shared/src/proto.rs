@@ -231,6 +231,7 @@ pub enum EnrollResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::CPU_PCT;
 
     #[test]
     fn negotiation_takes_the_lower_minor_and_requires_the_same_major() {
@@ -261,7 +262,7 @@ mod tests {
             collector: "host".into(),
             samples: vec![Sample {
                 resource_id: ResourceId::new("node:h").unwrap(),
-                metric: "cpu_pct".into(),
+                metric: CPU_PCT.into(),
                 ts_ms: 5,
                 value: 0.5,
             }],
@@ -276,7 +277,7 @@ mod tests {
             batch,
             provenance: vec![Provenance::new(
                 ResourceKind::Node,
-                "cpu_pct",
+                CPU_PCT,
                 "host",
                 "sysinfo: /proc/stat",
             )],

@@ -43,11 +43,19 @@ pub enum ResourceKind {
     Pvc,
     /// A physical disk (with SMART data).
     PhysicalDisk,
+    /// A Proxmox VE storage replication job (its parent is the guest).
+    Replication,
+    /// An enrolled agent, as the subject of findings about the agent itself (silent,
+    /// collector failing, identity in conflict). Collectors never report it.
+    Agent,
+    /// Warden's own server, as the subject of findings about itself (its disk).
+    /// Collectors never report it.
+    Server,
 }
 
 impl ResourceKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 17] = [
         Self::Node,
         Self::Vm,
         Self::SystemContainer,
@@ -62,6 +70,9 @@ impl ResourceKind {
         Self::K8sWorkload,
         Self::Pvc,
         Self::PhysicalDisk,
+        Self::Replication,
+        Self::Agent,
+        Self::Server,
     ];
 
     /// The id prefix, e.g. `lxc` in `lxc:pve/101`. This is also the API's `type` field.
@@ -81,6 +92,9 @@ impl ResourceKind {
             Self::K8sWorkload => "k8s-workload",
             Self::Pvc => "pvc",
             Self::PhysicalDisk => "disk",
+            Self::Replication => "replication",
+            Self::Agent => "agent",
+            Self::Server => "warden",
         }
     }
 
@@ -225,6 +239,31 @@ pub mod canonical {
     pub fn physical_disk(node: &str, serial_or_path: &str) -> Result<ResourceId, IdError> {
         ResourceKind::PhysicalDisk.id(&format!("{node}/{serial_or_path}"))
     }
+
+    /// `replication:<cluster>/<job>`: the job id (`<vmid>-<n>`) is unique in the cluster and
+    /// moves with the guest, like the guest's own id.
+    ///
+    /// # Errors
+    /// An invalid name.
+    pub fn replication(cluster: &str, job: &str) -> Result<ResourceId, IdError> {
+        ResourceKind::Replication.id(&format!("{cluster}/{job}"))
+    }
+
+    /// `agent:<agent id>`, the subject of findings about an agent itself.
+    ///
+    /// # Errors
+    /// An invalid name.
+    pub fn agent(agent_id: &str) -> Result<ResourceId, IdError> {
+        ResourceKind::Agent.id(agent_id)
+    }
+
+    /// `warden:server`, the subject of findings about Warden's own server.
+    ///
+    /// # Errors
+    /// Never in practice; the name is constant.
+    pub fn server() -> Result<ResourceId, IdError> {
+        ResourceKind::Server.id("server")
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +315,12 @@ mod tests {
             "k8s-workload:c/ns/deployment/api"
         );
         assert_eq!(canonical::pod("c", "ns", "p").unwrap().kind(), "pod");
+        assert_eq!(
+            canonical::replication("c", "100-0").unwrap().as_str(),
+            "replication:c/100-0"
+        );
+        assert_eq!(canonical::agent("a1").unwrap().as_str(), "agent:a1");
+        assert_eq!(canonical::server().unwrap().as_str(), "warden:server");
         assert!(canonical::node("").is_err());
     }
 }

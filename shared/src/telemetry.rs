@@ -174,10 +174,7 @@ pub struct CollectorHealth {
     pub duration_ms: u64,
 }
 
-/// The metric name without its labels: `fs_used_pct` for `fs_used_pct{mount="/"}`.
-pub fn metric_base(metric: &str) -> &str {
-    metric.split_once('{').map_or(metric, |(base, _)| base)
-}
+pub use crate::metric::base as metric_base;
 
 /// Where the values of one metric of one resource kind come from.
 ///
@@ -269,6 +266,7 @@ impl ProvenancedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::{CPU_PCT, FS_USED_PCT, LOAD1, labelled};
 
     #[test]
     fn an_oversized_batch_is_split_without_losing_anything() {
@@ -321,31 +319,24 @@ mod tests {
     }
 
     const TABLE: &[Provenance] = &[
-        Provenance::new(ResourceKind::Node, "cpu_pct", "host", "sysinfo: /proc/stat"),
-        Provenance::new(ResourceKind::Node, "fs_used_pct", "host", "statvfs"),
+        Provenance::new(ResourceKind::Node, CPU_PCT, "host", "sysinfo: /proc/stat"),
+        Provenance::new(ResourceKind::Node, FS_USED_PCT, "host", "statvfs"),
         Provenance::new(
             ResourceKind::Vm,
-            "cpu_pct",
+            CPU_PCT,
             "proxmox",
             "GET /cluster/resources",
         ),
-        Provenance::new(ResourceKind::Node, "load1", "host", "/proc/loadavg"),
+        Provenance::new(ResourceKind::Node, LOAD1, "host", "/proc/loadavg"),
     ];
-
-    #[test]
-    fn metric_base_strips_labels() {
-        assert_eq!(metric_base("cpu_pct"), "cpu_pct");
-        assert_eq!(metric_base(r#"fs_used_pct{mount="/"}"#), "fs_used_pct");
-        assert_eq!(metric_base(r#"job_last_ok{job="a{b}"}"#), "job_last_ok");
-    }
 
     #[test]
     fn a_batch_carries_only_the_entries_of_its_metrics() {
         let samples = [
-            sample("node:h", "cpu_pct"),
-            sample("node:h", r#"fs_used_pct{mount="/"}"#),
-            sample("node:h", r#"fs_used_pct{mount="/data"}"#),
-            sample("docker:h/web", "cpu_pct"),
+            sample("node:h", CPU_PCT),
+            sample("node:h", &labelled(FS_USED_PCT, "mount", "/")),
+            sample("node:h", &labelled(FS_USED_PCT, "mount", "/data")),
+            sample("docker:h/web", CPU_PCT),
         ];
         let picked = Provenance::for_samples(TABLE, &samples);
         assert_eq!(
@@ -356,7 +347,7 @@ mod tests {
         assert!(picked.iter().all(|p| matches!(p.method, Cow::Borrowed(_))));
         assert_eq!(
             Provenance::missing(TABLE, &samples),
-            BTreeSet::from([("docker", "cpu_pct")]),
+            BTreeSet::from([("docker", CPU_PCT)]),
             "the kind is part of the key"
         );
         let batch = ProvenancedBatch {
@@ -366,7 +357,7 @@ mod tests {
             },
             provenance: picked,
         };
-        assert_eq!(batch.unsourced(), BTreeSet::from([("docker", "cpu_pct")]));
+        assert_eq!(batch.unsourced(), BTreeSet::from([("docker", CPU_PCT)]));
         assert!(Provenance::for_samples(&[], &samples).is_empty());
     }
 
@@ -375,7 +366,7 @@ mod tests {
         let batch = TelemetryBatch {
             seq: 7,
             collector: "host".into(),
-            samples: vec![sample("node:h", "cpu_pct")],
+            samples: vec![sample("node:h", CPU_PCT)],
             ..TelemetryBatch::default()
         };
         let full = ProvenancedBatch {

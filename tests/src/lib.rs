@@ -1,11 +1,11 @@
 //! Test harness: starts the real `warden` and `warden-agent` binaries on loopback with
 //! temporary data directories, talks to the HTTP API, and waits for conditions.
 //!
-//! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test.sh`
-//! does it). Processes are killed when their handle drops.
+//! The binaries must be built first (`cargo build --workspace --bins`, which also builds
+//! `warden-sim` from the simulator crate `tests/sim`; `scripts/test.sh` does it). Processes are
+//! killed when their handle drops.
 
 pub mod collect;
-pub mod sim;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -355,8 +355,8 @@ impl AgentProc {
 
     /// The agent of PVE node `node1` reading `sim` every 2 s (host and docker off); the API
     /// token's secret is written next to `dir`.
-    pub fn proxmox(dir: &Path, sim: &sim::pve::PveSim) -> Self {
-        let token = sim::pve::PveSimOptions::fast().token;
+    pub fn proxmox(dir: &Path, sim: &warden_sim::pve::PveSim) -> Self {
+        let token = warden_sim::pve::PveSimOptions::fast().token;
         let (token_id, secret) = token.split_once('=').expect("a PVE token id=secret");
         let secret_file = dir.with_extension("pve-secret");
         warden_io::fs::write_private(&secret_file, format!("{secret}\n").as_bytes())

@@ -15,9 +15,6 @@ pub mod serve;
 mod tokens;
 mod webhooks;
 
-use crate::ingest::live::LiveAgents;
-use crate::ingest::writer::IngestStats;
-use crate::store::Store;
 pub use auth::Caller;
 use axum::Router;
 use axum::extract::State;
@@ -27,33 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use error::ApiError;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// What handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// The store.
-    pub store: Arc<Store>,
-    /// Connected agents.
-    pub live: Arc<LiveAgents>,
-    /// SHA-256 of the admin token.
-    pub admin_token_hash: [u8; 32],
-    /// CA fingerprint for join tokens.
-    pub ca_fingerprint: [u8; 32],
-    /// Addresses for join tokens.
-    pub advertise: Vec<String>,
-    /// Default join token lifetime.
-    pub token_ttl: Duration,
-    /// Ingest counters.
-    pub stats: Arc<IngestStats>,
-    /// Patrol's schedule.
-    pub patrol: Arc<crate::patrol::run::Schedule>,
-    /// Asks the Patrol task for a run when an alert fires (bounded; a full queue drops the
-    /// request, since a run is already due).
-    pub patrol_alerts: tokio::sync::mpsc::Sender<crate::patrol::AlertTrigger>,
-    /// The audit log's entry point.
-    pub audit: Arc<crate::audit::Auditor>,
-}
+/// What handlers share: the server-wide context.
+pub type ApiState = Arc<crate::context::Context>;
 
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {

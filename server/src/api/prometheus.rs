@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 pub(super) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let s = &state.stats;
+    let s = &state.writer.stats;
     let mut out = String::new();
     let mut put = |name: &str, kind: &str, help: &str, v: u64| {
         let _ = writeln!(

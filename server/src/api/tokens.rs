@@ -36,7 +36,7 @@ pub(super) async fn create(
         ));
     }
     let store = state.store.clone();
-    let (fp, addrs) = (state.ca_fingerprint, state.advertise.clone());
+    let (fp, addrs) = (state.pki.fingerprint(), state.advertise.clone());
     let now = crate::now_ms();
     let token = tokio::task::spawn_blocking(move || {
         crate::enroll::create_token(&store, fp, addrs, warden_shared::DEFAULT_ORG, ttl, now)

@@ -444,9 +444,9 @@ async fn http(args: &Args, dir: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let server = warden_server::start(cfg).await?;
     ensure!(
-        server.api.audit.keys().is_some(),
+        server.ctx.audit.keys().is_some(),
         "audit signing is unavailable: {:?}",
-        server.api.audit.unavailable()
+        server.ctx.audit.unavailable()
     );
     let token = std::fs::read_to_string(&server.admin_token_path)?
         .trim()
@@ -471,7 +471,7 @@ async fn http(args: &Args, dir: &Path) -> anyhow::Result<()> {
         url,
         token,
     ));
-    let store = server.api.store.clone();
+    let store = server.ctx.store.clone();
     let seq = |s: &Store| s.audit_head(ORG).map(|h| h.map_or(0, |h| h.seq));
     // Warm-up (the first request also records the admin's sign-in).
     for round in 0..100 {

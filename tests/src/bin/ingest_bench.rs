@@ -31,24 +31,24 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use warden_agent::transport::{explain, framed, tls};
 use warden_shared::ResourceId;
-use warden_shared::frame;
 use warden_shared::proto::{
     AgentMessage, AgentResponse, Hello, ProtocolVersion, ServerMessage, ServerRequest,
 };
 use warden_shared::telemetry::{
     CollectorHealth, HealthStatus, Resource, Sample, TelemetryBatch, Value,
 };
+use warden_shared::{frame, metric};
 
 /// Metrics every bench resource reports, in series order.
 const METRICS: &[&str] = &[
-    "cpu_pct",
-    "mem_used_bytes",
-    "mem_total_bytes",
-    "net_rx_bytes",
-    "net_tx_bytes",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "load1",
+    metric::CPU_PCT,
+    metric::MEM_USED_BYTES,
+    metric::MEM_TOTAL_BYTES,
+    metric::NET_RX_BYTES_PER_S,
+    metric::NET_TX_BYTES_PER_S,
+    metric::DISK_READ_BYTES_PER_S,
+    metric::DISK_WRITE_BYTES_PER_S,
+    metric::LOAD1,
 ];
 /// Most points the history API returns (`server/src/api/metrics.rs`), with margin.
 const HISTORY_POINTS: u64 = 15_000;

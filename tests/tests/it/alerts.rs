@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use warden_tests::sim::pve::{PveSim, PveSimOptions};
+use warden_sim::pve::{PveSim, PveSimOptions};
 use warden_tests::{AgentProc, ServerProc, eventually};
 
 const STORAGE: &str = "storage:node1/local";

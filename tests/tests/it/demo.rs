@@ -4,6 +4,7 @@
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use warden_shared::metric;
 use warden_tests::{bin, eventually, free_tcp, free_udp, http};
 
 /// The demo process; if the test fails half-way, it is stopped with SIGTERM (so it stops its
@@ -76,7 +77,7 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
         v.as_array().cloned().unwrap_or_default()
     };
     let find = |list: &[serde_json::Value], id: &str| list.iter().find(|r| r["id"] == id).cloned();
-    let metric = |r: &serde_json::Value, m: &str| r["metrics"][m]["value"].as_f64();
+    let value_of = |r: &serde_json::Value, m: &str| r["metrics"][m]["value"].as_f64();
     // The fleet with its seeded trouble (docs/demo.md), each as its collector reports it.
     let list = eventually(Duration::from_secs(60), "the fleet and its trouble", || {
         let list = resources();
@@ -92,17 +93,24 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
             && count("pbs-datastore") == 2
             && count("k8s-node") == 3
             && find(&list, "node:this-machine").is_some()
-            && metric(&zfs, "storage_used_pct").is_some_and(|p| p >= 70.0)
-            && metric(&store, "job_last_ok{job=\"gc\"}") == Some(0.0)
-            && metric(&ct104, "backup_last_age_seconds{storage=\"pbs\"}")
-                .is_some_and(|age| age > 3.0 * 86_400.0)
+            && value_of(&zfs, metric::STORAGE_USED_PCT).is_some_and(|p| p >= 70.0)
+            && value_of(&store, &metric::labelled(metric::JOB_LAST_OK, "job", "gc")) == Some(0.0)
+            && value_of(
+                &ct104,
+                &metric::labelled(metric::BACKUP_LAST_AGE_SECONDS, "storage", "pbs"),
+            )
+            .is_some_and(|age| age > 3.0 * 86_400.0)
             && crashing
             && pve3_down)
             .then_some(list)
     });
     // Every metric says where it came from.
     let node = find(&list, "node:pve1").unwrap();
-    assert_eq!(node["metrics"]["cpu_pct"]["source"], "proxmox", "{node}");
+    assert_eq!(
+        node["metrics"][metric::CPU_PCT]["source"],
+        "proxmox",
+        "{node}"
+    );
 
     // Within a minute Patrol has turned each piece of trouble into a finding with real
     // numbers and advice, the full storage has a forecast, and the stopped backups are linked
@@ -212,4 +220,32 @@ fn demo_runs_a_fleet_and_stops_on_ctrl_c() {
         "agents left running: {}",
         String::from_utf8_lossy(&leftover.stdout)
     );
+}
+
+/// The demo takes `warden-sim` from the directory of the `warden` it runs, and nowhere else:
+/// a `warden` without one beside it stops at once, naming the path it looked at.
+#[test]
+fn demo_without_the_simulator_beside_it_names_the_path() {
+    let warden = bin("warden");
+    // Hard links in a directory of its own (same file system as the build): the running
+    // executable's path is the link's, and only `warden` and `warden-agent` are there.
+    let dir = tempfile::tempdir_in(warden.parent().unwrap()).unwrap();
+    for name in ["warden", "warden-agent"] {
+        std::fs::hard_link(bin(name), dir.path().join(name)).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(dir.path().join("warden"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let missing = dir.path().join("warden-sim");
+    assert!(
+        stderr.contains(&format!("{} not found", missing.display())),
+        "{stderr}"
+    );
+    assert!(!data.path().join("server").exists(), "no server started");
 }

@@ -1,15 +1,15 @@
 //! Tests of the Kubernetes API simulator with raw HTTPS requests: body shapes against the
 //! real captures in `tests/fixtures/k8s/`, list pagination and selectors, watch streams
 //! (changes, bookmarks, 410 Expired, timeouts, resets), authentication and RBAC bodies,
-//! faults, the convenience mutations, the kubeconfig and the `k8s_sim` binary.
+//! faults, the convenience mutations, the kubeconfig and `warden-sim k8s`.
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use warden_tests::sim::k8s::{Fault, K8sSim, K8sSimOptions, Kind, Pressure, World};
-use warden_tests::sim::{HttpStream, StreamRead};
+use warden_sim::k8s::{Fault, K8sSim, K8sSimOptions, Kind, Pressure, World};
+use warden_sim::{HttpStream, StreamRead};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -1071,7 +1071,7 @@ fn a_synthetic_world_serves_thousands_of_pods() {
 #[test]
 fn the_binary_prints_url_token_and_kubeconfig() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden-sim"))
+    let mut child = Command::new(warden_tests::bin("warden-sim"))
         .args(["k8s", "--nodes", "2", "--pods", "7", "--dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())

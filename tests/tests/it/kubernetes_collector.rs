@@ -6,8 +6,8 @@
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, KubernetesConfig};
 use warden_shared::telemetry::{HealthStatus, TelemetryBatch, Value};
+use warden_sim::k8s::{Fault, K8sSim, K8sSimOptions, Kind, Pressure};
 use warden_tests::collect::{assert_provenance_complete, resource, runtime, start, status, value};
-use warden_tests::sim::k8s::{Fault, K8sSim, K8sSimOptions, Kind, Pressure};
 
 const CLUSTER: &str = "lab";
 

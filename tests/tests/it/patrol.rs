@@ -7,9 +7,9 @@
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use warden_tests::sim::k8s::{K8sSim, K8sSimOptions, Kind, Pressure};
-use warden_tests::sim::pbs::{PbsSim, PbsSimOptions};
-use warden_tests::sim::pve::{PveSim, PveSimOptions};
+use warden_sim::k8s::{K8sSim, K8sSimOptions, Kind, Pressure};
+use warden_sim::pbs::{PbsSim, PbsSimOptions};
+use warden_sim::pve::{PveSim, PveSimOptions};
 use warden_tests::{AgentProc, ServerProc, eventually};
 
 const CT: &str = "lxc:clustername/105";

@@ -7,9 +7,9 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use warden_tests::sim::k8s::{K8sSim, K8sSimOptions};
-use warden_tests::sim::pbs::{PbsSim, PbsSimOptions};
-use warden_tests::sim::pve::{self, GuestKind, PveSim, PveSimOptions};
+use warden_sim::k8s::{K8sSim, K8sSimOptions};
+use warden_sim::pbs::{PbsSim, PbsSimOptions};
+use warden_sim::pve::{self, GuestKind, PveSim, PveSimOptions};
 use warden_tests::{AgentProc, ServerProc, eventually};
 
 const CLUSTER: &str = "fleet";

@@ -5,8 +5,8 @@
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, PbsConfig};
 use warden_shared::telemetry::{HealthStatus, Value};
+use warden_sim::pbs::{Fault, JobKind, PbsSim, PbsSimOptions};
 use warden_tests::collect::{assert_provenance_complete, runtime, start, status, value};
-use warden_tests::sim::pbs::{Fault, JobKind, PbsSim, PbsSimOptions};
 
 const HOST: &str = "pbs1";
 

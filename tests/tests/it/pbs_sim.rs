@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use warden_tests::sim::RawResponse;
-use warden_tests::sim::pbs::{ErrorBody, Fault, JobKind, PbsSim, PbsSimOptions};
+use warden_sim::RawResponse;
+use warden_sim::pbs::{ErrorBody, Fault, JobKind, PbsSim, PbsSimOptions};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/fixtures/pbs/{name}", env!("CARGO_MANIFEST_DIR"));

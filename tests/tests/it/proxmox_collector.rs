@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 use warden_agent::collectors::{CollectorsConfig, DockerConfig, HostConfig, ProxmoxConfig};
 use warden_shared::telemetry::{HealthStatus, ProvenancedBatch, Resource, TelemetryBatch, Value};
+use warden_sim::pve::{Fault, PveSim, PveSimOptions, ReplicationJob, SmartKind, ZfsPool};
 use warden_tests::collect::{
     Running, assert_provenance_complete, resource, runtime, start, status, value,
 };
-use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions, ReplicationJob, SmartKind, ZfsPool};
 use warden_tests::{AgentProc, ServerProc, eventually};
 
 const CLUSTER: &str = "clustername";
@@ -226,7 +226,7 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
         // A Ceph warning shows with the check's name.
         sim.with_world(|w| {
             if let Some(c) = w.ceph.as_mut() {
-                c["health"] = warden_tests::sim::pve::ceph_health_warn();
+                c["health"] = warden_sim::pve::ceph_health_warn();
             }
         });
         let b = reporter

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use warden_tests::sim::RawResponse;
-use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions, SmartKind};
+use warden_sim::RawResponse;
+use warden_sim::pve::{Fault, PveSim, PveSimOptions, SmartKind};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/fixtures/pve/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -598,7 +598,7 @@ fn certificate_fingerprint_and_ca() {
     assert!(sim.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
     // A client trusting another CA is refused.
     let other = PveSim::start(PveSimOptions::fast());
-    let err = warden_tests::sim::https_get(
+    let err = warden_sim::https_get(
         sim.addr(),
         other.identity().ca_der(),
         "/api2/json/version",

@@ -12,7 +12,7 @@
 //! PVE-style bodies instead (empty 401, `{"data":null,"message":"…\n"}` otherwise).
 //!
 //! ```no_run
-//! use warden_tests::sim::pbs::{Fault, PbsSim, PbsSimOptions};
+//! use warden_sim::pbs::{Fault, PbsSim, PbsSimOptions};
 //! let sim = PbsSim::start(PbsSimOptions::fast());
 //! let r = sim.get("/admin/datastore/store1/snapshots");
 //! assert_eq!(r.status, 200);

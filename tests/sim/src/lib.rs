@@ -1,5 +1,6 @@
-//! In-process simulators of third-party APIs (Proxmox VE, Proxmox Backup Server and the
-//! Kubernetes API server) for tests and the demo.
+//! `warden_sim`: in-process simulators of third-party APIs (Proxmox VE, Proxmox Backup Server
+//! and the Kubernetes API server) for the tests, the benchmarks and `warden demo`; the
+//! `warden-sim` binary (`src/main.rs`) serves them as a process.
 //!
 //! A simulator serves HTTPS on `127.0.0.1:<free port>` from its own threads (one accept
 //! thread, one thread per connection), so synchronous `#[test]` functions can use it without a

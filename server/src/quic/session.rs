@@ -1,8 +1,9 @@
 //! One agent session: hello and version negotiation, telemetry to the writer with acks
 //! in order after durable commit, control requests both ways.
 
-use super::{Shared, live::ControlCall};
 use crate::audit::event::{Actor, NewEvent};
+use crate::context::Context;
+use crate::ingest::live::ControlCall;
 use crate::pki::PeerIdentity;
 use crate::store::IngestItem;
 use futures_util::StreamExt;
@@ -25,7 +26,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the session until the connection ends.
-pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Shared>) {
+pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Context>) {
     let span = info_span!("session", agent_id = %id.agent_id);
     async move {
         match drive(&conn, &id, &shared).await {
@@ -70,7 +71,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn drive(
     conn: &quinn::Connection,
     id: &PeerIdentity,
-    shared: &Arc<Shared>,
+    shared: &Arc<Context>,
 ) -> Result<(), End> {
     // A server that cannot store telemetry says so at once: the agent keeps its spool and
     // comes back within seconds instead of sending what would be refused.
@@ -254,7 +255,7 @@ async fn refuse_second_process(
     conn: &quinn::Connection,
     record: &crate::store::AgentRecord,
     hostname: &str,
-    shared: &Arc<Shared>,
+    shared: &Arc<Context>,
 ) -> Result<Option<End>, End> {
     let Some(connected_from) = shared.live.remote(&record.id) else {
         return Ok(None);
@@ -335,7 +336,7 @@ async fn answer(
     agent_id: &str,
     org_id: &str,
     ip: std::net::IpAddr,
-    shared: &Shared,
+    shared: &Context,
 ) -> ServerResponse {
     match req {
         AgentRequest::RenewCertificate { csr_pem } => {

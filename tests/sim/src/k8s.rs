@@ -3,7 +3,7 @@
 //! watch semantics, for tests of the kube-rs based collector.
 //!
 //! Object bodies are shaped from the real captures in `tests/fixtures/k8s/` (see
-//! `/work/shared/fixtures/README.md` for their provenance); list items lack `kind`/`apiVersion`
+//! `tests/fixtures/README.md` for their provenance); list items lack `kind`/`apiVersion`
 //! and watch objects carry them, as on a real server. One global, monotonically increasing
 //! `resourceVersion` numbers every change; each resource keeps the last
 //! [`K8sSimOptions::history`] changes for watches, and older `resourceVersion`s get the
@@ -14,7 +14,7 @@
 //! and re-serializes the one object it changes.
 //!
 //! ```no_run
-//! use warden_tests::sim::k8s::{Fault, K8sSim, K8sSimOptions};
+//! use warden_sim::k8s::{Fault, K8sSim, K8sSimOptions};
 //! let sim = K8sSim::start(K8sSimOptions::default());
 //! sim.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig")).unwrap();
 //! let pods = sim.get("/api/v1/pods?limit=5").json().unwrap();

@@ -19,7 +19,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use warden_tests::sim::pve::{Fault, PveSim, PveSimOptions};
+//! use warden_sim::pve::{Fault, PveSim, PveSimOptions};
 //! let sim = PveSim::start(PveSimOptions::fast());
 //! let r = sim.get("/cluster/resources?type=vm");
 //! assert_eq!(r.status, 200);

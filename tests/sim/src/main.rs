@@ -2,7 +2,7 @@
 //! 3-node Proxmox VE cluster, a Proxmox Backup Server and a small Kubernetes cluster, with
 //! seeded trouble that develops over time); `pve` and `k8s` serve clusters of any size for
 //! benchmarks. Each prints one JSON line saying where and how to connect, then serves until
-//! killed.
+//! killed. It is installed next to `warden`, which is where `warden demo` looks for it.
 //!
 //! ```text
 //! warden-sim fleet --dir /tmp/fleet
@@ -15,9 +15,10 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use warden_tests::sim::k8s::{self, K8sSim, K8sSimOptions};
-use warden_tests::sim::pbs::{PbsSim, PbsSimOptions};
-use warden_tests::sim::pve::{self, PveSim, PveSimOptions};
+use warden_shared::metric;
+use warden_sim::k8s::{self, K8sSim, K8sSimOptions};
+use warden_sim::pbs::{PbsSim, PbsSimOptions};
+use warden_sim::pve::{self, PveSim, PveSimOptions};
 
 #[derive(Parser)]
 #[command(about = "Proxmox VE, Proxmox Backup Server and Kubernetes API simulators")]
@@ -296,9 +297,9 @@ fn fleet(dir: &Path, node_down_after: Duration) -> anyhow::Result<()> {
             // of each so trends and sustained levels show at once): percentage points per
             // hour of each seeded level.
             "history": [
-                {"resource_id": "storage:pve2/local-zfs", "metric": "storage_used_pct", "per_hour": ZFS_FILL_PER_HOUR},
-                {"resource_id": "storage:demo/pbs", "metric": "storage_used_pct", "per_hour": 0.0},
-                {"resource_id": "pbs-datastore:pbs1/store1", "metric": "datastore_used_pct", "per_hour": 0.0},
+                {"resource_id": "storage:pve2/local-zfs", "metric": metric::STORAGE_USED_PCT, "per_hour": ZFS_FILL_PER_HOUR},
+                {"resource_id": "storage:demo/pbs", "metric": metric::STORAGE_USED_PCT, "per_hour": 0.0},
+                {"resource_id": "pbs-datastore:pbs1/store1", "metric": metric::DATASTORE_USED_PCT, "per_hour": 0.0},
             ],
         })
     );
