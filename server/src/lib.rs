@@ -142,7 +142,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         spawn_named("quic", quic::serve(endpoint, ctx.clone(), rx.clone())),
         spawn_named(
             "patrol",
-            patrol_schedule(ctx.store.clone(), ctx.patrol.clone(), alert_rx, rx.clone()),
+            patrol::run::serve(ctx.store.clone(), ctx.patrol.clone(), alert_rx, rx.clone()),
         ),
         spawn_named(
             "alerts",
@@ -156,7 +156,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         spawn_named("audit", audit::maintain(auditor.clone(), rx.clone())),
         spawn_named(
             "store-recovery",
-            store_recovery(ctx.store.clone(), rx.clone()),
+            store::recover_task(ctx.store.clone(), rx.clone()),
         ),
         spawn_named(
             "webhooks",
@@ -193,93 +193,6 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         shutdown,
         tasks,
     })
-}
-
-/// Runs Patrol on the schedule (the first run one interval after start; a changed interval
-/// counts from the last scheduled run) and whenever a firing alert asks for a run, until
-/// shutdown. Each run uses the organisation's saved settings.
-async fn patrol_schedule(
-    store: Arc<store::Store>,
-    schedule: Arc<patrol::run::Schedule>,
-    mut alerts: tokio::sync::mpsc::Receiver<patrol::AlertTrigger>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use tokio::time::Instant;
-    let mut since = Instant::now();
-    loop {
-        let deadline = schedule.interval().map(|every| since + every);
-        if let Some(at) = deadline {
-            let wait = i64::try_from(at.saturating_duration_since(Instant::now()).as_millis())
-                .unwrap_or(i64::MAX);
-            schedule.set_next(now_ms().saturating_add(wait));
-        }
-        let sleep = async move {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let (org, trigger) = tokio::select! {
-            _ = shutdown.wait_for(|v| *v) => return,
-            () = schedule.changed.notified() => continue,
-            () = sleep => {
-                since = Instant::now();
-                (warden_shared::DEFAULT_ORG.to_owned(), patrol::run::Trigger::Schedule)
-            }
-            Some(alert) = alerts.recv() => {
-                if !patrol::alert_runs_enabled() {
-                    continue;
-                }
-                (alert.org.clone(), patrol::run::Trigger::Alert(alert))
-            }
-        };
-        let (store, schedule) = (store.clone(), schedule.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            let settings = patrol::run::run_settings(&store, &org, &schedule)?;
-            let r = patrol::run::run(&store, &org, &trigger, now_ms(), &settings)?;
-            // What the run found on the alert's resource is the alert's analysis.
-            if let patrol::run::Trigger::Alert(a) = &trigger {
-                store.attach_alert_analysis(&a.org, &a.alert_id, &r.alert_findings, now_ms())?;
-            }
-            Ok::<_, store::StoreError>(r)
-        })
-        .await;
-        match outcome {
-            Ok(Ok(r)) => info!(
-                run = r.id,
-                trigger = %r.trigger,
-                new = r.new,
-                existing = r.existing,
-                resolved = r.resolved,
-                duration_ms = r.duration_ms,
-                "patrol run finished"
-            ),
-            Ok(Err(e)) => tracing::error!(error = %e, "patrol run failed"),
-            Err(e) => tracing::error!(error = %e, "patrol run panicked"),
-        }
-    }
-}
-
-/// Reopens the store after a write failure (a full disk) as soon as it can: checks every
-/// second while writes are refused, so agents replay within seconds of space coming back.
-async fn store_recovery(store: Arc<store::Store>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.wait_for(|v| *v) => return,
-            _ = tick.tick() => {}
-        }
-        if store.status().failure.is_none() {
-            continue;
-        }
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.recover()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "store not reopened yet"),
-            Err(e) => tracing::error!(error = %e, "store recovery panicked"),
-        }
-    }
 }
 
 impl Server {

@@ -455,3 +455,25 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// Reopens the store after a write failure (a full disk) as soon as it can: checks every
+/// second while writes are refused, so agents replay within seconds of space coming back.
+pub async fn recover_task(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            _ = tick.tick() => {}
+        }
+        if store.status().failure.is_none() {
+            continue;
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.recover()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "store not reopened yet"),
+            Err(e) => tracing::error!(error = %e, "store recovery panicked"),
+        }
+    }
+}
