@@ -214,8 +214,7 @@ fn alerts_fire_from_ingested_samples() {
     let mut set = RuleSet::default();
     set.rules.iter_mut().for_each(|r| r.for_s = 0);
     store.set_alert_rules(ORG, &set).unwrap();
-    let (_, events) =
-        crate::alerts::service::evaluate_once(&store, ORG, None, NOW + 1000).unwrap();
+    let (_, events) = crate::alerts::service::evaluate_once(&store, ORG, None, NOW + 1000).unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     let a = store.alerts(ORG).unwrap().remove(0);
     assert_eq!(

@@ -291,10 +291,12 @@ impl Writer {
             let (events, waiters): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.event, p.done)).unzip();
             let n = events.len();
-            match self
-                .store
-                .audit_append(events, self.keys.as_deref(), crate::clock::now_ms(), self.every)
-            {
+            match self.store.audit_append(
+                events,
+                self.keys.as_deref(),
+                crate::clock::now_ms(),
+                self.every,
+            ) {
                 Ok(stored) => {
                     self.stats.stored.fetch_add(n as u64, Ordering::Relaxed);
                     self.appended.send_modify(|c| *c += n as u64);

@@ -2,8 +2,8 @@
 //! (DESIGN §1.1: severity, category, source, resource, title, description, recommendation,
 //! evidence). The findings lifecycle (ids in the store, `times_raised`, dismissal) builds on it.
 
-pub use crate::model::finding::{CapacityForecast, Category, Detection, Severity, Source};
 use crate::model::ResourceRecord;
+pub use crate::model::finding::{CapacityForecast, Category, Detection, Severity, Source};
 use sha2::{Digest, Sha256};
 
 impl Detection {

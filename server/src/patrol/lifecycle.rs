@@ -4,8 +4,8 @@
 //! re-opens only if its severity rises (or, for `will_fix_later`, after its reminder), and
 //! suppression rules mark what they match. Operator actions are methods on [`Finding`].
 
-pub use crate::model::finding::{DismissReason, Dismissal, Finding, Status, Suppression};
 use super::finding::Detection;
+pub use crate::model::finding::{DismissReason, Dismissal, Finding, Status, Suppression};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -313,7 +313,12 @@ pub async fn serve(
             let r = run(&store, &org, &trigger, crate::clock::now_ms(), &settings)?;
             // What the run found on the alert's resource is the alert's analysis.
             if let Trigger::Alert(a) = &trigger {
-                store.attach_alert_analysis(&a.org, &a.alert_id, &r.alert_findings, crate::clock::now_ms())?;
+                store.attach_alert_analysis(
+                    &a.org,
+                    &a.alert_id,
+                    &r.alert_findings,
+                    crate::clock::now_ms(),
+                )?;
             }
             Ok::<_, StoreError>(r)
         })

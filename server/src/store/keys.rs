@@ -4,9 +4,9 @@
 
 use super::StoreError;
 use redb::{ReadableTable, TableDefinition};
-use std::ops::ControlFlow;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::ops::ControlFlow;
 
 /// Schema version written to [`META`] under [`SCHEMA_KEY`].
 pub(super) const SCHEMA_VERSION: u64 = 1;

@@ -434,7 +434,10 @@ impl Store {
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert(keys::PROBE_KEY, u64::try_from(crate::clock::now_ms()).unwrap_or(0))?;
+            meta.insert(
+                keys::PROBE_KEY,
+                u64::try_from(crate::clock::now_ms()).unwrap_or(0),
+            )?;
         }
         txn.commit()?;
         // Caches only ever hold committed state, but the failed handle may have committed

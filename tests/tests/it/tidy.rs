@@ -236,7 +236,8 @@ fn crate_refs(code: &str) -> Vec<(usize, String)> {
     let line_of = |i: usize| b[..i].iter().filter(|&&c| c == '\n').count() + 1;
     let mut i = 0;
     while i + pat.len() < b.len() {
-        let boundary = i == 0 || !(b[i - 1].is_alphanumeric() || b[i - 1] == '_' || b[i - 1] == '$');
+        let boundary =
+            i == 0 || !(b[i - 1].is_alphanumeric() || b[i - 1] == '_' || b[i - 1] == '$');
         if !(boundary && b[i..i + pat.len()] == pat[..]) {
             i += 1;
             continue;
@@ -304,7 +305,12 @@ fn crate_refs(code: &str) -> Vec<(usize, String)> {
 
 /// The top-level module a file under `server/src` belongs to (`lib` for the crate root).
 fn top_module(rel: &Path) -> String {
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     match first.strip_suffix(".rs") {
         Some("lib") => "lib".into(),
         Some(stem) => stem.into(),
@@ -431,7 +437,10 @@ fn layering_check_catches_bad_edges() {
              fn f<'a>(x: &'a str) -> char { let _ = crate::model::new(); 'c' }\n\
              fn g() { crate :: api::serve(); }\n",
         ),
-        file("patrol/mod.rs", "use crate::store::Store;\nuse crate::model::X;\n"),
+        file(
+            "patrol/mod.rs",
+            "use crate::store::Store;\nuse crate::model::X;\n",
+        ),
         file("api/mod.rs", "pub use crate::patrol::{self, run};\n"),
         file("webhooks.rs", "use crate::model::X;\n"),
         file("model/mod.rs", "pub fn f() { crate::nowhere::g() }\n"),
