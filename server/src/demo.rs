@@ -388,7 +388,7 @@ async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<us
         }
     }
     let now = crate::clock::now_ms();
-    let item = crate::store::IngestItem {
+    let item = crate::model::IngestItem {
         agent_id: "demo-history".into(),
         org_id: warden_shared::DEFAULT_ORG.into(),
         batch: TelemetryBatch {

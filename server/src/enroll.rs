@@ -6,7 +6,8 @@
 
 use crate::chain::event::{Actor, NewEvent};
 use crate::context::Context;
-use crate::store::{AgentRecord, Store, TokenRecord, TokenRefusal};
+use crate::model::{AgentRecord, TokenRecord, TokenRefusal};
+use crate::store::Store;
 use std::time::Duration;
 use tracing::{info, warn};
 use warden_io::framed;

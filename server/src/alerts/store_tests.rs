@@ -4,7 +4,8 @@
 use crate::alerts::engine::{self, AlertEvent, AlertState};
 use crate::alerts::record::{AlertRecord, AlertStatus, ResolveReason, TimelineEvent};
 use crate::alerts::rules::{RuleSet, Severity};
-use crate::store::{IngestItem, LatestSample, ResourceRecord, Store};
+use crate::model::{IngestItem, LatestSample, ResourceRecord};
+use crate::store::Store;
 use std::collections::BTreeMap;
 use warden_shared::ids::ResourceId;
 use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};

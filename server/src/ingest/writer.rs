@@ -2,7 +2,8 @@
 //! stores them with group commit (one redb transaction, one fsync, for everything queued),
 //! then answers each session with the sequence it may acknowledge.
 
-use crate::store::{IngestItem, IngestOutcome, Store};
+use crate::model::{IngestItem, IngestOutcome};
+use crate::store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};

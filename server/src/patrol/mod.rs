@@ -194,7 +194,7 @@ pub fn snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::IngestItem;
+    use crate::model::IngestItem;
     use finding::Severity;
     use warden_shared::ids::ResourceId;
     use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};

@@ -12,9 +12,10 @@ use super::keys::{
     encode, metric_key, metric_of_series, resource_key, sample_key, series_name,
 };
 use super::rollup::{self, Late};
-use super::{
+use super::{Store, StoreError};
+use crate::model::{
     AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
-    ResourceRecord, Store, StoreError,
+    ResourceRecord,
 };
 use redb::{ReadableTable, Table};
 use std::collections::HashMap;

@@ -7,7 +7,8 @@ use super::keys::{
     series_name, tier_key,
 };
 use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};
-use super::{ProvenanceRecord, ResourceRecord, Store, StoreError};
+use super::{Store, StoreError};
+use crate::model::{ProvenanceRecord, ResourceRecord};
 use redb::{ReadOnlyTable, ReadTransaction};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
