@@ -296,6 +296,9 @@ fn crate_refs(code: &str) -> Vec<(usize, String)> {
             let (name, end) = ident_at(&b, j);
             if !name.is_empty() {
                 refs.push((line_of(j), name));
+            } else if b.get(j) == Some(&'*') {
+                // A glob of the crate root reaches every module: never allowed.
+                refs.push((line_of(j), "*".to_owned()));
             }
             i = end.max(i + 1);
         }
@@ -444,6 +447,7 @@ fn layering_check_catches_bad_edges() {
         file("api/mod.rs", "pub use crate::patrol::{self, run};\n"),
         file("webhooks.rs", "use crate::model::X;\n"),
         file("model/mod.rs", "pub fn f() { crate::nowhere::g() }\n"),
+        file("patrol/run.rs", "\nuse crate::*;\n"),
     ];
     let found: Vec<(String, usize, bool)> = layering_violations(&files, layers, &[])
         .into_iter()
@@ -459,6 +463,7 @@ fn layering_check_catches_bad_edges() {
             ("server/src/store/findings.rs".to_owned(), 6, true),
             ("server/src/webhooks.rs".to_owned(), 1, false),
             ("server/src/model/mod.rs".to_owned(), 1, false),
+            ("server/src/patrol/run.rs".to_owned(), 2, false),
         ]
     );
     let message = layering_violations(&files[..1], layers, &[])[0].to_string();
