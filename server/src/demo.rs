@@ -6,7 +6,7 @@
 //! `warden-agent` and `warden-sim` are taken from the directory of the running `warden`
 //! executable, whether built from source (`target/release/`) or installed (`/usr/bin/`).
 
-use crate::audit::event::{Actor, NewEvent};
+use crate::chain::event::{Actor, NewEvent};
 use crate::config::{Overrides, RawConfig};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -235,7 +235,7 @@ async fn run_fleet(
                     vec![server.quic_addr.to_string()],
                     warden_shared::DEFAULT_ORG,
                     Duration::from_secs(600),
-                    crate::now_ms(),
+                    crate::clock::now_ms(),
                 )?;
                 let created = NewEvent::new(Actor::system("demo"), "token.create", &token.id)
                     .details(serde_json::json!({ "kind": "join", "ttl_s": 600, "for": agent.name }));
@@ -387,8 +387,8 @@ async fn backfill(server: &crate::Server, trends: &[Trend]) -> anyhow::Result<us
             });
         }
     }
-    let now = crate::now_ms();
-    let item = crate::store::IngestItem {
+    let now = crate::clock::now_ms();
+    let item = crate::model::IngestItem {
         agent_id: "demo-history".into(),
         org_id: warden_shared::DEFAULT_ORG.into(),
         batch: TelemetryBatch {
@@ -415,7 +415,7 @@ async fn patrol_once(server: &crate::Server) -> anyhow::Result<crate::store::Pat
             &store,
             org,
             &crate::patrol::run::Trigger::Manual,
-            crate::now_ms(),
+            crate::clock::now_ms(),
             &settings,
         )
     })

@@ -4,9 +4,10 @@
 //! The token is checked, and marked used, in the same store transaction that creates the
 //! agent; a refused enrollment writes nothing. The token secret is never logged.
 
-use crate::audit::event::{Actor, NewEvent};
+use crate::chain::event::{Actor, NewEvent};
 use crate::context::Context;
-use crate::store::{AgentRecord, Store, TokenRecord, TokenRefusal};
+use crate::model::{AgentRecord, TokenRecord, TokenRefusal};
+use crate::store::Store;
 use std::time::Duration;
 use tracing::{info, warn};
 use warden_io::framed;
@@ -110,7 +111,7 @@ async fn audit(
                 .details(serde_json::json!({
                     "hostname": hostname,
                     "token_id": token,
-                    "certificate_expires_at": crate::rfc3339_ms(not_after_unix * 1000),
+                    "certificate_expires_at": crate::clock::rfc3339_ms(not_after_unix * 1000),
                 }));
             enrolled.org_id.clone_from(org_id);
             shared.audit.record(used).await;
@@ -121,7 +122,7 @@ async fn audit(
                 shared
                     .audit
                     .limiter()
-                    .failure("enroll", Some(ip), crate::now_ms())
+                    .failure("enroll", Some(ip), crate::clock::now_ms())
             {
                 let e = NewEvent::new(Actor::anonymous(), "agent.enroll", format!("token:{token}"))
                     .from_ip(Some(ip))
@@ -165,7 +166,7 @@ async fn decide(req: EnrollRequest, shared: &Context) -> EnrollResponse {
         hex::encode(rand::random::<[u8; 3]>())
     );
     let now = time::OffsetDateTime::now_utc();
-    let now_ms = crate::now_ms();
+    let now_ms = crate::clock::now_ms();
     // The org comes from the token record; sign after redemption so a refused token
     // never yields a certificate.
     let store = shared.store.clone();
@@ -243,7 +244,7 @@ async fn decide(req: EnrollRequest, shared: &Context) -> EnrollResponse {
 }
 
 fn refusal_message(r: &TokenRefusal) -> String {
-    let when = |ms: i64| crate::rfc3339_ms(ms).unwrap_or_else(|| ms.to_string());
+    let when = |ms: i64| crate::clock::rfc3339_ms(ms).unwrap_or_else(|| ms.to_string());
     match r {
         TokenRefusal::Unknown => "join token is not known to this server; create one with `warden token create`".into(),
         TokenRefusal::Forged => "join token is invalid (its secret does not match); create a new one with `warden token create`".into(),

@@ -6,7 +6,7 @@
 use super::record::{AlertRecord, AlertStatus, ResolveReason, TimelineEntry, TimelineEvent};
 use super::record::{alert_id, num};
 use super::rules::{AlertRule, Compiled, RuleSet, Severity, level_index};
-use crate::store::{LatestSample, ResourceRecord};
+use crate::model::{LatestSample, ResourceRecord};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What changed in one evaluation. Everything but `Fired` names an alert that was firing.

@@ -62,4 +62,6 @@ pub mod record;
 pub mod rules;
 pub mod service;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;

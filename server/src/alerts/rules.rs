@@ -2,6 +2,7 @@
 //! per-resource overrides keyed by canonical resource id, the built-in defaults, and
 //! validation that reports every problem at once. Pure: no IO, no clock.
 
+pub use crate::model::alert::{Op, Severity};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,16 +25,6 @@ pub const MAX_RULES: usize = 200;
 pub const MAX_OVERRIDES: usize = 10_000;
 /// `resource_kind` of a rule that applies to every kind.
 pub const ANY_KIND: &str = "*";
-
-/// How bad an alert is; `critical` is above `warning`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Past the warning level.
-    Warning,
-    /// Past the critical level.
-    Critical,
-}
 
 impl Severity {
     /// Both severities, lowest first.
@@ -59,17 +50,6 @@ impl std::fmt::Display for Severity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Which side of a threshold is bad.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    /// Bad at or above the threshold (usage, load).
-    #[default]
-    Above,
-    /// Bad at or below the threshold (free space, remaining life).
-    Below,
 }
 
 impl Op {

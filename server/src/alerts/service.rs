@@ -1,11 +1,14 @@
 //! The alert evaluator task: every `alert_interval` it reads the default organisation's rules
 //! and resources, runs the engine on a blocking thread, stores what changed in one
 //! transaction, and asks Patrol for a run when an alert fires. Hourly it prunes old resolved
-//! alerts.
+//! alerts. Also the store operations that carry alert types or logic (the rule set, applying the
+//! engine's events, acknowledging, attaching Patrol's analysis): the store only offers the transactional
+//! primitives ([`Store::write_alerts`], [`Store::update_alert`]) they pass that logic into.
 
 use super::engine::{self, AlertEvent, AlertState};
+use super::record::AlertRecord;
 use super::rules::RuleSet;
-use crate::patrol::AlertTrigger;
+use crate::model::alert::AlertTrigger;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +59,78 @@ pub fn rules_in_force(store: &Store, org: &str) -> Result<RuleSet, StoreError> {
     Ok(store.alert_rules(org)?.unwrap_or_default())
 }
 
+impl Store {
+    /// The alert rule set of `org`, `None` if it never stored one (the defaults apply).
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn alert_rules(&self, org: &str) -> Result<Option<RuleSet>, StoreError> {
+        self.alert_rules_document(org)
+    }
+
+    /// Replaces the alert rule set of `org` (validate it first).
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Encode`].
+    pub fn set_alert_rules(&self, org: &str, rules: &RuleSet) -> Result<(), StoreError> {
+        self.set_alert_rules_document(org, rules)
+    }
+
+    /// Stores one evaluation's events of `org` in one write transaction: `Fired` inserts the
+    /// new record, the others update the named alert (an event for an alert that is not
+    /// stored, or no longer firing, changes nothing).
+    ///
+    /// # Errors
+    /// Storage failures, [`StoreError::Encode`] and [`StoreError::Corrupt`]; nothing is
+    /// written then.
+    pub fn apply_alert_events(&self, org: &str, events: &[AlertEvent]) -> Result<(), StoreError> {
+        self.write_alerts(org, events, |event, current| {
+            Ok(match event {
+                AlertEvent::Fired(record) => Some(record.as_ref().clone()),
+                _ => current(event.alert_id())?.map(|mut a: AlertRecord| {
+                    a.apply(event);
+                    a
+                }),
+            })
+        })
+    }
+
+    /// Acknowledges an alert of `org` (the first time only; again changes nothing). Returns
+    /// the alert, or `None` if there is no such alert.
+    ///
+    /// # Errors
+    /// As [`Store::update_alert`].
+    pub fn acknowledge_alert(
+        &self,
+        org: &str,
+        id: &str,
+        now_ms: i64,
+        comment: Option<&str>,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        self.update_alert(org, id, |a| a.acknowledge(now_ms, comment))
+    }
+
+    /// Attaches a Patrol run's findings on the alert's resource to alert `alert_id` of `org`
+    /// as its analysis: an `analysis_attached` timeline entry listing them (or saying there
+    /// were none). `Ok` and no change if the alert no longer exists.
+    ///
+    /// # Errors
+    /// As [`Store::update_alert`].
+    pub fn attach_alert_analysis(
+        &self,
+        org: &str,
+        alert_id: &str,
+        finding_ids: &[String],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.update_alert(org, alert_id, |a| {
+            a.attach_analysis(finding_ids, now_ms);
+            true
+        })?;
+        Ok(())
+    }
+}
+
 /// Evaluates the default organisation every `every` until shutdown.
 pub async fn run(
     store: Arc<Store>,
@@ -74,7 +149,7 @@ pub async fn run(
             _ = shutdown.wait_for(|v| *v) => return,
             _ = ticker.tick() => {}
         }
-        let now = crate::now_ms();
+        let now = crate::clock::now_ms();
         let s = store.clone();
         let taken = state.take();
         let outcome = tokio::task::spawn_blocking(move || evaluate_once(&s, org, taken, now)).await;

@@ -4,7 +4,7 @@
 use super::engine::{AlertEvent, AlertState, evaluate};
 use super::record::{AlertRecord, AlertStatus, ResolveReason, TimelineEvent};
 use super::rules::{AlertRule, Op, RuleOverride, RuleSet, Severity};
-use crate::store::{LatestSample, ResourceRecord};
+use crate::model::{LatestSample, ResourceRecord};
 use std::collections::BTreeMap;
 use warden_shared::metric;
 

@@ -930,7 +930,7 @@ pub fn verify_path(path: &Path, trust: &Trust<'_>) -> Result<Verdict, ExportErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::event::{Actor, KEY_MATERIAL_LEN, NewEvent};
+    use crate::chain::event::{Actor, KEY_MATERIAL_LEN, NewEvent};
 
     fn exported(n: usize) -> (tempfile::TempDir, Keys, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! The audit log: the one entry point every security-relevant or mutating act goes through
 //! ([`Auditor::record`]), its group-committing writer, and the maintenance task that writes
-//! checkpoints on time and prunes by retention. Events, hashing and keys are in `event.rs`,
-//! the key file in `keys.rs`, chain verification in `verify.rs`, tables in `store/audit.rs`.
+//! checkpoints on time and prunes by retention. Events, hashing, keys and chain verification
+//! are in `crate::chain`, the key file in `keys.rs`, tables in `store/audit.rs`.
 //!
 //! # Invariants
 //! - `record` returns only after the event is durable (committed), so an audited request
@@ -11,11 +11,10 @@
 //! - Secrets never enter `details`: callers pass ids, names and counts, never token values,
 //!   keys or webhook secrets.
 
-pub mod event;
+pub use crate::chain::{event, verify};
 pub mod export;
 pub mod keys;
 pub mod limit;
-pub mod verify;
 
 use crate::store::Store;
 use event::{Actor, Event, Keys, NewEvent};
@@ -292,10 +291,12 @@ impl Writer {
             let (events, waiters): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.event, p.done)).unzip();
             let n = events.len();
-            match self
-                .store
-                .audit_append(events, self.keys.as_deref(), crate::now_ms(), self.every)
-            {
+            match self.store.audit_append(
+                events,
+                self.keys.as_deref(),
+                crate::clock::now_ms(),
+                self.every,
+            ) {
                 Ok(stored) => {
                     self.stats.stored.fetch_add(n as u64, Ordering::Relaxed);
                     self.appended.send_modify(|c| *c += n as u64);
@@ -329,7 +330,7 @@ pub async fn maintain(auditor: Arc<Auditor>, mut shutdown: watch::Receiver<bool>
         let prune_due = last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
         let a = auditor.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let now = crate::now_ms();
+            let now = crate::clock::now_ms();
             let pruned = if prune_due { a.prune(now)? } else { 0 };
             let made = a.checkpoint_all(now)?;
             Ok::<_, crate::store::StoreError>((pruned, made))

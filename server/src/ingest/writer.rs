@@ -2,7 +2,8 @@
 //! stores them with group commit (one redb transaction, one fsync, for everything queued),
 //! then answers each session with the sequence it may acknowledge.
 
-use crate::store::{IngestItem, IngestOutcome, Store};
+use crate::model::{IngestItem, IngestOutcome};
+use crate::store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -100,7 +101,7 @@ fn run(store: &Store, mut rx: mpsc::UnboundedReceiver<Queued>, stats: &IngestSta
             replies.push(reply);
             permits.push(permit);
         }
-        match store.ingest(&items, crate::now_ms()) {
+        match store.ingest(&items, crate::clock::now_ms()) {
             Ok(outcomes) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 for ((outcome, reply), item) in outcomes.into_iter().zip(replies).zip(&items) {

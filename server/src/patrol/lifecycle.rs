@@ -4,59 +4,15 @@
 //! re-opens only if its severity rises (or, for `will_fix_later`, after its reminder), and
 //! suppression rules mark what they match. Operator actions are methods on [`Finding`].
 
-use super::finding::{Category, Detection, Severity};
-use serde::{Deserialize, Serialize};
+use super::finding::Detection;
+pub use crate::model::finding::{DismissReason, Dismissal, Finding, Status, Suppression};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Lifecycle events kept per finding.
 const HISTORY: usize = 20;
 /// `will_fix_later` dismissals come back after this long.
 pub const REMINDER_MS: i64 = 7 * 86_400_000;
-
-/// Where a finding stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Detected and not resolved.
-    Active,
-    /// Its condition cleared for the confirmation period.
-    Resolved,
-    /// An operator said it is not a problem (see [`Dismissal`]).
-    Dismissed,
-}
-
-/// Why an operator dismissed a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DismissReason {
-    /// Not a problem at all.
-    NotAnIssue,
-    /// Expected here (a backup target that is meant to be full).
-    ExpectedBehavior,
-    /// Known; comes back as a reminder after seven days.
-    WillFixLater,
-}
-
-/// A dismissal: why, when, and at which severity (it re-opens only above that).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dismissal {
-    /// Why.
-    pub reason: DismissReason,
-    /// When, ms since the epoch.
-    pub at_ms: i64,
-    /// The severity when dismissed.
-    pub severity: Severity,
-}
-
-/// A suppression rule: findings on this resource and/or of this category are kept but marked
-/// `suppressed` (no notifications, hidden by default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Suppression {
-    /// Only this resource, if set.
-    pub resource_id: Option<String>,
-    /// Only this category, if set.
-    pub category: Option<Category>,
-}
 
 impl Suppression {
     fn matches(&self, d: &Detection) -> bool {
@@ -67,39 +23,6 @@ impl Suppression {
                 .is_none_or(|r| *r == d.resource_id)
             && self.category.is_none_or(|c| c == d.category)
     }
-}
-
-/// One finding and its lifecycle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    /// Stable id ([`Detection::finding_id`]).
-    pub id: String,
-    /// The latest detection.
-    pub detection: Detection,
-    /// Where it stands.
-    pub status: Status,
-    /// First detection, ms.
-    pub detected_at_ms: i64,
-    /// Latest detection, ms.
-    pub last_seen_at_ms: i64,
-    /// How many runs found it.
-    pub times_raised: u32,
-    /// Since when the condition has been absent (active findings only).
-    pub cleared_since_ms: Option<i64>,
-    /// When it resolved.
-    pub resolved_at_ms: Option<i64>,
-    /// When an operator acknowledged it.
-    pub acknowledged_at_ms: Option<i64>,
-    /// The current dismissal.
-    pub dismissal: Option<Dismissal>,
-    /// Hidden from notifications until then.
-    pub snoozed_until_ms: Option<i64>,
-    /// A suppression rule matches it.
-    pub suppressed: bool,
-    /// Operator notes, `(ms, text)`.
-    pub notes: Vec<(i64, String)>,
-    /// The last 20 lifecycle events, `(ms, what)`.
-    pub history: Vec<(i64, String)>,
 }
 
 impl Finding {
@@ -277,7 +200,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::patrol::finding::Source;
+    use crate::patrol::finding::{Category, Severity, Source};
 
     const MIN: i64 = 60_000;
     const CONFIRM: i64 = 15 * MIN;

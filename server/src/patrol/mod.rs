@@ -17,20 +17,12 @@ pub mod selfwatch;
 pub mod settings;
 pub mod silence;
 pub mod snapshot;
+#[cfg(test)]
+mod store_tests;
 
 pub use snapshot::snapshot;
 
-/// An alert that fired and asks for a Patrol run of its organisation; the findings on its
-/// resource then carry its id, and the alert's timeline gets them as its analysis.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertTrigger {
-    /// The alert's organisation.
-    pub org: String,
-    /// The alert.
-    pub alert_id: String,
-    /// Its resource's canonical id.
-    pub resource_id: String,
-}
+pub use crate::model::alert::AlertTrigger;
 
 /// Whether a firing alert may start a Patrol run: the single hook for the `ai_alerts` licence
 /// gate (DESIGN §1.4). Until licences exist every installation may.

@@ -1,5 +1,6 @@
 //! One Patrol run against the store: snapshot, detectors, lifecycle, and the run record. The
-//! IO edge around the pure cores; callers run it on a blocking thread.
+//! IO edge around the pure cores; callers run it on a blocking thread. Also the Patrol task
+//! ([`serve`]): runs on the schedule and when a firing alert asks.
 
 use super::AlertTrigger;
 use super::anomaly::{self, AnomalyConfig};
@@ -10,11 +11,11 @@ use super::lifecycle;
 use super::rules::{self, Thresholds};
 use super::settings::PatrolSettings;
 use super::silence::{self, SilenceConfig};
-use crate::alerts::record::AlertRecord;
-use crate::alerts::rules::{Op as AlertOp, Severity as AlertSeverity};
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::alert::{AlertRecord, Op as AlertOp, Severity as AlertSeverity};
 use crate::store::{PatrolRunRecord, Store, StoreError};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -266,4 +267,74 @@ fn from_alert(a: &AlertRecord, r: &ResourceRecord) -> Detection {
         a.metric, a.value, a.threshold, a.for_s, a.id
     );
     d
+}
+
+/// Runs Patrol on the schedule (the first run one interval after start; a changed interval
+/// counts from the last scheduled run) and whenever a firing alert asks for a run, until
+/// shutdown. Each run uses the organisation's saved settings.
+pub async fn serve(
+    store: Arc<Store>,
+    schedule: Arc<Schedule>,
+    mut alerts: tokio::sync::mpsc::Receiver<AlertTrigger>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::time::Instant;
+    let mut since = Instant::now();
+    loop {
+        let deadline = schedule.interval().map(|every| since + every);
+        if let Some(at) = deadline {
+            let wait = i64::try_from(at.saturating_duration_since(Instant::now()).as_millis())
+                .unwrap_or(i64::MAX);
+            schedule.set_next(crate::clock::now_ms().saturating_add(wait));
+        }
+        let sleep = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (org, trigger) = tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            () = schedule.changed.notified() => continue,
+            () = sleep => {
+                since = Instant::now();
+                (warden_shared::DEFAULT_ORG.to_owned(), Trigger::Schedule)
+            }
+            Some(alert) = alerts.recv() => {
+                if !super::alert_runs_enabled() {
+                    continue;
+                }
+                (alert.org.clone(), Trigger::Alert(alert))
+            }
+        };
+        let (store, schedule) = (store.clone(), schedule.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            let settings = run_settings(&store, &org, &schedule)?;
+            let r = run(&store, &org, &trigger, crate::clock::now_ms(), &settings)?;
+            // What the run found on the alert's resource is the alert's analysis.
+            if let Trigger::Alert(a) = &trigger {
+                store.attach_alert_analysis(
+                    &a.org,
+                    &a.alert_id,
+                    &r.alert_findings,
+                    crate::clock::now_ms(),
+                )?;
+            }
+            Ok::<_, StoreError>(r)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(r)) => tracing::info!(
+                run = r.id,
+                trigger = %r.trigger,
+                new = r.new,
+                existing = r.existing,
+                resolved = r.resolved,
+                duration_ms = r.duration_ms,
+                "patrol run finished"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "patrol run failed"),
+            Err(e) => tracing::error!(error = %e, "patrol run panicked"),
+        }
+    }
 }

@@ -1,12 +1,14 @@
 //! Patrol's settings as operators see them (`GET/PUT /api/ai/patrol/settings`, stored per
 //! organisation): the schedule, thresholds, per-resource threshold overrides and detector
-//! tuning, and their validation into the [`RunSettings`] a run uses.
+//! tuning, their validation into the [`RunSettings`] a run uses, and the typed store access
+//! to them (the store keeps the document opaque).
 
 use super::anomaly::AnomalyConfig;
 use super::forecast::ForecastConfig;
 use super::rules::{Levels, Thresholds};
 use super::run::RunSettings;
 use super::silence::SilenceConfig;
+use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -219,6 +221,24 @@ fn check_thresholds(field: &str, t: &Thresholds, problems: &mut Vec<String>) {
             "{field}.cert_critical_days ({}) must be below cert_warning_days ({})",
             t.cert_critical_days, t.cert_warning_days
         ));
+    }
+}
+
+impl Store {
+    /// The Patrol settings an operator saved for `org`, if any.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn patrol_settings(&self, org: &str) -> Result<Option<PatrolSettings>, StoreError> {
+        self.patrol_settings_document(org)
+    }
+
+    /// Saves the Patrol settings of `org`.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Encode`].
+    pub fn set_patrol_settings(&self, org: &str, s: &PatrolSettings) -> Result<(), StoreError> {
+        self.set_patrol_settings_document(org, s)
     }
 }
 

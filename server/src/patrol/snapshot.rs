@@ -192,9 +192,9 @@ pub fn snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::IngestItem;
     use crate::patrol::finding::Severity;
     use crate::patrol::forecast;
-    use crate::store::IngestItem;
     use warden_shared::ids::ResourceId;
     use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};
 

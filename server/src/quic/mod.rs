@@ -109,7 +109,7 @@ pub async fn serve(
         };
         let ctx = ctx.clone();
         let remote = incoming.remote_address();
-        crate::spawn_named(
+        crate::task::spawn_named(
             "quic-conn",
             async move {
                 match incoming.await {

@@ -2,7 +2,8 @@
 //! read-modify-write updates.
 
 use super::keys::{AGENTS, TOKENS, decode, encode};
-use super::{AgentRecord, Store, StoreError, TokenRecord, TokenRefusal};
+use super::{Store, StoreError};
+use crate::model::{AgentRecord, TokenRecord, TokenRefusal};
 use redb::ReadableTable;
 
 const TOKEN: &str = "token";

@@ -13,8 +13,8 @@
 
 use super::keys::{SEP, decode, encode};
 use super::{Store, StoreError};
-use crate::audit::event::{Checkpoint, Event, Fields, Hash, Keys, NewEvent};
-use crate::audit::verify::{self, Anchors, Link, Report, Sig};
+use crate::chain::event::{Checkpoint, Event, Fields, Hash, Keys, NewEvent};
+use crate::chain::verify::{self, Anchors, Link, Report, Sig};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ mod hex_hash {
     }
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
-        crate::audit::event::parse_hash(&s).ok_or_else(|| D::Error::custom("bad hash"))
+        crate::chain::event::parse_hash(&s).ok_or_else(|| D::Error::custom("bad hash"))
     }
 }
 
@@ -378,7 +378,7 @@ impl Store {
             match (head, newest) {
                 (head, Some(cp))
                     if cp.tree_size > head.map_or(0, |h| h.seq)
-                        && let Some(hash) = crate::audit::event::parse_hash(&cp.head_hash) =>
+                        && let Some(hash) = crate::chain::event::parse_hash(&cp.head_hash) =>
                 {
                     let old = head.map_or(0, |h| h.seq);
                     let moved = Head {
@@ -530,7 +530,7 @@ impl Store {
                 .get(key.as_str())?
                 .map(|v| decode::<Checkpoint>(CHECKPOINT, &key, v.value()))
                 .transpose()?
-                .and_then(|cp| crate::audit::event::parse_hash(&cp.head_hash)))
+                .and_then(|cp| crate::chain::event::parse_hash(&cp.head_hash)))
         };
         let mut rows = Vec::new();
         let mut next = None;

@@ -3,8 +3,8 @@
 
 use super::audit::AUDIT_EVENTS;
 use super::*;
-use crate::audit::event::{Actor, KEY_MATERIAL_LEN, Keys, NewEvent};
-use crate::audit::verify::{Reason, Sig, State};
+use crate::chain::event::{Actor, KEY_MATERIAL_LEN, Keys, NewEvent};
+use crate::chain::verify::{Reason, Sig, State};
 
 const ORG: &str = "default";
 const NOW: i64 = 1_800_000_000_000;

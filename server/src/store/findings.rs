@@ -4,8 +4,7 @@
 
 use super::keys::{decode, encode, org_resource_range, resource_key};
 use super::{Store, StoreError};
-use crate::patrol::lifecycle::{Finding, Suppression};
-use crate::patrol::settings::PatrolSettings;
+use crate::model::finding::{Finding, Suppression};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,7 +15,7 @@ pub(super) const FINDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) const SUPPRESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("suppressions");
 /// Patrol runs by `org US run_id` (16 lowercase hex digits) -> JSON [`PatrolRunRecord`].
 pub(super) const PATROL_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("patrol_runs");
-/// Patrol settings by org -> JSON [`PatrolSettings`] (absent: the defaults).
+/// Patrol settings by org -> JSON settings document (absent: the defaults).
 pub(super) const PATROL_SETTINGS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("patrol_settings");
 
@@ -257,11 +256,17 @@ impl Store {
             .collect()
     }
 
-    /// The Patrol settings an operator saved for `org`, if any.
+    /// The Patrol settings document saved for `org`, if any, decoded as `T`. The store keeps
+    /// it opaque; its schema and validation belong to `patrol::settings`, whose typed
+    /// `Store::patrol_settings` callers use.
     ///
     /// # Errors
-    /// Storage failures and [`StoreError::Corrupt`].
-    pub fn patrol_settings(&self, org: &str) -> Result<Option<PatrolSettings>, StoreError> {
+    /// Storage failures and [`StoreError::Corrupt`] (also when the document does not decode
+    /// as `T`).
+    pub fn patrol_settings_document<T: serde::de::DeserializeOwned>(
+        &self,
+        org: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.read_txn()?;
         let table = txn.open_table(PATROL_SETTINGS)?;
         table
@@ -270,11 +275,15 @@ impl Store {
             .transpose()
     }
 
-    /// Saves the Patrol settings of `org`.
+    /// Saves the Patrol settings document of `org` (see [`Store::patrol_settings_document`]).
     ///
     /// # Errors
     /// Storage failures and [`StoreError::Encode`].
-    pub fn set_patrol_settings(&self, org: &str, s: &PatrolSettings) -> Result<(), StoreError> {
+    pub fn set_patrol_settings_document<T: Serialize>(
+        &self,
+        org: &str,
+        s: &T,
+    ) -> Result<(), StoreError> {
         let txn = self.write_txn()?;
         txn.open_table(PATROL_SETTINGS)?
             .insert(org, encode(SETTINGS, s)?.as_slice())?;

@@ -11,16 +11,16 @@ use super::keys::{
     AGENT_SEQ, AGENTS, META, NEXT_SERIES_KEY, RESOURCES, SAMPLES, SERIES, bucket_of, decode,
     encode, metric_key, metric_of_series, resource_key, sample_key, series_name,
 };
-use super::records::attr_to_json;
 use super::rollup::{self, Late};
-use super::{
+use super::{Store, StoreError};
+use crate::model::{
     AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
-    ResourceRecord, Store, StoreError,
+    ResourceRecord,
 };
 use redb::{ReadableTable, Table};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use warden_shared::telemetry::{Provenance, Resource, TelemetryBatch, metric_base};
+use warden_shared::telemetry::{Provenance, Resource, TelemetryBatch, Value, metric_base};
 
 const AGENT: &str = "agent";
 const RESOURCE: &str = "resource";
@@ -393,5 +393,18 @@ fn apply_agent(agent: &mut AgentRecord, batch: &TelemetryBatch, now_ms: i64) {
                 duration_ms: h.duration_ms,
             },
         );
+    }
+}
+
+/// Converts a telemetry attribute value to JSON; unknown and non-finite values become `null`.
+fn attr_to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Unknown => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::Text(s) => serde_json::Value::String(s.clone()),
     }
 }

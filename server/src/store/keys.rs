@@ -1,10 +1,12 @@
-//! Table definitions, key encodings and the JSON record codec. The layout is described in the
+//! Table definitions, key encodings, the JSON record codec and the raw scan of one series by
+//! its sample keys (shared by `query.rs` and `rollup.rs`). The layout is described in the
 //! module header of `store/mod.rs`; change both together and bump `SCHEMA_VERSION`.
 
 use super::StoreError;
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::ops::ControlFlow;
 
 /// Schema version written to [`META`] under [`SCHEMA_KEY`].
 pub(super) const SCHEMA_VERSION: u64 = 1;
@@ -186,4 +188,47 @@ pub(super) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what} {id:?}: {e}")))
+}
+
+/// Calls `f(ts, value)` for each sample of `series` with `from_ms <= ts <= to_ms`, ascending,
+/// until it returns `Break`.
+///
+/// One range read per bucket that holds any sample at all: a read that leaves the bucket
+/// lands on the next populated one, so empty stretches of time cost nothing.
+pub(super) fn scan_series(
+    table: &impl ReadableTable<&'static [u8; 24], f64>,
+    series: u64,
+    from_ms: i64,
+    to_ms: i64,
+    mut f: impl FnMut(i64, f64) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    let last = bucket_of(to_ms);
+    let mut bucket = bucket_of(from_ms);
+    'buckets: while bucket <= last {
+        let lo = key_at(bucket, series, from_ms);
+        let mut next = None;
+        for entry in table.range::<&[u8; 24]>(&lo..)? {
+            let (k, v) = entry?;
+            let (b, s, ts) = parse_sample_key(k.value());
+            if b != bucket {
+                next = Some(b);
+                break;
+            }
+            if s != series {
+                next = bucket.checked_add(1);
+                break;
+            }
+            if ts > to_ms {
+                break 'buckets;
+            }
+            if f(ts, v.value()).is_break() {
+                break 'buckets;
+            }
+        }
+        match next {
+            Some(n) => bucket = n,
+            None => break,
+        }
+    }
+    Ok(())
 }

@@ -50,8 +50,8 @@
 //! | `suppressions` | `org US rule_id` (16 random hex digits) | JSON [`Suppression`]      |
 //! | `patrol_runs`  | `org US run_id` (16 hex digits)         | JSON [`PatrolRunRecord`]  |
 //! | `alerts`       | `org US alert_id` (16 hex digits)       | JSON [`AlertRecord`]      |
-//! | `alert_rules`  | org                                     | JSON [`RuleSet`]          |
-//! | `patrol_settings` | org                                  | JSON [`PatrolSettings`]   |
+//! | `alert_rules`  | org                                     | JSON rule set (`alerts::rules`) |
+//! | `patrol_settings` | org                                  | JSON settings (`patrol::settings`) |
 //! | `audit_events` | `org US seq` (16 hex digits)            | prev hash, HMAC, fields JSON (`audit.rs`) |
 //! | `audit_checkpoints` | `org US tree_size` (16 hex digits) | JSON [`Checkpoint`]       |
 //! | `audit_heads`  | org                                     | JSON [`AuditHead`]        |
@@ -61,13 +61,11 @@
 //! | `webhook_requeued` | as `webhook_dead_letters`           | JSON [`Requeued`]         |
 //! | `webhook_deliveries` | `org US endpoint_id US log_seq` (16 hex digits, newest 1000) | JSON [`DeliveryLog`] |
 //!
-//! [`Finding`]: crate::patrol::lifecycle::Finding
-//! [`Checkpoint`]: crate::audit::event::Checkpoint
-//! [`Suppression`]: crate::patrol::lifecycle::Suppression
-//! [`AlertRecord`]: crate::alerts::record::AlertRecord
-//! [`RuleSet`]: crate::alerts::rules::RuleSet
-//! [`PatrolSettings`]: crate::patrol::settings::PatrolSettings
-//! [`Detection::finding_id`]: crate::patrol::finding::Detection::finding_id
+//! [`Finding`]: crate::model::finding::Finding
+//! [`Checkpoint`]: crate::chain::event::Checkpoint
+//! [`Suppression`]: crate::model::finding::Suppression
+//! [`AlertRecord`]: crate::model::alert::AlertRecord
+//! [`Detection::finding_id`]: crate::model::finding::Detection
 //!
 //! `US` is U+001F (org ids are slugs and resource ids have no control characters, so it cannot
 //! occur inside them; the metric is last). In a sample key each part is 8 bytes big-endian;
@@ -152,17 +150,18 @@ mod ingest;
 mod keys;
 mod pages;
 mod query;
-mod records;
 mod rollup;
 #[cfg(test)]
 mod tests;
 mod webhooks;
 
+pub use alerts::AlertReader;
 pub use audit::{AuditFilter, AuditRow, Head as AuditHead, Pruned, StoredEvent};
 pub use error::StoreError;
 pub use findings::PatrolRunRecord;
 pub use query::{AggregateQuery, Aggregates, StoreView};
-pub use records::{
+// The records moved to `crate::model`; re-exported here until every user imports them there.
+pub use crate::model::records::{
     AgentRecord, CollectorHealthRecord, IdentityConflict, IngestItem, IngestOutcome, LatestSample,
     ProvenanceRecord, ResourceRecord, TokenRecord, TokenRefusal,
 };
@@ -360,7 +359,7 @@ impl Store {
                 None => format!("an earlier write to {} failed", self.path.display()),
             },
         };
-        if self.health.fail(reason.clone(), crate::now_ms()) {
+        if self.health.fail(reason.clone(), crate::clock::now_ms()) {
             tracing::error!(reason = %reason, "store cannot write; refusing writes until it is reopened");
         }
         StoreError::Unavailable { reason }
@@ -436,7 +435,10 @@ impl Store {
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert(keys::PROBE_KEY, u64::try_from(crate::now_ms()).unwrap_or(0))?;
+            meta.insert(
+                keys::PROBE_KEY,
+                u64::try_from(crate::clock::now_ms()).unwrap_or(0),
+            )?;
         }
         txn.commit()?;
         // Caches only ever hold committed state, but the failed handle may have committed
@@ -455,5 +457,27 @@ impl Store {
         self.series_ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Reopens the store after a write failure (a full disk) as soon as it can: checks every
+/// second while writes are refused, so agents replay within seconds of space coming back.
+pub async fn recover_task(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            _ = tick.tick() => {}
+        }
+        if store.status().failure.is_none() {
+            continue;
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.recover()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "store not reopened yet"),
+            Err(e) => tracing::error!(error = %e, "store recovery panicked"),
+        }
     }
 }

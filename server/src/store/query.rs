@@ -3,12 +3,13 @@
 
 use super::keys::{
     BUCKET_MS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PER_HOUR, RESOURCES, SAMPLES, SEP,
-    SERIES, bucket_of, decode, key_at, metric_key, org_resource_range, parse_sample_key,
-    parse_tier_key, resource_key, series_name, tier_key,
+    SERIES, decode, metric_key, org_resource_range, parse_tier_key, resource_key, scan_series,
+    series_name, tier_key,
 };
 use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};
-use super::{ProvenanceRecord, ResourceRecord, Store, StoreError};
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
+use super::{Store, StoreError};
+use crate::model::{ProvenanceRecord, ResourceRecord};
+use redb::{ReadOnlyTable, ReadTransaction};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use warden_shared::telemetry::metric_base;
@@ -186,49 +187,6 @@ fn full(points: &[(i64, f64)], limit: usize) -> ControlFlow<()> {
     } else {
         ControlFlow::Continue(())
     }
-}
-
-/// Calls `f(ts, value)` for each sample of `series` with `from_ms <= ts <= to_ms`, ascending,
-/// until it returns `Break`.
-///
-/// One range read per bucket that holds any sample at all: a read that leaves the bucket
-/// lands on the next populated one, so empty stretches of time cost nothing.
-pub(super) fn scan_series(
-    table: &impl ReadableTable<&'static [u8; 24], f64>,
-    series: u64,
-    from_ms: i64,
-    to_ms: i64,
-    mut f: impl FnMut(i64, f64) -> ControlFlow<()>,
-) -> Result<(), StoreError> {
-    let last = bucket_of(to_ms);
-    let mut bucket = bucket_of(from_ms);
-    'buckets: while bucket <= last {
-        let lo = key_at(bucket, series, from_ms);
-        let mut next = None;
-        for entry in table.range::<&[u8; 24]>(&lo..)? {
-            let (k, v) = entry?;
-            let (b, s, ts) = parse_sample_key(k.value());
-            if b != bucket {
-                next = Some(b);
-                break;
-            }
-            if s != series {
-                next = bucket.checked_add(1);
-                break;
-            }
-            if ts > to_ms {
-                break 'buckets;
-            }
-            if f(ts, v.value()).is_break() {
-                break 'buckets;
-            }
-        }
-        match next {
-            Some(n) => bucket = n,
-            None => break,
-        }
-    }
-    Ok(())
 }
 
 /// One read transaction over the store; see [`Store::view`].

@@ -40,7 +40,7 @@ use super::keys::{
     BUCKET_MS, HOURS, HOURS_PER_DAY, HOURS_ROLLED_KEY, META, MINUTES, MINUTES_KEPT_KEY,
     MINUTES_PER_HOUR, MINUTES_ROLLED_KEY, SAMPLES, SERIES, bucket_from_meta, bucket_of,
     bucket_to_meta, key_at, metric_key, metric_of_series, parse_sample_key, parse_tier_key,
-    tier_key,
+    scan_series, tier_key,
 };
 use super::{Store, StoreError};
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -751,7 +751,7 @@ fn recompute_hour(
         }
     } else {
         let to = (first + MINUTES_PER_HOUR) * BUCKET_MS - 1;
-        super::query::scan_series(samples, series, first * BUCKET_MS, to, |_, v| {
+        scan_series(samples, series, first * BUCKET_MS, to, |_, v| {
             fold(&mut acc, &Aggregate::of(v));
             ControlFlow::Continue(())
         })?;

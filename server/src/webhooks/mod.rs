@@ -23,7 +23,7 @@
 //! - **One dispatcher per enabled endpoint.** The supervisor stops a dispatcher and waits for
 //!   it before starting another for the same endpoint, so the outbox state has one writer.
 //! - **Secrets stay put.** The endpoint secret is stored sealed with the audit keys
-//!   ([`crate::audit::event::Keys::seal_secret`]), opened only to sign, and never logged,
+//!   ([`crate::chain::event::Keys::seal_secret`]), opened only to sign, and never logged,
 //!   returned by the API after creation, or put into audit details.
 //!
 //! # Retries

@@ -2,7 +2,7 @@
 //! request body and the `X-Warden-Signature` header. No IO, no clock: times and jitter are
 //! parameters.
 
-use crate::audit::event::Checkpoint;
+use crate::chain::event::Checkpoint;
 use crate::store::StoredEvent;
 use ring::hmac;
 use serde_json::{Value, json};

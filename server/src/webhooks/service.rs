@@ -4,7 +4,7 @@
 
 use super::plan::{self, Message};
 use crate::audit::Auditor;
-use crate::audit::event::open_stored_secret;
+use crate::chain::event::open_stored_secret;
 use crate::config::WebhookConfig;
 use crate::store::{
     DeadLetter, DeliveryLog, Requeued, RequeuedChange, Retry, Store, StoreError, WebhookCommit,
@@ -128,7 +128,7 @@ async fn reconcile(
             audit: auditor.subscribe(),
             stop: stop_rx,
         };
-        let task = crate::spawn_named("webhook", d.run(signals).instrument(span));
+        let task = crate::task::spawn_named("webhook", d.run(signals).instrument(span));
         running.insert(
             k,
             Running {
@@ -285,7 +285,7 @@ impl Dispatcher {
                 Head::Requeued(r) => &r.retry,
                 Head::Chain(_) => &state.retry,
             };
-            let now = crate::now_ms();
+            let now = crate::clock::now_ms();
             if let Some(at) = retry.retry_at_ms.filter(|at| *at > now) {
                 let wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
                 if sig.wait(Some(wait)).await {
@@ -312,7 +312,7 @@ impl Dispatcher {
                 Head::Chain(m) => m.kind().to_owned(),
             };
             let body = serde_json::to_vec(&message).unwrap_or_default();
-            let at_ms = crate::now_ms();
+            let at_ms = crate::clock::now_ms();
             let started = Instant::now();
             let result = tokio::select! {
                 r = self.send(&ep, &body, delivery_seq, &kind) => r,
@@ -403,7 +403,7 @@ impl Dispatcher {
                         tree_size,
                         attempts: attempt,
                         last_error: e.clone(),
-                        dead_at_ms: crate::now_ms(),
+                        dead_at_ms: crate::clock::now_ms(),
                         message: message.clone(),
                     })
                 }
@@ -549,7 +549,7 @@ impl Dispatcher {
         delivery_seq: u64,
         kind: &str,
     ) -> Result<u16, Failure> {
-        let t = crate::now_ms() / 1000;
+        let t = crate::clock::now_ms() / 1000;
         let secret = open_stored_secret(self.auditor.keys(), &ep.secret)
             .map_err(|e| (None, e.to_owned()))?;
         let resp = self

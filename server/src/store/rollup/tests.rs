@@ -3,7 +3,8 @@
 
 use super::super::keys::{MINUTES_KEPT_KEY, SERIES, parse_tier_key, series_name};
 use super::*;
-use crate::store::{AggregateQuery, IngestItem};
+use crate::model::IngestItem;
+use crate::store::AggregateQuery;
 use redb::ReadableTableMetadata;
 use std::collections::BTreeMap;
 use warden_shared::ids::ResourceId;

@@ -1,8 +1,9 @@
-//! Record types kept in the store (JSON-encoded values) and the ingest input/output types.
+//! Records of the fleet as the store keeps them (JSON-encoded values): agents, join tokens,
+//! resources with their latest samples and provenance, and the ingest input/output types.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use warden_shared::telemetry::{Provenance, TelemetryBatch, Value};
+use warden_shared::telemetry::{Provenance, TelemetryBatch};
 
 /// An enrolled agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -200,17 +201,4 @@ pub struct IngestOutcome {
     pub stored: bool,
     /// The sequence number to acknowledge: everything up to it is durably stored.
     pub ack_seq: u64,
-}
-
-/// Converts a telemetry attribute value to JSON; unknown and non-finite values become `null`.
-pub(super) fn attr_to_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Unknown => serde_json::Value::Null,
-        Value::Bool(b) => serde_json::Value::Bool(*b),
-        Value::Int(i) => serde_json::Value::from(*i),
-        Value::Float(f) => {
-            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
-        }
-        Value::Text(s) => serde_json::Value::String(s.clone()),
-    }
 }

@@ -376,7 +376,7 @@ fn walk(links: &[Link], anchors: &Anchors<'_>, trusted: &[&Checkpoint]) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::event::{Actor, Fields, KEY_MATERIAL_LEN, Outcome};
+    use crate::chain::event::{Actor, Fields, KEY_MATERIAL_LEN, Outcome};
 
     fn keys(b: u8) -> Keys {
         Keys::from_material(&[b; KEY_MATERIAL_LEN]).unwrap()
