@@ -4,7 +4,8 @@
 
 use crate::audit::Auditor;
 use crate::ingest::{live::LiveAgents, writer::WriterHandle};
-use crate::patrol::{AlertTrigger, run::Schedule};
+use crate::model::alert::AlertTrigger;
+use crate::patrol::run::Schedule;
 use crate::pki::Pki;
 use crate::store::Store;
 use std::sync::Arc;

@@ -23,8 +23,6 @@ pub mod webhooks;
 
 // Old paths of the clock and task helpers, kept until every user imports them from `clock`
 // and `task` (the benches and files other helpers are editing still use them).
-pub use clock::{now_ms, rfc3339_ms};
-pub use task::spawn_named;
 
 use anyhow::Context;
 use config::Config;
@@ -32,6 +30,7 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use task::spawn_named;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;

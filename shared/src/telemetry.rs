@@ -174,8 +174,6 @@ pub struct CollectorHealth {
     pub duration_ms: u64,
 }
 
-pub use crate::metric::base as metric_base;
-
 /// Where the values of one metric of one resource kind come from.
 ///
 /// Collectors keep a table of these, one entry per (resource kind, metric name without
@@ -220,7 +218,7 @@ impl Provenance {
         }
         let present: HashSet<(&str, &str)> = samples
             .iter()
-            .map(|s| (s.resource_id.kind(), metric_base(&s.metric)))
+            .map(|s| (s.resource_id.kind(), crate::metric::base(&s.metric)))
             .collect();
         table
             .iter()
@@ -235,7 +233,7 @@ impl Provenance {
         let known: HashSet<(&str, &str)> = table.iter().map(|p| (&*p.kind, &*p.metric)).collect();
         samples
             .iter()
-            .map(|s| (s.resource_id.kind(), metric_base(&s.metric)))
+            .map(|s| (s.resource_id.kind(), crate::metric::base(&s.metric)))
             .filter(|key| !known.contains(key))
             .collect()
     }

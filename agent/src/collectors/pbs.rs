@@ -581,7 +581,7 @@ mod tests {
         let mut bases: Vec<&str> = out
             .samples
             .iter()
-            .map(|s| warden_shared::telemetry::metric_base(&s.metric))
+            .map(|s| metric::base(&s.metric))
             .collect();
         bases.sort_unstable();
         bases.dedup();

@@ -3,9 +3,10 @@
 //! per (rule, resource, series) that is pending or firing; see the module header of
 //! `alerts/mod.rs` for the state machine.
 
-use super::record::{AlertRecord, AlertStatus, ResolveReason, TimelineEntry, TimelineEvent};
 use super::record::{alert_id, num};
-use super::rules::{AlertRule, Compiled, RuleSet, Severity, level_index};
+use super::rules::{AlertRule, Compiled, RuleSet, level_index};
+use crate::model::alert::Severity;
+use crate::model::alert::{AlertRecord, AlertStatus, ResolveReason, TimelineEntry, TimelineEvent};
 use crate::model::{LatestSample, ResourceRecord};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,9 +3,7 @@
 //! the pure updates the engine's [`AlertEvent`]s and operator actions make to it.
 
 use super::engine::AlertEvent;
-pub use crate::model::alert::{
-    AlertRecord, AlertStatus, ResolveReason, TimelineEntry, TimelineEvent,
-};
+use crate::model::alert::{AlertRecord, AlertStatus, ResolveReason, TimelineEntry, TimelineEvent};
 
 /// Most timeline entries kept per alert; past it the oldest after `fired` are dropped.
 pub const TIMELINE_MAX: usize = 200;

@@ -2,14 +2,13 @@
 //! per-resource overrides keyed by canonical resource id, the built-in defaults, and
 //! validation that reports every problem at once. Pure: no IO, no clock.
 
-pub use crate::model::alert::{Op, Severity};
+use crate::model::alert::{Op, Severity};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use warden_shared::ids::ResourceId;
 use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
-use warden_shared::telemetry::metric_base;
 
 /// Longest `for_s`: one day.
 pub const MAX_FOR_S: u64 = 86_400;
@@ -139,7 +138,7 @@ impl AlertRule {
 
     /// Whether it watches the series `series` (a metric name, maybe with labels).
     pub fn watches(&self, series: &str) -> bool {
-        series == self.metric || (!self.metric.contains('{') && metric_base(series) == self.metric)
+        series == self.metric || (!self.metric.contains('{') && metric::base(series) == self.metric)
     }
 
     /// The levels it has, lowest severity first.
@@ -470,7 +469,7 @@ impl RuleSet {
             if r.metric.is_empty()
                 || r.metric.len() > 200
                 || r.metric.chars().any(char::is_control)
-                || metric_base(&r.metric).is_empty()
+                || metric::base(&r.metric).is_empty()
             {
                 problems.push(format!(
                     "{at}: metric must be a metric name like \"cpu_pct\" (1 to 200 bytes)"

@@ -6,8 +6,8 @@
 //! primitives ([`Store::write_alerts`], [`Store::update_alert`]) they pass that logic into.
 
 use super::engine::{self, AlertEvent, AlertState};
-use super::record::AlertRecord;
 use super::rules::RuleSet;
+use crate::model::alert::AlertRecord;
 use crate::model::alert::AlertTrigger;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;

@@ -2,12 +2,14 @@
 //! applied per evaluation, operator acknowledgements, Patrol's analysis, rule sets, pruning.
 
 use crate::alerts::engine::{self, AlertEvent, AlertState};
-use crate::alerts::record::{AlertRecord, AlertStatus, ResolveReason, TimelineEvent};
-use crate::alerts::rules::{RuleSet, Severity};
+use crate::alerts::rules::RuleSet;
+use crate::model::alert::Severity;
+use crate::model::alert::{AlertRecord, AlertStatus, ResolveReason, TimelineEvent};
 use crate::model::{IngestItem, LatestSample, ResourceRecord};
 use crate::store::Store;
 use std::collections::BTreeMap;
 use warden_shared::ids::ResourceId;
+use warden_shared::metric;
 use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};
 
 const ORG: &str = "default";
@@ -28,7 +30,7 @@ fn storage(pct: f64, ts: i64) -> ResourceRecord {
         parent: Some("node:pve2".into()),
         status: "available".into(),
         latest: BTreeMap::from([(
-            "storage_used_pct".to_owned(),
+            metric::STORAGE_USED_PCT.to_owned(),
             LatestSample {
                 ts_ms: ts,
                 value: pct,
@@ -199,7 +201,7 @@ fn alerts_fire_from_ingested_samples() {
         }],
         samples: vec![Sample {
             resource_id: id,
-            metric: "storage_used_pct".into(),
+            metric: metric::STORAGE_USED_PCT.into(),
             ts_ms: NOW,
             value: 93.0,
         }],

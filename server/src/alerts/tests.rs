@@ -2,8 +2,9 @@
 //! parameter and samples are stamped by the test.
 
 use super::engine::{AlertEvent, AlertState, evaluate};
-use super::record::{AlertRecord, AlertStatus, ResolveReason, TimelineEvent};
-use super::rules::{AlertRule, Op, RuleOverride, RuleSet, Severity};
+use super::rules::{AlertRule, RuleOverride, RuleSet};
+use crate::model::alert::{AlertRecord, AlertStatus, ResolveReason, TimelineEvent};
+use crate::model::alert::{Op, Severity};
 use crate::model::{LatestSample, ResourceRecord};
 use std::collections::BTreeMap;
 use warden_shared::metric;

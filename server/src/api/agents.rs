@@ -2,7 +2,7 @@
 
 use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
-use crate::rfc3339_ms;
+use crate::clock::rfc3339_ms;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
@@ -75,7 +75,7 @@ pub(super) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let agent = id.clone();
     let updated = blocking(move || {
         store.update_agent(&agent, |a| {

@@ -4,9 +4,10 @@
 use super::body::OptionalJson;
 use super::query::{ListQuery, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
-use crate::alerts::record::{AlertRecord, AlertStatus, TimelineEntry};
-use crate::alerts::rules::{RuleSet, Severity};
-use crate::{now_ms, rfc3339_ms};
+use crate::alerts::rules::RuleSet;
+use crate::clock::{now_ms, rfc3339_ms};
+use crate::model::alert::Severity;
+use crate::model::alert::{AlertRecord, AlertStatus, TimelineEntry};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};

@@ -4,8 +4,8 @@
 
 use super::query::{ApiQuery, ListQuery, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError, metrics::parse_time};
-use crate::audit::verify::{Report, Sig, State as VState};
-use crate::rfc3339_ms;
+use crate::chain::verify::{Report, Sig, State as VState};
+use crate::clock::rfc3339_ms;
 use crate::store::{AuditFilter, AuditRow};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -276,7 +276,7 @@ pub(super) async fn checkpoints(
     let audit = state.audit.clone();
     let list = blocking(move || audit.store().audit_checkpoints(&org, from, to)).await?;
     Ok(Json(json!({
-        "public_key": state.audit.keys().map(crate::audit::event::Keys::public_key),
+        "public_key": state.audit.keys().map(crate::chain::event::Keys::public_key),
         "checkpoints": list,
     })))
 }
@@ -288,9 +288,10 @@ pub(super) async fn checkpoint_now(
 ) -> Result<Json<Value>, ApiError> {
     let audit = state.audit.clone();
     let made = blocking(move || {
-        let made = audit
-            .store()
-            .audit_checkpoint(&caller.org, audit.keys(), crate::now_ms())?;
+        let made =
+            audit
+                .store()
+                .audit_checkpoint(&caller.org, audit.keys(), crate::clock::now_ms())?;
         if made.as_ref().is_some_and(|m| m.1) {
             audit.notify();
         }
@@ -317,8 +318,8 @@ pub(super) async fn status(
         "signing": {
             "enabled": keys.is_some(),
             "unavailable_reason": state.audit.unavailable(),
-            "key_id": keys.map(crate::audit::event::Keys::key_id),
-            "public_key": keys.map(crate::audit::event::Keys::public_key),
+            "key_id": keys.map(crate::chain::event::Keys::key_id),
+            "public_key": keys.map(crate::chain::event::Keys::public_key),
         },
         "chains": heads.iter().map(|(org, h)| json!({
             "org_id": org, "head_seq": h.seq, "head_hash": hex::encode(h.hash), "head_time": rfc3339_ms(h.ts_ms),

@@ -6,7 +6,7 @@
 use super::ApiState;
 use super::caller::{Caller, Principal};
 use super::error::ApiError;
-use crate::audit::event::{Actor, NewEvent};
+use crate::chain::event::{Actor, NewEvent};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -36,7 +36,11 @@ pub(super) async fn check(
         hash == state.admin_token_hash
     });
     if !ok {
-        if let Some(attempts) = state.audit.limiter().failure("api", ip, crate::now_ms()) {
+        if let Some(attempts) = state
+            .audit
+            .limiter()
+            .failure("api", ip, crate::clock::now_ms())
+        {
             let reason = if presented.is_some() {
                 "invalid bearer token"
             } else {

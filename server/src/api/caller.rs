@@ -4,7 +4,7 @@
 //! change only how [`Caller::authenticated`] builds it.
 
 use super::error::ApiError;
-use crate::audit::event::{Actor, NewEvent};
+use crate::chain::event::{Actor, NewEvent};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use std::net::IpAddr;

@@ -3,7 +3,7 @@
 
 use super::query::ApiQuery;
 use super::{ApiState, Caller, blocking, error::ApiError};
-use crate::rfc3339_ms;
+use crate::clock::rfc3339_ms;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
@@ -47,7 +47,7 @@ pub(super) async fn history(
         q.to.as_deref()
             .map(|s| parse_time("to", s))
             .transpose()?
-            .unwrap_or_else(crate::now_ms);
+            .unwrap_or_else(crate::clock::now_ms);
     let from = q
         .from
         .as_deref()

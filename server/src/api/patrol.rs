@@ -4,11 +4,11 @@
 use super::body::OptionalJson;
 use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
-use crate::patrol::finding::{Category, Severity};
-use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression};
+use crate::clock::{now_ms, rfc3339_ms};
+use crate::model::finding::{Category, Severity};
+use crate::model::finding::{DismissReason, Finding, Status, Suppression};
 use crate::patrol::run::{Trigger, run, run_settings, saved_settings};
 use crate::patrol::settings::PatrolSettings;
-use crate::{now_ms, rfc3339_ms};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};

@@ -3,13 +3,13 @@
 
 use super::query::{ListQuery, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
-use crate::rfc3339_ms;
-use crate::store::ResourceRecord;
+use crate::clock::rfc3339_ms;
+use crate::model::ResourceRecord;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warden_shared::telemetry::metric_base;
+use warden_shared::metric;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +48,7 @@ fn render(r: ResourceRecord) -> Value {
         .iter()
         .map(|(k, s)| {
             // Unknown provenance (an agent before protocol 1.2) is null, like any unknown.
-            let p = r.provenance.get(metric_base(k));
+            let p = r.provenance.get(metric::base(k));
             (
                 k.clone(),
                 json!({

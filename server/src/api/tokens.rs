@@ -6,8 +6,8 @@
 use super::body::OptionalJson;
 use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
-use crate::rfc3339_ms;
-use crate::store::TokenRecord;
+use crate::clock::rfc3339_ms;
+use crate::model::TokenRecord;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
@@ -38,7 +38,7 @@ pub(super) async fn create(
     }
     let store = state.store.clone();
     let (fp, addrs) = (state.pki.fingerprint(), state.advertise.clone());
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let org = caller.org.clone();
     let token = tokio::task::spawn_blocking(move || {
         crate::enroll::create_token(&store, fp, addrs, &org, ttl, now)
@@ -65,7 +65,7 @@ pub(super) async fn create(
 
 /// A token's metadata as the API shows it (never its secret or hash).
 fn render(t: &TokenRecord) -> Value {
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let state = if t.used_at_ms.is_some() {
         "used"
     } else if t.revoked_at_ms.is_some() {
@@ -107,7 +107,7 @@ pub(super) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let key = id.clone();
     let rec = blocking(move || store.revoke_token(&key, now)).await?;
     let event = caller.event("token.revoke", &id);

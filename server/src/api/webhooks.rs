@@ -7,7 +7,7 @@
 use super::body::OptionalJson;
 use super::query::{ListQuery, NoFilter, envelope};
 use super::{ApiState, Caller, blocking, error::ApiError};
-use crate::rfc3339_ms;
+use crate::clock::rfc3339_ms;
 use crate::store::{DeadLetter, DeliveryLog, Requeued, WebhookEndpoint, WebhookState};
 use crate::webhooks::validate;
 use axum::extract::{Path, State};
@@ -186,7 +186,7 @@ async fn create(
     let generated = s.secret.is_none();
     let plain = s.secret.clone().unwrap_or_else(validate::generate_secret);
     let secret = seal(&state, &plain);
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let ep = WebhookEndpoint {
         id: hex::encode(rand::random::<[u8; 8]>()),
         org_id: caller.org.clone(),
@@ -274,7 +274,7 @@ async fn update(
     let sealed = s.secret.as_deref().map(|x| seal(&state, x));
     let store = state.store.clone();
     let key = id.clone();
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let org = caller.org.clone();
     let updated = blocking(move || {
         store.webhook_update(&org, &key, |ep| {
@@ -402,7 +402,7 @@ async fn retry(
     })?;
     let store = state.store.clone();
     let key = id.clone();
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let org = caller.org.clone();
     let letter = blocking(move || store.webhook_requeue(&org, &key, delivery_seq, now)).await?;
     let event = caller

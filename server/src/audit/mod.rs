@@ -11,7 +11,7 @@
 //! - Secrets never enter `details`: callers pass ids, names and counts, never token values,
 //!   keys or webhook secrets.
 
-pub use crate::chain::{event, verify};
+use crate::chain::{event, verify};
 pub mod export;
 pub mod keys;
 pub mod limit;

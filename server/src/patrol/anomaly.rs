@@ -46,9 +46,9 @@
 //! key order; records are looked up only for what is raised. About 3.4 million hourly points
 //! (10,000 resources, two metrics, seven days) take a few tens of milliseconds.
 
-use super::finding::{Category, Detection, Severity, Source};
 use super::snapshot::Snapshot;
-use crate::store::{LatestSample, ResourceRecord};
+use crate::model::finding::{Category, Detection, Severity, Source};
+use crate::model::{LatestSample, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};

@@ -14,10 +14,10 @@
 //! 5. **Storm**: what is left, grouped by issue key and node; [`STORM_MIN`] or more become one
 //!    group root ("12 guests on pve2: last backup older than 48 h").
 
-use super::finding::{Category, Detection, Severity, Source};
 use super::rules::Thresholds;
 use super::snapshot::Snapshot;
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity, Source};
 use std::collections::{BTreeMap, HashMap};
 use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
@@ -485,8 +485,8 @@ fn storms(s: &Snapshot, found: &mut [Detection], roots: &mut Vec<Detection>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LatestSample;
     use crate::patrol::rules;
-    use crate::store::LatestSample;
 
     const NOW: i64 = 1_800_000_000_000;
 

@@ -3,7 +3,7 @@
 //! evidence). The findings lifecycle (ids in the store, `times_raised`, dismissal) builds on it.
 
 use crate::model::ResourceRecord;
-pub use crate::model::finding::{CapacityForecast, Category, Detection, Severity, Source};
+use crate::model::finding::{Category, Detection, Severity, Source};
 use sha2::{Digest, Sha256};
 
 impl Detection {

@@ -12,8 +12,8 @@
 //! 4. No forecast from too little data (too few buckets or too short a span), from a flat or
 //!    falling trend, or when the slope's interval includes zero.
 
-use super::finding::{CapacityForecast, Category, Detection, Severity, Source};
 use super::snapshot::Snapshot;
+use crate::model::finding::{CapacityForecast, Category, Detection, Severity, Source};
 use serde::{Deserialize, Serialize};
 use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
@@ -234,7 +234,7 @@ pub fn detect(s: &Snapshot, cfg: &ForecastConfig) -> Vec<Detection> {
 /// counts down from when it was read. Severities as for Warden's forecasts.
 fn pbs_estimate(
     now_ms: i64,
-    r: &crate::store::ResourceRecord,
+    r: &crate::model::ResourceRecord,
     points: &[(i64, f64)],
     cfg: &ForecastConfig,
 ) -> Option<Detection> {
@@ -483,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_filling_pool_becomes_a_forecast_finding() {
-        use crate::store::ResourceRecord;
+        use crate::model::ResourceRecord;
         let now = 1_800_000_000_000;
         let id = "storage:pve2/local-zfs";
         let points: Vec<(i64, f64)> = (0..=3 * 24 * 12)
@@ -536,7 +536,7 @@ mod tests {
         assert_eq!(range_text("0.2", "0.2", "–"), "0.2");
         assert_eq!(range_text("0.2", "0.3", "–"), "0.2–0.3");
         // A pool filling fast and steadily: both ends of the interval read the same.
-        use crate::store::ResourceRecord;
+        use crate::model::ResourceRecord;
         let now = 1_800_000_000_000;
         let id = "storage:pve2/local-zfs";
         let points: Vec<(i64, f64)> = (0..=12 * 12)
@@ -574,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_datastore_watched_too_briefly_takes_the_estimate_of_pbs() {
-        use crate::store::{LatestSample, ResourceRecord};
+        use crate::model::{LatestSample, ResourceRecord};
         let now = 1_800_000_000_000;
         let datastore = |name: &str, days: f64, read_ms: i64| {
             let mut r = ResourceRecord {

@@ -4,8 +4,8 @@
 //! re-opens only if its severity rises (or, for `will_fix_later`, after its reminder), and
 //! suppression rules mark what they match. Operator actions are methods on [`Finding`].
 
-use super::finding::Detection;
-pub use crate::model::finding::{DismissReason, Dismissal, Finding, Status, Suppression};
+use crate::model::finding::Detection;
+use crate::model::finding::{DismissReason, Dismissal, Finding, Status, Suppression};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -200,7 +200,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::patrol::finding::{Category, Severity, Source};
+    use crate::model::finding::{Category, Severity, Source};
 
     const MIN: i64 = 60_000;
     const CONFIRM: i64 = 15 * MIN;

@@ -22,8 +22,6 @@ mod store_tests;
 
 pub use snapshot::snapshot;
 
-pub use crate::model::alert::AlertTrigger;
-
 /// Whether a firing alert may start a Patrol run: the single hook for the `ai_alerts` licence
 /// gate (DESIGN §1.4). Until licences exist every installation may.
 pub fn alert_runs_enabled() -> bool {

@@ -2,17 +2,17 @@
 //! IO edge around the pure cores; callers run it on a blocking thread. Also the Patrol task
 //! ([`serve`]): runs on the schedule and when a firing alert asks.
 
-use super::AlertTrigger;
 use super::anomaly::{self, AnomalyConfig};
 use super::correlate;
-use super::finding::{Category, Detection, Severity};
 use super::forecast::{self, ForecastConfig};
 use super::lifecycle;
 use super::rules::{self, Thresholds};
 use super::settings::PatrolSettings;
 use super::silence::{self, SilenceConfig};
 use crate::model::ResourceRecord;
+use crate::model::alert::AlertTrigger;
 use crate::model::alert::{AlertRecord, Op as AlertOp, Severity as AlertSeverity};
+use crate::model::finding::{Category, Detection, Severity};
 use crate::store::{PatrolRunRecord, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;

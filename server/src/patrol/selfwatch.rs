@@ -2,10 +2,10 @@
 //! refused, and while writes fail), and agent identities that two live processes presented
 //! (a copied key and certificate). Pure: a function of the snapshot.
 
-use super::finding::{Category, Detection, Severity};
 use super::snapshot::Snapshot;
+use crate::model::finding::{Category, Detection, Severity};
+use crate::model::{AgentRecord, ResourceRecord};
 use crate::store::disk::bytes;
-use crate::store::{AgentRecord, ResourceRecord};
 use warden_shared::resource::{ResourceKind, canonical};
 
 /// Share of the disk in use from which the store's disk is a warning.
@@ -189,7 +189,7 @@ mod tests {
             ..Snapshot::default()
         };
         assert!(detect(&s).is_empty());
-        a.identity_conflict = Some(crate::store::IdentityConflict {
+        a.identity_conflict = Some(crate::model::IdentityConflict {
             last_ms: NOW - 60_000,
             first_ms: NOW - 120_000,
             refused: 3,

@@ -32,9 +32,9 @@
 //! so a skewed agent clock cannot make a whole fleet look silent; only `agent-silent` and
 //! `agent-no-data` measure against `now_ms`.
 
-use super::finding::{Category, Detection, Severity};
 use super::snapshot::Snapshot;
-use crate::store::{AgentRecord, CollectorHealthRecord, ResourceRecord};
+use crate::model::finding::{Category, Detection, Severity};
+use crate::model::{AgentRecord, CollectorHealthRecord, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use warden_shared::metric;
@@ -1057,13 +1057,13 @@ fn dur(ms: i64) -> String {
 
 /// A time for people, RFC 3339 to the second.
 fn at(ms: i64) -> String {
-    crate::rfc3339_ms(ms - ms.rem_euclid(1000)).unwrap_or_else(|| format!("{ms} ms"))
+    crate::clock::rfc3339_ms(ms - ms.rem_euclid(1000)).unwrap_or_else(|| format!("{ms} ms"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LatestSample;
+    use crate::model::LatestSample;
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_000_000;

@@ -2,7 +2,8 @@
 //! organisation and the history they need, built from one read of the store ([`snapshot`]).
 
 use super::{anomaly, rules};
-use crate::store::{AgentRecord, AggregateQuery, ResourceRecord, Store, StoreError};
+use crate::model::{AgentRecord, ResourceRecord};
+use crate::store::{AggregateQuery, Store, StoreError};
 use std::collections::BTreeMap;
 use warden_shared::metric;
 
@@ -193,7 +194,7 @@ pub fn snapshot(
 mod tests {
     use super::*;
     use crate::model::IngestItem;
-    use crate::patrol::finding::Severity;
+    use crate::model::finding::Severity;
     use crate::patrol::forecast;
     use warden_shared::ids::ResourceId;
     use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};

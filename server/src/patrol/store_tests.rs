@@ -1,10 +1,12 @@
 //! Patrol's tables through the store: findings saved per run and updated by operator
 //! actions, suppression rules, run records, all surviving a restart.
 
-use crate::patrol::finding::{Category, Detection, Severity, Source};
-use crate::patrol::lifecycle::{DismissReason, Finding, Status, Suppression, apply};
+use crate::model::finding::{Category, Detection, Severity, Source};
+use crate::model::finding::{DismissReason, Finding, Status, Suppression};
+use crate::patrol::lifecycle::apply;
 use crate::store::{PatrolRunRecord, Store};
 use std::collections::BTreeMap;
+use warden_shared::metric;
 
 const ORG: &str = "default";
 const NOW: i64 = 1_800_000_000_000;
@@ -31,8 +33,8 @@ fn det(resource: &str, key: &str, severity: Severity) -> Detection {
         description: "d".into(),
         recommendation: "r".into(),
         evidence: "e".into(),
-        capacity_forecast: Some(crate::patrol::finding::CapacityForecast {
-            metric: "storage_used_pct".into(),
+        capacity_forecast: Some(crate::model::finding::CapacityForecast {
+            metric: metric::STORAGE_USED_PCT.into(),
             current_pct: 91.5,
             daily_change_pct: 0.25,
             days_to_full: 34.0,

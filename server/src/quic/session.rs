@@ -3,11 +3,11 @@
 //! from the session stream, whose effects (send, commit through the writer, answer a request)
 //! are performed here. Protocol decisions and close codes live in the machine.
 
-use crate::audit::event::{Actor, NewEvent};
+use crate::chain::event::{Actor, NewEvent};
 use crate::context::Context;
 use crate::ingest::live::ControlCall;
+use crate::model::IngestItem;
 use crate::pki::PeerIdentity;
-use crate::store::IngestItem;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use std::collections::HashMap;
@@ -59,13 +59,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// Time left until the machine's deadline (Unix ms).
 fn until(deadline: Option<i64>) -> Duration {
     deadline.map_or(Duration::MAX, |d| {
-        Duration::from_millis(u64::try_from(d - crate::now_ms()).unwrap_or(0))
+        Duration::from_millis(u64::try_from(d - crate::clock::now_ms()).unwrap_or(0))
     })
 }
 
 /// The machine's deadline passed: tell it (at the deadline at least, whatever the clock says).
 fn timed_out(machine: &mut ServerSession) {
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     machine.handle_timeout(machine.poll_timeout().map_or(now, |d| d.max(now)));
 }
 
@@ -82,7 +82,7 @@ fn closed(machine: &mut ServerSession) -> Close {
 /// Feeds one read result to the machine; `Break` when the agent is simply gone.
 fn feed(machine: &mut ServerSession, frame: Result<AgentMessage, ReadError>) -> ControlFlow<()> {
     match frame {
-        Ok(msg) => machine.handle_message(crate::now_ms(), msg),
+        Ok(msg) => machine.handle_message(crate::clock::now_ms(), msg),
         // The agent went away (closed, reset or timed out): nothing to tell it.
         Err(ReadError::Stream(quinn::ReadError::ConnectionLost(e))) => {
             debug!(reason = %e, "connection lost");
@@ -99,7 +99,7 @@ async fn drive(
     id: &PeerIdentity,
     shared: &Arc<Context>,
 ) -> Result<(), Close> {
-    let mut machine = ServerSession::new(crate::now_ms(), shared.protocol);
+    let mut machine = ServerSession::new(crate::clock::now_ms(), shared.protocol);
     // A server that cannot store telemetry says so at once: the agent keeps its spool and
     // comes back within seconds instead of sending what would be refused.
     let store = shared.store.clone();
@@ -127,7 +127,7 @@ async fn drive(
                 shared
                     .audit
                     .limiter()
-                    .failure("connect", Some(ip), crate::now_ms())
+                    .failure("connect", Some(ip), crate::clock::now_ms())
             {
                 let mut e =
                     NewEvent::new(Actor::agent(&id.agent_id), "agent.connect", &id.agent_id)
@@ -151,14 +151,14 @@ async fn drive(
                 return Err(closed(&mut machine));
             }
         };
-    machine.stream_opened(crate::now_ms());
+    machine.stream_opened(crate::clock::now_ms());
     match tokio::time::timeout(
         until(machine.poll_timeout()),
         framed::read::<AgentMessage>(&mut recv),
     )
     .await
     {
-        Ok(Ok(Some(msg))) => machine.handle_message(crate::now_ms(), msg),
+        Ok(Ok(Some(msg))) => machine.handle_message(crate::clock::now_ms(), msg),
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(e)) => {
             if feed(&mut machine, Err(e)).is_break() {
@@ -178,7 +178,7 @@ async fn drive(
     }
     let store = shared.store.clone();
     let agent_id = record.id.clone();
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let last_stored_seq = blocking(move || store.last_seq(&agent_id))
         .await?
         .map_err(|_| internal("server storage error"))?;
@@ -249,13 +249,13 @@ async fn drive(
     shared.live.remove(&record.id, session);
     let store = shared.store.clone();
     let agent_id = record.id.clone();
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     let _ = blocking(move || store.update_agent(&agent_id, |a| a.last_seen_ms = Some(now))).await;
     info!("agent disconnected");
     result
 }
 
-type Commit = oneshot::Receiver<Result<crate::store::IngestOutcome, String>>;
+type Commit = oneshot::Receiver<Result<crate::model::IngestOutcome, String>>;
 
 /// What performing the machine's effects needs.
 struct Io<'a> {
@@ -264,7 +264,7 @@ struct Io<'a> {
     acks: FuturesOrdered<Commit>,
     /// Our requests waiting for the agent's answer, by id.
     waiting: HashMap<u64, oneshot::Sender<AgentResponse>>,
-    record: &'a crate::store::AgentRecord,
+    record: &'a crate::model::AgentRecord,
     ip: std::net::IpAddr,
     shared: &'a Arc<Context>,
 }
@@ -320,7 +320,7 @@ impl Io<'_> {
 /// audited, counted and recorded on the agent for Patrol's security finding.
 async fn refuse_second_process(
     conn: &quinn::Connection,
-    record: &crate::store::AgentRecord,
+    record: &crate::model::AgentRecord,
     hostname: &str,
     shared: &Arc<Context>,
 ) -> Result<Option<String>, Close> {
@@ -341,7 +341,7 @@ async fn refuse_second_process(
         return Ok(None);
     }
     let refused_from = conn.remote_address();
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     shared
         .writer
         .stats
@@ -354,7 +354,7 @@ async fn refuse_second_process(
         store.update_agent(&agent_id, |a| {
             let c = a
                 .identity_conflict
-                .get_or_insert_with(|| crate::store::IdentityConflict {
+                .get_or_insert_with(|| crate::model::IdentityConflict {
                     last_ms: now,
                     first_ms: now,
                     refused: 0,
@@ -430,7 +430,7 @@ async fn answer(
                     let mut e = NewEvent::new(Actor::agent(agent_id), "agent.renew", agent_id)
                         .from_ip(Some(ip))
                         .details(serde_json::json!({
-                            "certificate_expires_at": crate::rfc3339_ms(cert.not_after_unix * 1000),
+                            "certificate_expires_at": crate::clock::rfc3339_ms(cert.not_after_unix * 1000),
                         }));
                     e.org_id = org_id.to_owned();
                     shared.audit.record(e).await;

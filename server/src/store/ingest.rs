@@ -20,7 +20,8 @@ use crate::model::{
 use redb::{ReadableTable, Table};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use warden_shared::telemetry::{Provenance, Resource, TelemetryBatch, Value, metric_base};
+use warden_shared::metric;
+use warden_shared::telemetry::{Provenance, Resource, TelemetryBatch, Value};
 
 const AGENT: &str = "agent";
 const RESOURCE: &str = "resource";
@@ -293,7 +294,7 @@ fn apply_resources(
         if !newest || sources.is_empty() {
             continue;
         }
-        let base = metric_base(&s.metric);
+        let base = metric::base(&s.metric);
         if let Some(p) = sources.get(&(s.resource_id.kind(), base)) {
             set_provenance(rec, base, p);
         }

@@ -160,11 +160,6 @@ pub use audit::{AuditFilter, AuditRow, Head as AuditHead, Pruned, StoredEvent};
 pub use error::StoreError;
 pub use findings::PatrolRunRecord;
 pub use query::{AggregateQuery, Aggregates, StoreView};
-// The records moved to `crate::model`; re-exported here until every user imports them there.
-pub use crate::model::records::{
-    AgentRecord, CollectorHealthRecord, IdentityConflict, IngestItem, IngestOutcome, LatestSample,
-    ProvenanceRecord, ResourceRecord, TokenRecord, TokenRefusal,
-};
 pub use rollup::{Aggregate, RollUp};
 pub use webhooks::{
     DEAD_KEEP, DeadLetter, DeliveryLog, LOG_KEEP, Requeued, RequeuedChange, Retry, WebhookCommit,

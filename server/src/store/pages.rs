@@ -4,7 +4,8 @@
 
 use super::findings::PATROL_RUNS;
 use super::keys::{RESOURCES, decode, org_resource_range, resource_key};
-use super::{PatrolRunRecord, ResourceRecord, Store, StoreError};
+use super::{PatrolRunRecord, Store, StoreError};
+use crate::model::ResourceRecord;
 use std::ops::Bound;
 
 impl Store {

@@ -12,7 +12,7 @@ use crate::model::{ProvenanceRecord, ResourceRecord};
 use redb::{ReadOnlyTable, ReadTransaction};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use warden_shared::telemetry::metric_base;
+use warden_shared::metric;
 
 const RESOURCE: &str = "resource";
 const HOUR_MS: i64 = BUCKET_MS * MINUTES_PER_HOUR;
@@ -67,7 +67,7 @@ impl Store {
     ) -> Result<Option<ProvenanceRecord>, StoreError> {
         Ok(self
             .get_resource(org, id)?
-            .and_then(|mut r| r.provenance.remove(metric_base(metric))))
+            .and_then(|mut r| r.provenance.remove(metric::base(metric))))
     }
 
     /// Points of one series with `from_ms <= ts <= to_ms`, ascending by time, at most `limit`.

@@ -1,8 +1,12 @@
 //! Unit tests of the store against a real redb file in a temp directory.
 
 use super::*;
+use crate::model::{
+    AgentRecord, IngestItem, IngestOutcome, LatestSample, TokenRecord, TokenRefusal,
+};
 use std::collections::BTreeMap;
 use warden_shared::ids::ResourceId;
+use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
 use warden_shared::telemetry::{
     CollectorHealth, HealthStatus, Provenance, Resource, Sample, TelemetryBatch, Value,
@@ -76,7 +80,7 @@ fn batch(seq: u64, n: i64) -> TelemetryBatch {
             attrs: vec![("os".to_owned(), Value::from("debian"))],
         }],
         samples: (0..n)
-            .map(|i| sample("node:pve1", "cpu_pct", base + i * 1000, i as f64))
+            .map(|i| sample("node:pve1", metric::CPU_PCT, base + i * 1000, i as f64))
             .collect(),
         health: Some(CollectorHealth {
             collector: "host".to_owned(),
@@ -120,41 +124,54 @@ fn pair(source: &str, method: &str) -> Option<(String, String)> {
 #[test]
 fn provenance_follows_the_latest_sample_exactly_once() {
     let (_dir, store) = open();
-    const CPU: Provenance = Provenance::new(ResourceKind::Node, "cpu_pct", "host", "/proc/stat");
-    const FS: Provenance = Provenance::new(ResourceKind::Node, "fs_used_pct", "host", "statvfs");
+    const CPU: Provenance =
+        Provenance::new(ResourceKind::Node, metric::CPU_PCT, "host", "/proc/stat");
+    const FS: Provenance =
+        Provenance::new(ResourceKind::Node, metric::FS_USED_PCT, "host", "statvfs");
     // Entries for a metric the batch lacks, or for another resource kind, describe nothing.
-    const LOAD: Provenance = Provenance::new(ResourceKind::Node, "load1", "host", "loadavg");
-    const VM_CPU: Provenance = Provenance::new(ResourceKind::Vm, "cpu_pct", "proxmox", "api");
+    const LOAD: Provenance = Provenance::new(ResourceKind::Node, metric::LOAD1, "host", "loadavg");
+    const VM_CPU: Provenance = Provenance::new(ResourceKind::Vm, metric::CPU_PCT, "proxmox", "api");
     let mut b1 = batch(1, 2);
+    b1.samples.push(sample(
+        "node:pve1",
+        &metric::labelled(metric::FS_USED_PCT, "mount", "/"),
+        1_000,
+        5.0,
+    ));
     b1.samples
-        .push(sample("node:pve1", r#"fs_used_pct{mount="/"}"#, 1_000, 5.0));
-    b1.samples
-        .push(sample("vm:c/100", "mem_used_bytes", 1_000, 5.0));
+        .push(sample("vm:c/100", metric::MEM_USED_BYTES, 1_000, 5.0));
     store
         .ingest(&[sourced("a1", b1, &[CPU, FS, LOAD, VM_CPU])], NOW)
         .unwrap();
     assert_eq!(
-        provenance_of(&store, "node:pve1", "cpu_pct"),
+        provenance_of(&store, "node:pve1", metric::CPU_PCT),
         pair("host", "/proc/stat")
     );
     assert_eq!(
-        provenance_of(&store, "node:pve1", r#"fs_used_pct{mount="/"}"#),
+        provenance_of(
+            &store,
+            "node:pve1",
+            &metric::labelled(metric::FS_USED_PCT, "mount", "/")
+        ),
         pair("host", "statvfs"),
         "labels do not matter"
     );
     let node = store.get_resource(ORG, "node:pve1").unwrap().unwrap();
     assert_eq!(
         node.provenance.keys().collect::<Vec<_>>(),
-        ["cpu_pct", "fs_used_pct"]
+        [metric::CPU_PCT, metric::FS_USED_PCT]
     );
-    assert_eq!(provenance_of(&store, "vm:c/100", "mem_used_bytes"), None);
-    assert_eq!(provenance_of(&store, "vm:c/100", "cpu_pct"), None);
-    assert_eq!(provenance_of(&store, "node:missing", "cpu_pct"), None);
+    assert_eq!(
+        provenance_of(&store, "vm:c/100", metric::MEM_USED_BYTES),
+        None
+    );
+    assert_eq!(provenance_of(&store, "vm:c/100", metric::CPU_PCT), None);
+    assert_eq!(provenance_of(&store, "node:missing", metric::CPU_PCT), None);
 
     // An agent before protocol 1.2 says nothing: the entry stays.
     store.ingest(&[item("a1", batch(2, 2))], NOW).unwrap();
     assert_eq!(
-        provenance_of(&store, "node:pve1", "cpu_pct"),
+        provenance_of(&store, "node:pve1", metric::CPU_PCT),
         pair("host", "/proc/stat")
     );
 
@@ -171,18 +188,18 @@ fn provenance_follows_the_latest_sample_exactly_once() {
         .unwrap();
     assert!(!out[0].stored);
     assert_eq!(
-        provenance_of(&store, "node:pve1", "cpu_pct"),
+        provenance_of(&store, "node:pve1", metric::CPU_PCT),
         pair("host", "/proc/stat")
     );
 
     // A late sample that does not become the latest value does not change it either.
     let mut late = batch(3, 1);
-    late.samples = vec![sample("node:pve1", "cpu_pct", 0, 1.0)];
+    late.samples = vec![sample("node:pve1", metric::CPU_PCT, 0, 1.0)];
     store
         .ingest(&[sourced("a1", late, std::slice::from_ref(&other))], NOW)
         .unwrap();
     assert_eq!(
-        provenance_of(&store, "node:pve1", "cpu_pct"),
+        provenance_of(&store, "node:pve1", metric::CPU_PCT),
         pair("host", "/proc/stat")
     );
 
@@ -191,11 +208,11 @@ fn provenance_follows_the_latest_sample_exactly_once() {
         .ingest(&[sourced("a1", batch(6, 1), &[other])], NOW)
         .unwrap();
     assert_eq!(
-        provenance_of(&store, "node:pve1", "cpu_pct"),
+        provenance_of(&store, "node:pve1", metric::CPU_PCT),
         pair("host", "changed")
     );
     assert_eq!(
-        provenance_of(&store, "node:pve1", "fs_used_pct"),
+        provenance_of(&store, "node:pve1", metric::FS_USED_PCT),
         pair("host", "statvfs")
     );
 }
@@ -207,7 +224,7 @@ fn resource_records_from_before_provenance_still_decode() {
     let old = serde_json::json!({
         "id": "node:pve1", "org_id": ORG, "kind": "node", "name": "pve1", "parent": null,
         "status": "online", "attrs": {}, "agent_id": "a1", "collector": "host",
-        "updated_at_ms": 1, "latest": {"cpu_pct": {"ts_ms": 1, "value": 2.0}}
+        "updated_at_ms": 1, "latest": {(metric::CPU_PCT): {"ts_ms": 1, "value": 2.0}}
     });
     {
         let txn = store.write_txn().unwrap();
@@ -222,7 +239,7 @@ fn resource_records_from_before_provenance_still_decode() {
     }
     let rec = store.get_resource(ORG, "node:pve1").unwrap().unwrap();
     assert!(rec.provenance.is_empty());
-    assert_eq!(rec.latest["cpu_pct"].value, 2.0);
+    assert_eq!(rec.latest[metric::CPU_PCT].value, 2.0);
     // And a record without provenance is written without the field, as before.
     let json = serde_json::to_value(&rec).unwrap();
     assert_eq!(json, old);
@@ -369,7 +386,7 @@ fn ingest_is_exactly_once() {
     );
     assert_eq!(
         store
-            .count_samples(ORG, "node:pve1", "cpu_pct", i64::MIN, i64::MAX)
+            .count_samples(ORG, "node:pve1", metric::CPU_PCT, i64::MIN, i64::MAX)
             .unwrap(),
         40
     );
@@ -426,8 +443,8 @@ fn resources_upsert_with_latest_and_unknown_attrs() {
         samples: vec![
             sample("docker:pve1/nginx", "mem_bytes", 1_000, 10.0),
             sample("docker:pve1/nginx", "mem_bytes", 2_000, 20.0),
-            sample("docker:pve1/nginx", "cpu_pct", 2_000, f64::NAN),
-            sample("node:pve1", "load1", 2_000, 0.5),
+            sample("docker:pve1/nginx", metric::CPU_PCT, 2_000, f64::NAN),
+            sample("node:pve1", metric::LOAD1, 2_000, 0.5),
         ],
         ..TelemetryBatch::default()
     };
@@ -450,10 +467,13 @@ fn resources_upsert_with_latest_and_unknown_attrs() {
             value: 20.0
         }
     );
-    assert!(!r.latest.contains_key("cpu_pct"), "NaN is not a value");
+    assert!(
+        !r.latest.contains_key(metric::CPU_PCT),
+        "NaN is not a value"
+    );
     assert_eq!(
         store
-            .count_samples(ORG, "docker:pve1/nginx", "cpu_pct", 0, 10_000)
+            .count_samples(ORG, "docker:pve1/nginx", metric::CPU_PCT, 0, 10_000)
             .unwrap(),
         0
     );
@@ -461,7 +481,7 @@ fn resources_upsert_with_latest_and_unknown_attrs() {
     // A stub for the resource known only from samples.
     let node = store.get_resource(ORG, "node:pve1").unwrap().unwrap();
     assert_eq!(node.status, "unknown");
-    assert_eq!(node.latest["load1"].value, 0.5);
+    assert_eq!(node.latest[metric::LOAD1].value, 0.5);
 
     // Second batch: new state, an older sample (does not replace latest), a newer one.
     b1.seq = 2;
@@ -517,7 +537,7 @@ fn orgs_are_separate() {
         .unwrap();
     let count = |org| {
         store
-            .count_samples(org, "node:pve1", "cpu_pct", i64::MIN, i64::MAX)
+            .count_samples(org, "node:pve1", metric::CPU_PCT, i64::MIN, i64::MAX)
             .unwrap()
     };
     assert_eq!((count(ORG), count("acme")), (5, 3));
@@ -532,13 +552,13 @@ fn history_raw_stepped_and_limited() {
     let b = TelemetryBatch {
         seq: 1,
         samples: vec![
-            sample("node:pve1", "cpu_pct", -1_500, 1.0),
-            sample("node:pve1", "cpu_pct", 0, 2.0),
-            sample("node:pve1", "cpu_pct", 400, 4.0),
-            sample("node:pve1", "cpu_pct", 1_000, 6.0),
-            sample("node:pve1", "cpu_pct", 2_500, 8.0),
+            sample("node:pve1", metric::CPU_PCT, -1_500, 1.0),
+            sample("node:pve1", metric::CPU_PCT, 0, 2.0),
+            sample("node:pve1", metric::CPU_PCT, 400, 4.0),
+            sample("node:pve1", metric::CPU_PCT, 1_000, 6.0),
+            sample("node:pve1", metric::CPU_PCT, 2_500, 8.0),
             // Same timestamp again: last write wins.
-            sample("node:pve1", "cpu_pct", 2_500, 9.0),
+            sample("node:pve1", metric::CPU_PCT, 2_500, 9.0),
             // A metric whose name extends the first must not leak into its range.
             sample("node:pve1", "cpu_pct2", 500, 100.0),
             sample("node:pve1", "cpu", 500, 100.0),
@@ -546,8 +566,9 @@ fn history_raw_stepped_and_limited() {
         ..TelemetryBatch::default()
     };
     store.ingest(&[item("a1", b)], NOW).unwrap();
-    let h =
-        |from, to, step, limit| store.history(ORG, "node:pve1", "cpu_pct", from, to, step, limit);
+    let h = |from, to, step, limit| {
+        store.history(ORG, "node:pve1", metric::CPU_PCT, from, to, step, limit)
+    };
 
     assert_eq!(
         h(i64::MIN, i64::MAX, None, 10).unwrap(),
@@ -585,7 +606,7 @@ fn history_raw_stepped_and_limited() {
     assert!(h(10, 0, None, 10).unwrap().is_empty());
     assert_eq!(
         store
-            .count_samples(ORG, "node:pve1", "cpu_pct", -1_500, 2_500)
+            .count_samples(ORG, "node:pve1", metric::CPU_PCT, -1_500, 2_500)
             .unwrap(),
         5
     );
@@ -614,7 +635,7 @@ fn reopen_keeps_everything() {
     assert_eq!(store.list_resources(ORG).unwrap().len(), 1);
     assert_eq!(
         store
-            .count_samples(ORG, "node:pve1", "cpu_pct", i64::MIN, i64::MAX)
+            .count_samples(ORG, "node:pve1", metric::CPU_PCT, i64::MIN, i64::MAX)
             .unwrap(),
         4
     );
@@ -748,7 +769,7 @@ fn failed_ingest_leaves_no_trace_and_series_ids_stay_consistent() {
     store.ingest(&[item("a1", other)], NOW).unwrap();
     assert_eq!(
         store
-            .count_samples(ORG, "node:pve1", "cpu_pct", i64::MIN, i64::MAX)
+            .count_samples(ORG, "node:pve1", metric::CPU_PCT, i64::MIN, i64::MAX)
             .unwrap(),
         4
     );

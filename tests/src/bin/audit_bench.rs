@@ -37,11 +37,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use warden_server::audit::event::{Actor, Event, Keys, NewEvent};
 use warden_server::audit::export::{self, ExportSpec, Trust};
 use warden_server::audit::keys::{self as audit_keys, Signing};
-use warden_server::audit::verify::State;
 use warden_server::audit::{AuditConfig, Auditor};
+use warden_server::chain::event::{Actor, Event, Keys, NewEvent};
+use warden_server::chain::verify::State;
 use warden_server::config::{Overrides, RawConfig};
 use warden_server::store::Store;
 
@@ -198,7 +198,8 @@ fn chain(args: &Args, dir: &Path) -> anyhow::Result<(f64, f64)> {
         let batch: Vec<NewEvent> = (i..i + k).map(event).collect();
         building += t.elapsed();
         let t = Instant::now();
-        let stored = store.audit_append(batch, Some(keys), warden_server::now_ms(), every)?;
+        let stored =
+            store.audit_append(batch, Some(keys), warden_server::clock::now_ms(), every)?;
         let took = t.elapsed();
         appending += took;
         commit_ms.push(took.as_secs_f64() * 1000.0);
@@ -356,18 +357,21 @@ async fn record(args: &Args, dir: &Path) -> anyhow::Result<Vec<Level>> {
         let mut handles = Vec::with_capacity(tasks);
         for _ in 0..tasks {
             let (auditor, next) = (auditor.clone(), next.clone());
-            handles.push(warden_server::spawn_named("audit-bench", async move {
-                let mut lat = Vec::new();
-                let mut failed = 0u64;
-                while Instant::now() < deadline {
-                    let e = event(next.fetch_add(1, Ordering::Relaxed));
-                    let t = Instant::now();
-                    let stored = auditor.record(e).await;
-                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                    failed += u64::from(stored.is_none());
-                }
-                (lat, failed)
-            }));
+            handles.push(warden_server::task::spawn_named(
+                "audit-bench",
+                async move {
+                    let mut lat = Vec::new();
+                    let mut failed = 0u64;
+                    while Instant::now() < deadline {
+                        let e = event(next.fetch_add(1, Ordering::Relaxed));
+                        let t = Instant::now();
+                        let stored = auditor.record(e).await;
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        failed += u64::from(stored.is_none());
+                    }
+                    (lat, failed)
+                },
+            ));
         }
         let (mut lat, mut failed) = (Vec::new(), 0);
         for h in handles {
@@ -484,19 +488,22 @@ async fn http(args: &Args, dir: &Path) -> anyhow::Result<()> {
         for c in 0..clients {
             let (client, bodies) = (client.clone(), bodies.clone());
             let rounds = args.http_requests;
-            handles.push(warden_server::spawn_named("audit-bench-http", async move {
-                let mut lat: [Vec<f64>; 3] = Default::default();
-                for round in 0..rounds {
-                    // Rotate the order so no kind always follows another.
-                    for k in 0..3 {
-                        let kind = KINDS[(round + c + k) % 3];
-                        let t = Instant::now();
-                        one(&client, &bodies, kind).await?;
-                        lat[kind as usize].push(t.elapsed().as_secs_f64() * 1000.0);
+            handles.push(warden_server::task::spawn_named(
+                "audit-bench-http",
+                async move {
+                    let mut lat: [Vec<f64>; 3] = Default::default();
+                    for round in 0..rounds {
+                        // Rotate the order so no kind always follows another.
+                        for k in 0..3 {
+                            let kind = KINDS[(round + c + k) % 3];
+                            let t = Instant::now();
+                            one(&client, &bodies, kind).await?;
+                            lat[kind as usize].push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
                     }
-                }
-                Ok::<_, anyhow::Error>(lat)
-            }));
+                    Ok::<_, anyhow::Error>(lat)
+                },
+            ));
         }
         let mut lat: [Vec<f64>; 3] = Default::default();
         for h in handles {

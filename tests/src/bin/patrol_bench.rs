@@ -42,9 +42,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+use warden_server::model::finding::Detection;
+use warden_server::model::{AgentRecord, IngestItem};
 use warden_server::patrol::run::{RunSettings, Trigger};
-use warden_server::patrol::{self, anomaly, correlate, finding, forecast, rules, silence};
-use warden_server::store::{AgentRecord, IngestItem, Store};
+use warden_server::patrol::{self, anomaly, correlate, forecast, rules, silence};
+use warden_server::store::Store;
 use warden_shared::ResourceId;
 use warden_shared::metric;
 use warden_shared::telemetry::{
@@ -277,7 +279,7 @@ fn sched() -> (f64, f64) {
 }
 
 /// The detectors as `patrol::run::run` calls them.
-fn detect(snap: &patrol::snapshot::Snapshot, settings: &RunSettings) -> Vec<finding::Detection> {
+fn detect(snap: &patrol::snapshot::Snapshot, settings: &RunSettings) -> Vec<Detection> {
     let mut found = rules::detect(snap, &settings.thresholds, &settings.overrides);
     found.extend(forecast::detect(snap, &settings.forecast));
     found.extend(anomaly::detect(snap, &settings.anomaly));
@@ -287,7 +289,7 @@ fn detect(snap: &patrol::snapshot::Snapshot, settings: &RunSettings) -> Vec<find
 
 /// What the first snapshot holds and what the detectors found in it, so runs of different
 /// store versions can be compared.
-fn report_snapshot(snap: &patrol::snapshot::Snapshot, found: &[finding::Detection]) {
+fn report_snapshot(snap: &patrol::snapshot::Snapshot, found: &[Detection]) {
     let points = |m: &BTreeMap<(String, String), Vec<(i64, f64)>>| -> (usize, usize) {
         (m.len(), m.values().map(Vec::len).sum())
     };

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
+use warden_shared::metric;
 use warden_tests::{AgentProc, ServerProc, eventually, http};
 
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
@@ -76,7 +77,7 @@ fn api_authenticates_validates_and_serves_telemetry() {
     agent.start(&[]);
     let node = eventually(Duration::from_secs(20), "node with metrics", || {
         let (s, v) = server.get("/api/resources/node:apinode");
-        (s == 200 && v["metrics"]["cpu_pct"]["value"].is_number()).then_some(v)
+        (s == 200 && v["metrics"][metric::CPU_PCT]["value"].is_number()).then_some(v)
     });
     assert_eq!(node["type"], "node");
     assert_eq!(node["agent_id"], id.as_str());
@@ -166,18 +167,22 @@ fn host_metrics_show_their_source_and_method() {
     agent.start(&[]);
     let node = eventually(Duration::from_secs(30), "host metrics", || {
         let (s, v) = server.get("/api/resources/node:provhost");
-        (s == 200 && v["metrics"]["cpu_pct"]["value"].is_number()).then_some(v)
+        (s == 200 && v["metrics"][metric::CPU_PCT]["value"].is_number()).then_some(v)
     });
     assert_eq!(server.agent(&id).unwrap()["protocol"], "1.2");
-    let metric = |name: &str| &node["metrics"][name];
-    assert_eq!(metric("cpu_pct")["source"], "host", "{node}");
+    let metric_of = |name: &str| &node["metrics"][name];
+    assert_eq!(metric_of(metric::CPU_PCT)["source"], "host", "{node}");
     assert_eq!(
-        metric("cpu_pct")["method"],
+        metric_of(metric::CPU_PCT)["method"],
         "sysinfo: /proc/stat, busy share of all CPUs between two reads"
     );
-    assert_eq!(metric("mem_used_bytes")["source"], "host", "{node}");
+    assert_eq!(
+        metric_of(metric::MEM_USED_BYTES)["source"],
+        "host",
+        "{node}"
+    );
     assert!(
-        metric("mem_used_bytes")["method"]
+        metric_of(metric::MEM_USED_BYTES)["method"]
             .as_str()
             .is_some_and(|m| m.contains("/proc/meminfo")),
         "{node}"

@@ -8,7 +8,7 @@
 use redb::{ReadableTable, TableDefinition};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use warden_server::audit::event::{Checkpoint, Event, KEY_MATERIAL_LEN, Keys};
+use warden_server::chain::event::{Checkpoint, Event, KEY_MATERIAL_LEN, Keys};
 use warden_tests::{ServerProc, TEST_KEK};
 
 const ORG: &str = "default";

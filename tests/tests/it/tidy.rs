@@ -86,9 +86,6 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("RESET_KEY_FILE", "clock"),
     ("DB_FILE", "clock"),
     ("HTTP_ADDR_FILE", "clock"),
-    ("now_ms", "clock"),
-    ("rfc3339_ms", "clock"),
-    ("spawn_named", "task"),
     ("start", "lib"),
     ("Server", "lib"),
 ];
@@ -472,4 +469,76 @@ fn layering_check_catches_bad_edges() {
         "server/src/store/findings.rs:2: forbidden edge store (floor 1) -> patrol (floor 2): \
          `store` may only use modules below it in the table"
     );
+}
+
+/// Metric names are part of the agent↔server contract: outside `shared/src/metric.rs` they are
+/// named through its constants, never spelled as string literals, so a typo cannot compile.
+/// Names that are one plain word (`nodes`, `pods`, `ready`, `restarts`) are not checked: the
+/// same words are Kubernetes and Proxmox API fields, command-line arguments and attribute keys.
+/// The API simulators are exempt: they speak Proxmox's and Kubernetes' APIs, not ours, and so
+/// is the test of the Kubernetes simulator's own answers.
+#[test]
+fn metric_names_are_spelled_only_in_the_metric_module() {
+    const EXEMPT: [&str; 6] = [
+        "shared/src/metric.rs",
+        "tests/sim/src/lib.rs",
+        "tests/sim/src/pve.rs",
+        "tests/sim/src/pbs.rs",
+        "tests/sim/src/k8s.rs",
+        "tests/tests/it/k8s_sim.rs",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let needles: Vec<(String, String, &str)> = warden_shared::metric::ALL
+        .iter()
+        .filter(|(name, _)| !name.chars().all(|c| c.is_ascii_lowercase()))
+        .map(|(name, _)| (format!("\"{name}\""), format!("\"{name}{{"), *name))
+        .collect();
+    let mut offenders = Vec::new();
+    for path in workspace_files() {
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if EXEMPT.contains(&rel.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for (plain, labelled, name) in &needles {
+                if line.contains(plain.as_str()) || line.contains(labelled.as_str()) {
+                    offenders.push(format!("{rel}:{}: {name}", n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "metric names spelled as literals; use warden_shared::metric's constants: {offenders:#?}"
+    );
+}
+
+/// The repository stands alone: nothing a user reads or builds points outside it.
+#[test]
+fn nothing_points_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = workspace_files();
+    files.push(root.join("README.md"));
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(path);
+        }
+    }
+    let (up, abs) = (concat!("../", "shared/"), concat!("/work/", "shared"));
+    let offenders: Vec<_> = files
+        .into_iter()
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            text.contains(up) || text.contains(abs)
+        })
+        .collect();
+    assert!(offenders.is_empty(), "{offenders:?}");
 }

@@ -282,12 +282,7 @@ async fn every_metric_has_its_provenance() {
     let mut emitted: Vec<(&str, &str)> = out
         .samples
         .iter()
-        .map(|s| {
-            (
-                s.resource_id.kind(),
-                warden_shared::telemetry::metric_base(&s.metric),
-            )
-        })
+        .map(|s| (s.resource_id.kind(), warden_shared::metric::base(&s.metric)))
         .collect();
     emitted.sort_unstable();
     emitted.dedup();

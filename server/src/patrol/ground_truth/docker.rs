@@ -50,7 +50,9 @@ impl Gen {
                 .collect();
             let total = restarts + f64::from(restarting);
             let exited = name == "db-migrate";
-            let finished = exited.then(|| crate::rfc3339_ms(now - 3 * DAY)).flatten();
+            let finished = exited
+                .then(|| crate::clock::rfc3339_ms(now - 3 * DAY))
+                .flatten();
             let i = self.add(
                 host,
                 "docker",
@@ -66,7 +68,7 @@ impl Gen {
                     metric::RESTART_COUNT: total,
                     "exit_code": if restarting > 0 { json!(137) } else { json!(0) },
                     "oom_killed": oom,
-                    "started_at": crate::rfc3339_ms(times.first().copied().unwrap_or(started)),
+                    "started_at": crate::clock::rfc3339_ms(times.first().copied().unwrap_or(started)),
                     "finished_at": finished,
                     metric::MEM_LIMIT_BYTES: limit,
                 }),

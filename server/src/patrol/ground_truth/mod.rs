@@ -18,13 +18,13 @@
 
 use super::anomaly;
 use super::correlate;
-use super::finding::{Detection, Severity};
 use super::forecast;
 use super::rules;
 use super::run::RunSettings;
 use super::silence;
 use super::snapshot::Snapshot;
-use crate::store::{AgentRecord, CollectorHealthRecord, LatestSample, ResourceRecord};
+use crate::model::finding::{Detection, Severity};
+use crate::model::{AgentRecord, CollectorHealthRecord, LatestSample, ResourceRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use warden_shared::metric;
@@ -901,7 +901,7 @@ fn times() -> [i64; 7] {
 }
 
 fn at(now: i64) -> String {
-    crate::rfc3339_ms(now).unwrap_or_default()
+    crate::clock::rfc3339_ms(now).unwrap_or_default()
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! no guest.
 
 use super::Thresholds;
-use crate::patrol::finding::{Category, Detection, Severity};
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 use warden_shared::metric;
 
 /// A backup older than the limit is a warning; older than twice the limit (4 days by default:

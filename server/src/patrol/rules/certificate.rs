@@ -2,8 +2,8 @@
 //! expired.
 
 use super::{Thresholds, newest_family};
-use crate::patrol::finding::{Category, Detection, Severity};
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 use warden_shared::metric;
 
 /// A duration in the largest unit that fits: days, hours or minutes.

@@ -1,8 +1,8 @@
 //! Physical disk rules: failed SMART health, SSD wear-out, temperature.
 
 use super::{Thresholds, latest_value, level, text};
-use crate::patrol::finding::{Category, Detection, Severity};
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 use warden_shared::metric;
 
 /// A disk whose SMART self-assessment failed (PVE reports health `FAILED`).

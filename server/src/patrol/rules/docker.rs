@@ -1,9 +1,9 @@
 //! Docker rules: containers restarting, OOM-killed or unhealthy.
 
 use super::text;
-use crate::patrol::finding::{Category, Detection, Severity};
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 use crate::patrol::snapshot::Snapshot;
-use crate::store::ResourceRecord;
 use warden_shared::metric;
 
 /// A container restarting this often within an hour is a finding.

@@ -3,9 +3,9 @@
 use super::{
     Filesystem, GIB, Thresholds, latest_value, level, minutes, newest_family, sustained_min,
 };
-use crate::patrol::finding::{Category, Detection, Severity};
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 use crate::patrol::snapshot::Snapshot;
-use crate::store::ResourceRecord;
 use warden_shared::metric;
 use warden_shared::resource::ResourceKind;
 

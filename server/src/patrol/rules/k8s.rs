@@ -2,8 +2,8 @@
 //! replicas, failed jobs, unbound volume claims, Warning event storms.
 
 use super::{Fleet, latest_value, text};
-use crate::patrol::finding::{Category, Detection, Severity};
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 use std::collections::{HashMap, HashSet};
 use warden_shared::metric;
 use warden_shared::resource::ResourceKind;

@@ -21,9 +21,9 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
-use super::finding::{Detection, Severity};
 use super::snapshot::Snapshot;
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::finding::{Detection, Severity};
 use backup::backup_age;
 use certificate::certificates;
 use disk::{disk, disk_health, disk_temperature};

@@ -1,8 +1,8 @@
 //! Proxmox Backup Server rules: failed GC, prune, verify and sync jobs of a datastore.
 
 use super::{latest_value, text};
-use crate::patrol::finding::{Category, Detection, Severity};
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 use warden_shared::metric;
 
 /// Failed tasks of a PBS datastore within 24 h from which a failing GC, prune or sync job is

@@ -1,8 +1,8 @@
 //! Storage replication rules: failing replication jobs.
 
 use super::text;
-use crate::patrol::finding::{Category, Detection, Severity};
-use crate::store::ResourceRecord;
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 
 /// Failed runs in a row from which a replication job is critical.
 const REPLICATION_REPEATED_FAILURES: f64 = 3.0;

@@ -2,9 +2,9 @@
 //! not online, Ceph not `HEALTH_OK`.
 
 use super::{Thresholds, capacity_metric, latest_value, level, minutes, sustained_min, text};
-use crate::patrol::finding::{Category, Detection, Severity};
+use crate::model::ResourceRecord;
+use crate::model::finding::{Category, Detection, Severity};
 use crate::patrol::snapshot::Snapshot;
-use crate::store::ResourceRecord;
 use warden_shared::metric;
 
 pub(super) fn storage(s: &Snapshot, t: &Thresholds, r: &ResourceRecord, out: &mut Vec<Detection>) {

@@ -1,7 +1,7 @@
 //! Fixtures the rules' unit tests share, and tests across several kinds of resource.
 
 use super::*;
-use crate::store::LatestSample;
+use crate::model::LatestSample;
 
 pub(super) const NOW: i64 = 1_800_000_000_000;
 

@@ -8,6 +8,7 @@ use crate::store::AggregateQuery;
 use redb::ReadableTableMetadata;
 use std::collections::BTreeMap;
 use warden_shared::ids::ResourceId;
+use warden_shared::metric;
 use warden_shared::telemetry::{Sample, TelemetryBatch};
 
 const ORG: &str = "default";
@@ -227,8 +228,13 @@ fn three_hours(feed: &mut Feed<'_>) -> i64 {
                 let ts = now + k * 7_000;
                 i += 1;
                 [
-                    ("node:a", "cpu_pct", ts, value(i)),
-                    ("node:b", "mem_used_pct", ts + 3_000, value(i + 5) / 2.0),
+                    ("node:a", metric::CPU_PCT, ts, value(i)),
+                    (
+                        "node:b",
+                        metric::MEM_USED_PCT,
+                        ts + 3_000,
+                        value(i + 5) / 2.0,
+                    ),
                 ]
             })
             .collect();
@@ -261,12 +267,12 @@ fn hours_close_once_all_their_minutes_are_rolled_up() {
     let mut feed = Feed::new(&store);
     feed.send(
         "a1",
-        &[("node:a", "cpu_pct", T0 + 5 * MIN, 1.0)],
+        &[("node:a", metric::CPU_PCT, T0 + 5 * MIN, 1.0)],
         T0 + 5 * MIN,
     );
     feed.send(
         "a1",
-        &[("node:a", "cpu_pct", T0 + 59 * MIN, 3.0)],
+        &[("node:a", metric::CPU_PCT, T0 + 59 * MIN, 3.0)],
         T0 + 59 * MIN,
     );
     // The last minute of the hour is still open: no hour row yet.
@@ -275,14 +281,14 @@ fn hours_close_once_all_their_minutes_are_rolled_up() {
     // One minute after the hour ended, its last minute is still within the grace period.
     feed.send(
         "a1",
-        &[("node:a", "cpu_pct", T0 + 60 * MIN, 5.0)],
+        &[("node:a", metric::CPU_PCT, T0 + 60 * MIN, 5.0)],
         T0 + 60 * MIN + 30_000,
     );
     assert!(rows(&store, Tier::Hours).is_empty());
     // Then it closes, and the hour row covers both samples.
     feed.send(
         "a1",
-        &[("node:a", "cpu_pct", T0 + 61 * MIN, 7.0)],
+        &[("node:a", metric::CPU_PCT, T0 + 61 * MIN, 7.0)],
         T0 + 61 * MIN,
     );
     let hours = rows(&store, Tier::Hours);
@@ -315,32 +321,34 @@ fn late_out_of_order_and_replaced_samples_keep_the_tiers_exact() {
     .into_iter()
     .flat_map(|ts| {
         [
-            ("node:a", "cpu_pct", ts, 99.5),
-            ("node:c", "cpu_pct", ts, 0.25),
+            ("node:a", metric::CPU_PCT, ts, 99.5),
+            ("node:c", metric::CPU_PCT, ts, 0.25),
         ]
     })
     .collect();
     let open_hour = (minute_wm - 1) * MIN + 1;
     let mut late = late;
-    late.push(("node:a", "cpu_pct", open_hour, -4.0));
+    late.push(("node:a", metric::CPU_PCT, open_hour, -4.0));
     feed.send("a2", &late, end + 2_000);
     check_tiers(&store, &feed.model);
 
     // Replacing the minimum of a minute and of its hour with a larger value: both are
     // recomputed, the minimum rises.
-    let points = &feed.model.0[&("node:a".to_owned(), "cpu_pct".to_owned())];
+    let points = &feed.model.0[&("node:a".to_owned(), metric::CPU_PCT.to_owned())];
     let (&ts, &low) = points
         .range(T0 + HOUR..T0 + 2 * HOUR)
         .min_by(|a, b| a.1.total_cmp(b.1))
         .unwrap();
     feed.send(
         "a3",
-        &[("node:a", "cpu_pct", ts, low + 1_000.0)],
+        &[("node:a", metric::CPU_PCT, ts, low + 1_000.0)],
         end + 3_000,
     );
     check_tiers(&store, &feed.model);
-    let hour =
-        rows(&store, Tier::Hours)[&(ts.div_euclid(HOUR), series_id(&store, "node:a", "cpu_pct"))];
+    let hour = rows(&store, Tier::Hours)[&(
+        ts.div_euclid(HOUR),
+        series_id(&store, "node:a", metric::CPU_PCT),
+    )];
     assert!(hour.min > low);
 
     // A replay the seq check skips changes nothing.
@@ -352,7 +360,7 @@ fn late_out_of_order_and_replaced_samples_keep_the_tiers_exact() {
             seq: 1,
             samples: vec![Sample {
                 resource_id: ResourceId::new("node:a").unwrap(),
-                metric: "cpu_pct".into(),
+                metric: metric::CPU_PCT.into(),
                 ts_ms: ts,
                 value: -1e9,
             }],
@@ -369,7 +377,7 @@ fn late_out_of_order_and_replaced_samples_keep_the_tiers_exact() {
     // The same sample sent again with the same value (a second agent's overlapping report).
     feed.send(
         "a4",
-        &[("node:a", "cpu_pct", ts, low + 1_000.0)],
+        &[("node:a", metric::CPU_PCT, ts, low + 1_000.0)],
         end + 5_000,
     );
     assert_eq!(
@@ -421,7 +429,14 @@ fn bulk_reads_equal_raw_history_whatever_tier_holds_the_data() {
             .iter()
             .enumerate()
             .flat_map(|(k, r)| {
-                (0..4).map(move |j| (r.as_str(), "cpu_pct", now + j * 13_000 + k as i64, 0.0))
+                (0..4).map(move |j| {
+                    (
+                        r.as_str(),
+                        metric::CPU_PCT,
+                        now + j * 13_000 + k as i64,
+                        0.0,
+                    )
+                })
             })
             .map(|(r, m, ts, _)| {
                 i += 1;
@@ -446,7 +461,7 @@ fn bulk_reads_equal_raw_history_whatever_tier_holds_the_data() {
             let all: Vec<&str> = resources.iter().map(String::as_str).collect();
             for ids in [vec![all[3]], all.clone()] {
                 let q = AggregateQuery {
-                    metric: "cpu_pct",
+                    metric: metric::CPU_PCT,
                     resources: ids.clone(),
                     from_ms: from,
                     to_ms: to,
@@ -455,7 +470,7 @@ fn bulk_reads_equal_raw_history_whatever_tier_holds_the_data() {
                 let got = means(&store, &q);
                 for (r, got) in ids.iter().zip(&got) {
                     let want = store
-                        .history(ORG, r, "cpu_pct", from, to, Some(step), 100_000)
+                        .history(ORG, r, metric::CPU_PCT, from, to, Some(step), 100_000)
                         .unwrap();
                     assert_close(got, &want, &format!("{r} step {step} {from}..={to}"));
                 }
@@ -486,7 +501,7 @@ fn a_file_without_tiers_reads_the_same_and_catches_up_in_steps() {
     let mut feed = Feed::new(&store);
     let end = three_hours(&mut feed);
     let q = AggregateQuery {
-        metric: "cpu_pct",
+        metric: metric::CPU_PCT,
         resources: vec!["node:a"],
         from_ms: T0 - 30_000,
         to_ms: end,
@@ -536,7 +551,7 @@ fn old_minutes_are_pruned_and_late_samples_there_still_count() {
     let mut feed = Feed::new(&store);
     let end = three_hours(&mut feed);
     let q = AggregateQuery {
-        metric: "cpu_pct",
+        metric: metric::CPU_PCT,
         resources: vec!["node:a"],
         from_ms: T0 + 17_000,
         to_ms: end,
@@ -545,7 +560,7 @@ fn old_minutes_are_pruned_and_late_samples_there_still_count() {
     let before = means(&store, &q);
     // Two days and a half later the minute rows of the first hours are gone.
     let later = T0 + 53 * HOUR;
-    feed.send("a2", &[("node:a", "cpu_pct", later, 1.0)], later);
+    feed.send("a2", &[("node:a", metric::CPU_PCT, later, 1.0)], later);
     settle(&store, later);
     let marks = marks_of(&store).unwrap();
     assert_eq!(
@@ -570,7 +585,7 @@ fn old_minutes_are_pruned_and_late_samples_there_still_count() {
     );
     // A late sample and a replaced one in pruned minutes: the hours stay exact, no minute
     // rows come back.
-    let points = &feed.model.0[&("node:a".to_owned(), "cpu_pct".to_owned())];
+    let points = &feed.model.0[&("node:a".to_owned(), metric::CPU_PCT.to_owned())];
     let (&ts, &high) = points
         .range(T0..T0 + HOUR)
         .max_by(|a, b| a.1.total_cmp(b.1))
@@ -578,13 +593,14 @@ fn old_minutes_are_pruned_and_late_samples_there_still_count() {
     feed.send(
         "a3",
         &[
-            ("node:a", "cpu_pct", T0 + 20 * MIN + 1, 55.0),
-            ("node:a", "cpu_pct", ts, high - 500.0),
+            ("node:a", metric::CPU_PCT, T0 + 20 * MIN + 1, 55.0),
+            ("node:a", metric::CPU_PCT, ts, high - 500.0),
         ],
         later + 1_000,
     );
     check_tiers(&store, &feed.model);
-    let hour = rows(&store, Tier::Hours)[&(T0 / HOUR, series_id(&store, "node:a", "cpu_pct"))];
+    let hour =
+        rows(&store, Tier::Hours)[&(T0 / HOUR, series_id(&store, "node:a", metric::CPU_PCT))];
     assert!(hour.max < high);
 }
 
