@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use warden_shared::resource::ResourceKind;
 use warden_shared::telemetry::{Provenance, TelemetryBatch};
 
 /// An enrolled agent.
@@ -150,7 +151,10 @@ impl ResourceRecord {
     /// The node it lives on: a node's own name, a `node` attribute (pods, guests), or a
     /// `node:` parent.
     pub fn node(&self) -> Option<String> {
-        if self.kind == "node" || self.kind == "k8s-node" {
+        if matches!(
+            ResourceKind::from_prefix(&self.kind),
+            Some(ResourceKind::Node | ResourceKind::K8sNode)
+        ) {
             return Some(self.name.clone());
         }
         if let Some(serde_json::Value::String(n)) = self.attrs.get("node") {
@@ -158,8 +162,9 @@ impl ResourceRecord {
         }
         self.parent
             .as_deref()
-            .and_then(|p| p.strip_prefix("node:"))
-            .map(str::to_owned)
+            .and_then(|p| p.split_once(':'))
+            .filter(|(kind, _)| *kind == ResourceKind::Node.prefix())
+            .map(|(_, name)| name.to_owned())
     }
 }
 

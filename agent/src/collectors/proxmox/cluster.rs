@@ -111,10 +111,10 @@ impl ClusterView {
 /// Whether `r` comes from `/cluster/resources` (reporter): a guest, a shared storage (or
 /// Ceph), or another node the cluster sees offline.
 pub(super) fn is_cluster_object(r: &Resource, own: &str) -> bool {
-    match r.id.kind() {
-        "vm" | "lxc" => true,
-        "storage" => r.parent.is_none(),
-        "node" => r.id.name() != own,
+    match ResourceKind::of(&r.id) {
+        Some(ResourceKind::Vm | ResourceKind::SystemContainer) => true,
+        Some(ResourceKind::Storage) => r.parent.is_none(),
+        Some(ResourceKind::Node) => r.id.name() != own,
         _ => false,
     }
 }

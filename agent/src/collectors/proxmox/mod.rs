@@ -334,20 +334,20 @@ impl ProxmoxCollector {
     fn still_owned(&self, r: &Resource) -> bool {
         let own = self.node.as_str();
         let view = self.view.as_ref();
-        match r.id.kind() {
+        let own_node =
+            |p: &ResourceId| ResourceKind::of(p) == Some(ResourceKind::Node) && p.name() == own;
+        match ResourceKind::of(&r.id) {
             // Its owner follows the guest, which a failed run cannot see.
-            k if k == ResourceKind::Replication.prefix() => false,
-            "node" if r.id.name() == own => {
+            Some(ResourceKind::Replication) => false,
+            Some(ResourceKind::Node) if r.id.name() == own => {
                 view.map_or(self.standalone, |v| v.describes_itself(own))
             }
             // A node the cluster saw offline: the reporter's while it still is.
-            "node" => view.map_or(self.standalone, |v| {
+            Some(ResourceKind::Node) => view.map_or(self.standalone, |v| {
                 v.is_reporter(own) && !v.is_online(r.id.name())
             }),
-            "storage" | "disk"
-                if r.parent
-                    .as_ref()
-                    .is_some_and(|p| p.kind() == "node" && p.name() == own) =>
+            Some(ResourceKind::Storage | ResourceKind::PhysicalDisk)
+                if r.parent.as_ref().is_some_and(own_node) =>
             {
                 true
             }
