@@ -47,9 +47,7 @@ pub(crate) fn unix_now() -> i64 {
 
 /// Milliseconds since the Unix epoch: the session machine's clock.
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    crate::collectors::unix_ms(std::time::SystemTime::now())
 }
 
 /// Turns a read failure into an operator-readable error.

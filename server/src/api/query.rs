@@ -160,7 +160,7 @@ impl Page {
     where
         K: Ord + Serialize + DeserializeOwned,
     {
-        items.sort_by_key(|t| key(t));
+        items.sort_by_cached_key(|t| key(t));
         let start = match self.after::<K>()? {
             Some(after) => items.partition_point(|t| key(t) <= after),
             None => 0,

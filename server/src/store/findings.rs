@@ -242,18 +242,34 @@ impl Store {
     /// # Errors
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn runs(&self, org: &str, limit: usize) -> Result<Vec<PatrolRunRecord>, StoreError> {
+        Ok(self.runs_page(org, None, limit)?.0)
+    }
+
+    /// Up to `limit` Patrol runs of `org`, newest first, starting below the run id
+    /// `before` (exclusive; from the newest without it): a seek, so a page costs its own
+    /// rows. The flag says whether older runs follow the page.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn runs_page(
+        &self,
+        org: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<PatrolRunRecord>, bool), StoreError> {
         let txn = self.read_txn()?;
         let table = txn.open_table(PATROL_RUNS)?;
         let (lo, hi) = org_resource_range(org);
-        table
-            .range(lo.as_str()..hi.as_str())?
-            .rev()
-            .take(limit)
-            .map(|entry| {
-                let (k, v) = entry?;
-                decode(RUN, key_id(k.value()), v.value())
-            })
-            .collect()
+        let hi = before.map_or(hi, |id| run_key(org, id));
+        let mut page = Vec::new();
+        for entry in table.range(lo.as_str()..hi.as_str())?.rev() {
+            let (k, v) = entry?;
+            if page.len() == limit {
+                return Ok((page, true));
+            }
+            page.push(decode(RUN, key_id(k.value()), v.value())?);
+        }
+        Ok((page, false))
     }
 
     /// The Patrol settings document saved for `org`, if any, decoded as `T`. The store keeps

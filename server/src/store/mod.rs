@@ -148,7 +148,6 @@ mod error;
 mod findings;
 mod ingest;
 mod keys;
-mod pages;
 mod query;
 mod rollup;
 #[cfg(test)]

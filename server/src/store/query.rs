@@ -11,7 +11,7 @@ use super::{Store, StoreError};
 use crate::model::{ProvenanceRecord, ResourceRecord};
 use redb::{ReadOnlyTable, ReadTransaction};
 use std::collections::HashMap;
-use std::ops::ControlFlow;
+use std::ops::{Bound, ControlFlow};
 use warden_shared::metric;
 
 const RESOURCE: &str = "resource";
@@ -27,6 +27,41 @@ impl Store {
     /// Storage failures and [`StoreError::Corrupt`].
     pub fn list_resources(&self, org: &str) -> Result<Vec<ResourceRecord>, StoreError> {
         self.view()?.resources(org)
+    }
+
+    /// Up to `limit` resources of `org` that `keep` accepts, by id, starting after the id
+    /// `after` (exclusive; from the first without it): a seek, so a page costs its own rows
+    /// plus those `keep` skips. The flag says whether more accepted resources follow the page.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`].
+    pub fn resources_page(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&ResourceRecord) -> bool,
+    ) -> Result<(Vec<ResourceRecord>, bool), StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(RESOURCES)?;
+        let (lo, hi) = org_resource_range(org);
+        let from = after.map(|id| resource_key(org, id));
+        let start = from
+            .as_deref()
+            .map_or(Bound::Included(lo.as_str()), Bound::Excluded);
+        let mut page = Vec::new();
+        for entry in table.range::<&str>((start, Bound::Excluded(hi.as_str())))? {
+            let (k, v) = entry?;
+            let r: ResourceRecord = decode(RESOURCE, k.value(), v.value())?;
+            if !keep(&r) {
+                continue;
+            }
+            if page.len() == limit {
+                return Ok((page, true));
+            }
+            page.push(r);
+        }
+        Ok((page, false))
     }
 
     /// A consistent view of the store for many reads: one read transaction. Writers are not
