@@ -4,24 +4,32 @@
 
 use std::path::{Path, PathBuf};
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// The workspace root.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// Every file below `dir` (skipping `target/`) whose extension is one of `exts`.
+fn files_below(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             if !path.ends_with("target") {
-                rust_files(&path, out);
+                files_below(&path, exts, out);
             }
-        } else if path.extension().is_some_and(|e| e == "rs") {
+        } else if path
+            .extension()
+            .is_some_and(|e| exts.iter().any(|x| e == *x))
+        {
             out.push(path);
         }
     }
 }
 
 fn workspace_files() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut files = Vec::new();
     for dir in ["shared", "agent", "server", "tests"] {
-        rust_files(&root.join(dir), &mut files);
+        files_below(&root().join(dir), &["rs"], &mut files);
     }
     assert!(files.len() > 30, "found only {} files", files.len());
     files
@@ -368,12 +376,9 @@ fn layering_violations(
 
 #[test]
 fn server_imports_follow_the_layering() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("server/src");
+    let src = root().join("server/src");
     let mut paths = Vec::new();
-    rust_files(&src, &mut paths);
+    files_below(&src, &["rs"], &mut paths);
     let files: Vec<(PathBuf, String)> = paths
         .into_iter()
         .map(|p| (p.strip_prefix(&src).unwrap().to_path_buf(), p))
@@ -393,10 +398,7 @@ fn server_imports_follow_the_layering() {
 
 /// The rows of the "Layering" table in docs/ARCHITECTURE.md: `(floor, module)` in order.
 fn documented_layers() -> Vec<(u8, String)> {
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("docs/ARCHITECTURE.md");
+    let doc = root().join("docs/ARCHITECTURE.md");
     let text = std::fs::read_to_string(doc).unwrap();
     let section = text
         .split("\n## ")
@@ -487,7 +489,7 @@ fn metric_names_are_spelled_only_in_the_metric_module() {
         "tests/sim/src/k8s.rs",
         "tests/tests/it/k8s_sim.rs",
     ];
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = root();
     let needles: Vec<(String, String, &str)> = warden_shared::metric::ALL
         .iter()
         .filter(|(name, _)| !name.chars().all(|c| c.is_ascii_lowercase()))
@@ -521,17 +523,9 @@ fn metric_names_are_spelled_only_in_the_metric_module() {
 /// The repository stands alone: nothing a user reads or builds points outside it.
 #[test]
 fn nothing_points_outside_the_repository() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut files = workspace_files();
-    files.push(root.join("README.md"));
-    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-        } else {
-            files.push(path);
-        }
-    }
+    files.push(root().join("README.md"));
+    files_below(&root().join("docs"), &["md"], &mut files);
     let (up, abs) = (concat!("../", "shared/"), concat!("/work/", "shared"));
     let offenders: Vec<_> = files
         .into_iter()
