@@ -48,14 +48,19 @@ impl Running {
         f: impl Fn(&TelemetryBatch) -> bool,
     ) -> ProvenancedBatch {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // The health of the last batch that did not match, for the timeout's message.
+        let mut last = None;
         loop {
             let b = tokio::time::timeout_at(deadline, self.rx.recv())
                 .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+                .unwrap_or_else(|_| {
+                    panic!("timed out waiting for {what}; health of the last batch: {last:?}")
+                })
                 .expect("collector stopped");
             if f(&b.batch) {
                 return b;
             }
+            last = b.batch.health;
         }
     }
 
