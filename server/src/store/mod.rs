@@ -141,6 +141,7 @@ const CACHE_BYTES: usize = 256 << 20;
 mod agents;
 mod alerts;
 mod audit;
+pub mod chunk;
 #[cfg(test)]
 mod audit_tests;
 pub mod disk;
