@@ -55,6 +55,13 @@ pub struct RawConfig {
     /// Free space, in MiB, kept on the data directory's disk for the audit log: telemetry is
     /// refused below it. Unset: 2 % of the disk, from 8 MiB to 512 MiB; 0: no reserve.
     pub store_reserve_mb: Option<u64>,
+    /// How long raw metric samples are kept (default `7d`; beyond `7d` needs the
+    /// `long_term_metrics` licence feature, up to `90d`).
+    pub metrics_retention_raw: String,
+    /// How long per-minute aggregates are kept (default `50h`, what Patrol reads).
+    pub metrics_retention_minute: String,
+    /// How long per-hour aggregates are kept (default `7d`); at least as long as the others.
+    pub metrics_retention_hour: String,
     /// How long a client may take to send a request's headers, and the longest a kept-alive
     /// connection may sit idle (default `10s`).
     pub http_header_timeout: String,
@@ -83,6 +90,9 @@ impl Default for RawConfig {
             webhook_retry_max: "5m".into(),
             webhook_max_attempts: 20,
             store_reserve_mb: None,
+            metrics_retention_raw: "7d".into(),
+            metrics_retention_minute: "50h".into(),
+            metrics_retention_hour: "7d".into(),
             http_header_timeout: "10s".into(),
             http_body_timeout: "30s".into(),
         }
@@ -133,6 +143,8 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// Free bytes kept for the audit log (`None`: automatic).
     pub store_reserve: Option<u64>,
+    /// How long each tier of metric history is kept, before the licence bounds it.
+    pub metrics_retention: crate::store::Retention,
     /// HTTP listener timeouts.
     pub http: HttpConfig,
 }
@@ -277,6 +289,29 @@ impl RawConfig {
             &self.http_body_timeout,
             Duration::from_millis(100),
         );
+        let hour = Duration::from_secs(3600);
+        let tiers = [
+            ("metrics_retention_raw", &self.metrics_retention_raw),
+            ("metrics_retention_minute", &self.metrics_retention_minute),
+            ("metrics_retention_hour", &self.metrics_retention_hour),
+        ]
+        .map(|(name, v)| {
+            dur(name, v, hour).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        });
+        let metrics_retention = match tiers {
+            [Some(raw_ms), Some(minute_ms), Some(hour_ms)] => {
+                let r = crate::store::Retention {
+                    raw_ms,
+                    minute_ms,
+                    hour_ms,
+                };
+                if let Err(e) = r.validate() {
+                    problems.push(format!("metrics_retention_*: {e}"));
+                }
+                r
+            }
+            _ => crate::store::Retention::default(),
+        };
         if !(1..=1_000_000).contains(&self.audit_checkpoint_every) {
             problems.push(format!(
                 "audit_checkpoint_every = {} must be from 1 to 1000000",
@@ -381,6 +416,7 @@ impl RawConfig {
                     audit,
                     webhooks,
                     store_reserve: self.store_reserve_mb.map(|mb| mb.saturating_mul(1 << 20)),
+                    metrics_retention,
                     http: http_timeouts,
                 })
             }

@@ -80,6 +80,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             .with_context(|| format!("opening database in {}", cfg.data_dir.display()))?,
     );
     store.set_reserve(cfg.store_reserve);
+    // The licence issue wires `long_term_metrics`; until then history is the free 7 days.
+    let (retention, cut) = cfg.metrics_retention.licensed(false);
+    if let Some(why) = cut {
+        tracing::warn!(reason = %why, "metric retention bounded by the licence");
+    }
+    store
+        .set_retention(retention)
+        .context("setting metric retention")?;
     let writer = ingest::writer::spawn(store.clone()).context("starting the ingest writer")?;
     let signing = {
         let (dir, kek) = (cfg.data_dir.clone(), cfg.audit.kek_file.clone());
@@ -153,6 +161,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             ),
         ),
         spawn_named("audit", audit::maintain(auditor.clone(), rx.clone())),
+        spawn_named(
+            "store-upkeep",
+            store::maintain_task(ctx.store.clone(), rx.clone()),
+        ),
         spawn_named(
             "store-recovery",
             store::recover_task(ctx.store.clone(), rx.clone()),

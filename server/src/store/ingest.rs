@@ -7,11 +7,15 @@
 //! A sample in a minute that is already rolled up into the tiers updates them in the same
 //! transaction; after the commit, closed minutes and hours are rolled up (`rollup.rs`).
 
+use super::chunk;
+use super::history::{History, read_chunk};
 use super::keys::{
     AGENT_SEQ, AGENTS, META, NEXT_SERIES_KEY, RESOURCES, SAMPLES, SERIES, bucket_of, decode,
     encode, metric_key, metric_of_series, resource_key, sample_key, series_name,
 };
+use super::keys::{CHUNKS, chunk_key, window_of};
 use super::rollup::{self, Late};
+use super::seal::{SealMarks, merge};
 use super::{Store, StoreError};
 use crate::model::{
     AgentRecord, CollectorHealthRecord, IngestItem, IngestOutcome, LatestSample, ProvenanceRecord,
@@ -20,6 +24,7 @@ use crate::model::{
 use redb::{ReadableTable, Table};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::atomic::Ordering;
 use warden_shared::metric;
 use warden_shared::telemetry::{Provenance, Resource, TelemetryBatch, Value};
 
@@ -63,12 +68,17 @@ impl Store {
             let mut meta_table = txn.open_table(META)?;
             let mut series_table = txn.open_table(SERIES)?;
             let mut sample_table = txn.open_table(SAMPLES)?;
+            let mut chunk_table = txn.open_table(CHUNKS)?;
             let mut resource_table = txn.open_table(RESOURCES)?;
             let mut agent_table = txn.open_table(AGENTS)?;
 
             // Samples before the minute watermark are late: they update the tiers below.
             let rolled = rollup::marks(&meta_table)?;
             let mut late = Late::default();
+            // Samples of sealed windows are merged into their chunks below.
+            let sealed = SealMarks::read(&meta_table)?;
+            let mut to_chunks = ChunkMerges::default();
+            let oldest = now_ms.saturating_sub(self.retention().raw_ms);
             let mut seqs: HashMap<&str, u64> = HashMap::new();
             let mut agents: HashMap<&str, Option<AgentRecord>> = HashMap::new();
             let mut resources = ResourceCache::new();
@@ -92,8 +102,13 @@ impl Store {
                 }
                 *last = batch.seq;
 
+                let mut too_old = 0;
                 for s in &batch.samples {
                     if !s.value.is_finite() {
+                        continue;
+                    }
+                    if s.ts_ms < oldest {
+                        too_old += 1;
                         continue;
                     }
                     series_name(&mut name, &item.org_id, s.resource_id.as_str(), &s.metric);
@@ -101,6 +116,11 @@ impl Store {
                         Some(id) => *id,
                         None => series.resolve(&name, &mut series_table, &meta_table)?,
                     };
+                    let window = window_of(s.ts_ms);
+                    if sealed.sealed(window, id) {
+                        to_chunks.add(window, id, &s.metric, s.ts_ms, s.value);
+                        continue;
+                    }
                     let replaced = sample_table
                         .insert(&sample_key(id, s.ts_ms), s.value)?
                         .is_some();
@@ -108,6 +128,15 @@ impl Store {
                     if rolled.is_some_and(|m| minute < m.minutes) {
                         late.add(minute, metric_key(&s.metric), id, s.value, replaced);
                     }
+                }
+                if too_old > 0 {
+                    self.counters.too_old.fetch_add(too_old, Ordering::Relaxed);
+                    tracing::warn!(
+                        agent_id = %item.agent_id,
+                        seq = batch.seq,
+                        samples = too_old,
+                        "refused samples older than raw retention"
+                    );
                 }
 
                 let org_cache = resources.entry(item.org_id.clone()).or_default();
@@ -139,8 +168,13 @@ impl Store {
                 });
             }
 
+            to_chunks.apply(&mut chunk_table, rolled, &mut late)?;
             if let Some(marks) = rolled {
-                late.apply(&txn, &sample_table, marks)?;
+                let history = History {
+                    samples: &sample_table,
+                    chunks: &chunk_table,
+                };
+                late.apply(&txn, &history, marks)?;
             }
             if let Some(next) = series.next {
                 meta_table.insert(NEXT_SERIES_KEY, next)?;
@@ -184,6 +218,55 @@ impl Store {
         let txn = self.read_txn()?;
         let seqs = txn.open_table(AGENT_SEQ)?;
         Ok(seqs.get(agent_id)?.map_or(0, |v| v.value()))
+    }
+}
+
+/// Late samples of sealed (window, series) pairs, merged into their chunks at the end of the
+/// ingest transaction: (window, series) -> (metric key, samples in arrival order).
+#[derive(Default)]
+struct ChunkMerges(HashMap<(i64, u64), (u64, Vec<(i64, f64)>)>);
+
+impl ChunkMerges {
+    fn add(&mut self, window: i64, series: u64, metric: &str, ts_ms: i64, value: f64) {
+        self.0
+            .entry((window, series))
+            .or_insert_with(|| (metric_key(metric), Vec::new()))
+            .1
+            .push((ts_ms, value));
+    }
+
+    /// Merges the samples into their chunks (a later sample of the same time wins, as in the
+    /// head) and notes them for the tiers.
+    fn apply(
+        self,
+        chunks: &mut Table<'_, &'static [u8; 16], &'static [u8]>,
+        rolled: Option<rollup::Marks>,
+        late: &mut Late,
+    ) -> Result<(), StoreError> {
+        for ((window, series), (metric, mut added)) in self.0 {
+            // Stable: of equal times, the last to arrive ends up last.
+            added.sort_by_key(|s| s.0);
+            let stored = read_chunk(chunks, window, series)?;
+            let mut newest: Vec<(i64, f64)> = Vec::with_capacity(added.len());
+            for (ts, v) in added {
+                let replaced = newest.last().is_some_and(|l| l.0 == ts)
+                    || stored.binary_search_by_key(&ts, |s| s.0).is_ok();
+                let minute = bucket_of(ts);
+                if rolled.is_some_and(|m| minute < m.minutes) {
+                    late.add(minute, metric, series, v, replaced);
+                }
+                match newest.last_mut() {
+                    Some(l) if l.0 == ts => *l = (ts, v),
+                    _ => newest.push((ts, v)),
+                }
+            }
+            let merged = merge(stored, newest);
+            chunks.insert(
+                &chunk_key(window, series),
+                chunk::encode(&merged).as_slice(),
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -34,6 +34,10 @@ pub(super) const SERIES: TableDefinition<&str, u64> = TableDefinition::new("seri
 /// Samples by [`sample_key`] -> value.
 pub(super) const SAMPLES: TableDefinition<&[u8; 24], f64> = TableDefinition::new("samples");
 
+/// Sealed chunks: one series' samples of one [`WINDOW_MS`] window, compressed
+/// (`chunk.rs`), by [`chunk_key`] -> chunk bytes.
+pub(super) const CHUNKS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("chunks");
+
 /// Minute tier: per-series aggregates of each minute, by [`tier_key`] -> [`super::Aggregate`]
 /// bytes ([`super::Aggregate::encode`]).
 pub(super) const MINUTES: TableDefinition<&[u8; 24], &[u8; 32]> =
@@ -53,6 +57,16 @@ pub(super) const HOURS_ROLLED_KEY: &str = "hours_rolled_until";
 /// Key in [`META`] of the first minute (sign bit flipped) whose rows [`MINUTES`] still holds;
 /// older minute rows are deleted. Absent until the first roll-up.
 pub(super) const MINUTES_KEPT_KEY: &str = "minutes_kept_from";
+
+/// Key in [`META`] of the first window (a [`window_of`] value, sign bit flipped) not wholly
+/// sealed into [`CHUNKS`]; absent until the first seal.
+pub(super) const SEALED_KEY: &str = "sealed_until";
+/// Key in [`META`] of the first series id of the window at [`SEALED_KEY`] not sealed yet
+/// (a window is sealed in slices of series ids); absent = 0.
+pub(super) const SEAL_CURSOR_KEY: &str = "seal_cursor";
+
+/// Width of a chunk window: one chunk holds one series' samples of one aligned hour.
+pub(super) const WINDOW_MS: i64 = 3_600_000;
 
 /// Width of a sample time bucket. Samples are clustered by bucket first, so one commit's writes
 /// land in the few pages of the current bucket instead of at the tail of every series.
@@ -120,6 +134,30 @@ pub(super) fn parse_sample_key(k: &[u8; 24]) -> (i64, u64, i64) {
         u64::from_be_bytes(w)
     };
     (unflip(word(0)), word(8), unflip(word(16)))
+}
+
+/// The window of a sample time.
+pub(super) fn window_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(WINDOW_MS)
+}
+
+/// The key of a chunk: `window | series id`, each 8 bytes big-endian, the window's sign bit
+/// flipped. Time first, like the tiers: a seal appends one block at the end of the table and
+/// retention deletes from its start; reading one series costs one lookup per window.
+pub(super) fn chunk_key(window: i64, series: u64) -> [u8; 16] {
+    let mut k = [0; 16];
+    k[..8].copy_from_slice(&flip(window).to_be_bytes());
+    k[8..].copy_from_slice(&series.to_be_bytes());
+    k
+}
+
+/// Splits a chunk key into (window, series id).
+pub(super) fn parse_chunk_key(k: &[u8; 16]) -> (i64, u64) {
+    let mut w = [0; 8];
+    let mut s = [0; 8];
+    w.copy_from_slice(&k[..8]);
+    s.copy_from_slice(&k[8..]);
+    (unflip(u64::from_be_bytes(w)), u64::from_be_bytes(s))
 }
 
 /// The key of a tier row: `bucket | metric key | series id`, each 8 bytes big-endian, the

@@ -141,16 +141,20 @@ const CACHE_BYTES: usize = 256 << 20;
 mod agents;
 mod alerts;
 mod audit;
-pub mod chunk;
 #[cfg(test)]
 mod audit_tests;
+pub mod chunk;
 pub mod disk;
 mod error;
 mod findings;
+mod history;
 mod ingest;
 mod keys;
+mod maintain;
 mod query;
+mod retention;
 mod rollup;
+mod seal;
 #[cfg(test)]
 mod tests;
 mod webhooks;
@@ -159,8 +163,13 @@ pub use alerts::AlertReader;
 pub use audit::{AuditFilter, AuditRow, Head as AuditHead, Pruned, StoredEvent};
 pub use error::StoreError;
 pub use findings::PatrolRunRecord;
+pub use maintain::{Pass, maintain_task};
 pub use query::{AggregateQuery, Aggregates, StoreView};
+pub use retention::{
+    Expired, FREE_HISTORY_DAYS, LICENSED_HISTORY_DAYS, LONG_TERM_FEATURE, Retention, RetentionError,
+};
 pub use rollup::{Aggregate, RollUp};
+pub use seal::Sealed;
 pub use webhooks::{
     DEAD_KEEP, DeadLetter, DeliveryLog, LOG_KEEP, Requeued, RequeuedChange, Retry, WebhookCommit,
     WebhookEndpoint, WebhookState,
@@ -194,6 +203,21 @@ pub struct Store {
     series_ids: Mutex<HashMap<String, u64>>,
     /// In-memory state of the downsampled tiers (`rollup.rs`).
     tiers: rollup::Tiers,
+    /// How long each tier keeps history (`retention.rs`).
+    retention: RwLock<Retention>,
+    /// Counters for `/metrics`.
+    counters: Counters,
+}
+
+/// Counters of what the store refused, sealed and expired since it opened.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Samples refused for being older than raw retention.
+    pub too_old: AtomicU64,
+    /// Head samples sealed into chunks.
+    pub sealed_samples: AtomicU64,
+    /// Chunks deleted by retention.
+    pub expired_chunks: AtomicU64,
 }
 
 /// What `/healthz` and Patrol know about the store's disk.
@@ -257,6 +281,8 @@ impl Store {
             reserve: AtomicU64::new(AUTO_RESERVE),
             series_ids: Mutex::new(HashMap::new()),
             tiers: rollup::Tiers::default(),
+            retention: RwLock::new(Retention::KEEP_ALL),
+            counters: Counters::default(),
         })
     }
 
@@ -290,6 +316,7 @@ impl Store {
             txn.open_table(RESOURCES)?;
             txn.open_table(SERIES)?;
             txn.open_table(SAMPLES)?;
+            txn.open_table(keys::CHUNKS)?;
             txn.open_table(keys::MINUTES)?;
             txn.open_table(keys::HOURS)?;
             txn.open_table(findings::FINDINGS)?;
@@ -444,6 +471,32 @@ impl Store {
         self.health.clear();
         tracing::info!(path = %self.path.display(), "store reopened; writes resume");
         Ok(true)
+    }
+
+    /// Sets how long each tier keeps history (already bounded by the licence).
+    ///
+    /// # Errors
+    /// A policy that breaks [`Retention::validate`]; the old one stays.
+    pub fn set_retention(&self, policy: Retention) -> Result<(), RetentionError> {
+        policy.validate()?;
+        *self
+            .retention
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = policy;
+        Ok(())
+    }
+
+    /// How long each tier keeps history.
+    pub fn retention(&self) -> Retention {
+        *self
+            .retention
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the store refused, sealed and expired since it opened.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// The series id cache. A panic while it was held cannot leave an uncommitted id in it

@@ -1,10 +1,11 @@
 //! Read side: resources of an org, metric history of one series, and [`StoreView`], one read
 //! transaction for bulk reads of many series from the downsampled tiers (Patrol's snapshot).
 
+use super::history::History;
 use super::keys::{
-    BUCKET_MS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PER_HOUR, RESOURCES, SAMPLES, SEP,
-    SERIES, decode, metric_key, org_resource_range, parse_tier_key, resource_key, scan_series,
-    series_name, tier_key,
+    BUCKET_MS, CHUNKS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PER_HOUR, RESOURCES, SAMPLES,
+    SEP, SERIES, decode, metric_key, org_resource_range, parse_tier_key, resource_key, series_name,
+    tier_key,
 };
 use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};
 use super::{Store, StoreError};
@@ -144,10 +145,14 @@ impl Store {
         let Some(series) = series_id(&txn, org, resource_id, metric)? else {
             return Ok(points);
         };
-        let table = txn.open_table(SAMPLES)?;
+        let (samples, chunks) = (txn.open_table(SAMPLES)?, txn.open_table(CHUNKS)?);
+        let history = History {
+            samples: &samples,
+            chunks: &chunks,
+        };
         // The current step bucket: start, sum, count.
         let mut bucket: Option<(i64, f64, u64)> = None;
-        scan_series(&table, series, from_ms, to_ms, |ts, value| {
+        history.scan(series, from_ms, to_ms, |ts, value| {
             let Some(step) = step_ms else {
                 points.push((ts, value));
                 return full(&points, limit);
@@ -192,9 +197,13 @@ impl Store {
         let Some(series) = series_id(&txn, org, resource_id, metric)? else {
             return Ok(0);
         };
-        let table = txn.open_table(SAMPLES)?;
+        let (samples, chunks) = (txn.open_table(SAMPLES)?, txn.open_table(CHUNKS)?);
+        let history = History {
+            samples: &samples,
+            chunks: &chunks,
+        };
         let mut n = 0;
-        scan_series(&table, series, from_ms, to_ms, |_, _| {
+        history.scan(series, from_ms, to_ms, |_, _| {
             n += 1;
             ControlFlow::Continue(())
         })?;
@@ -327,6 +336,7 @@ impl StoreView {
         let rolled = marks(&self.txn.open_table(META)?)?;
         let tables = Tables {
             samples: self.txn.open_table(SAMPLES)?,
+            chunks: self.txn.open_table(CHUNKS)?,
             minutes: self.txn.open_table(MINUTES)?,
             hours: self.txn.open_table(HOURS)?,
         };
@@ -389,6 +399,7 @@ impl StoreView {
 /// The history tables of one read transaction.
 struct Tables {
     samples: ReadOnlyTable<&'static [u8; 24], f64>,
+    chunks: ReadOnlyTable<&'static [u8; 16], &'static [u8]>,
     minutes: ReadOnlyTable<&'static [u8; 24], &'static [u8; 32]>,
     hours: ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
 }
@@ -491,7 +502,11 @@ impl Tables {
         buckets: &mut Buckets,
     ) -> Result<(), StoreError> {
         for &(series, slot) in wanted {
-            scan_series(&self.samples, series, from_ms, to_ms, |ts, v| {
+            let history = History {
+                samples: &self.samples,
+                chunks: &self.chunks,
+            };
+            history.scan(series, from_ms, to_ms, |ts, v| {
                 buckets.add(slot, ts, &Aggregate::of(v));
                 ControlFlow::Continue(())
             })?;

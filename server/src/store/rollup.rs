@@ -1,5 +1,5 @@
 //! Downsampled tiers of metric history: per-series aggregates (count, sum, min, max) of each
-//! minute (`samples_1m`, kept for [`MINUTE_TIER_KEEP_MINUTES`]) and each hour (`samples_1h`,
+//! minute (`samples_1m`, kept for the minute retention, by default [`MINUTE_TIER_KEEP_MINUTES`]) and each hour (`samples_1h`,
 //! kept like raw samples), so reads over days cost one row per series and hour instead of one
 //! B-tree seek per populated minute.
 //!
@@ -17,7 +17,7 @@
 //!   (a minute stays open for [`GRACE_MINUTES`] after it ends, so batches in flight are not
 //!   late) by reading the raw samples of the closed minutes in key order, one contiguous
 //!   range; moves `hours` up to the last hour all of whose minutes are rolled up, from the
-//!   minute tier; and moves `kept` up to [`MINUTE_TIER_KEEP_MINUTES`] before now (never past
+//!   minute tier; and moves `kept` up to the minute retention before now (never past
 //!   `hours`), deleting older minute rows. It runs in its own write transaction after each
 //!   ingest commit and does at most about [`STEP_ROWS`] rows of work per call, so a backlog (a
 //!   file from before the tiers, a server that was down) is caught up over several calls
@@ -36,11 +36,12 @@
 //! range read, roll-ups append whole buckets at the end of the table, and pruning deletes from
 //! its start.
 
+use super::history::History;
 use super::keys::{
     BUCKET_MS, HOURS, HOURS_PER_DAY, HOURS_ROLLED_KEY, META, MINUTES, MINUTES_KEPT_KEY,
     MINUTES_PER_HOUR, MINUTES_ROLLED_KEY, SAMPLES, SERIES, bucket_from_meta, bucket_of,
     bucket_to_meta, key_at, metric_key, metric_of_series, parse_sample_key, parse_tier_key,
-    scan_series, tier_key,
+    tier_key,
 };
 use super::{Store, StoreError};
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -50,7 +51,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Whole minutes a minute stays open after it ends before it is rolled up.
 pub(super) const GRACE_MINUTES: i64 = 1;
-/// How long minute rows are kept: twice Patrol's longest window (one day) plus two hours.
+/// How long minute rows are kept by default: twice Patrol's longest window (one day) plus two
+/// hours.
 /// Older minutes are read from the hour tier or the raw samples.
 pub(super) const MINUTE_TIER_KEEP_MINUTES: i64 = 50 * MINUTES_PER_HOUR;
 /// Rows a roll-up call reads or deletes at most before it stops at the next bucket boundary
@@ -59,6 +61,8 @@ pub(super) const MINUTE_TIER_KEEP_MINUTES: i64 = 50 * MINUTES_PER_HOUR;
 const STEP_ROWS: usize = 500_000;
 
 type Samples<'t> = Table<'t, &'static [u8; 24], f64>;
+/// Raw history (head and chunks) as the ingest transaction sees it.
+pub(super) type Raw<'a, 't> = History<'a, Samples<'t>, Table<'t, &'static [u8; 16], &'static [u8]>>;
 type TierTable<'t> = Table<'t, &'static [u8; 24], &'static [u8; 32]>;
 type HourTable<'t> = Table<'t, &'static [u8; 24], &'static [u8]>;
 
@@ -249,16 +253,16 @@ pub(super) struct Marks {
 
 impl Marks {
     /// Whether a roll-up at minute `target` has nothing to do.
-    fn done(&self, target: i64) -> bool {
+    fn done(&self, target: i64, keep: i64) -> bool {
         self.minutes >= target
             && self.hours >= self.minutes.div_euclid(MINUTES_PER_HOUR)
-            && self.kept >= prune_target(target, self.hours)
+            && self.kept >= prune_target(target, self.hours, keep)
     }
 }
 
-/// The `kept` watermark a roll-up at minute `target` aims for.
-fn prune_target(target: i64, hours: i64) -> i64 {
-    let keep_from = (target - MINUTE_TIER_KEEP_MINUTES).div_euclid(MINUTES_PER_HOUR);
+/// The `kept` watermark a roll-up at minute `target` aims for, keeping `keep` minutes.
+fn prune_target(target: i64, hours: i64, keep: i64) -> i64 {
+    let keep_from = (target - keep).div_euclid(MINUTES_PER_HOUR);
     keep_from.min(hours) * MINUTES_PER_HOUR
 }
 
@@ -370,8 +374,9 @@ impl Store {
         max_rows: usize,
     ) -> Result<RollUp, StoreError> {
         let target = bucket_of(now_ms) - GRACE_MINUTES;
+        let keep = self.retention().minute_ms / BUCKET_MS;
         let mut state = self.tiers.lock();
-        if state.marks.is_some_and(|m| m.done(target)) {
+        if state.marks.is_some_and(|m| m.done(target, keep)) {
             return Ok(RollUp::default());
         }
         let mut out = RollUp::default();
@@ -435,7 +440,7 @@ impl Store {
                     &mut out,
                 )?;
             }
-            let prune_to = prune_target(target, marks.hours);
+            let prune_to = prune_target(target, marks.hours, keep);
             if marks.kept < prune_to {
                 marks.kept =
                     prune_minutes(&mut minutes, marks.kept, prune_to, budget(&out), &mut out)?;
@@ -447,7 +452,7 @@ impl Store {
         };
         self.commit(txn)?;
         state.marks = Some(marks);
-        out.pending = !marks.done(target);
+        out.pending = !marks.done(target, keep);
         if out.rows > 0 {
             tracing::debug!(
                 minutes = out.minutes,
@@ -673,7 +678,7 @@ impl Late {
     pub(super) fn apply(
         self,
         txn: &WriteTransaction,
-        samples: &Samples<'_>,
+        history: &Raw<'_, '_>,
         marks: Marks,
     ) -> Result<(), StoreError> {
         if self.cells.is_empty() {
@@ -690,7 +695,7 @@ impl Late {
                 let key = tier_key(minute, metric, series);
                 if replaced {
                     // A replaced value cannot be taken out of the minimum: recompute.
-                    match raw_aggregate(samples, minute, series)? {
+                    match raw_aggregate(history, minute, series)? {
                         Some(a) => minutes.insert(&key, &a.encode())?,
                         None => minutes.remove(&key)?,
                     };
@@ -717,7 +722,7 @@ impl Late {
         changes.sort_unstable_by_key(|c| c.0);
         for ((hour, metric, series), (replaced, added)) in changes {
             if replaced {
-                let agg = recompute_hour(samples, &minutes, marks, hour, metric, series)?;
+                let agg = recompute_hour(history, &minutes, marks, hour, metric, series)?;
                 update_hour(&mut hours, hour, metric, series, |_| agg)?;
             } else {
                 // Only samples were added: the hour gets them.
@@ -734,7 +739,7 @@ impl Late {
 /// The aggregate of one series in `hour`: from its minute rows while they are kept, else from
 /// its raw samples.
 fn recompute_hour(
-    samples: &Samples<'_>,
+    history: &Raw<'_, '_>,
     minutes: &TierTable<'_>,
     marks: Marks,
     hour: i64,
@@ -751,7 +756,7 @@ fn recompute_hour(
         }
     } else {
         let to = (first + MINUTES_PER_HOUR) * BUCKET_MS - 1;
-        scan_series(samples, series, first * BUCKET_MS, to, |_, v| {
+        history.scan(series, first * BUCKET_MS, to, |_, v| {
             fold(&mut acc, &Aggregate::of(v));
             ControlFlow::Continue(())
         })?;
@@ -761,16 +766,16 @@ fn recompute_hour(
 
 /// The aggregate of the raw samples of `series` in `minute`.
 fn raw_aggregate(
-    samples: &Samples<'_>,
+    history: &Raw<'_, '_>,
     minute: i64,
     series: u64,
 ) -> Result<Option<Aggregate>, StoreError> {
-    let lo = key_at(minute, series, i64::MIN);
-    let hi = key_at(minute, series, i64::MAX);
     let mut acc: Option<Aggregate> = None;
-    for entry in samples.range::<&[u8; 24]>(&lo..=&hi)? {
-        fold(&mut acc, &Aggregate::of(entry?.1.value()));
-    }
+    let from = minute * BUCKET_MS;
+    history.scan(series, from, from + BUCKET_MS - 1, |_, v| {
+        fold(&mut acc, &Aggregate::of(v));
+        ControlFlow::Continue(())
+    })?;
     Ok(acc)
 }
 

@@ -1,0 +1,114 @@
+//! The store's background upkeep: roll-ups, retention and sealing, in bounded steps, with
+//! progress in the log while a backlog (a converted older file) is worked off.
+
+use super::Store;
+use crate::clock::now_ms;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Pause between passes with nothing left to do.
+const IDLE: Duration = Duration::from_secs(10);
+/// Pause between passes while a backlog is worked off: ingest gets the writer in between.
+const BUSY: Duration = Duration::from_millis(50);
+/// Head rows one seal pass moves at most.
+const SEAL_BUDGET: usize = 400_000;
+/// Entries one retention pass deletes at most.
+const EXPIRE_BUDGET: usize = 200_000;
+/// How often progress on a backlog is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs [`Store::pass`] until shutdown.
+pub async fn maintain_task(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut progress = Progress::default();
+    loop {
+        let s = store.clone();
+        let busy = match tokio::task::spawn_blocking(move || s.pass(now_ms())).await {
+            Ok(Ok(pass)) => {
+                progress.note(&pass);
+                pass.more
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store upkeep failed; retrying");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store upkeep panicked");
+                false
+            }
+        };
+        let pause = if busy { BUSY } else { IDLE };
+        tokio::select! {
+            _ = shutdown.wait_for(|v| *v) => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// What one upkeep pass did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pass {
+    /// Head samples sealed.
+    pub sealed: u64,
+    /// Chunks and rows deleted by retention.
+    pub expired: u64,
+    /// The first window not wholly sealed, ms.
+    pub sealed_until_ms: Option<i64>,
+    /// Whether work is left.
+    pub more: bool,
+}
+
+impl Store {
+    /// One bounded round of upkeep at `now_ms`: roll up closed minutes, delete what
+    /// retention no longer keeps, seal closed windows.
+    ///
+    /// # Errors
+    /// Storage failures; what committed before stays.
+    pub fn pass(&self, now_ms: i64) -> Result<Pass, super::StoreError> {
+        let rolled = self.roll_up(now_ms)?;
+        let expired = self.expire(now_ms, EXPIRE_BUDGET)?;
+        let sealed = self.seal(now_ms, SEAL_BUDGET)?;
+        Ok(Pass {
+            sealed: sealed.samples,
+            expired: expired.chunks + expired.head_rows + expired.hour_rows,
+            sealed_until_ms: sealed.until_ms,
+            more: rolled.pending || expired.more || sealed.more,
+        })
+    }
+}
+
+/// Progress of a backlog, for the log.
+#[derive(Default)]
+struct Progress {
+    /// When the backlog began, and samples sealed since.
+    since: Option<(Instant, u64)>,
+    last_log: Option<Instant>,
+}
+
+impl Progress {
+    fn note(&mut self, pass: &Pass) {
+        if !pass.more {
+            if let Some((start, sealed)) = self.since.take() {
+                tracing::info!(
+                    samples = sealed + pass.sealed,
+                    secs = start.elapsed().as_secs(),
+                    "store upkeep caught up: history is sealed into chunks"
+                );
+            }
+            return;
+        }
+        let (_, sealed) = self.since.get_or_insert((Instant::now(), 0));
+        *sealed += pass.sealed;
+        let due = self.last_log.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+        if due {
+            self.last_log = Some(Instant::now());
+            tracing::info!(
+                sealed_samples = *sealed,
+                sealed_until = %pass
+                    .sealed_until_ms
+                    .and_then(crate::clock::rfc3339_ms)
+                    .unwrap_or_else(|| "-".to_owned()),
+                "store upkeep: sealing stored history into chunks"
+            );
+        }
+    }
+}
