@@ -14,13 +14,23 @@ const BUSY: Duration = Duration::from_millis(50);
 const SEAL_BUDGET: usize = 400_000;
 /// Entries one retention pass deletes at most.
 const EXPIRE_BUDGET: usize = 200_000;
+/// How often the tiers' disk usage is measured for `/metrics`.
+const USAGE_EVERY: Duration = Duration::from_secs(60);
 /// How often progress on a backlog is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs [`Store::pass`] until shutdown.
 pub async fn maintain_task(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut progress = Progress::default();
+    let mut measured: Option<Instant> = None;
     loop {
+        if measured.is_none_or(|t| t.elapsed() >= USAGE_EVERY) {
+            measured = Some(Instant::now());
+            let s = store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.usage()).await {
+                tracing::debug!(error = %e, "measuring store usage failed");
+            }
+        }
         let s = store.clone();
         let busy = match tokio::task::spawn_blocking(move || s.pass(now_ms())).await {
             Ok(Ok(pass)) => {

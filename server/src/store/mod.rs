@@ -144,6 +144,8 @@ mod audit;
 #[cfg(test)]
 mod audit_tests;
 pub mod chunk;
+#[cfg(test)]
+mod chunk_tests;
 pub mod disk;
 mod error;
 mod findings;
@@ -157,6 +159,7 @@ mod rollup;
 mod seal;
 #[cfg(test)]
 mod tests;
+mod usage;
 mod webhooks;
 
 pub use alerts::AlertReader;
@@ -170,6 +173,7 @@ pub use retention::{
 };
 pub use rollup::{Aggregate, RollUp};
 pub use seal::Sealed;
+pub use usage::{TierUsage, Usage};
 pub use webhooks::{
     DEAD_KEEP, DeadLetter, DeliveryLog, LOG_KEEP, Requeued, RequeuedChange, Retry, WebhookCommit,
     WebhookEndpoint, WebhookState,
@@ -207,6 +211,8 @@ pub struct Store {
     retention: RwLock<Retention>,
     /// Counters for `/metrics`.
     counters: Counters,
+    /// The last [`Store::usage`] computed.
+    usage: Mutex<Option<Usage>>,
 }
 
 /// Counters of what the store refused, sealed and expired since it opened.
@@ -283,6 +289,7 @@ impl Store {
             tiers: rollup::Tiers::default(),
             retention: RwLock::new(Retention::KEEP_ALL),
             counters: Counters::default(),
+            usage: Mutex::new(None),
         })
     }
 

@@ -1,0 +1,450 @@
+//! Tests of the chunk store on a real redb file: sealing, merged reads, late samples,
+//! retention and restarts, checked against a model map of what was acknowledged.
+
+use super::*;
+use crate::model::IngestItem;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use warden_shared::ids::ResourceId;
+use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};
+
+const ORG: &str = "default";
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+/// 2027-01-15T00:00:00Z, a window boundary.
+const T0: i64 = 1_800_000_000_000 / HOUR * HOUR;
+const METRIC: &str = "cpu.usage_pct";
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("warden.redb")).unwrap();
+    (dir, store)
+}
+
+fn res(n: usize) -> String {
+    format!("node:n{n}")
+}
+
+/// One agent's batch: `(resource number, ts, value)` samples.
+fn item(seq: u64, samples: &[(usize, i64, f64)]) -> IngestItem {
+    let mut resources: Vec<usize> = samples.iter().map(|s| s.0).collect();
+    resources.sort_unstable();
+    resources.dedup();
+    IngestItem {
+        agent_id: "a1".into(),
+        org_id: ORG.into(),
+        batch: TelemetryBatch {
+            seq,
+            collector: "host".into(),
+            collected_at_ms: samples.iter().map(|s| s.1).max().unwrap_or(T0),
+            resources: resources
+                .iter()
+                .map(|&r| Resource {
+                    id: ResourceId::new(res(r)).unwrap(),
+                    name: res(r),
+                    parent: None,
+                    status: "online".into(),
+                    attrs: Vec::new(),
+                })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|&(r, ts_ms, value)| Sample {
+                    resource_id: ResourceId::new(res(r)).unwrap(),
+                    metric: METRIC.into(),
+                    ts_ms,
+                    value,
+                })
+                .collect(),
+            ..Default::default()
+        },
+        provenance: Vec::new(),
+    }
+}
+
+fn history(store: &Store, r: usize) -> Vec<(i64, f64)> {
+    store
+        .history(ORG, &res(r), METRIC, i64::MIN, i64::MAX, None, usize::MAX)
+        .unwrap()
+}
+
+/// Bit patterns, so -0.0 and 0.0 differ.
+fn bits(points: &[(i64, f64)]) -> Vec<(i64, u64)> {
+    points.iter().map(|&(t, v)| (t, v.to_bits())).collect()
+}
+
+/// Runs upkeep passes at `now` until nothing is left.
+fn settle(store: &Store, now: i64) {
+    for _ in 0..1000 {
+        if !store.pass(now).unwrap().more {
+            return;
+        }
+    }
+    panic!("upkeep never caught up");
+}
+
+#[test]
+fn sealed_windows_read_back_exactly_and_leave_the_head() {
+    let (_dir, store) = open();
+    // Three hours of two series at ~10 s with millisecond jitter and a gap.
+    let mut seq = 0;
+    let mut want: BTreeMap<usize, Vec<(i64, f64)>> = BTreeMap::new();
+    for minute in 0..180 {
+        if (50..70).contains(&minute) {
+            continue;
+        }
+        seq += 1;
+        let samples: Vec<_> = (0..2)
+            .flat_map(|r| {
+                (0..6).map(move |k| {
+                    let ts = T0 + minute * MIN + k * 10_000 + (minute * 7 + k) % 13;
+                    (r, ts, (minute * 6 + k) as f64 * 0.5 + r as f64)
+                })
+            })
+            .collect();
+        for &(r, ts, v) in &samples {
+            want.entry(r).or_default().push((ts, v));
+        }
+        store
+            .ingest(&[item(seq, &samples)], T0 + minute * MIN + MIN)
+            .unwrap();
+    }
+    assert_eq!(store.usage().unwrap().chunks.entries, 0);
+    settle(&store, T0 + 3 * HOUR + 11 * MIN);
+    let after = store.usage().unwrap();
+    // Windows 0..3 are sealed: one chunk per series and window, nothing left in the head.
+    assert_eq!(after.chunks.entries, 6);
+    assert_eq!(after.head.entries, 0);
+    assert_eq!(after.sealed_until_ms, Some(T0 + 3 * HOUR), "{after:?}");
+    for r in 0..2 {
+        assert_eq!(bits(&history(&store, r)), bits(&want[&r]));
+    }
+    // A range read across a window boundary and a stepped read match the raw samples.
+    let part = store
+        .history(
+            ORG,
+            &res(1),
+            METRIC,
+            T0 + HOUR - 30_000,
+            T0 + HOUR + 30_000,
+            None,
+            100,
+        )
+        .unwrap();
+    let expect: Vec<_> = want[&1]
+        .iter()
+        .copied()
+        .filter(|(t, _)| (T0 + HOUR - 30_000..=T0 + HOUR + 30_000).contains(t))
+        .collect();
+    assert_eq!(bits(&part), bits(&expect));
+}
+
+#[test]
+fn late_samples_merge_into_sealed_chunks_and_the_tiers_follow() {
+    let (_dir, store) = open();
+    let samples: Vec<_> = (0..120).map(|i| (0, T0 + i * 30_000, 10.0)).collect();
+    store.ingest(&[item(1, &samples)], T0 + HOUR).unwrap();
+    settle(&store, T0 + 2 * HOUR);
+    assert_eq!(store.usage().unwrap().chunks.entries, 1);
+    // A new sample in a sealed window, and one that replaces a sealed value (the maximum).
+    store
+        .ingest(
+            &[item(2, &[(0, T0 + 15_000, 10.0), (0, T0 + 30_000, 99.0)])],
+            T0 + 2 * HOUR,
+        )
+        .unwrap();
+    let h = history(&store, 0);
+    assert_eq!(h.len(), 121);
+    assert_eq!(h[1], (T0 + 15_000, 10.0));
+    assert_eq!(h[2], (T0 + 30_000, 99.0));
+    // The head stays empty: late samples went into the chunk.
+    assert_eq!(store.usage().unwrap().head.entries, 0);
+    // The minute tier's first minute now has 3 samples with the new maximum.
+    let view = store.view().unwrap();
+    let aggs = view
+        .aggregates(
+            ORG,
+            &[AggregateQuery {
+                metric: METRIC,
+                resources: vec![res(0).as_str()],
+                from_ms: T0,
+                to_ms: T0 + MIN - 1,
+                step_ms: MIN,
+            }],
+        )
+        .unwrap();
+    let (_, a) = aggs[0][0][0];
+    assert_eq!((a.count, a.max, a.min), (3, 99.0, 10.0));
+}
+
+#[test]
+fn samples_older_than_raw_retention_are_refused_and_counted() {
+    let (_dir, store) = open();
+    store
+        .set_retention(Retention {
+            raw_ms: DAY,
+            minute_ms: DAY,
+            hour_ms: DAY,
+        })
+        .unwrap();
+    let now = T0 + 10 * DAY;
+    let out = store
+        .ingest(
+            &[item(1, &[(0, now - DAY - 1, 1.0), (0, now - DAY + 1, 2.0)])],
+            now,
+        )
+        .unwrap();
+    assert!(out[0].stored);
+    assert_eq!(history(&store, 0), [(now - DAY + 1, 2.0)]);
+    assert_eq!(store.counters().too_old.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn edge_values_and_irregular_times_survive_sealing() {
+    let (_dir, store) = open();
+    let values = [
+        -0.0,
+        0.0,
+        f64::MAX,
+        f64::MIN,
+        f64::MIN_POSITIVE,
+        5e-324,
+        -5e-324,
+        1e308,
+        -1.5,
+        0.1 + 0.2,
+        123_456_789.123_456_78,
+        f64::EPSILON,
+    ];
+    // Irregular gaps from 1 ms to 20 minutes, including the window boundary itself.
+    let gaps = [
+        1, 999, 10_000, 1, 1_200_000, 37, 59_999, 2, 600_000, 3, 1, 17,
+    ];
+    let mut ts = T0 - 2 * HOUR;
+    let samples: Vec<_> = values
+        .iter()
+        .zip(gaps)
+        .map(|(&v, g)| {
+            ts += g;
+            (0, ts, v)
+        })
+        .chain([(0, T0 - HOUR, 7.0), (0, T0 - 1, 8.0)])
+        .collect();
+    store.ingest(&[item(1, &samples)], T0).unwrap();
+    settle(&store, T0 + HOUR);
+    assert!(store.usage().unwrap().chunks.entries >= 2);
+    let mut want: Vec<_> = samples.iter().map(|&(_, t, v)| (t, v)).collect();
+    want.sort_by_key(|p| p.0);
+    assert_eq!(bits(&history(&store, 0)), bits(&want));
+}
+
+#[test]
+fn retention_keeps_a_month_of_ingest_bounded_on_disk() {
+    let (dir, store) = open();
+    store
+        .set_retention(Retention {
+            raw_ms: 7 * DAY,
+            minute_ms: 2 * DAY,
+            hour_ms: 7 * DAY,
+        })
+        .unwrap();
+    // 10 series at 60 s for 30 simulated days, eight hours per batch, upkeep after each.
+    let mut sizes = Vec::new();
+    for step in 0..30 * 3 {
+        let base = T0 + step * 8 * HOUR;
+        let samples: Vec<_> = (0..10)
+            .flat_map(|r| (0..480).map(move |m| (r, base + m * MIN, (m % 7) as f64)))
+            .collect();
+        let now = base + 8 * HOUR;
+        store
+            .ingest(&[item(step as u64 + 1, &samples)], now)
+            .unwrap();
+        settle(&store, now + 15 * MIN);
+        if step % 3 == 2 {
+            sizes.push(
+                std::fs::metadata(dir.path().join("warden.redb"))
+                    .unwrap()
+                    .len(),
+            );
+        }
+    }
+    let now = T0 + 30 * DAY + 15 * MIN;
+    let usage = store.usage().unwrap();
+    // Raw: the windows from the horizon's on, 10 series.
+    let windows = (now / HOUR) - ((now - 7 * DAY) / HOUR);
+    assert_eq!(usage.chunks.entries, windows as u64 * 10, "{usage:?}");
+    let h = history(&store, 3);
+    assert_eq!(h.first().map(|p| p.0), Some((now - 7 * DAY) / HOUR * HOUR));
+    assert_eq!(h.len() as i64, windows * 60);
+    // Hour rows: whole days from the horizon's day on.
+    assert!(usage.hour.entries <= 9 * 10, "{usage:?}");
+    // The file stops growing once retention deletes as much as ingest adds.
+    let (week2, last) = (sizes[13], sizes[29]);
+    assert!(last <= week2 + week2 / 4, "{sizes:?}");
+}
+
+/// One step of the property test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Ingest samples `(resource, minutes after the clock's hour - 180, value)` and advance
+    /// the clock by `advance` minutes.
+    Ingest(Vec<(usize, i64, i8)>, i64),
+    /// An upkeep pass (roll-up, retention, seal) with the current clock.
+    Upkeep,
+    /// Close and reopen the store.
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (
+            prop::collection::vec((0..3usize, 0..240i64, any::<i8>()), 1..40),
+            0..90i64
+        )
+            .prop_map(|(s, a)| Op::Ingest(s, a)),
+        3 => Just(Op::Upkeep),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Any sequence of ingests, seals, restarts and retention passes reads back exactly what
+    /// was acknowledged and has not expired.
+    #[test]
+    fn reads_equal_the_model_after_any_sequence(ops in prop::collection::vec(op(), 1..30)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.redb");
+        let mut store = Store::open(&path).unwrap();
+        let policy = Retention { raw_ms: 3 * HOUR, minute_ms: 2 * HOUR, hour_ms: 4 * HOUR };
+        store.set_retention(policy).unwrap();
+        let mut model: BTreeMap<(usize, i64), f64> = BTreeMap::new();
+        let mut now = T0 + 4 * HOUR;
+        let mut seq = 0;
+        for op in ops {
+            match op {
+                Op::Ingest(samples, advance) => {
+                    seq += 1;
+                    // Times from three hours back (some refused as too old) to an hour
+                    // ahead, at millisecond offsets so series interleave.
+                    let samples: Vec<_> = samples
+                        .into_iter()
+                        .map(|(r, m, v)| (r, now - 3 * HOUR + m * MIN + r as i64, f64::from(v) / 4.0))
+                        .collect();
+                    store.ingest(&[item(seq, &samples)], now).unwrap();
+                    for (r, ts, v) in samples {
+                        if ts >= now - policy.raw_ms {
+                            model.insert((r, ts), v);
+                        }
+                    }
+                    now += advance * MIN;
+                }
+                Op::Upkeep => {
+                    store.pass(now).unwrap();
+                    // Retention deletes whole windows before the horizon's.
+                    let horizon = (now - policy.raw_ms).div_euclid(HOUR) * HOUR;
+                    model.retain(|(_, ts), _| *ts >= horizon);
+                }
+                Op::Restart => {
+                    drop(store);
+                    store = Store::open(&path).unwrap();
+                    store.set_retention(policy).unwrap();
+                }
+            }
+            for r in 0..3 {
+                let want: Vec<_> = model
+                    .range((r, i64::MIN)..=(r, i64::MAX))
+                    .map(|(&(_, t), &v)| (t, v))
+                    .collect();
+                prop_assert_eq!(bits(&history(&store, r)), bits(&want));
+            }
+        }
+    }
+}
+
+/// The previous release's store (`tests/fixtures/store/`, made by `make_legacy.rs` there).
+mod legacy {
+    pub const T0: i64 = 1_764_547_200_000;
+    pub const METRICS: [&str; 3] = ["cpu.usage_pct", "memory.used_bytes", "net.rx_bytes_per_s"];
+
+    /// What the generator stored for resource `r`, metric `m`.
+    pub fn series(r: usize, m: usize) -> Vec<(i64, f64)> {
+        (0..180)
+            .flat_map(|minute| {
+                (0..6).map(move |k| T0 + minute * 60_000 + k * 10_000 + r as i64 * 7)
+            })
+            .map(|ts| (ts, value(r, m, ts)))
+            .collect()
+    }
+
+    fn value(r: usize, m: usize, ts: i64) -> f64 {
+        let step = (ts - T0) / 10_000;
+        match m {
+            0 => ((step * 7 + r as i64 * 13) % 1000) as f64 / 10.0,
+            1 => 1_000_000_000.0 + (step % 360) as f64 * 4096.0 + r as f64,
+            _ => ((step * 31 + r as i64) % 977) as f64 * 0.25,
+        }
+    }
+}
+
+#[test]
+fn a_store_from_the_previous_release_converts_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.redb");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/store/legacy-a76c7fc.redb");
+    std::fs::copy(&fixture, &path).unwrap();
+    let read_all = |store: &Store| {
+        let mut out = Vec::new();
+        for r in 0..4 {
+            for (m, metric) in legacy::METRICS.iter().enumerate() {
+                let got = store
+                    .history(ORG, &res(r), metric, i64::MIN, i64::MAX, None, usize::MAX)
+                    .unwrap();
+                assert_eq!(
+                    bits(&got),
+                    bits(&legacy::series(r, m)),
+                    "node:n{r} {metric}"
+                );
+                out.push(got.len());
+            }
+        }
+        out
+    };
+    // Read as it is, before any conversion.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(read_all(&store), [1080; 12]);
+    let usage = store.usage().unwrap();
+    assert_eq!((usage.head.entries, usage.chunks.entries), (12_960, 0));
+    // Convert a step at a time, restarting in between as an interrupted server would.
+    let now = legacy::T0 + 4 * HOUR;
+    let mut store = store;
+    let mut steps = 0;
+    loop {
+        let sealed = store.seal(now, 1).unwrap();
+        steps += 1;
+        read_all(&store);
+        drop(store);
+        store = Store::open(&path).unwrap();
+        if sealed.samples == 0 {
+            store.roll_up(now).unwrap();
+        }
+        if !sealed.more && sealed.until_ms == Some(legacy::T0 + 3 * HOUR) {
+            break;
+        }
+        assert!(steps < 50, "conversion does not finish");
+    }
+    assert!(
+        steps >= 2,
+        "the conversion was interrupted at least once: {steps}"
+    );
+    let usage = store.usage().unwrap();
+    assert_eq!(
+        (usage.head.entries, usage.chunks.entries),
+        (0, 36),
+        "{usage:?}"
+    );
+    read_all(&store);
+}
