@@ -366,11 +366,12 @@ proptest! {
 
 /// The previous release's store (`tests/fixtures/store/`, made by `make_legacy.rs` there).
 mod legacy {
-    pub const T0: i64 = 1_764_547_200_000;
-    pub const METRICS: [&str; 3] = ["cpu.usage_pct", "memory.used_bytes", "net.rx_bytes_per_s"];
+    pub(super) const T0: i64 = 1_764_547_200_000;
+    pub(super) const METRICS: [&str; 3] =
+        ["cpu.usage_pct", "memory.used_bytes", "net.rx_bytes_per_s"];
 
     /// What the generator stored for resource `r`, metric `m`.
-    pub fn series(r: usize, m: usize) -> Vec<(i64, f64)> {
+    pub(super) fn series(r: usize, m: usize) -> Vec<(i64, f64)> {
         (0..180)
             .flat_map(|minute| {
                 (0..6).map(move |k| T0 + minute * 60_000 + k * 10_000 + r as i64 * 7)
@@ -393,8 +394,8 @@ mod legacy {
 fn a_store_from_the_previous_release_converts_without_loss() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.redb");
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/store/legacy-a76c7fc.redb");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/store/legacy-a76c7fc.redb");
     std::fs::copy(&fixture, &path).unwrap();
     let read_all = |store: &Store| {
         let mut out = Vec::new();

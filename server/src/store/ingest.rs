@@ -222,16 +222,27 @@ impl Store {
 }
 
 /// Late samples of sealed (window, series) pairs, merged into their chunks at the end of the
-/// ingest transaction: (window, series) -> (metric key, samples in arrival order).
+/// ingest transaction.
 #[derive(Default)]
-struct ChunkMerges(HashMap<(i64, u64), (u64, Vec<(i64, f64)>)>);
+struct ChunkMerges(HashMap<(i64, u64), Merge>);
+
+/// Late samples of one sealed (window, series).
+struct Merge {
+    /// The series' metric key (for the tiers).
+    metric: u64,
+    /// In arrival order.
+    samples: Vec<(i64, f64)>,
+}
 
 impl ChunkMerges {
     fn add(&mut self, window: i64, series: u64, metric: &str, ts_ms: i64, value: f64) {
         self.0
             .entry((window, series))
-            .or_insert_with(|| (metric_key(metric), Vec::new()))
-            .1
+            .or_insert_with(|| Merge {
+                metric: metric_key(metric),
+                samples: Vec::new(),
+            })
+            .samples
             .push((ts_ms, value));
     }
 
@@ -243,7 +254,8 @@ impl ChunkMerges {
         rolled: Option<rollup::Marks>,
         late: &mut Late,
     ) -> Result<(), StoreError> {
-        for ((window, series), (metric, mut added)) in self.0 {
+        for ((window, series), Merge { metric, samples }) in self.0 {
+            let mut added = samples;
             // Stable: of equal times, the last to arrive ends up last.
             added.sort_by_key(|s| s.0);
             let stored = read_chunk(chunks, window, series)?;

@@ -92,6 +92,8 @@ struct Progress {
     /// When the backlog began, and samples sealed since.
     since: Option<(Instant, u64)>,
     last_log: Option<Instant>,
+    /// Whether the last pass found nothing left (logged once per change).
+    idle: bool,
 }
 
 impl Progress {
@@ -104,8 +106,19 @@ impl Progress {
                     "store upkeep caught up: history is sealed into chunks"
                 );
             }
+            if !self.idle {
+                self.idle = true;
+                tracing::debug!(
+                    sealed_until = %pass
+                        .sealed_until_ms
+                        .and_then(crate::clock::rfc3339_ms)
+                        .unwrap_or_else(|| "-".to_owned()),
+                    "store upkeep idle: nothing left to roll up, expire or seal"
+                );
+            }
             return;
         }
+        self.idle = false;
         let (_, sealed) = self.since.get_or_insert((Instant::now(), 0));
         *sealed += pass.sealed;
         let due = self.last_log.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);

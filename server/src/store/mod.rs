@@ -37,13 +37,14 @@
 //!
 //! | table          | key                                     | value                     |
 //! |----------------|-----------------------------------------|---------------------------|
-//! | `meta`         | `schema_version`, `next_series_id`, tier watermarks, `recovered_at_ms` | `u64` |
+//! | `meta`         | `schema_version`, `next_series_id`, tier watermarks, seal marks, `recovered_at_ms` | `u64` |
 //! | `tokens`       | token id                                | JSON [`TokenRecord`]      |
 //! | `agents`       | agent id                                | JSON [`AgentRecord`]      |
 //! | `agent_seq`    | agent id                                | `u64` last stored seq     |
 //! | `resources`    | `org US resource_id`                    | JSON [`ResourceRecord`]   |
 //! | `series`       | `org US resource_id US metric`          | `u64` series id           |
-//! | `samples`      | `[u8; 24]`: `bucket \| series id \| ts` | `f64`                     |
+//! | `samples`      | `[u8; 24]`: `bucket \| series id \| ts` | `f64` (the head)          |
+//! | `chunks`       | `[u8; 16]`: `window \| series id`       | compressed samples (`chunk.rs`) |
 //! | `samples_1m`   | `[u8; 24]`: `minute \| metric key \| series id` | `[u8; 32]` [`Aggregate`] |
 //! | `samples_1h`   | `[u8; 24]`: `day \| metric key \| series id` | bitmap + [`Aggregate`]s |
 //! | `findings`     | `org US finding_id`                     | JSON [`Finding`]          |
@@ -90,11 +91,17 @@
 //!   (680 ms, measured on a busier machine, against 290 ms now). A series-first hour tier
 //!   would read one series with one seek, but its hourly roll-up would rewrite the tail page
 //!   of every series instead of appending one block;
-//! - a minute row costs about as much disk as a raw sample (~56 bytes) and there is one per
-//!   series and minute, so minute rows are kept for 50 hours only (twice Patrol's longest
-//!   window plus margin; older minutes are read from hour rows or raw samples); hour rows are
-//!   kept like raw samples. There is no retention of raw samples yet, so nothing else is
-//!   pruned.
+//! - a minute row costs about as much disk as a head sample (~56 bytes) and there is one per
+//!   series and minute, so minute rows are kept for 50 hours by default (twice Patrol's
+//!   longest window plus margin; older minutes are read from hour rows or raw samples).
+//!
+//! **Sealed chunks** (`seal.rs`, invariants there): the head holds only the last hour or two;
+//! ten minutes after an hour window ends, each series' samples of it are encoded into one
+//! chunk (`chunk.rs`) keyed `window | series id`, time first like the tiers, so a seal
+//! appends and retention deletes from the start. `history.rs` is the one raw reader: it
+//! merges the head and the chunks of the range. **Retention** (`retention.rs`) deletes
+//! whole chunks and hour-tier days past each tier's horizon; samples older than the raw
+//! horizon are refused at ingest.
 //!
 //! Readers combine tiers and raw samples by the watermarks and are exact whatever has been
 //! rolled up; a file from before the tiers (no watermarks) reads from raw samples and is

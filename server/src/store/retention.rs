@@ -206,6 +206,12 @@ impl Store {
             txn.abort()?;
         } else {
             self.commit(txn)?;
+            tracing::debug!(
+                chunks = out.chunks,
+                head_rows = out.head_rows,
+                hour_rows = out.hour_rows,
+                "expired history deleted"
+            );
             self.counters
                 .expired_chunks
                 .fetch_add(out.chunks, Ordering::Relaxed);

@@ -33,7 +33,8 @@ use std::sync::atomic::Ordering;
 pub(super) const SEAL_GRACE_MS: i64 = 10 * 60_000;
 /// Series ids sealed per slice.
 const SLICE: u64 = 2048;
-/// Head rows one transaction moves at most before it commits (it finishes its slice).
+/// Head rows one transaction moves at most before it commits (it finishes its slice, and
+/// it commits at the end of a window in any case).
 const TXN_ROWS: usize = 200_000;
 
 /// Where sealing stands.
@@ -104,6 +105,12 @@ impl Store {
             };
             if step.changed {
                 self.commit(txn)?;
+                tracing::debug!(
+                    samples = step.samples,
+                    chunks = step.chunks,
+                    bytes = step.bytes,
+                    "head sealed: chunks written"
+                );
             } else {
                 txn.abort()?;
             }
@@ -188,6 +195,11 @@ fn seal_step(
                 until: Some(next.min(ready_until).max(window + 1)),
                 cursor: 0,
             };
+            if rows > 0 {
+                // One window a transaction: progress survives an interruption.
+                step.more = next < ready_until;
+                break;
+            }
             continue;
         }
         if rows >= TXN_ROWS {
