@@ -177,6 +177,57 @@ fn bench(args: &Args) -> anyhow::Result<()> {
         std::fs::metadata(&path)?.len() as f64 / MIB
     );
 
+    // Seal the raw history into chunks as the server's upkeep would (retention keeps
+    // everything here), then report each tier's size.
+    let t = Instant::now();
+    let mut sealed = 0;
+    loop {
+        let pass = store.pass(NOW_MS)?;
+        sealed += pass.sealed;
+        if !pass.more {
+            break;
+        }
+    }
+    let seal_s = t.elapsed().as_secs_f64();
+    let u = store.usage()?;
+    println!(
+        "patrol-bench: seal_s={seal_s:.1} sealed_samples={sealed} head_entries={} chunks={} chunk_mib={:.1} chunk_bytes_per_sample={:.2} head_mib={:.1} minute_rows={} minute_mib={:.1} hour_rows={} hour_mib={:.1}",
+        u.head.entries,
+        u.chunks.entries,
+        u.chunks.bytes as f64 / MIB,
+        u.chunks.bytes as f64 / sealed.max(1) as f64,
+        u.head.bytes as f64 / MIB,
+        u.minute.entries,
+        u.minute.bytes as f64 / MIB,
+        u.hour.entries,
+        u.hour.bytes as f64 / MIB,
+    );
+    // 7 days of one series at one-minute steps, 20 different node CPU series.
+    let mut reads = Vec::new();
+    let mut points = 0;
+    for i in 0..20 {
+        let t = Instant::now();
+        points += store
+            .history(
+                ORG,
+                &format!("node:pve{:03}", i + 1),
+                metric::CPU_PCT,
+                NOW_MS - 7 * DAY_MS,
+                NOW_MS,
+                Some(MINUTE_MS),
+                usize::MAX,
+            )?
+            .len();
+        reads.push(ms(t));
+    }
+    reads.sort_by(f64::total_cmp);
+    println!(
+        "patrol-bench: read_7d_1m_ms_median={:.2} read_7d_1m_ms_max={:.2} points_per_read={}",
+        reads[reads.len() / 2],
+        reads[reads.len() - 1],
+        points / reads.len()
+    );
+
     let settings = RunSettings::default();
     let lookback = (settings.thresholds.window_ms * 2).max(HOUR_MS);
     let mut rows = Vec::new();
