@@ -218,8 +218,14 @@ impl SeriesAnswer {
             self.points.iter().map(|(t, v)| json!([t, v])).collect(),
         );
         if let Some(spread) = &self.spread {
-            out.insert("min".into(), spread.iter().map(|(lo, _)| json!(lo)).collect());
-            out.insert("max".into(), spread.iter().map(|(_, hi)| json!(hi)).collect());
+            out.insert(
+                "min".into(),
+                spread.iter().map(|(lo, _)| json!(lo)).collect(),
+            );
+            out.insert(
+                "max".into(),
+                spread.iter().map(|(_, hi)| json!(hi)).collect(),
+            );
         }
         // Of the latest value; null when the agent did not say (before protocol 1.2).
         let p = self.provenance.as_ref();
@@ -333,7 +339,10 @@ async fn stepped(
             .into_iter()
             .zip(&series)
             .map(|(b, (rid, metric))| {
-                Ok(SeriesAnswer::stepped(b, store.provenance(&org, rid, metric)?))
+                Ok(SeriesAnswer::stepped(
+                    b,
+                    store.provenance(&org, rid, metric)?,
+                ))
             })
             .collect::<Result<Vec<_>, StoreError>>()
     })
@@ -378,7 +387,12 @@ pub(super) async fn query(
     }
     let text = |s: &Option<Scalar>| s.as_ref().map(Scalar::text);
     let (from, to, step) = (text(&q.from), text(&q.to), text(&q.step));
-    let w = Window::parse(from.as_deref(), to.as_deref(), step.as_deref(), q.max_points)?;
+    let w = Window::parse(
+        from.as_deref(),
+        to.as_deref(),
+        step.as_deref(),
+        q.max_points,
+    )?;
     let series: Vec<(String, String)> = q
         .series
         .into_iter()
@@ -462,7 +476,10 @@ mod tests {
     #[test]
     fn windows_refuse_what_cannot_be_answered() {
         let ok = Window::parse(Some("0"), Some("3600000"), Some("1m"), None).unwrap();
-        assert_eq!((ok.from, ok.to, ok.step_ms, ok.max_points), (0, 3_600_000, Some(60_000), MAX_POINTS));
+        assert_eq!(
+            (ok.from, ok.to, ok.step_ms, ok.max_points),
+            (0, 3_600_000, Some(60_000), MAX_POINTS)
+        );
         let bad = [
             (Some("10"), Some("0"), None, None),
             (Some("0"), Some("10"), Some("0"), None),

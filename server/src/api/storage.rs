@@ -20,7 +20,10 @@ fn compact(ms: i64) -> String {
     UNITS
         .iter()
         .find(|(unit, _)| ms != 0 && ms % unit == 0)
-        .map_or_else(|| format!("{ms}ms"), |(unit, name)| format!("{}{name}", ms / unit))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(unit, name)| format!("{}{name}", ms / unit),
+        )
 }
 
 /// `{raw, raw_ms, minute, minute_ms, hour, hour_ms}`.

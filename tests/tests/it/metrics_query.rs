@@ -229,7 +229,11 @@ fn history_and_queries_are_bounded_say_their_tier_and_agree() {
         let (s, v) = server.post("/api/metrics/query", Some(bad.clone()));
         assert_eq!(s, 400, "{bad}: {v}");
         assert_eq!(v["error"]["code"], "bad_request", "{bad}: {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
 
     // The store's figures.
@@ -256,7 +260,10 @@ fn history_and_queries_are_bounded_say_their_tier_and_agree() {
     assert!(file > 0, "{store}");
     assert_eq!(store["refused_too_old"], 0, "{store}");
     assert!(store["sealed_samples"].is_u64() && store["expired_chunks"].is_u64());
-    assert!(store["path"].as_str().unwrap().ends_with(".redb"), "{store}");
+    assert!(
+        store["path"].as_str().unwrap().ends_with(".redb"),
+        "{store}"
+    );
     let disk = &store["disk"];
     assert!(disk["total"].as_u64().unwrap() >= disk["free"].as_u64().unwrap());
     assert!(disk["reserve"].is_u64(), "{store}");
@@ -277,8 +284,9 @@ fn history_and_queries_are_bounded_say_their_tier_and_agree() {
         for name in ["warden_store_tier_bytes", "warden_store_tier_entries"] {
             let prefix = format!("{name}{{tier=\"{t}\"}} ");
             assert!(
-                text.lines()
-                    .any(|l| l.strip_prefix(&prefix).is_some_and(|v| v.parse::<u64>().is_ok())),
+                text.lines().any(|l| l
+                    .strip_prefix(&prefix)
+                    .is_some_and(|v| v.parse::<u64>().is_ok())),
                 "{prefix} missing:\n{text}"
             );
         }
@@ -290,8 +298,9 @@ fn history_and_queries_are_bounded_say_their_tier_and_agree() {
         .unwrap();
     assert!(head_entries > 0, "{text}");
     assert!(
-        text.lines()
-            .any(|l| l.strip_prefix("warden_store_file_bytes ").is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n > 0))),
+        text.lines().any(|l| l
+            .strip_prefix("warden_store_file_bytes ")
+            .is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n > 0))),
         "{text}"
     );
 }
