@@ -8,12 +8,13 @@ use super::query::ApiQuery;
 use super::{ApiState, Caller, blocking, error::ApiError};
 use crate::clock::rfc3339_ms;
 use crate::model::ProvenanceRecord;
-use crate::store::{Aggregate, Store, StoreError};
+use crate::store::{Aggregate, Store};
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Most points one series of an answer may carry, and the default `max_points`.
 const MAX_POINTS: usize = 20_000;
@@ -261,33 +262,19 @@ impl Answer {
 /// from its tier; without, raw points, or, if a series has more than `max_points` of them,
 /// every series at the finest automatic step that fits.
 async fn read(
-    store: &std::sync::Arc<Store>,
-    org: String,
-    series: Vec<(String, String)>,
+    store: &Arc<Store>,
+    org: &str,
+    series: &[(String, String)],
     w: Window,
 ) -> Result<Answer, ApiError> {
     if let Some(step) = w.step_ms {
-        let series = stepped(store, org, series, w, step).await?;
         return Ok(Answer {
             step_ms: Some(step),
             downsampled: false,
-            series,
+            series: stepped(store, org, series, w, step).await?,
         });
     }
-    let st = store.clone();
-    let (raw, series) = blocking(move || {
-        let mut out = Vec::with_capacity(series.len());
-        for (rid, metric) in &series {
-            let points = st.history(&org, rid, metric, w.from, w.to, None, w.max_points + 1)?;
-            out.push(SeriesAnswer {
-                points,
-                spread: None,
-                provenance: st.provenance(&org, rid, metric)?,
-            });
-        }
-        Ok((out, (org, series)))
-    })
-    .await?;
+    let raw = raw(store, org, series, w).await?;
     // Buckets before a series' first sample are empty, and a series with at most
     // `max_points` samples has at most that many non-empty buckets: the step needs to fit
     // only from the first sample of the series that overflow.
@@ -309,24 +296,53 @@ async fn read(
             w.max_points
         ))
     })?;
-    let (org, series) = series;
-    let series = stepped(store, org, series, w, step).await?;
     Ok(Answer {
         step_ms: Some(step),
         downsampled: true,
-        series,
+        series: stepped(store, org, series, w, step).await?,
     })
+}
+
+/// Up to `max_points + 1` raw points of each series (one more shows an overflow).
+async fn raw(
+    store: &Arc<Store>,
+    org: &str,
+    series: &[(String, String)],
+    w: Window,
+) -> Result<Vec<SeriesAnswer>, ApiError> {
+    let (store, org, series) = (store.clone(), org.to_owned(), series.to_vec());
+    blocking(move || {
+        series
+            .iter()
+            .map(|(rid, metric)| {
+                Ok(SeriesAnswer {
+                    points: store.history(
+                        &org,
+                        rid,
+                        metric,
+                        w.from,
+                        w.to,
+                        None,
+                        w.max_points + 1,
+                    )?,
+                    spread: None,
+                    provenance: store.provenance(&org, rid, metric)?,
+                })
+            })
+            .collect()
+    })
+    .await
 }
 
 /// Per-bucket aggregates of each series from the tier of `step`.
 async fn stepped(
-    store: &std::sync::Arc<Store>,
-    org: String,
-    series: Vec<(String, String)>,
+    store: &Arc<Store>,
+    org: &str,
+    series: &[(String, String)],
     w: Window,
     step: i64,
 ) -> Result<Vec<SeriesAnswer>, ApiError> {
-    let store = store.clone();
+    let (store, org, series) = (store.clone(), org.to_owned(), series.to_vec());
     blocking(move || {
         let refs: Vec<(&str, &str)> = series
             .iter()
@@ -344,7 +360,7 @@ async fn stepped(
                     store.provenance(&org, rid, metric)?,
                 ))
             })
-            .collect::<Result<Vec<_>, StoreError>>()
+            .collect()
     })
     .await
 }
@@ -361,8 +377,8 @@ pub(super) async fn history(
         q.step.as_deref(),
         q.max_points,
     )?;
-    let series = vec![(q.resource_id.clone(), q.metric.clone())];
-    let answer = read(&state.store, caller.org, series, w).await?;
+    let series = [(q.resource_id.clone(), q.metric.clone())];
+    let answer = read(&state.store, &caller.org, &series, w).await?;
     let mut out = answer.head(&w);
     out.insert("resource_id".into(), json!(q.resource_id));
     out.insert("metric".into(), json!(q.metric));
@@ -398,7 +414,7 @@ pub(super) async fn query(
         .into_iter()
         .map(|s| (s.resource_id, s.metric))
         .collect();
-    let answer = read(&state.store, caller.org, series.clone(), w).await?;
+    let answer = read(&state.store, &caller.org, &series, w).await?;
     let mut out = answer.head(&w);
     let list: Vec<Value> = answer
         .series
