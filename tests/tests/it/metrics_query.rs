@@ -200,15 +200,16 @@ fn history_and_queries_are_bounded_say_their_tier_and_agree() {
     ];
     for bad in &bad_queries {
         let (s, v) = server.get(&format!(
-            "/api/metrics/history?resource_id=node:{HOST}&metric=cpu_pct&{bad}"
+            "/api/metrics/history?resource_id=node:{HOST}&metric={}&{bad}",
+            metric::CPU_PCT
         ));
         assert_eq!(s, 400, "{bad}: {v}");
         assert_eq!(v["error"]["code"], "bad_request", "{bad}: {v}");
     }
     let too_many: Vec<Value> = (0..101)
-        .map(|i| json!({ "resource_id": format!("node:n{i}"), "metric": "cpu_pct" }))
+        .map(|i| json!({ "resource_id": format!("node:n{i}"), "metric": metric::CPU_PCT }))
         .collect();
-    let one_series = json!([{ "resource_id": "node:x", "metric": "cpu_pct" }]);
+    let one_series = json!([{ "resource_id": "node:x", "metric": metric::CPU_PCT }]);
     let bad_bodies = [
         json!({ "series": [] }),
         json!({ "series": too_many }),
