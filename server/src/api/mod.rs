@@ -14,6 +14,7 @@ mod prometheus;
 mod query;
 mod resources;
 pub mod serve;
+mod storage;
 mod tokens;
 mod webhooks;
 
@@ -42,6 +43,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/resources", get(resources::list))
         .route("/api/resources/{*id}", get(resources::get_one))
         .route("/api/metrics/history", get(metrics::history))
+        .route("/api/metrics/query", post(metrics::query))
+        .route("/api/store", get(storage::store))
         .route("/api/ai/patrol/findings", get(patrol::findings))
         .route("/api/ai/patrol/findings/{id}/{action}", post(patrol::act))
         .route("/api/ai/patrol/run", post(patrol::run_now))

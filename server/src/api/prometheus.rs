@@ -1,7 +1,7 @@
 //! `GET /metrics`: the server's own counters in Prometheus text format.
 
 use super::{ApiState, Caller};
-use crate::store::WebhookState;
+use crate::store::{Store, WebhookState};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -93,6 +93,7 @@ pub(super) async fn metrics(State(state): State<ApiState>, caller: Caller) -> im
         "Store commits (group commits).",
         s.commits.load(Ordering::Relaxed),
     );
+    store_history(&state.store, &mut out);
     webhooks(&state, caller.org, &mut out).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
@@ -147,4 +148,81 @@ async fn webhooks(state: &ApiState, org: String, out: &mut String) {
             );
         }
     }
+}
+
+/// Metric history: size per tier (from the usage the upkeep task measures once a minute; absent
+/// until it first has), retention per tier, and what the store refused, sealed and expired.
+fn store_history(store: &Store, out: &mut String) {
+    let mut family = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let tiers = |f: &dyn Fn(&str) -> u64| -> Vec<(String, u64)> {
+        ["head", "chunks", "minute", "hour"]
+            .iter()
+            .map(|t| (format!("{{tier=\"{t}\"}}"), f(t)))
+            .collect()
+    };
+    if let Some(u) = store.cached_usage() {
+        let by = |t: &str| match t {
+            "head" => u.head,
+            "chunks" => u.chunks,
+            "minute" => u.minute,
+            _ => u.hour,
+        };
+        family(
+            "warden_store_tier_bytes",
+            "gauge",
+            "Bytes of metric history per tier (head: raw samples not sealed yet; chunks: sealed raw samples; minute and hour aggregates).",
+            &tiers(&|t| by(t).bytes),
+        );
+        family(
+            "warden_store_tier_entries",
+            "gauge",
+            "Entries of metric history per tier (samples, chunks, minute rows, hour rows of a day).",
+            &tiers(&|t| by(t).entries),
+        );
+        family(
+            "warden_store_file_bytes",
+            "gauge",
+            "Size of the store's database file.",
+            &[(String::new(), u.file_bytes)],
+        );
+    }
+    let r = store.retention();
+    let secs = |ms: i64| u64::try_from(ms / 1000).unwrap_or(0);
+    family(
+        "warden_store_retention_seconds",
+        "gauge",
+        "How long each tier keeps metric history.",
+        &[
+            ("{tier=\"raw\"}".to_owned(), secs(r.raw_ms)),
+            ("{tier=\"minute\"}".to_owned(), secs(r.minute_ms)),
+            ("{tier=\"hour\"}".to_owned(), secs(r.hour_ms)),
+        ],
+    );
+    let c = store.counters();
+    family(
+        "warden_store_refused_samples_total",
+        "counter",
+        "Samples refused by the store, by reason (too_old: older than raw retention).",
+        &[(
+            "{reason=\"too_old\"}".to_owned(),
+            c.too_old.load(Ordering::Relaxed),
+        )],
+    );
+    family(
+        "warden_store_sealed_samples_total",
+        "counter",
+        "Raw samples sealed into compressed chunks.",
+        &[(String::new(), c.sealed_samples.load(Ordering::Relaxed))],
+    );
+    family(
+        "warden_store_expired_chunks_total",
+        "counter",
+        "Chunks deleted by retention.",
+        &[(String::new(), c.expired_chunks.load(Ordering::Relaxed))],
+    );
 }

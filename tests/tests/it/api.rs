@@ -31,6 +31,7 @@ fn api_authenticates_validates_and_serves_telemetry() {
         "/api/resources",
         "/api/resources/node:x",
         "/api/metrics/history",
+        "/api/store",
         "/metrics",
     ] {
         let (s, b) = http(&format!("{base}{path}"), "GET", None, None);

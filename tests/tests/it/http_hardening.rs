@@ -81,6 +81,8 @@ const ROUTES: &[(&str, &[&str], bool, bool)] = &[
     ("/api/resources", &["GET"], false, true),
     ("/api/resources/{id}", &["GET"], false, false),
     ("/api/metrics/history", &["GET"], false, true),
+    ("/api/metrics/query", &["POST"], true, false),
+    ("/api/store", &["GET"], false, false),
     ("/api/ai/patrol/findings", &["GET"], false, true),
     (
         "/api/ai/patrol/findings/{id}/dismiss",

@@ -16,6 +16,7 @@ mod enrollment;
 mod http_hardening;
 mod k8s_sim;
 mod kubernetes_collector;
+mod metrics_query;
 mod metrics_store;
 mod patrol;
 mod patrol_fleet;

@@ -473,6 +473,14 @@ fn bulk_reads_equal_raw_history_whatever_tier_holds_the_data() {
                         .history(ORG, r, metric::CPU_PCT, from, to, Some(step), 100_000)
                         .unwrap();
                     assert_close(got, &want, &format!("{r} step {step} {from}..={to}"));
+                    // One series read by its id reads the same.
+                    let one = store
+                        .view()
+                        .unwrap()
+                        .series_aggregates(ORG, &[(r, metric::CPU_PCT)], from, to, step)
+                        .unwrap();
+                    let one: Vec<_> = one[0].iter().map(|(t, a)| (*t, a.mean())).collect();
+                    assert_close(&one, &want, &format!("one {r} step {step} {from}..={to}"));
                 }
             }
         }
