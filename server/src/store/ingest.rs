@@ -58,6 +58,7 @@ impl Store {
         // Held until the commit: ingest calls are serialised by redb's writer lock anyway.
         let mut cache = self.series_cache();
         let mut series = SeriesAlloc::default();
+        let mut outbox = self.outbox_pending();
         {
             let mut seq_table = txn.open_table(AGENT_SEQ)?;
             let mut meta_table = txn.open_table(META)?;
@@ -104,6 +105,9 @@ impl Store {
                     let replaced = sample_table
                         .insert(&sample_key(id, s.ts_ms), s.value)?
                         .is_some();
+                    if let Some(o) = &mut outbox {
+                        o.push(id, &name, s.ts_ms, s.value);
+                    }
                     let minute = bucket_of(s.ts_ms);
                     if rolled.is_some_and(|m| minute < m.minutes) {
                         late.add(minute, metric_key(&s.metric), id, s.value, replaced);
@@ -159,6 +163,9 @@ impl Store {
                     resource_table.insert(k.as_str(), encode(RESOURCE, rec)?.as_slice())?;
                 }
             }
+        }
+        if let Some(o) = outbox {
+            o.append(&txn)?;
         }
         self.commit(txn)?;
         if cache.len() + series.resolved.len() > SERIES_CACHE_MAX {

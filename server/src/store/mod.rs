@@ -141,14 +141,15 @@ const CACHE_BYTES: usize = 256 << 20;
 mod agents;
 mod alerts;
 mod audit;
-pub mod chunk;
 #[cfg(test)]
 mod audit_tests;
+pub mod chunk;
 pub mod disk;
 mod error;
 mod findings;
 mod ingest;
 mod keys;
+mod outbox;
 mod query;
 mod rollup;
 #[cfg(test)]
@@ -159,6 +160,7 @@ pub use alerts::AlertReader;
 pub use audit::{AuditFilter, AuditRow, Head as AuditHead, Pruned, StoredEvent};
 pub use error::StoreError;
 pub use findings::PatrolRunRecord;
+pub use outbox::{OutboxAck, OutboxBatch, OutboxLimits, OutboxSeries, OutboxStats};
 pub use query::{AggregateQuery, Aggregates, StoreView};
 pub use rollup::{Aggregate, RollUp};
 pub use webhooks::{
@@ -194,6 +196,8 @@ pub struct Store {
     series_ids: Mutex<HashMap<String, u64>>,
     /// In-memory state of the downsampled tiers (`rollup.rs`).
     tiers: rollup::Tiers,
+    /// The remote-write outbox's switch, bounds and counters (`outbox.rs`).
+    outbox: outbox::Outbox,
 }
 
 /// What `/healthz` and Patrol know about the store's disk.
@@ -257,6 +261,7 @@ impl Store {
             reserve: AtomicU64::new(AUTO_RESERVE),
             series_ids: Mutex::new(HashMap::new()),
             tiers: rollup::Tiers::default(),
+            outbox: outbox::Outbox::default(),
         })
     }
 
@@ -306,6 +311,7 @@ impl Store {
             txn.open_table(webhooks::WEBHOOK_DEAD)?;
             txn.open_table(webhooks::WEBHOOK_REQUEUED)?;
             txn.open_table(webhooks::WEBHOOK_LOG)?;
+            outbox::create_tables(&txn)?;
         }
         txn.commit()?;
         Ok(db)
