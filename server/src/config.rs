@@ -727,4 +727,42 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn remote_write_is_off_by_default_and_checked() {
+        let c = RawConfig::default()
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap();
+        assert!(c.remote_write.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let raw: RawConfig = toml::from_str(&format!(
+            "[remote_write]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\nbearer_token_file = \"{}\"\nbatch_samples = 100\nretry_max = \"2s\"\n",
+            secret.display()
+        ))
+        .unwrap();
+        let rw = raw
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap()
+            .remote_write
+            .unwrap();
+        assert!(matches!(&rw.auth, Some(RemoteWriteAuth::Bearer(t)) if t == "s3cret"));
+        assert!(!format!("{rw:?}").contains("s3cret"));
+        assert_eq!(
+            (rw.batch_samples, rw.max_backlog_samples, rw.retry_max),
+            (100, 10_000_000, Duration::from_secs(2))
+        );
+        let raw: RawConfig = toml::from_str(
+            "[remote_write]\nurl = \"ftp://x\"\nbearer_token = \"a\"\nbasic_auth_user = \"u\"\nbatch_samples = 0\nmax_backlog_samples = 0\nretry_base = \"soon\"\n",
+        )
+        .unwrap();
+        let err = raw
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
+        assert!(
+            toml::from_str::<RawConfig>("[remote_write]\nurl = \"http://x\"\nbogus = 1").is_err()
+        );
+    }
 }

@@ -523,6 +523,132 @@ fn decode_row(row: &[u8], out: &mut Vec<(u64, i64, f64)>) -> Result<(), StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::IngestItem;
+    use warden_shared::ids::ResourceId;
+    use warden_shared::metric;
+    use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};
+
+    const T0: i64 = 1_800_000_000_000;
+
+    /// Batch `seq` of agent `agt`: `n` samples of `node:pve1`, alternating CPU and a labelled
+    /// file-system metric, at `T0 + seq * 1000 + i`.
+    fn item(seq: u64, n: i64) -> IngestItem {
+        let id = ResourceId::new("node:pve1").unwrap();
+        let fs = metric::labelled(metric::FS_USED_PCT, "mount", "/");
+        IngestItem {
+            agent_id: "agt".into(),
+            org_id: "acme".into(),
+            provenance: Vec::new(),
+            batch: TelemetryBatch {
+                seq,
+                collector: "host".into(),
+                collected_at_ms: T0 + seq as i64 * 1000,
+                resources: vec![Resource {
+                    id: id.clone(),
+                    name: "pve1".into(),
+                    parent: None,
+                    status: "online".into(),
+                    attrs: Vec::new(),
+                }],
+                samples: (0..n)
+                    .map(|i| Sample {
+                        resource_id: id.clone(),
+                        metric: if i % 2 == 0 {
+                            metric::CPU_PCT.into()
+                        } else {
+                            fs.clone()
+                        },
+                        ts_ms: T0 + seq as i64 * 1000 + i,
+                        value: i as f64,
+                    })
+                    .collect(),
+                health: None,
+                dropped_samples: 0,
+            },
+        }
+    }
+
+    fn stats(s: &Store) -> (u64, u64, u64, u64) {
+        let st = s.outbox_stats().unwrap();
+        (
+            st.backlog_samples,
+            st.backlog_rows,
+            st.dropped_samples,
+            st.rejected_samples,
+        )
+    }
+
+    #[test]
+    fn ingest_appends_exactly_once_reads_in_order_and_drops_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.redb");
+        let store = Store::open(&path).unwrap();
+        // Off: nothing is kept.
+        store.ingest(&[item(1, 4)], T0).unwrap();
+        assert_eq!(store.outbox_next(100).unwrap(), None);
+        assert!(!store.outbox_stats().unwrap().enabled);
+
+        store.set_outbox(Some(OutboxLimits {
+            max_backlog_samples: 25,
+            row_samples: 4,
+        }));
+        store.ingest(&[item(2, 10)], T0).unwrap();
+        // A replay adds nothing.
+        store.ingest(&[item(2, 10)], T0).unwrap();
+        assert_eq!(stats(&store), (10, 3, 0, 0));
+
+        // Whole rows, at least one, oldest first, by series with labels resolved.
+        let b = store.outbox_next(9).unwrap().unwrap();
+        assert_eq!((b.last_key, b.samples), (2, 8));
+        assert_eq!(b.series.len(), 2);
+        let cpu = b
+            .series
+            .iter()
+            .find(|s| s.metric == metric::CPU_PCT)
+            .unwrap();
+        assert_eq!(
+            (
+                &*cpu.org,
+                &*cpu.resource_id,
+                &*cpu.resource_kind,
+                &*cpu.agent_id
+            ),
+            ("acme", "node:pve1", "node", "agt")
+        );
+        let ts: Vec<i64> = cpu.samples.iter().map(|p| p.0 - T0 - 2000).collect();
+        assert_eq!(ts, vec![0, 2, 4, 6]);
+        assert_eq!(store.outbox_next(1).unwrap().unwrap().samples, 4);
+        assert_eq!(store.outbox_ack(b.last_key, OutboxAck::Sent(8)).unwrap(), 8);
+        assert_eq!(stats(&store), (2, 1, 0, 0));
+        assert_eq!(store.outbox_stats().unwrap().sent_samples, 8);
+
+        // Past the bound the oldest rows go: 2 + 3 x 10 = 32 > 25 drops rows of 2, 4 and 4.
+        store.ingest(&[item(3, 10), item(4, 10)], T0).unwrap();
+        assert_eq!(stats(&store), (22, 6, 0, 0));
+        store.ingest(&[item(5, 10)], T0).unwrap();
+        assert_eq!(stats(&store), (22, 6, 10, 0));
+
+        // The cursor and counters survive a reopen; names resolve without the caches.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(stats(&store), (22, 6, 10, 0));
+        let b = store.outbox_next(100).unwrap().unwrap();
+        assert_eq!(b.samples, 22);
+        let first = b.series.iter().map(|s| s.samples[0].0).min().unwrap();
+        assert_eq!(
+            first,
+            T0 + 3000 + 8,
+            "the oldest kept sample: the last row of batch 3"
+        );
+        assert_eq!(
+            store
+                .outbox_ack(b.last_key, OutboxAck::Rejected(22))
+                .unwrap(),
+            22
+        );
+        assert_eq!(stats(&store), (0, 0, 10, 22));
+        assert_eq!(store.outbox_next(100).unwrap(), None);
+    }
 
     #[test]
     fn rows_round_trip() {
