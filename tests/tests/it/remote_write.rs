@@ -13,6 +13,11 @@ use std::time::Duration;
 use warden_shared::metric;
 use warden_tests::{AgentProc, ServerProc, eventually, free_tcp, http, now_ms};
 
+/// Series by (resource id, Warden metric name): their points `(ts ms, value)`.
+type Stored = BTreeMap<(String, String), Vec<(i64, f64)>>;
+/// As [`Stored`], with each series' labels in Prometheus.
+type Received = BTreeMap<(String, String), (Value, Vec<(i64, f64)>)>;
+
 /// A Prometheus with its remote-write receiver on, on a fixed loopback port.
 struct Prometheus {
     addr: SocketAddr,
@@ -79,7 +84,7 @@ impl Prometheus {
 
     /// Every raw sample Prometheus holds for org `default` over the last `window`:
     /// (resource id, Warden metric name) -> [(ts ms, value)], with each series' labels.
-    fn samples(&self, window: &str) -> BTreeMap<(String, String), (Value, Vec<(i64, f64)>)> {
+    fn samples(&self, window: &str) -> Received {
         let query = format!("{{org=\"default\"}}[{window}]");
         let url = format!(
             "http://{}/api/v1/query?query={}&time={:.3}",
@@ -193,7 +198,7 @@ fn feed(server: &ServerProc, mut agent: AgentProc, mut enough: impl FnMut() -> b
 
 /// Every raw sample Warden stored for every resource and metric it knows:
 /// (resource id, metric) -> [(ts ms, value)].
-fn stored(server: &ServerProc) -> BTreeMap<(String, String), Vec<(i64, f64)>> {
+fn stored(server: &ServerProc) -> Stored {
     let mut out = BTreeMap::new();
     let from = now_ms() - 3_600_000;
     for r in server.list_all("/api/resources") {
@@ -235,8 +240,8 @@ fn points(text: &str) -> Vec<(i64, f64)> {
 
 /// Asserts Prometheus holds exactly `want` (every series, every point, bit for bit).
 fn assert_same(
-    got: &BTreeMap<(String, String), (Value, Vec<(i64, f64)>)>,
-    want: &BTreeMap<(String, String), Vec<(i64, f64)>>,
+    got: &Received,
+    want: &Stored,
 ) {
     let got_keys: Vec<_> = got.keys().collect();
     let want_keys: Vec<_> = want.keys().collect();
