@@ -117,6 +117,7 @@ impl Sender {
     /// go on at once).
     async fn step(&mut self) -> Option<Duration> {
         let max = self.cfg.batch_samples as u64;
+        let started = std::time::Instant::now();
         let batch = match self.blocking(move |s| s.outbox_next(max)).await {
             Ok(Some(b)) => b,
             Ok(None) => return Some(IDLE),
@@ -135,6 +136,7 @@ impl Sender {
             }
         };
         let bytes = body.len();
+        let read = started.elapsed();
         let failure = match self.post(body).await {
             Ok((status, answer)) => match plan::verdict(status.as_u16()) {
                 Verdict::Stored => {
@@ -145,10 +147,19 @@ impl Sender {
                         );
                     }
                     self.schedule.succeeded();
-                    debug!(samples = batch.samples, bytes, "remote write batch stored");
-                    return self
+                    let sent = started.elapsed();
+                    let next = self
                         .ack(batch.last_key, OutboxAck::Sent(batch.samples))
                         .await;
+                    debug!(
+                        samples = batch.samples,
+                        bytes,
+                        read_ms = read.as_millis(),
+                        post_ms = (sent - read).as_millis(),
+                        ack_ms = (started.elapsed() - sent).as_millis(),
+                        "remote write batch stored"
+                    );
+                    return next;
                 }
                 Verdict::Rejected => {
                     if self.refused.insert(status.as_u16()) {

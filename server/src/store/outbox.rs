@@ -56,6 +56,8 @@ const REJECTED: &str = "rejected_samples";
 const KNOWN_MAX: usize = 1 << 22;
 /// Resolved series names cached for the reader at most.
 const NAMES_MAX: usize = 1 << 20;
+/// How long a resource's type and agent are reused before its record is read again.
+const LABELS_TTL_MS: i64 = 60_000;
 /// Least time between two warnings about dropped rows.
 const DROP_WARN_MS: i64 = 60_000;
 
@@ -136,6 +138,8 @@ pub(super) struct Outbox {
     known: Mutex<HashSet<u64>>,
     /// Reader's cache: series id -> series name.
     names: Mutex<HashMap<u64, Arc<str>>>,
+    /// Reader's cache: resource key -> (type, agent, when read in ms).
+    labels: Mutex<HashMap<String, (String, String, i64)>>,
     sent_samples: AtomicU64,
     failed_requests: AtomicU64,
     last_success_ms: AtomicI64,
@@ -327,7 +331,15 @@ impl Store {
         }
 
         let resources = txn.open_table(RESOURCES)?;
-        let mut labels: HashMap<(String, String), (String, String)> = HashMap::new();
+        let now = crate::clock::now_ms();
+        let mut labels = self
+            .outbox
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if labels.len() > NAMES_MAX {
+            labels.clear();
+        }
         let mut series = Vec::with_capacity(by_id.len());
         for (id, mut points) in by_id {
             let Some(name) = resolved.get(&id) else {
@@ -339,16 +351,15 @@ impl Store {
             else {
                 return Err(StoreError::Corrupt(format!("series name {name:?}")));
             };
-            let key = (org.to_owned(), resource_id.to_owned());
-            let (resource_kind, agent_id) = match labels.get(&key) {
-                Some(l) => l.clone(),
-                None => {
-                    let k = resource_key(org, resource_id);
+            let k = resource_key(org, resource_id);
+            let (resource_kind, agent_id) = match labels.get(&k) {
+                Some(l) if now - l.2 < LABELS_TTL_MS => (l.0.clone(), l.1.clone()),
+                _ => {
                     let rec: Option<ResourceRecord> = resources
                         .get(k.as_str())?
                         .map(|v| decode("resource", &k, v.value()))
                         .transpose()?;
-                    let l = match rec {
+                    let (kind, agent) = match rec {
                         Some(r) => (r.kind, r.agent_id),
                         None => (
                             resource_id
@@ -358,8 +369,8 @@ impl Store {
                             String::new(),
                         ),
                     };
-                    labels.insert(key, l.clone());
-                    l
+                    labels.insert(k, (kind.clone(), agent.clone(), now));
+                    (kind, agent)
                 }
             };
             // Stable sort: of equal timestamps the later stored wins, as in the store.

@@ -239,10 +239,7 @@ fn points(text: &str) -> Vec<(i64, f64)> {
 }
 
 /// Asserts Prometheus holds exactly `want` (every series, every point, bit for bit).
-fn assert_same(
-    got: &Received,
-    want: &Stored,
-) {
+fn assert_same(got: &Received, want: &Stored) {
     let got_keys: Vec<_> = got.keys().collect();
     let want_keys: Vec<_> = want.keys().collect();
     assert_eq!(got_keys, want_keys, "the same series");
@@ -314,7 +311,7 @@ fn a_down_receiver_builds_a_backlog_that_survives_kill9_and_drains() {
     let mut server = server(&tmp.path().join("server"), &prom.write_url(), "");
     let node = AgentProc::simulated(&tmp.path().join("agent"), "downnode", "1s");
     feed(&server, node, || {
-        figure(&server, BACKLOG) >= 500.0 && figure(&server, FAILED) >= 2.0
+        figure(&server, BACKLOG) >= 200.0 && figure(&server, FAILED) >= 2.0
     });
     let backlog = figure(&server, BACKLOG);
     assert_eq!(figure(&server, SENT), 0.0);
