@@ -373,3 +373,27 @@ fn a_full_backlog_drops_the_oldest_and_counts_them() {
         "the newest were kept"
     );
 }
+
+#[test]
+fn a_refusing_receiver_drops_batches_as_rejected_and_says_so_once() {
+    let Some(bin) = Prometheus::binary() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut prom = Prometheus::new(&tmp.path().join("prom"));
+    prom.start(&bin);
+    // A path Prometheus does not serve: 404, which no retry will change.
+    let url = prom.write_url().replace("/write", "/nowhere");
+    let server = server(&tmp.path().join("server"), &url, "batch_samples = 20\n");
+    let node = AgentProc::simulated(&tmp.path().join("agent"), "refusednode", "1s");
+    feed(&server, node, || figure(&server, REJECTED) >= 100.0);
+    eventually(Duration::from_secs(30), "backlog settled", || {
+        (figure(&server, BACKLOG) == 0.0).then_some(())
+    });
+    let total: usize = stored(&server).values().map(Vec::len).sum();
+    assert_eq!(figure(&server, REJECTED), total as f64);
+    assert_eq!(figure(&server, SENT) + figure(&server, FAILED), 0.0);
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    assert_eq!(log.matches("refused a batch").count(), 1, "logged once");
+    assert!(log.contains("404"), "the status is logged");
+}
