@@ -29,9 +29,7 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
 /// [`ChunkError::Corrupt`] if the bytes are not a chunk.
 pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ChunkError> {
     if bytes.len() % 16 != 0 {
-        return Err(ChunkError::Corrupt(
-            "length is not a whole number of samples",
-        ));
+        return Err(ChunkError::Corrupt("length is not a whole number of samples"));
     }
     Ok(bytes
         .chunks_exact(16)
