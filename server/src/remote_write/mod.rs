@@ -10,8 +10,10 @@
 //!   them only after a 2xx, so a crash or restart resends what was not acknowledged
 //!   (receivers treat an identical sample as a no-op). One request is in flight at a time.
 //! - **Failures wait, refusals do not block.** 429, 5xx, timeouts and connection errors retry
-//!   the same batch after [`plan::Schedule`]'s backoff; any other status drops the batch, counts
-//!   its samples as rejected and logs once per status.
+//!   the same batch after [`plan::Schedule`]'s backoff (parts of it already stored go again,
+//!   harmlessly). A 400 is retried as halves down to single series ([`plan::Bisect`]), so only
+//!   the series the receiver refuses are dropped; any other status drops the part. Dropped
+//!   samples are counted as rejected and each refusing status is logged once.
 //! - **Bounded.** The outbox holds at most `max_backlog_samples`; past it ingest drops the
 //!   oldest rows (counted). Ingest never waits for the receiver.
 //! - **Secrets stay put.** The bearer token or basic-auth password is only put on requests,
@@ -126,57 +128,78 @@ impl Sender {
                 return Some(STORE_RETRY);
             }
         };
-        let body = match plan::body(&plan::request(&batch)) {
-            Ok(b) => b,
-            Err(e) => {
-                error!(error = %e, samples = batch.samples, "cannot encode a remote-write batch; dropping it");
-                return self
-                    .ack(batch.last_key, OutboxAck::Rejected(batch.samples))
-                    .await;
-            }
-        };
-        let bytes = body.len();
         let read = started.elapsed();
-        let failure = match self.post(body).await {
-            Ok((status, answer)) => match plan::verdict(status.as_u16()) {
-                Verdict::Stored => {
-                    if self.schedule.failures() > 0 {
-                        info!(
-                            failures = self.schedule.failures(),
-                            "remote write receiver recovered"
-                        );
-                    }
-                    self.schedule.succeeded();
-                    let sent = started.elapsed();
-                    let next = self
-                        .ack(batch.last_key, OutboxAck::Sent(batch.samples))
-                        .await;
-                    debug!(
-                        samples = batch.samples,
-                        bytes,
-                        read_ms = read.as_millis(),
-                        post_ms = (sent - read).as_millis(),
-                        ack_ms = (started.elapsed() - sent).as_millis(),
-                        "remote write batch stored"
-                    );
-                    return next;
+        let mut bisect = plan::Bisect::new(plan::request(&batch));
+        let (mut bytes, mut requests) = (0, 0);
+        let mut failure = None;
+        while let Some(part) = bisect.next_part() {
+            let body = match plan::body(&part) {
+                Ok(b) => b,
+                Err(e) => {
+                    error!(error = %e, "cannot encode a remote-write request; dropping it");
+                    bisect.record(part, Verdict::Rejected, 0);
+                    continue;
                 }
-                Verdict::Rejected => {
-                    if self.refused.insert(status.as_u16()) {
+            };
+            bytes += body.len();
+            requests += 1;
+            match self.post(body).await {
+                Ok((status, answer)) => {
+                    let status = status.as_u16();
+                    let verdict = plan::verdict(status);
+                    if verdict == Verdict::Retry {
+                        failure = Some(format!("status {status}: {answer}"));
+                        break;
+                    }
+                    if verdict == Verdict::Rejected && self.refused.insert(status) {
                         error!(
-                            status = status.as_u16(),
+                            status,
                             answer = %answer,
-                            samples = batch.samples,
-                            "remote write receiver refused a batch; dropping it (logged once per status)"
+                            series = part.timeseries.len(),
+                            "remote write receiver refused a request; its samples are dropped \
+                             (a 400 is retried as halves to keep the rest; logged once per status)"
                         );
                     }
-                    return self
-                        .ack(batch.last_key, OutboxAck::Rejected(batch.samples))
-                        .await;
+                    bisect.record(part, verdict, status);
                 }
-                Verdict::Retry => format!("status {status}"),
-            },
-            Err(e) => e,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some(failure) = failure else {
+            if self.schedule.failures() > 0 {
+                info!(
+                    failures = self.schedule.failures(),
+                    "remote write receiver recovered"
+                );
+            }
+            self.schedule.succeeded();
+            let ack = if bisect.rejected == 0 {
+                OutboxAck {
+                    sent: batch.samples,
+                    rejected: 0,
+                }
+            } else {
+                OutboxAck {
+                    sent: bisect.sent,
+                    rejected: batch.samples.saturating_sub(bisect.sent),
+                }
+            };
+            let sent = started.elapsed();
+            let next = self.ack(batch.last_key, ack).await;
+            debug!(
+                samples = batch.samples,
+                rejected = ack.rejected,
+                bytes,
+                requests,
+                read_ms = read.as_millis(),
+                post_ms = (sent - read).as_millis(),
+                ack_ms = (started.elapsed() - sent).as_millis(),
+                "remote write batch done"
+            );
+            return next;
         };
         self.store.outbox_failed();
         let now = crate::clock::now_ms();

@@ -189,6 +189,58 @@ pub fn verdict(status: u16) -> Verdict {
     }
 }
 
+/// The parts of one batch still to send. A receiver may refuse a whole request for one bad
+/// sample (Prometheus answers 400 to an out-of-order or too old sample and stores none of the
+/// request), so a part refused with 400 is sent again as two halves, down to single series:
+/// only the series it refuses are dropped, at the cost of about two requests per bad series
+/// and halving.
+#[derive(Debug)]
+pub struct Bisect {
+    parts: Vec<Vec<TimeSeries>>,
+    /// Samples the receiver stored.
+    pub sent: u64,
+    /// Samples the receiver refused for good.
+    pub rejected: u64,
+}
+
+/// The status that splits a refused part.
+pub const SPLIT_STATUS: u16 = 400;
+
+impl Bisect {
+    /// All of `req` as the first part.
+    pub fn new(req: WriteRequest) -> Self {
+        Self {
+            parts: vec![req.timeseries],
+            sent: 0,
+            rejected: 0,
+        }
+    }
+
+    /// The next part to send, `None` when every sample is stored or refused.
+    pub fn next_part(&mut self) -> Option<WriteRequest> {
+        self.parts
+            .pop()
+            .map(|timeseries| WriteRequest { timeseries })
+    }
+
+    /// Records the receiver's answer to `part` (the last [`Bisect::next_part`]): stored, or
+    /// refused with `status`. Not for [`Verdict::Retry`]: the caller retries the whole batch.
+    pub fn record(&mut self, part: WriteRequest, verdict: Verdict, status: u16) {
+        let samples: u64 = part.timeseries.iter().map(|t| t.samples.len() as u64).sum();
+        match verdict {
+            Verdict::Stored => self.sent += samples,
+            Verdict::Rejected if status == SPLIT_STATUS && part.timeseries.len() > 1 => {
+                let mut first = part.timeseries;
+                let second = first.split_off(first.len() / 2);
+                // A stack: the first half goes out next.
+                self.parts.push(second);
+                self.parts.push(first);
+            }
+            Verdict::Rejected | Verdict::Retry => self.rejected += samples,
+        }
+    }
+}
+
 /// When to try a failing batch again: [`backoff`] (as webhooks: `base * 2^(n-1)` capped at
 /// `max`, jittered into its upper half) after each consecutive failure.
 #[derive(Debug, Clone)]
@@ -332,6 +384,61 @@ mod tests {
                 l(RESOURCE_TYPE, "node"),
             ]
         );
+    }
+
+    #[test]
+    fn a_refused_batch_is_halved_down_to_the_series_refused() {
+        let ts = |i: i64, n: usize| TimeSeries {
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: format!("m{i}"),
+            }],
+            samples: (0..n)
+                .map(|k| Sample {
+                    value: i as f64,
+                    timestamp: k as i64,
+                })
+                .collect(),
+        };
+        // Ten series of 3 samples; the receiver refuses any request holding series 3 or 7.
+        let req = WriteRequest {
+            timeseries: (0..10).map(|i| ts(i, 3)).collect(),
+        };
+        let bad = |r: &WriteRequest| {
+            r.timeseries
+                .iter()
+                .any(|t| t.labels[0].value == "m3" || t.labels[0].value == "m7")
+        };
+        let mut b = Bisect::new(req);
+        let (mut requests, mut stored) = (0, Vec::new());
+        while let Some(part) = b.next_part() {
+            requests += 1;
+            if bad(&part) {
+                b.record(part, Verdict::Rejected, SPLIT_STATUS);
+            } else {
+                stored.extend(part.timeseries.iter().map(|t| t.labels[0].value.clone()));
+                b.record(part, Verdict::Stored, 200);
+            }
+        }
+        assert_eq!((b.sent, b.rejected), (24, 6));
+        stored.sort();
+        let want: Vec<String> = [0, 1, 2, 4, 5, 6, 8, 9]
+            .iter()
+            .map(|i| format!("m{i}"))
+            .collect();
+        assert_eq!(
+            stored, want,
+            "each good series once, in its own order of halves"
+        );
+        assert!(requests <= 2 * 2 * 4 + 1, "{requests} requests");
+        // Any other refusal drops the part whole.
+        let mut b = Bisect::new(WriteRequest {
+            timeseries: (0..4).map(|i| ts(i, 2)).collect(),
+        });
+        let part = b.next_part().unwrap();
+        b.record(part, Verdict::Rejected, 413);
+        assert!(b.next_part().is_none());
+        assert_eq!((b.sent, b.rejected), (0, 8));
     }
 
     #[test]

@@ -100,13 +100,13 @@ pub struct OutboxBatch {
     pub series: Vec<OutboxSeries>,
 }
 
-/// What became of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboxAck {
-    /// The receiver took these samples.
-    Sent(u64),
-    /// The receiver refused them for good (4xx); they are dropped.
-    Rejected(u64),
+/// What became of a batch's samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxAck {
+    /// The receiver took these.
+    pub sent: u64,
+    /// The receiver refused these for good (4xx); they are dropped.
+    pub rejected: u64,
 }
 
 /// The outbox's counters for `/metrics`.
@@ -415,14 +415,16 @@ impl Store {
             }
             let backlog = counter(&state, BACKLOG)?.saturating_sub(removed);
             state.insert(BACKLOG, backlog)?;
-            if let OutboxAck::Rejected(n) = ack {
-                let total = counter(&state, REJECTED)? + n;
+            if ack.rejected > 0 {
+                let total = counter(&state, REJECTED)? + ack.rejected;
                 state.insert(REJECTED, total)?;
             }
         }
         self.commit(txn)?;
-        if let OutboxAck::Sent(n) = ack {
-            self.outbox.sent_samples.fetch_add(n, Ordering::Relaxed);
+        if ack.sent > 0 {
+            self.outbox
+                .sent_samples
+                .fetch_add(ack.sent, Ordering::Relaxed);
             self.outbox
                 .last_success_ms
                 .store(crate::clock::now_ms(), Ordering::Relaxed);
@@ -629,7 +631,18 @@ mod tests {
         let ts: Vec<i64> = cpu.samples.iter().map(|p| p.0 - T0 - 2000).collect();
         assert_eq!(ts, vec![0, 2, 4, 6]);
         assert_eq!(store.outbox_next(1).unwrap().unwrap().samples, 4);
-        assert_eq!(store.outbox_ack(b.last_key, OutboxAck::Sent(8)).unwrap(), 8);
+        assert_eq!(
+            store
+                .outbox_ack(
+                    b.last_key,
+                    OutboxAck {
+                        sent: 8,
+                        rejected: 0
+                    }
+                )
+                .unwrap(),
+            8
+        );
         assert_eq!(stats(&store), (2, 1, 0, 0));
         assert_eq!(store.outbox_stats().unwrap().sent_samples, 8);
 
@@ -653,7 +666,13 @@ mod tests {
         );
         assert_eq!(
             store
-                .outbox_ack(b.last_key, OutboxAck::Rejected(22))
+                .outbox_ack(
+                    b.last_key,
+                    OutboxAck {
+                        sent: 0,
+                        rejected: 22
+                    }
+                )
                 .unwrap(),
             22
         );

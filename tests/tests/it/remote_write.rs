@@ -394,6 +394,6 @@ fn a_refusing_receiver_drops_batches_as_rejected_and_says_so_once() {
     assert_eq!(figure(&server, REJECTED), total as f64);
     assert_eq!(figure(&server, SENT) + figure(&server, FAILED), 0.0);
     let log = std::fs::read_to_string(server.log_path()).unwrap();
-    assert_eq!(log.matches("refused a batch").count(), 1, "logged once");
+    assert_eq!(log.matches("refused a request").count(), 1, "logged once");
     assert!(log.contains("404"), "the status is logged");
 }
