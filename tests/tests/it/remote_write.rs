@@ -1,8 +1,10 @@
 //! The Prometheus remote-write sink against a real Prometheus (Debian's `prometheus`, with its
 //! remote-write receiver on) started by the test: what Prometheus holds equals what Warden
 //! stored; a receiver that is down lets the backlog grow and drains it later, across a
-//! `kill -9` of the server; a full backlog drops the oldest samples and counts them. Skipped
-//! with a message when `prometheus` is not installed (`scripts/test.sh` installs it).
+//! `kill -9` of the server; a full backlog drops the oldest samples and counts them; a receiver
+//! that refuses every request drops them as rejected; one series Prometheus refuses (out of
+//! order) costs only that series' samples. Skipped with a message when `prometheus` is not
+//! installed (`scripts/test.sh` installs it).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -10,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use warden_server::remote_write::plan;
 use warden_shared::metric;
 use warden_tests::{AgentProc, ServerProc, eventually, free_tcp, http, now_ms};
 
@@ -396,4 +399,86 @@ fn a_refusing_receiver_drops_batches_as_rejected_and_says_so_once() {
     let log = std::fs::read_to_string(server.log_path()).unwrap();
     assert_eq!(log.matches("refused a request").count(), 1, "logged once");
     assert!(log.contains("404"), "the status is logged");
+}
+
+/// Posts `req` to Prometheus's write endpoint as Warden does; returns the status.
+fn post(prom: &Prometheus, req: &plan::WriteRequest) -> u16 {
+    warden_tests::install_crypto();
+    let body = plan::body(req).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            reqwest::Client::new()
+                .post(prom.write_url())
+                .header("Content-Encoding", "snappy")
+                .header("Content-Type", "application/x-protobuf")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+}
+
+#[test]
+fn one_refused_series_costs_only_its_own_samples() {
+    let Some(bin) = Prometheus::binary() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut prom = Prometheus::new(&tmp.path().join("prom"));
+    prom.start(&bin);
+    let server = server(&tmp.path().join("server"), &prom.write_url(), "");
+    let mut node = AgentProc::simulated(&tmp.path().join("agent"), "bisnode", "1s");
+    let agent = node.enroll_ok(&server.token("10m"));
+    // Prometheus already holds a newer sample of the node's CPU series (ten minutes ahead), so
+    // every CPU sample Warden sends is out of order and Prometheus refuses any request with
+    // one of them (400).
+    let label = |name: &str, value: &str| plan::Label {
+        name: name.into(),
+        value: value.into(),
+    };
+    let ahead = plan::WriteRequest {
+        timeseries: vec![plan::TimeSeries {
+            labels: vec![
+                label("__name__", metric::CPU_PCT),
+                label("agent", &agent),
+                label("org", "default"),
+                label("resource_id", "node:bisnode"),
+                label("resource_type", "node"),
+            ],
+            samples: vec![plan::Sample {
+                value: -1.0,
+                timestamp: now_ms() + 600_000,
+            }],
+        }],
+    };
+    assert_eq!(post(&prom, &ahead), 204);
+    node.start(&[]);
+    let cpu = ("node:bisnode".to_owned(), metric::CPU_PCT.to_owned());
+    eventually(Duration::from_secs(60), "refusals", || {
+        (figure(&server, REJECTED) >= 10.0).then_some(())
+    });
+    node.terminate();
+    std::thread::sleep(Duration::from_secs(1));
+    eventually(Duration::from_secs(30), "backlog settled", || {
+        (figure(&server, BACKLOG) == 0.0).then_some(())
+    });
+    let mut want = stored(&server);
+    let refused = want.remove(&cpu).expect("the node's CPU series").len();
+    let total: usize = want.values().map(Vec::len).sum::<usize>() + refused;
+    assert_eq!(
+        figure(&server, REJECTED),
+        refused as f64,
+        "only the CPU samples"
+    );
+    assert_eq!(figure(&server, SENT), (total - refused) as f64);
+    let mut got = prom.samples("1h");
+    // (The sample ahead is in the future, outside the query's window.)
+    assert!(got.remove(&cpu).is_none(), "none of Warden's CPU samples");
+    assert_same(&got, &want);
 }
