@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test Warden has, on a fresh Debian machine or a developer's.
-# Installs what the tests need (Debian's docker.io and busybox-static), starts dockerd
+# Installs what the tests need (Debian's docker.io and busybox-static, and prometheus as
+# the remote-write receiver, without its recommended node exporter), starts dockerd
 # when none is running (and leaves an already running one alone), then: fmt, clippy,
 # build, and the whole test suite. `.ci/run` calls exactly this.
 set -euo pipefail
@@ -16,6 +17,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v prometheus >/dev/null 2>&1; then
+  log "installing prometheus"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  [ ${#missing[@]} -gt 0 ] || $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -67,6 +67,66 @@ pub struct RawConfig {
     pub http_header_timeout: String,
     /// How long a client may take to send a whole request body (default `30s`).
     pub http_body_timeout: String,
+    /// `[remote_write]`: ship every stored sample to a Prometheus remote-write receiver;
+    /// off when absent.
+    pub remote_write: Option<RawRemoteWrite>,
+}
+
+/// The `[remote_write]` section as written (docs/operations.md, "Remote write").
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRemoteWrite {
+    /// The receiver's write URL, e.g. `http://vm:8428/api/v1/write`.
+    pub url: String,
+    /// Bearer token sent as `Authorization: Bearer ...` ...
+    pub bearer_token: Option<String>,
+    /// ... or read from this file.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic-auth user name.
+    pub basic_auth_user: Option<String>,
+    /// Basic-auth password ...
+    pub basic_auth_password: Option<String>,
+    /// ... or read from this file.
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// Samples per request at most (default 5000).
+    pub batch_samples: usize,
+    /// Samples kept waiting at most; past it the oldest are dropped (default 10,000,000).
+    pub max_backlog_samples: u64,
+    /// How long one request may take (default `30s`).
+    pub timeout: String,
+    /// First retry delay, doubled per failed attempt (default `500ms`).
+    pub retry_base: String,
+    /// Longest retry delay (default `1m`).
+    pub retry_max: String,
+}
+
+impl Default for RawRemoteWrite {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            bearer_token: None,
+            bearer_token_file: None,
+            basic_auth_user: None,
+            basic_auth_password: None,
+            basic_auth_password_file: None,
+            batch_samples: 5000,
+            max_backlog_samples: 10_000_000,
+            timeout: "30s".into(),
+            retry_base: "500ms".into(),
+            retry_max: "1m".into(),
+        }
+    }
+}
+
+/// Secrets stay out of logs and `Debug`.
+impl std::fmt::Debug for RawRemoteWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRemoteWrite")
+            .field("url", &self.url)
+            .field("batch_samples", &self.batch_samples)
+            .field("max_backlog_samples", &self.max_backlog_samples)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RawConfig {
@@ -95,6 +155,7 @@ impl Default for RawConfig {
             metrics_retention_hour: "7d".into(),
             http_header_timeout: "10s".into(),
             http_body_timeout: "30s".into(),
+            remote_write: None,
         }
     }
 }
@@ -147,6 +208,153 @@ pub struct Config {
     pub metrics_retention: crate::store::Retention,
     /// HTTP listener timeouts.
     pub http: HttpConfig,
+    /// The Prometheus remote-write sink; `None`: off.
+    pub remote_write: Option<RemoteWriteConfig>,
+}
+
+/// The Prometheus remote-write sink (`crate::remote_write`).
+#[derive(Debug, Clone)]
+pub struct RemoteWriteConfig {
+    /// The receiver's write URL.
+    pub url: String,
+    /// How requests authenticate, if at all.
+    pub auth: Option<RemoteWriteAuth>,
+    /// Samples per request at most.
+    pub batch_samples: usize,
+    /// Samples kept waiting at most.
+    pub max_backlog_samples: u64,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// First retry delay (doubled per attempt, with jitter).
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+/// Credentials for the remote-write receiver; `Debug` does not show them.
+#[derive(Clone)]
+pub enum RemoteWriteAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// HTTP basic auth.
+    Basic {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for RemoteWriteAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Self::Basic { user, .. } => write!(f, "Basic({user}, <redacted>)"),
+        }
+    }
+}
+
+/// Validates `[remote_write]`, pushing each problem; `None` when absent or invalid.
+fn remote_write(
+    raw: Option<RawRemoteWrite>,
+    problems: &mut Vec<String>,
+) -> Option<RemoteWriteConfig> {
+    let raw = raw?;
+    let before = problems.len();
+    match reqwest::Url::parse(&raw.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => problems.push(format!(
+            "remote_write.url = {:?} must be an http:// or https:// URL",
+            raw.url
+        )),
+    }
+    let mut secret =
+        |name: &str, inline: Option<String>, file: Option<PathBuf>| match (inline, file) {
+            (Some(_), Some(_)) => {
+                problems.push(format!("remote_write: set {name} or {name}_file, not both"));
+                None
+            }
+            (Some(v), None) => Some(v),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+                Ok(_) => {
+                    problems.push(format!(
+                        "remote_write.{name}_file {} is empty",
+                        path.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("remote_write.{name}_file {}: {e}", path.display()));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+    let bearer = secret("bearer_token", raw.bearer_token, raw.bearer_token_file);
+    let password = secret(
+        "basic_auth_password",
+        raw.basic_auth_password,
+        raw.basic_auth_password_file,
+    );
+    let auth = match (bearer, raw.basic_auth_user, password) {
+        (None, None, None) => None,
+        (Some(t), None, None) => Some(RemoteWriteAuth::Bearer(t)),
+        (None, Some(user), Some(password)) => Some(RemoteWriteAuth::Basic { user, password }),
+        (None, Some(_), None) | (None, None, Some(_)) => {
+            problems.push(
+                "remote_write: basic auth needs basic_auth_user and basic_auth_password(_file)"
+                    .into(),
+            );
+            None
+        }
+        (Some(_), _, _) => {
+            problems.push("remote_write: use a bearer token or basic auth, not both".into());
+            None
+        }
+    };
+    if !(1..=100_000).contains(&raw.batch_samples) {
+        problems.push(format!(
+            "remote_write.batch_samples = {} must be from 1 to 100000",
+            raw.batch_samples
+        ));
+    }
+    if raw.max_backlog_samples < raw.batch_samples as u64 {
+        problems.push(format!(
+            "remote_write.max_backlog_samples = {} must be at least batch_samples",
+            raw.max_backlog_samples
+        ));
+    }
+    let mut dur = |name: &str, v: &str, min: Duration| match humantime::parse_duration(v) {
+        Ok(d) if d >= min => Some(d),
+        _ => {
+            problems.push(format!(
+                "remote_write.{name} = {v:?} must be a duration of at least {}",
+                humantime::format_duration(min)
+            ));
+            None
+        }
+    };
+    let timeout = dur("timeout", &raw.timeout, Duration::from_secs(1));
+    let retry_base = dur("retry_base", &raw.retry_base, Duration::from_millis(10));
+    let retry_max = dur("retry_max", &raw.retry_max, Duration::from_millis(10));
+    if let (Some(b), Some(m)) = (retry_base, retry_max)
+        && m < b
+    {
+        problems.push("remote_write.retry_max must not be shorter than retry_base".into());
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(RemoteWriteConfig {
+        url: raw.url,
+        auth,
+        batch_samples: raw.batch_samples,
+        max_backlog_samples: raw.max_backlog_samples,
+        timeout: timeout?,
+        retry_base: retry_base?,
+        retry_max: retry_max?,
+    })
 }
 
 /// HTTP listener timeouts (the connection cap follows from the open file limit).
@@ -373,6 +581,7 @@ impl RawConfig {
             }),
             _ => None,
         };
+        let remote_write = remote_write(self.remote_write.take(), &mut problems);
         let http_timeouts = http_header
             .zip(http_body)
             .map(|(header_timeout, body_timeout)| HttpConfig {
@@ -418,6 +627,7 @@ impl RawConfig {
                     store_reserve: self.store_reserve_mb.map(|mb| mb.saturating_mul(1 << 20)),
                     metrics_retention,
                     http: http_timeouts,
+                    remote_write,
                 })
             }
             _ => Err(ConfigError {
@@ -552,5 +762,43 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn remote_write_is_off_by_default_and_checked() {
+        let c = RawConfig::default()
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap();
+        assert!(c.remote_write.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let raw: RawConfig = toml::from_str(&format!(
+            "[remote_write]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\nbearer_token_file = \"{}\"\nbatch_samples = 100\nretry_max = \"2s\"\n",
+            secret.display()
+        ))
+        .unwrap();
+        let rw = raw
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap()
+            .remote_write
+            .unwrap();
+        assert!(matches!(&rw.auth, Some(RemoteWriteAuth::Bearer(t)) if t == "s3cret"));
+        assert!(!format!("{rw:?}").contains("s3cret"));
+        assert_eq!(
+            (rw.batch_samples, rw.max_backlog_samples, rw.retry_max),
+            (100, 10_000_000, Duration::from_secs(2))
+        );
+        let raw: RawConfig = toml::from_str(
+            "[remote_write]\nurl = \"ftp://x\"\nbearer_token = \"a\"\nbasic_auth_user = \"u\"\nbatch_samples = 0\nmax_backlog_samples = 0\nretry_base = \"soon\"\n",
+        )
+        .unwrap();
+        let err = raw
+            .validate(&Overrides::default(), Path::new("-"))
+            .unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
+        assert!(
+            toml::from_str::<RawConfig>("[remote_write]\nurl = \"http://x\"\nbogus = 1").is_err()
+        );
     }
 }

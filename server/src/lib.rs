@@ -17,6 +17,7 @@ pub mod model;
 pub mod patrol;
 pub mod pki;
 pub mod quic;
+pub mod remote_write;
 pub mod store;
 pub mod task;
 pub mod webhooks;
@@ -88,6 +89,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
     store
         .set_retention(retention)
         .context("setting metric retention")?;
+    remote_write::configure(&store, cfg.remote_write.as_ref());
     let writer = ingest::writer::spawn(store.clone()).context("starting the ingest writer")?;
     let signing = {
         let (dir, kek) = (cfg.data_dir.clone(), cfg.audit.kek_file.clone());
@@ -174,6 +176,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Server> {
             webhooks::run(cfg.webhooks.clone(), auditor.clone(), rx.clone()),
         ),
     ];
+    if let Some(rw) = cfg.remote_write.clone() {
+        let task = remote_write::run(rw, ctx.store.clone(), rx.clone());
+        tasks.push(spawn_named("remote-write", task));
+    }
     let limits = api::serve::Limits {
         header_timeout: cfg.http.header_timeout,
         body_timeout: cfg.http.body_timeout,

@@ -95,6 +95,7 @@ pub(super) async fn metrics(State(state): State<ApiState>, caller: Caller) -> im
     );
     store_history(&state.store, &mut out);
     webhooks(&state, caller.org, &mut out).await;
+    remote_write(&state, &mut out).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -225,4 +226,63 @@ fn store_history(store: &Store, out: &mut String) {
         "Chunks deleted by retention.",
         &[(String::new(), c.expired_chunks.load(Ordering::Relaxed))],
     );
+}
+
+/// The remote-write sink's backlog and counters (`store/outbox.rs`), when it is on.
+async fn remote_write(state: &ApiState, out: &mut String) {
+    let store = state.store.clone();
+    let Ok(s) = super::blocking(move || store.outbox_stats()).await else {
+        return;
+    };
+    if !s.enabled {
+        return;
+    }
+    let dropped = "warden_remote_write_dropped_samples_total";
+    let metrics: [(&str, &str, &str, String); 6] = [
+        (
+            "warden_remote_write_backlog_samples",
+            "gauge",
+            "Stored samples waiting to be shipped.",
+            format!(" {}", s.backlog_samples),
+        ),
+        (
+            "warden_remote_write_backlog_rows",
+            "gauge",
+            "Outbox rows (commits, cut at batch_samples) waiting to be shipped.",
+            format!(" {}", s.backlog_rows),
+        ),
+        (
+            "warden_remote_write_sent_samples_total",
+            "counter",
+            "Samples the receiver acknowledged since the server started.",
+            format!(" {}", s.sent_samples),
+        ),
+        (
+            "warden_remote_write_failed_requests_total",
+            "counter",
+            "Requests that failed (429, 5xx, timeout, connection) and were retried.",
+            format!(" {}", s.failed_requests),
+        ),
+        (
+            dropped,
+            "counter",
+            "Samples never shipped: the oldest past max_backlog_samples (backlog_full), or in a batch the receiver refused (rejected).",
+            format!(
+                "{{reason=\"backlog_full\"}} {}\n{dropped}{{reason=\"rejected\"}} {}",
+                s.dropped_samples, s.rejected_samples
+            ),
+        ),
+        (
+            "warden_remote_write_last_success_timestamp_seconds",
+            "gauge",
+            "When the receiver last acknowledged a batch (0: not since the server started).",
+            format!(" {:.3}", s.last_success_ms as f64 / 1000.0),
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{value}"
+        );
+    }
 }

@@ -63,6 +63,7 @@ impl Store {
         // Held until the commit: ingest calls are serialised by redb's writer lock anyway.
         let mut cache = self.series_cache();
         let mut series = SeriesAlloc::default();
+        let mut outbox = self.outbox_pending();
         {
             let mut seq_table = txn.open_table(AGENT_SEQ)?;
             let mut meta_table = txn.open_table(META)?;
@@ -116,6 +117,9 @@ impl Store {
                         Some(id) => *id,
                         None => series.resolve(&name, &mut series_table, &meta_table)?,
                     };
+                    if let Some(o) = &mut outbox {
+                        o.push(id, &name, s.ts_ms, s.value);
+                    }
                     let window = window_of(s.ts_ms);
                     if sealed.sealed(window, id) {
                         to_chunks.add(window, id, &s.metric, s.ts_ms, s.value);
@@ -193,6 +197,9 @@ impl Store {
                     resource_table.insert(k.as_str(), encode(RESOURCE, rec)?.as_slice())?;
                 }
             }
+        }
+        if let Some(o) = outbox {
+            o.append(&txn)?;
         }
         self.commit(txn)?;
         if cache.len() + series.resolved.len() > SERIES_CACHE_MAX {

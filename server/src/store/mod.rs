@@ -61,6 +61,9 @@
 //! | `webhook_dead_letters` | `org US endpoint_id US delivery_seq` (16 hex digits) | JSON [`DeadLetter`] |
 //! | `webhook_requeued` | as `webhook_dead_letters`           | JSON [`Requeued`]         |
 //! | `webhook_deliveries` | `org US endpoint_id US log_seq` (16 hex digits, newest 1000) | JSON [`DeliveryLog`] |
+//! | `remote_write_outbox` | `u64` row key                         | varint count, then per sample: varint series id, zigzag varint ts delta, `f64` LE (`outbox.rs`) |
+//! | `remote_write_series` | series id                            | series name               |
+//! | `remote_write_state` | `next_key`, `backlog_samples`, `dropped_samples`, `rejected_samples` | `u64` |
 //!
 //! [`Finding`]: crate::model::finding::Finding
 //! [`Checkpoint`]: crate::chain::event::Checkpoint
@@ -160,6 +163,7 @@ mod history;
 mod ingest;
 mod keys;
 mod maintain;
+mod outbox;
 mod query;
 mod retention;
 mod rollup;
@@ -174,6 +178,7 @@ pub use audit::{AuditFilter, AuditRow, Head as AuditHead, Pruned, StoredEvent};
 pub use error::StoreError;
 pub use findings::PatrolRunRecord;
 pub use maintain::{Pass, maintain_task};
+pub use outbox::{OutboxAck, OutboxBatch, OutboxLimits, OutboxSeries, OutboxStats};
 pub use query::{AggregateQuery, Aggregates, StoreView};
 pub use retention::{
     Expired, FREE_HISTORY_DAYS, LICENSED_HISTORY_DAYS, LONG_TERM_FEATURE, Retention, RetentionError,
@@ -231,6 +236,8 @@ pub struct Counters {
     pub sealed_samples: AtomicU64,
     /// Chunks deleted by retention.
     pub expired_chunks: AtomicU64,
+    /// The remote-write outbox's switch, bounds and counters (`outbox.rs`).
+    outbox: outbox::Outbox,
 }
 
 /// What `/healthz` and Patrol know about the store's disk.
@@ -297,6 +304,7 @@ impl Store {
             retention: RwLock::new(Retention::KEEP_ALL),
             counters: Counters::default(),
             usage: Mutex::new(None),
+            outbox: outbox::Outbox::default(),
         })
     }
 
@@ -347,6 +355,7 @@ impl Store {
             txn.open_table(webhooks::WEBHOOK_DEAD)?;
             txn.open_table(webhooks::WEBHOOK_REQUEUED)?;
             txn.open_table(webhooks::WEBHOOK_LOG)?;
+            outbox::create_tables(&txn)?;
         }
         txn.commit()?;
         Ok(db)

@@ -24,6 +24,7 @@ mod pbs_collector;
 mod pbs_sim;
 mod proxmox_collector;
 mod pve_sim;
+mod remote_write;
 mod spool;
 mod tidy;
 mod transport;

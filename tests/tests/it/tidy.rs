@@ -80,6 +80,7 @@ const LAYERS: &[(u8, &str)] = &[
     (3, "enroll"),
     (3, "quic"),
     (3, "webhooks"),
+    (3, "remote_write"),
     (4, "api"),
     (4, "lib"),
     (4, "demo"),
