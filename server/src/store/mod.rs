@@ -225,6 +225,8 @@ pub struct Store {
     counters: Counters,
     /// The last [`Store::usage`] computed.
     usage: Mutex<Option<Usage>>,
+    /// The remote-write outbox's switch, bounds and counters (`outbox.rs`).
+    outbox: outbox::Outbox,
 }
 
 /// Counters of what the store refused, sealed and expired since it opened.
@@ -236,8 +238,6 @@ pub struct Counters {
     pub sealed_samples: AtomicU64,
     /// Chunks deleted by retention.
     pub expired_chunks: AtomicU64,
-    /// The remote-write outbox's switch, bounds and counters (`outbox.rs`).
-    outbox: outbox::Outbox,
 }
 
 /// What `/healthz` and Patrol know about the store's disk.
