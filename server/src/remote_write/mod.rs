@@ -106,13 +106,7 @@ impl Sender {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::Corrupt(format!(
-                "remote-write store call panicked: {e}"
-            ))),
-        }
+        crate::store::call(&self.store, "remote-write", f).await
     }
 
     /// Sends the oldest batch once; returns how long to wait before the next step (`None`:

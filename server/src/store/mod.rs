@@ -531,6 +531,25 @@ impl Store {
     }
 }
 
+/// Runs `f` on the store on the blocking pool (store calls block on IO). A panic in `f`
+/// comes back as [`StoreError::Corrupt`] naming `what`.
+///
+/// # Errors
+/// What `f` returns.
+pub async fn call<T: Send + 'static>(
+    store: &Arc<Store>,
+    what: &'static str,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::Corrupt(format!(
+            "{what} store call panicked: {e}"
+        ))),
+    }
+}
+
 /// Reopens the store after a write failure (a full disk) as soon as it can: checks every
 /// second while writes are refused, so agents replay within seconds of space coming back.
 pub async fn recover_task(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {

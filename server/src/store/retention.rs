@@ -159,48 +159,30 @@ impl Store {
         let txn = self.write_txn()?;
         {
             let mut left = budget.max(1);
-            // Raw: whole windows that ended before the horizon.
+            // Raw: whole windows that ended before the horizon, chunks and head rows.
             let window = window_of(now_ms.saturating_sub(policy.raw_ms));
-            let mut chunks = txn.open_table(CHUNKS)?;
-            let (lo, hi) = (chunk_key(i64::MIN, 0), chunk_key(window, 0));
-            for entry in chunks.extract_from_if::<&[u8; 16], _>(&lo..&hi, |_, _| true)? {
-                entry?;
-                out.chunks += 1;
-                left -= 1;
-                if left == 0 {
-                    out.more = true;
-                    break;
-                }
-            }
-            let mut samples = txn.open_table(SAMPLES)?;
+            out.chunks = delete_range(
+                &mut txn.open_table(CHUNKS)?,
+                &chunk_key(i64::MIN, 0),
+                &chunk_key(window, 0),
+                &mut left,
+            )?;
             let minute = window.saturating_mul(MINUTES_PER_HOUR);
-            let (lo, hi) = (key_at(i64::MIN, 0, i64::MIN), key_at(minute, 0, i64::MIN));
-            if left > 0 {
-                for entry in samples.extract_from_if::<&[u8; 24], _>(&lo..&hi, |_, _| true)? {
-                    entry?;
-                    out.head_rows += 1;
-                    left -= 1;
-                    if left == 0 {
-                        out.more = true;
-                        break;
-                    }
-                }
-            }
+            out.head_rows = delete_range(
+                &mut txn.open_table(SAMPLES)?,
+                &key_at(i64::MIN, 0, i64::MIN),
+                &key_at(minute, 0, i64::MIN),
+                &mut left,
+            )?;
             // Hour tier: whole days that ended before the horizon.
             let day = now_ms.saturating_sub(policy.hour_ms).div_euclid(DAY_MS);
-            let mut hours = txn.open_table(HOURS)?;
-            let (lo, hi) = (tier_key(i64::MIN, 0, 0), tier_key(day, 0, 0));
-            if left > 0 {
-                for entry in hours.extract_from_if::<&[u8; 24], _>(&lo..&hi, |_, _| true)? {
-                    entry?;
-                    out.hour_rows += 1;
-                    left -= 1;
-                    if left == 0 {
-                        out.more = true;
-                        break;
-                    }
-                }
-            }
+            out.hour_rows = delete_range(
+                &mut txn.open_table(HOURS)?,
+                &tier_key(i64::MIN, 0, 0),
+                &tier_key(day, 0, 0),
+                &mut left,
+            )?;
+            out.more = left == 0;
         }
         if out == Expired::default() {
             txn.abort()?;
@@ -218,4 +200,27 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Deletes the entries of `table` in `lo..hi`, oldest first, at most `*left` (which it counts
+/// down); returns how many.
+fn delete_range<const N: usize, V: redb::Value + 'static>(
+    table: &mut redb::Table<'_, &'static [u8; N], V>,
+    lo: &[u8; N],
+    hi: &[u8; N],
+    left: &mut usize,
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    if *left == 0 {
+        return Ok(0);
+    }
+    for entry in table.extract_from_if::<&[u8; N], _>(lo..hi, |_, _| true)? {
+        entry?;
+        n += 1;
+        *left -= 1;
+        if *left == 0 {
+            break;
+        }
+    }
+    Ok(n)
 }

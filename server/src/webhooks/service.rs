@@ -190,13 +190,7 @@ impl Dispatcher {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::Corrupt(format!(
-                "webhook store call panicked: {e}"
-            ))),
-        }
+        crate::store::call(&self.store, "webhook", f).await
     }
 
     async fn run(self, mut sig: Signals) {
