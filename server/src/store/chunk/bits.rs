@@ -1,6 +1,7 @@
 //! Bit-level writing and reading for the chunk codec: raw bit fields, LEB128 varints, zigzag,
-//! and the two integer codes the chunk format uses (a Rice code with an escape, and a
-//! length-prefixed "long" code for any 64-bit value).
+//! and the integer codes the chunk format uses: a [`Code`] for runs of small values (Rice
+//! with an escape, or Exp-Golomb, with a parameter chosen per run) and a length-prefixed
+//! "long" code for any 64-bit value.
 //!
 //! Bits are written most significant first into bytes filled from their top bit; the last
 //! byte is padded with zero bits. The reader never panics: every read past the end, and
@@ -10,9 +11,9 @@ use super::ChunkError;
 
 /// Quotients of a Rice code from this value up are not written in unary: `ESCAPE` one bits
 /// are followed by the value in the long code instead.
-pub(super) const ESCAPE: u64 = 16;
-/// Width of a Rice parameter field (0..=63).
-pub(super) const RICE_K_BITS: u32 = 6;
+const ESCAPE: u64 = 16;
+/// Width of a code's parameter field (0..=63).
+const K_BITS: u32 = 6;
 /// Width of the length field of the long code (0..=64).
 const LONG_LEN_BITS: u32 = 7;
 
@@ -31,33 +32,138 @@ const fn bit_len(v: u64) -> u32 {
     64 - v.leading_zeros()
 }
 
-/// Cost in bits of `z` in the Rice code with parameter `k` (see [`BitWriter::rice`]).
-pub(super) const fn rice_cost(z: u64, k: u32) -> u64 {
-    let q = if k >= 64 { 0 } else { z >> k };
-    if q < ESCAPE {
-        q + 1 + k as u64
-    } else {
-        ESCAPE + long_cost(z)
-    }
-}
-
 /// Cost in bits of `z` in the long code.
 const fn long_cost(z: u64) -> u64 {
     LONG_LEN_BITS as u64 + bit_len(z) as u64
 }
 
-/// The Rice parameter that writes `values` in the fewest bits, and that many bits.
-pub(super) fn best_rice(values: &[u64]) -> (u32, u64) {
-    let mut best = (0, u64::MAX);
-    // Past the widest value's bit length every larger k only costs more.
-    let widest = values.iter().map(|&z| bit_len(z)).max().unwrap_or(0).min(63);
-    for k in 0..=widest {
-        let cost: u64 = values.iter().map(|&z| rice_cost(z, k)).sum();
-        if cost < best.1 {
-            best = (k, cost);
+/// A code for a run of unsigned integers, written once before the run as one bit for the
+/// kind and six bits for the parameter `k` (< 64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Code {
+    /// The quotient `z >> k` in unary (that many one bits, then a zero) and the low `k`
+    /// bits; a quotient of [`ESCAPE`] or more is [`ESCAPE`] one bits and `z` in the long
+    /// code. Best for values of one size.
+    Rice(u32),
+    /// `q = z >> k` as the Elias gamma code of `q + 1` (its bit length - 1 in zero bits,
+    /// then its bits from the top one down) and the low `k` bits. Best for a spread of sizes:
+    /// mostly small values with rare large jumps.
+    ExpGolomb(u32),
+}
+
+impl Code {
+    /// The code that writes `values` in the fewest bits.
+    pub(super) fn best(values: &[u64]) -> Self {
+        // Past the widest value's bit length every larger k only costs more.
+        let widest = values.iter().map(|&z| bit_len(z)).max().unwrap_or(0).min(63);
+        (0..=widest)
+            .flat_map(|k| [Self::Rice(k), Self::ExpGolomb(k)])
+            .min_by_key(|code| values.iter().map(|&z| code.cost(z)).sum::<u64>())
+            .unwrap_or(Self::Rice(0))
+    }
+
+    /// Cost in bits of `z`.
+    const fn cost(self, z: u64) -> u64 {
+        match self {
+            Self::Rice(k) => {
+                let q = z >> k;
+                if q < ESCAPE {
+                    q + 1 + k as u64
+                } else {
+                    ESCAPE + long_cost(z)
+                }
+            }
+            Self::ExpGolomb(k) => {
+                // The gamma code of q + 1 has 2 * bit_len(q + 1) - 1 bits.
+                let q = z >> k;
+                let n = if q == u64::MAX { 65 } else { bit_len(q + 1) as u64 };
+                2 * n - 1 + k as u64
+            }
         }
     }
-    best
+
+    /// Writes the code's kind and parameter.
+    pub(super) fn write_header(self, f: &mut Fields) {
+        match self {
+            Self::Rice(k) => {
+                f.push(0, 1);
+                f.push(u64::from(k), K_BITS);
+            }
+            Self::ExpGolomb(k) => {
+                f.push(1, 1);
+                f.push(u64::from(k), K_BITS);
+            }
+        }
+    }
+
+    /// Reads what [`Code::write_header`] wrote.
+    pub(super) fn read_header(r: &mut BitReader<'_>) -> Result<Self, ChunkError> {
+        let kind = r.bit()?;
+        let k = r.bits(K_BITS)? as u32;
+        Ok(if kind { Self::ExpGolomb(k) } else { Self::Rice(k) })
+    }
+
+    /// Writes `z`.
+    pub(super) fn write(self, f: &mut Fields, z: u64) {
+        match self {
+            Self::Rice(k) => {
+                let q = z >> k;
+                if q < ESCAPE {
+                    // q < 16, so the unary part and its terminating zero fit one field.
+                    f.push(((1u64 << q) - 1) << 1, q as u32 + 1);
+                    f.push(z, k);
+                } else {
+                    f.push((1u64 << ESCAPE) - 1, ESCAPE as u32);
+                    f.long(z);
+                }
+            }
+            Self::ExpGolomb(k) => {
+                let q1 = u128::from(z >> k) + 1;
+                let n = 128 - q1.leading_zeros();
+                f.push(0, n - 1);
+                f.push(1, 1);
+                // The bits of q + 1 below its top one: at most 64 of them.
+                f.push(q1 as u64, n - 1);
+                f.push(z, k);
+            }
+        }
+    }
+
+    /// Reads one value written with [`Code::write`].
+    pub(super) fn read(self, r: &mut BitReader<'_>) -> Result<u64, ChunkError> {
+        match self {
+            Self::Rice(k) => {
+                let mut q = 0u64;
+                while q < ESCAPE && r.bit()? {
+                    q += 1;
+                }
+                if q == ESCAPE {
+                    let z = r.long()?;
+                    if z >> k < ESCAPE {
+                        return Err(ChunkError::Corrupt("escaped rice value is small"));
+                    }
+                    return Ok(z);
+                }
+                Ok((q << k) | r.bits(k)?)
+            }
+            Self::ExpGolomb(k) => {
+                let mut zeros = 0u32;
+                while !r.bit()? {
+                    zeros += 1;
+                    if zeros > 64 {
+                        return Err(ChunkError::Corrupt("gamma code longer than 65 bits"));
+                    }
+                }
+                let low = u128::from(r.bits(zeros)?);
+                let q = ((1u128 << zeros) | low) - 1;
+                let q = u64::try_from(q)
+                    .ok()
+                    .filter(|&q| k == 0 || q >> (64 - k) == 0)
+                    .ok_or(ChunkError::Corrupt("gamma value wider than 64 bits"))?;
+                Ok((q << k) | r.bits(k)?)
+            }
+        }
+    }
 }
 
 /// Appends bit fields to a byte vector.
@@ -130,21 +236,6 @@ impl Fields {
     pub(super) fn push(&mut self, v: u64, n: u32) {
         self.fields.push((v, n));
         self.len += u64::from(n);
-    }
-
-    /// `z` in the Rice code with parameter `k` (< 64): the quotient `z >> k` in unary (that
-    /// many one bits, then a zero) followed by the low `k` bits; a quotient of [`ESCAPE`] or
-    /// more is [`ESCAPE`] one bits followed by `z` in the long code.
-    pub(super) fn rice(&mut self, z: u64, k: u32) {
-        let q = z >> k;
-        if q < ESCAPE {
-            // q < 16, so the unary part and its terminating zero fit one field.
-            self.push(((1u64 << q) - 1) << 1, q as u32 + 1);
-            self.push(z, k);
-        } else {
-            self.push((1u64 << ESCAPE) - 1, ESCAPE as u32);
-            self.long(z);
-        }
     }
 
     /// Any 64-bit value as its bit length (7 bits) then that many bits.
@@ -239,23 +330,7 @@ impl<'a> BitReader<'a> {
         Ok(self.bits(1)? == 1)
     }
 
-    /// Reads what [`BitWriter::rice`] wrote with parameter `k`.
-    pub(super) fn rice(&mut self, k: u32) -> Result<u64, ChunkError> {
-        let mut q = 0u64;
-        while q < ESCAPE && self.bit()? {
-            q += 1;
-        }
-        if q == ESCAPE {
-            let z = self.long()?;
-            if k < 64 && z >> k < ESCAPE {
-                return Err(ChunkError::Corrupt("escaped rice value is small"));
-            }
-            return Ok(z);
-        }
-        Ok((q << k) | self.bits(k)?)
-    }
-
-    /// Reads what [`BitWriter::long`] wrote.
+    /// Reads what [`Fields::long`] wrote.
     pub(super) fn long(&mut self) -> Result<u64, ChunkError> {
         let n = self.bits(LONG_LEN_BITS)?;
         if n > 64 {

@@ -45,9 +45,7 @@ mod bits;
 #[cfg(test)]
 mod tests;
 
-use bits::{
-    BitReader, BitWriter, Fields, RICE_K_BITS, best_rice, put_varint, take_varint, unzigzag, zigzag,
-};
+use bits::{BitReader, BitWriter, Code, Fields, put_varint, take_varint, unzigzag, zigzag};
 
 /// Why a chunk could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -175,12 +173,12 @@ fn residuals(rs: &[i64]) -> Fields {
         .iter()
         .map(|&r| zigzag((i128::from(r) / divisor) as i64))
         .collect();
-    let (k, _) = best_rice(&zs);
+    let code = Code::best(&zs);
     let mut f = Fields::default();
     f.long(g);
-    f.push(u64::from(k), RICE_K_BITS);
+    code.write_header(&mut f);
     for z in zs {
-        f.rice(z, k);
+        code.write(&mut f, z);
     }
     f
 }
@@ -189,10 +187,10 @@ fn read_residuals(r: &mut BitReader<'_>, count: usize) -> Result<Vec<i64>, Chunk
     let g = r.long()?.max(1);
     // Two's complement: the wrapping product is the original residual.
     let g = g as i64;
-    let k = r.bits(RICE_K_BITS)? as u32;
+    let code = Code::read_header(r)?;
     let mut out = Vec::with_capacity(count.min(r.remaining()));
     for _ in 0..count {
-        out.push(unzigzag(r.rice(k)?).wrapping_mul(g));
+        out.push(unzigzag(code.read(r)?).wrapping_mul(g));
     }
     Ok(out)
 }

@@ -1,4 +1,4 @@
-use super::bits::{BitReader, BitWriter, Fields, put_varint, take_varint, unzigzag, zigzag};
+use super::bits::{BitReader, BitWriter, Code, Fields, put_varint, take_varint, unzigzag, zigzag};
 use super::*;
 use proptest::prelude::*;
 
@@ -115,10 +115,12 @@ fn garbage_is_an_error_not_a_panic() {
 #[test]
 fn bit_codes_round_trip() {
     let values = [0, 1, 2, 15, 16, 17, 1 << 20, u64::MAX - 1, u64::MAX];
-    for k in [0, 1, 5, 63] {
+    let codes = [0, 1, 5, 63].into_iter().flat_map(|k| [Code::Rice(k), Code::ExpGolomb(k)]);
+    for code in codes {
         let mut f = Fields::default();
+        code.write_header(&mut f);
         for &z in &values {
-            f.rice(z, k);
+            code.write(&mut f, z);
             f.long(z);
         }
         let mut w = BitWriter::new(Vec::new());
@@ -126,8 +128,9 @@ fn bit_codes_round_trip() {
         let bytes = w.finish();
         assert_eq!(bytes.len() as u64, f.len().div_ceil(8));
         let mut r = BitReader::new(&bytes);
+        assert_eq!(Code::read_header(&mut r), Ok(code));
         for &z in &values {
-            assert_eq!(r.rice(k).unwrap(), z, "rice k={k}");
+            assert_eq!(code.read(&mut r), Ok(z), "{code:?}");
             assert_eq!(r.long().unwrap(), z, "long");
         }
         r.finish().unwrap();
