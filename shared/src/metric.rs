@@ -346,8 +346,14 @@ mod tests {
     #[test]
     fn rounding_keeps_what_sensors_tell() {
         assert_eq!(round(CPU_PCT, 96.984_931_945_800_78), 96.98);
-        assert_eq!(round(&labelled(FS_USED_PCT, "mount", "/"), 82.975_476), 82.98);
-        assert_eq!(round(NET_RX_BYTES_PER_S, 1_171_837.761_495_791), 1_171_838.0);
+        assert_eq!(
+            round(&labelled(FS_USED_PCT, "mount", "/"), 82.975_476),
+            82.98
+        );
+        assert_eq!(
+            round(NET_RX_BYTES_PER_S, 1_171_837.761_495_791),
+            1_171_838.0
+        );
         assert_eq!(round(LOAD1, 3.23), 3.23);
         assert_eq!(round(UPTIME_SECONDS, 5.0), 5.0);
         assert_eq!(round(TEMP_CELSIUS, 45.125), 45.1);

@@ -55,7 +55,12 @@ impl Code {
     /// The code that writes `values` in the fewest bits.
     pub(super) fn best(values: &[u64]) -> Self {
         // Past the widest value's bit length every larger k only costs more.
-        let widest = values.iter().map(|&z| bit_len(z)).max().unwrap_or(0).min(63);
+        let widest = values
+            .iter()
+            .map(|&z| bit_len(z))
+            .max()
+            .unwrap_or(0)
+            .min(63);
         (0..=widest)
             .flat_map(|k| [Self::Rice(k), Self::ExpGolomb(k)])
             .min_by_key(|code| values.iter().map(|&z| code.cost(z)).sum::<u64>())
@@ -76,7 +81,11 @@ impl Code {
             Self::ExpGolomb(k) => {
                 // The gamma code of q + 1 has 2 * bit_len(q + 1) - 1 bits.
                 let q = z >> k;
-                let n = if q == u64::MAX { 65 } else { bit_len(q + 1) as u64 };
+                let n = if q == u64::MAX {
+                    65
+                } else {
+                    bit_len(q + 1) as u64
+                };
                 2 * n - 1 + k as u64
             }
         }
@@ -100,7 +109,11 @@ impl Code {
     pub(super) fn read_header(r: &mut BitReader<'_>) -> Result<Self, ChunkError> {
         let kind = r.bit()?;
         let k = r.bits(K_BITS)? as u32;
-        Ok(if kind { Self::ExpGolomb(k) } else { Self::Rice(k) })
+        Ok(if kind {
+            Self::ExpGolomb(k)
+        } else {
+            Self::Rice(k)
+        })
     }
 
     /// Writes `z`.

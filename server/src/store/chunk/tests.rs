@@ -21,7 +21,14 @@ const T0: i64 = 1_796_669_727_417;
 #[test]
 fn empty_and_single_samples() {
     assert_eq!(round_trip(&[]), vec![FORMAT_V1, 0]);
-    for v in [0.0, -0.0, 1.5, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE / 2.0] {
+    for v in [
+        0.0,
+        -0.0,
+        1.5,
+        f64::NAN,
+        f64::INFINITY,
+        f64::MIN_POSITIVE / 2.0,
+    ] {
         round_trip(&[(T0, v)]);
     }
     round_trip(&[(T0, 1.0), (T0 + 10_000, 2.0)]);
@@ -50,7 +57,12 @@ fn special_values_round_trip_bit_for_bit() {
     for (i, &v) in specials.iter().enumerate() {
         // Alone in a chunk, next to decimals, and in a decimal-looking run.
         round_trip(&series(T0, 10_000, 5, |_| v));
-        round_trip(&series(T0, 10_000, 7, |j| if j == i % 7 { v } else { 12.5 }));
+        round_trip(&series(
+            T0,
+            10_000,
+            7,
+            |j| if j == i % 7 { v } else { 12.5 },
+        ));
     }
     round_trip(&series(T0, 10_000, specials.len(), |i| specials[i]));
 }
@@ -70,7 +82,9 @@ fn extreme_timestamps_and_gaps_round_trip() {
     round_trip(&[(-5, 1.0), (i64::MAX - 1, 2.0), (i64::MAX, 3.0)]);
     round_trip(&[(i64::MIN, 1.0), (i64::MAX, 2.0)]);
     // Irregular: jitter, a long gap, a burst.
-    let ts = [0, 10_003, 19_998, 30_001, 900_000, 900_001, 900_002, 910_000];
+    let ts = [
+        0, 10_003, 19_998, 30_001, 900_000, 900_001, 900_002, 910_000,
+    ];
     let s: Vec<_> = ts.iter().map(|&t| (T0 + t, t as f64 / 7.0)).collect();
     round_trip(&s);
 }
@@ -100,8 +114,16 @@ fn regular_decimal_series_are_small() {
 fn garbage_is_an_error_not_a_panic() {
     assert!(decode(&[]).is_err());
     assert!(decode(&[2, 0]).is_err(), "unknown version");
-    assert!(decode(&[FORMAT_V1, 0, 0]).is_err(), "bytes after an empty chunk");
-    assert!(decode(&[FORMAT_V1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+    assert!(
+        decode(&[FORMAT_V1, 0, 0]).is_err(),
+        "bytes after an empty chunk"
+    );
+    assert!(
+        decode(&[
+            FORMAT_V1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f
+        ])
+        .is_err()
+    );
     let s = series(T0, 10_003, 100, |i| (i as f64).sin());
     let bytes = encode(&s);
     for cut in 0..bytes.len() {
@@ -115,7 +137,9 @@ fn garbage_is_an_error_not_a_panic() {
 #[test]
 fn bit_codes_round_trip() {
     let values = [0, 1, 2, 15, 16, 17, 1 << 20, u64::MAX - 1, u64::MAX];
-    let codes = [0, 1, 5, 63].into_iter().flat_map(|k| [Code::Rice(k), Code::ExpGolomb(k)]);
+    let codes = [0, 1, 5, 63]
+        .into_iter()
+        .flat_map(|k| [Code::Rice(k), Code::ExpGolomb(k)]);
     for code in codes {
         let mut f = Fields::default();
         code.write_header(&mut f);
