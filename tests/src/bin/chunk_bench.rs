@@ -74,6 +74,10 @@ enum Command {
         /// Also print one line per metric name (labels stripped).
         #[arg(long)]
         by_metric: bool,
+        /// Also measure with the timestamps rounded to this many ms (a what-if: the agent
+        /// sends millisecond timestamps; samples that then share a timestamp keep the first).
+        #[arg(long)]
+        round_ts_ms: Option<i64>,
     },
 }
 
@@ -121,7 +125,8 @@ fn main() -> ExitCode {
             window_secs,
             precision,
             by_metric,
-        } => measure(&input, window_secs, precision, by_metric),
+            round_ts_ms,
+        } => measure(&input, window_secs, precision, by_metric, round_ts_ms),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -300,6 +305,7 @@ fn measure(
     window_secs: i64,
     precision: Precision,
     by_metric: bool,
+    round_ts_ms: Option<i64>,
 ) -> anyhow::Result<()> {
     let mut text = String::new();
     if input == "-" {
@@ -319,24 +325,40 @@ fn measure(
         doc.to_ms,
         doc.provenance
     );
-    let runs: &[(&str, bool)] = match precision {
-        Precision::Captured => &[("captured", false)],
-        Precision::Source => &[("source", true)],
-        Precision::Both => &[("captured", false), ("source", true)],
+    if round_ts_ms.is_some_and(|ms| ms <= 0) {
+        bail!("--round-ts-ms must be positive");
+    }
+    let mut runs: Vec<(String, bool, Option<i64>)> = match precision {
+        Precision::Captured => vec![("captured".into(), false, None)],
+        Precision::Source => vec![("source".into(), true, None)],
+        Precision::Both => vec![
+            ("captured".into(), false, None),
+            ("source".into(), true, None),
+        ],
     };
-    for &(name, round) in runs {
+    if let Some(ms) = round_ts_ms {
+        runs.push((format!("source+ts{ms}ms"), true, Some(ms)));
+    }
+    for (name, round, ts_step) in &runs {
+        let name = name.as_str();
         let mut families: BTreeMap<&str, Tally> = BTreeMap::new();
         let mut metrics: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
         let mut all = Tally::default();
         for s in &doc.series {
-            let points: Vec<(i64, f64)> = if round {
-                s.points
-                    .iter()
-                    .map(|&(t, v)| (t, metric::round(&s.metric, v)))
-                    .collect()
-            } else {
-                s.points.clone()
-            };
+            let mut points: Vec<(i64, f64)> = s
+                .points
+                .iter()
+                .map(|&(t, v)| {
+                    let t = ts_step.map_or(t, |step| (t + step / 2).div_euclid(step) * step);
+                    let v = if *round {
+                        metric::round(&s.metric, v)
+                    } else {
+                        v
+                    };
+                    (t, v)
+                })
+                .collect();
+            points.dedup_by_key(|p| p.0);
             let t = encode_series(&points, window_ms)
                 .with_context(|| format!("{} {}", s.resource_id, s.metric))?;
             families.entry(&s.family).or_default().add(t);

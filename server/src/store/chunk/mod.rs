@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! byte     0x01                          format version
-//! varint   n                             number of samples (LEB128)
+//! varint   n                             number of samples (LEB128), <= MAX_SAMPLES
 //! -- nothing more when n = 0 --
 //! varint   zigzag(t0)                    first timestamp
 //! varint   zigzag(t1 - t0)               when n >= 2
@@ -20,12 +20,14 @@
 //! All arithmetic on timestamps and integers wraps (two's complement), so every i64 sequence
 //! round-trips. The bit stream is written most significant bit first.
 //!
-//! **residuals(r)**: `long(g)` with `g` the greatest common divisor of the `|r|` (0 if all are
-//! 0, stored then as 0 and treated as 1), a 6-bit Rice parameter `k`, then each `zigzag(r / g)`
-//! in the Rice code with parameter `k`: the quotient `z >> k` in unary (ones, then a zero)
-//! and the low `k` bits; a quotient of 16 or more is 16 one bits followed by `long(z)`.
-//! `long(z)` is the bit length of `z` in 7 bits and then that many bits. The encoder picks
-//! the `k` that gives the fewest bits.
+//! **residuals(r)**: `long(g)` with `g` the greatest common divisor of the `|r|`; `g = 0`
+//! means every residual is 0 and ends the block. Otherwise the code: one bit for its kind
+//! and a 6-bit parameter `k`, then each `zigzag(r / g)` in that code. Kind 0 is Rice: the
+//! quotient `z >> k` in unary (ones, then a zero) and the low `k` bits, a quotient of 16 or
+//! more being 16 one bits followed by `long(z)`. Kind 1 is Exp-Golomb: `q = z >> k` as the
+//! Elias gamma code of `q + 1` (bit length - 1 zero bits, then its bits) and the low `k`
+//! bits. `long(z)` is the bit length of `z` in 7 bits and then that many bits. The encoder
+//! picks the kind and `k` that give the fewest bits.
 //!
 //! **Value modes**:
 //! - `0` XOR (Gorilla): the first value's 64 bits; then per value `x = bits ^ previous bits`:
@@ -69,6 +71,10 @@ const MAX_SCALE: usize = 15;
 const POW10: [f64; MAX_SCALE + 1] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
+/// Most samples [`decode`] accepts in one chunk: more than an hour holds at one sample per
+/// millisecond (3.6 M), so every one-hour window of strictly ascending timestamps fits.
+/// It bounds what a corrupt count can make [`decode`] allocate.
+pub const MAX_SAMPLES: usize = 1 << 22;
 /// Largest magnitude of a decimal mantissa: integers up to here are exact in f64.
 const MAX_MANTISSA: i64 = 1 << 53;
 
@@ -122,12 +128,14 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ChunkError> {
             Err(ChunkError::Corrupt("bytes after an empty chunk"))
         };
     }
-    // Every sample after the first two takes at least two bits (timestamp and value), so a
-    // count the bytes cannot hold is corrupt; this also bounds the allocation.
+    // A run of zero residuals takes no bits, so the count is bounded by a constant instead
+    // of by the length; this bounds the allocation.
     let n = usize::try_from(n)
         .ok()
-        .filter(|&n| n <= rest.len().saturating_mul(4).saturating_add(2))
-        .ok_or(ChunkError::Corrupt("sample count larger than the chunk"))?;
+        .filter(|&n| n <= MAX_SAMPLES)
+        .ok_or(ChunkError::Corrupt(
+            "sample count larger than a chunk holds",
+        ))?;
     let t0 = unzigzag(take_varint(&mut rest)?);
     let mut ts = Vec::with_capacity(n);
     ts.push(t0);
@@ -173,9 +181,13 @@ fn residuals(rs: &[i64]) -> Fields {
         .iter()
         .map(|&r| zigzag((i128::from(r) / divisor) as i64))
         .collect();
-    let code = Code::best(&zs);
     let mut f = Fields::default();
     f.long(g);
+    if g == 0 {
+        // Every residual is zero: nothing more to say.
+        return f;
+    }
+    let code = Code::best(&zs);
     code.write_header(&mut f);
     for z in zs {
         code.write(&mut f, z);
@@ -184,7 +196,10 @@ fn residuals(rs: &[i64]) -> Fields {
 }
 
 fn read_residuals(r: &mut BitReader<'_>, count: usize) -> Result<Vec<i64>, ChunkError> {
-    let g = r.long()?.max(1);
+    let g = r.long()?;
+    if g == 0 {
+        return Ok(vec![0; count]);
+    }
     // Two's complement: the wrapping product is the original residual.
     let g = g as i64;
     let code = Code::read_header(r)?;

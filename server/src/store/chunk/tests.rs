@@ -105,9 +105,16 @@ fn regular_decimal_series_are_small() {
     let s = series(T0, 10_000, 360, |i| ((i * 37 % 11) as f64 + 4000.0) / 100.0);
     let bytes = round_trip(&s);
     assert!(bytes.len() < 360 * 2, "{} bytes", bytes.len());
-    // A constant with jitter-free timestamps: at most three bits a sample.
-    let bytes = round_trip(&series(T0, 10_000, 360, |_| 25_276_182_528.0));
-    assert!(bytes.len() * 8 < 360 * 3, "{} bytes", bytes.len());
+    // Jittered timestamps cost a few bits each; a constant value costs none.
+    let jitter = [0, 3, -2, 1, 0, -1];
+    let mut s = series(T0, 10_000, 360, |_| 25_276_182_528.0);
+    let bytes = round_trip(&s);
+    assert!(bytes.len() < 40, "{} bytes", bytes.len());
+    for (i, p) in s.iter_mut().enumerate() {
+        p.0 += jitter[i % jitter.len()];
+    }
+    let bytes = round_trip(&s);
+    assert!(bytes.len() * 8 < 360 * 4, "{} bytes", bytes.len());
 }
 
 #[test]
@@ -129,6 +136,15 @@ fn garbage_is_an_error_not_a_panic() {
     for cut in 0..bytes.len() {
         assert!(decode(&bytes[..cut]).is_err(), "truncated to {cut}");
     }
+    let mut huge = vec![FORMAT_V1];
+    put_varint(&mut huge, MAX_SAMPLES as u64 + 1);
+    huge.extend_from_slice(&bytes[bytes.len() - 20..]);
+    assert_eq!(
+        decode(&huge),
+        Err(ChunkError::Corrupt(
+            "sample count larger than a chunk holds"
+        ))
+    );
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(decode(&longer).is_err(), "a trailing byte");
