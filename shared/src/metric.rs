@@ -87,7 +87,7 @@ pub fn round(name: &str, value: f64) -> f64 {
 
 /// `value` rounded to `decimals` decimal places (see [`round`]).
 #[must_use]
-pub fn round_to(value: f64, decimals: u8) -> f64 {
+fn round_to(value: f64, decimals: u8) -> f64 {
     /// Integers up to here are exact in f64: larger values have no decimals to drop.
     const EXACT: f64 = 9_007_199_254_740_992.0;
     let scale = 10f64.powi(i32::from(decimals));

@@ -12,6 +12,8 @@ use super::ChunkError;
 /// Quotients of a Rice code from this value up are not written in unary: `ESCAPE` one bits
 /// are followed by the value in the long code instead.
 const ESCAPE: u64 = 16;
+/// How far below the mean's bit length [`Code::best`] looks for a parameter.
+const BAND_BELOW: u32 = 6;
 /// Width of a code's parameter field (0..=63).
 const K_BITS: u32 = 6;
 /// Width of the length field of the long code (0..=64).
@@ -54,14 +56,15 @@ pub(super) enum Code {
 impl Code {
     /// The code that writes `values` in the fewest bits.
     pub(super) fn best(values: &[u64]) -> Self {
-        // Past the widest value's bit length every larger k only costs more.
-        let widest = values
-            .iter()
-            .map(|&z| bit_len(z))
-            .max()
-            .unwrap_or(0)
-            .min(63);
-        (0..=widest)
+        // The best parameter of either code lies a few bits below the bit length of the
+        // mean (Rice: about log2 of the mean; Exp-Golomb: lower, for spread-out values), so
+        // only that band is tried, plus 0 for runs of mostly zeros.
+        let n = values.len().max(1) as u128;
+        let mean = values.iter().map(|&z| u128::from(z)).sum::<u128>() / n;
+        let top = bit_len(u64::try_from(mean).unwrap_or(u64::MAX)).min(63);
+        let band = top.saturating_sub(BAND_BELOW)..=top;
+        std::iter::once(0)
+            .chain(band)
             .flat_map(|k| [Self::Rice(k), Self::ExpGolomb(k)])
             .min_by_key(|code| values.iter().map(|&z| code.cost(z)).sum::<u64>())
             .unwrap_or(Self::Rice(0))
