@@ -50,6 +50,57 @@ impl Unit {
     }
 }
 
+impl Unit {
+    /// Decimals the agent keeps for a value in this unit: what the sensors behind it can
+    /// tell, and no more (see `docs/metrics-precision.md`). Integers stay integers.
+    pub const fn decimals(self) -> u8 {
+        match self {
+            // 0.01 points: finer than any CPU tick count, page count or block count over
+            // a collection interval turns into on a threshold users set in whole points.
+            Self::Percent => 2,
+            // Whole bytes and whole events; rates from byte or sector counters.
+            Self::Bytes | Self::BytesPerSecond | Self::Count | Self::Bool => 0,
+            // Milliseconds: ages and durations come from clocks read to the millisecond.
+            Self::Seconds => 3,
+            // About 9 seconds: forecasts, far coarser than that.
+            Self::Days => 4,
+            // 0.1 °C: the resolution of common sensors (and finer than their accuracy).
+            Self::Celsius => 1,
+            // Load averages (`/proc/loadavg` prints two decimals), dedup factors.
+            Self::Ratio => 2,
+        }
+    }
+}
+
+/// `value` rounded to the decimals of `name`'s unit ([`Unit::decimals`]); names outside the
+/// vocabulary, values that are not finite and values too large to carry those decimals are
+/// returned as they are. A value that rounds to zero is `+0.0`, never `-0.0`.
+///
+/// The result is the shortest decimal the server's chunk codec stores in a few bits.
+#[must_use]
+pub fn round(name: &str, value: f64) -> f64 {
+    let Some(unit) = unit(name) else {
+        return value;
+    };
+    round_to(value, unit.decimals())
+}
+
+/// `value` rounded to `decimals` decimal places (see [`round`]).
+#[must_use]
+fn round_to(value: f64, decimals: u8) -> f64 {
+    /// Integers up to here are exact in f64: larger values have no decimals to drop.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let scale = 10f64.powi(i32::from(decimals));
+    let scaled = (value * scale).round();
+    if !scaled.is_finite() || scaled.abs() >= EXACT {
+        return value;
+    }
+    if scaled == 0.0 {
+        return 0.0;
+    }
+    scaled / scale
+}
+
 macro_rules! metrics {
     ($($(#[$doc:meta])* $name:ident = $text:literal, $unit:ident;)*) => {
         $($(#[$doc])* pub const $name: &str = $text;)*
@@ -290,6 +341,31 @@ mod tests {
             "job_last_ok{job=\"a\\\"b\\\\c\\nd\"}"
         );
         assert_eq!(base(&labelled(JOB_LAST_OK, "job", "a{b}")), JOB_LAST_OK);
+    }
+
+    #[test]
+    fn rounding_keeps_what_sensors_tell() {
+        assert_eq!(round(CPU_PCT, 96.984_931_945_800_78), 96.98);
+        assert_eq!(
+            round(&labelled(FS_USED_PCT, "mount", "/"), 82.975_476),
+            82.98
+        );
+        assert_eq!(
+            round(NET_RX_BYTES_PER_S, 1_171_837.761_495_791),
+            1_171_838.0
+        );
+        assert_eq!(round(LOAD1, 3.23), 3.23);
+        assert_eq!(round(UPTIME_SECONDS, 5.0), 5.0);
+        assert_eq!(round(TEMP_CELSIUS, 45.125), 45.1);
+        assert_eq!(round(MEM_USED_BYTES, 981_082_112.0), 981_082_112.0);
+        // Negative zero would cost the codec its decimal path.
+        assert_eq!(round(CPU_PCT, -0.001).to_bits(), 0.0f64.to_bits());
+        // Outside the vocabulary, not finite, or too large to carry decimals: unchanged.
+        assert_eq!(round("hologram_flux", 0.123_456_789), 0.123_456_789);
+        assert!(round(CPU_PCT, f64::NAN).is_nan());
+        assert_eq!(round(CPU_PCT, f64::INFINITY), f64::INFINITY);
+        assert_eq!(round(CPU_PCT, 1e300), 1e300);
+        assert_eq!(round(MEM_USED_BYTES, 1e17 + 0.5), 1e17 + 0.5);
     }
 
     #[test]

@@ -126,14 +126,18 @@ pub struct Collected {
 }
 
 impl Collected {
-    /// Adds a sample, skipping values that are not finite (a NaN is an unknown, not a value).
+    /// Adds a sample, skipping values that are not finite (a NaN is an unknown, not a value)
+    /// and rounding the value to the precision of its unit ([`warden_shared::metric::round`]: no sensor tells
+    /// a percentage to 15 digits, and the server stores short decimals in a few bits).
     pub fn sample(&mut self, resource: &ResourceId, metric: impl Into<String>, ts_ms: i64, v: f64) {
         if v.is_finite() {
+            let metric = metric.into();
+            let value = warden_shared::metric::round(&metric, v);
             self.samples.push(Sample {
                 resource_id: resource.clone(),
-                metric: metric.into(),
+                metric,
                 ts_ms,
-                value: v,
+                value,
             });
         }
     }

@@ -77,8 +77,9 @@ fn datastores_jobs_and_backup_groups_match_the_api() {
             );
             if ds.gc.disk_bytes > 0 {
                 let dedup = ds.gc.index_data_bytes as f64 / ds.gc.disk_bytes as f64;
-                assert!(
-                    (value(&b, &id, metric::DATASTORE_DEDUP_FACTOR).unwrap() - dedup).abs() < 1e-9
+                assert_eq!(
+                    value(&b, &id, metric::DATASTORE_DEDUP_FACTOR),
+                    Some(metric::round(metric::DATASTORE_DEDUP_FACTOR, dedup))
                 );
             }
             for job in world.jobs.iter().filter(|j| j.store == ds.name) {

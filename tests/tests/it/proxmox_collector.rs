@@ -89,7 +89,10 @@ fn the_reporter_describes_the_cluster_and_others_describe_themselves() {
             value(&b, "node:node1", metric::MEM_TOTAL_BYTES),
             Some(n1.maxmem as f64)
         );
-        assert!((value(&b, "node:node1", metric::CPU_PCT).unwrap() - n1.cpu * 100.0).abs() < 1e-9);
+        assert_eq!(
+            value(&b, "node:node1", metric::CPU_PCT),
+            Some(metric::round(metric::CPU_PCT, n1.cpu * 100.0))
+        );
         assert_eq!(
             value(&b, "node:node1", metric::LOAD1),
             n1.loadavg[0].parse().ok(),
@@ -594,6 +597,7 @@ fn assert_pool(b: &TelemetryBatch, p: &ZfsPool) {
         (metric::ZFS_FRAG_PCT, f64::from(p.frag)),
         (metric::ZFS_DEDUP_RATIO, p.dedup),
     ] {
+        let want = metric::round(metric, want);
         assert_eq!(value(b, &id, metric), Some(want), "{id} {metric}");
     }
 }
@@ -671,7 +675,9 @@ fn replication_and_zfs_pools_come_from_the_node_that_owns_them() {
                 &guest,
                 &metric::labelled(metric::REPLICATION_LAST_DURATION_SECONDS, "job", "105-0")
             ),
-            failing.duration
+            failing
+                .duration
+                .map(|d| metric::round(metric::REPLICATION_LAST_DURATION_SECONDS, d))
         );
         let age = value(
             &b,
@@ -1265,7 +1271,8 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
         for c in &certs {
             let metric = metric::labelled(metric::CERT_EXPIRES_IN_SECONDS, "file", &c.filename);
             let (left, ts) = got[&key("node:node1", &metric)];
-            assert_eq!(left, c.notafter as f64 - ts as f64 / 1000.0, "{metric}");
+            let want = metric::round(&metric, c.notafter as f64 - ts as f64 / 1000.0);
+            assert_eq!(left, want, "{metric}");
         }
 
         // Containers: the root disk from /cluster/resources, running ones only.
@@ -1275,7 +1282,10 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
                 assert_eq!(v(&id, metric::DISK_USED_BYTES), Some(g.disk as f64), "{id}");
                 assert_eq!(
                     v(&id, metric::DISK_USED_PCT),
-                    Some(g.disk as f64 / g.maxdisk as f64 * 100.0),
+                    Some(metric::round(
+                        metric::DISK_USED_PCT,
+                        g.disk as f64 / g.maxdisk as f64 * 100.0
+                    )),
                     "{id}"
                 );
             } else {
@@ -1311,7 +1321,10 @@ fn slow_reads_report_disk_temperatures_guest_disks_and_certificates_exactly() {
             );
             assert_eq!(
                 v(&vm, &fs_metric(metric::GUEST_FS_USED_PCT, m)),
-                Some(f.used as f64 / f.total as f64 * 100.0),
+                Some(metric::round(
+                    metric::GUEST_FS_USED_PCT,
+                    f.used as f64 / f.total as f64 * 100.0
+                )),
                 "{m}"
             );
         }
