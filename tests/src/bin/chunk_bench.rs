@@ -78,6 +78,10 @@ enum Command {
         /// sends millisecond timestamps; samples that then share a timestamp keep the first).
         #[arg(long)]
         round_ts_ms: Option<i64>,
+        /// Also store the rounded dataset in a real store (a temporary redb file), seal it and
+        /// print what each tier takes on disk per sample, redb's overhead included.
+        #[arg(long)]
+        store: bool,
     },
 }
 
@@ -126,7 +130,9 @@ fn main() -> ExitCode {
             precision,
             by_metric,
             round_ts_ms,
-        } => measure(&input, window_secs, precision, by_metric, round_ts_ms),
+            store,
+        } => measure(&input, window_secs, precision, by_metric, round_ts_ms)
+            .and_then(|doc| if store { store_figures(&doc) } else { Ok(()) }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -306,7 +312,7 @@ fn measure(
     precision: Precision,
     by_metric: bool,
     round_ts_ms: Option<i64>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Dataset> {
     let mut text = String::new();
     if input == "-" {
         std::io::stdin().read_to_string(&mut text)?;
@@ -378,5 +384,66 @@ fn measure(
             }
         }
     }
+    Ok(doc)
+}
+
+/// Stores the dataset, rounded at the source, in a fresh store through `Store::ingest`
+/// (batches of 5,000 samples), measures the head (one row per sample: the layout before
+/// chunks), seals it as the server's upkeep does and measures each tier, per stored sample.
+fn store_figures(doc: &Dataset) -> anyhow::Result<()> {
+    use warden_server::model::IngestItem;
+    use warden_server::store::Store;
+    use warden_shared::ResourceId;
+    use warden_shared::telemetry::{Sample, TelemetryBatch};
+
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("warden.redb"))?;
+    let samples: Vec<Sample> = doc
+        .series
+        .iter()
+        .map(|s| Ok((ResourceId::new(s.resource_id.clone())?, s)))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .flat_map(|(id, s)| {
+            s.points.iter().map(move |&(ts_ms, v)| Sample {
+                resource_id: id.clone(),
+                metric: s.metric.clone(),
+                ts_ms,
+                value: metric::round(&s.metric, v),
+            })
+        })
+        .collect();
+    let n = samples.len() as f64;
+    let now = doc.to_ms + 2 * 3_600_000;
+    for (seq, part) in samples.chunks(5000).enumerate() {
+        let item = IngestItem {
+            agent_id: "bench".into(),
+            org_id: warden_shared::DEFAULT_ORG.into(),
+            batch: TelemetryBatch {
+                seq: seq as u64 + 1,
+                collector: "bench".into(),
+                collected_at_ms: doc.to_ms,
+                samples: part.to_vec(),
+                ..Default::default()
+            },
+            provenance: Vec::new(),
+        };
+        store.ingest(&[item], now)?;
+    }
+    let before = store.usage()?;
+    while store.pass(now)?.more {}
+    let after = store.usage()?;
+    let per = |bytes: u64| bytes as f64 / n;
+    println!(
+        "chunk-bench: store samples={n} series={} head_bytes_per_sample={:.2} chunks={} chunk_bytes_per_sample={:.2} minute_bytes_per_sample={:.2} hour_bytes_per_sample={:.2} head_left={} ratio_head_to_chunks={:.0}",
+        after.series,
+        per(before.head.bytes),
+        after.chunks.entries,
+        per(after.chunks.bytes),
+        per(after.minute.bytes),
+        per(after.hour.bytes),
+        after.head.entries,
+        before.head.bytes as f64 / after.chunks.bytes.max(1) as f64,
+    );
     Ok(())
 }
