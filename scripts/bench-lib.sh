@@ -8,7 +8,7 @@
 #   ticks / rss_kib / hwm_kib         the agent's utime+stime ticks, VmRSS, VmHWM
 #   count_resources TYPE              resources of a type on the server, every page
 #   first_agent                       the first agent of GET /api/agents, as JSON
-bin=target/release
+bin="${WARDEN_BIN:-target/release}"  # another build's binaries, to compare
 
 start_server() {
   local work="$1"
