@@ -87,3 +87,63 @@ fn run(store: &Store, mut rx: mpsc::Receiver<(String, Update, Done)>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord {
+            id: id.into(),
+            org_id: "default".into(),
+            hostname: String::new(),
+            version: String::new(),
+            enrolled_at_ms: 1,
+            revoked_at_ms: None,
+            cert_serial: "01".into(),
+            cert_not_after_unix: 2,
+            last_seen_ms: None,
+            protocol: None,
+            dropped_samples: 0,
+            collectors: std::collections::BTreeMap::new(),
+            identity_conflict: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_updates_are_all_stored_and_unknown_agents_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("w.redb")).unwrap());
+        for i in 0..500 {
+            store.insert_agent(&agent(&format!("a{i}"))).unwrap();
+        }
+        let records = spawn(store.clone()).unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..500i64 {
+            let records = records.clone();
+            tasks.spawn(async move {
+                records
+                    .update(&format!("a{i}"), move |a| {
+                        a.hostname = format!("host{i}");
+                        a.last_seen_ms = Some(i);
+                    })
+                    .await
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert_eq!(r.unwrap(), Ok(true));
+        }
+        // Two updates of one agent apply in order.
+        let first = records.update("a7", |a| a.version = "1".into());
+        let second = records.update("a7", |a| a.version.push('2'));
+        assert_eq!(tokio::join!(first, second), (Ok(true), Ok(true)));
+        assert_eq!(records.update("nobody", |_| {}).await, Ok(false));
+        for i in 0..500i64 {
+            let a = store.get_agent(&format!("a{i}")).unwrap().unwrap();
+            assert_eq!(a.hostname, format!("host{i}"));
+            assert_eq!(a.last_seen_ms, Some(i));
+        }
+        assert_eq!(store.get_agent("a7").unwrap().unwrap().version, "12");
+        assert!(store.get_agent("nobody").unwrap().is_none());
+    }
+}
