@@ -437,7 +437,9 @@ fn batches_far_larger_than_the_flow_control_window_are_stored_and_acked() {
             hostname: "bulk".to_owned(),
             os: "linux".to_owned(),
         });
-        send.write_all(&frame::encode(&hello).unwrap()).await.unwrap();
+        send.write_all(&frame::encode(&hello).unwrap())
+            .await
+            .unwrap();
         let welcome = warden_io::framed::read::<ServerMessage>(&mut recv)
             .await
             .unwrap();
