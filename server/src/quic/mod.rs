@@ -75,7 +75,10 @@ pub fn bind(
         // Acks, pings and certificates are small; a peer that stops reading them cannot
         // make the server buffer more than this.
         .send_window(4 * u64::from(RECEIVE_WINDOW))
-        .datagram_receive_buffer_size(None);
+        .datagram_receive_buffer_size(None)
+        // The server sends acks, not bulk: one datagram per send keeps each connection's
+        // retained transmit buffer at one MTU instead of a segmentation-offload batch.
+        .enable_segmentation_offload(false);
     server.transport_config(Arc::new(transport));
 
     let socket = socket2::Socket::new(
