@@ -2,6 +2,7 @@
 //! stores them with group commit (one redb transaction, one fsync, for everything queued),
 //! then answers each session with the sequence it may acknowledge.
 
+use super::records::{self, RecordWriter};
 use crate::model::{IngestItem, IngestOutcome};
 use crate::store::Store;
 use std::sync::Arc;
@@ -11,12 +12,23 @@ use tracing::error;
 
 /// Most samples committed in one transaction.
 const MAX_SAMPLES_PER_COMMIT: usize = 200_000;
-/// Samples queued or being committed before sessions wait (backpressure to QUIC). Bounding
-/// samples, not batches, bounds memory whatever the batch size.
-const QUEUED_SAMPLES: usize = 1_000_000;
+/// Encoded bytes of agent frames taken off their streams and not yet committed: decoded,
+/// waiting for the writer, or being committed (about 3 bytes of memory per encoded byte
+/// once decoded). Sessions reserve room *before* reading a frame's payload
+/// ([`WriterHandle::reserve`]), so while the writer is behind, telemetry waits in QUIC flow
+/// control on the agents' side and memory stays bounded however many agents are connected.
+/// 32 MiB is about 750,000 samples of typical batches: several commits' worth queued.
+const QUEUED_BYTES: usize = 32 << 20;
 
 type Reply = oneshot::Sender<Result<IngestOutcome, String>>;
-type Queued = (IngestItem, Reply, OwnedSemaphorePermit);
+type Queued = (IngestItem, Reply, Room);
+
+/// Room reserved in the writer's budget for one frame; given back when dropped, which for
+/// telemetry is after its commit.
+#[derive(Default)]
+pub struct Room {
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
 /// Counters, read by benchmarks and `/metrics`.
 #[derive(Debug, Default)]
@@ -40,32 +52,43 @@ pub struct WriterHandle {
     budget: Arc<Semaphore>,
     /// Shared counters.
     pub stats: Arc<IngestStats>,
+    /// The writer of agent records' session updates (hello, last seen).
+    pub records: RecordWriter,
 }
 
 impl WriterHandle {
-    /// Queues `item`; the receiver resolves once it is durably stored (or failed).
-    /// Waits while the queue holds its budget of samples.
-    pub async fn enqueue(
+    /// Reserves room for a frame of `bytes` encoded bytes, waiting (first come, first
+    /// served) while frames already taken off the agents' streams fill the budget.
+    pub async fn reserve(&self, bytes: usize) -> Room {
+        let weight = u32::try_from(bytes.clamp(1, QUEUED_BYTES)).unwrap_or(1);
+        // The semaphore is never closed.
+        Room {
+            _permit: self.budget.clone().acquire_many_owned(weight).await.ok(),
+        }
+    }
+
+    /// Queues `item` with the room reserved for its frame; the receiver resolves once it is
+    /// durably stored (or failed). If the writer is gone, the dropped reply makes the
+    /// receiver resolve with an error, which the session reports.
+    pub fn enqueue(
         &self,
         item: IngestItem,
+        room: Room,
     ) -> oneshot::Receiver<Result<IngestOutcome, String>> {
         let (tx, rx) = oneshot::channel();
-        let weight = u32::try_from(item.batch.samples.len().clamp(1, QUEUED_SAMPLES)).unwrap_or(1);
-        // The semaphore is never closed; if the writer is gone, the dropped reply makes the
-        // receiver resolve with an error, which the session reports.
-        if let Ok(permit) = self.budget.clone().acquire_many_owned(weight).await {
-            let _ = self.tx.send((item, tx, permit));
-        }
+        let _ = self.tx.send((item, tx, room));
         rx
     }
 }
 
 /// Starts the writer on a thread of its own: commits block on fsync, and one long-lived
-/// thread keeps the allocator from spreading over many blocking-pool threads.
+/// thread keeps the allocator from spreading over many blocking-pool threads. Starts the
+/// agent-record writer too.
 ///
 /// # Errors
 /// If the thread cannot be spawned.
 pub fn spawn(store: Arc<Store>) -> std::io::Result<WriterHandle> {
+    let records = records::spawn(store.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(IngestStats::default());
     let thread_stats = stats.clone();
@@ -74,8 +97,9 @@ pub fn spawn(store: Arc<Store>) -> std::io::Result<WriterHandle> {
         .spawn(move || run(&store, rx, &thread_stats))?;
     Ok(WriterHandle {
         tx,
-        budget: Arc::new(Semaphore::new(QUEUED_SAMPLES)),
+        budget: Arc::new(Semaphore::new(QUEUED_BYTES)),
         stats,
+        records,
     })
 }
 
@@ -94,7 +118,7 @@ fn run(store: &Store, mut rx: mpsc::UnboundedReceiver<Queued>, stats: &IngestSta
         }
         let mut items = Vec::with_capacity(queued.len());
         let mut replies = Vec::with_capacity(queued.len());
-        // The budget is given back after this commit, when `permits` drops.
+        // The room is given back after this commit, when `permits` drops.
         let mut permits = Vec::with_capacity(queued.len());
         for (item, reply, permit) in queued {
             items.push(item);

@@ -22,6 +22,13 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info_span, warn};
 use warden_shared::{ALPN_AGENT, ALPN_ENROLL, close};
 
+/// Bytes an agent may have in flight on one connection beyond what the server has read
+/// (QUIC flow control), and the server's own send buffer per connection. It bounds what
+/// the server buffers per agent while its writer is behind (10,000 agents × 16 KiB); an
+/// agent still moves 160 KiB/s over a 100 ms round trip, far above what its collectors
+/// produce, so a spool replay is paced by the server's writer, not by this window.
+const RECEIVE_WINDOW: u32 = 16 * 1024;
+
 /// Binds the QUIC endpoint with a large receive buffer (handshake bursts overflow the
 /// default one). `reset_secret` is kept across restarts so that a restarted server sends
 /// valid stateless resets and agents notice at once instead of after the idle timeout.
@@ -58,7 +65,20 @@ pub fn bind(
     transport
         .max_idle_timeout(Some(Duration::from_secs(30).try_into()?))
         .max_concurrent_bidi_streams(4u32.into())
-        .max_concurrent_uni_streams(0u32.into());
+        .max_concurrent_uni_streams(0u32.into())
+        // What an agent may send ahead of the session reading it is buffered here, per
+        // connection: quinn's defaults (1.25 MiB a stream, unbounded per connection) would
+        // let 10,000 agents replaying their spools park gigabytes. The session reads a frame
+        // only once the writer has room for it (`session::spawn_reader`).
+        .stream_receive_window(RECEIVE_WINDOW.into())
+        .receive_window(RECEIVE_WINDOW.into())
+        // Acks, pings and certificates are small; a peer that stops reading them cannot
+        // make the server buffer more than this.
+        .send_window(4 * u64::from(RECEIVE_WINDOW))
+        .datagram_receive_buffer_size(None)
+        // The server sends acks, not bulk: one datagram per send keeps each connection's
+        // retained transmit buffer at one MTU instead of a segmentation-offload batch.
+        .enable_segmentation_offload(false);
     server.transport_config(Arc::new(transport));
 
     let socket = socket2::Socket::new(

@@ -6,6 +6,7 @@
 use crate::chain::event::{Actor, NewEvent};
 use crate::context::Context;
 use crate::ingest::live::ControlCall;
+use crate::ingest::writer::{Room, WriterHandle};
 use crate::model::IngestItem;
 use crate::pki::PeerIdentity;
 use futures_util::StreamExt;
@@ -193,17 +194,17 @@ async fn drive(
     // Recorded after the welcome, so a reconnecting agent does not wait behind ingest
     // commits for it; before the session counts as connected, so the API never shows a
     // connected agent without its hello.
-    let store = shared.store.clone();
-    let agent_id = record.id.clone();
-    let updated = blocking(move || {
-        store.update_agent(&agent_id, |a| {
+    // Through the record writer: a reconnect storm costs a few commits, not one each.
+    let updated = shared
+        .writer
+        .records
+        .update(&record.id, move |a| {
             a.hostname = hello.hostname;
             a.version = hello.agent_version;
             a.protocol = Some(protocol.to_string());
             a.last_seen_ms = Some(now);
         })
-    })
-    .await?;
+        .await;
     if let Err(err) = updated {
         warn!(error = %err, "could not record the agent's hello");
     }
@@ -212,9 +213,10 @@ async fn drive(
     let session = shared.live.insert(&record.id, conn.clone(), ctl_tx, now);
     info!(%protocol, last_stored_seq, "agent connected");
 
-    let (mut frames, reader) = framed::spawn_reader::<AgentMessage>(recv);
+    let (mut frames, reader) = spawn_reader(recv, shared.writer.clone());
     let mut io = Io {
         send,
+        room: Room::default(),
         acks: FuturesOrdered::new(),
         waiting: HashMap::new(),
         record: &record,
@@ -228,9 +230,12 @@ async fn drive(
         tokio::select! {
             frame = frames.recv() => match frame {
                 None => break Ok(()),
-                Some(frame) => if feed(&mut machine, frame).is_break() {
-                    break Ok(());
-                },
+                Some((frame, room)) => {
+                    io.room = room;
+                    if feed(&mut machine, frame).is_break() {
+                        break Ok(());
+                    }
+                }
             },
             Some(done) = io.acks.next(), if !io.acks.is_empty() => match done {
                 Ok(Ok(outcome)) => machine.committed(outcome.ack_seq),
@@ -247,19 +252,57 @@ async fn drive(
     };
     reader.abort();
     shared.live.remove(&record.id, session);
-    let store = shared.store.clone();
-    let agent_id = record.id.clone();
     let now = crate::clock::now_ms();
-    let _ = blocking(move || store.update_agent(&agent_id, |a| a.last_seen_ms = Some(now))).await;
+    let _ = shared
+        .writer
+        .records
+        .update(&record.id, move |a| a.last_seen_ms = Some(now))
+        .await;
     info!("agent disconnected");
     result
 }
 
 type Commit = oneshot::Receiver<Result<crate::model::IngestOutcome, String>>;
 
+/// A frame from the agent with the writer room reserved for it.
+type Frame = (Result<AgentMessage, ReadError>, Room);
+
+/// Reads the agent's frames on a task of its own (reading is not cancel-safe, so it cannot
+/// sit in a `select!`) and forwards them one at a time. Room in the writer's budget is
+/// reserved from a frame's header *before* its payload is taken off the stream: while the
+/// writer is behind, frames wait in QUIC flow control (a small window per connection, see
+/// `quic::bind`) rather than decoded in this process, so memory does not grow with the
+/// number of agents. The channel ends after a clean end of stream or the first error.
+fn spawn_reader(
+    mut recv: quinn::RecvStream,
+    writer: WriterHandle,
+) -> (mpsc::Receiver<Frame>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        loop {
+            let frame = match framed::read_header(&mut recv).await {
+                Ok(None) => break,
+                Ok(Some(len)) => {
+                    let room = writer.reserve(len).await;
+                    (framed::read_payload(&mut recv, len).await, room)
+                }
+                Err(e) => (Err(e), Room::default()),
+            };
+            let failed = frame.0.is_err();
+            if tx.send(frame).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    (rx, task)
+}
+
 /// What performing the machine's effects needs.
 struct Io<'a> {
     send: quinn::SendStream,
+    /// The room reserved for the frame the machine handled last; a commit takes it along
+    /// to the writer, any other message gives it back.
+    room: Room,
     /// Commits in the order the machine asked for them, so acks go out in that order.
     acks: FuturesOrdered<Commit>,
     /// Our requests waiting for the agent's answer, by id.
@@ -286,7 +329,8 @@ impl Io<'_> {
                         batch,
                         provenance,
                     };
-                    self.acks.push_back(self.shared.writer.enqueue(item).await);
+                    let room = std::mem::take(&mut self.room);
+                    self.acks.push_back(self.shared.writer.enqueue(item, room));
                 }
                 Effect::Request { id, body } => {
                     let body = answer(
@@ -308,6 +352,7 @@ impl Io<'_> {
                 Effect::Hello { .. } => debug_assert!(false, "a second hello effect"),
             }
         }
+        self.room = Room::default();
         ControlFlow::Continue(())
     }
 }

@@ -239,4 +239,40 @@ impl Store {
         }
         Ok(updated)
     }
+
+    /// [`Store::update_agent`] for many agents in one write transaction, in order (one
+    /// commit for thousands of agents reconnecting at once). Returns, for each update,
+    /// whether its agent exists; nothing is written for those that do not.
+    ///
+    /// # Errors
+    /// Storage failures and [`StoreError::Corrupt`]; then nothing is written.
+    #[allow(clippy::type_complexity)]
+    pub fn update_agents(
+        &self,
+        updates: Vec<(String, Box<dyn FnOnce(&mut AgentRecord) + Send>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let txn = self.write_txn()?;
+        let mut found = Vec::with_capacity(updates.len());
+        {
+            let mut agents = txn.open_table(AGENTS)?;
+            for (id, f) in updates {
+                let current: Option<AgentRecord> = agents
+                    .get(id.as_str())?
+                    .map(|v| decode(AGENT, &id, v.value()))
+                    .transpose()?;
+                found.push(current.is_some());
+                if let Some(mut rec) = current {
+                    f(&mut rec);
+                    debug_assert_eq!(rec.id, id, "an agent update must not change the id");
+                    agents.insert(id.as_str(), encode(AGENT, &rec)?.as_slice())?;
+                }
+            }
+        }
+        if found.contains(&true) {
+            self.commit(txn)?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(found)
+    }
 }

@@ -32,23 +32,43 @@ impl ReadError {
 pub async fn read<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<T>, ReadError> {
+    match read_header(recv).await? {
+        Some(len) => read_payload(recv, len).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads and checks one frame header and returns the length of the payload that follows;
+/// `Ok(None)` on a clean end of stream. With [`read_payload`] it lets a reader reserve
+/// memory for a payload before taking it off the stream.
+///
+/// # Errors
+/// [`ReadError`] for a bad header, truncation and stream failures.
+pub async fn read_header(recv: &mut quinn::RecvStream) -> Result<Option<usize>, ReadError> {
     let mut header = [0u8; HEADER_LEN];
     match recv.read_exact(&mut header).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(quinn::ReadExactError::FinishedEarly(got)) => {
-            return Err(FrameError::Truncated {
-                needed: HEADER_LEN,
-                got,
-            }
-            .into());
+        Ok(()) => Ok(Some(frame::decode_header(header)?)),
+        Err(quinn::ReadExactError::FinishedEarly(0)) => Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => Err(FrameError::Truncated {
+            needed: HEADER_LEN,
+            got,
         }
-        Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
+        .into()),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
     }
-    let len = frame::decode_header(header)?;
+}
+
+/// Reads and decodes the `len`-byte payload announced by [`read_header`].
+///
+/// # Errors
+/// [`ReadError`] for a malformed payload, truncation and stream failures.
+pub async fn read_payload<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<T, ReadError> {
     let mut payload = vec![0u8; len];
     match recv.read_exact(&mut payload).await {
-        Ok(()) => Ok(Some(frame::decode_payload(&payload)?)),
+        Ok(()) => Ok(frame::decode_payload(&payload)?),
         Err(quinn::ReadExactError::FinishedEarly(got)) => {
             Err(FrameError::Truncated { needed: len, got }.into())
         }

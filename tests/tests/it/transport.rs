@@ -2,7 +2,8 @@
 //! from another CA are rejected; malformed, truncated and oversized frames close only the
 //! offending connection; agents speaking every earlier minor protocol still work, and a new
 //! agent talks to a server posing as an older one without the newer messages; the
-//! certificate is renewed over the session.
+//! certificate is renewed over the session; batches far larger than the server's
+//! flow-control window are stored and acked.
 
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -373,4 +374,116 @@ fn garbage_on_the_enrollment_port_is_refused_and_the_server_keeps_serving() {
     // Still serving: the same token enrolls a real agent, and only that one agent exists.
     AgentProc::simulated(&tmp.path().join("after"), "after", "1s").enroll_ok(&token);
     assert_eq!(server.agents().len(), 2);
+}
+
+/// The server reads an agent's frame only once its writer has room for it, and buffers at
+/// most a small flow-control window per connection: an agent that sends a spool's worth of
+/// large batches back to back, each many times that window, has every one stored and acked.
+#[test]
+fn batches_far_larger_than_the_flow_control_window_are_stored_and_acked() {
+    use warden_shared::ResourceId;
+    use warden_shared::proto::ServerMessage;
+    use warden_shared::telemetry::{Resource, Sample, TelemetryBatch};
+    const BATCHES: u64 = 5;
+    const SAMPLES: usize = 25_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&tmp.path().join("server"), &[]);
+    let (ca, cert, key) = enrolled_identity(&server, &tmp.path().join("bulk"));
+    let node = ResourceId::new("node:bulk".to_owned()).unwrap();
+    let base_ms = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 600_000)
+        / 1000
+        * 1000;
+    let batch = move |seq: u64| TelemetryBatch {
+        seq,
+        collector: "bulk".to_owned(),
+        collected_at_ms: base_ms,
+        resources: vec![Resource {
+            id: node.clone(),
+            name: "bulk".to_owned(),
+            parent: None,
+            status: "online".to_owned(),
+            attrs: Vec::new(),
+        }],
+        samples: (0..SAMPLES)
+            .map(|j| Sample {
+                resource_id: node.clone(),
+                metric: metric::CPU_PCT.to_owned(),
+                ts_ms: base_ms + (seq as i64 - 1) * SAMPLES as i64 + j as i64,
+                value: j as f64 / 7.0,
+            })
+            .collect(),
+        health: None,
+        dropped_samples: 0,
+    };
+    rt().block_on(async {
+        let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = ep
+            .connect_with(
+                client_config(&ca, Some((cert, key))),
+                server.quic,
+                warden_shared::SERVER_NAME,
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let hello = AgentMessage::Hello(Hello {
+            protocol: ProtocolVersion::CURRENT,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: "bulk".to_owned(),
+            os: "linux".to_owned(),
+        });
+        send.write_all(&frame::encode(&hello).unwrap())
+            .await
+            .unwrap();
+        let welcome = warden_io::framed::read::<ServerMessage>(&mut recv)
+            .await
+            .unwrap();
+        assert!(
+            matches!(welcome, Some(ServerMessage::Welcome(ref w)) if w.last_stored_seq == 0),
+            "{welcome:?}"
+        );
+        // Everything at once: the writes complete only as the server takes the frames in.
+        let writer = tokio::spawn(async move {
+            for seq in 1..=BATCHES {
+                let bytes = frame::encode(&AgentMessage::Telemetry(batch(seq))).unwrap();
+                assert!(bytes.len() > 8 * 64 * 1024, "{} bytes", bytes.len());
+                send.write_all(&bytes).await.unwrap();
+            }
+            send
+        });
+        let mut acked = 0;
+        while acked < BATCHES {
+            let msg = tokio::time::timeout(
+                Duration::from_secs(60),
+                warden_io::framed::read::<ServerMessage>(&mut recv),
+            )
+            .await
+            .expect("an ack within 60 s")
+            .unwrap();
+            match msg {
+                Some(ServerMessage::Ack { seq }) => {
+                    assert!(seq > acked && seq <= BATCHES, "ack {seq} after {acked}");
+                    acked = seq;
+                }
+                other => panic!("expected an ack, got {other:?}"),
+            }
+        }
+        let _send = writer.await.unwrap();
+        conn.close(0u32.into(), b"done");
+        ep.wait_idle().await;
+    });
+    // What was acked is stored: the last 10 s of the last batch, sample for sample.
+    let last = base_ms + BATCHES as i64 * SAMPLES as i64 - 1;
+    let (from, to) = (last - 9_999, last + 5_000);
+    let (status, v) = server.get(&format!(
+        "/api/metrics/history?resource_id=node%3Abulk&metric=cpu_pct&from={from}&to={to}"
+    ));
+    assert_eq!(status, 200, "{v}");
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 10_000, "{}", points.len());
 }
