@@ -36,8 +36,10 @@ pub async fn run(conn: quinn::Connection, id: PeerIdentity, shared: Arc<Context>
         match drive(&conn, &id, &shared).await {
             Ok(()) => debug!("session ended"),
             Err(Close { code, reason }) => {
-                warn!(code, reason = %reason, "closing agent connection");
+                // Closed before it is logged: the agent hears why even if the log cannot
+                // be written (a full disk).
                 conn.close(code.into(), reason.as_bytes());
+                warn!(code, reason = %reason, "closed agent connection");
             }
         }
     }

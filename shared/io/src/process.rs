@@ -3,13 +3,16 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). A line that cannot be written
+/// (stderr redirected to a full disk) is lost, never a panic: reporting it would write to
+/// stderr again, and a panic there would kill whatever task was logging.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
 }
 
