@@ -57,13 +57,7 @@ pub fn configure(store: &Store, cfg: Option<&RemoteWriteConfig>) {
 
 /// Ships the outbox to the receiver until shutdown.
 pub async fn run(cfg: RemoteWriteConfig, store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match crate::webhooks::http_client(cfg.timeout) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "remote write is off: cannot build the HTTP client");

@@ -38,3 +38,17 @@ mod service;
 pub mod validate;
 
 pub use service::run;
+
+/// The outbound HTTP client of the server's delivery tasks (webhooks, remote write): the
+/// request timeout, connects bounded by 10 s, no redirects, a `warden/VERSION` user agent.
+///
+/// # Errors
+/// If reqwest cannot build it (no TLS roots).
+pub fn http_client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

@@ -44,13 +44,7 @@ impl Running {
 /// Runs the webhook dispatchers until shutdown: re-reads the endpoints whenever the audit log
 /// commits (every configuration change is audited, so that covers them) and reconciles.
 pub async fn run(cfg: WebhookConfig, auditor: Arc<Auditor>, mut shutdown: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match super::http_client(cfg.timeout) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "webhook delivery is off: cannot build the HTTP client");

@@ -112,6 +112,23 @@ fn setup(
     Some((fs, server, agent))
 }
 
+/// Waits until the agent logs that the server cannot store telemetry; on timeout, fails with
+/// the server's log.
+fn told_why(agent: &AgentProc, server: &ServerProc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent
+        .log()
+        .contains("the server cannot store telemetry now")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent was not told why; server log:\n{}",
+            std::fs::read_to_string(server.log_path()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_full_disk_degrades_the_server_and_it_recovers_by_itself() {
     let tmp = tempfile::tempdir().unwrap();
@@ -156,18 +173,7 @@ fn a_full_disk_degrades_the_server_and_it_recovers_by_itself() {
             .any(|l| l == "warden_store_writable 0")
     );
     // The agent is told why, keeps its spool, and does not hear "shutting down".
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent
-        .log()
-        .contains("the server cannot store telemetry now")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the agent was not told why; server log:\n{}",
-            std::fs::read_to_string(server.log_path()).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    told_why(&agent, &server);
     std::thread::sleep(Duration::from_secs(3));
 
     std::fs::remove_file(&filler).unwrap();
@@ -228,18 +234,7 @@ fn the_audit_log_keeps_room_when_telemetry_is_refused() {
     });
     let text = v["problems"][0].as_str().unwrap();
     assert!(text.contains("reserve"), "{text}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent
-        .log()
-        .contains("the server cannot store telemetry now")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the agent was not told why; server log:\n{}",
-            std::fs::read_to_string(server.log_path()).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    told_why(&agent, &server);
     let refused_from = now_ms();
     std::thread::sleep(Duration::from_secs(3));
     // Telemetry is held back...
