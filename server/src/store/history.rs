@@ -1,5 +1,5 @@
-//! Reading one series' raw history wherever it is stored: the head (the `samples` table,
-//! recent and not yet sealed) or sealed chunks (`chunks`, one per series and window).
+//! Reading one series' raw history wherever it is stored: the head (the `head` table,
+//! recent and not yet sealed, `head.rs`) or sealed chunks (`chunks`, one per series and window).
 //!
 //! A (series, window) is sealed in one transaction that writes its chunk and deletes its
 //! head rows (`seal.rs`), and a late sample for a sealed window is merged into its chunk
@@ -8,21 +8,22 @@
 
 use super::StoreError;
 use super::chunk;
-use super::keys::{chunk_key, parse_chunk_key, scan_series, window_of};
+use super::head::scan_series;
+use super::keys::{chunk_key, parse_chunk_key, window_of};
 use redb::ReadableTable;
 use std::ops::ControlFlow;
 
 /// The two tables that hold raw samples, open in one transaction.
 pub(super) struct History<'t, S, C> {
-    /// The head: `samples`.
-    pub(super) samples: &'t S,
+    /// The head: `head`.
+    pub(super) head: &'t S,
     /// Sealed chunks: `chunks`.
     pub(super) chunks: &'t C,
 }
 
 impl<S, C> History<'_, S, C>
 where
-    S: ReadableTable<&'static [u8; 24], f64>,
+    S: ReadableTable<&'static [u8; 24], &'static [u8]>,
     C: ReadableTable<&'static [u8; 16], &'static [u8]>,
 {
     /// Calls `f(ts, value)` for each sample of `series` with `from_ms <= ts <= to_ms`,
@@ -41,7 +42,7 @@ where
             return Ok(());
         }
         let mut head = Vec::new();
-        scan_series(self.samples, series, from_ms, to_ms, |ts, v| {
+        scan_series(self.head, series, from_ms, to_ms, |ts, v| {
             head.push((ts, v));
             ControlFlow::Continue(())
         })?;

@@ -1,17 +1,18 @@
 //! Group-commit ingest of telemetry batches with the per-agent exactly-once seq check.
 //!
-//! One call is one write transaction. Samples go straight into the `samples` table: the series
-//! name is built in a reused buffer and mapped to its id through the in-memory cache, so a
-//! sample of a known series costs no allocation. Agent seqs, agent records and resource records
+//! One call is one write transaction. Samples go into the head (`head.rs`) as one packed row per
+//! minute and group of series the call touches: the series name is built in a reused buffer and
+//! mapped to its id through the in-memory cache. Agent seqs, agent records and resource records
 //! touched by the call are read once, updated in memory and written back once, before the commit.
 //! A sample in a minute that is already rolled up into the tiers updates them in the same
 //! transaction; after the commit, closed minutes and hours are rolled up (`rollup.rs`).
 
 use super::chunk;
+use super::head::{HEAD, HeadWrites, group_of};
 use super::history::{History, read_chunk};
 use super::keys::{
-    AGENT_SEQ, AGENTS, META, NEXT_SERIES_KEY, RESOURCES, SAMPLES, SERIES, bucket_of, decode,
-    encode, metric_key, metric_of_series, resource_key, sample_key, series_name,
+    AGENT_SEQ, AGENTS, META, NEXT_SERIES_KEY, RESOURCES, SERIES, bucket_of, decode, encode,
+    metric_key, metric_of_series, resource_key, series_name,
 };
 use super::keys::{CHUNKS, chunk_key, window_of};
 use super::rollup::{self, Late};
@@ -22,8 +23,8 @@ use crate::model::{
     ResourceRecord,
 };
 use redb::{ReadableTable, Table};
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use warden_shared::metric;
 use warden_shared::telemetry::{Provenance, Resource, TelemetryBatch, Value};
@@ -68,7 +69,7 @@ impl Store {
             let mut seq_table = txn.open_table(AGENT_SEQ)?;
             let mut meta_table = txn.open_table(META)?;
             let mut series_table = txn.open_table(SERIES)?;
-            let mut sample_table = txn.open_table(SAMPLES)?;
+            let mut head_table = txn.open_table(HEAD)?;
             let mut chunk_table = txn.open_table(CHUNKS)?;
             let mut resource_table = txn.open_table(RESOURCES)?;
             let mut agent_table = txn.open_table(AGENTS)?;
@@ -76,6 +77,9 @@ impl Store {
             // Samples before the minute watermark are late: they update the tiers below.
             let rolled = rollup::marks(&meta_table)?;
             let mut late = Late::default();
+            let mut head = HeadWrites::default();
+            // Samples of rolled-up minutes: (minute, metric key, series, ts, value).
+            let mut late_points = Vec::new();
             // Samples of sealed windows are merged into their chunks below.
             let sealed = SealMarks::read(&meta_table)?;
             let mut to_chunks = ChunkMerges::default();
@@ -125,12 +129,10 @@ impl Store {
                         to_chunks.add(window, id, &s.metric, s.ts_ms, s.value);
                         continue;
                     }
-                    let replaced = sample_table
-                        .insert(&sample_key(id, s.ts_ms), s.value)?
-                        .is_some();
+                    head.push(id, s.ts_ms, s.value);
                     let minute = bucket_of(s.ts_ms);
                     if rolled.is_some_and(|m| minute < m.minutes) {
-                        late.add(minute, metric_key(&s.metric), id, s.value, replaced);
+                        late_points.push((minute, metric_key(&s.metric), id, s.ts_ms, s.value));
                     }
                 }
                 if too_old > 0 {
@@ -172,10 +174,12 @@ impl Store {
                 });
             }
 
+            note_late(&head_table, late_points, &mut late)?;
+            head.write(&mut head_table, &mut meta_table)?;
             to_chunks.apply(&mut chunk_table, rolled, &mut late)?;
             if let Some(marks) = rolled {
                 let history = History {
-                    samples: &sample_table,
+                    head: &head_table,
                     chunks: &chunk_table,
                 };
                 late.apply(&txn, &history, marks)?;
@@ -230,6 +234,27 @@ impl Store {
 
 /// Late samples of sealed (window, series) pairs, merged into their chunks at the end of the
 /// ingest transaction.
+/// Notes samples of rolled-up minutes in `late`, each with whether it replaces a stored
+/// sample (the head as it was before this transaction, or an earlier sample of it).
+fn note_late(
+    head: &Table<'_, &'static [u8; 24], &'static [u8]>,
+    mut points: Vec<(i64, u64, u64, i64, f64)>,
+    late: &mut Late,
+) -> Result<(), StoreError> {
+    // Grouped by (minute, group), arrival order kept within each.
+    points.sort_by_key(|p| (p.0, group_of(p.2)));
+    let mut seen: HashSet<(u64, i64)> = HashSet::new();
+    for cell in points.chunk_by(|a, b| (a.0, group_of(a.2)) == (b.0, group_of(b.2))) {
+        seen.clear();
+        seen.extend(HeadWrites::stored(head, cell[0].0, group_of(cell[0].2))?);
+        for &(minute, metric, series, ts, value) in cell {
+            let replaced = !seen.insert((series, ts));
+            late.add(minute, metric, series, value, replaced);
+        }
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct ChunkMerges(HashMap<(i64, u64), Merge>);
 

@@ -1,15 +1,15 @@
-//! Table definitions, key encodings, the JSON record codec and the raw scan of one series by
-//! its sample keys (shared by `query.rs` and `rollup.rs`). The layout is described in the
+//! Table definitions, key encodings and the JSON record codec. The layout is described in the
 //! module header of `store/mod.rs`; change both together and bump `SCHEMA_VERSION`.
 
 use super::StoreError;
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::ops::ControlFlow;
 
 /// Schema version written to [`META`] under [`SCHEMA_KEY`].
-pub(super) const SCHEMA_VERSION: u64 = 1;
+pub(super) const SCHEMA_VERSION: u64 = 2;
+/// The schema before the packed head (`head.rs`); such a file is converted when opened.
+pub(super) const SCHEMA_PER_SAMPLE_HEAD: u64 = 1;
 /// Key of the schema version in [`META`].
 pub(super) const SCHEMA_KEY: &str = "schema_version";
 /// Key in [`META`] of the time of the last write probe after a reopen (`Store::recover`).
@@ -31,8 +31,9 @@ pub(super) const AGENT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("a
 pub(super) const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 /// Series dictionary: [`series_name`] -> series id (allocated from [`NEXT_SERIES_KEY`]).
 pub(super) const SERIES: TableDefinition<&str, u64> = TableDefinition::new("series");
-/// Samples by [`sample_key`] -> value.
-pub(super) const SAMPLES: TableDefinition<&[u8; 24], f64> = TableDefinition::new("samples");
+/// The head of schema 1, one row a sample: `bucket | series id | ts` -> value. Only read to
+/// convert it (`head::convert_legacy`).
+pub(super) const LEGACY_SAMPLES: TableDefinition<&[u8; 24], f64> = TableDefinition::new("samples");
 
 /// Sealed chunks: one series' samples of one [`WINDOW_MS`] window, compressed
 /// (`chunk.rs`), by [`chunk_key`] -> chunk bytes.
@@ -111,22 +112,7 @@ pub(super) fn bucket_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(BUCKET_MS)
 }
 
-/// The key of a sample: `bucket | series id | ts`, each 8 bytes big-endian, with the sign bit
-/// of `bucket` and `ts` flipped so byte order is numeric order for negative values too.
-pub(super) fn sample_key(series: u64, ts_ms: i64) -> [u8; 24] {
-    key_at(bucket_of(ts_ms), series, ts_ms)
-}
-
-/// A key in the layout of [`sample_key`] with an explicit bucket, for range bounds.
-pub(super) fn key_at(bucket: i64, series: u64, ts_ms: i64) -> [u8; 24] {
-    let mut k = [0; 24];
-    k[..8].copy_from_slice(&flip(bucket).to_be_bytes());
-    k[8..16].copy_from_slice(&series.to_be_bytes());
-    k[16..].copy_from_slice(&flip(ts_ms).to_be_bytes());
-    k
-}
-
-/// Splits a sample key into (bucket, series id, ts).
+/// Splits a schema-1 sample key into (bucket, series id, ts).
 pub(super) fn parse_sample_key(k: &[u8; 24]) -> (i64, u64, i64) {
     let word = |i: usize| {
         let mut w = [0; 8];
@@ -226,47 +212,4 @@ pub(super) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what} {id:?}: {e}")))
-}
-
-/// Calls `f(ts, value)` for each sample of `series` with `from_ms <= ts <= to_ms`, ascending,
-/// until it returns `Break`.
-///
-/// One range read per bucket that holds any sample at all: a read that leaves the bucket
-/// lands on the next populated one, so empty stretches of time cost nothing.
-pub(super) fn scan_series(
-    table: &impl ReadableTable<&'static [u8; 24], f64>,
-    series: u64,
-    from_ms: i64,
-    to_ms: i64,
-    mut f: impl FnMut(i64, f64) -> ControlFlow<()>,
-) -> Result<(), StoreError> {
-    let last = bucket_of(to_ms);
-    let mut bucket = bucket_of(from_ms);
-    'buckets: while bucket <= last {
-        let lo = key_at(bucket, series, from_ms);
-        let mut next = None;
-        for entry in table.range::<&[u8; 24]>(&lo..)? {
-            let (k, v) = entry?;
-            let (b, s, ts) = parse_sample_key(k.value());
-            if b != bucket {
-                next = Some(b);
-                break;
-            }
-            if s != series {
-                next = bucket.checked_add(1);
-                break;
-            }
-            if ts > to_ms {
-                break 'buckets;
-            }
-            if f(ts, v.value()).is_break() {
-                break 'buckets;
-            }
-        }
-        match next {
-            Some(n) => bucket = n,
-            None => break,
-        }
-    }
-    Ok(())
 }

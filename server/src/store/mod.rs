@@ -33,7 +33,7 @@
 //!   sample, allocated from `meta.next_series_id` in the ingest transaction; ids are never
 //!   reused. The in-memory id cache only receives ids whose transaction committed.
 //!
-//! # Layout (schema version 1)
+//! # Layout (schema version 2)
 //!
 //! | table          | key                                     | value                     |
 //! |----------------|-----------------------------------------|---------------------------|
@@ -43,7 +43,7 @@
 //! | `agent_seq`    | agent id                                | `u64` last stored seq     |
 //! | `resources`    | `org US resource_id`                    | JSON [`ResourceRecord`]   |
 //! | `series`       | `org US resource_id US metric`          | `u64` series id           |
-//! | `samples`      | `[u8; 24]`: `bucket \| series id \| ts` | `f64` (the head)          |
+//! | `head`         | `[u8; 24]`: `minute \| group \| row`   | packed samples (`head.rs`, `rows.rs`) |
 //! | `chunks`       | `[u8; 16]`: `window \| series id`       | compressed samples (`chunk.rs`) |
 //! | `samples_1m`   | `[u8; 24]`: `minute \| metric key \| series id` | `[u8; 32]` [`Aggregate`] |
 //! | `samples_1h`   | `[u8; 24]`: `day \| metric key \| series id` | bitmap + [`Aggregate`]s |
@@ -72,12 +72,15 @@
 //! [`Detection::finding_id`]: crate::model::finding::Detection
 //!
 //! `US` is U+001F (org ids are slugs and resource ids have no control characters, so it cannot
-//! occur inside them; the metric is last). In a sample key each part is 8 bytes big-endian;
-//! `ts` is ms since the epoch and `bucket = floor(ts / 60 s)`, both with the sign bit flipped so
-//! byte order is numeric order. Clustering by minute first keeps a commit's writes in the few
-//! pages of the current minute (ordering by series first made every commit rewrite the tail page
-//! of every series and fell to ~80k samples/s at 10M samples). A range read of one series does
-//! one B-tree seek per populated minute and skips empty stretches.
+//! occur inside them; the metric is last). In a head key each part is 8 bytes big-endian;
+//! `minute = floor(ts / 60 s)` with the sign bit flipped so byte order is numeric order, `group`
+//! is the series id / 64 and `row` a number that grows with every row written. A row holds one
+//! ingest transaction's samples of one minute and group, so a commit writes one row per group
+//! it touches instead of one per sample (schema 1 had one row a sample: redb's per-entry cost
+//! was most of the ingest writer's time); it is converted when opened (`head::convert_legacy`).
+//! Clustering by minute first keeps a commit's writes in the few pages of the current minute
+//! (ordering by series first made every commit rewrite the tail page of every series). A range
+//! read of one series does one B-tree seek per populated minute and skips empty stretches.
 //!
 //! **Downsampled tiers** (`rollup.rs`, invariants there): `samples_1m` holds per-series count,
 //! sum, min and max of each minute, `samples_1h` those of each hour, one row per series and UTC
@@ -159,6 +162,7 @@ mod chunk_tests;
 pub mod disk;
 mod error;
 mod findings;
+mod head;
 mod history;
 mod ingest;
 mod keys;
@@ -166,6 +170,7 @@ mod maintain;
 mod outbox;
 mod query;
 mod retention;
+mod rows;
 mod rollup;
 mod seal;
 #[cfg(test)]
@@ -192,7 +197,8 @@ pub use webhooks::{
 };
 
 use keys::{
-    AGENT_SEQ, AGENTS, META, RESOURCES, SAMPLES, SCHEMA_KEY, SCHEMA_VERSION, SERIES, TOKENS,
+    AGENT_SEQ, AGENTS, META, RESOURCES, SCHEMA_KEY, SCHEMA_PER_SAMPLE_HEAD, SCHEMA_VERSION,
+    SERIES, TOKENS,
 };
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
@@ -321,7 +327,9 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let found = meta.get(SCHEMA_KEY)?.map(|v| v.value());
             match found {
-                None => {
+                None | Some(SCHEMA_PER_SAMPLE_HEAD) => {
+                    // Schema 1's head is converted below; from now on an older release
+                    // refuses the file instead of missing the converted samples.
                     meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
                 }
                 Some(SCHEMA_VERSION) => {}
@@ -337,7 +345,7 @@ impl Store {
             txn.open_table(AGENT_SEQ)?;
             txn.open_table(RESOURCES)?;
             txn.open_table(SERIES)?;
-            txn.open_table(SAMPLES)?;
+            txn.open_table(head::HEAD)?;
             txn.open_table(keys::CHUNKS)?;
             txn.open_table(keys::MINUTES)?;
             txn.open_table(keys::HOURS)?;
@@ -358,6 +366,7 @@ impl Store {
             outbox::create_tables(&txn)?;
         }
         txn.commit()?;
+        head::convert_legacy(&db)?;
         Ok(db)
     }
 

@@ -1,9 +1,10 @@
 //! Read side: resources of an org, metric history of one series, and [`StoreView`], one read
 //! transaction for bulk reads of many series from the downsampled tiers (Patrol's snapshot).
 
+use super::head::HEAD;
 use super::history::History;
 use super::keys::{
-    BUCKET_MS, CHUNKS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PER_HOUR, RESOURCES, SAMPLES,
+    BUCKET_MS, CHUNKS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PER_HOUR, RESOURCES,
     SEP, SERIES, decode, metric_key, org_resource_range, parse_tier_key, resource_key, series_name,
     tier_key,
 };
@@ -145,9 +146,9 @@ impl Store {
         let Some(series) = series_id(&txn, org, resource_id, metric)? else {
             return Ok(points);
         };
-        let (samples, chunks) = (txn.open_table(SAMPLES)?, txn.open_table(CHUNKS)?);
+        let (samples, chunks) = (txn.open_table(HEAD)?, txn.open_table(CHUNKS)?);
         let history = History {
-            samples: &samples,
+            head: &samples,
             chunks: &chunks,
         };
         // The current step bucket: start, sum, count.
@@ -197,9 +198,9 @@ impl Store {
         let Some(series) = series_id(&txn, org, resource_id, metric)? else {
             return Ok(0);
         };
-        let (samples, chunks) = (txn.open_table(SAMPLES)?, txn.open_table(CHUNKS)?);
+        let (samples, chunks) = (txn.open_table(HEAD)?, txn.open_table(CHUNKS)?);
         let history = History {
-            samples: &samples,
+            head: &samples,
             chunks: &chunks,
         };
         let mut n = 0;
@@ -382,7 +383,7 @@ impl StoreView {
     /// The history tables of the view.
     fn tables(&self) -> Result<Tables, StoreError> {
         Ok(Tables {
-            samples: self.txn.open_table(SAMPLES)?,
+            samples: self.txn.open_table(HEAD)?,
             chunks: self.txn.open_table(CHUNKS)?,
             minutes: self.txn.open_table(MINUTES)?,
             hours: self.txn.open_table(HOURS)?,
@@ -440,7 +441,7 @@ impl StoreView {
 
 /// The history tables of one read transaction.
 struct Tables {
-    samples: ReadOnlyTable<&'static [u8; 24], f64>,
+    samples: ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
     chunks: ReadOnlyTable<&'static [u8; 16], &'static [u8]>,
     minutes: ReadOnlyTable<&'static [u8; 24], &'static [u8; 32]>,
     hours: ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
@@ -545,7 +546,7 @@ impl Tables {
     ) -> Result<(), StoreError> {
         for &(series, slot) in wanted {
             let history = History {
-                samples: &self.samples,
+                head: &self.samples,
                 chunks: &self.chunks,
             };
             history.scan(series, from_ms, to_ms, |ts, v| {

@@ -12,9 +12,8 @@
 //! - An ingested sample older than the raw horizon is refused (counted, logged with the
 //!   agent), so nothing is stored that the next pass would delete.
 
-use super::keys::{
-    CHUNKS, HOURS, MINUTES_PER_HOUR, SAMPLES, chunk_key, key_at, tier_key, window_of,
-};
+use super::head::{self, HEAD};
+use super::keys::{CHUNKS, HOURS, MINUTES_PER_HOUR, chunk_key, tier_key, window_of};
 use super::rollup::MINUTE_TIER_KEEP_MINUTES;
 use super::{Store, StoreError};
 use std::sync::atomic::Ordering;
@@ -168,12 +167,8 @@ impl Store {
                 &mut left,
             )?;
             let minute = window.saturating_mul(MINUTES_PER_HOUR);
-            out.head_rows = delete_range(
-                &mut txn.open_table(SAMPLES)?,
-                &key_at(i64::MIN, 0, i64::MIN),
-                &key_at(minute, 0, i64::MIN),
-                &mut left,
-            )?;
+            let (lo, hi) = head::before(minute);
+            out.head_rows = delete_range(&mut txn.open_table(HEAD)?, &lo, &hi, &mut left)?;
             // Hour tier: whole days that ended before the horizon.
             let day = now_ms.saturating_sub(policy.hour_ms).div_euclid(DAY_MS);
             out.hour_rows = delete_range(

@@ -36,12 +36,12 @@
 //! range read, roll-ups append whole buckets at the end of the table, and pruning deletes from
 //! its start.
 
+use super::head::{self, HEAD};
 use super::history::History;
 use super::keys::{
     BUCKET_MS, HOURS, HOURS_PER_DAY, HOURS_ROLLED_KEY, META, MINUTES, MINUTES_KEPT_KEY,
-    MINUTES_PER_HOUR, MINUTES_ROLLED_KEY, SAMPLES, SERIES, bucket_from_meta, bucket_of,
-    bucket_to_meta, key_at, metric_key, metric_of_series, parse_sample_key, parse_tier_key,
-    tier_key,
+    MINUTES_PER_HOUR, MINUTES_ROLLED_KEY, SERIES, bucket_from_meta, bucket_of, bucket_to_meta,
+    metric_key, metric_of_series, parse_tier_key, tier_key,
 };
 use super::{Store, StoreError};
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -60,7 +60,7 @@ pub(super) const MINUTE_TIER_KEEP_MINUTES: i64 = 50 * MINUTES_PER_HOUR;
 /// call when catching up a 64M-sample file from before the tiers, docs/PERFORMANCE.md).
 const STEP_ROWS: usize = 500_000;
 
-type Samples<'t> = Table<'t, &'static [u8; 24], f64>;
+type Samples<'t> = Table<'t, &'static [u8; 24], &'static [u8]>;
 /// Raw history (head and chunks) as the ingest transaction sees it.
 pub(super) type Raw<'a, 't> = History<'a, Samples<'t>, Table<'t, &'static [u8; 16], &'static [u8]>>;
 type TierTable<'t> = Table<'t, &'static [u8; 24], &'static [u8; 32]>;
@@ -383,7 +383,7 @@ impl Store {
         let txn = self.write_txn()?;
         let marks = {
             let mut meta = txn.open_table(META)?;
-            let samples = txn.open_table(SAMPLES)?;
+            let samples = txn.open_table(HEAD)?;
             let series = txn.open_table(SERIES)?;
             let mut minutes = txn.open_table(MINUTES)?;
             let mut hours = txn.open_table(HOURS)?;
@@ -392,7 +392,7 @@ impl Store {
                 None => {
                     // Nothing rolled up yet (a new file, or one from before the tiers): start
                     // at the oldest sample, which rolls up all existing history.
-                    let first = samples.first()?.map(|(k, _)| parse_sample_key(k.value()).0);
+                    let first = head::first_minute(&samples)?;
                     let hour = first
                         .unwrap_or(target)
                         .min(target)
@@ -486,43 +486,28 @@ impl MinuteRows<'_, '_> {
         max_rows: usize,
         out: &mut RollUp,
     ) -> Result<i64, StoreError> {
-        let lo = key_at(from, 0, i64::MIN);
-        let hi = key_at(to, 0, i64::MIN);
-        // The (minute, series) group being summed.
-        let mut group: Option<(i64, u64, Aggregate)> = None;
         let mut read = 0usize;
-        for entry in samples.range::<&[u8; 24]>(&lo..&hi)? {
-            let (k, v) = entry?;
-            let (minute, series, _) = parse_sample_key(k.value());
-            let value = v.value();
-            if let Some((gm, gs, agg)) = &mut group {
-                if *gm == minute && *gs == series {
-                    agg.add(value);
-                    read += 1;
-                    continue;
-                }
-                let (gm, gs, agg) = (*gm, *gs, *agg);
-                self.push(gm, gs, &agg)?;
-                if gm != minute {
-                    self.flush(minutes)?;
-                    out.minutes += 1;
-                    if read >= max_rows {
-                        out.rows += read as u64;
-                        // Every minute before this one is rolled up.
-                        return Ok(minute);
-                    }
-                }
+        let mut stopped = None;
+        head::for_each_minute(samples, from, to, |minute, points| {
+            if read >= max_rows {
+                // Every minute before this one is rolled up.
+                stopped = Some(minute);
+                return Ok(ControlFlow::Break(()));
             }
-            group = Some((minute, series, Aggregate::of(value)));
-            read += 1;
-        }
-        if let Some((gm, gs, agg)) = group {
-            self.push(gm, gs, &agg)?;
+            for run in points.chunk_by(|a, b| a.0 == b.0) {
+                let mut agg = Aggregate::of(run[0].2);
+                for p in &run[1..] {
+                    agg.add(p.2);
+                }
+                self.push(minute, run[0].0, &agg)?;
+            }
             self.flush(minutes)?;
             out.minutes += 1;
-        }
+            read += points.len();
+            Ok(ControlFlow::Continue(()))
+        })?;
         out.rows += read as u64;
-        Ok(to)
+        Ok(stopped.unwrap_or(to))
     }
 
     fn push(&mut self, minute: i64, series: u64, agg: &Aggregate) -> Result<(), StoreError> {

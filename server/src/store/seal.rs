@@ -1,12 +1,13 @@
-//! Sealing: moving closed windows of raw samples from the head (`samples`) into compressed
+//! Sealing: moving closed windows of raw samples from the head (`head.rs`) into compressed
 //! per-series chunks (`chunks`), a bounded step at a time.
 //!
 //! # Invariants
 //!
 //! - **Marks** ([`SealMarks`], in `meta`): every (window, series) before `(until, cursor)` in
 //!   (window, series id) order is sealed: its samples are in its chunk and nowhere else.
-//!   Everything after it is in the head. A window is sealed in slices of series ids, each
-//!   slice in one transaction that writes the chunks, deletes the head rows and moves the
+//!   Everything after it is in the head. A window is sealed in slices of series ids (whole
+//!   head groups: the cursor moves to a multiple of 64 past the slice), each slice in one
+//!   transaction that writes the chunks, deletes the head rows and moves the
 //!   marks, so a crash leaves every sample in exactly one place.
 //! - **Late samples** for a sealed (window, series) are merged into its chunk by the ingest
 //!   transaction that stores them (`ingest.rs`), so nothing is written behind the marks into
@@ -20,20 +21,20 @@
 
 use super::chunk;
 use super::history::read_chunk;
+use super::head::{self, HEAD, group_ceil, group_of, group_start};
 use super::keys::{
-    BUCKET_MS, CHUNKS, META, NEXT_SERIES_KEY, SAMPLES, SEAL_CURSOR_KEY, SEALED_KEY, WINDOW_MS,
-    bucket_from_meta, bucket_to_meta, chunk_key, key_at, parse_sample_key, window_of,
+    BUCKET_MS, CHUNKS, META, NEXT_SERIES_KEY, SEAL_CURSOR_KEY, SEALED_KEY, WINDOW_MS,
+    bucket_from_meta, bucket_to_meta, chunk_key, window_of,
 };
 use super::{Store, StoreError, rollup};
 use redb::{ReadableTable, Table};
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 /// How long after its end a window is sealed.
 pub(super) const SEAL_GRACE_MS: i64 = 10 * 60_000;
 /// Series ids sealed per slice.
 const SLICE: u64 = 2048;
-/// Head rows one transaction moves at most before it commits (it finishes its slice, and
+/// Head samples one transaction moves at most before it commits (it finishes its slice, and
 /// it commits at the end of a window in any case).
 const TXN_ROWS: usize = 200_000;
 
@@ -97,7 +98,7 @@ impl Store {
             let txn = self.write_txn()?;
             let step = {
                 let mut meta = txn.open_table(META)?;
-                let mut samples = txn.open_table(SAMPLES)?;
+                let mut samples = txn.open_table(HEAD)?;
                 let mut chunks = txn.open_table(CHUNKS)?;
                 let step = seal_step(&mut meta, &mut samples, &mut chunks, now_ms)?;
                 done.until_ms = step.marks.until.map(|w| w.saturating_mul(WINDOW_MS));
@@ -142,7 +143,7 @@ struct Step {
 
 fn seal_step(
     meta: &mut Table<'_, &'static str, u64>,
-    samples: &mut Table<'_, &'static [u8; 24], f64>,
+    samples: &mut Table<'_, &'static [u8; 24], &'static [u8]>,
     chunks: &mut Table<'_, &'static [u8; 16], &'static [u8]>,
     now_ms: i64,
 ) -> Result<Step, StoreError> {
@@ -168,8 +169,8 @@ fn seal_step(
         // The window to seal: the marked one, or the oldest head sample's for a first seal.
         let window = match marks.until {
             Some(w) => w,
-            None => match samples.first()? {
-                Some((k, _)) => window_of(parse_sample_key(k.value()).2),
+            None => match head::first_minute(samples)? {
+                Some(minute) => minute.div_euclid(MINUTES_PER_WINDOW),
                 None => break,
             },
         };
@@ -184,13 +185,8 @@ fn seal_step(
         }
         if marks.cursor >= next_series || (marks.cursor == 0 && !has_head_rows(samples, window)?) {
             // Window done: jump to the next window with head samples (or the first not ready).
-            let next = match samples
-                .range::<&[u8; 24]>(&key_at(first_minute(window + 1), 0, i64::MIN)..)?
-                .next()
-            {
-                Some(e) => window_of(parse_sample_key(e?.0.value()).2),
-                None => ready_until,
-            };
+            let next = head::next_minute(samples, first_minute(window + 1))?
+                .map_or(ready_until, |m| m.div_euclid(MINUTES_PER_WINDOW));
             marks = SealMarks {
                 until: Some(next.min(ready_until).max(window + 1)),
                 cursor: 0,
@@ -207,7 +203,7 @@ fn seal_step(
             break;
         }
         let lo = marks.cursor;
-        let hi = lo.saturating_add(SLICE).min(next_series);
+        let hi = group_start(group_ceil(lo.saturating_add(SLICE).min(next_series)));
         let (n, c, b) = seal_slice(samples, chunks, window, lo, hi)?;
         rows += n as usize;
         step.samples += n;
@@ -225,12 +221,10 @@ fn seal_step(
 
 /// Whether the head holds any sample of `window`.
 fn has_head_rows(
-    samples: &Table<'_, &'static [u8; 24], f64>,
+    samples: &Table<'_, &'static [u8; 24], &'static [u8]>,
     window: i64,
 ) -> Result<bool, StoreError> {
-    let lo = key_at(first_minute(window), 0, i64::MIN);
-    let hi = key_at(first_minute(window + 1), 0, i64::MIN);
-    Ok(samples.range::<&[u8; 24]>(&lo..&hi)?.next().is_some())
+    Ok(head::next_minute(samples, first_minute(window))?.is_some_and(|m| m < first_minute(window + 1)))
 }
 
 /// Minute buckets in a window.
@@ -242,35 +236,32 @@ fn first_minute(window: i64) -> i64 {
 }
 
 /// Moves the head samples of series `lo..hi` in `window` into their chunks (merging any
-/// chunk already there); returns (samples, chunks, chunk bytes).
+/// chunk already there); returns (samples, chunks, chunk bytes). `hi` is a group boundary
+/// and the head holds no sample of a series below `lo` in `window` (it is sealed), so taking
+/// the slice's whole groups takes exactly its samples.
 fn seal_slice(
-    samples: &mut Table<'_, &'static [u8; 24], f64>,
+    samples: &mut Table<'_, &'static [u8; 24], &'static [u8]>,
     chunks: &mut Table<'_, &'static [u8; 16], &'static [u8]>,
     window: i64,
     lo: u64,
     hi: u64,
 ) -> Result<(u64, u64, u64), StoreError> {
-    let mut by_series: BTreeMap<u64, Vec<(i64, f64)>> = BTreeMap::new();
-    let mut n = 0;
-    let minutes = first_minute(window)..first_minute(window + 1);
-    for minute in minutes {
-        let (from, to) = (key_at(minute, lo, i64::MIN), key_at(minute, hi, i64::MIN));
-        for entry in samples.extract_from_if::<&[u8; 24], _>(&from..&to, |_, _| true)? {
-            let (k, v) = entry?;
-            let (_, series, ts) = parse_sample_key(k.value());
-            by_series.entry(series).or_default().push((ts, v.value()));
-            n += 1;
-        }
-    }
+    let points = head::take(
+        samples,
+        first_minute(window)..first_minute(window + 1),
+        group_of(lo)..group_of(hi),
+    )?;
     let (mut count, mut bytes) = (0, 0);
-    for (series, head) in by_series {
-        let merged = merge(read_chunk(chunks, window, series)?, head);
+    for run in points.chunk_by(|a, b| a.0 == b.0) {
+        let series = run[0].0;
+        let sealed: Vec<(i64, f64)> = run.iter().map(|&(_, ts, v)| (ts, v)).collect();
+        let merged = merge(read_chunk(chunks, window, series)?, sealed);
         let encoded = chunk::encode(&merged);
         chunks.insert(&chunk_key(window, series), encoded.as_slice())?;
         count += 1;
         bytes += encoded.len() as u64;
     }
-    Ok((n, count, bytes))
+    Ok((points.len() as u64, count, bytes))
 }
 
 /// Merges two time-ascending sample lists; `newer` wins a tie.

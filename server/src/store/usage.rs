@@ -1,7 +1,8 @@
 //! How much disk each tier of metric history takes: entries and bytes per table, from redb's
 //! own accounting, for `GET /api/store` and `/metrics`.
 
-use super::keys::{CHUNKS, HOURS, META, MINUTES, SAMPLES, SERIES, WINDOW_MS};
+use super::head::HEAD;
+use super::keys::{CHUNKS, HOURS, META, MINUTES, SERIES, WINDOW_MS};
 use super::seal::SealMarks;
 use super::{Store, StoreError};
 use redb::{ReadableTableMetadata, TableStats};
@@ -56,7 +57,7 @@ impl Store {
             entries,
             ..TierUsage::from(stats)
         };
-        let head = txn.open_table(SAMPLES)?;
+        let head = txn.open_table(HEAD)?;
         let chunks = txn.open_table(CHUNKS)?;
         let minute = txn.open_table(MINUTES)?;
         let hour = txn.open_table(HOURS)?;
