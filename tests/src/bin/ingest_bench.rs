@@ -799,9 +799,13 @@ impl Plan {
             window: args.window,
             vms: args.vms_per_agent,
             interval: Duration::from_millis(args.interval_ms),
-            // An hour back, whole minute: at ~1 batch/s per agent the times stay near now.
-            base_ms: (now_ms() - 3_600_000) / 60_000 * 60_000,
-            stride_ms: i64::try_from(samples.max(999) + 1).unwrap_or(i64::MAX),
+            // Now, and a batch's times a second or the pacing interval after the last one's:
+            // paced runs keep the times at real time, as agents' are (samples an hour old
+            // land in sealed windows and take the store's late path); a closed loop at
+            // under a batch a second per agent lags behind by its run time at most.
+            base_ms: now_ms() / 1000 * 1000,
+            stride_ms: i64::try_from((samples.max(999) + 1).max(args.interval_ms as usize))
+                .unwrap_or(i64::MAX),
         }
     }
 
