@@ -107,7 +107,8 @@ fn kill9_during_sealing_and_retention_loses_and_duplicates_nothing() {
         fill(&store, &mut seq, recent.0, recent.1, now);
         let usage = store.usage().unwrap();
         assert_eq!(usage.chunks.entries, 0);
-        assert!(usage.head.entries > 70_000, "{usage:?}");
+        // Packed head rows: one per ingest commit, minute and group of 64 series.
+        assert!(usage.head.entries > 500, "{usage:?}");
     }
     eprintln!("filled in {:?}", std::time::Instant::now() - started);
 
