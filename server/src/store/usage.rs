@@ -1,7 +1,7 @@
 //! How much disk each tier of metric history takes: entries and bytes per table, from redb's
 //! own accounting, for `GET /api/store` and `/metrics`.
 
-use super::keys::{CHUNKS, HOURS, META, MINUTES, SAMPLES, SERIES, WINDOW_MS};
+use super::keys::{CHUNKS, HOURS, META, MINUTES, MINUTES_PACKED, SAMPLES, SERIES, WINDOW_MS};
 use super::seal::SealMarks;
 use super::{Store, StoreError};
 use redb::{ReadableTableMetadata, TableStats};
@@ -10,7 +10,7 @@ use redb::{ReadableTableMetadata, TableStats};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TierUsage {
     /// Entries: head samples, chunks (one series and hour each), minute rows (one series
-    /// and minute), hour rows (one series and UTC day).
+    /// and minute, or once packed one series and hour), hour rows (one series and UTC day).
     pub entries: u64,
     /// Bytes of the entries, redb's page metadata and fragmentation.
     pub bytes: u64,
@@ -32,7 +32,7 @@ pub struct Usage {
     pub head: TierUsage,
     /// Raw samples sealed into compressed chunks.
     pub chunks: TierUsage,
-    /// Per-minute aggregates.
+    /// Per-minute aggregates: minute rows and packed hours of them.
     pub minute: TierUsage,
     /// Per-hour aggregates.
     pub hour: TierUsage,
@@ -59,11 +59,19 @@ impl Store {
         let head = txn.open_table(SAMPLES)?;
         let chunks = txn.open_table(CHUNKS)?;
         let minute = txn.open_table(MINUTES)?;
+        let packed = txn.open_table(MINUTES_PACKED)?;
+        let (minute, packed) = (
+            tier(minute.stats()?, minute.len()?),
+            tier(packed.stats()?, packed.len()?),
+        );
         let hour = txn.open_table(HOURS)?;
         let usage = Usage {
             head: tier(head.stats()?, head.len()?),
             chunks: tier(chunks.stats()?, chunks.len()?),
-            minute: tier(minute.stats()?, minute.len()?),
+            minute: TierUsage {
+                entries: minute.entries + packed.entries,
+                bytes: minute.bytes + packed.bytes,
+            },
             hour: tier(hour.stats()?, hour.len()?),
             series: txn.open_table(SERIES)?.len()?,
             file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
