@@ -552,7 +552,13 @@ fn final_hours_of_the_minute_tier_are_packed_and_read_the_same() {
     // at 10 s with one-decimal values, then a quarter hour into the fourth.
     let samples: Vec<_> = (0..12)
         .flat_map(|r| {
-            (0..3 * 360 + 90).map(move |i| (r, T0 + i * 10_000 + r as i64, ((i * 7 + r as i64) % 50) as f64 / 10.0))
+            (0..3 * 360 + 90).map(move |i| {
+                (
+                    r,
+                    T0 + i * 10_000 + r as i64,
+                    ((i * 7 + r as i64) % 50) as f64 / 10.0,
+                )
+            })
         })
         .collect();
     let now = T0 + 3 * HOUR + 15 * MIN;

@@ -151,8 +151,7 @@ impl PackedHour {
         let mut rest = &rest[9..];
         let n = mask.count_ones() as usize;
         let column = |rest: &mut &[u8]| -> Result<Vec<f64>, StoreError> {
-            let (values, used) =
-                chunk::decode_values(rest, n).map_err(|e| bad(&e.to_string()))?;
+            let (values, used) = chunk::decode_values(rest, n).map_err(|e| bad(&e.to_string()))?;
             *rest = &rest[used..];
             Ok(values)
         };
@@ -322,9 +321,7 @@ fn pack_step(
             // Hour done: on to the next hour with minute rows (or the first not ready).
             let lo = tier_key((hour + 1) * MINUTES_PER_HOUR, 0, 0);
             let next = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
-                Some(e) => parse_tier_key(e?.0.value())
-                    .0
-                    .div_euclid(MINUTES_PER_HOUR),
+                Some(e) => parse_tier_key(e?.0.value()).0.div_euclid(MINUTES_PER_HOUR),
                 None => ready,
             };
             (hour, cursor) = (next.min(ready).max(hour + 1), 0);

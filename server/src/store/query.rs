@@ -4,8 +4,8 @@
 use super::history::History;
 use super::keys::{
     BUCKET_MS, CHUNKS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PACKED, MINUTES_PER_HOUR,
-    RESOURCES, SAMPLES, SEP, SERIES, decode, metric_key, org_resource_range, parse_tier_key, resource_key, series_name,
-    tier_key,
+    RESOURCES, SAMPLES, SEP, SERIES, decode, metric_key, org_resource_range, parse_tier_key,
+    resource_key, series_name, tier_key,
 };
 use super::pack::PackedHour;
 use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};
@@ -541,7 +541,15 @@ impl Tables {
         let unpacked = marks.packed + i64::from(marks.is_packed(marks.packed, metric));
         let rows_from = (unpacked * MINUTES_PER_HOUR).clamp(split, to);
         packed_tier(&self.packed, metric, wanted, split, rows_from, buckets)?;
-        tier(&self.minutes, metric, wanted, rows_from, to, BUCKET_MS, buckets)
+        tier(
+            &self.minutes,
+            metric,
+            wanted,
+            rows_from,
+            to,
+            BUCKET_MS,
+            buckets,
+        )
     }
 
     /// Raw samples of the wanted series with `from <= ts <= to`.

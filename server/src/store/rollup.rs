@@ -353,7 +353,9 @@ pub(super) fn marks(
                 // Hours before `kept` have no minute aggregates: nothing to pack there.
                 let from = kept.div_euclid(MINUTES_PER_HOUR);
                 let (packed, pack_cursor) = match get(MINUTES_PACKED_KEY)? {
-                    Some(p) if p >= from => (p, meta.get(PACK_CURSOR_KEY)?.map_or(0, |v| v.value())),
+                    Some(p) if p >= from => {
+                        (p, meta.get(PACK_CURSOR_KEY)?.map_or(0, |v| v.value()))
+                    }
                     _ => (from, 0),
                 };
                 Some(Marks {
@@ -785,8 +787,7 @@ impl Late {
         changes.sort_unstable_by_key(|c| c.0);
         for ((hour, metric, series), (replaced, added)) in changes {
             if replaced {
-                let agg =
-                    recompute_hour(history, &minutes, &packed, marks, hour, metric, series)?;
+                let agg = recompute_hour(history, &minutes, &packed, marks, hour, metric, series)?;
                 update_hour(&mut hours, hour, metric, series, |_| agg)?;
             } else {
                 // Only samples were added: the hour gets them.

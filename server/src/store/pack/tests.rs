@@ -81,14 +81,23 @@ fn edge_values_round_trip() {
 
 #[test]
 fn sparse_and_full_bitmaps_round_trip() {
-    for minutes in [vec![0], vec![59], vec![0, 59], (0..60).collect(), vec![7, 8, 40]] {
+    for minutes in [
+        vec![0],
+        vec![59],
+        vec![0, 59],
+        (0..60).collect(),
+        vec![7, 8, 40],
+    ] {
         let mut row = PackedHour::EMPTY;
         for &m in &minutes {
             let v = m as f64 * 0.25;
             row.0[m] = Some(agg(6, v * 6.0, v - 1.0, v + 1.0));
         }
         assert_round_trip(&row);
-        assert_eq!(bits(&PackedHour::decode(&row.encode()).unwrap()), bits(&row));
+        assert_eq!(
+            bits(&PackedHour::decode(&row.encode()).unwrap()),
+            bits(&row)
+        );
     }
 }
 
