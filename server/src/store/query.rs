@@ -320,8 +320,9 @@ impl StoreView {
     /// (partial minutes at the ends of the range, minutes not rolled up yet or no longer kept)
     /// from raw samples. Series ids are found with
     /// one scan of the org's series. A query costs one range read (or, for eight resources
-    /// or fewer, one lookup per resource) per minute of the minute tier and per day of the
-    /// hour tier it covers, whether or not it holds data, so keep ranges bounded.
+    /// or fewer, one lookup per resource) per minute of the minute tier not packed yet, per
+    /// packed hour of it and per day of the hour tier it covers, whether or not it holds
+    /// data, so keep ranges bounded.
     ///
     /// # Errors
     /// [`StoreError::InvalidStep`] if a step is not positive; storage failures.
