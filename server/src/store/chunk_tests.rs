@@ -618,3 +618,58 @@ fn final_hours_of_the_minute_tier_are_packed_and_read_the_same() {
     assert_eq!((hour.count, hour.max), (361, 100.0), "{hour:?}");
     assert_eq!(store.usage().unwrap().minute.entries, 12 * (3 + 14));
 }
+
+#[test]
+fn packing_is_resumable_a_metric_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.redb");
+    let mut store = Store::open(&path).unwrap();
+    // Two metrics of 3 series over three hours at 20 s, then ten minutes into the fourth.
+    const OTHER: &str = "mem.used_pct";
+    let samples: Vec<_> = (0..3)
+        .flat_map(|r| (0..3 * 180 + 30).map(move |i| (r, T0 + i * 20_000, (i % 9) as f64 * 0.5)))
+        .collect();
+    let mut other = item(2, &samples);
+    for s in &mut other.batch.samples {
+        s.metric = OTHER.into();
+        s.value += 1.0;
+    }
+    let now = T0 + 3 * HOUR + 12 * MIN;
+    store.ingest(&[item(1, &samples), other], now).unwrap();
+    while store.roll_up(now).unwrap().pending {}
+    let read = |store: &Store| {
+        let view = store.view().unwrap();
+        let names: Vec<String> = (0..3).map(res).collect();
+        [METRIC, OTHER].map(|metric| {
+            let q = AggregateQuery {
+                metric,
+                resources: names.iter().map(String::as_str).collect(),
+                from_ms: T0,
+                to_ms: now,
+                step_ms: MIN,
+            };
+            view.aggregates(ORG, &[q]).unwrap().remove(0)
+        })
+    };
+    let want = read(&store);
+    // One (hour, metric) slice a transaction, reopening after each as a killed server would.
+    let mut steps = 0;
+    loop {
+        let done = store.pack_bounded(now, 1, 1).unwrap();
+        let got = read(&store);
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!(same_buckets(g, w), "step {steps}: {g:?} != {w:?}");
+        }
+        drop(store);
+        store = Store::open(&path).unwrap();
+        steps += 1;
+        if !done.more {
+            break;
+        }
+        assert!(steps < 20, "packing does not finish");
+    }
+    // Three hours of two metrics, one slice each (the last call may find nothing left).
+    assert!((6..=7).contains(&steps), "{steps} steps");
+    let usage = store.usage().unwrap();
+    assert_eq!(usage.minute.entries, 2 * 3 * (3 + 10), "{usage:?}");
+}

@@ -257,6 +257,16 @@ impl Store {
     /// # Errors
     /// Storage failures; what committed before stays packed.
     pub fn pack(&self, now_ms: i64, budget_rows: usize) -> Result<Packed, StoreError> {
+        self.pack_bounded(now_ms, TXN_ROWS, budget_rows)
+    }
+
+    /// [`Store::pack`] with transactions of about `txn_rows` minute rows.
+    pub(super) fn pack_bounded(
+        &self,
+        now_ms: i64,
+        txn_rows: usize,
+        budget_rows: usize,
+    ) -> Result<Packed, StoreError> {
         let mut done = Packed::default();
         loop {
             let txn = self.write_txn()?;
@@ -264,7 +274,7 @@ impl Store {
                 let mut meta = txn.open_table(META)?;
                 let mut minutes = txn.open_table(MINUTES)?;
                 let mut packed = txn.open_table(MINUTES_PACKED)?;
-                pack_step(&mut meta, &mut minutes, &mut packed, now_ms)?
+                pack_step(&mut meta, &mut minutes, &mut packed, now_ms, txn_rows)?
             };
             if step.changed {
                 self.commit(txn)?;
@@ -303,6 +313,7 @@ fn pack_step(
     minutes: &mut MinuteTable<'_>,
     packed: &mut PackedTable<'_>,
     now_ms: i64,
+    max_rows: usize,
 ) -> Result<Step, StoreError> {
     let mut step = Step {
         done: Packed::default(),
@@ -327,7 +338,7 @@ fn pack_step(
             (hour, cursor) = (next.min(ready).max(hour + 1), 0);
             continue;
         };
-        if rows >= TXN_ROWS {
+        if rows >= max_rows {
             step.done.more = true;
             break;
         }
