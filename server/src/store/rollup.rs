@@ -8,10 +8,11 @@
 //! - **Watermarks** ([`Marks`], in `meta`): `kept <= hours * 60 <= minutes`, `kept` a multiple
 //!   of 60. For every minute in `kept..minutes` the minute tier holds, for every series with
 //!   samples in it, exactly the aggregate of those samples, in a minute row or, once its hour
-//!   is final, in the packed row of its hour (`pack.rs`; the pack marks say which); for every hour before `hours` the
-//!   hour tier holds the aggregate of its samples. Outside those ranges the tiers have no rows:
-//!   readers take minutes from `minutes` on from the raw samples, and minutes before `kept`
-//!   from the hour tier (whole hours) or the raw samples. So readers are correct whatever the
+//!   is final, in the packed row of its hour (`pack.rs`; the pack marks say which); for every
+//!   hour before `hours` the hour tier holds the aggregate of its samples. Outside those
+//!   ranges the tiers have no rows: readers take minutes from `minutes` on from the raw
+//!   samples, and minutes before `kept` from the hour tier (whole hours) or the raw samples.
+//!   So readers are correct whatever the
 //!   watermarks are, and a file written before the tiers existed (no watermarks) reads exactly
 //!   as before.
 //! - **Roll-up.** [`Store::roll_up`] moves `minutes` up to the minute before the current one
@@ -19,16 +20,16 @@
 //!   late) by reading the raw samples of the closed minutes in key order, one contiguous
 //!   range; moves `hours` up to the last hour all of whose minutes are rolled up, from the
 //!   minute tier; and moves `kept` up to the minute retention before now (never past
-//!   `hours`), deleting older minute rows and packed rows. It runs in its own write transaction after each
-//!   ingest commit and does at most about [`STEP_ROWS`] rows of work per call, so a backlog (a
-//!   file from before the tiers, a server that was down) is caught up over several calls
-//!   instead of stalling one commit.
+//!   `hours`), deleting older minute rows and packed rows. It runs in its own write
+//!   transaction after each ingest commit and does at most about [`STEP_ROWS`] rows of work
+//!   per call, so a backlog (a file from before the tiers, a server that was down) is caught
+//!   up over several calls instead of stalling one commit.
 //! - **Late samples.** A sample stored in a minute before `minutes` updates the tiers in the
 //!   ingest transaction that stores it: the minute's row or its hour's packed row (if the
-//!   minute is still kept) and,
-//!   if the hour is before `hours`, the hour's row get the new samples added; if a sample
-//!   replaced a stored value, both are recomputed instead (a replaced minimum cannot be taken
-//!   out), the minute from its raw samples, the hour from its minutes (or raw samples).
+//!   minute is still kept) and, if the hour is before `hours`, the hour's row get the new
+//!   samples added; if a sample replaced a stored value, both are recomputed instead (a
+//!   replaced minimum cannot be taken out), the minute from its raw samples, the hour from its
+//!   minutes (or raw samples).
 //!   Replays that the per-agent seq check skips change nothing.
 //! - **Exactness.** Counts, minima and maxima equal those of the raw samples; sums too up to
 //!   floating-point rounding (they are added in a different order).
