@@ -12,9 +12,8 @@
 //!   hour before `hours` the hour tier holds the aggregate of its samples. Outside those
 //!   ranges the tiers have no rows: readers take minutes from `minutes` on from the raw
 //!   samples, and minutes before `kept` from the hour tier (whole hours) or the raw samples.
-//!   So readers are correct whatever the
-//!   watermarks are, and a file written before the tiers existed (no watermarks) reads exactly
-//!   as before.
+//!   So readers are correct whatever the watermarks are, and a file written before the tiers
+//!   existed (no watermarks) reads exactly as before.
 //! - **Roll-up.** [`Store::roll_up`] moves `minutes` up to the minute before the current one
 //!   (a minute stays open for [`GRACE_MINUTES`] after it ends, so batches in flight are not
 //!   late) by reading the raw samples of the closed minutes in key order, one contiguous
