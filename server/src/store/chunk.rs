@@ -100,13 +100,55 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
         w.fields(&residuals(&dods));
     }
     let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
-    let xor = xor_fields(&values);
-    let best = match decimal(&values).map(|(scale, m)| decimal_fields(scale, &m)) {
+    w.fields(&value_fields(&values));
+    w.finish()
+}
+
+/// The shortest value block (mode field included) of `values`.
+fn value_fields(values: &[f64]) -> Fields {
+    let xor = xor_fields(values);
+    match decimal(values).map(|(scale, m)| decimal_fields(scale, &m)) {
         Some(d) if d.len() < xor.len() => d,
         _ => xor,
-    };
-    w.fields(&best);
+    }
+}
+
+/// Encodes values alone, as a chunk's value block (the 2-bit mode and the values, see the
+/// module docs) padded with zero bits to the byte: for columns of numbers that are not
+/// samples (the packed minute tier, `store/pack.rs`). Bit for bit like [`encode`]; nothing
+/// for no values. The count is not stored: the caller knows it.
+#[must_use]
+pub fn encode_values(values: &[f64]) -> Vec<u8> {
+    if values.is_empty() {
+        return Vec::new();
+    }
+    let mut w = BitWriter::new(Vec::new());
+    w.fields(&value_fields(values));
     w.finish()
+}
+
+/// Decodes `n` values that [`encode_values`] wrote at the start of `bytes`; returns them
+/// and the bytes they took (the rest may hold something else).
+///
+/// # Errors
+/// [`ChunkError::Corrupt`] if the bytes do not start with `n` encoded values.
+pub fn decode_values(bytes: &[u8], n: usize) -> Result<(Vec<f64>, usize), ChunkError> {
+    if n == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    if n > MAX_SAMPLES {
+        return Err(ChunkError::Corrupt("value count larger than a chunk holds"));
+    }
+    let mut r = BitReader::new(bytes);
+    let values = match r.bits(2)? {
+        MODE_XOR => read_xor(&mut r, n)?,
+        mode => read_decimal(&mut r, mode, n)?,
+    };
+    let pad = r.remaining() % 8;
+    if r.bits(pad as u32)? != 0 {
+        return Err(ChunkError::Corrupt("nonzero padding"));
+    }
+    Ok((values, bytes.len() - r.remaining() / 8))
 }
 
 /// Decodes what [`encode`] wrote.

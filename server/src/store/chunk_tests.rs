@@ -294,6 +294,9 @@ enum Op {
     Upkeep,
     /// Close and reopen the store.
     Restart,
+    /// Store a new value for the `n`-th acknowledged sample (modulo their number): a late
+    /// sample that replaces one, in whichever tier its minute is by now.
+    Replace(usize, i8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -305,14 +308,94 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(s, a)| Op::Ingest(s, a)),
         3 => Just(Op::Upkeep),
         1 => Just(Op::Restart),
+        1 => (any::<usize>(), any::<i8>()).prop_map(|(n, v)| Op::Replace(n, v)),
     ]
+}
+
+/// The model's aggregates of resource `r` in buckets of `step` over `[from, to]`.
+fn model_buckets(
+    model: &BTreeMap<(usize, i64), f64>,
+    r: usize,
+    from: i64,
+    to: i64,
+    step: i64,
+) -> Vec<(i64, Aggregate)> {
+    let mut out: Vec<(i64, Aggregate)> = Vec::new();
+    for (&(_, ts), &v) in model.range((r, from)..=(r, to)) {
+        let b = ts.div_euclid(step) * step;
+        match out.last_mut() {
+            Some((last, a)) if *last == b => a.add(v),
+            _ => out.push((b, Aggregate::of(v))),
+        }
+    }
+    out
+}
+
+/// Counts, minima and maxima bit for bit, sums up to rounding.
+fn same_buckets(got: &[(i64, Aggregate)], want: &[(i64, Aggregate)]) -> bool {
+    got.len() == want.len()
+        && got.iter().zip(want).all(|((gb, g), (wb, w))| {
+            gb == wb
+                && (g.count, g.min.to_bits(), g.max.to_bits())
+                    == (w.count, w.min.to_bits(), w.max.to_bits())
+                && (g.sum - w.sum).abs() <= 1e-9 * w.sum.abs().max(1.0)
+        })
+}
+
+/// Minute- and hour-step reads of every resource over the kept raw range equal the model:
+/// `aggregates` (Patrol's bulk read) and `series_aggregates` (`/api/metrics/history`).
+fn check_tiers_against(
+    store: &Store,
+    model: &BTreeMap<(usize, i64), f64>,
+    now: i64,
+    raw_ms: i64,
+) -> Result<(), TestCaseError> {
+    // Whole hours from the raw horizon's next hour: raw samples before it may be gone
+    // while aggregates of them are still kept.
+    let from = (now - raw_ms).div_euclid(HOUR) * HOUR + HOUR;
+    let to = now + 2 * HOUR;
+    let names: Vec<String> = (0..3).map(res).collect();
+    let view = store.view().unwrap();
+    for step in [MIN, 5 * MIN, HOUR] {
+        let q = AggregateQuery {
+            metric: METRIC,
+            resources: names.iter().map(String::as_str).collect(),
+            from_ms: from,
+            to_ms: to,
+            step_ms: step,
+        };
+        let got = view.aggregates(ORG, &[q]).unwrap();
+        let series: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), METRIC)).collect();
+        let one_by_one = view
+            .series_aggregates(ORG, &series, from, to, step)
+            .unwrap();
+        for r in 0..3 {
+            let want = model_buckets(model, r, from, to, step);
+            prop_assert!(
+                same_buckets(&got[0][r], &want),
+                "aggregates r{} step {}: {:?} != {:?}",
+                r,
+                step,
+                got[0][r],
+                want
+            );
+            prop_assert!(
+                same_buckets(&one_by_one[r], &want),
+                "series_aggregates r{} step {}",
+                r,
+                step
+            );
+        }
+    }
+    Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Any sequence of ingests, seals, restarts and retention passes reads back exactly what
-    /// was acknowledged and has not expired.
+    /// Any sequence of ingests, seals, packing, restarts, retention passes and replaced
+    /// samples reads back exactly what was acknowledged and has not expired, raw and from the
+    /// minute and hour tiers.
     #[test]
     fn reads_equal_the_model_after_any_sequence(ops in prop::collection::vec(op(), 1..30)) {
         let dir = tempfile::tempdir().unwrap();
@@ -352,7 +435,19 @@ proptest! {
                     store = Store::open(&path).unwrap();
                     store.set_retention(policy).unwrap();
                 }
+                Op::Replace(n, v) => {
+                    let horizon = now - policy.raw_ms;
+                    let kept: Vec<_> = model.range(..).filter(|(k, _)| k.1 >= horizon).collect();
+                    if !kept.is_empty() {
+                        let (&(r, ts), _) = kept[n % kept.len()];
+                        let v = f64::from(v) / 4.0;
+                        seq += 1;
+                        store.ingest(&[item(seq, &[(r, ts, v)])], now).unwrap();
+                        model.insert((r, ts), v);
+                    }
+                }
             }
+            check_tiers_against(&store, &model, now, policy.raw_ms)?;
             for r in 0..3 {
                 let want: Vec<_> = model
                     .range((r, i64::MIN)..=(r, i64::MAX))
@@ -416,7 +511,7 @@ fn a_store_from_the_previous_release_converts_without_loss() {
     };
     // Its per-sample head is packed when it is opened, in steps: interrupt after one.
     {
-        let db = redb::Database::create(&path).unwrap();
+        let db = Database::create(&path).unwrap();
         assert_eq!(head::convert_step(&db, 5000).unwrap(), 5000);
     }
     let store = Store::open(&path).unwrap();
@@ -454,4 +549,133 @@ fn a_store_from_the_previous_release_converts_without_loss() {
         "{usage:?}"
     );
     read_all(&store);
+}
+
+#[test]
+fn final_hours_of_the_minute_tier_are_packed_and_read_the_same() {
+    let (dir, store) = open();
+    // Three hours of 12 series (more than the point-read limit, so the range-read path too)
+    // at 10 s with one-decimal values, then a quarter hour into the fourth.
+    let samples: Vec<_> = (0..12)
+        .flat_map(|r| {
+            (0..3 * 360 + 90).map(move |i| {
+                (
+                    r,
+                    T0 + i * 10_000 + r as i64,
+                    ((i * 7 + r as i64) % 50) as f64 / 10.0,
+                )
+            })
+        })
+        .collect();
+    let now = T0 + 3 * HOUR + 15 * MIN;
+    store.ingest(&[item(1, &samples)], now).unwrap();
+    let names: Vec<String> = (0..12).map(res).collect();
+    let read = |store: &Store| {
+        let view = store.view().unwrap();
+        [MIN, HOUR].map(|step| {
+            let q = AggregateQuery {
+                metric: METRIC,
+                resources: names.iter().map(String::as_str).collect(),
+                from_ms: T0,
+                to_ms: now,
+                step_ms: step,
+            };
+            let few: Vec<(&str, &str)> = names[..2].iter().map(|n| (n.as_str(), METRIC)).collect();
+            (
+                view.aggregates(ORG, &[q]).unwrap().remove(0),
+                view.series_aggregates(ORG, &few, T0, now, step).unwrap(),
+            )
+        })
+    };
+    // Rolled up, not packed yet.
+    while store.roll_up(now).unwrap().pending {}
+    let rows = store.usage().unwrap().minute;
+    assert_eq!(rows.entries, 12 * (3 * 60 + 14), "{rows:?}");
+    let before = read(&store);
+    settle(&store, now);
+    let packed = store.usage().unwrap().minute;
+    // Three hours packed (one row per series and hour), the fourth still in minute rows.
+    assert_eq!(packed.entries, 12 * (3 + 14), "{packed:?}");
+    assert!(packed.bytes * 4 < rows.bytes, "{rows:?} -> {packed:?}");
+    let after = read(&store);
+    for (step, (b, a)) in before.iter().zip(&after).enumerate() {
+        for (x, y) in b.0.iter().zip(&a.0).chain(b.1.iter().zip(&a.1)) {
+            assert!(same_buckets(y, x), "step {step}: {y:?} != {x:?}");
+        }
+    }
+    // A late sample in a packed hour and one replacing a packed hour's maximum.
+    let late = [(0, T0 + 5_000, 100.0), (1, T0 + 10_001, -3.0)];
+    store.ingest(&[item(2, &late)], now).unwrap();
+    drop(store);
+    let store = Store::open(&dir.path().join("warden.redb")).unwrap();
+    let view = store.view().unwrap();
+    let first = |r: usize| {
+        view.series_aggregates(ORG, &[(res(r).as_str(), METRIC)], T0, T0 + MIN - 1, MIN)
+            .unwrap()[0][0]
+            .1
+    };
+    let (a, b) = (first(0), first(1));
+    assert_eq!((a.count, a.max), (7, 100.0), "{a:?}");
+    assert_eq!((b.count, b.min), (6, -3.0), "{b:?}");
+    let hour = view
+        .series_aggregates(ORG, &[(res(0).as_str(), METRIC)], T0, T0 + HOUR - 1, HOUR)
+        .unwrap()[0][0]
+        .1;
+    assert_eq!((hour.count, hour.max), (361, 100.0), "{hour:?}");
+    assert_eq!(store.usage().unwrap().minute.entries, 12 * (3 + 14));
+}
+
+#[test]
+fn packing_is_resumable_a_metric_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.redb");
+    let mut store = Store::open(&path).unwrap();
+    // Two metrics of 3 series over three hours at 20 s, then ten minutes into the fourth.
+    const OTHER: &str = "mem.used_pct";
+    let samples: Vec<_> = (0..3)
+        .flat_map(|r| (0..3 * 180 + 30).map(move |i| (r, T0 + i * 20_000, (i % 9) as f64 * 0.5)))
+        .collect();
+    let mut other = item(2, &samples);
+    for s in &mut other.batch.samples {
+        s.metric = OTHER.into();
+        s.value += 1.0;
+    }
+    let now = T0 + 3 * HOUR + 12 * MIN;
+    store.ingest(&[item(1, &samples), other], now).unwrap();
+    while store.roll_up(now).unwrap().pending {}
+    let read = |store: &Store| {
+        let view = store.view().unwrap();
+        let names: Vec<String> = (0..3).map(res).collect();
+        [METRIC, OTHER].map(|metric| {
+            let q = AggregateQuery {
+                metric,
+                resources: names.iter().map(String::as_str).collect(),
+                from_ms: T0,
+                to_ms: now,
+                step_ms: MIN,
+            };
+            view.aggregates(ORG, &[q]).unwrap().remove(0)
+        })
+    };
+    let want = read(&store);
+    // One (hour, metric) slice a transaction, reopening after each as a killed server would.
+    let mut steps = 0;
+    loop {
+        let done = store.pack_bounded(now, 1, 1).unwrap();
+        let got = read(&store);
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!(same_buckets(g, w), "step {steps}: {g:?} != {w:?}");
+        }
+        drop(store);
+        store = Store::open(&path).unwrap();
+        steps += 1;
+        if !done.more {
+            break;
+        }
+        assert!(steps < 20, "packing does not finish");
+    }
+    // Three hours of two metrics, one slice each (the last call may find nothing left).
+    assert!((6..=7).contains(&steps), "{steps} steps");
+    let usage = store.usage().unwrap();
+    assert_eq!(usage.minute.entries, 2 * 3 * (3 + 10), "{usage:?}");
 }

@@ -43,6 +43,11 @@ pub(super) const CHUNKS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::ne
 /// bytes ([`super::Aggregate::encode`]).
 pub(super) const MINUTES: TableDefinition<&[u8; 24], &[u8; 32]> =
     TableDefinition::new("samples_1m");
+/// Packed minute tier: the minute aggregates of one series in one final hour, compressed
+/// (`pack.rs`), by [`tier_key`] with the hour -> [`super::pack::PackedHour`] bytes. A minute
+/// aggregate is in [`MINUTES`] or here, never both (which one: [`MINUTES_PACKED_KEY`]).
+pub(super) const MINUTES_PACKED: TableDefinition<&[u8; 24], &[u8]> =
+    TableDefinition::new("samples_1m_packed");
 /// Hour tier: per-series aggregates of each hour, rolled up from [`MINUTES`], one row per
 /// series and UTC day: [`tier_key`] with the day -> [`super::rollup::Day`] bytes.
 pub(super) const HOURS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("samples_1h");
@@ -58,6 +63,12 @@ pub(super) const HOURS_ROLLED_KEY: &str = "hours_rolled_until";
 /// Key in [`META`] of the first minute (sign bit flipped) whose rows [`MINUTES`] still holds;
 /// older minute rows are deleted. Absent until the first roll-up.
 pub(super) const MINUTES_KEPT_KEY: &str = "minutes_kept_from";
+/// Key in [`META`] of the first hour (minute bucket / 60, sign bit flipped) whose minute
+/// aggregates are not all packed into [`MINUTES_PACKED`]; absent until the first pack.
+pub(super) const MINUTES_PACKED_KEY: &str = "minutes_packed_until";
+/// Key in [`META`] of the first metric key of the hour at [`MINUTES_PACKED_KEY`] not packed
+/// yet (an hour is packed in slices of metrics); absent = 0.
+pub(super) const PACK_CURSOR_KEY: &str = "minutes_pack_cursor";
 
 /// Key in [`META`] of the first window (a [`window_of`] value, sign bit flipped) not wholly
 /// sealed into [`CHUNKS`]; absent until the first seal.

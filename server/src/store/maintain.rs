@@ -12,6 +12,8 @@ const IDLE: Duration = Duration::from_secs(10);
 const BUSY: Duration = Duration::from_millis(50);
 /// Head rows one seal pass moves at most.
 const SEAL_BUDGET: usize = 400_000;
+/// Minute rows one packing pass packs at most.
+const PACK_BUDGET: usize = 400_000;
 /// Entries one retention pass deletes at most.
 const EXPIRE_BUDGET: usize = 200_000;
 /// How often the tiers' disk usage is measured for `/metrics`.
@@ -59,6 +61,10 @@ pub async fn maintain_task(store: Arc<Store>, mut shutdown: tokio::sync::watch::
 pub struct Pass {
     /// Head samples sealed.
     pub sealed: u64,
+    /// Minute rows packed.
+    pub packed: u64,
+    /// Minute aggregates before this time are packed, ms.
+    pub packed_until_ms: Option<i64>,
     /// Chunks and rows deleted by retention.
     pub expired: u64,
     /// The first window not wholly sealed, ms.
@@ -68,20 +74,23 @@ pub struct Pass {
 }
 
 impl Store {
-    /// One bounded round of upkeep at `now_ms`: roll up closed minutes, delete what
-    /// retention no longer keeps, seal closed windows.
+    /// One bounded round of upkeep at `now_ms`: roll up closed minutes, pack final hours of
+    /// the minute tier, delete what retention no longer keeps, seal closed windows.
     ///
     /// # Errors
     /// Storage failures; what committed before stays.
     pub fn pass(&self, now_ms: i64) -> Result<Pass, super::StoreError> {
         let rolled = self.roll_up(now_ms)?;
+        let packed = self.pack(now_ms, PACK_BUDGET)?;
         let expired = self.expire(now_ms, EXPIRE_BUDGET)?;
         let sealed = self.seal(now_ms, SEAL_BUDGET)?;
         Ok(Pass {
             sealed: sealed.samples,
+            packed: packed.minutes,
+            packed_until_ms: packed.until_ms,
             expired: expired.chunks + expired.head_rows + expired.hour_rows,
             sealed_until_ms: sealed.until_ms,
-            more: rolled.pending || expired.more || sealed.more,
+            more: rolled.pending || packed.more || expired.more || sealed.more,
         })
     }
 }
@@ -89,8 +98,8 @@ impl Store {
 /// Progress of a backlog, for the log.
 #[derive(Default)]
 struct Progress {
-    /// When the backlog began, and samples sealed since.
-    since: Option<(Instant, u64)>,
+    /// When the backlog began, and samples sealed and minute rows packed since.
+    since: Option<(Instant, u64, u64)>,
     last_log: Option<Instant>,
     /// Whether the last pass found nothing left (logged once per change).
     idle: bool,
@@ -99,11 +108,12 @@ struct Progress {
 impl Progress {
     fn note(&mut self, pass: &Pass) {
         if !pass.more {
-            if let Some((start, sealed)) = self.since.take() {
+            if let Some((start, sealed, packed)) = self.since.take() {
                 tracing::info!(
                     samples = sealed + pass.sealed,
+                    minute_rows = packed + pass.packed,
                     secs = start.elapsed().as_secs(),
-                    "store upkeep caught up: history is sealed into chunks"
+                    "store upkeep caught up: history is sealed into chunks, minutes packed"
                 );
             }
             if !self.idle {
@@ -119,8 +129,9 @@ impl Progress {
             return;
         }
         self.idle = false;
-        let (_, sealed) = self.since.get_or_insert((Instant::now(), 0));
+        let (_, sealed, packed) = self.since.get_or_insert((Instant::now(), 0, 0));
         *sealed += pass.sealed;
+        *packed += pass.packed;
         let due = self.last_log.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
         if due {
             self.last_log = Some(Instant::now());
@@ -130,7 +141,12 @@ impl Progress {
                     .sealed_until_ms
                     .and_then(crate::clock::rfc3339_ms)
                     .unwrap_or_else(|| "-".to_owned()),
-                "store upkeep: sealing stored history into chunks"
+                packed_minute_rows = *packed,
+                packed_until = %pass
+                    .packed_until_ms
+                    .and_then(crate::clock::rfc3339_ms)
+                    .unwrap_or_else(|| "-".to_owned()),
+                "store upkeep: sealing stored history into chunks, packing minutes"
             );
         }
     }

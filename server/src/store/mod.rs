@@ -46,6 +46,7 @@
 //! | `head`         | `[u8; 24]`: `minute \| group \| row`   | packed samples (`head.rs`, `rows.rs`) |
 //! | `chunks`       | `[u8; 16]`: `window \| series id`       | compressed samples (`chunk.rs`) |
 //! | `samples_1m`   | `[u8; 24]`: `minute \| metric key \| series id` | `[u8; 32]` [`Aggregate`] |
+//! | `samples_1m_packed` | `[u8; 24]`: `hour \| metric key \| series id` | a final hour's minute aggregates, compressed (`pack.rs`) |
 //! | `samples_1h`   | `[u8; 24]`: `day \| metric key \| series id` | bitmap + [`Aggregate`]s |
 //! | `findings`     | `org US finding_id`                     | JSON [`Finding`]          |
 //! | `suppressions` | `org US rule_id` (16 random hex digits) | JSON [`Suppression`]      |
@@ -168,6 +169,7 @@ mod ingest;
 mod keys;
 mod maintain;
 mod outbox;
+mod pack;
 mod query;
 mod retention;
 mod rows;
@@ -184,6 +186,7 @@ pub use error::StoreError;
 pub use findings::PatrolRunRecord;
 pub use maintain::{Pass, maintain_task};
 pub use outbox::{OutboxAck, OutboxBatch, OutboxLimits, OutboxSeries, OutboxStats};
+pub use pack::Packed;
 pub use query::{AggregateQuery, Aggregates, StoreView};
 pub use retention::{
     Expired, FREE_HISTORY_DAYS, LICENSED_HISTORY_DAYS, LONG_TERM_FEATURE, Retention, RetentionError,
@@ -348,6 +351,7 @@ impl Store {
             txn.open_table(head::HEAD)?;
             txn.open_table(keys::CHUNKS)?;
             txn.open_table(keys::MINUTES)?;
+            txn.open_table(keys::MINUTES_PACKED)?;
             txn.open_table(keys::HOURS)?;
             txn.open_table(findings::FINDINGS)?;
             txn.open_table(findings::SUPPRESSIONS)?;

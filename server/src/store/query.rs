@@ -4,10 +4,11 @@
 use super::head::HEAD;
 use super::history::History;
 use super::keys::{
-    BUCKET_MS, CHUNKS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PER_HOUR, RESOURCES,
-    SEP, SERIES, decode, metric_key, org_resource_range, parse_tier_key, resource_key, series_name,
-    tier_key,
+    BUCKET_MS, CHUNKS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PACKED, MINUTES_PER_HOUR,
+    RESOURCES, SEP, SERIES, decode, metric_key, org_resource_range, parse_tier_key,
+    resource_key, series_name, tier_key,
 };
+use super::pack::PackedHour;
 use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};
 use super::{Store, StoreError};
 use crate::model::{ProvenanceRecord, ResourceRecord};
@@ -320,8 +321,9 @@ impl StoreView {
     /// (partial minutes at the ends of the range, minutes not rolled up yet or no longer kept)
     /// from raw samples. Series ids are found with
     /// one scan of the org's series. A query costs one range read (or, for eight resources
-    /// or fewer, one lookup per resource) per minute of the minute tier and per day of the
-    /// hour tier it covers, whether or not it holds data, so keep ranges bounded.
+    /// or fewer, one lookup per resource) per minute of the minute tier not packed yet, per
+    /// packed hour of it and per day of the hour tier it covers, whether or not it holds
+    /// data, so keep ranges bounded.
     ///
     /// # Errors
     /// [`StoreError::InvalidStep`] if a step is not positive; storage failures.
@@ -386,6 +388,7 @@ impl StoreView {
             samples: self.txn.open_table(HEAD)?,
             chunks: self.txn.open_table(CHUNKS)?,
             minutes: self.txn.open_table(MINUTES)?,
+            packed: self.txn.open_table(MINUTES_PACKED)?,
             hours: self.txn.open_table(HOURS)?,
         })
     }
@@ -444,6 +447,7 @@ struct Tables {
     samples: ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
     chunks: ReadOnlyTable<&'static [u8; 16], &'static [u8]>,
     minutes: ReadOnlyTable<&'static [u8; 24], &'static [u8; 32]>,
+    packed: ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
     hours: ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
 }
 
@@ -500,7 +504,7 @@ impl Tables {
         };
         if hours_from < hours_to {
             let (m0, m1) = (hours_from * MINUTES_PER_HOUR, hours_to * MINUTES_PER_HOUR);
-            self.minutes(metric, &wanted, first, m0, marks.kept, &mut buckets)?;
+            self.minutes(metric, &wanted, first, m0, &marks, &mut buckets)?;
             hour_tier(
                 &self.hours,
                 metric,
@@ -509,9 +513,9 @@ impl Tables {
                 hours_to,
                 &mut buckets,
             )?;
-            self.minutes(metric, &wanted, m1, tier_end, marks.kept, &mut buckets)?;
+            self.minutes(metric, &wanted, m1, tier_end, &marks, &mut buckets)?;
         } else {
-            self.minutes(metric, &wanted, first, tier_end, marks.kept, &mut buckets)?;
+            self.minutes(metric, &wanted, first, tier_end, &marks, &mut buckets)?;
         }
         if tier_end * BUCKET_MS <= q.to_ms {
             self.raw(&wanted, tier_end * BUCKET_MS, q.to_ms, &mut buckets)?;
@@ -519,21 +523,35 @@ impl Tables {
         Ok(buckets.out)
     }
 
-    /// Rolled-up minutes `from..to`: from raw samples before `kept`, then from the minute tier.
+    /// Rolled-up minutes `from..to`: from raw samples before `kept`, then from the minute
+    /// tier: packed rows for the hours `marks` says are packed, minute rows after them.
     fn minutes(
         &self,
         metric: u64,
         wanted: &[(u64, usize)],
         from: i64,
         to: i64,
-        kept: i64,
+        marks: &Marks,
         buckets: &mut Buckets,
     ) -> Result<(), StoreError> {
-        let split = kept.clamp(from, to.max(from));
+        let to = to.max(from);
+        let split = marks.kept.clamp(from, to);
         if from < split {
             self.raw(wanted, from * BUCKET_MS, split * BUCKET_MS - 1, buckets)?;
         }
-        tier(&self.minutes, metric, wanted, split, to, BUCKET_MS, buckets)
+        // The first minute of this metric in minute rows.
+        let unpacked = marks.packed + i64::from(marks.is_packed(marks.packed, metric));
+        let rows_from = (unpacked * MINUTES_PER_HOUR).clamp(split, to);
+        packed_tier(&self.packed, metric, wanted, split, rows_from, buckets)?;
+        tier(
+            &self.minutes,
+            metric,
+            wanted,
+            rows_from,
+            to,
+            BUCKET_MS,
+            buckets,
+        )
     }
 
     /// Raw samples of the wanted series with `from <= ts <= to`.
@@ -616,6 +634,33 @@ fn tier(
     }
     tier_rows(table, metric, wanted, from..=to - 1, |slot, b, row| {
         buckets.add(slot, b * width, &Aggregate::decode(row));
+        Ok(())
+    })
+}
+
+/// Minutes `from..to` of the wanted series of `metric` from packed minute rows (one row per
+/// series and hour); `wanted` is sorted by series id.
+fn packed_tier(
+    table: &ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
+    metric: u64,
+    wanted: &[(u64, usize)],
+    from: i64,
+    to: i64,
+    buckets: &mut Buckets,
+) -> Result<(), StoreError> {
+    if from >= to {
+        return Ok(());
+    }
+    let hours = from.div_euclid(MINUTES_PER_HOUR)..=(to - 1).div_euclid(MINUTES_PER_HOUR);
+    tier_rows(table, metric, wanted, hours, |slot, hour, row| {
+        let first = hour * MINUTES_PER_HOUR;
+        for (m, a) in (first..).zip(PackedHour::decode(row)?.0) {
+            if let Some(a) = a
+                && (from..to).contains(&m)
+            {
+                buckets.add(slot, m * BUCKET_MS, &a);
+            }
+        }
         Ok(())
     })
 }

@@ -5,7 +5,8 @@
 //!
 //! - Only whole units go: a chunk (one series, one window) once its window ended before the
 //!   raw horizon, an hour-tier row (one series, one UTC day) once its day did. Minute rows
-//!   are pruned by the roll-up (`rollup.rs`) at the minute horizon.
+//!   and packed minute rows (`pack.rs`) are pruned by the roll-up (`rollup.rs`) at the minute
+//!   horizon, whole hours at a time.
 //! - Aggregates outlive raw samples: `hour_ms >= raw_ms` and `hour_ms >= minute_ms`, so a
 //!   reader that takes old hours from the hour tier never finds them gone while raw samples
 //!   of the same hours are still there.

@@ -7,26 +7,28 @@
 //!
 //! - **Watermarks** ([`Marks`], in `meta`): `kept <= hours * 60 <= minutes`, `kept` a multiple
 //!   of 60. For every minute in `kept..minutes` the minute tier holds, for every series with
-//!   samples in it, exactly the aggregate of those samples; for every hour before `hours` the
-//!   hour tier holds the aggregate of its samples. Outside those ranges the tiers have no rows:
-//!   readers take minutes from `minutes` on from the raw samples, and minutes before `kept`
-//!   from the hour tier (whole hours) or the raw samples. So readers are correct whatever the
-//!   watermarks are, and a file written before the tiers existed (no watermarks) reads exactly
-//!   as before.
+//!   samples in it, exactly the aggregate of those samples, in a minute row or, once its hour
+//!   is final, in the packed row of its hour (`pack.rs`; the pack marks say which); for every
+//!   hour before `hours` the hour tier holds the aggregate of its samples. Outside those
+//!   ranges the tiers have no rows: readers take minutes from `minutes` on from the raw
+//!   samples, and minutes before `kept` from the hour tier (whole hours) or the raw samples.
+//!   So readers are correct whatever the watermarks are, and a file written before the tiers
+//!   existed (no watermarks) reads exactly as before.
 //! - **Roll-up.** [`Store::roll_up`] moves `minutes` up to the minute before the current one
 //!   (a minute stays open for [`GRACE_MINUTES`] after it ends, so batches in flight are not
 //!   late) by reading the raw samples of the closed minutes in key order, one contiguous
 //!   range; moves `hours` up to the last hour all of whose minutes are rolled up, from the
 //!   minute tier; and moves `kept` up to the minute retention before now (never past
-//!   `hours`), deleting older minute rows. It runs in its own write transaction after each
-//!   ingest commit and does at most about [`STEP_ROWS`] rows of work per call, so a backlog (a
-//!   file from before the tiers, a server that was down) is caught up over several calls
-//!   instead of stalling one commit.
+//!   `hours`), deleting older minute rows and packed rows. It runs in its own write
+//!   transaction after each ingest commit and does at most about [`STEP_ROWS`] rows of work
+//!   per call, so a backlog (a file from before the tiers, a server that was down) is caught
+//!   up over several calls instead of stalling one commit.
 //! - **Late samples.** A sample stored in a minute before `minutes` updates the tiers in the
-//!   ingest transaction that stores it: the minute's row (if the minute is still kept) and,
-//!   if the hour is before `hours`, the hour's row get the new samples added; if a sample
-//!   replaced a stored value, both are recomputed instead (a replaced minimum cannot be taken
-//!   out), the minute from its raw samples, the hour from its minutes (or raw samples).
+//!   ingest transaction that stores it: the minute's row or its hour's packed row (if the
+//!   minute is still kept) and, if the hour is before `hours`, the hour's row get the new
+//!   samples added; if a sample replaced a stored value, both are recomputed instead (a
+//!   replaced minimum cannot be taken out), the minute from its raw samples, the hour from its
+//!   minutes (or raw samples).
 //!   Replays that the per-agent seq check skips change nothing.
 //! - **Exactness.** Counts, minima and maxima equal those of the raw samples; sums too up to
 //!   floating-point rounding (they are added in a different order).
@@ -40,12 +42,14 @@ use super::head::{self, HEAD};
 use super::history::History;
 use super::keys::{
     BUCKET_MS, HOURS, HOURS_PER_DAY, HOURS_ROLLED_KEY, META, MINUTES, MINUTES_KEPT_KEY,
-    MINUTES_PER_HOUR, MINUTES_ROLLED_KEY, SERIES, bucket_from_meta, bucket_of, bucket_to_meta,
-    metric_key, metric_of_series, parse_tier_key, tier_key,
+    MINUTES_PACKED, MINUTES_PACKED_KEY, MINUTES_PER_HOUR, MINUTES_ROLLED_KEY, PACK_CURSOR_KEY,
+    SERIES, bucket_from_meta, bucket_of, bucket_to_meta, metric_key, metric_of_series,
+    parse_tier_key, tier_key,
 };
+use super::pack::{minute_index, read_packed, update_packed};
 use super::{Store, StoreError};
 use redb::{ReadableTable, Table, WriteTransaction};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -249,6 +253,11 @@ pub(super) struct Marks {
     pub(super) hours: i64,
     /// First minute whose rows the minute tier still holds.
     pub(super) kept: i64,
+    /// First hour whose minute aggregates are not all packed (`pack.rs`); at least
+    /// `kept / 60`.
+    pub(super) packed: i64,
+    /// First metric key of hour `packed` whose minute aggregates are not packed.
+    pub(super) pack_cursor: u64,
 }
 
 impl Marks {
@@ -343,11 +352,23 @@ pub(super) fn marks(
             get(HOURS_ROLLED_KEY)?,
             get(MINUTES_KEPT_KEY)?,
         ) {
-            (Some(minutes), Some(hours), Some(kept)) => Some(Marks {
-                minutes,
-                hours,
-                kept,
-            }),
+            (Some(minutes), Some(hours), Some(kept)) => {
+                // Hours before `kept` have no minute aggregates: nothing to pack there.
+                let from = kept.div_euclid(MINUTES_PER_HOUR);
+                let (packed, pack_cursor) = match get(MINUTES_PACKED_KEY)? {
+                    Some(p) if p >= from => {
+                        (p, meta.get(PACK_CURSOR_KEY)?.map_or(0, |v| v.value()))
+                    }
+                    _ => (from, 0),
+                };
+                Some(Marks {
+                    minutes,
+                    hours,
+                    kept,
+                    packed,
+                    pack_cursor,
+                })
+            }
             _ => None,
         },
     )
@@ -387,6 +408,7 @@ impl Store {
             let series = txn.open_table(SERIES)?;
             let mut minutes = txn.open_table(MINUTES)?;
             let mut hours = txn.open_table(HOURS)?;
+            let mut packed = txn.open_table(MINUTES_PACKED)?;
             let mut marks = match marks(&meta)? {
                 Some(m) => m,
                 None => {
@@ -402,6 +424,8 @@ impl Store {
                         minutes: minute,
                         hours: hour,
                         kept: minute,
+                        packed: hour,
+                        pack_cursor: 0,
                     }
                 }
             };
@@ -442,8 +466,14 @@ impl Store {
             }
             let prune_to = prune_target(target, marks.hours, keep);
             if marks.kept < prune_to {
-                marks.kept =
-                    prune_minutes(&mut minutes, marks.kept, prune_to, budget(&out), &mut out)?;
+                marks.kept = prune_minutes(
+                    &mut minutes,
+                    &mut packed,
+                    marks.kept,
+                    prune_to,
+                    budget(&out),
+                    &mut out,
+                )?;
             }
             meta.insert(MINUTES_ROLLED_KEY, bucket_to_meta(marks.minutes))?;
             meta.insert(HOURS_ROLLED_KEY, bucket_to_meta(marks.hours))?;
@@ -596,10 +626,12 @@ fn roll_hours(
     Ok(hour)
 }
 
-/// Deletes the minute rows of hours `from..to` (minute numbers, whole hours), an hour at a
-/// time until `max_rows` rows are deleted; returns the first minute still kept.
+/// Deletes the minute rows and packed rows of hours `from..to` (minute numbers, whole
+/// hours), an hour at a time until `max_rows` rows are deleted; returns the first minute
+/// still kept.
 fn prune_minutes(
     minutes: &mut TierTable<'_>,
+    packed: &mut HourTable<'_>,
     from: i64,
     to: i64,
     max_rows: usize,
@@ -608,12 +640,18 @@ fn prune_minutes(
     let mut minute = from;
     let mut deleted = 0usize;
     while minute < to && deleted < max_rows {
-        // Skip to the hour of the oldest row left (the table may start long after `from`).
+        // Skip to the hour of the oldest row left (the tables may start long after `from`).
         let lo = tier_key(minute, 0, 0);
-        let oldest = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
+        let oldest_minute = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
             Some(entry) => parse_tier_key(entry?.0.value()).0,
             None => to,
         };
+        let lo = tier_key(minute.div_euclid(MINUTES_PER_HOUR), 0, 0);
+        let oldest_packed = match packed.range::<&[u8; 24]>(&lo..)?.next() {
+            Some(entry) => parse_tier_key(entry?.0.value()).0 * MINUTES_PER_HOUR,
+            None => to,
+        };
+        let oldest = oldest_minute.min(oldest_packed);
         if oldest >= to {
             minute = to;
             break;
@@ -623,6 +661,13 @@ fn prune_minutes(
         let lo = tier_key(minute, 0, 0);
         let hi = tier_key(end, 0, 0);
         minutes.retain_in::<&[u8; 24], _>(&lo..&hi, |_, _| {
+            deleted += 1;
+            false
+        })?;
+        // Whole hours: `from` and `to` are multiples of 60.
+        let hour = minute.div_euclid(MINUTES_PER_HOUR);
+        let (lo, hi) = (tier_key(hour, 0, 0), tier_key(hour + 1, 0, 0));
+        packed.retain_in::<&[u8; 24], _>(&lo..&hi, |_, _| {
             deleted += 1;
             false
         })?;
@@ -671,12 +716,22 @@ impl Late {
         }
         let mut minutes = txn.open_table(MINUTES)?;
         let mut hours = txn.open_table(HOURS)?;
+        let mut packed = txn.open_table(MINUTES_PACKED)?;
         let mut cells: Vec<_> = self.cells.into_iter().collect();
         cells.sort_unstable_by_key(|c| c.0);
         // (hour, metric, series) -> (a sample was replaced, the new samples).
         let mut changes: HashMap<(i64, u64, u64), (bool, Aggregate)> = HashMap::new();
+        // Cells of packed hours, by (hour, metric, series): (minute, replaced, added).
+        type Cell = (i64, bool, Aggregate);
+        let mut in_packed: BTreeMap<(i64, u64, u64), Vec<Cell>> = BTreeMap::new();
         for ((minute, metric, series), (replaced, added)) in cells {
-            if minute >= marks.kept {
+            let hour = minute.div_euclid(MINUTES_PER_HOUR);
+            if minute >= marks.kept && marks.is_packed(hour, metric) {
+                in_packed
+                    .entry((hour, metric, series))
+                    .or_default()
+                    .push((minute, replaced, added));
+            } else if minute >= marks.kept {
                 let key = tier_key(minute, metric, series);
                 if replaced {
                     // A replaced value cannot be taken out of the minimum: recompute.
@@ -692,7 +747,6 @@ impl Late {
                     minutes.insert(&key, &added.encode())?;
                 }
             }
-            let hour = minute.div_euclid(MINUTES_PER_HOUR);
             if hour < marks.hours {
                 changes
                     .entry((hour, metric, series))
@@ -703,11 +757,25 @@ impl Late {
                     .or_insert((replaced, added));
             }
         }
+        for ((hour, metric, series), cells) in in_packed {
+            update_packed(&mut packed, hour, metric, series, |row| {
+                for (minute, replaced, added) in cells {
+                    let slot = &mut row.0[minute_index(minute)];
+                    if replaced {
+                        // A replaced value cannot be taken out of the minimum: recompute.
+                        *slot = raw_aggregate(history, minute, series)?;
+                    } else {
+                        fold(slot, &added);
+                    }
+                }
+                Ok(())
+            })?;
+        }
         let mut changes: Vec<_> = changes.into_iter().collect();
         changes.sort_unstable_by_key(|c| c.0);
         for ((hour, metric, series), (replaced, added)) in changes {
             if replaced {
-                let agg = recompute_hour(history, &minutes, marks, hour, metric, series)?;
+                let agg = recompute_hour(history, &minutes, &packed, marks, hour, metric, series)?;
                 update_hour(&mut hours, hour, metric, series, |_| agg)?;
             } else {
                 // Only samples were added: the hour gets them.
@@ -721,11 +789,12 @@ impl Late {
     }
 }
 
-/// The aggregate of one series in `hour`: from its minute rows while they are kept, else from
-/// its raw samples.
+/// The aggregate of one series in `hour`: from its minute aggregates (rows or packed) while
+/// they are kept, else from its raw samples.
 fn recompute_hour(
     history: &Raw<'_, '_>,
     minutes: &TierTable<'_>,
+    packed: &HourTable<'_>,
     marks: Marks,
     hour: i64,
     metric: u64,
@@ -733,7 +802,13 @@ fn recompute_hour(
 ) -> Result<Option<Aggregate>, StoreError> {
     let first = hour * MINUTES_PER_HOUR;
     let mut acc = None;
-    if first >= marks.kept {
+    if first >= marks.kept && marks.is_packed(hour, metric) {
+        if let Some(row) = read_packed(packed, hour, metric, series)? {
+            for a in row.0.iter().flatten() {
+                fold(&mut acc, a);
+            }
+        }
+    } else if first >= marks.kept {
         for m in first..first + MINUTES_PER_HOUR {
             if let Some(v) = minutes.get(&tier_key(m, metric, series))? {
                 fold(&mut acc, &Aggregate::decode(v.value()));

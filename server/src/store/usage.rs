@@ -2,7 +2,7 @@
 //! own accounting, for `GET /api/store` and `/metrics`.
 
 use super::head::HEAD;
-use super::keys::{CHUNKS, HOURS, META, MINUTES, SERIES, WINDOW_MS};
+use super::keys::{CHUNKS, HOURS, META, MINUTES, MINUTES_PACKED, SERIES, WINDOW_MS};
 use super::seal::SealMarks;
 use super::{Store, StoreError};
 use redb::{ReadableTableMetadata, TableStats};
@@ -11,7 +11,7 @@ use redb::{ReadableTableMetadata, TableStats};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TierUsage {
     /// Entries: head samples, chunks (one series and hour each), minute rows (one series
-    /// and minute), hour rows (one series and UTC day).
+    /// and minute, or once packed one series and hour), hour rows (one series and UTC day).
     pub entries: u64,
     /// Bytes of the entries, redb's page metadata and fragmentation.
     pub bytes: u64,
@@ -33,7 +33,7 @@ pub struct Usage {
     pub head: TierUsage,
     /// Raw samples sealed into compressed chunks.
     pub chunks: TierUsage,
-    /// Per-minute aggregates.
+    /// Per-minute aggregates: minute rows and packed hours of them.
     pub minute: TierUsage,
     /// Per-hour aggregates.
     pub hour: TierUsage,
@@ -60,11 +60,19 @@ impl Store {
         let head = txn.open_table(HEAD)?;
         let chunks = txn.open_table(CHUNKS)?;
         let minute = txn.open_table(MINUTES)?;
+        let packed = txn.open_table(MINUTES_PACKED)?;
+        let (minute, packed) = (
+            tier(minute.stats()?, minute.len()?),
+            tier(packed.stats()?, packed.len()?),
+        );
         let hour = txn.open_table(HOURS)?;
         let usage = Usage {
             head: tier(head.stats()?, head.len()?),
             chunks: tier(chunks.stats()?, chunks.len()?),
-            minute: tier(minute.stats()?, minute.len()?),
+            minute: TierUsage {
+                entries: minute.entries + packed.entries,
+                bytes: minute.bytes + packed.bytes,
+            },
             hour: tier(hour.stats()?, hour.len()?),
             series: txn.open_table(SERIES)?.len()?,
             file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),

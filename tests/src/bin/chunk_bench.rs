@@ -389,7 +389,9 @@ fn measure(
 
 /// Stores the dataset, rounded at the source, in a fresh store through `Store::ingest`
 /// (batches of 5,000 samples), measures the head (one row per sample: the layout before
-/// chunks), seals it as the server's upkeep does and measures each tier, per stored sample.
+/// chunks) and the minute tier as rolled up (one row per series and minute), then runs the
+/// server's upkeep (packing the minute tier's final hours, sealing) and measures each tier,
+/// per stored sample.
 fn store_figures(doc: &Dataset) -> anyhow::Result<()> {
     use warden_server::model::IngestItem;
     use warden_server::store::Store;
@@ -431,11 +433,15 @@ fn store_figures(doc: &Dataset) -> anyhow::Result<()> {
         store.ingest(&[item], now)?;
     }
     let before = store.usage()?;
+    // The minute tier as rows (rolled up, not packed yet), then the whole upkeep: roll-up,
+    // packing of the final hours' minutes, sealing.
+    while store.roll_up(now)?.pending {}
+    let rolled = store.usage()?;
     while store.pass(now)?.more {}
     let after = store.usage()?;
     let per = |bytes: u64| bytes as f64 / n;
     println!(
-        "chunk-bench: store samples={n} series={} head_bytes_per_sample={:.2} chunks={} chunk_bytes_per_sample={:.2} minute_bytes_per_sample={:.2} hour_bytes_per_sample={:.2} head_left={} ratio_head_to_chunks={:.0}",
+        "chunk-bench: store samples={n} series={} head_bytes_per_sample={:.2} chunks={} chunk_bytes_per_sample={:.2} minute_bytes_per_sample={:.2} hour_bytes_per_sample={:.2} head_left={} ratio_head_to_chunks={:.0} minute_rows={} minute_rows_bytes_per_sample={:.2} minute_packed_rows={}",
         after.series,
         per(before.head.bytes),
         after.chunks.entries,
@@ -444,6 +450,9 @@ fn store_figures(doc: &Dataset) -> anyhow::Result<()> {
         per(after.hour.bytes),
         after.head.entries,
         before.head.bytes as f64 / after.chunks.bytes.max(1) as f64,
+        rolled.minute.entries,
+        per(rolled.minute.bytes),
+        after.minute.entries,
     );
     Ok(())
 }

@@ -169,6 +169,7 @@ fn check_tiers(store: &Store, model: &Model) {
         minutes: minute_wm,
         hours: hour_wm,
         kept,
+        ..
     } = marks_of(store).expect("rolled up");
     assert!(kept <= hour_wm * 60 && hour_wm * 60 <= minute_wm && kept % 60 == 0);
     let mut want_minutes = BTreeMap::new();
