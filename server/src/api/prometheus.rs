@@ -182,8 +182,26 @@ fn store_history(store: &Store, out: &mut String) {
         family(
             "warden_store_tier_entries",
             "gauge",
-            "Entries of metric history per tier (samples, chunks, minute rows, hour rows of a day).",
+            "Entries of metric history per tier (head rows, chunks, minute rows or packed hours, hour rows of a day).",
             &tiers(&|t| by(t).entries),
+        );
+        let orgs = |f: &dyn Fn(&crate::store::OrgUsage) -> u64| -> Vec<(String, u64)> {
+            u.orgs
+                .iter()
+                .map(|o| (format!("{{org=\"{}\"}}", o.org), f(o)))
+                .collect()
+        };
+        family(
+            "warden_store_org_series",
+            "gauge",
+            "Series of metric history per organisation.",
+            &orgs(&|o| o.series),
+        );
+        family(
+            "warden_store_org_bytes_estimated",
+            "gauge",
+            "Bytes of metric history per organisation, estimated from its share of the series.",
+            &orgs(&|o| o.bytes_estimated),
         );
         family(
             "warden_store_file_bytes",

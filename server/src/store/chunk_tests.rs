@@ -679,3 +679,26 @@ fn packing_is_resumable_a_metric_at_a_time() {
     let usage = store.usage().unwrap();
     assert_eq!(usage.minute.entries, 2 * 3 * (3 + 10), "{usage:?}");
 }
+
+#[test]
+fn usage_counts_each_orgs_series_and_apportions_the_bytes() {
+    let (_dir, store) = open();
+    let mut a = item(1, &[(0, T0, 1.0), (1, T0, 2.0), (2, T0, 3.0)]);
+    a.org_id = "acme".into();
+    let mut b = item(1, &[(0, T0, 4.0)]);
+    b.org_id = "beta".into();
+    b.agent_id = "b1".into();
+    store.ingest(&[a, b], T0).unwrap();
+    let usage = store.usage().unwrap();
+    let got: Vec<(&str, u64)> = usage
+        .orgs
+        .iter()
+        .map(|o| (o.org.as_str(), o.series))
+        .collect();
+    assert_eq!(got, [("acme", 3), ("beta", 1)]);
+    assert_eq!(usage.series, 4);
+    let bytes = usage.head.bytes + usage.chunks.bytes + usage.minute.bytes + usage.hour.bytes;
+    let (acme, beta) = (usage.orgs[0].bytes_estimated, usage.orgs[1].bytes_estimated);
+    assert_eq!(acme, bytes * 3 / 4);
+    assert_eq!(beta, bytes / 4);
+}

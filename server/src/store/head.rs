@@ -9,11 +9,9 @@
 //! later row wins a tie on (series, ts) exactly as a later insert of one sample did. One row
 //! per group instead of one per sample is what makes a commit cheap (`docs/PERFORMANCE.md`).
 
-use super::keys::{
-    LEGACY_SAMPLES, META, bucket_of, parse_sample_key, parse_tier_key, tier_key,
-};
-use super::rows::{decode_row, encode_row};
 use super::StoreError;
+use super::keys::{LEGACY_SAMPLES, META, bucket_of, parse_sample_key, parse_tier_key, tier_key};
+use super::rows::{decode_row, encode_row};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     TableHandle,
@@ -82,7 +80,9 @@ pub(super) fn settle(points: &mut Vec<Point>) {
 fn decode(k: &[u8; 24], row: &[u8], out: &mut Vec<Point>) -> Result<(), StoreError> {
     decode_row(row, out).map_err(|e| {
         let (minute, group, n) = parse_head_key(k);
-        StoreError::Corrupt(format!("head row {n} of minute {minute}, group {group}: {e}"))
+        StoreError::Corrupt(format!(
+            "head row {n} of minute {minute}, group {group}: {e}"
+        ))
     })
 }
 
@@ -280,7 +280,10 @@ pub(super) fn next_minute(
 pub(super) fn convert_legacy(db: &Database) -> Result<(), StoreError> {
     let total = {
         let txn = db.begin_read()?;
-        if !txn.list_tables()?.any(|t| t.name() == LEGACY_SAMPLES.name()) {
+        if !txn
+            .list_tables()?
+            .any(|t| t.name() == LEGACY_SAMPLES.name())
+        {
             return Ok(());
         }
         txn.open_table(LEGACY_SAMPLES)?.len()?
@@ -289,7 +292,10 @@ pub(super) fn convert_legacy(db: &Database) -> Result<(), StoreError> {
     let mut logged = Instant::now();
     let mut moved = 0u64;
     if total > 0 {
-        tracing::info!(samples = total, "store: converting the metric head to packed rows");
+        tracing::info!(
+            samples = total,
+            "store: converting the metric head to packed rows"
+        );
     }
     loop {
         let n = convert_step(db, CONVERT_STEP)?;
@@ -352,7 +358,13 @@ mod tests {
 
     #[test]
     fn settle_keeps_the_last_of_a_tie_and_sorts() {
-        let mut p = vec![(2, 10, 1.0), (1, 20, 2.0), (2, 10, 3.0), (1, 5, 4.0), (2, 10, 5.0)];
+        let mut p = vec![
+            (2, 10, 1.0),
+            (1, 20, 2.0),
+            (2, 10, 3.0),
+            (1, 5, 4.0),
+            (2, 10, 5.0),
+        ];
         settle(&mut p);
         assert_eq!(p, vec![(1, 5, 4.0), (1, 20, 2.0), (2, 10, 5.0)]);
     }
@@ -360,7 +372,10 @@ mod tests {
     #[test]
     fn groups_cover_series_ids() {
         assert_eq!((group_of(0), group_of(63), group_of(64)), (0, 0, 1));
-        assert_eq!((group_ceil(0), group_ceil(1), group_ceil(64), group_ceil(65)), (0, 1, 1, 2));
+        assert_eq!(
+            (group_ceil(0), group_ceil(1), group_ceil(64), group_ceil(65)),
+            (0, 1, 1, 2)
+        );
         assert_eq!(group_start(2), 128);
         assert!(head_key(-1, u64::MAX, u64::MAX) < head_key(0, 0, 0));
     }

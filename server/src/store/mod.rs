@@ -172,8 +172,8 @@ mod outbox;
 mod pack;
 mod query;
 mod retention;
-mod rows;
 mod rollup;
+mod rows;
 mod seal;
 #[cfg(test)]
 mod tests;
@@ -193,15 +193,15 @@ pub use retention::{
 };
 pub use rollup::{Aggregate, RollUp};
 pub use seal::Sealed;
-pub use usage::{TierUsage, Usage};
+pub use usage::{OrgUsage, TierUsage, Usage};
 pub use webhooks::{
     DEAD_KEEP, DeadLetter, DeliveryLog, LOG_KEEP, Requeued, RequeuedChange, Retry, WebhookCommit,
     WebhookEndpoint, WebhookState,
 };
 
 use keys::{
-    AGENT_SEQ, AGENTS, META, RESOURCES, SCHEMA_KEY, SCHEMA_PER_SAMPLE_HEAD, SCHEMA_VERSION,
-    SERIES, TOKENS,
+    AGENT_SEQ, AGENTS, META, RESOURCES, SCHEMA_KEY, SCHEMA_PER_SAMPLE_HEAD, SCHEMA_VERSION, SERIES,
+    TOKENS,
 };
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;

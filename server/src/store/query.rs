@@ -5,8 +5,8 @@ use super::head::HEAD;
 use super::history::History;
 use super::keys::{
     BUCKET_MS, CHUNKS, HOURS, HOURS_PER_DAY, META, MINUTES, MINUTES_PACKED, MINUTES_PER_HOUR,
-    RESOURCES, SEP, SERIES, decode, metric_key, org_resource_range, parse_tier_key,
-    resource_key, series_name, tier_key,
+    RESOURCES, SEP, SERIES, decode, metric_key, org_resource_range, parse_tier_key, resource_key,
+    series_name, tier_key,
 };
 use super::pack::PackedHour;
 use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};

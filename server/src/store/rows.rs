@@ -94,7 +94,10 @@ mod tests {
             assert_eq!((a.0, a.1, a.2.to_bits()), (b.0, b.1, b.2.to_bits()));
         }
         for cut in 0..buf.len() {
-            assert!(decode_row(&buf[..cut], &mut Vec::new()).is_err(), "cut at {cut}");
+            assert!(
+                decode_row(&buf[..cut], &mut Vec::new()).is_err(),
+                "cut at {cut}"
+            );
         }
         assert!(decode_row(&[0xff; 11], &mut Vec::new()).is_err());
     }

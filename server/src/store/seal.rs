@@ -20,8 +20,8 @@
 //!   step per call, resumable after any interruption because each step commits its marks.
 
 use super::chunk;
-use super::history::read_chunk;
 use super::head::{self, HEAD, group_ceil, group_of, group_start};
+use super::history::read_chunk;
 use super::keys::{
     BUCKET_MS, CHUNKS, META, NEXT_SERIES_KEY, SEAL_CURSOR_KEY, SEALED_KEY, WINDOW_MS,
     bucket_from_meta, bucket_to_meta, chunk_key, window_of,
@@ -224,7 +224,8 @@ fn has_head_rows(
     samples: &Table<'_, &'static [u8; 24], &'static [u8]>,
     window: i64,
 ) -> Result<bool, StoreError> {
-    Ok(head::next_minute(samples, first_minute(window))?.is_some_and(|m| m < first_minute(window + 1)))
+    Ok(head::next_minute(samples, first_minute(window))?
+        .is_some_and(|m| m < first_minute(window + 1)))
 }
 
 /// Minute buckets in a window.

@@ -257,6 +257,16 @@ fn history_and_queries_are_bounded_say_their_tier_and_agree() {
     assert!(tiers["head"]["entries"].as_u64().unwrap() > 0, "{store}");
     assert!(tiers["head"]["bytes"].as_u64().unwrap() > 0, "{store}");
     assert!(store["series"].as_u64().unwrap() >= 2, "{store}");
+    // One org here (two are in the store's unit tests): all the series, all the bytes.
+    let orgs = store["orgs"].as_array().unwrap();
+    assert_eq!(orgs.len(), 1, "{store}");
+    assert_eq!(orgs[0]["org"], "default", "{store}");
+    assert_eq!(orgs[0]["series"], store["series"], "{store}");
+    let tier_bytes: u64 = ["head", "chunks", "minute", "hour"]
+        .iter()
+        .map(|t| tiers[*t]["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(orgs[0]["bytes_estimated"], tier_bytes, "{store}");
     let file = store["file_bytes"].as_u64().unwrap();
     assert!(file > 0, "{store}");
     assert_eq!(store["refused_too_old"], 0, "{store}");
@@ -298,6 +308,19 @@ fn history_and_queries_are_bounded_say_their_tier_and_agree() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(head_entries > 0, "{text}");
+    let org_series = format!(
+        "warden_store_org_series{{org=\"default\"}} {}",
+        store["series"]
+    );
+    assert!(
+        text.lines().any(|l| l == org_series),
+        "{org_series} missing:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("warden_store_org_bytes_estimated{org=\"default\"} ")),
+        "{text}"
+    );
     assert!(
         text.lines().any(|l| l
             .strip_prefix("warden_store_file_bytes ")
