@@ -24,7 +24,7 @@ use std::time::Instant;
 pub(super) const HEAD: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("head");
 
 /// Key in [`META`] of the next head row number (absent = 0).
-pub(super) const NEXT_ROW_KEY: &str = "head_next_row";
+const NEXT_ROW_KEY: &str = "head_next_row";
 
 /// Series ids per group: `1 << GROUP_BITS`.
 const GROUP_BITS: u32 = 6;
@@ -40,8 +40,7 @@ pub(super) const fn group_of(series: u64) -> u64 {
     series >> GROUP_BITS
 }
 
-/// The first group wholly at or above series id `series` rounded up: the group bound that
-/// covers every series id below `series`.
+/// The groups that cover series ids `0..series`: `series / 64` rounded up.
 pub(super) const fn group_ceil(series: u64) -> u64 {
     group_of(series) + (series & ((1 << GROUP_BITS) - 1) != 0) as u64
 }
@@ -201,9 +200,11 @@ pub(super) fn scan_series(
     Ok(())
 }
 
-/// Calls `f(minute, points)` for each minute in `from..to` that has head rows, with all its
-/// samples settled (sorted by series, then time), until `f` returns `Break`.
-pub(super) fn for_each_minute(
+/// Calls `f(minute, points)` for each (minute, group) cell in minutes `from..to` that has
+/// head rows, in (minute, group) order, with the cell's samples settled (sorted by series,
+/// then time), until `f` returns `Break`. A cell holds at most 64 series: memory stays small
+/// however many series a minute holds.
+pub(super) fn for_each_cell(
     head: &impl ReadableTable<&'static [u8; 24], &'static [u8]>,
     from: i64,
     to: i64,
@@ -215,18 +216,18 @@ pub(super) fn for_each_minute(
     let hi = head_key(to, 0, 0);
     for entry in head.range::<&[u8; 24]>(&lo..&hi)? {
         let (k, v) = entry?;
-        let minute = parse_head_key(k.value()).0;
-        if let Some(m) = current.filter(|&m| m != minute) {
+        let (minute, group, _) = parse_head_key(k.value());
+        if let Some((m, _)) = current.filter(|&c| c != (minute, group)) {
             settle(&mut points);
             if f(m, &points)?.is_break() {
                 return Ok(());
             }
             points.clear();
         }
-        current = Some(minute);
+        current = Some((minute, group));
         decode(k.value(), v.value(), &mut points)?;
     }
-    if let Some(m) = current {
+    if let Some((m, _)) = current {
         settle(&mut points);
         let _ = f(m, &points)?;
     }
@@ -256,7 +257,7 @@ pub(super) fn take(
 }
 
 /// The minute of the oldest head row.
-pub(super) fn first_minute(
+pub(super) fn oldest_minute(
     head: &impl ReadableTable<&'static [u8; 24], &'static [u8]>,
 ) -> Result<Option<i64>, StoreError> {
     Ok(head.first()?.map(|(k, _)| parse_head_key(k.value()).0))

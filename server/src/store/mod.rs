@@ -37,7 +37,7 @@
 //!
 //! | table          | key                                     | value                     |
 //! |----------------|-----------------------------------------|---------------------------|
-//! | `meta`         | `schema_version`, `next_series_id`, tier watermarks, seal marks, `recovered_at_ms` | `u64` |
+//! | `meta`         | `schema_version`, `next_series_id`, `head_next_row`, tier watermarks, seal and pack marks, `recovered_at_ms` | `u64` |
 //! | `tokens`       | token id                                | JSON [`TokenRecord`]      |
 //! | `agents`       | agent id                                | JSON [`AgentRecord`]      |
 //! | `agent_seq`    | agent id                                | `u64` last stored seq     |

@@ -414,7 +414,7 @@ impl Store {
                 None => {
                     // Nothing rolled up yet (a new file, or one from before the tiers): start
                     // at the oldest sample, which rolls up all existing history.
-                    let first = head::first_minute(&samples)?;
+                    let first = head::oldest_minute(&samples)?;
                     let hour = first
                         .unwrap_or(target)
                         .min(target)
@@ -517,13 +517,20 @@ impl MinuteRows<'_, '_> {
         out: &mut RollUp,
     ) -> Result<i64, StoreError> {
         let mut read = 0usize;
+        let mut current = None;
         let mut stopped = None;
-        head::for_each_minute(samples, from, to, |minute, points| {
-            if read >= max_rows {
-                // Every minute before this one is rolled up.
-                stopped = Some(minute);
-                return Ok(ControlFlow::Break(()));
+        head::for_each_cell(samples, from, to, |minute, points| {
+            if current.is_some_and(|m| m != minute) {
+                // A minute ended: write its rows.
+                self.flush(minutes)?;
+                out.minutes += 1;
+                if read >= max_rows {
+                    // Every minute before this one is rolled up.
+                    stopped = Some(minute);
+                    return Ok(ControlFlow::Break(()));
+                }
             }
+            current = Some(minute);
             for run in points.chunk_by(|a, b| a.0 == b.0) {
                 let mut agg = Aggregate::of(run[0].2);
                 for p in &run[1..] {
@@ -531,11 +538,13 @@ impl MinuteRows<'_, '_> {
                 }
                 self.push(minute, run[0].0, &agg)?;
             }
-            self.flush(minutes)?;
-            out.minutes += 1;
             read += points.len();
             Ok(ControlFlow::Continue(()))
         })?;
+        if stopped.is_none() && current.is_some() {
+            self.flush(minutes)?;
+            out.minutes += 1;
+        }
         out.rows += read as u64;
         Ok(stopped.unwrap_or(to))
     }

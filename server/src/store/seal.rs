@@ -169,7 +169,7 @@ fn seal_step(
         // The window to seal: the marked one, or the oldest head sample's for a first seal.
         let window = match marks.until {
             Some(w) => w,
-            None => match head::first_minute(samples)? {
+            None => match head::oldest_minute(samples)? {
                 Some(minute) => minute.div_euclid(MINUTES_PER_WINDOW),
                 None => break,
             },
