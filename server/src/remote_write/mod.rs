@@ -8,7 +8,8 @@
 //! - **Every stored sample, at least once, in order.** Ingest appends a commit's samples to the
 //!   outbox in its own transaction; the sender reads the oldest rows, posts them and deletes
 //!   them only after a 2xx, so a crash or restart resends what was not acknowledged
-//!   (receivers treat an identical sample as a no-op). One request is in flight at a time.
+//!   (Prometheus treats an identical sample as a no-op; VictoriaMetrics keeps it twice unless
+//!   it runs with `-dedup.minScrapeInterval`). One request is in flight at a time.
 //! - **Failures wait, refusals do not block.** 429, 5xx, timeouts and connection errors retry
 //!   the same batch after [`plan::Schedule`]'s backoff, or after the receiver's `Retry-After`
 //!   when that is longer (capped at [`plan::MAX_RETRY_AFTER`]) (parts of it already stored go again,
@@ -205,7 +206,9 @@ impl Sender {
         };
         self.store.outbox_failed();
         let now = crate::clock::now_ms();
-        let at = self.schedule.failed(now, rand::random::<f64>(), retry_after);
+        let at = self
+            .schedule
+            .failed(now, rand::random::<f64>(), retry_after);
         let wait_ms = at - now;
         if let Some(asked) = retry_after {
             // Logged each time: a receiver that sheds load says so on every answer.

@@ -254,11 +254,8 @@ pub fn retry_after(value: &str, now_ms: i64) -> Option<Duration> {
         // All digits: too many for a u64 is simply very long.
         Duration::from_secs(value.parse().unwrap_or(u64::MAX))
     } else {
-        let at = time::OffsetDateTime::parse(
-            value,
-            &time::format_description::well_known::Rfc2822,
-        )
-        .ok()?;
+        let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822)
+            .ok()?;
         let at_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()?;
         Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0))
     };
@@ -290,8 +287,8 @@ impl Schedule {
     /// `jitter` is in `[0, 1)`.
     pub fn failed(&mut self, now_ms: i64, jitter: f64, at_least: Option<Duration>) -> i64 {
         self.failures = self.failures.saturating_add(1);
-        let d = backoff(self.base, self.max, self.failures, jitter)
-            .max(at_least.unwrap_or_default());
+        let d =
+            backoff(self.base, self.max, self.failures, jitter).max(at_least.unwrap_or_default());
         now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 
@@ -510,7 +507,10 @@ mod tests {
         assert_eq!(retry_after("120", now), Some(s(120)));
         assert_eq!(retry_after(" 0 ", now), Some(s(0)));
         assert_eq!(retry_after("86400", now), Some(MAX_RETRY_AFTER));
-        assert_eq!(retry_after("99999999999999999999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
         assert_eq!(
             retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
             Some(s(30))
@@ -533,9 +533,15 @@ mod tests {
     fn retry_after_sets_a_floor_under_the_backoff() {
         let mut s = Schedule::new(Duration::from_millis(100), Duration::from_secs(2));
         let now = 1_000_000;
-        assert_eq!(s.failed(now, 1.0, Some(Duration::from_secs(3))) - now, 3_000);
+        assert_eq!(
+            s.failed(now, 1.0, Some(Duration::from_secs(3))) - now,
+            3_000
+        );
         // Shorter than the backoff: the backoff wins.
-        assert_eq!(s.failed(now, 1.0, Some(Duration::from_millis(10))) - now, 200);
+        assert_eq!(
+            s.failed(now, 1.0, Some(Duration::from_millis(10))) - now,
+            200
+        );
         assert_eq!(s.failures(), 2);
     }
 }

@@ -103,7 +103,9 @@ fn retry_after_is_waited_for_before_the_next_try() {
         .collect();
     assert_eq!(waits.len(), REFUSED, "each wait is logged");
     assert!(
-        waits.iter().all(|l| l.contains("retry_after_ms") && l.contains("2000")),
+        waits
+            .iter()
+            .all(|l| l.contains("retry_after_ms") && l.contains("2000")),
         "the wait asked for is logged: {waits:?}"
     );
 }

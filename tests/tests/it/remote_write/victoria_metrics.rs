@@ -156,15 +156,23 @@ fn victoria_metrics_holds_exactly_what_warden_stored() {
         (figure(&server, BACKLOG) == 0.0).then(|| stored(&server))
     });
     let total: usize = want.values().map(Vec::len).sum();
-    assert_eq!(figure(&server, SENT), total as f64, "each stored sample sent once");
+    assert_eq!(
+        figure(&server, SENT),
+        total as f64,
+        "each stored sample sent once"
+    );
     assert_eq!(figure(&server, ROWS), 0.0);
     assert_eq!(figure(&server, FULL) + figure(&server, REJECTED), 0.0);
     // Acknowledged is stored; searchable once flushed (and the series indexed): poll until
     // every sample is there (or more, which `assert_same` reports), with a deadline.
-    let got = eventually(Duration::from_secs(30), "samples in victoria-metrics", || {
-        let got = vm.samples();
-        (count(&got) >= total).then_some(got)
-    });
+    let got = eventually(
+        Duration::from_secs(30),
+        "samples in victoria-metrics",
+        || {
+            let got = vm.samples();
+            (count(&got) >= total).then_some(got)
+        },
+    );
     assert_same(&got, &want);
     assert_resource_labels(&got, "node:vmnode", &agent);
     eprintln!(
