@@ -12,10 +12,10 @@
 //!   it runs with `-dedup.minScrapeInterval`). One request is in flight at a time.
 //! - **Failures wait, refusals do not block.** 429, 5xx, timeouts and connection errors retry
 //!   the same batch after [`plan::Schedule`]'s backoff, or after the receiver's `Retry-After`
-//!   when that is longer (capped at [`plan::MAX_RETRY_AFTER`]) (parts of it already stored go again,
-//!   harmlessly). A 400 is retried as halves down to single series ([`plan::Bisect`]), so only
-//!   the series the receiver refuses are dropped; any other status drops the part. Dropped
-//!   samples are counted as rejected and each refusing status is logged once.
+//!   when that is longer (capped at [`plan::MAX_RETRY_AFTER`]); parts of it already stored go
+//!   again, harmlessly. A 400 is retried as halves down to single series ([`plan::Bisect`]),
+//!   so only the series the receiver refuses are dropped; any other status drops the part.
+//!   Dropped samples are counted as rejected and each refusing status is logged once.
 //! - **Bounded.** The outbox holds at most `max_backlog_samples`; past it ingest drops the
 //!   oldest rows (counted). Ingest never waits for the receiver.
 //! - **Secrets stay put.** The bearer token or basic-auth password is only put on requests,
@@ -224,7 +224,7 @@ impl Sender {
         } else {
             debug!(error = %failure, failures = self.schedule.failures(), wait_ms, "remote write failed again");
         }
-        Some(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+        Some(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)))
     }
 
     /// Posts one request body; the receiver's answer, or why there is none.
