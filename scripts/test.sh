@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test Warden has, on a fresh Debian machine or a developer's.
-# Installs what the tests need (Debian's docker.io and busybox-static, and prometheus as
-# the remote-write receiver, without its recommended node exporter), starts dockerd
+# Installs what the tests need (Debian's docker.io and busybox-static, and prometheus and
+# victoria-metrics as remote-write receivers, without their recommended extras), starts dockerd
 # when none is running (and leaves an already running one alone), then: fmt, clippy,
 # build, and the whole test suite. `.ci/run` calls exactly this.
 set -euo pipefail
@@ -18,11 +18,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if ! command -v prometheus >/dev/null 2>&1; then
-  log "installing prometheus"
+# The remote-write receivers, without their recommended extras (prometheus's node exporter).
+receivers=()
+command -v prometheus >/dev/null 2>&1 || receivers+=(prometheus)
+command -v victoria-metrics >/dev/null 2>&1 || receivers+=(victoria-metrics)
+if [ ${#receivers[@]} -gt 0 ]; then
+  log "installing ${receivers[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   [ ${#missing[@]} -gt 0 ] || $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${receivers[@]}" >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then

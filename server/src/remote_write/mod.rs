@@ -8,12 +8,14 @@
 //! - **Every stored sample, at least once, in order.** Ingest appends a commit's samples to the
 //!   outbox in its own transaction; the sender reads the oldest rows, posts them and deletes
 //!   them only after a 2xx, so a crash or restart resends what was not acknowledged
-//!   (receivers treat an identical sample as a no-op). One request is in flight at a time.
+//!   (Prometheus treats an identical sample as a no-op; VictoriaMetrics keeps it twice unless
+//!   it runs with `-dedup.minScrapeInterval`). One request is in flight at a time.
 //! - **Failures wait, refusals do not block.** 429, 5xx, timeouts and connection errors retry
-//!   the same batch after [`plan::Schedule`]'s backoff (parts of it already stored go again,
-//!   harmlessly). A 400 is retried as halves down to single series ([`plan::Bisect`]), so only
-//!   the series the receiver refuses are dropped; any other status drops the part. Dropped
-//!   samples are counted as rejected and each refusing status is logged once.
+//!   the same batch after [`plan::Schedule`]'s backoff, or after the receiver's `Retry-After`
+//!   when that is longer (capped at [`plan::MAX_RETRY_AFTER`]); parts of it already stored go
+//!   again, harmlessly. A 400 is retried as halves down to single series ([`plan::Bisect`]),
+//!   so only the series the receiver refuses are dropped; any other status drops the part.
+//!   Dropped samples are counted as rejected and each refusing status is logged once.
 //! - **Bounded.** The outbox holds at most `max_backlog_samples`; past it ingest drops the
 //!   oldest rows (counted). Ingest never waits for the receiver.
 //! - **Secrets stay put.** The bearer token or basic-auth password is only put on requests,
@@ -86,6 +88,15 @@ pub async fn run(cfg: RemoteWriteConfig, store: Arc<Store>, mut shutdown: watch:
     debug!("remote write stopped");
 }
 
+/// A receiver's answer to one request.
+struct Answer {
+    status: u16,
+    /// The start of a failure's body (empty on success).
+    text: String,
+    /// The wait its `Retry-After` asks for, if it sent a valid one.
+    retry_after: Option<Duration>,
+}
+
 struct Sender {
     cfg: RemoteWriteConfig,
     client: reqwest::Client,
@@ -119,7 +130,8 @@ impl Sender {
         let read = started.elapsed();
         let mut bisect = plan::Bisect::new(plan::request(&batch));
         let (mut bytes, mut requests) = (0, 0);
-        let mut failure = None;
+        // Why the batch failed, and how long the receiver asked us to wait.
+        let mut failure: Option<(String, Option<Duration>)> = None;
         while let Some(part) = bisect.next_part() {
             let body = match plan::body(&part) {
                 Ok(b) => b,
@@ -132,11 +144,14 @@ impl Sender {
             bytes += body.len();
             requests += 1;
             match self.post(body).await {
-                Ok((status, answer)) => {
-                    let status = status.as_u16();
+                Ok(Answer {
+                    status,
+                    text: answer,
+                    retry_after,
+                }) => {
                     let verdict = plan::verdict(status);
                     if verdict == Verdict::Retry {
-                        failure = Some(format!("status {status}: {answer}"));
+                        failure = Some((format!("status {status}: {answer}"), retry_after));
                         break;
                     }
                     if verdict == Verdict::Rejected && self.refused.insert(status) {
@@ -151,12 +166,12 @@ impl Sender {
                     bisect.record(part, verdict, status);
                 }
                 Err(e) => {
-                    failure = Some(e);
+                    failure = Some((e, None));
                     break;
                 }
             }
         }
-        let Some(failure) = failure else {
+        let Some((failure, retry_after)) = failure else {
             if self.schedule.failures() > 0 {
                 info!(
                     failures = self.schedule.failures(),
@@ -191,18 +206,29 @@ impl Sender {
         };
         self.store.outbox_failed();
         let now = crate::clock::now_ms();
-        let at = self.schedule.failed(now, rand::random::<f64>());
-        if self.schedule.failures() == 1 {
-            warn!(error = %failure, "remote write failed; retrying with backoff");
+        let at = self
+            .schedule
+            .failed(now, rand::random::<f64>(), retry_after);
+        let wait_ms = at - now;
+        if let Some(asked) = retry_after {
+            // Logged each time: a receiver that sheds load says so on every answer.
+            warn!(
+                error = %failure,
+                failures = self.schedule.failures(),
+                retry_after_ms = asked.as_millis(),
+                wait_ms,
+                "remote write receiver asked to retry later (retry-after); waiting"
+            );
+        } else if self.schedule.failures() == 1 {
+            warn!(error = %failure, wait_ms, "remote write failed; retrying with backoff");
         } else {
-            debug!(error = %failure, failures = self.schedule.failures(), "remote write failed again");
+            debug!(error = %failure, failures = self.schedule.failures(), wait_ms, "remote write failed again");
         }
-        Some(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+        Some(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)))
     }
 
-    /// Posts one request body; the status and the start of a failure's answer, or why there
-    /// is no status.
-    async fn post(&self, body: Vec<u8>) -> Result<(reqwest::StatusCode, String), String> {
+    /// Posts one request body; the receiver's answer, or why there is none.
+    async fn post(&self, body: Vec<u8>) -> Result<Answer, String> {
         let mut req = self
             .client
             .post(&self.cfg.url)
@@ -216,14 +242,27 @@ impl Sender {
             None => req,
         };
         let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok((status, String::new()));
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(Answer {
+                status,
+                text: String::new(),
+                retry_after: None,
+            });
         }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| plan::retry_after(v, crate::clock::now_ms()));
         let text = resp.text().await.unwrap_or_default();
         let text: String = text.trim().chars().take(MAX_ERROR).collect();
-        debug!(status = status.as_u16(), answer = %text, "remote write receiver answered");
-        Ok((status, text))
+        debug!(status, answer = %text, ?retry_after, "remote write receiver answered");
+        Ok(Answer {
+            status,
+            text,
+            retry_after,
+        })
     }
 
     /// Records what became of the rows up to `last_key`.

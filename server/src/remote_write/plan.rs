@@ -1,6 +1,6 @@
 //! The pure parts of the remote-write sink: the four protobuf messages of remote-write 1.0,
 //! the labels of a Warden series, the snappy-compressed request body, what an answer means,
-//! and the retry schedule (`now` passed in).
+//! the retry schedule and a receiver's `Retry-After` (`now` passed in).
 
 use crate::store::{OutboxBatch, OutboxSeries};
 use crate::webhooks::plan::backoff;
@@ -241,8 +241,30 @@ impl Bisect {
     }
 }
 
+/// The longest wait a receiver's `Retry-After` can impose: a longer (or mistaken) one would
+/// stall shipping for hours while the backlog grows.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// How long a `Retry-After` header value asks the sender to wait at `now_ms` (ms since the
+/// epoch): delay-seconds (`120`) or an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`), capped at
+/// [`MAX_RETRY_AFTER`]; a date in the past is no wait. `None` when the value is neither.
+pub fn retry_after(value: &str, now_ms: i64) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: too many for a u64 is simply very long.
+        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+    } else {
+        let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822)
+            .ok()?;
+        let at_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()?;
+        Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0))
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 /// When to try a failing batch again: [`backoff`] (as webhooks: `base * 2^(n-1)` capped at
-/// `max`, jittered into its upper half) after each consecutive failure.
+/// `max`, jittered into its upper half) after each consecutive failure, or later when the
+/// receiver asked for a longer wait (`Retry-After`).
 #[derive(Debug, Clone)]
 pub struct Schedule {
     base: Duration,
@@ -260,11 +282,13 @@ impl Schedule {
         }
     }
 
-    /// Records a failure at `now_ms`; returns when to try again (ms since the epoch).
+    /// Records a failure at `now_ms`; returns when to try again (ms since the epoch): after
+    /// the backoff, and not before `at_least` (the receiver's [`retry_after`]) has passed.
     /// `jitter` is in `[0, 1)`.
-    pub fn failed(&mut self, now_ms: i64, jitter: f64) -> i64 {
+    pub fn failed(&mut self, now_ms: i64, jitter: f64, at_least: Option<Duration>) -> i64 {
         self.failures = self.failures.saturating_add(1);
-        let d = backoff(self.base, self.max, self.failures, jitter);
+        let d =
+            backoff(self.base, self.max, self.failures, jitter).max(at_least.unwrap_or_default());
         now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 
@@ -456,22 +480,68 @@ mod tests {
         let mut s = Schedule::new(Duration::from_millis(100), Duration::from_secs(2));
         let now = 1_000_000;
         // Jitter 1.0 (clamped to the top): the full delay.
-        let delays: Vec<i64> = (0..7).map(|_| s.failed(now, 1.0) - now).collect();
+        let delays: Vec<i64> = (0..7).map(|_| s.failed(now, 1.0, None) - now).collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1600, 2000, 2000]);
         assert_eq!(s.failures(), 7);
         // Jitter 0: half the delay, never less.
         s.succeeded();
-        assert_eq!(s.failed(now, 0.0) - now, 50);
-        assert_eq!(s.failed(now, 0.5) - now, 150);
+        assert_eq!(s.failed(now, 0.0, None) - now, 50);
+        assert_eq!(s.failed(now, 0.5, None) - now, 150);
         // A clock far in the future does not overflow.
-        assert_eq!(s.failed(i64::MAX - 1, 0.0), i64::MAX);
+        assert_eq!(s.failed(i64::MAX - 1, 0.0, None), i64::MAX);
         for _ in 0..10 {
-            s.failed(now, 0.0);
+            s.failed(now, 0.0, None);
         }
         // At the cap, jitter keeps every delay in its upper half.
         for _ in 0..100 {
-            let d = s.failed(now, rand::random::<f64>()) - now;
+            let d = s.failed(now, rand::random::<f64>(), None) - now;
             assert!((1000..=2000).contains(&d), "{d}");
         }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_capped() {
+        // 2015-10-21T07:28:00Z.
+        let now = 1_445_412_480_000;
+        let s = Duration::from_secs;
+        assert_eq!(retry_after("120", now), Some(s(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(s(0)));
+        assert_eq!(retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(s(30))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now + 250),
+            Some(Duration::ZERO),
+            "a date in the past"
+        );
+        assert_eq!(
+            retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        for bad in ["", "-5", "1.5", "soon", "Wed, 21 Oct 2015"] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_sets_a_floor_under_the_backoff() {
+        let mut s = Schedule::new(Duration::from_millis(100), Duration::from_secs(2));
+        let now = 1_000_000;
+        assert_eq!(
+            s.failed(now, 1.0, Some(Duration::from_secs(3))) - now,
+            3_000
+        );
+        // Shorter than the backoff: the backoff wins.
+        assert_eq!(
+            s.failed(now, 1.0, Some(Duration::from_millis(10))) - now,
+            200
+        );
+        assert_eq!(s.failures(), 2);
     }
 }

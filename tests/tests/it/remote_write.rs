@@ -4,7 +4,11 @@
 //! `kill -9` of the server; a full backlog drops the oldest samples and counts them; a receiver
 //! that refuses every request drops them as rejected; one series Prometheus refuses (out of
 //! order) costs only that series' samples. Skipped with a message when `prometheus` is not
-//! installed (`scripts/test.sh` installs it).
+//! installed (`scripts/test.sh` installs it). The same against VictoriaMetrics is in
+//! `victoria_metrics`, and a receiver's `Retry-After` in `retry_after`.
+
+mod retry_after;
+mod victoria_metrics;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -31,17 +35,7 @@ struct Prometheus {
 impl Prometheus {
     /// The `prometheus` binary, or `None` (and a message) when it is not installed.
     fn binary() -> Option<PathBuf> {
-        let found = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("prometheus"))
-                .find(|p| p.is_file())
-        });
-        if found.is_none() {
-            eprintln!(
-                "skipping: `prometheus` is not installed (apt-get install prometheus; scripts/test.sh does)"
-            );
-        }
-        found
+        installed("prometheus", "prometheus")
     }
 
     /// Prepares a Prometheus on a free port with its data under `dir`; not started.
@@ -100,20 +94,6 @@ impl Prometheus {
         let mut out = BTreeMap::new();
         for s in v["data"]["result"].as_array().expect("a matrix") {
             let labels = &s["metric"];
-            let mut name = labels["__name__"].as_str().unwrap().to_owned();
-            let own: Vec<(&String, &Value)> = labels
-                .as_object()
-                .unwrap()
-                .iter()
-                .filter(|(k, _)| {
-                    !["__name__", "org", "resource_id", "resource_type", "agent"]
-                        .contains(&k.as_str())
-                })
-                .collect();
-            assert!(own.len() <= 1, "one metric label at most here: {labels}");
-            if let Some((k, v)) = own.first() {
-                name = metric::labelled(&name, k, v.as_str().unwrap());
-            }
             let points = s["values"]
                 .as_array()
                 .unwrap()
@@ -123,7 +103,7 @@ impl Prometheus {
                     (ts, p[1].as_str().unwrap().parse::<f64>().unwrap())
                 })
                 .collect();
-            let key = (labels["resource_id"].as_str().unwrap().to_owned(), name);
+            let key = series_key(labels);
             assert!(
                 out.insert(key.clone(), (labels.clone(), points)).is_none(),
                 "{key:?} twice"
@@ -140,6 +120,48 @@ impl Drop for Prometheus {
             let _ = c.wait();
         }
     }
+}
+
+/// The Warden series a receiver's labels name: (resource id, Warden metric name, with the
+/// metric's own label put back).
+fn series_key(labels: &Value) -> (String, String) {
+    let mut name = labels["__name__"].as_str().unwrap().to_owned();
+    let own: Vec<(&String, &Value)> = labels
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                "__name__",
+                plan::ORG,
+                plan::RESOURCE_ID,
+                plan::RESOURCE_TYPE,
+                plan::AGENT,
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    assert!(own.len() <= 1, "one metric label at most here: {labels}");
+    if let Some((k, v)) = own.first() {
+        name = metric::labelled(&name, k, v.as_str().unwrap());
+    }
+    (labels[plan::RESOURCE_ID].as_str().unwrap().to_owned(), name)
+}
+
+/// The binary `name` on the `PATH`, or `None` and a message saying which Debian `package`
+/// has it.
+fn installed(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        eprintln!(
+            "skipping: `{name}` is not installed (apt-get install {package}; scripts/test.sh does)"
+        );
+    }
+    found
 }
 
 /// Percent-encodes a query parameter.
@@ -256,6 +278,31 @@ fn assert_same(got: &Received, want: &Stored) {
     }
 }
 
+/// An agent with this machine's host collector every second, as `hostname`: real values, and
+/// metrics with labels (file systems).
+fn host_agent(dir: &Path, hostname: &str) -> AgentProc {
+    AgentProc::new(
+        dir,
+        &format!(
+            "hostname = \"{hostname}\"\n[collectors.docker]\nenabled = false\n[collectors.host]\ninterval = \"1s\"\ntimeout = \"1s\"\n"
+        ),
+    )
+}
+
+/// The labels of the host resource `resource` fed by `agent`: its type and agent, and a
+/// metric's own label kept as a label (the host collector's file systems).
+fn assert_resource_labels(got: &Received, resource: &str, agent: &str) {
+    let (labels, _) = &got[&(resource.to_owned(), metric::CPU_PCT.to_owned())];
+    assert_eq!(labels[plan::RESOURCE_TYPE], "node", "{labels}");
+    assert_eq!(labels[plan::AGENT], agent, "{labels}");
+    assert_eq!(labels[plan::ORG], "default", "{labels}");
+    assert!(
+        got.keys().any(|(_, m)| m.contains('{')),
+        "a labelled metric: {:?}",
+        got.keys()
+    );
+}
+
 #[test]
 fn prometheus_holds_exactly_what_warden_stored() {
     let Some(bin) = Prometheus::binary() else {
@@ -269,11 +316,7 @@ fn prometheus_holds_exactly_what_warden_stored() {
         &prom.write_url(),
         "batch_samples = 200\n",
     );
-    // This machine's host collector: real values, and metrics with labels (file systems).
-    let host = AgentProc::new(
-        &tmp.path().join("agent"),
-        "hostname = \"rwnode\"\n[collectors.docker]\nenabled = false\n[collectors.host]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
-    );
+    let host = host_agent(&tmp.path().join("agent"), "rwnode");
     let agent = feed(&server, host, || figure(&server, SENT) >= 300.0);
     let stored_samples = eventually(Duration::from_secs(30), "backlog shipped", || {
         (figure(&server, BACKLOG) == 0.0).then(|| stored(&server))
@@ -288,15 +331,7 @@ fn prometheus_holds_exactly_what_warden_stored() {
     assert_eq!(figure(&server, FULL) + figure(&server, REJECTED), 0.0);
     let got = prom.samples("1h");
     assert_same(&got, &stored_samples);
-    // Resource labels: type and agent, and a metric's own label kept as a label.
-    let (labels, _) = &got[&("node:rwnode".to_owned(), metric::CPU_PCT.to_owned())];
-    assert_eq!(labels["resource_type"], "node", "{labels}");
-    assert_eq!(labels["agent"], agent.as_str(), "{labels}");
-    assert!(
-        got.keys().any(|(_, m)| m.contains('{')),
-        "a labelled metric: {:?}",
-        got.keys()
-    );
+    assert_resource_labels(&got, "node:rwnode", &agent);
     eprintln!(
         "remote write: {total} samples of {} series in Prometheus",
         got.len()
