@@ -277,7 +277,7 @@ async fn drive(
 type Commit = oneshot::Receiver<Result<crate::model::IngestOutcome, String>>;
 
 /// A frame from the agent with the writer room reserved for it, boxed: tokio's `mpsc`
-/// allocates its slots in blocks of 32 whatever the capacity, so an unboxed frame (~230
+/// allocates its slots in blocks of 32 whatever the capacity, so an unboxed frame (216
 /// bytes) would cost every session ~7 KiB for a channel that holds one.
 type Frame = Box<(Result<AgentMessage, ReadError>, Room)>;
 
