@@ -152,6 +152,8 @@ async fn handle(conn: quinn::Connection, ctx: Arc<Context>) {
     match alpn.as_deref() {
         Some(ALPN_ENROLL) => crate::enroll::serve(conn, &ctx).await,
         Some(ALPN_AGENT) => {
+            // The certificate chain is a copy; it is dropped before the session runs rather
+            // than kept for its lifetime.
             let certs = conn.peer_identity().and_then(|i| {
                 i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
                     .ok()
@@ -164,7 +166,9 @@ async fn handle(conn: quinn::Connection, ctx: Arc<Context>) {
                 );
                 return;
             };
-            match crate::pki::peer_identity(leaf) {
+            let id = crate::pki::peer_identity(leaf);
+            drop(certs);
+            match id {
                 Ok(id) => session::run(conn, id, ctx).await,
                 Err(err) => {
                     warn!(error = %err, "unusable client certificate");

@@ -138,7 +138,7 @@ async fn drive(
                         .failed(reason.clone())
                         .details(serde_json::json!({ "attempts": attempts }));
                 e.org_id.clone_from(&id.org_id);
-                shared.audit.record(e).await;
+                Box::pin(shared.audit.record(e)).await;
             }
             machine.refuse(Refusal::Revoked(reason));
             return Err(closed(&mut machine));
@@ -175,7 +175,16 @@ async fn drive(
         Some(Effect::Close(c)) => return Err(c),
         _ => return Err(closed(&mut machine)),
     };
-    if let Some(reason) = refuse_second_process(conn, &record, &hello.hostname, shared).await? {
+    // Boxed, like the other rare paths (`answer`, the audit of a refusal): a future held
+    // inline sizes the session's task for its whole life, 10,000 times over.
+    if let Some(reason) = Box::pin(refuse_second_process(
+        conn,
+        &record,
+        &hello.hostname,
+        shared,
+    ))
+    .await?
+    {
         machine.refuse(Refusal::IdentityInUse(reason));
         return Err(closed(&mut machine));
     }
@@ -232,7 +241,8 @@ async fn drive(
         tokio::select! {
             frame = frames.recv() => match frame {
                 None => break Ok(()),
-                Some((frame, room)) => {
+                Some(frame) => {
+                    let (frame, room) = *frame;
                     io.room = room;
                     if feed(&mut machine, frame).is_break() {
                         break Ok(());
@@ -266,8 +276,10 @@ async fn drive(
 
 type Commit = oneshot::Receiver<Result<crate::model::IngestOutcome, String>>;
 
-/// A frame from the agent with the writer room reserved for it.
-type Frame = (Result<AgentMessage, ReadError>, Room);
+/// A frame from the agent with the writer room reserved for it, boxed: tokio's `mpsc`
+/// allocates its slots in blocks of 32 whatever the capacity, so an unboxed frame (216
+/// bytes) would cost every session ~7 KiB for a channel that holds one.
+type Frame = Box<(Result<AgentMessage, ReadError>, Room)>;
 
 /// Reads the agent's frames on a task of its own (reading is not cancel-safe, so it cannot
 /// sit in a `select!`) and forwards them one at a time. Room in the writer's budget is
@@ -291,7 +303,7 @@ fn spawn_reader(
                 Err(e) => (Err(e), Room::default()),
             };
             let failed = frame.0.is_err();
-            if tx.send(frame).await.is_err() || failed {
+            if tx.send(Box::new(frame)).await.is_err() || failed {
                 break;
             }
         }
@@ -335,13 +347,13 @@ impl Io<'_> {
                     self.acks.push_back(self.shared.writer.enqueue(item, room));
                 }
                 Effect::Request { id, body } => {
-                    let body = answer(
+                    let body = Box::pin(answer(
                         body,
                         &self.record.id,
                         &self.record.org_id,
                         self.ip,
                         self.shared,
-                    )
+                    ))
                     .await;
                     machine.respond(id, body);
                 }
