@@ -149,8 +149,10 @@ const AUTO_RESERVE: u64 = u64::MAX;
 const RECOVER_MIN_FREE: u64 = 1 << 20;
 
 /// Page cache of the database. redb's default (1 GiB) made the server's RSS grow with the
-/// store; a quarter of that costs no measurable ingest throughput.
-const CACHE_BYTES: usize = 256 << 20;
+/// store; 64 MiB kept up with 10,000 agents and saved 175–300 MiB of RSS against 256 MiB
+/// (`docs/PERFORMANCE.md`, "10,000 agents"): writes append, and the reads that matter (the
+/// roll-up of the last minute) touch recent pages.
+const CACHE_BYTES: usize = 64 << 20;
 
 mod agents;
 mod alerts;
