@@ -648,20 +648,9 @@ fn packed_tier(
     to: i64,
     buckets: &mut Buckets,
 ) -> Result<(), StoreError> {
-    if from >= to {
-        return Ok(());
-    }
-    let hours = from.div_euclid(MINUTES_PER_HOUR)..=(to - 1).div_euclid(MINUTES_PER_HOUR);
-    tier_rows(table, metric, wanted, hours, |slot, hour, row| {
-        let first = hour * MINUTES_PER_HOUR;
-        for (m, a) in (first..).zip(PackedHour::decode(row)?.0) {
-            if let Some(a) = a
-                && (from..to).contains(&m)
-            {
-                buckets.add(slot, m * BUCKET_MS, &a);
-            }
-        }
-        Ok(())
+    let span = (from, to, MINUTES_PER_HOUR, BUCKET_MS);
+    grouped_tier(table, metric, wanted, span, buckets, |row| {
+        Ok(PackedHour::decode(row)?.0)
     })
 }
 
@@ -675,16 +664,31 @@ fn hour_tier(
     to: i64,
     buckets: &mut Buckets,
 ) -> Result<(), StoreError> {
+    let span = (from, to, HOURS_PER_DAY, HOUR_MS);
+    grouped_tier(table, metric, wanted, span, buckets, |row| Ok(Day::decode(row)?.0))
+}
+
+/// Buckets `from..to` of the wanted series of `metric` from a tier whose rows each hold
+/// `per_row` consecutive buckets of `width_ms` (`span` = (from, to, per_row, width_ms));
+/// `decode` gives a row's optional aggregate per bucket.
+fn grouped_tier<R: IntoIterator<Item = Option<Aggregate>>>(
+    table: &ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
+    metric: u64,
+    wanted: &[(u64, usize)],
+    (from, to, per_row, width_ms): (i64, i64, i64, i64),
+    buckets: &mut Buckets,
+    decode: impl Fn(&[u8]) -> Result<R, StoreError>,
+) -> Result<(), StoreError> {
     if from >= to {
         return Ok(());
     }
-    let days = from.div_euclid(HOURS_PER_DAY)..=(to - 1).div_euclid(HOURS_PER_DAY);
-    tier_rows(table, metric, wanted, days, |slot, day, row| {
-        for (h, a) in (day * HOURS_PER_DAY..).zip(Day::decode(row)?.0) {
+    let rows = from.div_euclid(per_row)..=(to - 1).div_euclid(per_row);
+    tier_rows(table, metric, wanted, rows, |slot, r, row| {
+        for (b, a) in (r * per_row..).zip(decode(row)?) {
             if let Some(a) = a
-                && (from..to).contains(&h)
+                && (from..to).contains(&b)
             {
-                buckets.add(slot, h * HOUR_MS, &a);
+                buckets.add(slot, b * width_ms, &a);
             }
         }
         Ok(())
