@@ -665,7 +665,9 @@ fn hour_tier(
     buckets: &mut Buckets,
 ) -> Result<(), StoreError> {
     let span = (from, to, HOURS_PER_DAY, HOUR_MS);
-    grouped_tier(table, metric, wanted, span, buckets, |row| Ok(Day::decode(row)?.0))
+    grouped_tier(table, metric, wanted, span, buckets, |row| {
+        Ok(Day::decode(row)?.0)
+    })
 }
 
 /// Buckets `from..to` of the wanted series of `metric` from a tier whose rows each hold
