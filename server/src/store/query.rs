@@ -505,14 +505,10 @@ impl Tables {
         if hours_from < hours_to {
             let (m0, m1) = (hours_from * MINUTES_PER_HOUR, hours_to * MINUTES_PER_HOUR);
             self.minutes(metric, &wanted, first, m0, &marks, &mut buckets)?;
-            hour_tier(
-                &self.hours,
-                metric,
-                &wanted,
-                hours_from,
-                hours_to,
-                &mut buckets,
-            )?;
+            let span = (hours_from, hours_to, HOURS_PER_DAY, HOUR_MS);
+            grouped_tier(&self.hours, metric, &wanted, span, &mut buckets, |row| {
+                Ok(Day::decode(row)?.0)
+            })?;
             self.minutes(metric, &wanted, m1, tier_end, &marks, &mut buckets)?;
         } else {
             self.minutes(metric, &wanted, first, tier_end, &marks, &mut buckets)?;
@@ -542,7 +538,11 @@ impl Tables {
         // The first minute of this metric in minute rows.
         let unpacked = marks.packed + i64::from(marks.is_packed(marks.packed, metric));
         let rows_from = (unpacked * MINUTES_PER_HOUR).clamp(split, to);
-        packed_tier(&self.packed, metric, wanted, split, rows_from, buckets)?;
+        // Packed minute rows: one per series and hour.
+        let span = (split, rows_from, MINUTES_PER_HOUR, BUCKET_MS);
+        grouped_tier(&self.packed, metric, wanted, span, buckets, |row| {
+            Ok(PackedHour::decode(row)?.0)
+        })?;
         tier(
             &self.minutes,
             metric,
@@ -638,41 +638,10 @@ fn tier(
     })
 }
 
-/// Minutes `from..to` of the wanted series of `metric` from packed minute rows (one row per
-/// series and hour); `wanted` is sorted by series id.
-fn packed_tier(
-    table: &ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
-    metric: u64,
-    wanted: &[(u64, usize)],
-    from: i64,
-    to: i64,
-    buckets: &mut Buckets,
-) -> Result<(), StoreError> {
-    let span = (from, to, MINUTES_PER_HOUR, BUCKET_MS);
-    grouped_tier(table, metric, wanted, span, buckets, |row| {
-        Ok(PackedHour::decode(row)?.0)
-    })
-}
-
-/// Hours `from..to` of the wanted series of `metric` from the hour tier (one row per series
-/// and day); `wanted` is sorted by series id.
-fn hour_tier(
-    table: &ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
-    metric: u64,
-    wanted: &[(u64, usize)],
-    from: i64,
-    to: i64,
-    buckets: &mut Buckets,
-) -> Result<(), StoreError> {
-    let span = (from, to, HOURS_PER_DAY, HOUR_MS);
-    grouped_tier(table, metric, wanted, span, buckets, |row| {
-        Ok(Day::decode(row)?.0)
-    })
-}
-
 /// Buckets `from..to` of the wanted series of `metric` from a tier whose rows each hold
 /// `per_row` consecutive buckets of `width_ms` (`span` = (from, to, per_row, width_ms));
-/// `decode` gives a row's optional aggregate per bucket.
+/// `decode` gives a row's optional aggregate per bucket: packed minute rows (an hour of
+/// minutes) and hour-tier rows (a day of hours); `wanted` is sorted by series id.
 fn grouped_tier<R: IntoIterator<Item = Option<Aggregate>>>(
     table: &ReadOnlyTable<&'static [u8; 24], &'static [u8]>,
     metric: u64,

@@ -223,6 +223,23 @@ fn feed(server: &ServerProc, mut agent: AgentProc, mut enough: impl FnMut() -> b
 
 /// Every raw sample Warden stored for every resource and metric it knows:
 /// (resource id, metric) -> [(ts ms, value)].
+/// Waits until the backlog is empty and returns what the store holds, checked to have been
+/// sent exactly once with nothing left, dropped or rejected.
+fn shipped_once(server: &ServerProc) -> Stored {
+    let stored_samples = eventually(Duration::from_secs(30), "backlog shipped", || {
+        (figure(server, BACKLOG) == 0.0).then(|| stored(server))
+    });
+    let total: usize = stored_samples.values().map(Vec::len).sum();
+    assert_eq!(
+        figure(server, SENT),
+        total as f64,
+        "each stored sample sent once"
+    );
+    assert_eq!(figure(server, ROWS), 0.0);
+    assert_eq!(figure(server, FULL) + figure(server, REJECTED), 0.0);
+    stored_samples
+}
+
 fn stored(server: &ServerProc) -> Stored {
     let mut out = BTreeMap::new();
     let from = now_ms() - 3_600_000;
@@ -318,17 +335,8 @@ fn prometheus_holds_exactly_what_warden_stored() {
     );
     let host = host_agent(&tmp.path().join("agent"), "rwnode");
     let agent = feed(&server, host, || figure(&server, SENT) >= 300.0);
-    let stored_samples = eventually(Duration::from_secs(30), "backlog shipped", || {
-        (figure(&server, BACKLOG) == 0.0).then(|| stored(&server))
-    });
+    let stored_samples = shipped_once(&server);
     let total: usize = stored_samples.values().map(Vec::len).sum();
-    assert_eq!(
-        figure(&server, SENT),
-        total as f64,
-        "each stored sample sent once"
-    );
-    assert_eq!(figure(&server, ROWS), 0.0);
-    assert_eq!(figure(&server, FULL) + figure(&server, REJECTED), 0.0);
     let got = prom.samples("1h");
     assert_same(&got, &stored_samples);
     assert_resource_labels(&got, "node:rwnode", &agent);
