@@ -200,26 +200,26 @@ pub(super) fn scan_series(
     Ok(())
 }
 
-/// Calls `f(minute, points)` for each (minute, group) cell in minutes `from..to` that has
-/// head rows, in (minute, group) order, with the cell's samples settled (sorted by series,
+/// Calls `f(minute, group, points)` for each (minute, group) cell from group `from.1` of minute
+/// `from.0` up to minute `to` (exclusive) that has head rows, in (minute, group) order, with the cell's samples settled (sorted by series,
 /// then time), until `f` returns `Break`. A cell holds at most 64 series: memory stays small
 /// however many series a minute holds.
 pub(super) fn for_each_cell(
     head: &impl ReadableTable<&'static [u8; 24], &'static [u8]>,
-    from: i64,
+    from: (i64, u64),
     to: i64,
-    mut f: impl FnMut(i64, &[Point]) -> Result<ControlFlow<()>, StoreError>,
+    mut f: impl FnMut(i64, u64, &[Point]) -> Result<ControlFlow<()>, StoreError>,
 ) -> Result<(), StoreError> {
     let mut points = Vec::new();
     let mut current = None;
-    let lo = head_key(from, 0, 0);
+    let lo = head_key(from.0, from.1, 0);
     let hi = head_key(to, 0, 0);
     for entry in head.range::<&[u8; 24]>(&lo..&hi)? {
         let (k, v) = entry?;
         let (minute, group, _) = parse_head_key(k.value());
-        if let Some((m, _)) = current.filter(|&c| c != (minute, group)) {
+        if let Some((m, g)) = current.filter(|&c| c != (minute, group)) {
             settle(&mut points);
-            if f(m, &points)?.is_break() {
+            if f(m, g, &points)?.is_break() {
                 return Ok(());
             }
             points.clear();
@@ -227,9 +227,9 @@ pub(super) fn for_each_cell(
         current = Some((minute, group));
         decode(k.value(), v.value(), &mut points)?;
     }
-    if let Some((m, _)) = current {
+    if let Some((m, g)) = current {
         settle(&mut points);
-        let _ = f(m, &points)?;
+        let _ = f(m, g, &points)?;
     }
     Ok(())
 }

@@ -131,7 +131,7 @@ impl Store {
                     }
                     head.push(id, s.ts_ms, s.value);
                     let minute = bucket_of(s.ts_ms);
-                    if rolled.is_some_and(|m| minute < m.minutes) {
+                    if rolled.is_some_and(|m| m.minute_rolled(minute, id)) {
                         late_points.push((minute, metric_key(&s.metric), id, s.ts_ms, s.value));
                     }
                 }
@@ -296,7 +296,7 @@ impl ChunkMerges {
                 let replaced = newest.last().is_some_and(|l| l.0 == ts)
                     || stored.binary_search_by_key(&ts, |s| s.0).is_ok();
                 let minute = bucket_of(ts);
-                if rolled.is_some_and(|m| minute < m.minutes) {
+                if rolled.is_some_and(|m| m.minute_rolled(minute, series)) {
                     late.add(minute, metric, series, v, replaced);
                 }
                 match newest.last_mut() {

@@ -57,18 +57,26 @@ pub(super) const NEXT_SERIES_KEY: &str = "next_series_id";
 /// Key in [`META`] of the first minute (a [`bucket_of`] value, sign bit flipped) not yet rolled
 /// into [`MINUTES`]; absent until the first roll-up.
 pub(super) const MINUTES_ROLLED_KEY: &str = "minutes_rolled_until";
+/// Key in [`META`] of the first head group (`head.rs`) of the minute at [`MINUTES_ROLLED_KEY`]
+/// not rolled up yet (a minute is rolled up in slices of groups); absent = 0.
+pub(super) const MINUTES_ROLL_GROUP_KEY: &str = "minutes_roll_group";
 /// Key in [`META`] of the first hour (minute bucket / 60, sign bit flipped) not yet rolled into
 /// [`HOURS`]; absent until the first roll-up.
 pub(super) const HOURS_ROLLED_KEY: &str = "hours_rolled_until";
+/// Keys in [`META`] of the first (metric key, series id) of the hour at [`HOURS_ROLLED_KEY`]
+/// not rolled up yet (an hour is rolled up in slices); absent = 0.
+pub(super) const HOURS_ROLL_METRIC_KEY: &str = "hours_roll_metric";
+pub(super) const HOURS_ROLL_SERIES_KEY: &str = "hours_roll_series";
 /// Key in [`META`] of the first minute (sign bit flipped) whose rows [`MINUTES`] still holds;
 /// older minute rows are deleted. Absent until the first roll-up.
 pub(super) const MINUTES_KEPT_KEY: &str = "minutes_kept_from";
 /// Key in [`META`] of the first hour (minute bucket / 60, sign bit flipped) whose minute
 /// aggregates are not all packed into [`MINUTES_PACKED`]; absent until the first pack.
 pub(super) const MINUTES_PACKED_KEY: &str = "minutes_packed_until";
-/// Key in [`META`] of the first metric key of the hour at [`MINUTES_PACKED_KEY`] not packed
-/// yet (an hour is packed in slices of metrics); absent = 0.
+/// Keys in [`META`] of the first (metric key, series id) of the hour at [`MINUTES_PACKED_KEY`]
+/// not packed yet (an hour is packed in slices); absent = 0.
 pub(super) const PACK_CURSOR_KEY: &str = "minutes_pack_cursor";
+pub(super) const PACK_SERIES_KEY: &str = "minutes_pack_series";
 
 /// Key in [`META`] of the first window (a [`window_of`] value, sign bit flipped) not wholly
 /// sealed into [`CHUNKS`]; absent until the first seal.

@@ -4,14 +4,17 @@
 //!
 //! # Invariants
 //!
-//! - **Marks** (`minutes_packed_until` = hour `packed`, `minutes_pack_cursor` = metric key
-//!   `cursor`, in `meta`, read into [`Marks`] with the tier watermarks): the minute
-//!   aggregates of (hour, metric) are in packed rows if `hour < packed` or `hour == packed`
-//!   and `metric < cursor` ([`Marks::is_packed`]), else in minute rows. Every reader and
-//!   writer of the minute tier decides by it. A step moves the rows of whole (hour, metric)
-//!   slices and the marks in one transaction, so at every commit each minute aggregate is in
-//!   exactly one place. `packed` is never below `kept / 60` (hours before `kept` have no minute
-//!   aggregates at all) nor above `hours` (the hour roll-up reads minute rows).
+//! - **Marks** (`minutes_packed_until` = hour `packed`, `minutes_pack_cursor` and
+//!   `minutes_pack_series` = the (metric key, series) position `cursor`, in `meta`, read into
+//!   [`Marks`] with the tier watermarks): the minute aggregates of (hour, metric, series) are
+//!   in packed rows if `hour < packed` or `hour == packed` and `(metric, series) < cursor`
+//!   ([`Marks::is_packed`]), else in minute rows. Every writer of the minute tier decides by
+//!   it; readers of hour `packed` read both. A step moves the rows of whole slices of an hour
+//!   (`rollup::Slice`: a few thousand series ids of one metric) and the marks in one
+//!   transaction, so at every commit each minute aggregate is in exactly one place and a
+//!   transaction holds tens of thousands of rows, not a metric's whole fleet. `packed` is
+//!   never below `kept / 60` (hours before `kept` have no minute aggregates at all) nor above
+//!   `hours` (the hour roll-up reads minute rows).
 //! - **When.** An hour is packed once the hour tier has rolled it up (all its minutes are
 //!   rolled up) and it ended [`SEAL_GRACE_MS`] ago, like sealing, so batches in flight and
 //!   short outages still land in minute rows. A later sample updates the packed row
@@ -41,9 +44,9 @@
 use super::chunk;
 use super::keys::{
     BUCKET_MS, META, MINUTES, MINUTES_PACKED, MINUTES_PACKED_KEY, MINUTES_PER_HOUR,
-    PACK_CURSOR_KEY, bucket_to_meta, parse_tier_key, tier_key,
+    PACK_CURSOR_KEY, PACK_SERIES_KEY, bucket_to_meta, parse_tier_key, tier_key,
 };
-use super::rollup::{self, Aggregate, Marks};
+use super::rollup::{self, Aggregate, Marks, Slice, next_slice};
 use super::seal::SEAL_GRACE_MS;
 use super::{Store, StoreError};
 use redb::{ReadableTable, Table};
@@ -328,80 +331,67 @@ fn pack_step(
     let (mut hour, mut cursor) = (marks.packed, marks.pack_cursor);
     let mut rows = 0;
     while hour < ready {
-        let Some(metric) = next_metric(minutes, hour, cursor)? else {
+        let Some(slice) = next_slice(minutes, hour, cursor)? else {
             // Hour done: on to the next hour with minute rows (or the first not ready).
             let lo = tier_key((hour + 1) * MINUTES_PER_HOUR, 0, 0);
             let next = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
                 Some(e) => parse_tier_key(e?.0.value()).0.div_euclid(MINUTES_PER_HOUR),
                 None => ready,
             };
-            (hour, cursor) = (next.min(ready).max(hour + 1), 0);
+            (hour, cursor) = (next.min(ready).max(hour + 1), Slice::default());
             continue;
         };
         if rows >= max_rows {
             step.done.more = true;
             break;
         }
-        let (n, written, bytes) = pack_metric(minutes, packed, hour, metric)?;
+        let end = slice.end();
+        let (n, written, bytes) = pack_slice(minutes, packed, hour, slice, end)?;
         rows += n;
         step.done.minutes += n as u64;
         step.done.rows += written;
         step.done.bytes += bytes;
-        (hour, cursor) = match metric.checked_add(1) {
-            Some(c) => (hour, c),
-            None => (hour + 1, 0),
-        };
+        match end {
+            Some(end) => cursor = end,
+            None => (hour, cursor) = (hour + 1, Slice::default()),
+        }
     }
     step.done.until_ms = Some(hour.saturating_mul(HOUR_MS));
     step.changed = (hour, cursor) != (marks.packed, marks.pack_cursor);
     if step.changed {
         meta.insert(MINUTES_PACKED_KEY, bucket_to_meta(hour))?;
-        meta.insert(PACK_CURSOR_KEY, cursor)?;
+        meta.insert(PACK_CURSOR_KEY, cursor.metric)?;
+        meta.insert(PACK_SERIES_KEY, cursor.series)?;
     }
     Ok(step)
 }
 
-/// The smallest metric key at or after `cursor` with a minute row in `hour`.
-fn next_metric(
-    minutes: &MinuteTable<'_>,
-    hour: i64,
-    cursor: u64,
-) -> Result<Option<u64>, StoreError> {
-    let mut best: Option<u64> = None;
-    for m in hour * MINUTES_PER_HOUR..(hour + 1) * MINUTES_PER_HOUR {
-        let hi = best.map_or(tier_key(m + 1, 0, 0), |b| tier_key(m, b, 0));
-        if let Some(e) = minutes
-            .range::<&[u8; 24]>(&tier_key(m, cursor, 0)..&hi)?
-            .next()
-        {
-            best = Some(parse_tier_key(e?.0.value()).1);
-        }
-    }
-    Ok(best)
-}
-
-/// Moves the minute rows of `metric` in `hour` into packed rows (merging rows already
-/// there); returns (minute rows, packed rows, their bytes).
-fn pack_metric(
+/// Moves the minute rows of `hour` from `slice` to `end` (the end of the hour if `None`) into
+/// packed rows (merging rows already there); returns (minute rows, packed rows, their bytes).
+fn pack_slice(
     minutes: &mut MinuteTable<'_>,
     packed: &mut PackedTable<'_>,
     hour: i64,
-    metric: u64,
+    slice: Slice,
+    end: Option<Slice>,
 ) -> Result<(usize, u64, u64), StoreError> {
-    let mut by_series: BTreeMap<u64, PackedHour> = BTreeMap::new();
+    let mut by_series: BTreeMap<(u64, u64), PackedHour> = BTreeMap::new();
     let mut n = 0;
     for (i, m) in (hour * MINUTES_PER_HOUR..(hour + 1) * MINUTES_PER_HOUR).enumerate() {
-        let (lo, hi) = (tier_key(m, metric, 0), tier_key(m, metric, u64::MAX));
-        for entry in minutes.extract_from_if::<&[u8; 24], _>(&lo..=&hi, |_, _| true)? {
+        let lo = tier_key(m, slice.metric, slice.series);
+        let hi = end.map_or(tier_key(m + 1, 0, 0), |e| tier_key(m, e.metric, e.series));
+        for entry in minutes.extract_from_if::<&[u8; 24], _>(&lo..&hi, |_, _| true)? {
             let (k, v) = entry?;
-            let (_, _, series) = parse_tier_key(k.value());
-            by_series.entry(series).or_insert(PackedHour::EMPTY).0[i] =
-                Some(Aggregate::decode(v.value()));
+            let (_, metric, series) = parse_tier_key(k.value());
+            by_series
+                .entry((metric, series))
+                .or_insert(PackedHour::EMPTY)
+                .0[i] = Some(Aggregate::decode(v.value()));
             n += 1;
         }
     }
     let (mut rows, mut bytes) = (0, 0);
-    for (series, mut row) in by_series {
+    for ((metric, series), mut row) in by_series {
         let key = tier_key(hour, metric, series);
         let old = packed
             .get(&key)?
@@ -466,9 +456,9 @@ pub(super) fn minute_index(minute: i64) -> usize {
 }
 
 impl Marks {
-    /// Whether the minute aggregates of `metric` in `hour` are in packed rows.
-    pub(super) fn is_packed(&self, hour: i64, metric: u64) -> bool {
-        hour < self.packed || (hour == self.packed && metric < self.pack_cursor)
+    /// Whether the minute aggregates of (`metric`, `series`) in `hour` are in packed rows.
+    pub(super) fn is_packed(&self, hour: i64, metric: u64, series: u64) -> bool {
+        hour < self.packed || (hour == self.packed && Slice { metric, series } < self.pack_cursor)
     }
 }
 

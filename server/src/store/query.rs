@@ -9,7 +9,7 @@ use super::keys::{
     series_name, tier_key,
 };
 use super::pack::PackedHour;
-use super::rollup::{Aggregate, Day, Marks, marks, whole_minutes};
+use super::rollup::{Aggregate, Day, Marks, Slice, marks, whole_minutes};
 use super::{Store, StoreError};
 use crate::model::{ProvenanceRecord, ResourceRecord};
 use redb::{ReadOnlyTable, ReadTransaction};
@@ -535,11 +535,15 @@ impl Tables {
         if from < split {
             self.raw(wanted, from * BUCKET_MS, split * BUCKET_MS - 1, buckets)?;
         }
-        // The first minute of this metric in minute rows.
-        let unpacked = marks.packed + i64::from(marks.is_packed(marks.packed, metric));
-        let rows_from = (unpacked * MINUTES_PER_HOUR).clamp(split, to);
+        // Hour `packed` is packed up to a (metric, series) position: for this metric it may
+        // be in packed rows, minute rows or both (each aggregate in one place), so both are read.
+        let cursor = marks.pack_cursor;
+        let packed_to = marks.packed + i64::from(cursor > Slice { metric, series: 0 });
+        let rows_from = marks.packed + i64::from(cursor.metric > metric);
+        let packed_to = (packed_to * MINUTES_PER_HOUR).clamp(split, to);
+        let rows_from = (rows_from * MINUTES_PER_HOUR).clamp(split, to);
         // Packed minute rows: one per series and hour.
-        let span = (split, rows_from, MINUTES_PER_HOUR, BUCKET_MS);
+        let span = (split, packed_to, MINUTES_PER_HOUR, BUCKET_MS);
         grouped_tier(&self.packed, metric, wanted, span, buckets, |row| {
             Ok(PackedHour::decode(row)?.0)
         })?;

@@ -14,6 +14,14 @@
 //!   samples, and minutes before `kept` from the hour tier (whole hours) or the raw samples.
 //!   So readers are correct whatever the watermarks are, and a file written before the tiers
 //!   existed (no watermarks) reads exactly as before.
+//! - **Cursors.** Each watermark moves in bounded slices, so no transaction holds a whole
+//!   minute or hour of a large fleet: minute `minutes` is rolled up in head groups
+//!   (`roll_group`: groups before it have their minute rows), hour `hours` in [`Slice`]s of
+//!   (metric, series) (`hour_cursor`: positions before it have their hour rows). Readers take
+//!   the tier only for buckets before the watermark, so rows of a partly rolled bucket are
+//!   invisible to them; writers of late samples ([`Marks::minute_rolled`],
+//!   [`Marks::hour_rolled`]) update those rows for positions before the cursor, and leave
+//!   the others to the roll-up, which has not read them yet.
 //! - **Roll-up.** [`Store::roll_up`] moves `minutes` up to the minute before the current one
 //!   (a minute stays open for [`GRACE_MINUTES`] after it ends, so batches in flight are not
 //!   late) by reading the raw samples of the closed minutes in key order, one contiguous
@@ -38,11 +46,12 @@
 //! range read, roll-ups append whole buckets at the end of the table, and pruning deletes from
 //! its start.
 
-use super::head::{self, HEAD};
+use super::head::{self, HEAD, group_of};
 use super::history::History;
 use super::keys::{
-    BUCKET_MS, HOURS, HOURS_PER_DAY, HOURS_ROLLED_KEY, META, MINUTES, MINUTES_KEPT_KEY,
-    MINUTES_PACKED, MINUTES_PACKED_KEY, MINUTES_PER_HOUR, MINUTES_ROLLED_KEY, PACK_CURSOR_KEY,
+    BUCKET_MS, HOURS, HOURS_PER_DAY, HOURS_ROLL_METRIC_KEY, HOURS_ROLL_SERIES_KEY,
+    HOURS_ROLLED_KEY, META, MINUTES, MINUTES_KEPT_KEY, MINUTES_PACKED, MINUTES_PACKED_KEY,
+    MINUTES_PER_HOUR, MINUTES_ROLL_GROUP_KEY, MINUTES_ROLLED_KEY, PACK_CURSOR_KEY, PACK_SERIES_KEY,
     SERIES, bucket_from_meta, bucket_of, bucket_to_meta, metric_key, metric_of_series,
     parse_tier_key, tier_key,
 };
@@ -247,20 +256,84 @@ pub struct RollUp {
 /// The watermarks of the tiers, as bucket numbers (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Marks {
-    /// First minute not rolled into the minute tier.
+    /// First minute not wholly rolled into the minute tier.
     pub(super) minutes: i64,
-    /// First hour not rolled into the hour tier.
+    /// First head group (`head.rs`) of minute `minutes` not rolled up.
+    pub(super) roll_group: u64,
+    /// First hour not wholly rolled into the hour tier.
     pub(super) hours: i64,
+    /// First (metric key, series) of hour `hours` not rolled up.
+    pub(super) hour_cursor: Slice,
     /// First minute whose rows the minute tier still holds.
     pub(super) kept: i64,
     /// First hour whose minute aggregates are not all packed (`pack.rs`); at least
     /// `kept / 60`.
     pub(super) packed: i64,
-    /// First metric key of hour `packed` whose minute aggregates are not packed.
-    pub(super) pack_cursor: u64,
+    /// First (metric key, series) of hour `packed` whose minute aggregates are not packed.
+    pub(super) pack_cursor: Slice,
+}
+
+/// A position in the (metric key, series id) order of an hour's minute rows: hours are rolled
+/// up and packed in slices of it, each slice in one transaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Slice {
+    pub(super) metric: u64,
+    pub(super) series: u64,
+}
+
+/// Series ids one slice of an hour covers: dense ids of a few metrics make slices of a few
+/// thousand series (tens of thousands of minute rows), so a transaction holds little.
+#[cfg(not(test))]
+const SLICE_IDS: u64 = 8192;
+/// Small in unit tests, so a few hundred series make many slices.
+#[cfg(test)]
+const SLICE_IDS: u64 = 16;
+
+impl Slice {
+    /// The first position after the slice that starts here.
+    pub(super) fn end(self) -> Option<Self> {
+        match self.series.checked_add(SLICE_IDS) {
+            Some(series) => Some(Self {
+                metric: self.metric,
+                series,
+            }),
+            None => self
+                .metric
+                .checked_add(1)
+                .map(|metric| Self { metric, series: 0 }),
+        }
+    }
+}
+
+/// The first (metric key, series) at or after `from` with a minute row in `hour`.
+pub(super) fn next_slice(
+    minutes: &impl ReadableTable<&'static [u8; 24], &'static [u8; 32]>,
+    hour: i64,
+    from: Slice,
+) -> Result<Option<Slice>, StoreError> {
+    let mut best: Option<Slice> = None;
+    for m in hour * MINUTES_PER_HOUR..(hour + 1) * MINUTES_PER_HOUR {
+        let hi = best.map_or(tier_key(m + 1, 0, 0), |b| tier_key(m, b.metric, b.series));
+        let lo = tier_key(m, from.metric, from.series);
+        if let Some(e) = minutes.range::<&[u8; 24]>(&lo..&hi)?.next() {
+            let (_, metric, series) = parse_tier_key(e?.0.value());
+            best = Some(Slice { metric, series });
+        }
+    }
+    Ok(best)
 }
 
 impl Marks {
+    /// Whether the minute tier has the aggregate of `series` in `minute`.
+    pub(super) fn minute_rolled(&self, minute: i64, series: u64) -> bool {
+        minute < self.minutes || (minute == self.minutes && group_of(series) < self.roll_group)
+    }
+
+    /// Whether the hour tier has the aggregate of (`metric`, `series`) in `hour`.
+    pub(super) fn hour_rolled(&self, hour: i64, metric: u64, series: u64) -> bool {
+        hour < self.hours || (hour == self.hours && Slice { metric, series } < self.hour_cursor)
+    }
+
     /// Whether a roll-up at minute `target` has nothing to do.
     fn done(&self, target: i64, keep: i64) -> bool {
         self.minutes >= target
@@ -346,32 +419,47 @@ pub(super) fn marks(
     let get = |key: &str| -> Result<Option<i64>, StoreError> {
         Ok(meta.get(key)?.map(|v| bucket_from_meta(v.value())))
     };
-    Ok(
-        match (
-            get(MINUTES_ROLLED_KEY)?,
-            get(HOURS_ROLLED_KEY)?,
-            get(MINUTES_KEPT_KEY)?,
-        ) {
-            (Some(minutes), Some(hours), Some(kept)) => {
-                // Hours before `kept` have no minute aggregates: nothing to pack there.
-                let from = kept.div_euclid(MINUTES_PER_HOUR);
-                let (packed, pack_cursor) = match get(MINUTES_PACKED_KEY)? {
-                    Some(p) if p >= from => {
-                        (p, meta.get(PACK_CURSOR_KEY)?.map_or(0, |v| v.value()))
-                    }
-                    _ => (from, 0),
-                };
-                Some(Marks {
-                    minutes,
-                    hours,
-                    kept,
-                    packed,
-                    pack_cursor,
-                })
-            }
-            _ => None,
-        },
-    )
+    let raw =
+        |key: &str| -> Result<u64, StoreError> { Ok(meta.get(key)?.map_or(0, |v| v.value())) };
+    let slice = |metric: &str, series: &str| -> Result<Slice, StoreError> {
+        Ok(Slice {
+            metric: raw(metric)?,
+            series: raw(series)?,
+        })
+    };
+    let (Some(minutes), Some(hours), Some(kept)) = (
+        get(MINUTES_ROLLED_KEY)?,
+        get(HOURS_ROLLED_KEY)?,
+        get(MINUTES_KEPT_KEY)?,
+    ) else {
+        return Ok(None);
+    };
+    // Hours before `kept` have no minute aggregates: nothing to pack there.
+    let from = kept.div_euclid(MINUTES_PER_HOUR);
+    let (packed, pack_cursor) = match get(MINUTES_PACKED_KEY)? {
+        Some(p) if p >= from => (p, slice(PACK_CURSOR_KEY, PACK_SERIES_KEY)?),
+        _ => (from, Slice::default()),
+    };
+    Ok(Some(Marks {
+        minutes,
+        roll_group: raw(MINUTES_ROLL_GROUP_KEY)?,
+        hours,
+        hour_cursor: slice(HOURS_ROLL_METRIC_KEY, HOURS_ROLL_SERIES_KEY)?,
+        kept,
+        packed,
+        pack_cursor,
+    }))
+}
+
+/// Stores the roll-up watermarks (the pack marks are `pack.rs`'s).
+fn write_marks(meta: &mut Table<'_, &'static str, u64>, m: &Marks) -> Result<(), StoreError> {
+    meta.insert(MINUTES_ROLLED_KEY, bucket_to_meta(m.minutes))?;
+    meta.insert(MINUTES_ROLL_GROUP_KEY, m.roll_group)?;
+    meta.insert(HOURS_ROLLED_KEY, bucket_to_meta(m.hours))?;
+    meta.insert(HOURS_ROLL_METRIC_KEY, m.hour_cursor.metric)?;
+    meta.insert(HOURS_ROLL_SERIES_KEY, m.hour_cursor.series)?;
+    meta.insert(MINUTES_KEPT_KEY, bucket_to_meta(m.kept))?;
+    Ok(())
 }
 
 impl Store {
@@ -422,10 +510,12 @@ impl Store {
                     let minute = hour * MINUTES_PER_HOUR;
                     Marks {
                         minutes: minute,
+                        roll_group: 0,
                         hours: hour,
+                        hour_cursor: Slice::default(),
                         kept: minute,
                         packed: hour,
-                        pack_cursor: 0,
+                        pack_cursor: Slice::default(),
                     }
                 }
             };
@@ -439,10 +529,10 @@ impl Store {
                     series: &series,
                     pending: Vec::new(),
                 };
-                marks.minutes = rows.roll(
+                (marks.minutes, marks.roll_group) = rows.roll(
                     &samples,
                     &mut minutes,
-                    marks.minutes,
+                    (marks.minutes, marks.roll_group),
                     target,
                     max_rows,
                     &mut out,
@@ -455,10 +545,10 @@ impl Store {
             };
             let hour_target = marks.minutes.div_euclid(MINUTES_PER_HOUR);
             if marks.hours < hour_target {
-                marks.hours = roll_hours(
+                (marks.hours, marks.hour_cursor) = roll_hours(
                     &minutes,
                     &mut hours,
-                    marks.hours,
+                    (marks.hours, marks.hour_cursor),
                     hour_target,
                     budget(&out),
                     &mut out,
@@ -475,9 +565,7 @@ impl Store {
                     &mut out,
                 )?;
             }
-            meta.insert(MINUTES_ROLLED_KEY, bucket_to_meta(marks.minutes))?;
-            meta.insert(HOURS_ROLLED_KEY, bucket_to_meta(marks.hours))?;
-            meta.insert(MINUTES_KEPT_KEY, bucket_to_meta(marks.kept))?;
+            write_marks(&mut meta, &marks)?;
             marks
         };
         self.commit(txn)?;
@@ -505,30 +593,26 @@ struct MinuteRows<'a, 't> {
 }
 
 impl MinuteRows<'_, '_> {
-    /// Rolls minutes `from..to` of the raw samples into `minutes`, stopping at a minute
-    /// boundary once `max_rows` samples are read; returns the first minute not rolled up.
+    /// Rolls minutes `from..to` of the raw samples into `minutes`, starting at head group
+    /// `from.1` of minute `from.0` and stopping after the head group (`head.rs`) in which
+    /// `max_rows` samples are read; returns the first (minute, group) not rolled up.
     fn roll(
         &mut self,
         samples: &Samples<'_>,
         minutes: &mut TierTable<'_>,
-        from: i64,
+        from: (i64, u64),
         to: i64,
         max_rows: usize,
         out: &mut RollUp,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<(i64, u64), StoreError> {
         let mut read = 0usize;
         let mut current = None;
         let mut stopped = None;
-        head::for_each_cell(samples, from, to, |minute, points| {
+        head::for_each_cell(samples, from, to, |minute, group, points| {
             if current.is_some_and(|m| m != minute) {
                 // A minute ended: write its rows.
                 self.flush(minutes)?;
                 out.minutes += 1;
-                if read >= max_rows {
-                    // Every minute before this one is rolled up.
-                    stopped = Some(minute);
-                    return Ok(ControlFlow::Break(()));
-                }
             }
             current = Some(minute);
             for run in points.chunk_by(|a, b| a.0 == b.0) {
@@ -539,14 +623,21 @@ impl MinuteRows<'_, '_> {
                 self.push(minute, run[0].0, &agg)?;
             }
             read += points.len();
+            if read >= max_rows {
+                // Every group before the next one is rolled up.
+                stopped = Some((minute, group + 1));
+                return Ok(ControlFlow::Break(()));
+            }
             Ok(ControlFlow::Continue(()))
         })?;
-        if stopped.is_none() && current.is_some() {
+        if current.is_some() {
             self.flush(minutes)?;
-            out.minutes += 1;
+            if stopped.is_none() {
+                out.minutes += 1;
+            }
         }
         out.rows += read as u64;
-        Ok(stopped.unwrap_or(to))
+        Ok(stopped.unwrap_or((to, 0)))
     }
 
     fn push(&mut self, minute: i64, series: u64, agg: &Aggregate) -> Result<(), StoreError> {
@@ -584,55 +675,59 @@ impl MinuteRows<'_, '_> {
     }
 }
 
-/// Rolls hours `from..to` of the minute tier into `hours`, skipping hours without rows and
-/// stopping after an hour once `max_rows` rows are read; returns the first hour not rolled up.
+/// Rolls hours `from..to` of the minute tier into `hours`, starting at slice `from.1` of hour
+/// `from.0`, skipping hours without rows and stopping after the slice in which `max_rows`
+/// rows are read; returns the first (hour, slice) not rolled up.
 fn roll_hours(
     minutes: &TierTable<'_>,
     hours: &mut HourTable<'_>,
-    from: i64,
+    from: (i64, Slice),
     to: i64,
     max_rows: usize,
     out: &mut RollUp,
-) -> Result<i64, StoreError> {
-    let mut hour = from;
+) -> Result<(i64, Slice), StoreError> {
+    let (mut hour, mut cursor) = from;
     let mut read = 0usize;
-    let mut acc: HashMap<(u64, u64), Aggregate> = HashMap::new();
+    let mut acc: BTreeMap<(u64, u64), Aggregate> = BTreeMap::new();
     while hour < to && read < max_rows {
-        // The next hour with any minute row.
-        let lo = tier_key(hour * MINUTES_PER_HOUR, 0, 0);
-        let next = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
-            Some(entry) => parse_tier_key(entry?.0.value())
-                .0
-                .div_euclid(MINUTES_PER_HOUR),
-            None => to,
+        let Some(slice) = next_slice(minutes, hour, cursor)? else {
+            // Hour done: on to the next hour with any minute row.
+            out.hours += 1;
+            let lo = tier_key((hour + 1) * MINUTES_PER_HOUR, 0, 0);
+            let next = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
+                Some(entry) => parse_tier_key(entry?.0.value())
+                    .0
+                    .div_euclid(MINUTES_PER_HOUR),
+                None => to,
+            };
+            (hour, cursor) = (next.clamp(hour + 1, to), Slice::default());
+            continue;
         };
-        if next >= to {
-            hour = to;
-            break;
-        }
-        hour = next;
-        let lo = tier_key(hour * MINUTES_PER_HOUR, 0, 0);
-        let hi = tier_key((hour + 1) * MINUTES_PER_HOUR, 0, 0);
+        let end = slice.end();
         // Minutes in order, so each series' minutes are added in time order.
-        for entry in minutes.range::<&[u8; 24]>(&lo..&hi)? {
-            let (k, v) = entry?;
-            let (_, metric, series) = parse_tier_key(k.value());
-            let a = Aggregate::decode(v.value());
-            acc.entry((metric, series))
-                .and_modify(|x| x.merge(&a))
-                .or_insert(a);
-            read += 1;
+        for m in hour * MINUTES_PER_HOUR..(hour + 1) * MINUTES_PER_HOUR {
+            let lo = tier_key(m, slice.metric, slice.series);
+            let hi = end.map_or(tier_key(m + 1, 0, 0), |e| tier_key(m, e.metric, e.series));
+            for entry in minutes.range::<&[u8; 24]>(&lo..&hi)? {
+                let (k, v) = entry?;
+                let (_, metric, series) = parse_tier_key(k.value());
+                let a = Aggregate::decode(v.value());
+                acc.entry((metric, series))
+                    .and_modify(|x| x.merge(&a))
+                    .or_insert(a);
+                read += 1;
+            }
         }
-        let mut rows: Vec<_> = acc.drain().collect();
-        rows.sort_unstable_by_key(|r| r.0);
-        for ((metric, series), a) in rows {
+        for ((metric, series), a) in std::mem::take(&mut acc) {
             update_hour(hours, hour, metric, series, |_| Some(a))?;
         }
-        out.hours += 1;
-        hour += 1;
+        match end {
+            Some(end) => cursor = end,
+            None => (hour, cursor) = (hour + 1, Slice::default()),
+        }
     }
     out.rows += read as u64;
-    Ok(hour)
+    Ok((hour, cursor))
 }
 
 /// Deletes the minute rows and packed rows of hours `from..to` (minute numbers, whole
@@ -735,7 +830,7 @@ impl Late {
         let mut in_packed: BTreeMap<(i64, u64, u64), Vec<Cell>> = BTreeMap::new();
         for ((minute, metric, series), (replaced, added)) in cells {
             let hour = minute.div_euclid(MINUTES_PER_HOUR);
-            if minute >= marks.kept && marks.is_packed(hour, metric) {
+            if minute >= marks.kept && marks.is_packed(hour, metric, series) {
                 in_packed
                     .entry((hour, metric, series))
                     .or_default()
@@ -756,7 +851,7 @@ impl Late {
                     minutes.insert(&key, &added.encode())?;
                 }
             }
-            if hour < marks.hours {
+            if marks.hour_rolled(hour, metric, series) {
                 changes
                     .entry((hour, metric, series))
                     .and_modify(|(r, a)| {
@@ -811,7 +906,7 @@ fn recompute_hour(
 ) -> Result<Option<Aggregate>, StoreError> {
     let first = hour * MINUTES_PER_HOUR;
     let mut acc = None;
-    if first >= marks.kept && marks.is_packed(hour, metric) {
+    if first >= marks.kept && marks.is_packed(hour, metric, series) {
         if let Some(row) = read_packed(packed, hour, metric, series)? {
             for a in row.0.iter().flatten() {
                 fold(&mut acc, a);

@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 /// How long after its end a window is sealed.
 pub(super) const SEAL_GRACE_MS: i64 = 10 * 60_000;
 /// Series ids sealed per slice.
-const SLICE: u64 = 2048;
+const SLICE: u64 = 512;
 /// Head samples one transaction moves at most before it commits (it finishes its slice, and
 /// it commits at the end of a window in any case).
 const TXN_ROWS: usize = 200_000;

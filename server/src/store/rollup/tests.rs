@@ -165,12 +165,13 @@ fn assert_same(what: &str, got: &Aggregate, want: &Aggregate) {
 
 /// The tiers hold exactly the model's aggregates within the watermarks, and nothing else.
 fn check_tiers(store: &Store, model: &Model) {
+    let marks = marks_of(store).expect("rolled up");
     let Marks {
         minutes: minute_wm,
         hours: hour_wm,
         kept,
         ..
-    } = marks_of(store).expect("rolled up");
+    } = marks;
     assert!(kept <= hour_wm * 60 && hour_wm * 60 <= minute_wm && kept % 60 == 0);
     let mut want_minutes = BTreeMap::new();
     let mut want_hours = BTreeMap::new();
@@ -180,11 +181,13 @@ fn check_tiers(store: &Store, model: &Model) {
         for (&ts, &v) in points {
             by_minute.entry(bucket_of(ts)).or_default().push(v);
         }
+        let key = metric_key(metric);
         for (m, vs) in by_minute {
-            if (kept..minute_wm).contains(&m) {
+            let hour = m.div_euclid(MINUTES_PER_HOUR);
+            if m >= kept && marks.minute_rolled(m, id) && !marks.is_packed(hour, key, id) {
                 want_minutes.insert((m, id), agg_of(vs.iter().copied()).unwrap());
             }
-            if m.div_euclid(MINUTES_PER_HOUR) < hour_wm {
+            if marks.hour_rolled(hour, key, id) {
                 let h = want_hours
                     .entry((m.div_euclid(MINUTES_PER_HOUR), id))
                     .or_insert_with(Vec::new);
@@ -640,4 +643,120 @@ fn aggregates_merge_exactly() {
     assert_eq!(whole_minutes(1, 119_999), (1, 2));
     assert_eq!(whole_minutes(-60_000, -1), (-1, 0));
     assert_eq!(whole_minutes(1, 59_999), (1, 1));
+}
+
+/// The aggregates of every series in the model, per `step` bucket (its start).
+fn model_buckets(model: &Model, metric: &str, res: &str, step: i64) -> Vec<(i64, Aggregate)> {
+    let mut out: BTreeMap<i64, Option<Aggregate>> = BTreeMap::new();
+    if let Some(points) = model.0.get(&(res.to_owned(), metric.to_owned())) {
+        for (&ts, &v) in points {
+            fold(
+                out.entry(ts.div_euclid(step) * step).or_default(),
+                &Aggregate::of(v),
+            );
+        }
+    }
+    out.into_iter().map(|(t, a)| (t, a.unwrap())).collect()
+}
+
+/// Roll-ups, hour roll-ups and packing stopped at every kind of cursor (between head groups
+/// of a minute, between slices of an hour), with late and replacing samples on both sides of
+/// each cursor after every step, keep the tiers and every read exact.
+#[test]
+fn tiers_stay_exact_whatever_cursor_a_step_stops_at() {
+    let (_dir, store) = open();
+    let mut feed = Feed::new(&store);
+    // 100 resources of two metrics: series ids span four head groups (64 ids) and many
+    // slices.
+    let resources: Vec<String> = (0..100).map(|i| format!("vm:c/{}", 100 + i)).collect();
+    let metrics = [metric::CPU_PCT, metric::MEM_USED_PCT];
+    // Two hours and ten minutes, a sample a minute per series, stored at T0: ingest rolls
+    // nothing up, the backlog is worked off below in small steps.
+    let mut i = 0;
+    for minute in 0..130 {
+        let ts = T0 + minute * MIN + 5_000;
+        let mut samples = Vec::new();
+        for r in &resources {
+            for m in metrics {
+                i += 1;
+                samples.push((r.as_str(), m, ts, value(i)));
+            }
+        }
+        feed.send("a1", &samples, T0);
+    }
+    // Everything is closed, and the first two hours are past the packing grace.
+    let now = T0 + 2 * HOUR + 50 * MIN;
+    let picked = [&resources[0], &resources[50], &resources[99]];
+    let (mut mid_minute, mut mid_hour, mut mid_pack) = (false, false, false);
+    let mut step = 0i64;
+    loop {
+        let rolled = store.roll_up_bounded(now, 1_000).unwrap();
+        let packed = store.pack_bounded(now, 1, 1).unwrap();
+        step += 1;
+        let m = marks_of(&store).unwrap();
+        mid_minute |= m.roll_group > 0;
+        mid_hour |= m.hour_cursor != Slice::default();
+        mid_pack |= m.pack_cursor != Slice::default();
+        // Late samples of series before and after each cursor: in the minute being rolled
+        // up, the hour being rolled up and the hour being packed; every third step one
+        // replaces a stored sample.
+        let mut late = Vec::new();
+        for (k, r) in picked.iter().enumerate() {
+            for metric in metrics {
+                for ts in [
+                    m.minutes * MIN + 7_000 + step,
+                    m.hours * HOUR + 17 * MIN + step,
+                    m.packed * HOUR + 33 * MIN + step,
+                ] {
+                    late.push((r.as_str(), metric, ts, value(step * 7 + k as i64)));
+                }
+                if step % 3 == 0 {
+                    let ts = T0 + (step * 11 + k as i64 * 37) % 130 * MIN + 5_000;
+                    late.push((r.as_str(), metric, ts, 500.0 + step as f64));
+                }
+            }
+        }
+        late.retain(|s| s.2 < T0 + 130 * MIN);
+        // At T0, so ingest's own roll-up has nothing due and the steps stay small.
+        feed.send("a2", &late, T0);
+        check_tiers(&store, &feed.model);
+        for metric in metrics {
+            for bucket in [MIN, HOUR] {
+                let q = AggregateQuery {
+                    metric,
+                    resources: resources.iter().map(String::as_str).collect(),
+                    from_ms: T0,
+                    to_ms: now,
+                    step_ms: bucket,
+                };
+                let got = store.view().unwrap().aggregates(ORG, &[q]).unwrap();
+                for (r, got) in resources.iter().zip(&got[0]) {
+                    let want = model_buckets(&feed.model, metric, r, bucket);
+                    assert_eq!(got.len(), want.len(), "step {step}: {r} {metric} {bucket}");
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(g.0, w.0, "step {step}: {r} {metric}");
+                        assert_same(&format!("step {step}: {r} {metric} {}", g.0), &g.1, &w.1);
+                    }
+                }
+            }
+        }
+        if !rolled.pending && !packed.more {
+            break;
+        }
+        assert!(step < 1_000, "the upkeep does not finish");
+    }
+    assert!(
+        mid_minute && mid_hour && mid_pack,
+        "{mid_minute} {mid_hour} {mid_pack}"
+    );
+    assert!(step > 40, "{step} steps");
+    let m = marks_of(&store).unwrap();
+    assert_eq!(
+        (m.minutes, m.hours, m.packed),
+        (
+            bucket_of(now) - 1,
+            (T0 + 2 * HOUR) / HOUR,
+            (T0 + 2 * HOUR) / HOUR
+        )
+    );
 }
