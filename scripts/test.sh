@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test Warden has, on a fresh Debian machine or a developer's.
-# Installs what the tests need (Debian's docker.io and busybox-static, and prometheus and
+# Installs what the tests need (Debian's make, docker.io and busybox-static, and prometheus and
 # victoria-metrics as remote-write receivers, without their recommended extras), starts dockerd
 # when none is running (and leaves an already running one alone), then: fmt, clippy,
 # build, and the whole test suite. `.ci/run` calls exactly this.
@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 missing=()
+# make builds jemalloc, the server's allocator (a C compiler is needed anyway, for ring).
+command -v make >/dev/null 2>&1 || missing+=(make)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
