@@ -200,10 +200,10 @@ pub(super) fn scan_series(
     Ok(())
 }
 
-/// Calls `f(minute, group, points)` for each (minute, group) cell from group `from.1` of minute
-/// `from.0` up to minute `to` (exclusive) that has head rows, in (minute, group) order, with the cell's samples settled (sorted by series,
-/// then time), until `f` returns `Break`. A cell holds at most 64 series: memory stays small
-/// however many series a minute holds.
+/// Calls `f(minute, group, points)` for each (minute, group) cell with head rows from group
+/// `from.1` of minute `from.0` up to minute `to` (exclusive), in (minute, group) order, with
+/// the cell's samples settled (sorted by series, then time), until `f` returns `Break`. A cell
+/// holds at most 64 series: memory stays small however many series a minute holds.
 pub(super) fn for_each_cell(
     head: &impl ReadableTable<&'static [u8; 24], &'static [u8]>,
     from: (i64, u64),
