@@ -46,7 +46,7 @@ use super::keys::{
     BUCKET_MS, META, MINUTES, MINUTES_PACKED, MINUTES_PACKED_KEY, MINUTES_PER_HOUR,
     PACK_CURSOR_KEY, PACK_SERIES_KEY, bucket_to_meta, parse_tier_key, tier_key,
 };
-use super::rollup::{self, Aggregate, Marks, Slice, next_slice};
+use super::rollup::{self, Aggregate, Marks, Slice, next_hour_with_rows, next_slice};
 use super::seal::SEAL_GRACE_MS;
 use super::{Store, StoreError};
 use redb::{ReadableTable, Table};
@@ -333,12 +333,7 @@ fn pack_step(
     while hour < ready {
         let Some(slice) = next_slice(minutes, hour, cursor)? else {
             // Hour done: on to the next hour with minute rows (or the first not ready).
-            let lo = tier_key((hour + 1) * MINUTES_PER_HOUR, 0, 0);
-            let next = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
-                Some(e) => parse_tier_key(e?.0.value()).0.div_euclid(MINUTES_PER_HOUR),
-                None => ready,
-            };
-            (hour, cursor) = (next.min(ready).max(hour + 1), Slice::default());
+            (hour, cursor) = (next_hour_with_rows(minutes, hour, ready)?, Slice::default());
             continue;
         };
         if rows >= max_rows {
@@ -378,8 +373,7 @@ fn pack_slice(
     let mut by_series: BTreeMap<(u64, u64), PackedHour> = BTreeMap::new();
     let mut n = 0;
     for (i, m) in (hour * MINUTES_PER_HOUR..(hour + 1) * MINUTES_PER_HOUR).enumerate() {
-        let lo = tier_key(m, slice.metric, slice.series);
-        let hi = end.map_or(tier_key(m + 1, 0, 0), |e| tier_key(m, e.metric, e.series));
+        let (lo, hi) = slice.keys(m, end);
         for entry in minutes.extract_from_if::<&[u8; 24], _>(&lo..&hi, |_, _| true)? {
             let (k, v) = entry?;
             let (_, metric, series) = parse_tier_key(k.value());

@@ -303,6 +303,31 @@ impl Slice {
                 .map(|metric| Self { metric, series: 0 }),
         }
     }
+
+    /// The key range of the minute rows of `minute` from this position up to `end` (the end of
+    /// the minute if `None`).
+    pub(super) fn keys(self, minute: i64, end: Option<Self>) -> ([u8; 24], [u8; 24]) {
+        (
+            tier_key(minute, self.metric, self.series),
+            end.map_or(tier_key(minute + 1, 0, 0), |e| {
+                tier_key(minute, e.metric, e.series)
+            }),
+        )
+    }
+}
+
+/// The first hour after `hour` with a minute row, at most `limit` (above `hour`).
+pub(super) fn next_hour_with_rows(
+    minutes: &impl ReadableTable<&'static [u8; 24], &'static [u8; 32]>,
+    hour: i64,
+    limit: i64,
+) -> Result<i64, StoreError> {
+    let lo = tier_key((hour + 1) * MINUTES_PER_HOUR, 0, 0);
+    let next = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
+        Some(e) => parse_tier_key(e?.0.value()).0.div_euclid(MINUTES_PER_HOUR),
+        None => limit,
+    };
+    Ok(next.clamp(hour + 1, limit))
 }
 
 /// The first (metric key, series) at or after `from` with a minute row in `hour`.
@@ -688,26 +713,18 @@ fn roll_hours(
 ) -> Result<(i64, Slice), StoreError> {
     let (mut hour, mut cursor) = from;
     let mut read = 0usize;
-    let mut acc: BTreeMap<(u64, u64), Aggregate> = BTreeMap::new();
     while hour < to && read < max_rows {
         let Some(slice) = next_slice(minutes, hour, cursor)? else {
             // Hour done: on to the next hour with any minute row.
             out.hours += 1;
-            let lo = tier_key((hour + 1) * MINUTES_PER_HOUR, 0, 0);
-            let next = match minutes.range::<&[u8; 24]>(&lo..)?.next() {
-                Some(entry) => parse_tier_key(entry?.0.value())
-                    .0
-                    .div_euclid(MINUTES_PER_HOUR),
-                None => to,
-            };
-            (hour, cursor) = (next.clamp(hour + 1, to), Slice::default());
+            (hour, cursor) = (next_hour_with_rows(minutes, hour, to)?, Slice::default());
             continue;
         };
         let end = slice.end();
+        let mut acc: BTreeMap<(u64, u64), Aggregate> = BTreeMap::new();
         // Minutes in order, so each series' minutes are added in time order.
         for m in hour * MINUTES_PER_HOUR..(hour + 1) * MINUTES_PER_HOUR {
-            let lo = tier_key(m, slice.metric, slice.series);
-            let hi = end.map_or(tier_key(m + 1, 0, 0), |e| tier_key(m, e.metric, e.series));
+            let (lo, hi) = slice.keys(m, end);
             for entry in minutes.range::<&[u8; 24]>(&lo..&hi)? {
                 let (k, v) = entry?;
                 let (_, metric, series) = parse_tier_key(k.value());
@@ -718,7 +735,7 @@ fn roll_hours(
                 read += 1;
             }
         }
-        for ((metric, series), a) in std::mem::take(&mut acc) {
+        for ((metric, series), a) in acc {
             update_hour(hours, hour, metric, series, |_| Some(a))?;
         }
         match end {
